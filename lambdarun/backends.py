@@ -1,0 +1,93 @@
+"""Backends (execution models) and the registry plugins add them to."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from lambdarun.config import KNOWN_DISTRIBUTIONS
+from lambdarun.errors import BackendNotInstalledError, PluginError, UnknownBackendError
+
+if TYPE_CHECKING:
+    from lambdarun.futures import LambdaFuture
+    from lambdarun.session import Session
+
+__all__ = ["Backend", "BackendRegistry"]
+
+
+class Backend(abc.ABC):
+    """An execution model: how a call becomes work on Lambda and comes back.
+
+    Subclasses set ``id`` (the name users pass as ``backend=``) and implement
+    :meth:`submit`. They use the target, storage and invoker only through ``self.session``,
+    so they run unchanged on the local target and on AWS.
+    """
+
+    id: ClassVar[str]
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    @abc.abstractmethod
+    def submit(self, func: Callable[..., Any], args: tuple, kwargs: dict) -> LambdaFuture:
+        """Start ``func(*args, **kwargs)`` and return its future without waiting."""
+
+    def map(
+        self, func: Callable[..., Any], iterable: Iterable[Any], *, max_workers: int | None = None
+    ) -> Iterator[LambdaFuture]:
+        """Futures for ``func(item)`` for each item, in input order.
+
+        The default submits one task per item; backends override it to batch.
+        """
+        for item in iterable:
+            yield self.submit(func, (item,), {})
+
+    def close(self) -> None:
+        """Release what the backend holds (threads, clients)."""
+
+
+class BackendRegistry:
+    """Filled through the ``lambdarun_register_backends`` hook."""
+
+    def __init__(self) -> None:
+        self._backends: dict[str, type[Backend]] = {}
+
+    def add_backend(self, cls: type[Backend]) -> None:
+        """Register ``cls`` under ``cls.id``."""
+        backend_id = getattr(cls, "id", None)
+        if not isinstance(backend_id, str) or not backend_id:
+            raise PluginError(f"backend class {cls!r} needs a non-empty string class attribute 'id'")
+        if not (isinstance(cls, type) and issubclass(cls, Backend)):
+            raise PluginError(f"backend {backend_id!r}: {cls!r} must subclass lambdarun.backends.Backend")
+        existing = self._backends.get(backend_id)
+        if existing is not None and existing is not cls:
+            raise PluginError(
+                f"backend id {backend_id!r} is registered twice ({existing.__module__}."
+                f"{existing.__qualname__} and {cls.__module__}.{cls.__qualname__}); "
+                "uninstall or block one of the plugins"
+            )
+        self._backends[backend_id] = cls
+
+    def __contains__(self, backend_id: object) -> bool:
+        return backend_id in self._backends
+
+    def ids(self) -> list[str]:
+        return sorted(self._backends)
+
+    def get(self, backend_id: str) -> type[Backend]:
+        try:
+            return self._backends[backend_id]
+        except KeyError:
+            installed = ", ".join(self.ids()) or "none"
+            if backend_id in KNOWN_DISTRIBUTIONS:
+                dist = KNOWN_DISTRIBUTIONS[backend_id]
+                raise BackendNotInstalledError(
+                    f"backend {backend_id!r} is provided by the distribution {dist!r}, which is "
+                    f"not installed: pip install {dist} (from plugins/{backend_id} in the "
+                    f"lambdarun repository). Installed backends: {installed}."
+                ) from None
+            raise UnknownBackendError(
+                f"unknown backend {backend_id!r}; installed backends: {installed}. "
+                "Check the name, or install the plugin that provides it."
+            ) from None

@@ -1,0 +1,291 @@
+"""Calls and their outcomes on the wire: what ``run`` ships and what comes back.
+
+Client side: :func:`encode_call` packs ``func(*args, **kwargs)`` into a signed envelope, and
+:func:`decode_outcome` turns the returned envelope into an :class:`Outcome` whose
+:meth:`~Outcome.unwrap` returns the value or raises the function's *own* exception type,
+with the remote traceback attached.
+
+Lambda side: :func:`execute_call` verifies and decodes a call envelope, runs it with
+stdout/stderr captured, and packs the outcome. An envelope that cannot be trusted or
+loaded becomes an outcome carrying the typed lambdarun error, so the caller sees why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from lambdarun.envelope import Envelope, pack, unpack
+from lambdarun.errors import (
+    EnvelopeError,
+    RemoteExecutionError,
+    SerializationError,
+    UnpicklableArgumentError,
+)
+from lambdarun.serializers import VERSION_SENSITIVE_TAGS
+
+if TYPE_CHECKING:
+    from lambdarun.session import Session
+
+__all__ = [
+    "encode_call",
+    "decode_call",
+    "execute_call",
+    "pack_failure",
+    "decode_outcome",
+    "Outcome",
+    "Call",
+]
+
+CALL = "call"
+OUTCOME = "outcome"
+#: stdout/stderr kept per task (the tail is kept when a task prints more)
+OUTPUT_LIMIT = 1_048_576
+
+
+def _describe_callable(func: Any) -> str:
+    module = getattr(func, "__module__", None) or "?"
+    name = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}.{name}"
+
+
+def encode_call(
+    session: Session,
+    func: Callable[..., Any],
+    args: tuple = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    meta: dict[str, Any] | None = None,
+) -> bytes:
+    """Pack a call; an unserializable argument raises :class:`UnpicklableArgumentError`
+    naming its position (or keyword) and the object."""
+    kwargs = kwargs or {}
+    if not callable(func):
+        raise TypeError(f"lambdarun needs a callable, got {type(func).__qualname__}")
+    name = _describe_callable(func)
+    parts = []
+
+    def encode(value: Any, what: str) -> None:
+        try:
+            parts.append(session.encode(value))
+        except SerializationError as exc:
+            raise UnpicklableArgumentError(f"{what} of {name}() cannot be serialized: {exc}") from exc
+
+    encode(func, "the function itself")
+    for position, value in enumerate(args):
+        encode(value, f"argument {position} ({_short_repr(value)})")
+    for key, value in kwargs.items():
+        encode(value, f"keyword argument {key!r} ({_short_repr(value)})")
+    envelope = Envelope(
+        kind=CALL,
+        parts=tuple(parts),
+        meta={"function": name, "nargs": len(args), "kwargs": list(kwargs), **(meta or {})},
+    )
+    return pack(envelope, session.signing_key)
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = object.__repr__(value)
+    text = f"{type(value).__qualname__} {text}" if not text.startswith(type(value).__qualname__) else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@attrs.frozen
+class Call:
+    func: Callable[..., Any]
+    args: tuple
+    kwargs: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def decode_call(session: Session, data: bytes) -> Call:
+    """Verify and decode a call envelope (refusing untrusted or unloadable ones)."""
+    envelope = unpack(data, session.signing_key)
+    if envelope.kind != CALL:
+        raise EnvelopeError(f"expected a call envelope, got {envelope.kind!r}")
+    envelope.check_python(VERSION_SENSITIVE_TAGS)
+    values = [session.decode(part) for part in envelope.parts]
+    nargs = envelope.meta["nargs"]
+    names = envelope.meta["kwargs"]
+    func, args, kw_values = values[0], tuple(values[1 : 1 + nargs]), values[1 + nargs :]
+    return Call(func, args, dict(zip(names, kw_values)), dict(envelope.meta))
+
+
+class _Capture(io.TextIOBase):
+    """A text stream that keeps what is written (bounded) and tees it to the real stream."""
+
+    def __init__(self, tee: Any) -> None:
+        self._tee = tee
+        self._chunks: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._chunks.append(text)
+            self._size += len(text)
+            if self._size > 2 * OUTPUT_LIMIT:
+                joined = "".join(self._chunks)[-OUTPUT_LIMIT:]
+                self._chunks, self._size = [joined], len(joined)
+        if self._tee is not None:
+            try:
+                self._tee.write(text)
+            except Exception:
+                pass
+        return len(text)
+
+    def flush(self) -> None:
+        if self._tee is not None:
+            with contextlib.suppress(Exception):
+                self._tee.flush()
+
+    def getvalue(self) -> str:
+        with self._lock:
+            return "".join(self._chunks)[-OUTPUT_LIMIT:]
+
+
+def execute_call(session: Session, data: bytes, *, tee: bool = True) -> bytes:
+    """Run a call envelope and return the outcome envelope (never raises for user errors)."""
+    started = time.perf_counter()
+    out, err = _Capture(sys.stdout if tee else None), _Capture(sys.stderr if tee else None)
+    meta: dict[str, Any] = {}
+    try:
+        call = decode_call(session, data)
+        meta = {k: call.meta[k] for k in ("task_id", "attempt") if k in call.meta}
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            value = call.func(*call.args, **call.kwargs)
+    except BaseException as exc:  # the caller gets every failure, typed
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return pack_failure(session, exc, stdout=out.getvalue(), stderr=err.getvalue(), meta=meta, started=started)
+    try:
+        part = session.encode(value)
+    except SerializationError as exc:
+        failure = SerializationError(f"the function's result cannot be serialized: {exc}")
+        return pack_failure(session, failure, stdout=out.getvalue(), stderr=err.getvalue(), meta=meta, started=started)
+    envelope = Envelope(
+        kind=OUTCOME,
+        parts=(part,),
+        meta={
+            "ok": True,
+            "stdout": out.getvalue(),
+            "stderr": err.getvalue(),
+            "duration": time.perf_counter() - started,
+            **meta,
+        },
+    )
+    return pack(envelope, session.signing_key)
+
+
+def pack_failure(
+    session: Session,
+    exc: BaseException,
+    *,
+    stdout: str = "",
+    stderr: str = "",
+    meta: dict[str, Any] | None = None,
+    started: float | None = None,
+) -> bytes:
+    """An outcome envelope carrying ``exc`` (pickled when possible) and its traceback."""
+    tb = "".join(traceback.format_exception(exc))
+    parts: tuple = ()
+    try:
+        exc.__traceback__ = None
+        parts = (session.encode(exc),)
+    except Exception:
+        parts = ()  # the caller falls back to RemoteExecutionError naming the type
+    envelope = Envelope(
+        kind=OUTCOME,
+        parts=parts,
+        meta={
+            "ok": False,
+            "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "exc_message": _safe_str(exc),
+            "traceback": tb,
+            "stdout": stdout,
+            "stderr": stderr,
+            "duration": 0.0 if started is None else time.perf_counter() - started,
+            **(meta or {}),
+        },
+    )
+    return pack(envelope, session.signing_key)
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return object.__repr__(exc)
+
+
+@attrs.frozen
+class Outcome:
+    """A finished call: its value or exception, and what it printed."""
+
+    ok: bool
+    value: Any = None
+    exception: BaseException | None = None
+    stdout: str = ""
+    stderr: str = ""
+    remote_traceback: str | None = None
+    meta: dict[str, Any] = attrs.field(factory=dict)
+
+    def unwrap(self) -> Any:
+        if self.ok:
+            return self.value
+        assert self.exception is not None
+        raise self.exception
+
+
+def decode_outcome(session: Session, data: bytes) -> Outcome:
+    """Decode an outcome envelope; the exception (if any) gets the remote traceback attached."""
+    envelope = unpack(data, session.signing_key)
+    if envelope.kind != OUTCOME:
+        raise EnvelopeError(f"expected an outcome envelope, got {envelope.kind!r}")
+    meta = dict(envelope.meta)
+    stdout, stderr = meta.pop("stdout", ""), meta.pop("stderr", "")
+    if meta.get("ok"):
+        envelope.check_python(VERSION_SENSITIVE_TAGS)
+        return Outcome(True, session.decode(envelope.parts[0]), stdout=stdout, stderr=stderr, meta=meta)
+    tb = meta.get("traceback", "")
+    exc: BaseException | None = None
+    if envelope.parts:
+        try:
+            envelope.check_python(VERSION_SENSITIVE_TAGS)
+            candidate = session.decode(envelope.parts[0])
+            if isinstance(candidate, BaseException):
+                exc = candidate
+        except Exception:
+            exc = None
+    if exc is None:
+        exc = RemoteExecutionError(
+            f"remote {meta.get('exc_type')}: {meta.get('exc_message')} (the exception could "
+            "not be rebuilt here; install the module that defines it to get the original type)",
+            original_type=meta.get("exc_type", ""),
+            remote_traceback=tb,
+        )
+    attach_remote_traceback(exc, tb)
+    return Outcome(False, exception=exc, stdout=stdout, stderr=stderr, remote_traceback=tb, meta=meta)
+
+
+def attach_remote_traceback(exc: BaseException, tb: str) -> None:
+    """Attach the remote traceback as ``exc.remote_traceback`` and as a note shown by Python."""
+    with contextlib.suppress(Exception):
+        exc.remote_traceback = tb  # type: ignore[attr-defined]
+    if tb:
+        with contextlib.suppress(Exception):
+            exc.add_note("Remote traceback (on Lambda):\n" + tb.rstrip())

@@ -1,0 +1,173 @@
+"""One exception hierarchy for lambdarun.
+
+Every error a user can meet derives from :class:`LambdarunError`; each message says
+what happened *and* what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LambdarunError",
+    "ConfigError",
+    "PluginError",
+    "UnknownBackendError",
+    "BackendNotInstalledError",
+    "SerializationError",
+    "UnpicklableArgumentError",
+    "EnvelopeError",
+    "EnvelopeVersionError",
+    "EnvelopeSignatureError",
+    "PythonVersionMismatchError",
+    "MissingModuleError",
+    "StorageError",
+    "StorageKeyError",
+    "InvocationError",
+    "FunctionNotFoundError",
+    "PayloadTooLargeError",
+    "ThrottledError",
+    "TargetError",
+    "TaskTimeoutError",
+    "TaskCancelledError",
+    "RemoteExecutionError",
+    "RemoteEnvironmentError",
+    "CheckpointError",
+    "CheckpointConflictError",
+    "ExecutionNotFoundError",
+]
+
+
+class LambdarunError(Exception):
+    """Base class of every error lambdarun raises on purpose."""
+
+
+# --- configuration and plugins ---------------------------------------------------------
+
+
+class ConfigError(LambdarunError, ValueError):
+    """A configuration key or value is wrong; the message names the key, value and source."""
+
+
+class PluginError(LambdarunError):
+    """A plugin could not be loaded or does not honour the hook contract."""
+
+
+class UnknownBackendError(PluginError, KeyError):
+    """No installed plugin provides the requested backend."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BackendNotInstalledError(UnknownBackendError):
+    """The backend exists as a lambdarun distribution that is not installed here."""
+
+
+# --- serialization and the wire envelope -----------------------------------------------
+
+
+class SerializationError(LambdarunError):
+    """A value could not be encoded or decoded."""
+
+
+class UnpicklableArgumentError(SerializationError, TypeError):
+    """An argument of a call cannot be serialized; the message names its position."""
+
+
+class EnvelopeError(SerializationError):
+    """A wire envelope was refused before anything in it was unpickled."""
+
+
+class EnvelopeVersionError(EnvelopeError):
+    """The envelope's format version is not one this lambdarun understands."""
+
+
+class EnvelopeSignatureError(EnvelopeError):
+    """Signing is on and the envelope's HMAC signature is missing or wrong."""
+
+
+class PythonVersionMismatchError(EnvelopeError):
+    """Pickled data was produced by another Python major.minor than the one decoding it."""
+
+
+class MissingModuleError(EnvelopeError, ModuleNotFoundError):
+    """Decoding needs a module that is not importable on this side."""
+
+
+# --- storage ---------------------------------------------------------------------------
+
+
+class StorageError(LambdarunError):
+    """A storage operation failed."""
+
+
+class StorageKeyError(StorageError, KeyError):
+    """The key does not exist in the store."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# --- invocation and targets ------------------------------------------------------------
+
+
+class TargetError(LambdarunError):
+    """The execution target (local Lambda service or AWS) is unusable as configured."""
+
+
+class InvocationError(LambdarunError):
+    """Invoking a Lambda function failed before the function could run."""
+
+
+class FunctionNotFoundError(InvocationError):
+    """The Lambda function does not exist on the target (deploy it, or check the name)."""
+
+
+class PayloadTooLargeError(InvocationError):
+    """The request is over Lambda's payload limit for its invocation type."""
+
+
+class ThrottledError(InvocationError):
+    """The function's concurrency limit was reached (Lambda's TooManyRequestsException)."""
+
+
+class TaskTimeoutError(LambdarunError, TimeoutError):
+    """A task did not finish within its timeout."""
+
+
+class TaskCancelledError(LambdarunError):
+    """The task was cancelled before it produced a result."""
+
+
+class RemoteExecutionError(LambdarunError):
+    """The remote function raised an exception that cannot be rebuilt locally.
+
+    ``original_type`` names the remote exception's class (``module.QualName``) and
+    ``remote_traceback`` holds the formatted remote traceback.
+    """
+
+    def __init__(self, message: str, *, original_type: str = "", remote_traceback: str = ""):
+        super().__init__(message)
+        self.original_type = original_type
+        self.remote_traceback = remote_traceback
+
+
+class RemoteEnvironmentError(RemoteExecutionError):
+    """The Lambda environment failed around the function (timeout, crash, init error)."""
+
+
+# --- checkpointing ---------------------------------------------------------------------
+
+
+class CheckpointError(LambdarunError):
+    """A checkpoint store operation failed."""
+
+
+class CheckpointConflictError(CheckpointError):
+    """Another writer changed the execution since it was loaded (optimistic concurrency)."""
+
+
+class ExecutionNotFoundError(CheckpointError, KeyError):
+    """No durable execution with that id exists in the store."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,236 @@
+"""The lambdarun hook specifications: the whole contract between the core and its plugins.
+
+Every default behaviour of lambdarun is a plugin implementing these hooks, registered the
+same way as third-party plugins (see :mod:`lambdarun.plugins`). A plugin is a module or
+object with functions decorated by :data:`hookimpl`::
+
+    from lambdarun import hookimpl
+
+    @hookimpl
+    def lambdarun_make_storage(url, session):
+        if url.startswith("mem://"):
+            return MemoryStorage(url)
+        return None          # "not me": let the next plugin answer
+
+Hooks marked *firstresult* stop at the first implementation that returns something other
+than ``None``; the built-in defaults are ``trylast`` so any installed plugin wins over them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from lambdarun.backends import BackendRegistry
+    from lambdarun.config import ConfigRegistry, Settings
+    from lambdarun.session import Session
+    from lambdarun.types import (
+        CheckpointStore,
+        Decoded,
+        Encoded,
+        Invoker,
+        Poller,
+        Storage,
+        Target,
+    )
+
+__all__ = ["PROJECT", "hookspec", "hookimpl"]
+
+PROJECT = "lambdarun"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ---------------------------------------------------------------------------------------
+# registration: called once when a Session is created
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def lambdarun_register_backends(register: BackendRegistry) -> None:
+    """Register backend classes (execution models).
+
+    Call ``register.add_backend(cls)`` for each :class:`lambdarun.backends.Backend`
+    subclass the plugin provides; the backend is keyed by ``cls.id``. Registering two
+    backends with the same id is a :class:`~lambdarun.errors.PluginError`.
+
+    :param register: the :class:`lambdarun.backends.BackendRegistry` being filled.
+    :return: nothing; results are ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def lambdarun_register_config(register: ConfigRegistry) -> None:
+    """Declare the plugin's configuration section.
+
+    Call ``register.add_section(name, cls)`` where ``cls`` is an attrs class whose fields
+    all have defaults. Its values then come from ``[name]`` in ``lambdarun.toml`` (or
+    ``[tool.lambdarun.name]`` in ``pyproject.toml``), from ``LAMBDARUN_<NAME>__<FIELD>``
+    environment variables and from call options, validated like the core's own keys.
+
+    :param register: the :class:`lambdarun.config.ConfigRegistry` being filled.
+    :return: nothing; results are ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# serialization
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def lambdarun_encode(value: Any, session: Session) -> Encoded | None:
+    """Encode one value for the wire envelope.
+
+    Return an :class:`lambdarun.types.Encoded` whose ``tag`` names the encoding (it is
+    stored in the envelope and selects the decoder on the other side), or ``None`` when
+    this plugin does not handle ``value``. The default (trylast) uses ``msgpack`` for plain
+    data (None, bool, int, float, str, bytes, and lists/str-keyed dicts of those) and
+    ``cloudpickle`` for everything else.
+
+    :param value: the Python object to encode.
+    :param session: the calling :class:`lambdarun.session.Session` (config, signing key).
+    :return: the encoded value, or ``None`` for "not me". Stops at the first non-None result.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def lambdarun_decode(encoded: Encoded, session: Session) -> Decoded | None:
+    """Decode one value produced by :func:`lambdarun_encode`.
+
+    Dispatch on ``encoded.tag``: return :class:`lambdarun.types.Decoded` wrapping the value
+    when the tag is yours, ``None`` otherwise. Raise
+    :class:`~lambdarun.errors.SerializationError` (or a subclass) when the data is yours but
+    cannot be decoded.
+
+    :param encoded: tag and bytes as found in the envelope.
+    :param session: the decoding :class:`lambdarun.session.Session`.
+    :return: the decoded value wrapped in ``Decoded``, or ``None`` for "not my tag".
+        Stops at the first non-None result.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# storage
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def lambdarun_make_storage(url: str, session: Session) -> Storage | None:
+    """Open blob storage for a base URL.
+
+    Defaults (trylast): ``file:///path`` (a local directory) and ``s3://bucket/prefix``
+    (boto3, through the session's target so the local target's moto server is used).
+
+    :param url: the base URL; dispatch on its scheme.
+    :param session: the :class:`lambdarun.session.Session` (target, config).
+    :return: an object satisfying :class:`lambdarun.types.Storage`, or ``None`` when the
+        scheme is not yours. Stops at the first non-None result.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# targets and invocation
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def lambdarun_make_target(name: str, settings: Settings) -> Target | None:
+    """Create the execution target called ``name`` (``"local"`` or ``"aws"`` built in).
+
+    :param name: the target name from config (``target = "local"``).
+    :param settings: the resolved :class:`lambdarun.config.Settings`.
+    :return: an object satisfying :class:`lambdarun.types.Target`, or ``None`` when the
+        name is not yours. Stops at the first non-None result.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def lambdarun_make_invoker(target: Target, session: Session) -> Invoker | None:
+    """Create the object that invokes Lambda functions on ``target``.
+
+    The default (trylast) calls boto3's ``lambda.invoke`` on ``target.client("lambda")``,
+    which works for AWS and for the local Lambda service alike.
+
+    :param target: the session's target.
+    :param session: the :class:`lambdarun.session.Session`.
+    :return: an object satisfying :class:`lambdarun.types.Invoker`, or ``None``.
+        Stops at the first non-None result.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def lambdarun_handle_event(event: Any, context: Any, session: Session) -> Any | None:
+    """Handle one Lambda event inside the lambdarun runtime function (the Lambda side).
+
+    ``lambdarun.runtime.handler`` calls this hook for every invocation; each backend answers
+    the event shapes it owns (the core handles lambdarun call envelopes, the durable backend
+    ``DurableExecutionArn`` events, the temporal backend worker events).
+
+    :param event: the decoded Lambda event (JSON).
+    :param context: the Lambda context object (``awslambdaric``'s ``LambdaContext``).
+    :param session: the runtime-side :class:`lambdarun.session.Session`.
+    :return: the JSON-compatible response, or ``None`` when the event is not yours.
+        Stops at the first non-None result; an event nobody answers is an error.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# polling
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def lambdarun_make_poller(session: Session) -> Poller | None:
+    """Create the poller that waits on invocation and storage handles.
+
+    The default (trylast) resolves synchronous handles through their futures and storage
+    handles with one ``list(prefix)`` per distinct prefix per round, backing off from
+    10 ms up to the configured maximum interval while nothing completes.
+
+    :param session: the :class:`lambdarun.session.Session`.
+    :return: an object satisfying :class:`lambdarun.types.Poller`, or ``None``.
+        Stops at the first non-None result.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# checkpointing
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def lambdarun_make_checkpoint_store(url: str, session: Session) -> CheckpointStore | None:
+    """Open a durable-execution checkpoint store for a URL.
+
+    The durable backend provides ``sqlite:///path.db``, ``dynamodb://table`` and
+    ``s3://bucket/prefix`` stores.
+
+    :param url: the store URL; dispatch on its scheme.
+    :param session: the :class:`lambdarun.session.Session`.
+    :return: an object satisfying :class:`lambdarun.types.CheckpointStore`, or ``None``
+        when the scheme is not yours. Stops at the first non-None result.
+
+    .. versionadded:: 0.1
+    """

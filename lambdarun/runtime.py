@@ -1,0 +1,105 @@
+"""The Lambda side: ``lambdarun.runtime.handler`` is the handler of the lambdarun function.
+
+Each event is offered to the ``lambdarun_handle_event`` hook; the core answers call events
+(below), and backends answer their own event shapes. Call event::
+
+    {"lambdarun": 1, "call": "<base64 envelope>"}        # or "call_url": "s3://.../call"
+     + optional "result_url": where to store the outcome (async invokes, large outcomes)
+     + optional "inline_limit": largest outcome (bytes, before base64) returned inline
+
+Response::
+
+    {"lambdarun": 1, "outcome": "<base64 envelope>"}     # or "outcome_url": "s3://..."
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from lambdarun.calls import execute_call, pack_failure
+from lambdarun.errors import LambdarunError, PayloadTooLargeError
+from lambdarun.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from lambdarun.session import Session
+
+__all__ = ["handler", "runtime_session", "CALL_EVENT_VERSION", "DEFAULT_INLINE_LIMIT"]
+
+log = structlog.get_logger(__name__)
+
+CALL_EVENT_VERSION = 1
+#: Lambda's sync response limit is 6 MB; base64 grows data by 4/3
+DEFAULT_INLINE_LIMIT = 4_500_000
+
+_session: Session | None = None
+_session_lock = threading.Lock()
+
+
+class UnhandledEventError(LambdarunError):
+    """No installed plugin recognised the Lambda event."""
+
+
+def runtime_session() -> Session:
+    """The session of this Lambda environment, created at the first invocation (cold start)."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            from lambdarun.session import Session
+
+            _session = Session()
+        return _session
+
+
+def handler(event: Any, context: Any) -> Any:
+    """The Lambda entry point of the lambdarun runtime function."""
+    session = runtime_session()
+    result = session.pm.hook.lambdarun_handle_event(event=event, context=context, session=session)
+    if result is None:
+        keys = sorted(event)[:10] if isinstance(event, dict) else type(event).__name__
+        raise UnhandledEventError(
+            f"no lambdarun plugin handles this event (keys: {keys}); install the backend "
+            "plugin that sent it in the Lambda function (lambdarun deploy includes installed plugins)"
+        )
+    return result
+
+
+def is_call_event(event: Any) -> bool:
+    return isinstance(event, dict) and event.get("lambdarun") == CALL_EVENT_VERSION and (
+        "call" in event or "call_url" in event
+    )
+
+
+def handle_call_event(event: dict[str, Any], session: Session) -> dict[str, Any]:
+    if "call" in event:
+        data = base64.b64decode(event["call"])
+    else:
+        storage, key = session.open_url(event["call_url"])
+        data = storage.get(key)
+    outcome = execute_call(session, data)
+    result_url = event.get("result_url")
+    inline_limit = int(event.get("inline_limit", DEFAULT_INLINE_LIMIT))
+    if result_url and (event.get("always_store") or len(outcome) > inline_limit):
+        storage, key = session.open_url(result_url)
+        storage.put(key, outcome)
+        return {"lambdarun": CALL_EVENT_VERSION, "outcome_url": result_url}
+    if len(outcome) > inline_limit:
+        # no place to spill: say so through the outcome channel rather than failing opaquely
+        outcome = pack_failure(
+            session,
+            PayloadTooLargeError(
+                f"the result ({len(outcome)} bytes) is over the inline limit ({inline_limit}) "
+                "and the call gave no result_url to store it; configure storage"
+            ),
+        )
+    return {"lambdarun": CALL_EVENT_VERSION, "outcome": base64.b64encode(outcome).decode("ascii")}
+
+
+@hookimpl(trylast=True)
+def lambdarun_handle_event(event: Any, context: Any, session: Session) -> dict[str, Any] | None:
+    if is_call_event(event):
+        return handle_call_event(event, session)
+    return None

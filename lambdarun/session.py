@@ -1,0 +1,241 @@
+"""``Session``: one plugin manager, one resolved configuration, and the objects built from them.
+
+Everything lambdarun does goes through a session: the public functions use a process-wide
+default one (:func:`get_session`); tests and embedding applications build their own.
+Targets, invokers, pollers and storages are created lazily through the hooks and cached.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lambdarun.backends import Backend, BackendRegistry
+from lambdarun.config import ConfigRegistry, Settings, load_settings
+from lambdarun.errors import PluginError, SerializationError, StorageError, TargetError
+from lambdarun.logs import configure_logging
+from lambdarun.types import Encoded
+
+if TYPE_CHECKING:
+    from lambdarun.plugins import LambdarunPluginManager
+    from lambdarun.types import CheckpointStore, Invoker, Poller, Storage, Target
+
+__all__ = ["Session", "get_session", "set_session"]
+
+
+class Session:
+    """The context every backend, target and hook implementation receives.
+
+    :param pm: the plugin manager (default: :func:`lambdarun.plugins.make_plugin_manager`).
+    :param settings: resolved settings (default: loaded from file and environment).
+    :param overrides: call-level config overrides (top-level keys and ``{section: {...}}``).
+    """
+
+    def __init__(
+        self,
+        pm: LambdarunPluginManager | None = None,
+        settings: Settings | None = None,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        if pm is None:
+            from lambdarun.plugins import make_plugin_manager
+
+            pm = make_plugin_manager(environ=environ)
+        self.pm = pm
+        if settings is None:
+            registry = ConfigRegistry()
+            pm.hook.lambdarun_register_config(register=registry)
+            settings = load_settings(registry, overrides=overrides, environ=environ, cwd=cwd)
+        elif overrides:
+            settings = settings.with_overrides(overrides)
+        self.settings = settings
+        configure_logging(settings.log_level)
+        self._lock = threading.RLock()
+        self._target: Target | None = None
+        self._owns_target = True
+        self._invoker: Invoker | None = None
+        self._poller: Poller | None = None
+        self._storages: dict[str, Storage] = {}
+        self._stores: dict[str, CheckpointStore] = {}
+        self._backends: dict[str, Backend] = {}
+        self._registry: BackendRegistry | None = None
+        self.closed = False
+
+    # --- derived sessions ---------------------------------------------------------------
+
+    def derive(self, overrides: Mapping[str, Any] | None) -> Session:
+        """A session with call-level overrides that shares this one's plugins and target."""
+        if not overrides:
+            return self
+        child = Session(self.pm, self.settings.with_overrides(overrides))
+        if (child.settings.target, child.settings.region) == (self.settings.target, self.settings.region):
+            child._target, child._owns_target = self.target, False
+        return child
+
+    # --- lazily built collaborators ----------------------------------------------------
+
+    @property
+    def target(self) -> Target:
+        with self._lock:
+            if self._target is None:
+                target = self.pm.hook.lambdarun_make_target(
+                    name=self.settings.target, settings=self.settings
+                )
+                if target is None:
+                    raise TargetError(
+                        f"no plugin provides the target {self.settings.target!r} (config key "
+                        f"'target' from {self.settings.source_of('target')}); use 'local' or "
+                        "'aws', or install the plugin that provides it"
+                    )
+                self._target = target
+            return self._target
+
+    @property
+    def invoker(self) -> Invoker:
+        with self._lock:
+            if self._invoker is None:
+                invoker = self.pm.hook.lambdarun_make_invoker(target=self.target, session=self)
+                if invoker is None:
+                    raise PluginError(f"no plugin provides an invoker for target {self.target.name!r}")
+                self._invoker = invoker
+            return self._invoker
+
+    @property
+    def poller(self) -> Poller:
+        with self._lock:
+            if self._poller is None:
+                poller = self.pm.hook.lambdarun_make_poller(session=self)
+                if poller is None:
+                    raise PluginError("no plugin provides a poller")
+                self._poller = poller
+            return self._poller
+
+    def storage(self, url: str | None = None) -> Storage:
+        """Storage under ``url`` (default: ``storage_url`` or the target's scratch bucket)."""
+        if url is None:
+            url = self.settings.storage_url or self.target.default_storage_url()
+        url = url.rstrip("/")
+        with self._lock:
+            storage = self._storages.get(url)
+            if storage is None:
+                storage = self.pm.hook.lambdarun_make_storage(url=url, session=self)
+                if storage is None:
+                    raise StorageError(
+                        f"no storage plugin handles {url!r}; use file:// or s3:// URLs, or "
+                        "install a plugin for this scheme"
+                    )
+                self._storages[url] = storage
+            return storage
+
+    def open_url(self, url: str) -> tuple[Storage, str]:
+        """Split an object URL into (storage of its parent, key)."""
+        base, sep, key = url.rstrip("/").rpartition("/")
+        if not sep or not key or base.endswith(":/"):
+            raise StorageError(f"{url!r} is not an object URL (expected scheme://container/.../key)")
+        return self.storage(base), key
+
+    def checkpoint_store(self, url: str) -> CheckpointStore:
+        with self._lock:
+            store = self._stores.get(url)
+            if store is None:
+                store = self.pm.hook.lambdarun_make_checkpoint_store(url=url, session=self)
+                if store is None:
+                    raise StorageError(
+                        f"no checkpoint store plugin handles {url!r}; install lambdarun-durable "
+                        "(sqlite://, dynamodb://, s3://) or a plugin for this scheme"
+                    )
+                self._stores[url] = store
+            return store
+
+    # --- backends ------------------------------------------------------------------------
+
+    @property
+    def backends(self) -> BackendRegistry:
+        with self._lock:
+            if self._registry is None:
+                registry = BackendRegistry()
+                self.pm.hook.lambdarun_register_backends(register=registry)
+                self._registry = registry
+            return self._registry
+
+    def backend(self, name: str | None = None) -> Backend:
+        name = name or self.settings.backend
+        with self._lock:
+            backend = self._backends.get(name)
+            if backend is None:
+                backend = self.backends.get(name)(self)
+                self._backends[name] = backend
+            return backend
+
+    # --- serialization -----------------------------------------------------------------
+
+    @property
+    def signing_key(self) -> bytes | None:
+        key = self.settings.signing_key
+        return key.encode("utf-8") if key else None
+
+    def encode(self, value: Any) -> Encoded:
+        encoded = self.pm.hook.lambdarun_encode(value=value, session=self)
+        if encoded is None:
+            raise SerializationError(f"no serializer plugin accepted a {type(value).__qualname__}")
+        return encoded
+
+    def decode(self, encoded: Encoded) -> Any:
+        decoded = self.pm.hook.lambdarun_decode(encoded=encoded, session=self)
+        if decoded is None:
+            raise SerializationError(
+                f"no serializer plugin decodes the tag {encoded.tag!r}; install the plugin that "
+                "wrote it on this side too"
+            )
+        return decoded.value
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            for backend in self._backends.values():
+                backend.close()
+            for store in self._stores.values():
+                store.close()
+            close_invoker = getattr(self._invoker, "close", None)
+            if close_invoker:
+                close_invoker()
+            if self._target is not None and self._owns_target:
+                self._target.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_default: Session | None = None
+_default_lock = threading.Lock()
+
+
+def get_session() -> Session:
+    """The process-wide default session, created on first use and closed at exit."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed:
+            _default = Session()
+            atexit.register(_default.close)
+        return _default
+
+
+def set_session(session: Session | None) -> Session | None:
+    """Replace the default session (None resets it); returns the previous one."""
+    global _default
+    with _default_lock:
+        previous, _default = _default, session
+        return previous

@@ -1,0 +1,168 @@
+"""Default storage plugins: ``file://`` directories and ``s3://`` buckets."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from lambdarun.errors import StorageError, StorageKeyError
+from lambdarun.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from lambdarun.session import Session
+
+__all__ = ["FileStorage", "S3Storage"]
+
+
+def _check_key(key: str) -> str:
+    if not key or key.startswith("/") or ".." in key.split("/"):
+        raise StorageError(f"invalid storage key {key!r}: use a relative path without '..'")
+    return key
+
+
+class FileStorage:
+    """Blobs as files under a directory; writes are atomic (temp file + rename)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise StorageError(f"{url!r}: file URLs must be file:///absolute/path")
+        self.url = url.rstrip("/")
+        self.root = Path(unquote(parts.path))
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StorageKeyError(f"no object {key!r} in {self.url}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix if prefix else self.root
+        directory = base if prefix.endswith("/") or not prefix else base.parent
+        if not directory.is_dir():
+            return []
+        keys = []
+        for dirpath, _dirnames, filenames in os.walk(directory):
+            for filename in filenames:
+                if filename.startswith(".tmp-"):
+                    continue
+                rel = Path(dirpath, filename).relative_to(self.root).as_posix()
+                if rel.startswith(prefix):
+                    keys.append(rel)
+        return sorted(keys)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            # remove now-empty parent directories up to the root
+            parent = path.parent
+            while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+
+    def url_for(self, key: str) -> str:
+        return f"{self.url}/{_check_key(key)}"
+
+
+class S3Storage:
+    """Blobs in ``s3://bucket/prefix`` through the target's shared S3 client."""
+
+    def __init__(self, url: str, client: Any) -> None:
+        parts = urlsplit(url)
+        if not parts.netloc:
+            raise StorageError(f"{url!r}: S3 URLs must be s3://bucket[/prefix]")
+        self.url = url.rstrip("/")
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        self.client = client
+
+    def _key(self, key: str) -> str:
+        key = _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.NoSuchKey:
+            raise StorageKeyError(f"no object {key!r} in {self.url}") from None
+        return response["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        if prefix.endswith("/") and not full.endswith("/"):
+            full += "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", ()))
+        return keys
+
+    def delete(self, keys: Iterable[str]) -> None:
+        batch: list[dict[str, str]] = []
+        for key in keys:
+            batch.append({"Key": self._key(key)})
+            if len(batch) == 1000:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+
+    def _delete_batch(self, batch: list[dict[str, str]]) -> None:
+        response = self.client.delete_objects(
+            Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+        )
+        errors = response.get("Errors") or []
+        if errors:
+            raise StorageError(f"could not delete {len(errors)} objects from {self.url}: {errors[:3]}")
+
+    def url_for(self, key: str) -> str:
+        return f"{self.url}/{_check_key(key)}"
+
+
+@hookimpl(trylast=True)
+def lambdarun_make_storage(url: str, session: Session) -> FileStorage | S3Storage | None:
+    scheme = urlsplit(url).scheme
+    if scheme == "file":
+        return FileStorage(url)
+    if scheme == "s3":
+        return S3Storage(url, session.target.client("s3"))
+    return None

@@ -1,0 +1,150 @@
+"""The ``aws`` target (a default plugin) and :class:`Boto3Target`, the base of every target.
+
+A target owns one boto3 session and one client per service for the whole process: clients
+are thread-safe and creating one costs ~100 ms, so they are never created per call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from lambdarun.errors import FunctionNotFoundError, TargetError
+from lambdarun.hookspecs import hookimpl
+from lambdarun.types import FunctionSpec
+
+if TYPE_CHECKING:
+    from lambdarun.config import Settings
+
+__all__ = ["Boto3Target"]
+
+log = structlog.get_logger(__name__)
+
+#: the Lambda client must wait longer than the longest function (900 s)
+LAMBDA_READ_TIMEOUT = 905
+
+
+class Boto3Target:
+    """A target reached through boto3: real AWS, or any endpoint URLs.
+
+    :param settings: resolved settings (region, ``[aws]`` section).
+    :param endpoints: service name -> endpoint URL overrides (``{"lambda": "http://..."}``).
+    :param credentials: explicit ``aws_access_key_id``/``aws_secret_access_key`` (the local
+        target passes dummy ones so the user's real credentials are never used).
+    """
+
+    name = "aws"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        endpoints: Mapping[str, str] | None = None,
+        credentials: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        if name:
+            self.name = name
+        self.region = settings.region
+        aws = settings.section("aws")
+        self._endpoints: dict[str, str] = {}
+        if aws.endpoint_url:
+            self._endpoints.update(
+                {svc: aws.endpoint_url for svc in ("lambda", "s3", "dynamodb", "iam", "sts")}
+            )
+        for svc in ("lambda", "s3", "dynamodb"):
+            url = getattr(aws, f"{svc}_endpoint_url")
+            if url:
+                self._endpoints[svc] = url
+        self._endpoints.update(endpoints or {})
+        self._credentials = dict(credentials or {})
+        self._profile = None if credentials else aws.profile
+        self._credentials_file = None if credentials else aws.credentials_file
+        self._max_attempts = aws.max_attempts
+        self._lock = threading.Lock()
+        self._boto_session: Any = None
+        self._clients: dict[str, Any] = {}
+
+    # --- clients -------------------------------------------------------------------------
+
+    def _session(self) -> Any:
+        if self._boto_session is None:
+            import boto3
+            import botocore.session
+
+            core = botocore.session.Session(profile=self._profile)
+            if self._credentials_file:
+                core.set_config_variable("credentials_file", self._credentials_file)
+            self._boto_session = boto3.session.Session(
+                botocore_session=core, region_name=self.region, **self._credentials
+            )
+        return self._boto_session
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                from botocore.config import Config
+
+                config = Config(
+                    retries={"mode": "standard", "max_attempts": self._max_attempts},
+                    max_pool_connections=64,
+                    tcp_keepalive=True,
+                    read_timeout=LAMBDA_READ_TIMEOUT if service == "lambda" else 60,
+                    connect_timeout=10,
+                )
+                client = self._session().client(
+                    service, endpoint_url=self._endpoints.get(service), config=config
+                )
+                self._clients[service] = client
+            return client
+
+    def endpoint_url(self, service: str) -> str | None:
+        return self._endpoints.get(service)
+
+    # --- functions and storage -----------------------------------------------------------
+
+    def ensure_function(self, spec: FunctionSpec) -> str:
+        client = self.client("lambda")
+        try:
+            client.get_function(FunctionName=spec.name)
+        except client.exceptions.ResourceNotFoundException:
+            raise FunctionNotFoundError(
+                f"Lambda function {spec.name!r} does not exist on target {self.name!r} "
+                f"(region {self.region}); create it with: lambdarun deploy --target "
+                f"{self.name} --function {spec.name}"
+            ) from None
+        return spec.name
+
+    def default_storage_url(self) -> str:
+        url = self.settings.storage_url
+        if not url:
+            raise TargetError(
+                "the aws target needs scratch storage for large payloads: set storage_url = "
+                "'s3://BUCKET/lambdarun' in lambdarun.toml (or LAMBDARUN_STORAGE_URL); "
+                "`lambdarun deploy` creates the bucket"
+            )
+        return url
+
+    def environment(self) -> dict[str, str]:
+        env = {"AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region}
+        for svc, url in self._endpoints.items():
+            env[f"AWS_ENDPOINT_URL_{svc.upper()}"] = url
+        return env
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+@hookimpl(trylast=True)
+def lambdarun_make_target(name: str, settings: Settings) -> Boto3Target | None:
+    if name == "aws":
+        return Boto3Target(settings)
+    return None

@@ -1,0 +1,276 @@
+"""Value objects and the protocols that plugins implement.
+
+The hook specifications in :mod:`lambdarun.hookspecs` return objects that satisfy these
+protocols. They are deliberately small: a plugin author should be able to read this module
+in five minutes and know exactly what to build.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import attrs
+
+__all__ = [
+    "Encoded",
+    "Decoded",
+    "Storage",
+    "Target",
+    "FunctionSpec",
+    "InvokeResponse",
+    "InvokeHandle",
+    "Invoker",
+    "StorageHandle",
+    "Poller",
+    "Checkpoint",
+    "CheckpointStore",
+    "InvocationType",
+]
+
+
+# --- serialization ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class Encoded:
+    """A value encoded by one serializer. ``tag`` names the serializer, e.g. ``"msgpack"``."""
+
+    tag: str
+    data: bytes
+
+
+@attrs.frozen
+class Decoded:
+    """The result of a decode hook. Wrapped so that ``None`` can be a decoded value."""
+
+    value: Any
+
+
+# --- storage ---------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Blobs under one base URL (``file:///dir`` or ``s3://bucket/prefix``).
+
+    Keys are ``/``-separated strings relative to :attr:`url`. Implementations are
+    thread-safe and reuse their connections.
+    """
+
+    url: str
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, replacing any previous value."""
+
+    def get(self, key: str) -> bytes:
+        """Return the bytes under ``key``; raise :class:`~lambdarun.errors.StorageKeyError`."""
+
+    def exists(self, key: str) -> bool:
+        """True when ``key`` holds a value."""
+
+    def list(self, prefix: str) -> list[str]:
+        """All keys starting with ``prefix`` (one listing call per page, never one per key)."""
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete the keys; missing keys are not an error."""
+
+    def url_for(self, key: str) -> str:
+        """The absolute URL of ``key`` (``s3://bucket/prefix/key``)."""
+
+
+# --- targets and invocation -------------------------------------------------------------
+
+
+class InvocationType(str, enum.Enum):
+    REQUEST_RESPONSE = "RequestResponse"
+    EVENT = "Event"
+    DRY_RUN = "DryRun"
+
+
+@attrs.frozen
+class FunctionSpec:
+    """What a Lambda function must look like for a backend to use it.
+
+    On the local target :meth:`Target.ensure_function` creates it from the current Python
+    environment; on AWS it checks that ``lambdarun deploy`` created it.
+    """
+
+    name: str
+    handler: str = "lambdarun.runtime.handler"
+    timeout: int = 900
+    memory_size: int = 1024
+    environment: Mapping[str, str] = attrs.field(factory=dict)
+    reserved_concurrency: int | None = None
+
+
+@runtime_checkable
+class Target(Protocol):
+    """Where Lambda runs: ``local`` (the embedded Lambda service + moto) or ``aws``.
+
+    Backends use a target only through this protocol, so they never know which one it is.
+    """
+
+    name: str
+    region: str
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for ``service`` ("lambda", "s3", "dynamodb", ...), created once
+        per process and reused (clients are thread-safe)."""
+
+    def endpoint_url(self, service: str) -> str | None:
+        """The endpoint URL for ``service``, or None for the AWS default."""
+
+    def ensure_function(self, spec: FunctionSpec) -> str:
+        """Make sure the function exists and return its name; raise
+        :class:`~lambdarun.errors.FunctionNotFoundError` (saying to run ``lambdarun deploy``)
+        where it cannot be created."""
+
+    def default_storage_url(self) -> str:
+        """The URL of lambdarun's scratch storage on this target (bucket created if needed)."""
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables a Lambda function needs to reach this target's services."""
+
+    def close(self) -> None:
+        """Release clients and, for an embedded stack, stop what this process started."""
+
+
+@attrs.frozen
+class InvokeResponse:
+    """A finished invocation, shaped like boto3's ``Invoke`` response."""
+
+    status_code: int
+    payload: bytes
+    function_error: str | None = None  # "Unhandled" / "Handled" like X-Amz-Function-Error
+    log_tail: str | None = None  # decoded LogResult when LogType=Tail was asked
+    executed_version: str | None = None
+    request_id: str | None = None
+
+
+@attrs.define
+class InvokeHandle:
+    """An invocation in flight.
+
+    ``future`` resolves to an :class:`InvokeResponse` (synchronous invoke running in a
+    thread) and is None for an asynchronous (``Event``) invoke, whose completion is
+    observed through storage with a :class:`StorageHandle`.
+    """
+
+    function_name: str
+    invocation_type: InvocationType
+    future: Any = None  # concurrent.futures.Future[InvokeResponse] | None
+    request_id: str | None = None
+
+
+class Invoker(Protocol):
+    """Invokes Lambda functions on one target."""
+
+    def invoke(
+        self,
+        function_name: str,
+        payload: bytes,
+        *,
+        invocation_type: InvocationType = InvocationType.REQUEST_RESPONSE,
+        log_tail: bool = False,
+        client_context: Mapping[str, Any] | None = None,
+    ) -> InvokeResponse:
+        """Invoke and wait (``RequestResponse``), or queue (``Event``: status 202, empty payload).
+
+        Raises :class:`~lambdarun.errors.FunctionNotFoundError`,
+        :class:`~lambdarun.errors.PayloadTooLargeError`,
+        :class:`~lambdarun.errors.ThrottledError` or
+        :class:`~lambdarun.errors.InvocationError`.
+        """
+
+    def invoke_async(self, function_name: str, payload: bytes, **kwargs: Any) -> InvokeHandle:
+        """Start a synchronous invoke in the invoker's thread pool and return its handle."""
+
+
+@attrs.frozen
+class StorageHandle:
+    """Completion of an asynchronous task, signalled by ``key`` appearing in ``storage``.
+
+    Handles that share ``prefix`` are checked together with one ``list(prefix)`` call.
+    """
+
+    storage: Storage
+    prefix: str
+    key: str
+
+
+class Poller(Protocol):
+    """Waits for many handles at once with adaptive backoff."""
+
+    def wait(
+        self,
+        handles: Sequence[InvokeHandle | StorageHandle],
+        *,
+        timeout: float | None = None,
+        return_when: str = "FIRST_COMPLETED",
+    ) -> tuple[set[Any], set[Any]]:
+        """Block until ``return_when`` (``FIRST_COMPLETED`` or ``ALL_COMPLETED``, as in
+        :func:`concurrent.futures.wait`) or ``timeout``; return ``(done, not_done)``."""
+
+
+# --- checkpointing ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class Checkpoint:
+    """A durable execution as stored.
+
+    ``version`` grows by one with every successful write; writers pass the version they
+    loaded as ``expected_version`` and get :class:`~lambdarun.errors.CheckpointConflictError`
+    when someone else wrote first. ``state`` is the execution-level record (status, input,
+    result, ...) and ``records`` the ordered operation records; both are JSON-compatible
+    and their contents belong to the backend that writes them.
+    """
+
+    execution_id: str
+    version: int
+    state: Mapping[str, Any]
+    records: tuple[Mapping[str, Any], ...] = ()
+
+
+class CheckpointStore(Protocol):
+    """Durable execution state with optimistic concurrency."""
+
+    url: str
+
+    def create(self, execution_id: str, state: Mapping[str, Any]) -> Checkpoint:
+        """Create an execution at version 1; conflict error if it already exists."""
+
+    def load(self, execution_id: str) -> Checkpoint:
+        """Load state and all records; raise :class:`~lambdarun.errors.ExecutionNotFoundError`."""
+
+    def append(
+        self,
+        execution_id: str,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        expected_version: int,
+        state: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Append records (and optionally replace the state) atomically; return the new version."""
+
+    def replace(
+        self,
+        execution_id: str,
+        state: Mapping[str, Any],
+        *,
+        expected_version: int,
+        records: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Replace the state (and, when given, all records) atomically; return the new version."""
+
+    def list(self, *, status: str | None = None, limit: int = 100) -> list[Checkpoint]:
+        """Executions, newest first, without their records; filtered by ``state["status"]``."""
+
+    def delete(self, execution_id: str) -> None:
+        """Remove an execution and its records."""
+
+    def close(self) -> None:
+        """Release connections."""
+
