@@ -1,0 +1,1184 @@
+"""The local Lambda service: the Lambda REST API on 127.0.0.1, running real handlers.
+
+A plain ``boto3.client("lambda", endpoint_url=service.url)`` works against it. Functions run
+in execution environments: one worker process per environment, one invocation at a time,
+each with its own Lambda Runtime API endpoint (a port of this service) and the real
+``awslambdaric`` client inside. See :class:`LambdaService`.
+
+Code from a local directory (no upload, used in place)::
+
+    lam.create_function(..., Code={"S3Bucket": "__local__", "S3Key": "/abs/dir"})
+
+``"hot-reload"`` is accepted as the bucket name too (LocalStack's convention). Any other
+``S3Bucket`` is fetched from the local S3 (moto) when the service knows its endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+import structlog
+
+from lambdarun.local._http import FastHandler, LoopbackServer
+
+__all__ = [
+    "ServiceOptions",
+    "LambdaService",
+    "LOCAL_CODE_BUCKETS",
+    "ACCOUNT_ID",
+    "SYNC_REQUEST_LIMIT",
+    "ASYNC_REQUEST_LIMIT",
+    "SYNC_RESPONSE_LIMIT",
+]
+
+log = structlog.get_logger(__name__)
+
+ACCOUNT_ID = "123456789012"  # moto's default account, so ARNs agree across the stack
+LOCAL_CODE_BUCKETS = frozenset({"__local__", "hot-reload"})
+SYNC_REQUEST_LIMIT = 6_291_456
+SYNC_RESPONSE_LIMIT = 6_291_556
+ASYNC_REQUEST_LIMIT = 1_048_576
+ZIP_UPLOAD_LIMIT = 50 * 1024 * 1024
+LOG_TAIL_BYTES = 4096
+INIT_TIMEOUT = 10.0  # Lambda's init phase limit
+_BOOTSTRAP = str(Path(__file__).with_name("_bootstrap.py"))
+_API = "/2015-03-31/functions"
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+
+
+@attrs.frozen
+class ServiceOptions:
+    """How the local Lambda service behaves (all have defaults).
+
+    :param state_dir: where extracted code (``functions/``) and logs (``logs/``) live.
+    :param port: port of the Lambda API (0: a free one).
+    :param region: region in ARNs and ``AWS_REGION``.
+    :param max_concurrency: global concurrency limit (0: CPU count x 4).
+    :param idle_timeout: seconds an idle environment is kept warm before it is reaped.
+    :param async_retries: retries of an ``Event`` invocation after a function error.
+    :param async_retry_delay: seconds between those attempts (Lambda: 60 s then 120 s).
+    :param memory_limit: enforce ``MemorySize`` with ``RLIMIT_AS`` in the workers.
+    :param memory_overhead_mb: address space granted on top of ``MemorySize`` (the
+        interpreter and its shared libraries map ~100-300 MB of virtual memory that Lambda
+        would not count as used memory).
+    :param service_endpoints: ``AWS_ENDPOINT_URL_<SERVICE>`` values given to functions,
+        e.g. ``{"S3": "http://127.0.0.1:5000"}``; the key ``""`` sets ``AWS_ENDPOINT_URL``.
+    :param python: interpreter of the workers (default: this one, so this venv's
+        packages are importable).
+    """
+
+    state_dir: Path = attrs.field(converter=lambda p: Path(p).expanduser().resolve())
+    port: int = 0
+    region: str = "us-east-1"
+    max_concurrency: int = 0
+    idle_timeout: float = 300.0
+    async_retries: int = 2
+    async_retry_delay: float = 1.0
+    memory_limit: bool = True
+    memory_overhead_mb: int = 512
+    service_endpoints: Mapping[str, str] = attrs.field(factory=dict)
+    python: str = sys.executable
+
+    @property
+    def concurrency_limit(self) -> int:
+        return self.max_concurrency or (os.cpu_count() or 1) * 4
+
+
+class ApiError(Exception):
+    """An AWS-shaped error response."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> bytes:
+        doc = {"Type": "User", "Message": self.message, "message": self.message}
+        doc.update(self.extra)
+        return json.dumps(doc).encode()
+
+
+def _not_found(name: str, region: str) -> ApiError:
+    arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"
+    return ApiError(404, "ResourceNotFoundException", f"Function not found: {arn}")
+
+
+# ---------------------------------------------------------------------------------------
+# functions, invocations, environments
+# ---------------------------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Function:
+    name: str
+    handler: str
+    runtime: str
+    role: str
+    timeout: int
+    memory_size: int
+    environment: dict[str, str]
+    description: str
+    code_dir: Path
+    local_code: bool
+    code_sha256: str
+    code_size: int
+    region: str
+    tags: dict[str, str] = attrs.field(factory=dict)
+    reserved: int | None = None
+    generation: int = 0
+    revision_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    last_modified: str = attrs.field(factory=_now_iso)
+    # scheduling state, guarded by the service lock
+    idle: list[_Environment] = attrs.field(factory=list)
+    busy: int = 0
+    deleted: bool = False
+    async_queue: collections.deque = attrs.field(factory=collections.deque)
+    async_workers: int = 0
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{self.name}"
+
+    def configuration(self) -> dict[str, Any]:
+        return {
+            "FunctionName": self.name,
+            "FunctionArn": self.arn,
+            "Runtime": self.runtime,
+            "Role": self.role,
+            "Handler": self.handler,
+            "CodeSize": self.code_size,
+            "Description": self.description,
+            "Timeout": self.timeout,
+            "MemorySize": self.memory_size,
+            "LastModified": self.last_modified,
+            "CodeSha256": self.code_sha256,
+            "Version": "$LATEST",
+            "Environment": {"Variables": dict(self.environment)},
+            "TracingConfig": {"Mode": "PassThrough"},
+            "RevisionId": self.revision_id,
+            "State": "Active",
+            "LastUpdateStatus": "Successful",
+            "PackageType": "Zip",
+            "Architectures": ["x86_64" if os.uname().machine != "aarch64" else "arm64"],
+            "EphemeralStorage": {"Size": 512},
+            "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{self.name}"},
+        }
+
+
+class _Invocation:
+    """One invocation's rendezvous between the Invoke API thread and the Runtime API."""
+
+    __slots__ = (
+        "request_id", "payload", "client_context", "deadline_ms", "timeout", "started",
+        "done", "result", "function_error", "log_start", "started_at", "_lock",
+    )
+
+    def __init__(self, payload: bytes, client_context: str | None, timeout: int) -> None:
+        self.request_id = str(uuid.uuid4())
+        self.payload = payload
+        self.client_context = client_context
+        self.timeout = timeout
+        self.deadline_ms = 0
+        self.started = threading.Event()
+        self.done = threading.Event()
+        self.result = b""
+        self.function_error: str | None = None
+        self.log_start = 0
+        self.started_at = 0.0
+        self._lock = threading.Lock()
+
+    def finish(self, result: bytes, function_error: str | None = None) -> bool:
+        """Record the outcome once; later outcomes (a late response, an exit) are ignored."""
+        with self._lock:
+            if self.done.is_set():
+                return False
+            self.result = result
+            self.function_error = function_error
+            self.started.set()
+            self.done.set()
+            return True
+
+    def fail(self, error_type: str, message: str) -> bool:
+        return self.finish(
+            json.dumps({"errorType": error_type, "errorMessage": message}).encode(), "Unhandled"
+        )
+
+
+class _Environment:
+    """One execution environment: a worker process and its Runtime API endpoint."""
+
+    def __init__(self, service: LambdaService, fn: _Function) -> None:
+        self.service = service
+        self.function = fn
+        self.generation = fn.generation
+        self.id = uuid.uuid4().hex
+        self.inbox: collections.deque[_Invocation] = collections.deque()
+        self.inbox_ready = threading.Condition(threading.Lock())
+        self.current: _Invocation | None = None
+        self.initialized = threading.Event()
+        self.init_error: bytes | None = None
+        self.init_duration_ms: float | None = None
+        self.init_reported = False
+        self.dead = False
+        self.exit_reason: str | None = None
+        self.last_used = time.monotonic()
+        day = datetime.now(timezone.utc).strftime("%Y/%m/%d")
+        self.log_stream = f"{day}/[$LATEST]{self.id}"
+        log_dir = service.options.state_dir / "logs" / fn.name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{day.replace('/', '-')}-{self.id}.log"
+        self.log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed by the service
+        self.in_use = False
+        self.runtime = LoopbackServer(_RuntimeHandler, self, name=f"runtime-{fn.name}")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.spawned_at = 0.0
+
+    # -- process ---------------------------------------------------------------------
+
+    def spawn(self) -> None:
+        fn = self.function
+        opts = self.service.options
+        env = self.service.function_environment(fn, self)
+        self.runtime.start()
+        self.spawned_at = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [opts.python, _BOOTSTRAP, fn.handler],
+            cwd=str(fn.code_dir),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._monitor, name=f"env-monitor-{fn.name}", daemon=True).start()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def _monitor(self) -> None:
+        assert self.proc is not None
+        code = self.proc.wait()
+        reason = self.exit_reason or (
+            f"signal: {signal.Signals(-code).name.lower().removeprefix('sig')}"
+            if code < 0
+            else f"exit status {code}"
+        )
+        if code < 0 and -code == signal.SIGKILL and not self.exit_reason:
+            reason = "signal: killed"
+        self.dead = True
+        self.initialized.set()
+        inv = self.current if self.in_use else None
+        pending = list(self.inbox)
+        for victim in ([inv] if inv else []) + pending:
+            if victim.done.is_set():
+                continue
+            if self.init_error is not None:
+                victim.finish(self.init_error, "Unhandled")
+            else:
+                message = f"RequestId: {victim.request_id} Error: Runtime exited with error: {reason}"
+                self.write_log(f"{message}\nRuntime.ExitError\n")
+                victim.fail("Runtime.ExitError", message)
+        with self.inbox_ready:
+            self.inbox_ready.notify_all()
+        self.runtime.close()
+        self.service._environment_died(self)
+
+    def kill(self, reason: str | None = None) -> None:
+        """Kill the worker and everything it started (its own process group)."""
+        if reason and not self.exit_reason:
+            self.exit_reason = reason
+        self.dead = True
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        with self.inbox_ready:
+            self.inbox_ready.notify_all()
+
+    def close_log(self) -> None:
+        self.log_file.close()
+
+    # -- invocations -----------------------------------------------------------------
+
+    def submit(self, inv: _Invocation) -> None:
+        with self.inbox_ready:
+            self.inbox.append(inv)
+            self.inbox_ready.notify()
+
+    def next_invocation(self) -> _Invocation | None:
+        """Block until an invocation is queued for this environment (Runtime API /next)."""
+        if not self.initialized.is_set():
+            self.init_duration_ms = (time.perf_counter() - self.spawned_at) * 1000
+            self.initialized.set()
+        with self.inbox_ready:
+            while not self.inbox and not self.dead:
+                self.inbox_ready.wait()
+            if self.dead:
+                return None
+            inv = self.inbox.popleft()
+        self.current = inv
+        inv.log_start = self.log_size()
+        self.write_log(f"START RequestId: {inv.request_id} Version: $LATEST\n")
+        inv.started_at = time.perf_counter()
+        inv.deadline_ms = int(time.time() * 1000) + inv.timeout * 1000
+        inv.started.set()
+        return inv
+
+    def write_log(self, text: str) -> None:
+        try:
+            self.log_file.write(text.encode("utf-8", "replace"))
+        except (OSError, ValueError):
+            pass
+
+    def log_size(self) -> int:
+        try:
+            return os.fstat(self.log_file.fileno()).st_size
+        except (OSError, ValueError):
+            return 0
+
+    def log_since(self, offset: int) -> bytes:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read()
+        except OSError:
+            return b""
+
+    def max_memory_mb(self) -> int:
+        try:
+            with open(f"/proc/{self.pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmHWM:"):
+                        return math.ceil(int(line.split()[1]) / 1024)
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
+
+
+# ---------------------------------------------------------------------------------------
+# the Runtime API (one endpoint per environment)
+# ---------------------------------------------------------------------------------------
+
+_RUNTIME_PREFIX = "/2018-06-01/runtime/"
+
+
+class _RuntimeHandler(FastHandler):
+    server_version = "lambdarun-local-runtime"
+
+    def do_GET(self) -> None:
+        env: _Environment = self.server.app
+        if self.path != _RUNTIME_PREFIX + "invocation/next":
+            self.reply(404, b'{"errorMessage":"not found","errorType":"InvalidRequest"}')
+            return
+        inv = env.next_invocation()
+        if inv is None:  # the environment is shutting down
+            self.close_connection = True
+            self.reply(500, b'{"errorMessage":"environment stopped","errorType":"Shutdown"}')
+            return
+        fn = env.function
+        headers = {
+            "Lambda-Runtime-Aws-Request-Id": inv.request_id,
+            "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),
+            "Lambda-Runtime-Invoked-Function-Arn": fn.arn,
+            "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{inv.request_id.replace('-', '')[:24]};Sampled=0",
+        }
+        if inv.client_context:
+            headers["Lambda-Runtime-Client-Context"] = inv.client_context
+        self.reply(200, inv.payload, headers)
+
+    def do_POST(self) -> None:
+        env: _Environment = self.server.app
+        body = self.read_body()
+        path = self.path
+        if path == _RUNTIME_PREFIX + "init/error":
+            env.init_error = _normalise_error(body, self.headers, "")
+            env.initialized.set()
+            self.reply(202, b'{"status":"OK"}')
+            return
+        if path.startswith(_RUNTIME_PREFIX + "invocation/"):
+            rest = path[len(_RUNTIME_PREFIX + "invocation/") :]
+            request_id, _, kind = rest.partition("/")
+            inv = env.current
+            if inv is None or inv.request_id != request_id:
+                self.reply(400, b'{"errorMessage":"unknown request id","errorType":"InvalidRequestID"}')
+                return
+            if kind == "response":
+                if len(body) > SYNC_RESPONSE_LIMIT:
+                    inv.fail(
+                        "Function.ResponseSizeTooLarge",
+                        f"Response payload size exceeded maximum allowed payload size ({SYNC_RESPONSE_LIMIT} bytes).",
+                    )
+                    self.reply(413, b'{"errorMessage":"payload too large","errorType":"RequestEntityTooLarge"}')
+                    return
+                inv.finish(body)
+                self.reply(202, b'{"status":"OK"}')
+                return
+            if kind == "error":
+                inv.finish(_normalise_error(body, self.headers, request_id), "Unhandled")
+                self.reply(202, b'{"status":"OK"}')
+                return
+        self.reply(404, b'{"errorMessage":"not found","errorType":"InvalidRequest"}')
+
+
+def _normalise_error(body: bytes, headers: Any, request_id: str) -> bytes:
+    """The error document a client sees: ``errorMessage, errorType, requestId, stackTrace``."""
+    try:
+        doc = json.loads(body or b"{}")
+        if not isinstance(doc, dict):
+            raise ValueError
+    except ValueError:
+        doc = {"errorMessage": body.decode("utf-8", "replace")}
+    doc.setdefault("errorMessage", "")
+    doc.setdefault("errorType", headers.get("Lambda-Runtime-Function-Error-Type") or "")
+    doc.setdefault("requestId", request_id)
+    doc.setdefault("stackTrace", [])
+    return json.dumps(doc).encode()
+
+
+# ---------------------------------------------------------------------------------------
+# the Lambda REST API
+# ---------------------------------------------------------------------------------------
+
+
+class _ApiHandler(FastHandler):
+    server_version = "lambdarun-local-lambda"
+
+    def _dispatch(self, method: str) -> None:
+        service: LambdaService = self.server.app
+        split = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        body = self.read_body()
+        try:
+            status, payload, headers = service.route(method, split.path, query, self.headers, body)
+        except ApiError as e:
+            headers = {"X-Amzn-ErrorType": e.code, "x-amzn-RequestId": str(uuid.uuid4())}
+            if e.status == 429:
+                headers["Retry-After"] = "1"
+            self.reply(e.status, e.body(), headers)
+            return
+        except Exception as e:  # pragma: no cover - report bugs as AWS ServiceException
+            log.exception("local lambda API error", path=self.path)
+            err = ApiError(500, "ServiceException", f"{type(e).__name__}: {e}")
+            self.reply(500, err.body(), {"X-Amzn-ErrorType": err.code})
+            return
+        self.reply(status, payload, headers)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+
+def _function_name(raw: str) -> tuple[str, str | None]:
+    """Name and qualifier from a name, a partial ARN or a full ARN (optionally ``:qualifier``)."""
+    raw = unquote(raw)
+    qualifier = None
+    if ":function:" in raw:
+        raw = raw.split(":function:", 1)[1]
+    if ":" in raw:
+        raw, qualifier = raw.split(":", 1)
+    return raw, qualifier
+
+
+class LambdaService:
+    """The local Lambda service (the Lambda REST API plus execution environments).
+
+    ``LambdaService(options).start()``; :attr:`url` is the endpoint for
+    ``boto3.client("lambda", endpoint_url=...)``. :meth:`stop` kills every environment.
+    """
+
+    def __init__(self, options: ServiceOptions) -> None:
+        self.options = options
+        self._lock = threading.RLock()
+        self._capacity = threading.Condition(self._lock)
+        self._functions: dict[str, _Function] = {}
+        self._environments: set[_Environment] = set()
+        self._busy_total = 0
+        self._timers: set[threading.Timer] = set()
+        self._stopping = threading.Event()
+        self._server: LoopbackServer | None = None
+        self._reaper: threading.Thread | None = None
+        (options.state_dir / "functions").mkdir(parents=True, exist_ok=True)
+        (options.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> LambdaService:
+        self._server = LoopbackServer(_ApiHandler, self, port=self.options.port, name="lambda-api")
+        self._server.start()
+        self._reaper = threading.Thread(target=self._reap_loop, name="lambda-reaper", daemon=True)
+        self._reaper.start()
+        log.debug("local lambda service started", url=self.url)
+        return self
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("LambdaService.start() first")
+        return self._server.url
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.port
+
+    def stop(self) -> None:
+        """Stop serving and kill every environment; waits until their processes are gone."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._server is not None:
+            self._server.close()
+        with self._lock:
+            envs = list(self._environments)
+            timers = list(self._timers)
+            dropped = sum(len(f.async_queue) for f in self._functions.values())
+            for f in self._functions.values():
+                f.async_queue.clear()
+            self._capacity.notify_all()
+        for t in timers:
+            t.cancel()
+        if dropped:
+            log.warning("local lambda stopped with queued async events dropped", count=dropped)
+        for env in envs:
+            env.kill("service stopped")
+        for env in envs:
+            if env.proc is not None:
+                try:
+                    env.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:  # pragma: no cover
+                    pass
+            env.runtime.close()
+            env.close_log()
+
+    def environment_pids(self) -> list[int]:
+        with self._lock:
+            return [e.pid for e in self._environments if e.pid and not e.dead]
+
+    # -- environment variables of a function ----------------------------------------
+
+    def function_environment(self, fn: _Function, env: _Environment) -> dict[str, str]:
+        opts = self.options
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if k in ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT", "LD_LIBRARY_PATH", "VIRTUAL_ENV")
+        }
+        pythonpath = [str(fn.code_dir)]
+        user = dict(fn.environment)
+        if user.get("PYTHONPATH"):
+            pythonpath.append(user.pop("PYTHONPATH"))
+        out = {
+            **base,
+            "LANG": base.get("LANG", "en_US.UTF-8"),
+            "TZ": ":UTC",
+            "PYTHONPATH": os.pathsep.join(pythonpath),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "HOME": "/tmp",
+            # dummy credentials: a local function never sees the user's real ones
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_REGION": opts.region,
+            "AWS_DEFAULT_REGION": opts.region,
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
+            "AWS_LAMBDA_FUNCTION_NAME": fn.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": env.log_stream,
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_RUNTIME_API": env.runtime.address,
+            "LAMBDA_TASK_ROOT": str(fn.code_dir),
+            "LAMBDA_RUNTIME_DIR": str(Path(_BOOTSTRAP).parent),
+            "_HANDLER": fn.handler,
+            "AWS_ENDPOINT_URL_LAMBDA": self.url,
+        }
+        for service, url in opts.service_endpoints.items():
+            key = f"AWS_ENDPOINT_URL_{service.upper()}" if service else "AWS_ENDPOINT_URL"
+            out[key] = url
+        out.update(user)
+        if opts.memory_limit:
+            out["_LAMBDARUN_LOCAL_RLIMIT_AS"] = str(
+                (fn.memory_size + opts.memory_overhead_mb) * 1024 * 1024
+            )
+        return out
+
+    # -- scheduling -----------------------------------------------------------------
+
+    def _throttle_reason(self, fn: _Function) -> str | None:
+        if fn.reserved is not None and fn.busy >= fn.reserved:
+            return "ReservedFunctionConcurrentInvocationLimitExceeded"
+        if self._busy_total >= self.options.concurrency_limit:
+            return "ConcurrentInvocationLimitExceeded"
+        return None
+
+    def _acquire(self, fn: _Function, *, wait: bool) -> _Environment:
+        """Reserve a slot and an environment (warm if one is idle, else a new one)."""
+        evict: list[_Environment] = []
+        with self._capacity:
+            while True:
+                if self._stopping.is_set() or fn.deleted:
+                    raise ApiError(409, "ResourceConflictException", "The function is being deleted or the service is stopping.")
+                reason = self._throttle_reason(fn)
+                if reason is None:
+                    break
+                if not wait:
+                    raise ApiError(429, "TooManyRequestsException", "Rate Exceeded.", Reason=reason)
+                self._capacity.wait(1.0)
+            fn.busy += 1
+            self._busy_total += 1
+            env = None
+            while fn.idle:
+                candidate = fn.idle.pop()  # most recently used first, like Lambda
+                if not candidate.dead and candidate.generation == fn.generation:
+                    env = candidate
+                    env.in_use = True
+                    break
+                evict.append(candidate)
+            if env is None:
+                live = sum(1 for e in self._environments if not e.dead) - len(evict)
+                if live >= self.options.concurrency_limit:
+                    oldest = self._oldest_idle()
+                    if oldest is not None:
+                        oldest.function.idle.remove(oldest)
+                        evict.append(oldest)
+        for e in evict:
+            e.kill("evicted")
+        if env is None:
+            try:
+                env = _Environment(self, fn)
+                env.in_use = True
+                with self._lock:
+                    self._environments.add(env)
+                env.spawn()
+            except Exception:
+                self._release_slot(fn)
+                raise
+        return env
+
+    def _oldest_idle(self) -> _Environment | None:
+        idle = [e for f in self._functions.values() for e in f.idle if not e.dead]
+        return min(idle, key=lambda e: e.last_used) if idle else None
+
+    def _release_slot(self, fn: _Function) -> None:
+        with self._capacity:
+            fn.busy -= 1
+            self._busy_total -= 1
+            self._capacity.notify_all()
+
+    def _release(self, fn: _Function, env: _Environment) -> None:
+        retire = False
+        with self._capacity:
+            fn.busy -= 1
+            self._busy_total -= 1
+            env.current = None
+            env.in_use = False
+            env.last_used = time.monotonic()
+            if env.dead:
+                if env.proc is None or env.proc.returncode is not None:
+                    env.close_log()
+            elif fn.deleted or env.generation != fn.generation or self._stopping.is_set():
+                retire = True
+            else:
+                fn.idle.append(env)
+            self._capacity.notify_all()
+        if retire:
+            env.kill("retired")
+
+    def _environment_died(self, env: _Environment) -> None:
+        with self._lock:
+            self._environments.discard(env)
+            if env in env.function.idle:
+                env.function.idle.remove(env)
+            if not env.in_use:
+                env.close_log()
+
+    def _reap_loop(self) -> None:
+        idle_timeout = self.options.idle_timeout
+        interval = max(0.05, min(1.0, idle_timeout / 4))
+        while not self._stopping.wait(interval):
+            cutoff = time.monotonic() - idle_timeout
+            victims = []
+            with self._lock:
+                for fn in self._functions.values():
+                    for env in list(fn.idle):
+                        if env.last_used < cutoff:
+                            fn.idle.remove(env)
+                            victims.append(env)
+            for env in victims:
+                env.kill("idle")
+
+    # -- running one invocation -------------------------------------------------------
+
+    def _run(self, fn: _Function, inv: _Invocation, *, wait: bool) -> tuple[_Environment, bool]:
+        """Run ``inv`` to completion on an environment of ``fn``; returns (env, cold)."""
+        env = self._acquire(fn, wait=wait)
+        cold = not env.initialized.is_set()
+        try:
+            env.submit(inv)
+            if not inv.started.wait(INIT_TIMEOUT if cold else INIT_TIMEOUT):
+                env.kill("init timeout")
+                inv.fail(
+                    "Runtime.ExitError",
+                    f"RequestId: {inv.request_id} Error: Init timed out after {INIT_TIMEOUT:.2f} seconds",
+                )
+            if not inv.done.wait(fn.timeout):
+                # the deadline counts from when the runtime took the event
+                remaining = inv.started_at + fn.timeout - time.perf_counter()
+                if remaining > 0:
+                    inv.done.wait(remaining)
+            if not inv.done.is_set():
+                message = f"RequestId: {inv.request_id} Error: Task timed out after {fn.timeout:.2f} seconds"
+                if inv.fail("Sandbox.Timedout", message):
+                    env.write_log(
+                        f"{_now_iso()} {inv.request_id} Task timed out after {fn.timeout:.2f} seconds\n"
+                    )
+                    env.kill("timeout")
+            self._report(env, inv, cold)
+        finally:
+            self._release(fn, env)
+        return env, cold
+
+    def _report(self, env: _Environment, inv: _Invocation, cold: bool) -> None:
+        if not inv.started_at:  # never reached the handler (init failure, early exit)
+            inv.log_start = inv.log_start or env.log_size()
+            env.write_log(f"START RequestId: {inv.request_id} Version: $LATEST\n")
+            inv.started_at = time.perf_counter()
+        duration = (time.perf_counter() - inv.started_at) * 1000
+        parts = [
+            f"REPORT RequestId: {inv.request_id}",
+            f"Duration: {duration:.2f} ms",
+            f"Billed Duration: {max(1, math.ceil(duration))} ms",
+            f"Memory Size: {env.function.memory_size} MB",
+            f"Max Memory Used: {env.max_memory_mb()} MB",
+        ]
+        if cold and not env.init_reported and env.init_duration_ms is not None:
+            parts.append(f"Init Duration: {env.init_duration_ms:.2f} ms")
+            env.init_reported = True
+        if inv.function_error and b"Sandbox.Timedout" in inv.result[:64]:
+            parts.append("Status: timeout")
+        elif inv.function_error and env.dead:
+            parts.append("Status: error")
+        env.write_log(f"END RequestId: {inv.request_id}\n" + "\t".join(parts) + "\t\n")
+
+    # -- async invocations -------------------------------------------------------------
+
+    def _enqueue_async(self, fn: _Function, payload: bytes, client_context: str | None,
+                       attempt: int = 1, request_id: str | None = None) -> str:
+        request_id = request_id or str(uuid.uuid4())
+        with self._lock:
+            if fn.deleted or self._stopping.is_set():
+                return request_id
+            fn.async_queue.append((request_id, payload, client_context, attempt))
+            limit = fn.reserved if fn.reserved is not None else self.options.concurrency_limit
+            if fn.async_workers < min(limit, len(fn.async_queue)) or fn.async_workers == 0:
+                fn.async_workers += 1
+                threading.Thread(
+                    target=self._async_worker, args=(fn,), name=f"async-{fn.name}", daemon=True
+                ).start()
+        return request_id
+
+    def _async_worker(self, fn: _Function) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if not fn.async_queue or self._stopping.is_set():
+                        return
+                    request_id, payload, client_context, attempt = fn.async_queue.popleft()
+                inv = _Invocation(payload, client_context, fn.timeout)
+                inv.request_id = request_id
+                try:
+                    self._run(fn, inv, wait=True)
+                except ApiError:  # function deleted or service stopping
+                    return
+                if inv.function_error is None:
+                    continue
+                if attempt <= self.options.async_retries and not fn.deleted:
+                    log.info("async invocation failed, retrying", function=fn.name,
+                             request_id=request_id, attempt=attempt)
+                    self._schedule_retry(fn, payload, client_context, attempt + 1, request_id)
+                else:
+                    self._record_async_failure(fn, request_id, attempt, inv.result)
+        finally:
+            with self._lock:
+                fn.async_workers -= 1
+                requeue = bool(fn.async_queue) and fn.async_workers == 0 and not self._stopping.is_set()
+            if requeue:  # an event arrived while this worker was leaving
+                with self._lock:
+                    fn.async_workers += 1
+                threading.Thread(target=self._async_worker, args=(fn,), daemon=True).start()
+
+    def _schedule_retry(self, fn: _Function, payload: bytes, client_context: str | None,
+                        attempt: int, request_id: str) -> None:
+        def fire() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+            self._enqueue_async(fn, payload, client_context, attempt, request_id)
+
+        timer = threading.Timer(self.options.async_retry_delay, fire)
+        timer.daemon = True
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._timers.add(timer)
+        timer.start()
+
+    def _record_async_failure(self, fn: _Function, request_id: str, attempts: int, error: bytes) -> None:
+        record = {
+            "time": _now_iso(),
+            "requestId": request_id,
+            "functionArn": fn.arn,
+            "attempts": attempts,
+            "error": json.loads(error or b"{}"),
+        }
+        log.warning("async invocation failed after all attempts", function=fn.name,
+                    request_id=request_id, attempts=attempts)
+        path = self.options.state_dir / "logs" / fn.name / "async-failures.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- routing --------------------------------------------------------------------
+
+    def route(self, method: str, path: str, query: dict[str, str], headers: Any,
+              body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        if path.startswith(_API):
+            rest = path[len(_API):].strip("/")
+            if not rest:
+                if method == "POST":
+                    return self._create_function(_json(body))
+                if method == "GET":
+                    return self._list_functions(query)
+            else:
+                raw, _, sub = rest.partition("/")
+                name, qualifier = _function_name(raw)
+                qualifier = query.get("Qualifier", qualifier)
+                if sub == "invocations" and method == "POST":
+                    return self._invoke(name, qualifier, headers, body)
+                if sub == "" and method == "GET":
+                    return _ok(self._get_function(name, qualifier))
+                if sub == "" and method == "DELETE":
+                    return self._delete_function(name)
+                if sub == "configuration" and method == "GET":
+                    return _ok(self._lookup(name, qualifier).configuration())
+                if sub == "configuration" and method == "PUT":
+                    return _ok(self._update_configuration(name, _json(body)))
+                if sub == "code" and method == "PUT":
+                    return _ok(self._update_code(name, _json(body)))
+        for prefix in ("/2017-10-31/functions/", "/2019-09-30/functions/"):
+            if path.startswith(prefix) and path.endswith("/concurrency"):
+                name, _ = _function_name(path[len(prefix):-len("/concurrency")])
+                return self._concurrency(method, name, body)
+        if path == "/_lambdarun/health" and method == "GET":
+            return _ok({"pid": os.getpid(), "url": self.url, "environments": self.environment_pids()})
+        raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} {path}")
+
+    def _lookup(self, name: str, qualifier: str | None = None) -> _Function:
+        with self._lock:
+            fn = self._functions.get(name)
+        if fn is None or (qualifier not in (None, "", "$LATEST")):
+            raise _not_found(name if not qualifier else f"{name}:{qualifier}", self.options.region)
+        return fn
+
+    # -- control plane --------------------------------------------------------------
+
+    def _materialise_code(self, name: str, code: Mapping[str, Any]) -> tuple[Path, bool, str, int]:
+        """Return (code_dir, local, sha256, size) for a ``Code`` / UpdateFunctionCode body."""
+        if code.get("ImageUri"):
+            raise ApiError(400, "InvalidParameterValueException",
+                           "Container images are not supported by the local Lambda service; use a zip or Code={'S3Bucket': '__local__', 'S3Key': '/abs/dir'}.")
+        bucket, key = code.get("S3Bucket"), code.get("S3Key")
+        if bucket in LOCAL_CODE_BUCKETS:
+            directory = Path(str(key or "")).expanduser()
+            if not directory.is_absolute() or not directory.is_dir():
+                raise ApiError(400, "InvalidParameterValueException",
+                               f"S3Key must be an existing absolute directory for the local code bucket {bucket!r}, got {key!r}.")
+            digest = hashlib.sha256(str(directory.resolve()).encode()).digest()
+            return directory.resolve(), True, base64.b64encode(digest).decode(), 0
+        if bucket:
+            data = self._fetch_s3(bucket, str(key), code.get("S3ObjectVersion"))
+        elif code.get("ZipFile"):
+            try:
+                data = base64.b64decode(code["ZipFile"])
+            except (binascii.Error, TypeError) as e:
+                raise ApiError(400, "InvalidParameterValueException", f"ZipFile is not base64: {e}") from e
+        else:
+            raise ApiError(400, "InvalidParameterValueException",
+                           "Code needs ZipFile, S3Bucket/S3Key, or S3Bucket='__local__' with S3Key=<absolute directory>.")
+        if len(data) > ZIP_UPLOAD_LIMIT:
+            raise ApiError(413, "RequestEntityTooLargeException",
+                           f"Zipped code must be smaller than {ZIP_UPLOAD_LIMIT} bytes.")
+        target = self.options.state_dir / "functions" / name / f"code-{uuid.uuid4().hex[:12]}"
+        target.mkdir(parents=True)
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                for info in zf.infolist():
+                    dest = (target / info.filename).resolve()
+                    if not dest.is_relative_to(target.resolve()):
+                        raise ApiError(400, "InvalidParameterValueException",
+                                       f"Zip member escapes the code directory: {info.filename}")
+                zf.extractall(target)
+        except zipfile.BadZipFile as e:
+            shutil.rmtree(target, ignore_errors=True)
+            raise ApiError(400, "InvalidParameterValueException",
+                           f"Could not unzip uploaded file: {e}") from e
+        return target, False, base64.b64encode(hashlib.sha256(data).digest()).decode(), len(data)
+
+    def _fetch_s3(self, bucket: str, key: str, version: str | None) -> bytes:
+        endpoint = self.options.service_endpoints.get("S3") or self.options.service_endpoints.get("")
+        if not endpoint:
+            raise ApiError(400, "InvalidParameterValueException",
+                           "This local Lambda service has no S3 endpoint; upload a ZipFile instead.")
+        import boto3  # only this rare path needs it
+
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=self.options.region,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if version:
+            kwargs["VersionId"] = version
+        try:
+            return s3.get_object(**kwargs)["Body"].read()
+        except Exception as e:
+            raise ApiError(400, "InvalidParameterValueException",
+                           f"Error occurred while GetObject. S3 Error Code: {type(e).__name__}. S3 Error Message: {e}") from e
+
+    def _create_function(self, req: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+        name = req.get("FunctionName") or ""
+        name, _ = _function_name(name)
+        if not name or len(name) > 64:
+            raise ApiError(400, "InvalidParameterValueException", "FunctionName must be 1-64 characters.")
+        if req.get("PackageType", "Zip") != "Zip":
+            raise ApiError(400, "InvalidParameterValueException", "Only PackageType Zip is supported locally.")
+        runtime = req.get("Runtime") or f"python{sys.version_info.major}.{sys.version_info.minor}"
+        if not runtime.startswith("python"):
+            raise ApiError(400, "InvalidParameterValueException",
+                           f"The local Lambda service runs Python functions only (Runtime {runtime!r}).")
+        handler = req.get("Handler")
+        if not handler:
+            raise ApiError(400, "InvalidParameterValueException", "Handler is required for Zip functions.")
+        timeout = int(req.get("Timeout", 3))
+        memory = int(req.get("MemorySize", 128))
+        _check_limits(timeout, memory)
+        with self._lock:
+            if name in self._functions:
+                raise ApiError(409, "ResourceConflictException", f"Function already exist: {name}")
+        code_dir, local, sha, size = self._materialise_code(name, req.get("Code") or {})
+        fn = _Function(
+            name=name, handler=handler, runtime=runtime, role=req.get("Role", ""),
+            timeout=timeout, memory_size=memory,
+            environment=dict((req.get("Environment") or {}).get("Variables") or {}),
+            description=req.get("Description", ""), code_dir=code_dir, local_code=local,
+            code_sha256=sha, code_size=size, region=self.options.region,
+            tags=dict(req.get("Tags") or {}),
+        )
+        with self._lock:
+            if name in self._functions:
+                raise ApiError(409, "ResourceConflictException", f"Function already exist: {name}")
+            self._functions[name] = fn
+        log.debug("function created", function=name, code_dir=str(code_dir))
+        return 201, json.dumps(fn.configuration()).encode(), {}
+
+    def _get_function(self, name: str, qualifier: str | None) -> dict[str, Any]:
+        fn = self._lookup(name, qualifier)
+        out: dict[str, Any] = {
+            "Configuration": fn.configuration(),
+            "Code": {"RepositoryType": "S3", "Location": fn.code_dir.as_uri()},
+            "Tags": dict(fn.tags),
+        }
+        if fn.reserved is not None:
+            out["Concurrency"] = {"ReservedConcurrentExecutions": fn.reserved}
+        return out
+
+    def _list_functions(self, query: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        with self._lock:
+            names = sorted(self._functions)
+            fns = [self._functions[n] for n in names]
+        start = int(query.get("Marker") or 0)
+        size = min(int(query.get("MaxItems") or 50), 50)
+        page = fns[start:start + size]
+        out: dict[str, Any] = {"Functions": [f.configuration() for f in page]}
+        if start + size < len(fns):
+            out["NextMarker"] = str(start + size)
+        return _ok(out)
+
+    def _retire(self, fn: _Function) -> None:
+        """After a code/config change: new invocations get fresh environments."""
+        with self._lock:
+            fn.generation += 1
+            fn.revision_id = str(uuid.uuid4())
+            fn.last_modified = _now_iso()
+            idle, fn.idle = fn.idle, []
+        for env in idle:
+            env.kill("updated")
+
+    def _update_configuration(self, name: str, req: dict[str, Any]) -> dict[str, Any]:
+        fn = self._lookup(name)
+        timeout = int(req.get("Timeout", fn.timeout))
+        memory = int(req.get("MemorySize", fn.memory_size))
+        _check_limits(timeout, memory)
+        with self._lock:
+            fn.timeout, fn.memory_size = timeout, memory
+            if "Environment" in req:
+                fn.environment = dict((req.get("Environment") or {}).get("Variables") or {})
+            for key, attr in (("Handler", "handler"), ("Description", "description"),
+                              ("Role", "role"), ("Runtime", "runtime")):
+                if key in req:
+                    setattr(fn, attr, req[key])
+        self._retire(fn)
+        return fn.configuration()
+
+    def _update_code(self, name: str, req: dict[str, Any]) -> dict[str, Any]:
+        fn = self._lookup(name)
+        if req.get("DryRun"):
+            return fn.configuration()
+        code_dir, local, sha, size = self._materialise_code(name, req)
+        old = None if fn.local_code else fn.code_dir
+        with self._lock:
+            fn.code_dir, fn.local_code, fn.code_sha256, fn.code_size = code_dir, local, sha, size
+        self._retire(fn)
+        if old is not None and old != code_dir:
+            # running environments keep their cwd open; removing the files is safe on POSIX
+            shutil.rmtree(old, ignore_errors=True)
+        return fn.configuration()
+
+    def _delete_function(self, name: str) -> tuple[int, bytes, dict[str, str]]:
+        fn = self._lookup(name)
+        with self._lock:
+            self._functions.pop(name, None)
+            fn.deleted = True
+            fn.async_queue.clear()
+            idle, fn.idle = fn.idle, []
+            self._capacity.notify_all()
+        for env in idle:
+            env.kill("deleted")
+        if not fn.local_code:
+            shutil.rmtree(fn.code_dir.parent, ignore_errors=True)
+        return 204, b"", {}
+
+    def _concurrency(self, method: str, name: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        fn = self._lookup(name)
+        if method == "PUT":
+            n = int(_json(body).get("ReservedConcurrentExecutions", -1))
+            if n < 0 or n > self.options.concurrency_limit:
+                raise ApiError(400, "InvalidParameterValueException",
+                               f"ReservedConcurrentExecutions must be between 0 and {self.options.concurrency_limit}.")
+            with self._capacity:
+                fn.reserved = n
+                self._capacity.notify_all()
+            return _ok({"ReservedConcurrentExecutions": n})
+        if method == "DELETE":
+            with self._capacity:
+                fn.reserved = None
+                self._capacity.notify_all()
+            return 204, b"", {}
+        if method == "GET":
+            return _ok({} if fn.reserved is None else {"ReservedConcurrentExecutions": fn.reserved})
+        raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} concurrency")
+
+    # -- data plane -----------------------------------------------------------------
+
+    def _invoke(self, name: str, qualifier: str | None, headers: Any,
+                body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        fn = self._lookup(name, qualifier)
+        invocation_type = headers.get("X-Amz-Invocation-Type") or "RequestResponse"
+        limit = ASYNC_REQUEST_LIMIT if invocation_type == "Event" else SYNC_REQUEST_LIMIT
+        if len(body) > limit:
+            raise ApiError(
+                413, "RequestEntityTooLargeException",
+                f"Request must be smaller than {limit} bytes for the "
+                f"{'InvokeAsync' if invocation_type == 'Event' else 'InvokeFunction'} operation",
+            )
+        payload = body or b"{}"
+        try:
+            json.loads(payload)
+        except ValueError as e:
+            raise ApiError(400, "InvalidRequestContentException",
+                           f"Could not parse request body into json: {e}") from e
+        client_context = None
+        raw_cc = headers.get("X-Amz-Client-Context")
+        if raw_cc:
+            try:
+                client_context = base64.b64decode(raw_cc).decode("utf-8")
+                json.loads(client_context)
+            except (binascii.Error, ValueError) as e:
+                raise ApiError(400, "InvalidRequestContentException",
+                               f"Client context must be base64-encoded JSON: {e}") from e
+        if invocation_type == "DryRun":
+            return 204, b"", {"X-Amz-Executed-Version": "$LATEST"}
+        if invocation_type == "Event":
+            request_id = self._enqueue_async(fn, payload, client_context)
+            return 202, b"", {"x-amzn-RequestId": request_id}
+        if invocation_type != "RequestResponse":
+            raise ApiError(400, "InvalidParameterValueException",
+                           f"Unsupported invocation type {invocation_type!r}.")
+        inv = _Invocation(payload, client_context, fn.timeout)
+        env, _cold = self._run(fn, inv, wait=False)
+        out = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": inv.request_id}
+        if inv.function_error:
+            out["X-Amz-Function-Error"] = inv.function_error
+        if (headers.get("X-Amz-Log-Type") or "").lower() == "tail":
+            tail = env.log_since(inv.log_start)[-LOG_TAIL_BYTES:]
+            out["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
+        return 200, inv.result, out
+
+
+def _check_limits(timeout: int, memory: int) -> None:
+    if not 1 <= timeout <= 900:
+        raise ApiError(400, "InvalidParameterValueException", "Timeout must be between 1 and 900 seconds.")
+    if not 128 <= memory <= 10240:
+        raise ApiError(400, "InvalidParameterValueException", "MemorySize must be between 128 and 10240 MB.")
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body or b"{}")
+    except ValueError as e:
+        raise ApiError(400, "InvalidRequestContentException", f"Could not parse request body into json: {e}") from e
+    if not isinstance(doc, dict):
+        raise ApiError(400, "InvalidRequestContentException", "The request body must be a JSON object.")
+    return doc
+
+
+def _ok(doc: Any) -> tuple[int, bytes, dict[str, str]]:
+    return 200, json.dumps(doc).encode(), {}
+
