@@ -1,0 +1,455 @@
+"""The local stack: the local Lambda service plus moto's server (S3, DynamoDB, IAM, ...).
+
+Embedded (the default): ``LocalStack(state_dir).start()`` runs both servers in background
+threads of the calling process and stops them at exit. Shared: ``lambdarun local up`` runs
+one in the foreground and records ``<state_dir>/stack.json`` (pid + endpoints); any
+``LocalStack(state_dir, reuse=True)`` then attaches to it instead of starting its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import structlog
+
+from lambdarun.errors import TargetError
+from lambdarun.local.service import LambdaService, ServiceOptions
+
+__all__ = [
+    "DUMMY_CREDENTIALS",
+    "Endpoints",
+    "LocalStack",
+    "StackInfo",
+    "default_state_dir",
+    "read_stack_info",
+]
+
+log = structlog.get_logger(__name__)
+
+#: the only credentials the local stack ever uses or hands to functions
+DUMMY_CREDENTIALS: Mapping[str, str] = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "aws_session_token": "testing",
+}
+STATE_FILE = "stack.json"
+#: services a function reaches through moto's single endpoint
+MOTO_SERVICES = ("s3", "dynamodb", "iam", "sts")
+
+
+def default_state_dir() -> Path:
+    """``$XDG_CACHE_HOME/lambdarun/local`` (``~/.cache/lambdarun/local``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lambdarun" / "local"
+
+
+@attrs.frozen
+class Endpoints:
+    """Where the local stack listens. ``moto`` serves every AWS service except Lambda."""
+
+    lambda_: str
+    moto: str
+
+    @property
+    def s3(self) -> str:
+        return self.moto
+
+    @property
+    def dynamodb(self) -> str:
+        return self.moto
+
+    @property
+    def iam(self) -> str:
+        return self.moto
+
+    def url(self, service: str) -> str:
+        """Endpoint URL of ``service`` (``"lambda"`` or any service moto emulates)."""
+        return self.lambda_ if service == "lambda" else self.moto
+
+    def as_dict(self) -> dict[str, str]:
+        return {"lambda": self.lambda_, **{s: self.moto for s in MOTO_SERVICES}}
+
+    def environment(self) -> dict[str, str]:
+        """``AWS_ENDPOINT_URL*`` variables pointing boto3 at this stack."""
+        return {
+            "AWS_ENDPOINT_URL_LAMBDA": self.lambda_,
+            "AWS_ENDPOINT_URL_S3": self.moto,
+            "AWS_ENDPOINT_URL_DYNAMODB": self.moto,
+            "AWS_ENDPOINT_URL_IAM": self.moto,
+            "AWS_ENDPOINT_URL_STS": self.moto,
+        }
+
+    def export_lines(self) -> list[str]:
+        return [f"export {k}={v}" for k, v in self.environment().items()]
+
+
+@attrs.frozen
+class StackInfo:
+    """The content of ``<state_dir>/stack.json`` for a running shared stack."""
+
+    pid: int
+    endpoints: Endpoints
+    region: str
+    state_dir: str
+    started: float
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "pid": self.pid,
+                "lambda": self.endpoints.lambda_,
+                "moto": self.endpoints.moto,
+                "region": self.region,
+                "state_dir": self.state_dir,
+                "started": self.started,
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> StackInfo:
+        doc = json.loads(text)
+        return cls(
+            pid=int(doc["pid"]),
+            endpoints=Endpoints(lambda_=doc["lambda"], moto=doc["moto"]),
+            region=doc.get("region", "us-east-1"),
+            state_dir=doc.get("state_dir", ""),
+            started=float(doc.get("started", 0)),
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_stack_info(state_dir: str | os.PathLike[str] | None = None, *, verify: bool = True) -> StackInfo | None:
+    """The shared stack recorded in ``state_dir``, or None when none is up.
+
+    With ``verify`` the pid must be alive and the Lambda endpoint must answer its health
+    check with that pid; a stale file is ignored.
+    """
+    path = Path(state_dir or default_state_dir()).expanduser() / STATE_FILE
+    try:
+        info = StackInfo.from_json(path.read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+    if not verify:
+        return info
+    if not _pid_alive(info.pid):
+        return None
+    try:
+        with urllib.request.urlopen(info.endpoints.lambda_ + "/_lambdarun/health", timeout=2) as r:
+            health = json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+    return info if health.get("pid") == info.pid else None
+
+
+class _NoDelayMotoHandler:
+    """Mix-in factory: moto's werkzeug request handler with TCP_NODELAY (see FACTS: Nagle)."""
+
+    @staticmethod
+    def make() -> type:
+        from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+        class Handler(MotoRequestHandler):  # type: ignore[misc, valid-type]
+            def setup(self) -> None:
+                super().setup()
+                try:
+                    self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:  # pragma: no cover
+                    pass
+
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        return Handler
+
+
+def _start_moto(port: int) -> Any:
+    """A ``ThreadedMotoServer`` on 127.0.0.1 whose connections use TCP_NODELAY."""
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    handler = _NoDelayMotoHandler.make()
+
+    class Server(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=handler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever(poll_interval=0.05)
+
+    server = Server(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server
+
+
+class LocalStack:
+    """The local Lambda service and moto's server, started together.
+
+    :param state_dir: directory for ``stack.json``, extracted code and logs
+        (default :func:`default_state_dir`).
+    :param port: Lambda API port (0: free port).
+    :param moto_port: moto server port (0: free port).
+    :param region: region in ARNs and in the functions' ``AWS_REGION``.
+    :param max_concurrency: global concurrency limit (0: CPU count x 4).
+    :param idle_timeout: seconds before an idle environment is reaped.
+    :param async_retries: retries of a failed ``Event`` invocation (Lambda: 2).
+    :param async_retry_delay: seconds between those retries.
+    :param memory_limit: enforce ``MemorySize`` with ``RLIMIT_AS`` in workers.
+    :param reuse: attach to the shared stack recorded in ``state_dir`` when one is up.
+    :param shared: record this stack in ``stack.json`` for other processes (``local up``).
+    :param stop_at_exit: stop at interpreter exit (embedded mode).
+
+    Embedded stacks (``shared=False``) keep code and logs in
+    ``<state_dir>/embedded-<pid>-<id>/``, removed when they stop; shared ones in
+    ``<state_dir>/shared/``.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        port: int = 0,
+        moto_port: int = 0,
+        region: str = "us-east-1",
+        max_concurrency: int = 0,
+        idle_timeout: float = 300.0,
+        async_retries: int = 2,
+        async_retry_delay: float = 1.0,
+        memory_limit: bool = True,
+        reuse: bool = True,
+        shared: bool = False,
+        stop_at_exit: bool = True,
+    ) -> None:
+        self.state_dir = Path(state_dir or default_state_dir()).expanduser().resolve()
+        self.port = port
+        self.moto_port = moto_port
+        self.region = region
+        self.max_concurrency = max_concurrency
+        self.idle_timeout = idle_timeout
+        self.async_retries = async_retries
+        self.async_retry_delay = async_retry_delay
+        self.memory_limit = memory_limit
+        self.reuse = reuse
+        self.shared = shared
+        self.stop_at_exit = stop_at_exit
+        self._lock = threading.RLock()
+        self._service: LambdaService | None = None
+        self._moto: Any = None
+        self._endpoints: Endpoints | None = None
+        self._attached: StackInfo | None = None
+        self._run_dir: Path | None = None
+        self._clients: dict[str, Any] = {}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        """Start (or attach to a running shared stack); returns ``self``. Idempotent."""
+        with self._lock:
+            if self._endpoints is not None:
+                return self
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            if self.reuse:
+                info = read_stack_info(self.state_dir)
+                if info is not None:
+                    self._attached = info
+                    self._endpoints = info.endpoints
+                    self.region = info.region
+                    log.debug("attached to running local stack", pid=info.pid, lambda_=info.endpoints.lambda_)
+                    return self
+            if self.shared:
+                running = read_stack_info(self.state_dir)
+                if running is not None:
+                    raise TargetError(
+                        f"a local stack is already up in {self.state_dir} (pid {running.pid}, "
+                        f"{running.endpoints.lambda_}); stop it with `lambdarun local down "
+                        f"--state-dir {self.state_dir}` or use another --state-dir"
+                    )
+                self._run_dir = self.state_dir / "shared"
+            else:
+                self._run_dir = self.state_dir / f"embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            started = False
+            try:
+                self._moto = _start_moto(self.moto_port)
+                host, port = self._moto.get_host_and_port()
+                moto_url = f"http://{host}:{port}"
+                endpoints = {"": moto_url, **{s.upper(): moto_url for s in MOTO_SERVICES}}
+                options = ServiceOptions(
+                    state_dir=self._run_dir,
+                    port=self.port,
+                    region=self.region,
+                    max_concurrency=self.max_concurrency,
+                    idle_timeout=self.idle_timeout,
+                    async_retries=self.async_retries,
+                    async_retry_delay=self.async_retry_delay,
+                    memory_limit=self.memory_limit,
+                    service_endpoints=endpoints,
+                )
+                self._service = LambdaService(options).start()
+                self._endpoints = Endpoints(lambda_=self._service.url, moto=moto_url)
+                if self.shared:
+                    self._write_state_file()
+                started = True
+            finally:
+                if not started:
+                    self._shutdown_servers()
+            if self.stop_at_exit:
+                atexit.register(self.stop)
+            log.debug("local stack started", lambda_=self._endpoints.lambda_, moto=self._endpoints.moto)
+            return self
+
+    def _write_state_file(self) -> None:
+        assert self._endpoints is not None
+        info = StackInfo(
+            pid=os.getpid(),
+            endpoints=self._endpoints,
+            region=self.region,
+            state_dir=str(self.state_dir),
+            started=time.time(),
+        )
+        tmp = self.state_dir / f".{STATE_FILE}.{os.getpid()}"
+        tmp.write_text(info.to_json())
+        os.replace(tmp, self.state_dir / STATE_FILE)
+
+    def _shutdown_servers(self) -> None:
+        if self._service is not None:
+            self._service.stop()
+            self._service = None
+        if self._moto is not None:
+            try:
+                self._moto.stop()
+            except Exception:  # pragma: no cover - best effort at shutdown
+                log.warning("moto server did not stop cleanly", exc_info=True)
+            self._moto = None
+
+    def stop(self) -> None:
+        """Stop what this object started (nothing when attached to a shared stack).
+
+        Kills every execution environment and waits for their processes to exit.
+        """
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+            if self._attached is not None:
+                self._attached = None
+                self._endpoints = None
+                return
+            if self._endpoints is None:
+                return
+            self._shutdown_servers()
+            if self.shared:
+                state = self.state_dir / STATE_FILE
+                try:
+                    if StackInfo.from_json(state.read_text()).pid == os.getpid():
+                        state.unlink()
+                except (OSError, ValueError, KeyError):
+                    pass
+            elif self._run_dir is not None:
+                shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._endpoints = None
+            if self.stop_at_exit:
+                atexit.unregister(self.stop)
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what users need -----------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._endpoints is not None
+
+    @property
+    def owned(self) -> bool:
+        """True when this process runs the servers (False when attached to a shared stack)."""
+        return self._service is not None
+
+    @property
+    def endpoints(self) -> Endpoints:
+        if self._endpoints is None:
+            raise TargetError("the local stack is not running: call LocalStack.start() first")
+        return self._endpoints
+
+    @property
+    def lambda_url(self) -> str:
+        return self.endpoints.lambda_
+
+    @property
+    def moto_url(self) -> str:
+        return self.endpoints.moto
+
+    @property
+    def pid(self) -> int:
+        """Pid of the process running the servers."""
+        return self._attached.pid if self._attached is not None else os.getpid()
+
+    @property
+    def service(self) -> LambdaService | None:
+        """The in-process Lambda service (None when attached to a shared stack)."""
+        return self._service
+
+    @property
+    def run_dir(self) -> Path | None:
+        """Where this stack keeps extracted code and ``logs/<function>/`` (owned stacks)."""
+        return self._run_dir
+
+    def environment(self) -> dict[str, str]:
+        """``AWS_ENDPOINT_URL_*``, region and dummy credentials for a boto3 user of this stack."""
+        return {
+            **self.endpoints.environment(),
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"],
+            "AWS_SESSION_TOKEN": DUMMY_CREDENTIALS["aws_session_token"],
+        }
+
+    def client(self, service: str, **config: Any) -> Any:
+        """A boto3 client for ``service`` on this stack (dummy credentials), cached per name.
+
+        Keyword arguments become a ``botocore.config.Config`` (then the client is not cached).
+        """
+        with self._lock:
+            if not config and service in self._clients:
+                return self._clients[service]
+            import boto3
+            from botocore.config import Config
+
+            cfg = Config(**{
+                "max_pool_connections": 64,
+                "read_timeout": 905 if service == "lambda" else 60,
+                **config,
+            })
+            session = boto3.session.Session(region_name=self.region, **DUMMY_CREDENTIALS)
+            client = session.client(service, endpoint_url=self.endpoints.url(service), config=cfg)
+            if not config:
+                self._clients[service] = client
+            return client
+
