@@ -1,0 +1,36 @@
+"""The local target: a Lambda service on 127.0.0.1 that runs real handlers, plus moto.
+
+Public surface::
+
+    from lambdarun.local import LocalStack
+
+    with LocalStack(state_dir="/tmp/lr") as stack:
+        lam = stack.client("lambda")          # boto3, dummy credentials
+        stack.endpoints.lambda_, stack.endpoints.s3
+
+See :mod:`lambdarun.local.service` for what the Lambda API supports,
+:mod:`lambdarun.local.plugin` for the ``local`` target and :mod:`lambdarun.local.testing`
+for pytest fixtures.
+"""
+
+from lambdarun.local.service import LOCAL_CODE_BUCKETS, LambdaService, ServiceOptions
+from lambdarun.local.stack import (
+    DUMMY_CREDENTIALS,
+    Endpoints,
+    LocalStack,
+    StackInfo,
+    default_state_dir,
+    read_stack_info,
+)
+
+__all__ = [
+    "DUMMY_CREDENTIALS",
+    "Endpoints",
+    "LOCAL_CODE_BUCKETS",
+    "LambdaService",
+    "LocalStack",
+    "ServiceOptions",
+    "StackInfo",
+    "default_state_dir",
+    "read_stack_info",
+]

@@ -1,0 +1,127 @@
+"""``lambdarun local up | status | down``: a shared local stack for several processes.
+
+Also runnable on its own: ``python -m lambdarun.local up``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from lambdarun.errors import TargetError
+from lambdarun.local.stack import LocalStack, default_state_dir, read_stack_info
+
+__all__ = ["local"]
+
+_state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Directory holding stack.json, code and logs [default: {default_state_dir()}].",
+)
+
+
+@click.group(name="local")
+def local() -> None:
+    """Run the local Lambda service and moto server (S3, DynamoDB, IAM) for other processes."""
+
+
+@local.command()
+@click.option("--port", type=int, default=0, show_default=True, help="Lambda API port (0: any free port).")
+@click.option("--moto-port", type=int, default=0, show_default=True, help="moto server port (0: any free port).")
+@click.option("--region", default="us-east-1", show_default=True)
+@click.option("--max-concurrency", type=int, default=0, help="Global concurrency limit [default: CPUs x 4].")
+@click.option("--idle-timeout", type=float, default=300.0, show_default=True, help="Seconds an idle environment stays warm.")
+@click.option("--async-retries", type=int, default=2, show_default=True)
+@click.option("--async-retry-delay", type=float, default=1.0, show_default=True)
+@click.option("--no-memory-limit", is_flag=True, help="Do not enforce MemorySize with RLIMIT_AS.")
+@_state_dir_option
+def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeout: float,
+       async_retries: int, async_retry_delay: float, no_memory_limit: bool,
+       state_dir: Path | None) -> None:
+    """Start the stack in the foreground; Ctrl-C (or `down`) stops it."""
+    from lambdarun.logs import configure_logging
+
+    configure_logging(os.environ.get("LAMBDARUN_LOG_LEVEL", "INFO"))
+    stack = LocalStack(
+        state_dir, port=port, moto_port=moto_port, region=region,
+        max_concurrency=max_concurrency, idle_timeout=idle_timeout,
+        async_retries=async_retries, async_retry_delay=async_retry_delay,
+        memory_limit=not no_memory_limit, reuse=False, shared=True, stop_at_exit=True,
+    )
+    try:
+        stack.start()
+    except TargetError as e:
+        raise click.ClickException(str(e)) from e
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ep = stack.endpoints
+    click.echo(f"lambdarun local stack up (pid {os.getpid()}, state {stack.state_dir})")
+    click.echo(f"  lambda:   {ep.lambda_}")
+    click.echo(f"  s3, dynamodb, iam, sts (moto): {ep.moto}")
+    for line in ep.export_lines():
+        click.echo(line)
+    sys.stdout.flush()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        stack.stop()
+    click.echo("lambdarun local stack stopped")
+
+
+@local.command()
+@_state_dir_option
+def status(state_dir: Path | None) -> None:
+    """Print the running stack's pid and endpoints (exit status 1 when none is up)."""
+    info = read_stack_info(state_dir)
+    if info is None:
+        click.echo(f"no local stack is up in {state_dir or default_state_dir()}")
+        sys.exit(1)
+    click.echo(f"lambdarun local stack up (pid {info.pid}, state {info.state_dir})")
+    click.echo(f"  lambda:   {info.endpoints.lambda_}")
+    click.echo(f"  s3, dynamodb, iam, sts (moto): {info.endpoints.moto}")
+    for line in info.endpoints.export_lines():
+        click.echo(line)
+
+
+@local.command()
+@click.option("--timeout", type=float, default=15.0, show_default=True,
+              help="Seconds to wait for a clean stop before killing it.")
+@_state_dir_option
+def down(timeout: float, state_dir: Path | None) -> None:
+    """Stop the running stack and every execution environment it started."""
+    info = read_stack_info(state_dir)
+    if info is None:
+        click.echo(f"no local stack is up in {state_dir or default_state_dir()}")
+        return
+    os.kill(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(info.pid, 0)
+        except ProcessLookupError:
+            click.echo(f"stopped local stack (pid {info.pid})")
+            return
+        time.sleep(0.05)
+    os.kill(info.pid, signal.SIGKILL)
+    click.echo(f"killed local stack (pid {info.pid}) after {timeout:.0f} s")
+
+
+def main() -> None:
+    local(prog_name="python -m lambdarun.local")
+
+
+if __name__ == "__main__":
+    main()
