@@ -109,14 +109,27 @@ def down(timeout: float, state_dir: Path | None) -> None:
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(info.pid, 0)
-        except ProcessLookupError:
+        if not _running(info.pid):
             click.echo(f"stopped local stack (pid {info.pid})")
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.kill(info.pid, signal.SIGKILL)
     click.echo(f"killed local stack (pid {info.pid}) after {timeout:.0f} s")
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs (an exited process its parent has not reaped yet is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def main() -> None:

@@ -1,0 +1,115 @@
+"""Asynchronous (Event) invocations: queued, retried on function error, never lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_event_invocation_is_queued_and_runs(lam: Any, make_function: Any, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    name = make_function(f"""
+        def handler(event, context):
+            with open({str(out)!r}, "a") as f:
+                f.write(event["id"] + " " + context.aws_request_id + "\\n")
+    """)
+    resp = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"id": "a"}))
+    assert resp["StatusCode"] == 202
+    assert resp["Payload"].read() == b""
+    request_id = resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    wait_for(lambda: len(lines(out)) == 1)
+    assert lines(out) == [f"a {request_id}"]
+
+
+def test_function_errors_are_retried_twice_then_logged(lam: Any, make_function: Any, tmp_path: Path,
+                                                        local_stack: Any) -> None:
+    attempts = tmp_path / "attempts"
+    name = make_function(f"""
+        def handler(event, context):
+            with open({str(attempts)!r}, "a") as f:
+                f.write(context.aws_request_id + "\\n")
+            raise RuntimeError("always fails")
+    """)
+    resp = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+    request_id = resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    failures = local_stack.run_dir / "logs" / name / "async-failures.jsonl"
+    wait_for(failures.exists)
+    assert lines(attempts) == [request_id] * 3  # first attempt + 2 retries, same request id
+    record = json.loads(lines(failures)[0])
+    assert record["requestId"] == request_id and record["attempts"] == 3
+    assert record["error"]["errorType"] == "RuntimeError"
+
+
+def test_retry_succeeds_after_transient_failure(lam: Any, make_function: Any, tmp_path: Path) -> None:
+    attempts = tmp_path / "attempts"
+    name = make_function(f"""
+        import os
+        def handler(event, context):
+            with open({str(attempts)!r}, "a") as f:
+                f.write("x\\n")
+            if len(open({str(attempts)!r}).read().splitlines()) < 2:
+                raise RuntimeError("transient")
+            return "ok"
+    """)
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+    wait_for(lambda: len(lines(attempts)) == 2)
+    time.sleep(0.3)
+    assert len(lines(attempts)) == 2  # succeeded on the retry, no third attempt
+
+
+def test_killed_environment_loses_no_queued_event(lam: Any, make_function: Any, tmp_path: Path) -> None:
+    started, done = tmp_path / "started", tmp_path / "done"
+    name = make_function(f"""
+        import os, time
+        def handler(event, context):
+            with open({str(started)!r}, "a") as f:
+                f.write(f"{{event['id']}} {{os.getpid()}}\\n")
+            time.sleep(0.2)
+            with open({str(done)!r}, "a") as f:
+                f.write(event["id"] + "\\n")
+    """, timeout=10)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    ids = [str(i) for i in range(6)]
+    for i in ids:
+        assert lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"id": i}))["StatusCode"] == 202
+    wait_for(lambda: len(lines(started)) >= 1)
+    victim = int(lines(started)[0].split()[1])
+    os.kill(victim, signal.SIGKILL)  # the environment dies mid-invocation
+    wait_for(lambda: set(lines(done)) == set(ids))
+    pids = {int(line.split()[1]) for line in lines(started)}
+    assert len(pids) >= 2  # a fresh environment took over after the kill
+
+
+@pytest.mark.timeout(30)
+def test_events_wait_for_capacity_instead_of_throttling(lam: Any, make_function: Any, tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    name = make_function(f"""
+        import time
+        def handler(event, context):
+            time.sleep(0.05)
+            with open({str(done)!r}, "a") as f:
+                f.write(str(event["i"]) + "\\n")
+    """)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=2)
+    for i in range(10):
+        lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"i": i}))
+    wait_for(lambda: len(lines(done)) == 10)
+    assert sorted(map(int, lines(done))) == list(range(10))
