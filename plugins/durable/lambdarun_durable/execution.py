@@ -1,0 +1,222 @@
+"""``@durable_execution``: the handler wrapper that replays, runs and checkpoints.
+
+Invocation event (AWS shape)::
+
+    {"DurableExecutionArn": "arn:aws:lambda:...:function:f:$LATEST/durable-execution/name/id",
+     "CheckpointToken": "<opaque: store URL + version + invocation id>",
+     "InitialExecutionState": {"Operations": [...], "NextMarker": ""}}
+
+``NextMarker`` non-empty means "the operations did not fit: load them from the store".
+Response: ``{"Status": "SUCCEEDED"|"FAILED"|"PENDING", "Result"?: str, "Error"?: {...}}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from lambdarun_durable.context import DurableContext
+from lambdarun_durable.exceptions import (
+    ExecutionError,
+    InvocationError,
+    SuspendExecution,
+)
+from lambdarun_durable.lambda_service import (
+    DurableExecutionInvocationOutput,
+    ErrorObject,
+    InvocationStatus,
+)
+from lambdarun_durable.state import (
+    ExecutionClosed,
+    ExecutionState,
+    build_state,
+    decode_token,
+    fold,
+    make_record,
+    transition,
+)
+
+log = structlog.get_logger(__name__)
+
+LAMBDA_RESPONSE_SIZE_LIMIT = 6 * 1024 * 1024 - 50
+
+
+@dataclass
+class DurableInvocationInput:
+    """An invocation handed over in-process (test runner, in-process orchestrator).
+
+    ``store`` and ``clock`` replace what the token and the wall clock give a Lambda.
+    """
+
+    durable_execution_arn: str
+    checkpoint_token: str
+    operations: list[dict[str, Any]] | None = None
+    store: Any = None
+    clock: Callable[[], float] = time.time
+    batch_records: int = 1000
+    batch_age: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> DurableInvocationInput:
+        try:
+            arn = event["DurableExecutionArn"]
+            token = event["CheckpointToken"]
+        except (KeyError, TypeError) as e:
+            raise ExecutionError(
+                "Unexpected payload provided to start the durable execution: a durable handler needs "
+                "DurableExecutionArn and CheckpointToken. Start it through lambdarun's durable "
+                "orchestrator (lambdarun.run(..., backend='durable') or DurableService)."
+            ) from e
+        initial = event.get("InitialExecutionState") or {}
+        ops = None if initial.get("NextMarker") else list(initial.get("Operations") or [])
+        return cls(durable_execution_arn=arn, checkpoint_token=token, operations=ops)
+
+
+_STORES: dict[str, Any] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _open_store(url: str) -> Any:
+    from lambdarun_durable.stores import open_store
+
+    with _STORES_LOCK:
+        store = _STORES.get(url)
+        if store is None:
+            store = _STORES[url] = open_store(url)
+        return store
+
+
+def run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvocationInput, lambda_context: Any) -> dict[str, Any]:
+    """Run one invocation of a durable handler; return the AWS-shaped response dict."""
+    started = inv.clock()
+    token = decode_token(inv.checkpoint_token)
+    store = inv.store if inv.store is not None else _open_store(token["s"])
+    arn = inv.durable_execution_arn
+    if inv.operations is not None:
+        operations = {op["Id"]: dict(op) for op in inv.operations}
+        version = int(token["v"])
+    else:
+        cp = store.load(arn)
+        operations = fold(cp.records)
+        version = cp.version
+    state = ExecutionState(
+        durable_execution_arn=arn,
+        store=store,
+        version=version,
+        operations=operations,
+        invocation_id=token.get("i") or str(uuid.uuid4()),
+        clock=inv.clock,
+        max_batch_records=inv.batch_records,
+        max_batch_age=inv.batch_age,
+    )
+    exec_op = state.execution_operation()
+    if exec_op is not None and exec_op["Status"] not in ("STARTED",):
+        return _closed_output(exec_op)
+    payload = ((exec_op or {}).get("ExecutionDetails") or {}).get("InputPayload")
+    input_event: Any = json.loads(payload) if payload else {}
+    ctx = DurableContext.from_lambda_context(state, lambda_context, replaying=state.has_prior_operations())
+    request_id = getattr(lambda_context, "aws_request_id", None) or state.invocation_id
+
+    def finish(status: str, *, result: str | None = None, error: ErrorObject | None = None) -> None:
+        now = state.now_ms()
+        records: list[dict[str, Any]] = [
+            {
+                "E": "InvocationCompleted",
+                "T": now,
+                "X": {"StartTimestamp": int(started * 1000), "EndTimestamp": now, "RequestId": request_id},
+                "S": "i",
+                "I": state.invocation_id,
+            }
+        ]
+        st = None
+        if status != "PENDING" and exec_op is not None:
+            op, extra = transition(
+                exec_op,
+                op_id=exec_op["Id"],
+                op_type="EXECUTION",
+                action="SUCCEED" if status == "SUCCEEDED" else "FAIL",
+                now=now,
+                payload=result,
+                error=error,
+            )
+            rec = make_record(op, extra, now, "i", state.invocation_id)
+            rec["X"] = {"Result": result} if status == "SUCCEEDED" else {"Error": error.to_dict() if error else {}}
+            records.append(rec)
+            st = build_state(arn, exec_op, status, end=now, result=result, error=error.to_dict() if error else None)
+        state.flush(records, state=st)
+
+    try:
+        try:
+            result = func(input_event, ctx)
+        except SuspendExecution:
+            finish("PENDING")
+            return DurableExecutionInvocationOutput.create_pending().to_dict()
+        except InvocationError as e:
+            if e.is_retryable():
+                state.flush()  # what was checkpointed stays; the invocation is retried
+                raise
+            err = ErrorObject.from_exception(e)
+            finish("FAILED", error=err)
+            return DurableExecutionInvocationOutput(InvocationStatus.FAILED, error=err).to_dict()
+        except ExecutionError as e:
+            err = ErrorObject.from_exception(e)
+            finish("FAILED", error=err)
+            return DurableExecutionInvocationOutput(InvocationStatus.FAILED, error=err).to_dict()
+        except Exception as e:  # noqa: BLE001 - user errors fail the execution
+            err = ErrorObject(
+                message=str(e),
+                type=ErrorObject.from_exception(e).type,
+                data=getattr(e, "data", None),
+                stack_trace=traceback.format_exception(e)[-20:],
+            )
+            finish("FAILED", error=err)
+            return DurableExecutionInvocationOutput(InvocationStatus.FAILED, error=err).to_dict()
+        serialized = json.dumps(result)
+        finish("SUCCEEDED", result=serialized)
+        if len(serialized) > LAMBDA_RESPONSE_SIZE_LIMIT:
+            return DurableExecutionInvocationOutput.create_succeeded("").to_dict()
+        return DurableExecutionInvocationOutput.create_succeeded(serialized).to_dict()
+    except ExecutionClosed:
+        return _closed_output(state.execution_operation() or {})
+
+
+def _closed_output(exec_op: Mapping[str, Any]) -> dict[str, Any]:
+    status = exec_op.get("Status")
+    details = exec_op.get("ExecutionDetails") or {}
+    if status == "SUCCEEDED":
+        return {"Status": "SUCCEEDED", "Result": details.get("Result", "")}
+    err = details.get("Error") or {"ErrorMessage": f"execution is {status}", "ErrorType": "ExecutionStopped"}
+    return {"Status": "FAILED", "Error": err}
+
+
+def durable_execution(
+    func: Callable[[Any, DurableContext], Any] | None = None,
+    *,
+    boto3_client: Any = None,  # accepted for AWS SDK compatibility; unused
+    plugins: Any = None,  # accepted for AWS SDK compatibility; unused
+) -> Any:
+    """Decorate ``handler(event, context: DurableContext)`` into a Lambda handler."""
+    if func is None:
+        return functools.partial(durable_execution, boto3_client=boto3_client, plugins=plugins)
+
+    @functools.wraps(func)
+    def wrapper(event: Any, context: Any) -> MutableMapping[str, Any]:
+        inv = event if isinstance(event, DurableInvocationInput) else DurableInvocationInput.from_event(event)
+        return run_invocation(func, inv, context)
+
+    wrapper.__lambdarun_durable__ = func  # type: ignore[attr-defined]
+    return wrapper
+
+
+def is_durable_handler(obj: Any) -> bool:
+    return hasattr(obj, "__lambdarun_durable__")

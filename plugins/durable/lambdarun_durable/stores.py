@@ -1,0 +1,604 @@
+"""Checkpoint stores implementing :class:`lambdarun.types.CheckpointStore`.
+
+* ``sqlite:///relative.db`` / ``sqlite:////abs/path.db`` (SQLAlchemy convention): one file, WAL,
+  one transaction per ``append`` (so a batch of 1000 records is one fsync).
+* ``dynamodb://table``: one item per execution (``sk="#META"``, holds version and state) and
+  one item per append holding that batch's records (split at ~350 KB); every append is one
+  ``TransactWriteItems`` whose first action is conditional on the loaded version.
+* ``s3://bucket/prefix``: one object per append, ``<prefix>/<id>/v<version>.json``, written
+  with ``IfNoneMatch="*"`` so exactly one writer can create each version.
+
+All raise :class:`~lambdarun.errors.CheckpointConflictError` on a version mismatch and
+:class:`~lambdarun.errors.ExecutionNotFoundError` for an unknown execution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+import structlog
+
+from lambdarun.errors import CheckpointConflictError, CheckpointError, ExecutionNotFoundError
+from lambdarun.types import Checkpoint
+
+log = structlog.get_logger(__name__)
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_loads = json.loads
+
+
+def _not_found(execution_id: str, url: str) -> ExecutionNotFoundError:
+    return ExecutionNotFoundError(
+        f"No durable execution {execution_id!r} in {url}; check the ARN "
+        "(`lambdarun durable list`) and the durable store_url setting."
+    )
+
+
+def _conflict(execution_id: str, expected: int, actual: int | None) -> CheckpointConflictError:
+    return CheckpointConflictError(
+        f"Execution {execution_id!r} is at version {actual}, not the expected {expected}: another "
+        "writer checkpointed it first. Reload it and retry (the durable engine does this for "
+        "service updates and refuses concurrent invocations)."
+    )
+
+
+# =====================================================================================
+# SQLite
+# =====================================================================================
+
+
+class SQLiteCheckpointStore:
+    """A single SQLite file in WAL mode; safe for threads and for several processes."""
+
+    def __init__(self, path: str, *, synchronous: str = "FULL", url: str | None = None) -> None:
+        self.path = path
+        self.url = url or f"sqlite:///{path}"
+        self._synchronous = synchronous
+        self._local = threading.local()
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        conn = self._conn()
+        conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS executions (
+                id TEXT PRIMARY KEY, version INTEGER NOT NULL, state TEXT NOT NULL,
+                status TEXT, created REAL NOT NULL, nrecords INTEGER NOT NULL DEFAULT 0);
+            CREATE INDEX IF NOT EXISTS executions_created ON executions(created);
+            CREATE TABLE IF NOT EXISTS records (
+                execution_id TEXT NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL,
+                PRIMARY KEY (execution_id, seq)) WITHOUT ROWID;
+            """
+        )
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def create(self, execution_id: str, state: Mapping[str, Any], records: Sequence[Mapping[str, Any]] = ()) -> Checkpoint:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO executions(id, version, state, status, created, nrecords) VALUES (?,?,?,?,?,?)",
+                (execution_id, 1, _dumps(dict(state)), state.get("status"), time.time(), len(records)),
+            )
+            if records:
+                conn.executemany(
+                    "INSERT INTO records(execution_id, seq, data) VALUES (?,?,?)",
+                    [(execution_id, i, _dumps(dict(r))) for i, r in enumerate(records)],
+                )
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK")
+            raise CheckpointConflictError(f"Execution {execution_id!r} already exists in {self.url}") from None
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return Checkpoint(execution_id, 1, dict(state), tuple(records))
+
+    def load(self, execution_id: str) -> Checkpoint:
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            row = conn.execute("SELECT version, state FROM executions WHERE id=?", (execution_id,)).fetchone()
+            if row is None:
+                raise _not_found(execution_id, self.url)
+            rows = conn.execute(
+                "SELECT data FROM records WHERE execution_id=? ORDER BY seq", (execution_id,)
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        return Checkpoint(execution_id, row[0], _loads(row[1]), tuple(_loads(r[0]) for r in rows))
+
+    def load_state(self, execution_id: str) -> Checkpoint:
+        row = self._conn().execute("SELECT version, state FROM executions WHERE id=?", (execution_id,)).fetchone()
+        if row is None:
+            raise _not_found(execution_id, self.url)
+        return Checkpoint(execution_id, row[0], _loads(row[1]), ())
+
+    def _write(
+        self,
+        execution_id: str,
+        expected_version: int,
+        records: Sequence[Mapping[str, Any]] | None,
+        state: Mapping[str, Any] | None,
+        replace_records: bool,
+    ) -> int:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT version, nrecords FROM executions WHERE id=?", (execution_id,)).fetchone()
+            if row is None:
+                raise _not_found(execution_id, self.url)
+            version, nrecords = row
+            if version != expected_version:
+                raise _conflict(execution_id, expected_version, version)
+            if replace_records:
+                conn.execute("DELETE FROM records WHERE execution_id=?", (execution_id,))
+                nrecords = 0
+            if records:
+                conn.executemany(
+                    "INSERT INTO records(execution_id, seq, data) VALUES (?,?,?)",
+                    [(execution_id, nrecords + i, _dumps(dict(r))) for i, r in enumerate(records)],
+                )
+                nrecords += len(records)
+            if state is not None:
+                conn.execute(
+                    "UPDATE executions SET version=?, state=?, status=?, nrecords=? WHERE id=?",
+                    (version + 1, _dumps(dict(state)), state.get("status"), nrecords, execution_id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE executions SET version=?, nrecords=? WHERE id=?", (version + 1, nrecords, execution_id)
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return version + 1
+
+    def append(
+        self,
+        execution_id: str,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        expected_version: int,
+        state: Mapping[str, Any] | None = None,
+    ) -> int:
+        return self._write(execution_id, expected_version, records, state, False)
+
+    def replace(
+        self,
+        execution_id: str,
+        state: Mapping[str, Any],
+        *,
+        expected_version: int,
+        records: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        return self._write(execution_id, expected_version, records, state, records is not None)
+
+    def list(self, *, status: str | None = None, limit: int = 100) -> list[Checkpoint]:
+        conn = self._conn()
+        if status is None:
+            rows = conn.execute(
+                "SELECT id, version, state FROM executions ORDER BY created DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT id, version, state FROM executions WHERE status=? ORDER BY created DESC LIMIT ?",
+                (status, limit),
+            ).fetchall()
+        return [Checkpoint(r[0], r[1], _loads(r[2]), ()) for r in rows]
+
+    def delete(self, execution_id: str) -> None:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM records WHERE execution_id=?", (execution_id,))
+        conn.execute("DELETE FROM executions WHERE id=?", (execution_id,))
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+# =====================================================================================
+# DynamoDB
+# =====================================================================================
+
+_ITEM_BUDGET = 350_000  # bytes of JSON per record item (DynamoDB items are <= 400 KB)
+
+
+def _chunks(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    out: list[str] = []
+    cur: list[str] = []
+    size = 0
+    for r in records:
+        s = _dumps(dict(r))
+        if cur and size + len(s) > _ITEM_BUDGET:
+            out.append("[" + ",".join(cur) + "]")
+            cur, size = [], 0
+        cur.append(s)
+        size += len(s) + 1
+    if cur:
+        out.append("[" + ",".join(cur) + "]")
+    return out
+
+
+class DynamoDBCheckpointStore:
+    """Executions in one DynamoDB table (``pk`` string hash key, ``sk`` string range key)."""
+
+    def __init__(self, table: str, client: Any, *, create_table: bool = True) -> None:
+        self.table = table
+        self.client = client
+        self.url = f"dynamodb://{table}"
+        if create_table:
+            self.ensure_table()
+
+    def ensure_table(self) -> None:
+        try:
+            self.client.describe_table(TableName=self.table)
+            return
+        except self.client.exceptions.ResourceNotFoundException:
+            pass
+        try:
+            self.client.create_table(
+                TableName=self.table,
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except self.client.exceptions.ResourceInUseException:
+            pass
+        self.client.get_waiter("table_exists").wait(TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+
+    def _record_puts(self, execution_id: str, version: int, records: Sequence[Mapping[str, Any]]) -> list[dict]:
+        return [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": {
+                        "pk": {"S": execution_id},
+                        "sk": {"S": f"R#{version:012d}#{i:04d}"},
+                        "records": {"S": chunk},
+                    },
+                }
+            }
+            for i, chunk in enumerate(_chunks(records))
+        ]
+
+    def create(self, execution_id: str, state: Mapping[str, Any], records: Sequence[Mapping[str, Any]] = ()) -> Checkpoint:
+        meta = {
+            "Put": {
+                "TableName": self.table,
+                "Item": {
+                    "pk": {"S": execution_id},
+                    "sk": {"S": "#META"},
+                    "version": {"N": "1"},
+                    "base": {"N": "0"},
+                    "state": {"S": _dumps(dict(state))},
+                    "status": {"S": str(state.get("status") or "")},
+                    "created": {"N": repr(time.time())},
+                },
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+        self._transact([meta, *self._record_puts(execution_id, 1, records)], execution_id, 0, create=True)
+        return Checkpoint(execution_id, 1, dict(state), tuple(records))
+
+    def _transact(self, items: list[dict], execution_id: str, expected: int, create: bool = False) -> None:
+        if len(items) > 100:
+            raise CheckpointError(
+                f"One checkpoint batch for {execution_id!r} needs {len(items)} DynamoDB items (max 100); "
+                "lower the durable batch size."
+            )
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except self.client.exceptions.TransactionCanceledException as e:
+            reasons = e.response.get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                if create:
+                    raise CheckpointConflictError(f"Execution {execution_id!r} already exists in {self.url}") from None
+                actual = self._version_or_none(execution_id)
+                if actual is None:
+                    raise _not_found(execution_id, self.url) from None
+                raise _conflict(execution_id, expected, actual) from None
+            raise
+
+    def _version_or_none(self, execution_id: str) -> int | None:
+        item = self.client.get_item(
+            TableName=self.table, Key={"pk": {"S": execution_id}, "sk": {"S": "#META"}}, ConsistentRead=True
+        ).get("Item")
+        return int(item["version"]["N"]) if item else None
+
+    def load(self, execution_id: str) -> Checkpoint:
+        items: list[dict] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": execution_id}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.client.query(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        meta = next((i for i in items if i["sk"]["S"] == "#META"), None)
+        if meta is None:
+            raise _not_found(execution_id, self.url)
+        version = int(meta["version"]["N"])
+        base = int(meta.get("base", {"N": "0"})["N"])
+        records: list[Any] = []
+        for item in items:
+            sk = item["sk"]["S"]
+            if not sk.startswith("R#"):
+                continue
+            v = int(sk[2:14])
+            if v <= version and (base == 0 or v >= base):
+                records.extend(_loads(item["records"]["S"]))
+        return Checkpoint(execution_id, version, _loads(meta["state"]["S"]), tuple(records))
+
+    def _update_meta(self, execution_id: str, expected: int, state: Mapping[str, Any] | None, base: int | None) -> dict:
+        sets = ["version = :nv"]
+        values: dict[str, Any] = {":nv": {"N": str(expected + 1)}, ":ev": {"N": str(expected)}}
+        names: dict[str, str] = {}
+        if state is not None:
+            sets += ["#st = :st", "#status = :status"]
+            values[":st"] = {"S": _dumps(dict(state))}
+            values[":status"] = {"S": str(state.get("status") or "")}
+            names["#st"] = "state"
+            names["#status"] = "status"
+        if base is not None:
+            sets.append("#base = :base")
+            values[":base"] = {"N": str(base)}
+            names["#base"] = "base"
+        upd: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": execution_id}, "sk": {"S": "#META"}},
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": "version = :ev",
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            upd["ExpressionAttributeNames"] = names
+        return {"Update": upd}
+
+    def append(
+        self,
+        execution_id: str,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        expected_version: int,
+        state: Mapping[str, Any] | None = None,
+    ) -> int:
+        items = [self._update_meta(execution_id, expected_version, state, None)]
+        items += self._record_puts(execution_id, expected_version + 1, records)
+        self._transact(items, execution_id, expected_version)
+        return expected_version + 1
+
+    def replace(
+        self,
+        execution_id: str,
+        state: Mapping[str, Any],
+        *,
+        expected_version: int,
+        records: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        new = expected_version + 1
+        items = [self._update_meta(execution_id, expected_version, state, new if records is not None else None)]
+        if records is not None:
+            items += self._record_puts(execution_id, new, records)
+        self._transact(items, execution_id, expected_version)
+        return new
+
+    def list(self, *, status: str | None = None, limit: int = 100) -> list[Checkpoint]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "sk = :m",
+            "ExpressionAttributeValues": {":m": {"S": "#META"}},
+        }
+        metas: list[dict] = []
+        while True:
+            page = self.client.scan(**kwargs)
+            metas.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        if status is not None:
+            metas = [m for m in metas if m.get("status", {}).get("S") == status]
+        metas.sort(key=lambda m: float(m["created"]["N"]), reverse=True)
+        return [
+            Checkpoint(m["pk"]["S"], int(m["version"]["N"]), _loads(m["state"]["S"]), ()) for m in metas[:limit]
+        ]
+
+    def delete(self, execution_id: str) -> None:
+        page = self.client.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": execution_id}},
+            ProjectionExpression="pk, sk",
+        )
+        for item in page.get("Items", []):
+            self.client.delete_item(TableName=self.table, Key={"pk": item["pk"], "sk": item["sk"]})
+
+    def close(self) -> None:
+        pass
+
+
+# =====================================================================================
+# S3
+# =====================================================================================
+
+
+class S3CheckpointStore:
+    """One JSON object per version under ``s3://bucket/prefix/<execution id>/``."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+
+    def _key(self, execution_id: str, version: int | None = None) -> str:
+        safe = execution_id.replace("/", "%2F").replace(":", "%3A").replace("$", "%24")
+        base = f"{self.prefix}/{safe}/" if self.prefix else f"{safe}/"
+        return base if version is None else f"{base}v{version:012d}.json"
+
+    def _put_new(self, execution_id: str, version: int, body: dict[str, Any], expected: int) -> None:
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(execution_id, version), Body=_dumps(body).encode(), IfNoneMatch="*"
+            )
+        except self.client.exceptions.ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                if version == 1:
+                    raise CheckpointConflictError(f"Execution {execution_id!r} already exists in {self.url}") from None
+                raise _conflict(execution_id, expected, None) from None
+            raise
+
+    def _versions(self, execution_id: str) -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(execution_id)
+        ):
+            for obj in page.get("Contents", []):
+                name = obj["Key"].rsplit("/", 1)[-1]
+                if name.startswith("v") and name.endswith(".json"):
+                    out.append((int(name[1:-5]), obj["Key"]))
+        out.sort()
+        return out
+
+    def create(self, execution_id: str, state: Mapping[str, Any], records: Sequence[Mapping[str, Any]] = ()) -> Checkpoint:
+        self._put_new(execution_id, 1, {"state": dict(state), "records": list(records), "replace": True}, 0)
+        return Checkpoint(execution_id, 1, dict(state), tuple(records))
+
+    def load(self, execution_id: str) -> Checkpoint:
+        versions = self._versions(execution_id)
+        if not versions:
+            raise _not_found(execution_id, self.url)
+        bodies = [_loads(self.client.get_object(Bucket=self.bucket, Key=k)["Body"].read()) for _, k in versions]
+        start = max(i for i, b in enumerate(bodies) if b.get("replace"))
+        records: list[Any] = []
+        state: dict[str, Any] = {}
+        for b in bodies[start:]:
+            records.extend(b.get("records") or [])
+        for b in bodies:
+            if b.get("state") is not None:
+                state = b["state"]
+        return Checkpoint(execution_id, versions[-1][0], state, tuple(records))
+
+    def append(
+        self,
+        execution_id: str,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        expected_version: int,
+        state: Mapping[str, Any] | None = None,
+    ) -> int:
+        self._check_version(execution_id, expected_version)
+        body = {"state": dict(state) if state is not None else None, "records": list(records)}
+        self._put_new(execution_id, expected_version + 1, body, expected_version)
+        return expected_version + 1
+
+    def replace(
+        self,
+        execution_id: str,
+        state: Mapping[str, Any],
+        *,
+        expected_version: int,
+        records: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        self._check_version(execution_id, expected_version)
+        body = {"state": dict(state), "records": list(records or []), "replace": records is not None}
+        self._put_new(execution_id, expected_version + 1, body, expected_version)
+        return expected_version + 1
+
+    def _check_version(self, execution_id: str, expected: int) -> None:
+        versions = self._versions(execution_id)
+        if not versions:
+            raise _not_found(execution_id, self.url)
+        if versions[-1][0] != expected:
+            raise _conflict(execution_id, expected, versions[-1][0])
+
+    def list(self, *, status: str | None = None, limit: int = 100) -> list[Checkpoint]:
+        out: list[Checkpoint] = []
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+        ):
+            for cp in page.get("CommonPrefixes", []):
+                eid = cp["Prefix"][len(prefix):].rstrip("/")
+                eid = eid.replace("%2F", "/").replace("%3A", ":").replace("%24", "$")
+                c = self.load(eid)
+                if status is None or c.state.get("status") == status:
+                    out.append(Checkpoint(eid, c.version, c.state, ()))
+        out.sort(key=lambda c: c.state.get("StartTimestamp") or 0, reverse=True)
+        return out[:limit]
+
+    def delete(self, execution_id: str) -> None:
+        keys = [{"Key": k} for _, k in self._versions(execution_id)]
+        if keys:
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+
+    def close(self) -> None:
+        pass
+
+
+# =====================================================================================
+# URL dispatch
+# =====================================================================================
+
+
+def sqlite_path(url: str) -> str:
+    if not url.startswith("sqlite:///"):
+        raise CheckpointError(f"Not a SQLite store URL: {url!r}; use sqlite:///relative.db or sqlite:////abs.db")
+    return url[len("sqlite:///"):]
+
+
+def open_store(url: str, session: Any = None, *, client: Any = None) -> Any:
+    """Open the store for ``url``; boto3 clients come from ``client`` or the session's target."""
+    scheme = urlparse(url).scheme
+    if scheme == "sqlite":
+        return SQLiteCheckpointStore(sqlite_path(url), url=url)
+    if scheme in ("dynamodb", "s3"):
+        service = "dynamodb" if scheme == "dynamodb" else "s3"
+        if client is None:
+            if session is not None:
+                client = session.target.client(service)
+            else:
+                import boto3
+
+                client = boto3.client(service)
+        parsed = urlparse(url)
+        if scheme == "dynamodb":
+            return DynamoDBCheckpointStore(parsed.netloc, client)
+        return S3CheckpointStore(parsed.netloc, parsed.path.lstrip("/"), client)
+    raise CheckpointError(
+        f"Unsupported durable store URL {url!r}: use sqlite:///path.db, dynamodb://table or s3://bucket/prefix"
+    )
