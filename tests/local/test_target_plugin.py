@@ -1,0 +1,80 @@
+"""The ``local`` target plugin: config section, LocalTarget, ensure_function, storage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lambdarun.local.plugin as local_plugin
+from lambdarun.local.plugin import LocalTarget, stop_embedded_stacks
+from lambdarun.plugins import make_plugin_manager
+from lambdarun.session import Session
+from lambdarun.types import FunctionSpec, Target
+
+
+@pytest.fixture
+def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
+    """A session whose target is an embedded stack in a private state dir (stopped after)."""
+    code = tmp_path / "project"
+    code.mkdir()
+    (code / "handlers.py").write_text(
+        "import os\n"
+        "def handler(event, context):\n"
+        "    return {'event': event, 'cwd': os.getcwd(), 'flag': os.environ.get('FLAG')}\n"
+    )
+    monkeypatch.chdir(code)
+    pm = make_plugin_manager(plugins=[local_plugin], load_entrypoints=False)
+    s = Session(pm, overrides={"target": "local", "local": {"state_dir": str(tmp_path / "state"),
+                                                            "idle_timeout": 30.0}})
+    try:
+        yield s
+    finally:
+        s.close()
+        stop_embedded_stacks()
+
+
+def test_local_target_satisfies_the_protocol(session: Session) -> None:
+    target = session.target
+    assert isinstance(target, LocalTarget) and isinstance(target, Target)
+    assert target.name == "local"
+    assert target.endpoint_url("lambda").startswith("http://127.0.0.1:")
+    assert target.endpoint_url("s3") == target.endpoint_url("dynamodb") != target.endpoint_url("lambda")
+    env = target.environment()
+    assert env["AWS_ENDPOINT_URL_LAMBDA"] == target.endpoint_url("lambda")
+    assert env["AWS_ENDPOINT_URL_S3"] == target.endpoint_url("s3")
+
+
+def test_ensure_function_runs_code_from_the_current_directory(session: Session, tmp_path: Path) -> None:
+    target = session.target
+    spec = FunctionSpec(name="from-cwd", handler="handlers.handler", timeout=30, memory_size=256,
+                        environment={"FLAG": "on"}, reserved_concurrency=3)
+    assert target.ensure_function(spec) == "from-cwd"
+    lam = target.client("lambda")
+    out = json.loads(lam.invoke(FunctionName="from-cwd", Payload=b'{"a": 1}')["Payload"].read())
+    assert out == {"event": {"a": 1}, "cwd": str((tmp_path / "project").resolve()), "flag": "on"}
+    cfg = lam.get_function(FunctionName="from-cwd")
+    assert cfg["Configuration"]["Timeout"] == 30 and cfg["Concurrency"]["ReservedConcurrentExecutions"] == 3
+    # idempotent, and a changed spec updates the function
+    target.ensure_function(spec)
+    target.ensure_function(FunctionSpec(name="from-cwd", handler="handlers.handler", timeout=60))
+    cfg = lam.get_function(FunctionName="from-cwd")
+    assert cfg["Configuration"]["Timeout"] == 60 and "Concurrency" not in cfg
+
+
+def test_default_storage_url_is_a_moto_bucket(session: Session) -> None:
+    target = session.target
+    assert target.default_storage_url() == "s3://lambdarun-local/lambdarun"
+    assert target.default_storage_url() == "s3://lambdarun-local/lambdarun"  # bucket exists: fine
+    names = [b["Name"] for b in target.client("s3").list_buckets()["Buckets"]]
+    assert "lambdarun-local" in names
+
+
+def test_local_target_on_a_given_stack(local_stack: Any, session: Session) -> None:
+    target = LocalTarget(session.settings, stack=local_stack)
+    assert target.endpoint_url("lambda") == local_stack.endpoints.lambda_
+    target.close()
+    assert local_stack.running  # the caller's stack is left alone
