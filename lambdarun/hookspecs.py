@@ -234,3 +234,23 @@ def lambdarun_make_checkpoint_store(url: str, session: Session) -> CheckpointSto
 
     .. versionadded:: 0.1
     """
+
+
+# ---------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def lambdarun_add_commands(cli: Any) -> None:
+    """Add sub-commands to the ``lambdarun`` command line.
+
+    Call ``cli.add_command(group)`` with a :mod:`click` command or group, e.g. the durable
+    backend adds ``lambdarun durable history ARN``. Import heavy modules inside the
+    commands, not at plugin import time.
+
+    :param cli: the root :class:`click.Group` of the ``lambdarun`` command.
+    :return: nothing; results are ignored.
+
+    .. versionadded:: 0.1
+    """

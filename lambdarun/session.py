@@ -58,6 +58,7 @@ class Session:
         configure_logging(settings.log_level)
         self._lock = threading.RLock()
         self._target: Target | None = None
+        self._target_from: Session | None = None  # a derived session shares its parent's target
         self._owns_target = True
         self._invoker: Invoker | None = None
         self._poller: Poller | None = None
@@ -65,6 +66,7 @@ class Session:
         self._stores: dict[str, CheckpointStore] = {}
         self._backends: dict[str, Backend] = {}
         self._registry: BackendRegistry | None = None
+        self._derived: dict[str, Session] = {}
         self.closed = False
 
     # --- derived sessions ---------------------------------------------------------------
@@ -73,9 +75,15 @@ class Session:
         """A session with call-level overrides that shares this one's plugins and target."""
         if not overrides:
             return self
+        key = repr(sorted(overrides.items()))
+        with self._lock:
+            child = self._derived.get(key)
+            if child is not None and not child.closed:
+                return child
         child = Session(self.pm, self.settings.with_overrides(overrides))
+        self._derived[key] = child
         if (child.settings.target, child.settings.region) == (self.settings.target, self.settings.region):
-            child._target, child._owns_target = self.target, False
+            child._target_from, child._owns_target = self, False
         return child
 
     # --- lazily built collaborators ----------------------------------------------------
@@ -83,6 +91,8 @@ class Session:
     @property
     def target(self) -> Target:
         with self._lock:
+            if self._target is None and self._target_from is not None:
+                self._target = self._target_from.target
             if self._target is None:
                 target = self.pm.hook.lambdarun_make_target(
                     name=self.settings.target, settings=self.settings
@@ -202,6 +212,8 @@ class Session:
             if self.closed:
                 return
             self.closed = True
+            for child in self._derived.values():
+                child.close()
             for backend in self._backends.values():
                 backend.close()
             for store in self._stores.values():

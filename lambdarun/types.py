@@ -149,7 +149,7 @@ class InvokeResponse:
     request_id: str | None = None
 
 
-@attrs.define
+@attrs.define(eq=False)  # hashable by identity: handles go in sets
 class InvokeHandle:
     """An invocation in flight.
 

@@ -1,0 +1,69 @@
+"""The lambdarun command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+from click.testing import CliRunner
+
+from lambdarun import hookimpl
+from lambdarun.cli import cli, main
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["version"])
+    assert result.exit_code == 0 and result.output.startswith("lambdarun 0.1.0")
+
+
+def test_plugins_all_json_lists_builtins_with_hooks():
+    result = CliRunner().invoke(cli, ["plugins", "--all", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    by_name = {p["name"]: p for p in data["plugins"]}
+    assert by_name["lambdarun.storage"]["hooks"] == ["lambdarun_make_storage"]
+    assert by_name["lambdarun.storage"]["builtin"] is True
+    plain = CliRunner().invoke(cli, ["plugins"])
+    assert "lambdarun.storage" not in plain.output
+
+
+def test_plugins_reports_a_broken_plugin(make_distribution):
+    make_distribution("lambdarun-broken", "0.0.1", {"broken": "lr_no_such_module_anywhere"})
+    result = CliRunner().invoke(cli, ["plugins", "--json"], env={"LAMBDARUN_PLUGINS": "broken"})
+    assert result.exit_code == 0
+    assert json.loads(result.output)["failed"][0]["name"] == "broken"
+
+
+class CommandPlugin:
+    @hookimpl
+    def lambdarun_add_commands(self, cli):
+        @click.command("hello")
+        def hello():
+            click.echo("hello from a plugin")
+
+        cli.add_command(hello)
+
+
+def test_plugins_add_commands(lambdarun_plugin_manager):
+    pm = lambdarun_plugin_manager(CommandPlugin())
+    group = click.Group("lambdarun")
+    pm.hook.lambdarun_add_commands(cli=group)
+    result = CliRunner().invoke(group, ["hello"])
+    assert result.output == "hello from a plugin\n"
+
+
+def test_run_bad_function_spec_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["run", "no_colon_here"])
+    assert result.exit_code == 2 and "expected module:function" in result.output
+    result = CliRunner().invoke(cli, ["run", "lr_no_such_module:f"])
+    assert result.exit_code == 2 and "cannot import 'lr_no_such_module'" in result.output
+
+
+def test_console_script_entry_point_runs():
+    out = subprocess.run(
+        [sys.executable, "-c", "from lambdarun.cli import main; main(['version'])"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0 and "lambdarun 0.1.0" in out.stdout

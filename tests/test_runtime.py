@@ -1,0 +1,74 @@
+"""The Lambda-side handler: event dispatch through lambdarun_handle_event, inline and stored outcomes."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+import lambdarun.runtime as runtime
+from lambdarun import hookimpl
+from lambdarun.calls import decode_outcome, encode_call
+from lambdarun.errors import PayloadTooLargeError
+
+
+def big(n):
+    return b"x" * n
+
+
+def call_event(session, func, *args, **extra):
+    return {"lambdarun": 1, "call": base64.b64encode(encode_call(session, func, args)).decode(), **extra}
+
+
+def test_call_event_is_answered_inline(lambdarun_session):
+    session = lambdarun_session()
+    response = session.pm.hook.lambdarun_handle_event(event=call_event(session, pow, 2, 8), context=None, session=session)
+    assert decode_outcome(session, base64.b64decode(response["outcome"])).value == 256
+
+
+def test_large_outcome_is_stored_at_result_url(lambdarun_session, tmp_path):
+    session = lambdarun_session()
+    url = (tmp_path / "attempt-1" / "outcome").as_uri()
+    event = call_event(session, big, 5000, result_url=url, inline_limit=1000)
+    response = session.pm.hook.lambdarun_handle_event(event=event, context=None, session=session)
+    assert response == {"lambdarun": 1, "outcome_url": url}
+    storage, key = session.open_url(url)
+    assert decode_outcome(session, storage.get(key)).value == b"x" * 5000
+
+
+def test_call_can_come_by_reference(lambdarun_session, tmp_path):
+    session = lambdarun_session()
+    storage = session.storage(tmp_path.as_uri())
+    storage.put("call", encode_call(session, sum, ([1, 2, 3],)))
+    event = {"lambdarun": 1, "call_url": storage.url_for("call")}
+    response = session.pm.hook.lambdarun_handle_event(event=event, context=None, session=session)
+    assert decode_outcome(session, base64.b64decode(response["outcome"])).value == 6
+
+
+def test_oversized_outcome_without_storage_is_a_typed_error(lambdarun_session):
+    session = lambdarun_session()
+    event = call_event(session, big, 5000, inline_limit=1000)
+    response = session.pm.hook.lambdarun_handle_event(event=event, context=None, session=session)
+    with pytest.raises(PayloadTooLargeError, match="over the inline limit"):
+        decode_outcome(session, base64.b64decode(response["outcome"])).unwrap()
+
+
+class EchoPlugin:
+    @hookimpl
+    def lambdarun_handle_event(self, event, context, session):
+        if isinstance(event, dict) and "echo" in event:
+            return {"echoed": event["echo"], "request": getattr(context, "aws_request_id", None)}
+        return None
+
+
+class FakeContext:
+    aws_request_id = "req-1"
+
+
+def test_handler_dispatches_to_plugins_and_refuses_unknown_events(lambdarun_session, monkeypatch):
+    session = lambdarun_session(EchoPlugin())
+    monkeypatch.setattr(runtime, "_session", session)
+    assert runtime.handler({"echo": 5}, FakeContext()) == {"echoed": 5, "request": "req-1"}
+    assert "outcome" in runtime.handler(call_event(session, abs, -3), FakeContext())
+    with pytest.raises(runtime.UnhandledEventError, match=r"no lambdarun plugin handles this event \(keys: \['what'\]\)"):
+        runtime.handler({"what": 1}, FakeContext())

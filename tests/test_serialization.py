@@ -1,0 +1,178 @@
+"""Serialization hooks and the wire envelope."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import threading
+
+import msgpack
+import pytest
+
+from lambdarun import hookimpl
+from lambdarun.calls import decode_call, decode_outcome, encode_call, execute_call
+from lambdarun.envelope import Envelope, pack, unpack
+from lambdarun.errors import (
+    EnvelopeSignatureError,
+    EnvelopeVersionError,
+    MissingModuleError,
+    PythonVersionMismatchError,
+    UnpicklableArgumentError,
+)
+from lambdarun.types import Decoded, Encoded
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __eq__(self, other):
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+
+class PointSerializer:
+    """A user serializer: Points as two msgpack ints, tagged 'point'."""
+
+    def __init__(self):
+        self.encoded = 0
+
+    @hookimpl
+    def lambdarun_encode(self, value, session):
+        if isinstance(value, Point):
+            self.encoded += 1
+            return Encoded("point", msgpack.packb([value.x, value.y]))
+        return None
+
+    @hookimpl
+    def lambdarun_decode(self, encoded, session):
+        if encoded.tag == "point":
+            return Decoded(Point(*msgpack.unpackb(encoded.data)))
+        return None
+
+
+@pytest.mark.parametrize(
+    ("value", "tag"),
+    [
+        (None, "msgpack"),
+        ({"a": [1, 2.5, "x", b"\x00"], "b": True}, "msgpack"),
+        (2**64 - 1, "msgpack"),
+        (2**70, "cloudpickle"),  # out of msgpack's range
+        ((1, 2), "cloudpickle"),  # tuples would come back as lists
+        ({1: "int key"}, "cloudpickle"),
+        (Point(1, 2), "cloudpickle"),
+    ],
+)
+def test_default_serializers_pick_by_type_and_round_trip(lambdarun_session, value, tag):
+    session = lambdarun_session()
+    encoded = session.pm.hook.lambdarun_encode(value=value, session=session)
+    assert encoded.tag == tag
+    decoded = session.pm.hook.lambdarun_decode(encoded=encoded, session=session)
+    assert decoded.value == value and type(decoded.value) is type(value)
+
+
+def test_user_serializer_is_used_and_picked_by_tag(lambdarun_session):
+    plugin = PointSerializer()
+    session = lambdarun_session(plugin)
+    data = encode_call(session, max, (Point(1, 2), 3))
+    assert plugin.encoded == 1
+    call = decode_call(session, data)
+    assert call.args == (Point(1, 2), 3)
+    # a side without the plugin cannot decode the tag, and says which plugin is missing
+    other = lambdarun_session()
+    with pytest.raises(Exception, match="no serializer plugin decodes the tag 'point'"):
+        decode_call(other, data)
+
+
+def test_one_mib_of_bytes_costs_under_one_percent(lambdarun_session):
+    session = lambdarun_session(overrides={"signing_key": "k"})
+    payload = bytes(range(256)) * 4096
+    assert len(payload) == 1 << 20
+    data = pack(Envelope("outcome", (session.encode(payload),)), session.signing_key)
+    assert len(data) <= len(payload) * 1.01
+    assert session.decode(unpack(data, session.signing_key).parts[0]) == payload
+
+
+def test_signed_envelopes_refuse_tampering_and_missing_signatures(lambdarun_session):
+    signer = lambdarun_session(overrides={"signing_key": "secret"})
+    data = encode_call(signer, pow, (2, 5))
+    assert decode_call(signer, data).args == (2, 5)
+    tampered = bytearray(data)
+    tampered[-1] ^= 1
+    with pytest.raises(EnvelopeSignatureError, match="signature is wrong"):
+        decode_call(signer, bytes(tampered))
+    other_key = lambdarun_session(overrides={"signing_key": "other"})
+    with pytest.raises(EnvelopeSignatureError, match="signature is wrong"):
+        decode_call(other_key, data)
+    unsigned = encode_call(lambdarun_session(), pow, (2, 5))
+    with pytest.raises(EnvelopeSignatureError, match="unsigned envelope"):
+        decode_call(signer, unsigned)
+
+
+def test_refused_envelope_never_unpickles(lambdarun_session, tmp_path):
+    """Signing on: an unsigned envelope carrying a malicious pickle is refused before loading."""
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    payload = Envelope("call", (Encoded("cloudpickle", pickle.dumps(Evil())),), {"nargs": 0, "kwargs": []})
+    with pytest.raises(EnvelopeSignatureError):
+        decode_call(lambdarun_session(overrides={"signing_key": "k"}), pack(payload))
+    assert not marker.exists()
+
+
+def test_refused_envelope_reaches_the_caller_as_a_typed_error(lambdarun_session):
+    lambda_side = lambdarun_session(overrides={"signing_key": "k"})
+    caller = lambdarun_session()
+    outcome = decode_outcome(caller, execute_call(lambda_side, encode_call(caller, pow, (2, 3)), tee=False))
+    # the Lambda side signs its answer; the unsigned caller can still read it
+    assert not outcome.ok
+    with pytest.raises(EnvelopeSignatureError, match="unsigned envelope"):
+        outcome.unwrap()
+
+
+def test_unknown_format_version_is_refused(lambdarun_session):
+    data = encode_call(lambdarun_session(), pow, (2, 3))
+    header = msgpack.Unpacker()
+    header.feed(data[:64])
+    magic, _version, sig = header.unpack()
+    forged = msgpack.packb([magic, 99, sig]) + data[header.tell():]
+    with pytest.raises(EnvelopeVersionError, match="version 99"):
+        decode_call(lambdarun_session(), forged)
+
+
+def test_python_version_mismatch_names_both_versions(lambdarun_session):
+    session = lambdarun_session()
+    env = Envelope("call", (session.encode(Point),), {"nargs": 0, "kwargs": []}, python="3.9")
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    with pytest.raises(PythonVersionMismatchError, match=rf"Python 3\.9 .* Python {here}"):
+        decode_call(session, pack(env))
+    # plain msgpack data does not depend on the Python version
+    plain = Envelope("call", (session.encode(1),), {"nargs": 0, "kwargs": []}, python="3.9")
+    assert decode_call(session, pack(plain)).func == 1
+
+
+def test_missing_module_is_named(lambdarun_session, tmp_path, monkeypatch):
+    (tmp_path / "lr_vanishing_mod.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lr_vanishing_mod
+
+    session = lambdarun_session()
+    data = encode_call(session, len, (lr_vanishing_mod.Thing(),))
+    monkeypatch.delitem(sys.modules, "lr_vanishing_mod")
+    (tmp_path / "lr_vanishing_mod.py").unlink()
+    with pytest.raises(MissingModuleError, match="module 'lr_vanishing_mod' is not installed"):
+        decode_call(session, data)
+
+
+def test_unpicklable_argument_names_its_position(lambdarun_session):
+    session = lambdarun_session()
+
+    def f(*args, **kwargs):
+        return args
+
+    with pytest.raises(UnpicklableArgumentError, match=r"argument 1 \(lock .*\) of .*f\(\) cannot be serialized"):
+        encode_call(session, f, (1, threading.Lock()))
+    with pytest.raises(UnpicklableArgumentError, match=r"keyword argument 'gen'"):
+        encode_call(session, f, (), {"gen": (i for i in range(3))})
