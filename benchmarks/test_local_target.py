@@ -1,0 +1,99 @@
+"""Benchmarks of the local Lambda service through boto3 (pytest-benchmark).
+
+Targets on a 2-core machine: warm round trip of a no-op handler <= 5 ms median; cold start
+of a new environment <= 300 ms; plus invocations per second with 8 concurrent callers.
+
+    .venv/bin/python -m pytest benchmarks/test_local_target.py --benchmark-only
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from lambdarun.local import LocalStack
+from lambdarun.local.testing import create_function
+
+NOOP = "def handler(event, context):\n    return None\n"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(tmp_path_factory.mktemp("bench-local"), reuse=False, stop_at_exit=False,
+                    max_concurrency=16) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def lam(stack: LocalStack) -> Any:
+    return stack.client("lambda", retries={"total_max_attempts": 1}, max_pool_connections=16)
+
+
+@pytest.fixture(scope="module")
+def noop(lam: Any) -> Iterator[str]:
+    create_function(lam, "bench-noop", NOOP)
+    lam.invoke(FunctionName="bench-noop")  # cold start outside the measurement
+    yield "bench-noop"
+    lam.delete_function(FunctionName="bench-noop")
+
+
+def test_warm_round_trip(benchmark: Any, lam: Any, noop: str) -> None:
+    def call() -> None:
+        resp = lam.invoke(FunctionName=noop, Payload=b"{}")
+        resp["Payload"].read()
+
+    for _ in range(20):
+        call()
+    benchmark.pedantic(call, rounds=500, iterations=1, warmup_rounds=10)
+    benchmark.extra_info["target_median_ms"] = 5
+
+
+def test_cold_start(benchmark: Any, lam: Any) -> None:
+    create_function(lam, "bench-cold", NOOP)
+    counter = iter(range(10_000))
+
+    def new_generation() -> None:
+        # any configuration change retires the warm environments, like Lambda does
+        lam.update_function_configuration(FunctionName="bench-cold", Description=f"gen {next(counter)}")
+
+    def call() -> None:
+        lam.invoke(FunctionName="bench-cold", Payload=b"{}")["Payload"].read()
+
+    try:
+        benchmark.pedantic(call, setup=new_generation, rounds=15, iterations=1)
+        benchmark.extra_info["target_median_ms"] = 300
+    finally:
+        lam.delete_function(FunctionName="bench-cold")
+
+
+def test_throughput_8_callers(benchmark: Any, lam: Any, noop: str) -> None:
+    per_caller = 100
+    callers = 8
+    pool = ThreadPoolExecutor(callers)
+
+    def caller() -> None:
+        for _ in range(per_caller):
+            lam.invoke(FunctionName=noop, Payload=b"{}")["Payload"].read()
+
+    rates: list[float] = []
+
+    def batch() -> None:
+        start = time.perf_counter()
+        for f in [pool.submit(caller) for _ in range(callers)]:
+            f.result()
+        rates.append(per_caller * callers / (time.perf_counter() - start))
+
+    batch()  # scale out to 8 warm environments first
+    try:
+        benchmark.pedantic(batch, rounds=3, iterations=1)
+    finally:
+        pool.shutdown()
+    benchmark.extra_info["invocations_per_batch"] = per_caller * callers
+    benchmark.extra_info["invocations_per_second"] = round(sorted(rates)[len(rates) // 2], 1)
+    print(f"\ninvocations/s with {callers} callers: {benchmark.extra_info['invocations_per_second']}")
+    benchmark.extra_info["cpus"] = os.cpu_count()
