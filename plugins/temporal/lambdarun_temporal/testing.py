@@ -1,0 +1,99 @@
+"""Test and benchmark support: a dev-server fixture, a fake Lambda context and client helpers.
+
+Use the fixture from a ``conftest.py``::
+
+    from lambdarun_temporal.testing import temporal_dev_server  # noqa: F401
+
+Client helpers run their own short event loop and collect garbage afterwards, so a test
+process never keeps temporalio objects alive until interpreter exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import attrs
+import pytest
+
+from lambdarun_temporal.devserver import DevServer
+
+__all__ = [
+    "FakeLambdaContext",
+    "temporal_dev_server",
+    "with_client",
+    "set_current_version",
+]
+
+T = TypeVar("T")
+
+
+@attrs.define
+class FakeLambdaContext:
+    """The parts of the Lambda context the worker reads, with a real countdown."""
+
+    timeout: float = 10.0
+    aws_request_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:temporal-worker"
+    function_name: str = "temporal-worker"
+    _deadline: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._deadline = time.monotonic() + self.timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@pytest.fixture(scope="session")
+def temporal_dev_server() -> Iterator[DevServer]:
+    """The real Temporal dev server on a free 127.0.0.1 port, stopped after the session."""
+    server = DevServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def with_client(address: str, fn: Callable[[Any], Awaitable[T]], namespace: str = "default") -> T:
+    """Connect, run ``await fn(client)`` in a fresh event loop, drop the client."""
+    from temporalio.client import Client
+
+    async def main() -> T:
+        client = await Client.connect(address, namespace=namespace)
+        return await fn(client)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        gc.collect()
+
+
+async def set_current_version(client: Any, deployment_name: str, build_id: str) -> None:
+    """Make ``deployment_name``/``build_id`` current so versioned workers receive tasks."""
+    from temporalio.api.workflowservice.v1 import SetWorkerDeploymentCurrentVersionRequest
+
+    await client.workflow_service.set_worker_deployment_current_version(
+        SetWorkerDeploymentCurrentVersionRequest(
+            namespace=client.namespace,
+            deployment_name=deployment_name,
+            build_id=build_id,
+            allow_no_pollers=True,
+            identity="lambdarun-temporal",
+        )
+    )
+
+
+async def workflow_statuses(client: Any, workflow_ids: Sequence[str]) -> dict[str, str]:
+    """``{workflow_id: status name}`` for the given ids."""
+
+    async def one(wid: str) -> tuple[str, str]:
+        desc = await client.get_workflow_handle(wid).describe()
+        return wid, desc.status.name if desc.status else "UNKNOWN"
+
+    return dict(await asyncio.gather(*(one(w) for w in workflow_ids)))

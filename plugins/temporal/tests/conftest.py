@@ -1,0 +1,116 @@
+"""Fixtures: the real Temporal dev server (session-scoped) and a handler runner.
+
+Workers run in subprocesses (``scenarios.py``), each invocation calling the handler once
+with a fake Lambda context; the subprocess must also *exit* cleanly (return code 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lambdarun_temporal
+from lambdarun_temporal.devserver import DevServer
+from lambdarun_temporal.testing import set_current_version, temporal_dev_server, with_client
+
+__all__ = ["temporal_dev_server"]
+
+HERE = Path(__file__).resolve().parent
+DEPLOYMENT = "lambdarun-temporal-tests"
+BUILD_ID = "v1"
+
+
+@pytest.fixture(scope="session")
+def temporal_server(temporal_dev_server: DevServer) -> DevServer:
+    """The dev server with the tests' deployment version set current."""
+    with_client(
+        temporal_dev_server.address,
+        lambda client: set_current_version(client, DEPLOYMENT, BUILD_ID),
+    )
+    return temporal_dev_server
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4().hex[:10]}"
+
+
+def _pythonpath() -> str:
+    roots = [str(Path(lambdarun_temporal.__file__).resolve().parents[1]), str(HERE)]
+    if os.environ.get("PYTHONPATH"):
+        roots.append(os.environ["PYTHONPATH"])
+    return os.pathsep.join(roots)
+
+
+@pytest.fixture
+def run_handler(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """Run one invocation of ``scenarios.<scenario>`` in a subprocess; return its JSON line
+    plus ``markers`` (lines written by hooks/teardowns) and ``returncode``."""
+
+    def run(scenario: str, timeout: float, env: dict[str, str], cwd: Path | None = None) -> dict[str, Any]:
+        markers = tmp_path / f"markers-{uuid.uuid4().hex[:6]}.txt"
+        full_env = {
+            k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_") and k != "LAMBDA_TASK_ROOT"
+        }
+        full_env.update(env)
+        full_env["SCENARIO_MARKERS"] = str(markers)
+        full_env["PYTHONPATH"] = _pythonpath()
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "scenarios.py"), scenario, str(timeout)],
+            env=full_env,
+            cwd=str(cwd or tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=timeout + 30,
+        )
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+        assert lines, f"no result line; rc={proc.returncode}\nstdout={proc.stdout}\nstderr={proc.stderr}"
+        out = json.loads(lines[-1])
+        out["returncode"] = proc.returncode
+        out["stderr"] = proc.stderr
+        out["log"] = proc.stdout + proc.stderr
+        out["markers"] = markers.read_text().splitlines() if markers.exists() else []
+        return out
+
+    return run
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
+    import socket
+    import threading
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+                accepted.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        sock.close()
