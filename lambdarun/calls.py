@@ -73,17 +73,17 @@ def encode_call(
     name = _describe_callable(func)
     parts = []
 
-    def encode(value: Any, what: str) -> None:
+    def encode(value: Any, what: Callable[[], str]) -> None:
         try:
             parts.append(session.encode(value))
         except SerializationError as exc:
-            raise UnpicklableArgumentError(f"{what} of {name}() cannot be serialized: {exc}") from exc
+            raise UnpicklableArgumentError(f"{what()} of {name}() cannot be serialized: {exc}") from exc
 
-    encode(func, "the function itself")
+    encode(func, lambda: "the function itself")
     for position, value in enumerate(args):
-        encode(value, f"argument {position} ({_short_repr(value)})")
+        encode(value, lambda: f"argument {position} ({_short_repr(value)})")
     for key, value in kwargs.items():
-        encode(value, f"keyword argument {key!r} ({_short_repr(value)})")
+        encode(value, lambda: f"keyword argument {key!r} ({_short_repr(value)})")
     envelope = Envelope(
         kind=CALL,
         parts=tuple(parts),

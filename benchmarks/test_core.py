@@ -1,0 +1,84 @@
+"""Core benchmarks: import time, envelope encode/decode (and its size overhead)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from lambdarun.calls import decode_call, encode_call
+from lambdarun.plugins import make_plugin_manager
+from lambdarun.session import Session
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPORT_TARGET_MS = 300
+
+
+def _import_once(python: str) -> float:
+    code = (
+        "import time, sys; t = time.perf_counter(); import lambdarun; "
+        "ms = (time.perf_counter() - t) * 1000; "
+        "assert 'boto3' not in sys.modules, 'boto3 must be imported lazily'; print(ms)"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    return float(out.stdout)
+
+
+def test_import_time(benchmark, full_bench):
+    """`import lambdarun` in a fresh interpreter (target: under 300 ms, boto3 not imported)."""
+    samples: list[float] = []
+    benchmark.pedantic(lambda: samples.append(_import_once(sys.executable)), rounds=10 if full_bench else 1, iterations=1)
+    samples.sort()
+    benchmark.extra_info.update(
+        median_import_ms=round(samples[len(samples) // 2], 1), target_ms=IMPORT_TARGET_MS
+    )
+
+
+def test_import_time_core_only_fresh_venv(benchmark, full_bench, tmp_path):
+    """The core alone (no plugins, no extras) installed in a fresh venv, then `import lambdarun`."""
+    if not full_bench:
+        # smoke mode: the same measurement on this environment (a fresh venv needs PyPI + ~30 s)
+        python = sys.executable
+    else:
+        env_dir = tmp_path / "venv"
+        venv.EnvBuilder(with_pip=True).create(env_dir)
+        python = str(env_dir / "bin" / "python")
+        subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT)], check=True, timeout=600,
+                       env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+        listing = subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True, check=True).stdout
+        assert "lambdarun-covalent" not in listing and "moto" not in listing
+    samples: list[float] = []
+    benchmark.pedantic(lambda: samples.append(_import_once(python)), rounds=10 if full_bench else 1, iterations=1)
+    samples.sort()
+    benchmark.extra_info.update(
+        median_import_ms=round(samples[len(samples) // 2], 1), target_ms=IMPORT_TARGET_MS, fresh_venv=full_bench
+    )
+
+
+@pytest.fixture(scope="module")
+def session():
+    with Session(make_plugin_manager(load_entrypoints=False, environ={}), environ={}) as s:
+        yield s
+
+
+SIZES = {"small": 64, "1MiB": 1 << 20, "10MiB": 10 << 20}
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_envelope_encode(benchmark, session, size, bench_size):
+    payload = os.urandom(bench_size(SIZES[size], min(SIZES[size], 4096)))
+    data = benchmark(encode_call, session, len, (payload,))
+    benchmark.extra_info.update(payload_bytes=len(payload), wire_bytes=len(data),
+                                overhead_pct=round(100 * (len(data) - len(payload)) / len(payload), 3))
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_envelope_decode(benchmark, session, size, bench_size):
+    payload = os.urandom(bench_size(SIZES[size], min(SIZES[size], 4096)))
+    data = encode_call(session, len, (payload,))
+    call = benchmark(decode_call, session, data)
+    assert call.args[0] == payload
