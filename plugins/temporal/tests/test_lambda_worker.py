@@ -28,6 +28,15 @@ def results(address: str, ids: list[str]) -> list[Any]:
     return with_client(address, fetch)
 
 
+def identities(address: str, workflow_id: str) -> set[str]:
+    async def fetch(client: Any) -> set[str]:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        return {e.activity_task_started_event_attributes.identity for e in history.events
+                if e.HasField("activity_task_started_event_attributes")}
+
+    return with_client(address, fetch)
+
+
 def env_for(server: Any, task_queue: str) -> dict[str, str]:
     return {"TEMPORAL_ADDRESS": server.address, "TEMPORAL_TASK_QUEUE": task_queue}
 
@@ -42,6 +51,9 @@ def test_workflows_and_activities_complete_then_idle_exit(temporal_server, task_
     assert out["result"]["activities"] == 23
     assert results(temporal_server.address, ids) == [i + 1 for i in range(20)]
     assert results(temporal_server.address, text_ids) == [f"TEXT {i}" for i in range(3)]
+    # the worker identity is <request id>@<function ARN>
+    assert any(i.endswith("@arn:aws:lambda:us-east-1:123456789012:function:temporal-worker")
+               for i in identities(temporal_server.address, ids[0]))
     # every hook ran although the first one raised
     assert out["markers"] == ["hook1", "hook2", "hook3"]
     assert "hook one failed" in out["log"]
