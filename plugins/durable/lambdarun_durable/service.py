@@ -341,6 +341,8 @@ def _payload(value: Any, include: bool) -> dict[str, Any]:
 
 def history_events(records: Any, *, include_execution_data: bool = True) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
+    records = list(records)
+    latest = fold(records)
     for rec in records:
         etype = rec.get("E")
         if not etype:
@@ -391,7 +393,7 @@ def history_events(records: Any, *, include_execution_data: bool = True) -> list
             details = {"FunctionName": x.get("FunctionName")}
             if x.get("Input") is not None:
                 details["Input"] = _payload(x.get("Input"), include_execution_data)
-            child = ((op or {}).get("_Invoke") or {}).get("ChildArn")
+            child = ((latest.get(op["Id"]) or {}).get("_Invoke") or {}).get("ChildArn") if op else None
             if child:
                 details["DurableExecutionArn"] = child
         elif etype == "InvocationCompleted":
@@ -471,9 +473,10 @@ class Orchestrator:
             if status in ("SUCCEEDED", "FAILED"):
                 return response
             self._start_chained_invokes(arn)
-            if self._has_unseen_updates(arn, v0):
+            cp = service.store.load(arn)
+            if self._has_unseen_updates(cp, v0):
                 continue
-            ops = service.operations(arn)
+            ops = fold(cp.records)
             if self._any_ready(ops):
                 continue
             due = service.next_due_of(ops)
@@ -497,8 +500,7 @@ class Orchestrator:
     def _any_ready(self, ops: Mapping[str, Mapping[str, Any]]) -> bool:
         return any(o["Type"] == "STEP" and o["Status"] == "READY" for o in ops.values())
 
-    def _has_unseen_updates(self, arn: str, v0: int) -> bool:
-        cp = self.service.store.load(arn)
+    def _has_unseen_updates(self, cp: Any, v0: int) -> bool:
         for rec in cp.records:
             if rec.get("V", 0) > v0 and rec.get("S") == "s" and rec.get("Op") is not None:
                 op = rec["Op"]
