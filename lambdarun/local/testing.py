@@ -35,6 +35,7 @@ __all__ = [
     "local_s3_client",
     "local_dynamodb_client",
     "local_aws_env",
+    "lambdarun_local_env",
     "make_zip",
     "create_function",
 ]
@@ -45,15 +46,18 @@ def local_stack_fixture(scope: str = "session", **options: Any) -> Any:
 
     ``options`` are :class:`LocalStack` keyword arguments (``max_concurrency``,
     ``idle_timeout``, ``async_retries``, ``async_retry_delay``, ...). The stack lives in a
-    temporary state directory, never attaches to a shared one, and is stopped (every worker
-    process gone) when the fixture's scope ends.
+    temporary state directory, never attaches to another one, and is stopped (every worker
+    process gone) when the fixture's scope ends. It records itself in that directory's
+    ``stack.json``, so a :class:`~lambdarun.session.Session` (in this process or a
+    subprocess) whose ``[local] state_dir`` is ``stack.state_dir`` uses it instead of
+    starting its own (see :func:`lambdarun_local_env`).
     """
 
     @pytest.fixture(scope=scope)  # type: ignore[misc]
     def _local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         opts = dict(options)
         state_dir = opts.pop("state_dir", None) or tmp_path_factory.mktemp("lambdarun-local")
-        stack = LocalStack(state_dir, reuse=False, shared=False, stop_at_exit=False, **opts)
+        stack = LocalStack(state_dir, reuse=False, shared=True, stop_at_exit=False, **opts)
         stack.start()
         try:
             yield stack
@@ -98,6 +102,15 @@ def local_aws_env(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> L
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     for key, value in local_stack.environment().items():
         monkeypatch.setenv(key, value)
+    return local_stack
+
+
+@pytest.fixture
+def lambdarun_local_env(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> LocalStack:
+    """Make every lambdarun Session created during the test (here or in subprocesses) use
+    ``local_stack``: sets ``LAMBDARUN_TARGET=local`` and ``LAMBDARUN_LOCAL__STATE_DIR``."""
+    monkeypatch.setenv("LAMBDARUN_TARGET", "local")
+    monkeypatch.setenv("LAMBDARUN_LOCAL__STATE_DIR", str(local_stack.state_dir))
     return local_stack
 
 

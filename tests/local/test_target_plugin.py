@@ -78,3 +78,16 @@ def test_local_target_on_a_given_stack(local_stack: Any, session: Session) -> No
     assert target.endpoint_url("lambda") == local_stack.endpoints.lambda_
     target.close()
     assert local_stack.running  # the caller's stack is left alone
+
+
+def test_sessions_reuse_the_fixture_stack(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAMBDARUN_LOCAL__STATE_DIR", str(local_stack.state_dir))
+    pm = make_plugin_manager(plugins=[local_plugin], load_entrypoints=False)
+    s = Session(pm, overrides={"target": "local"})
+    try:
+        assert s.target.endpoint_url("lambda") == local_stack.endpoints.lambda_
+        assert not s.target.stack.owned  # attached to the fixture's stack, started nothing
+    finally:
+        s.close()
+        stop_embedded_stacks()
+    assert local_stack.running
