@@ -1,0 +1,562 @@
+"""``AWSLambdaExecutor``: Covalent's AWS Lambda executor, on lambdarun's covalent backend.
+
+A drop-in replacement for ``covalent_awslambda_plugin.AWSLambdaExecutor`` (same constructor
+and config keys, same defaults) that runs tasks through
+:class:`~lambdarun_covalent.backend.CovalentBackend`: small tasks inline in one synchronous
+invoke, large payloads through S3 by reference, long tasks asynchronously; the task's own
+exception type with its remote traceback; stdout/stderr; a real timeout; cancel.
+
+When Covalent is installed this class is a real Covalent executor (a ``RemoteExecutor``, so
+an ``AsyncBaseExecutor``) and Covalent finds it through the entry point group
+``covalent.executor.executor_plugins`` under the short name ``awslambda`` (Covalent derives
+the short name from this module's name). Without Covalent the module still imports and the
+executor works on its own, with the same methods, async and ``*_sync``.
+
+Value of each setting, first found wins:
+
+1. the constructor argument (``None`` means "not given"; ``0`` and ``False`` are values),
+2. lambdarun's configuration, when set there (``[covalent]`` in ``lambdarun.toml``,
+   ``LAMBDARUN_COVALENT__<KEY>``),
+3. ``[executors.awslambda]`` of Covalent's config file
+   (``$COVALENT_CONFIG_DIR/covalent.conf``, default ``~/.config/covalent/covalent.conf``),
+4. the default (the original executor's defaults for its keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import sys
+import threading
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import structlog
+
+from lambdarun.errors import ConfigError, LambdarunError, TaskCancelledError
+from lambdarun_covalent.config import ORIGINAL_DEFAULTS, CovalentConfig
+
+if TYPE_CHECKING:
+    from lambdarun.futures import LambdaFuture
+    from lambdarun.session import Session
+    from lambdarun_covalent.backend import CovalentBackend
+
+__all__ = [
+    "AWSLambdaExecutor",
+    "EXECUTOR_PLUGIN_NAME",
+    "_EXECUTOR_PLUGIN_DEFAULTS",
+    "COVALENT_AVAILABLE",
+    "ExecutorTaskCancelledError",
+    "covalent_config_file",
+    "read_covalent_section",
+]
+
+log = structlog.get_logger(__name__)
+
+#: Covalent looks for the class named here in this module
+EXECUTOR_PLUGIN_NAME = "AWSLambdaExecutor"
+
+#: written by Covalent into its config file as ``[executors.awslambda]`` (the original's keys
+#: and defaults; lambdarun's own keys stay in lambdarun's configuration)
+_EXECUTOR_PLUGIN_DEFAULTS: dict[str, Any] = dict(ORIGINAL_DEFAULTS)
+
+_SETTING_KEYS: tuple[str, ...] = tuple(f.name for f in attrs.fields(CovalentConfig))
+
+
+# --------------------------------------------------------------------------------------
+# Covalent, when it is installed
+# --------------------------------------------------------------------------------------
+
+try:  # Covalent is optional and heavy (~1 s to import, writes ~/.config/covalent)
+    from covalent._shared_files.exceptions import TaskCancelledError as _CovalentTaskCancelled
+    from covalent.executor.executor_plugins.remote_executor import RemoteExecutor as _Base
+
+    COVALENT_AVAILABLE = True
+except Exception:  # ImportError, or a broken Covalent install: work standalone
+    COVALENT_AVAILABLE = False
+    _CovalentTaskCancelled = None  # type: ignore[assignment,misc]
+    _Base = None  # type: ignore[assignment,misc]
+
+
+class _StandaloneExecutor:
+    """The part of Covalent's ``AsyncBaseExecutor`` this executor relies on, for use without
+    Covalent: the common attributes, ``to_dict``/``from_dict`` and ``execute``."""
+
+    SUPPORTS_MANAGED_EXECUTION = False
+
+    def __init__(
+        self,
+        log_stdout: str = "",
+        log_stderr: str = "",
+        cache_dir: str = "",
+        time_limit: int = -1,
+        retries: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        self.log_stdout = log_stdout
+        self.log_stderr = log_stderr
+        self.cache_dir = cache_dir
+        self.time_limit = time_limit
+        self.retries = retries
+        self.poll_freq = kwargs.get("poll_freq", 15)
+        self.remote_cache = kwargs.get("remote_cache", "")
+        self.credentials_file = kwargs.get("credentials_file", "")
+        self.covalent_version = kwargs.get("covalent_version", "")
+
+    def short_name(self) -> str:
+        return self.__module__.split("/")[-1].split(".")[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": str(self.__class__), "short_name": self.short_name(), "attributes": self.__dict__.copy()}
+
+    def from_dict(self, object_dict: Mapping[str, Any]) -> Any:
+        if object_dict:
+            import copy
+
+            self.__dict__ = copy.deepcopy(dict(object_dict["attributes"]))
+        return self
+
+    @property
+    def task_stdout(self) -> Any:
+        return self.__dict__.get("_task_stdout")
+
+    @property
+    def task_stderr(self) -> Any:
+        return self.__dict__.get("_task_stderr")
+
+    async def _execute(self, function: Callable[..., Any], args: list, kwargs: dict, dispatch_id: str,
+                       results_dir: str, node_id: int = -1) -> tuple[Any, str, str, str]:
+        return await self.execute(function, args, kwargs, dispatch_id, results_dir, node_id)
+
+    async def execute(self, function: Callable[..., Any], args: list, kwargs: dict, dispatch_id: str,
+                      results_dir: str, node_id: int = -1) -> tuple[Any, str, str, str]:
+        """Like Covalent's: setup, run, teardown; returns (result, stdout, stderr, status)."""
+        import io
+
+        self._task_stdout = io.StringIO()
+        self._task_stderr = io.StringIO()
+        task_metadata = {"dispatch_id": dispatch_id, "node_id": node_id, "results_dir": results_dir}
+        status = "FAILED"
+        try:
+            await self.setup(task_metadata=task_metadata)  # type: ignore[attr-defined]
+            result = await self.run(function, args, kwargs, task_metadata)  # type: ignore[attr-defined]
+            status = "COMPLETED"
+        except TaskCancelledError:
+            status, result = "CANCELLED", None
+        finally:
+            await self.teardown(task_metadata=task_metadata)  # type: ignore[attr-defined]
+        return result, self._task_stdout.getvalue(), self._task_stderr.getvalue(), status
+
+
+if _Base is None:
+    _Base = _StandaloneExecutor  # type: ignore[misc,assignment]
+
+
+if _CovalentTaskCancelled is not None:
+
+    class ExecutorTaskCancelledError(TaskCancelledError, _CovalentTaskCancelled):  # type: ignore[misc,valid-type]
+        """The task was cancelled (Covalent marks the node CANCELLED)."""
+
+else:
+
+    class ExecutorTaskCancelledError(TaskCancelledError):  # type: ignore[no-redef]
+        """The task was cancelled."""
+
+
+# --------------------------------------------------------------------------------------
+# Covalent's config file, read without importing Covalent
+# --------------------------------------------------------------------------------------
+
+
+def covalent_config_file(environ: Mapping[str, str] | None = None) -> Path:
+    """Where Covalent keeps its config (same rule as Covalent's ``get_default_sdk_config``)."""
+    environ = os.environ if environ is None else environ
+    base = (
+        environ.get("COVALENT_CONFIG_DIR")
+        or environ.get("XDG_CONFIG_DIR")
+        or os.path.join(environ.get("HOME", str(Path.home())), ".config", "covalent")
+    )
+    return Path(base) / "covalent.conf"
+
+
+def read_covalent_section(path: Path | None = None) -> dict[str, Any]:
+    """``[executors.awslambda]`` of Covalent's config file, or ``{}`` without one."""
+    path = path or covalent_config_file()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Covalent's config file {path} cannot be read: {exc}; fix or remove it") from exc
+    section = data.get("executors", {}).get("awslambda", {})
+    return dict(section) if isinstance(section, Mapping) else {}
+
+
+# --------------------------------------------------------------------------------------
+# sessions shared by executor instances (Covalent builds one executor per task)
+# --------------------------------------------------------------------------------------
+
+_sessions: dict[tuple[int, tuple[tuple[str, Any], ...]], Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def _session_for(base: Session | None, values: Mapping[str, Any]) -> Session:
+    if base is None:
+        from lambdarun.session import get_session
+
+        base = get_session()
+    key = (id(base), tuple(sorted(values.items())))
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None or session.closed or base.closed:
+            session = base.derive({"covalent": dict(values)})
+            _sessions[key] = session
+        return session
+
+
+def _lambdarun_settings(session: Session | None) -> Any:
+    if session is not None:
+        return session.settings
+    from lambdarun.session import get_session
+
+    return get_session().settings
+
+
+# --------------------------------------------------------------------------------------
+# the executor
+# --------------------------------------------------------------------------------------
+
+
+class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
+    """Covalent executor running each task as one lambdarun ``covalent`` backend call.
+
+    The original's arguments (same defaults):
+
+    :param function_name: the Lambda function (``covalent-awslambda-executor``); it must run
+        ``lambdarun.runtime.handler`` (``lambdarun deploy``; the local target creates it).
+    :param s3_bucket_name: bucket for large payloads (``covalent-lambda-job-resources``).
+    :param credentials_file: AWS shared credentials file ("" = the default chain).
+    :param profile: AWS profile ("" = the default chain).
+    :param region: AWS region ("" = lambdarun's ``region``).
+    :param execution_role: IAM role of the function (``CovalentLambdaExecutionRole``).
+    :param poll_freq: kept for compatibility; completion checks back off adaptively.
+    :param timeout: seconds a task may run (900); ``TaskTimeoutError`` within timeout + 1 s.
+
+    lambdarun's (see :class:`~lambdarun_covalent.config.CovalentConfig`): ``target``,
+    ``endpoint_url``, ``inline_limit``, ``mode``, ``async_threshold``,
+    ``expected_duration``, ``memory``, ``retries``, ``keep_objects``, ``max_workers``.
+
+    :param session: the lambdarun session to run on (default: the process-wide one). Not
+        serialized by :meth:`to_dict`.
+
+    Other keyword arguments (``log_stdout``, ``log_stderr``, ``cache_dir``, ``time_limit``)
+    go to Covalent's base class.
+    """
+
+    def __init__(
+        self,
+        function_name: str | None = None,
+        s3_bucket_name: str | None = None,
+        credentials_file: str | None = None,
+        profile: str | None = None,
+        region: str | None = None,
+        execution_role: str | None = None,
+        poll_freq: float | None = None,
+        timeout: float | None = None,
+        *,
+        target: str | None = None,
+        endpoint_url: str | None = None,
+        inline_limit: int | None = None,
+        mode: str | None = None,
+        async_threshold: float | None = None,
+        expected_duration: float | None = None,
+        memory: int | None = None,
+        retries: int | None = None,
+        keep_objects: bool | None = None,
+        max_workers: int | None = None,
+        session: Session | None = None,
+        **kwargs: Any,
+    ) -> None:
+        given = {
+            "function_name": function_name,
+            "s3_bucket_name": s3_bucket_name,
+            "credentials_file": credentials_file,
+            "profile": profile,
+            "region": region,
+            "execution_role": execution_role,
+            "poll_freq": poll_freq,
+            "timeout": timeout,
+            "target": target,
+            "endpoint_url": endpoint_url,
+            "inline_limit": inline_limit,
+            "mode": mode,
+            "async_threshold": async_threshold,
+            "expected_duration": expected_duration,
+            "memory": memory,
+            "retries": retries,
+            "keep_objects": keep_objects,
+            "max_workers": max_workers,
+        }
+        values = resolve_settings(given, _lambdarun_settings(session), read_covalent_section())
+        super().__init__(
+            poll_freq=values["poll_freq"],
+            credentials_file=values["credentials_file"],
+            retries=values["retries"],
+            **kwargs,
+        )
+        for key in _SETTING_KEYS:
+            setattr(self, key, values[key])
+        self._session = session
+        self._init_local_state()
+
+    def _init_local_state(self) -> None:
+        self.__dict__.setdefault("_cancel_requested", False)
+        self.__dict__.setdefault("_job_handle", None)
+        self.__dict__.setdefault("_future", None)
+
+    # -- serialization (Covalent stores executors as JSON) -----------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable: the public settings only (no session, futures or streams)."""
+        out = super().to_dict()
+        out["attributes"] = {k: v for k, v in out["attributes"].items() if not k.startswith("_")}
+        return out
+
+    def from_dict(self, object_dict: Mapping[str, Any]) -> AWSLambdaExecutor:
+        session = self.__dict__.get("_session")
+        super().from_dict(dict(object_dict) if object_dict else object_dict)
+        self.__dict__.setdefault("_session", session)
+        self._init_local_state()
+        return self
+
+    # -- lambdarun plumbing ---------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved lambdarun ``[covalent]`` settings of this executor."""
+        return {key: getattr(self, key) for key in _SETTING_KEYS}
+
+    @property
+    def backend(self) -> CovalentBackend:
+        """The lambdarun ``covalent`` backend these settings select (shared between instances)."""
+        session = _session_for(self.__dict__.get("_session"), self.settings())
+        return session.backend("covalent")  # type: ignore[return-value]
+
+    def submit(self, function: Callable[..., Any], args: Any, kwargs: Any,
+               task_metadata: Mapping[str, Any] | None = None) -> LambdaFuture:
+        """Start the task and return its :class:`~lambdarun.futures.LambdaFuture`."""
+        self._cancel_requested = False
+        future = self.backend.submit(function, tuple(args or ()), dict(kwargs or {}))
+        future.info["task_metadata"] = dict(task_metadata or {})
+        self._future = future
+        return future
+
+    def job_handle(self, future: LambdaFuture | None = None) -> dict[str, Any]:
+        """The JSON handle of a submitted task (what ``set_job_handle`` stores)."""
+        future = future or self.__dict__.get("_future")
+        if future is None:
+            raise LambdarunError("no task was submitted by this executor yet")
+        task = future.info.get("task")
+        return task.handle() if task is not None else {"task_id": future.task_id}
+
+    def _write_streams(self, future: LambdaFuture) -> None:
+        for text, stream in ((future.stdout, self.task_stdout), (future.stderr, self.task_stderr)):
+            if text and stream is not None:
+                print(text, end="", file=stream)
+
+    # -- the Covalent executor API (async) ----------------------------------------------------
+
+    async def setup(self, task_metadata: dict) -> None:
+        """Make sure the function exists (created on the local target)."""
+        await asyncio.to_thread(self.setup_sync, task_metadata)
+
+    async def run(self, function: Callable[..., Any], args: list, kwargs: dict, task_metadata: dict) -> Any:
+        """Run the task on Lambda; return its result or raise its own exception type."""
+        future = await asyncio.to_thread(self.submit, function, args, kwargs, task_metadata)
+        await self.set_job_handle(self.job_handle(future))
+        try:
+            return await asyncio.wrap_future(future)
+        except (asyncio.CancelledError, concurrent.futures.CancelledError):
+            if future.cancelled():
+                raise ExecutorTaskCancelledError(
+                    f"task {future.task_id} was cancelled (dispatch {task_metadata.get('dispatch_id')}, "
+                    f"node {task_metadata.get('node_id')})"
+                ) from None
+            future.cancel()  # our caller was cancelled: stop the task too
+            raise
+        finally:
+            self._write_streams(future)
+
+    async def teardown(self, task_metadata: dict) -> None:
+        """Nothing to release per task: each attempt deletes its own objects as it ends."""
+        self.teardown_sync(task_metadata)
+
+    async def cancel(self, task_metadata: dict | None = None, job_handle: Any = None) -> bool:
+        """Cancel the task ``job_handle`` names (pending: never runs; running: stops waiting,
+        the task ends CANCELLED, and the target stops it where it can). True if cancelled."""
+        return await asyncio.to_thread(self.cancel_sync, task_metadata, job_handle)
+
+    async def get_cancel_requested(self) -> bool:
+        """Whether cancellation was requested (asks Covalent's dispatcher when running under it)."""
+        if self._covalent_runtime():
+            try:
+                if await super().get_cancel_requested():  # type: ignore[misc]
+                    return True
+            except Exception:
+                log.debug("Covalent could not answer get_cancel_requested", exc_info=True)
+        return self.get_cancel_requested_sync()
+
+    async def set_job_handle(self, handle: Any) -> Any:
+        """Remember the job handle (and store it with Covalent's dispatcher when under it)."""
+        self.set_job_handle_sync(handle)
+        if self._covalent_runtime():
+            return await super().set_job_handle(handle)  # type: ignore[misc]
+        return True
+
+    async def get_status(self, job_handle: Any = None) -> str:
+        """PENDING, RUNNING, COMPLETED, FAILED, CANCELLED or UNKNOWN (not in this process)."""
+        return self.get_status_sync(job_handle)
+
+    # RemoteExecutor's abstract hooks, mapped onto the backend
+    async def _validate_credentials(self) -> bool:
+        return True
+
+    async def _upload_task(self, *args: Any, **kwargs: Any) -> None:
+        """Uploads happen per attempt, only when the call is over the inline limit."""
+
+    async def submit_task(self, task_metadata: dict) -> Any:
+        raise LambdarunError("use run(function, args, kwargs, task_metadata); tasks are submitted with their call")
+
+    async def _poll_task(self, *args: Any, **kwargs: Any) -> Any:
+        future = self.__dict__.get("_future")
+        if future is not None:
+            await asyncio.wrap_future(future)
+
+    async def query_result(self, *args: Any, **kwargs: Any) -> Any:
+        future = self.__dict__.get("_future")
+        if future is None:
+            raise LambdarunError("no task was submitted by this executor yet")
+        return await asyncio.wrap_future(future)
+
+    # -- the same, synchronous ----------------------------------------------------------------
+
+    def setup_sync(self, task_metadata: dict | None = None) -> None:
+        self.backend.function_name  # noqa: B018 - creates the function where the target can
+
+    def run_sync(self, function: Callable[..., Any], args: Any, kwargs: Any,
+                 task_metadata: dict | None = None) -> Any:
+        future = self.submit(function, args, kwargs, task_metadata)
+        self.set_job_handle_sync(self.job_handle(future))
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise ExecutorTaskCancelledError(f"task {future.task_id} was cancelled") from None
+        finally:
+            self._write_streams(future)
+
+    def teardown_sync(self, task_metadata: dict | None = None) -> None:
+        return None
+
+    def cancel_sync(self, task_metadata: dict | None = None, job_handle: Any = None) -> bool:
+        from lambdarun_covalent.backend import lookup_task
+
+        self._cancel_requested = True
+        handle = job_handle if job_handle is not None else self.__dict__.get("_job_handle")
+        task_id = _task_id(handle)
+        if task_id is None:
+            future = self.__dict__.get("_future")
+            return bool(future is not None and future.cancel())
+        task = lookup_task(task_id)
+        if task is None:
+            log.info("cannot cancel: task not in flight in this process", task_id=task_id)
+            return False
+        return task.future.cancel()
+
+    def get_cancel_requested_sync(self) -> bool:
+        return bool(self.__dict__.get("_cancel_requested"))
+
+    def set_job_handle_sync(self, handle: Any) -> bool:
+        self._job_handle = handle
+        return True
+
+    def get_status_sync(self, job_handle: Any = None) -> str:
+        from lambdarun_covalent.backend import lookup_task
+
+        handle = job_handle if job_handle is not None else self.__dict__.get("_job_handle")
+        task_id = _task_id(handle)
+        future = self.__dict__.get("_future")
+        if task_id is not None:
+            task = lookup_task(task_id)
+            if task is not None:
+                return task.status
+            if future is None or future.task_id != task_id:
+                return "UNKNOWN"
+        if future is None:
+            return "UNKNOWN"
+        task = future.info.get("task")
+        return task.status if task is not None else "UNKNOWN"
+
+    def _covalent_runtime(self) -> bool:
+        """True when Covalent's dispatcher initialised this executor (its message queues)."""
+        return COVALENT_AVAILABLE and "_send_queue" in self.__dict__
+
+
+def _task_id(handle: Any) -> str | None:
+    if handle is None:
+        return None
+    if isinstance(handle, str):
+        try:
+            handle = json.loads(handle)
+        except ValueError:
+            return handle
+    if isinstance(handle, Mapping):
+        value = handle.get("task_id")
+        return str(value) if value else None
+    return str(handle)
+
+
+def resolve_settings(
+    given: Mapping[str, Any], settings: Any, covalent_section: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Each ``[covalent]`` key from: argument, lambdarun config (when set), Covalent's file,
+    default. Validated like lambdarun's own config (``ConfigError`` naming the key)."""
+    configured = settings.section("covalent")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key in _SETTING_KEYS:
+        if given.get(key) is not None:
+            values[key], sources[key] = given[key], "the constructor"
+        elif settings.source_of(f"covalent.{key}") != "default":
+            values[key], sources[key] = getattr(configured, key), settings.source_of(f"covalent.{key}")
+        elif key in covalent_section:
+            values[key], sources[key] = covalent_section[key], "Covalent's config [executors.awslambda]"
+        else:
+            values[key], sources[key] = getattr(configured, key), "default"
+    try:
+        checked = CovalentConfig(**values)
+    except (TypeError, ValueError) as exc:
+        field = next((a.name for a in exc.args if isinstance(a, attrs.Attribute)), None)
+        where = sources.get(field or "", "the executor settings")
+        message = exc.args[0] if exc.args else exc
+        raise ConfigError(f"AWSLambdaExecutor {field} = {values.get(field or '')!r} from {where}: {message}") from exc
+    return attrs.asdict(checked)
+
+
+def _register_with_covalent() -> None:
+    """If Covalent's executor manager scanned its plugins while this module was still being
+    imported (``import lambdarun_covalent.awslambda`` before ``import covalent``), it saw no
+    class yet; register it now so ``executor="awslambda"`` works in either import order."""
+    try:
+        from covalent.executor import _executor_manager
+    except Exception:
+        return
+    if _executor_manager.executor_plugins_map.get("awslambda") is None:
+        _executor_manager._populate_executor_map_from_module(sys.modules[__name__])
+
+
+if COVALENT_AVAILABLE:
+    _register_with_covalent()

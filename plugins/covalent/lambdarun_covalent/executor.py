@@ -1,0 +1,27 @@
+"""``from lambdarun_covalent.executor import AWSLambdaExecutor``.
+
+The class lives in :mod:`lambdarun_covalent.awslambda` because Covalent names an executor
+plugin after the *module* that defines it (``executor="awslambda"``).
+"""
+
+from lambdarun_covalent.awslambda import (
+    _EXECUTOR_PLUGIN_DEFAULTS,
+    COVALENT_AVAILABLE,
+    EXECUTOR_PLUGIN_NAME,
+    AWSLambdaExecutor,
+    ExecutorTaskCancelledError,
+    covalent_config_file,
+    read_covalent_section,
+    resolve_settings,
+)
+
+__all__ = [
+    "AWSLambdaExecutor",
+    "EXECUTOR_PLUGIN_NAME",
+    "_EXECUTOR_PLUGIN_DEFAULTS",
+    "COVALENT_AVAILABLE",
+    "ExecutorTaskCancelledError",
+    "covalent_config_file",
+    "read_covalent_section",
+    "resolve_settings",
+]
