@@ -301,3 +301,14 @@ def test_scale_out_runs_in_separate_processes(lam: Any, make_function: Any) -> N
     for t in threads:
         t.join()
     assert len(set(pids)) == 3
+
+
+def test_response_too_large(lam: Any, make_function: Any) -> None:
+    name = make_function("def handler(e, c):\n    return 'x' * 6_300_000\n", memory_size=512)
+    resp = lam.invoke(FunctionName=name)
+    assert resp["FunctionError"] == "Unhandled"
+    assert payload(resp)["errorType"] == "Function.ResponseSizeTooLarge"
+    # the function keeps working afterwards
+    lam.update_function_code(FunctionName=name, ZipFile=__import__("lambdarun.local.testing", fromlist=["x"])
+                             .make_zip({"app.py": "def handler(e, c):\n    return 'small'\n"}))
+    assert payload(lam.invoke(FunctionName=name)) == "small"

@@ -126,3 +126,22 @@ def test_stale_state_file_is_ignored(tmp_path: Path) -> None:
     assert read_stack_info(tmp_path) is None
     with LocalStack(tmp_path, reuse=True, stop_at_exit=False) as stack:
         assert stack.owned
+
+
+@pytest.mark.timeout(60)
+def test_workers_die_with_a_killed_service(shared_stack: Any) -> None:
+    proc, exports, state = shared_stack
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                    region_name="us-east-1")
+    lam = session.client("lambda", endpoint_url=exports["AWS_ENDPOINT_URL_LAMBDA"])
+    lam.create_function(FunctionName="orphan-check", Runtime="python3.11", Role="r", Handler="app.handler",
+                        Code={"ZipFile": make_zip({"app.py": "import os\ndef handler(e, c):\n    return os.getpid()\n"})})
+    worker = json.loads(lam.invoke(FunctionName="orphan-check")["Payload"].read())
+    assert alive(worker)
+    proc.kill()  # no chance to clean up: the workers notice their parent is gone
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(worker)
+    assert read_stack_info(state) is None  # the stale stack.json is recognised as such
