@@ -409,6 +409,11 @@ class ExecutionState:
         """Someone wrote since we loaded. Accept service-side records; refuse other invocations."""
         cp = self.store.load(self.durable_execution_arn)
         ours = {rec["Op"]["Id"] for rec in self._buffer if rec.get("Op")}
+        stored_exec = next((op for op in fold(cp.records).values() if op["Type"] == "EXECUTION"), None)
+        if stored_exec is not None and stored_exec["Status"] in TERMINAL_STATUSES:
+            self._buffer = []
+            self.operations[stored_exec["Id"]] = stored_exec
+            raise ExecutionClosed(f"execution {self.durable_execution_arn} is {stored_exec['Status']}")
         for rec in cp.records:
             if rec.get("V", 0) <= self.version:
                 continue
