@@ -389,7 +389,12 @@ class DurableContext:
                 if serialized is None
                 else deserialize(config.serdes, serialized, oid, state.durable_execution_arn)
             )
-            self._checkpoint(ident, "SUCCEED", payload=serialized)
+            # at-most-once steps make their outcome durable before returning, so a crash after
+            # the body finished never re-runs it; at-least-once steps ride the batch
+            self._checkpoint(
+                ident, "SUCCEED", payload=serialized,
+                sync=config.step_semantics is StepSemantics.AT_MOST_ONCE_PER_RETRY,
+            )
             return value
         except RetryableSerDesError:
             raise
