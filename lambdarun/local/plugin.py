@@ -128,7 +128,10 @@ class LocalTarget(Boto3Target):
         """The local stack, started (or attached) on first use."""
         with self._start_lock:
             if self._stack is None:
-                self._stack = embedded_stack(self.settings.section("local"), self.region)
+                # inside a function run by the local service: use the stack running it
+                self._stack = LocalStack.from_function_environment() or embedded_stack(
+                    self.settings.section("local"), self.region
+                )
             elif not self._stack.running:
                 self._stack.start()
             if not self._endpoints:

@@ -47,6 +47,7 @@ __all__ = [
     "LambdaService",
     "LOCAL_CODE_BUCKETS",
     "ACCOUNT_ID",
+    "LOCAL_ENDPOINTS_VAR",
     "SYNC_REQUEST_LIMIT",
     "ASYNC_REQUEST_LIMIT",
     "SYNC_RESPONSE_LIMIT",
@@ -62,6 +63,8 @@ ASYNC_REQUEST_LIMIT = 1_048_576
 ZIP_UPLOAD_LIMIT = 50 * 1024 * 1024
 LOG_TAIL_BYTES = 4096
 INIT_TIMEOUT = 10.0  # Lambda's init phase limit
+#: set in every function's environment: the stack's endpoints as JSON
+LOCAL_ENDPOINTS_VAR = "_LAMBDARUN_LOCAL_ENDPOINTS"
 _BOOTSTRAP = str(Path(__file__).with_name("_bootstrap.py"))
 _API = "/2015-03-31/functions"
 
@@ -636,6 +639,13 @@ class LambdaService:
         for service, url in opts.service_endpoints.items():
             key = f"AWS_ENDPOINT_URL_{service.upper()}" if service else "AWS_ENDPOINT_URL"
             out[key] = url
+        # lets lambdarun's own `local` target inside the function attach to this stack
+        # instead of starting another one (see lambdarun.local.plugin)
+        out[LOCAL_ENDPOINTS_VAR] = json.dumps({
+            "lambda": self.url,
+            "moto": opts.service_endpoints.get("") or opts.service_endpoints.get("S3", ""),
+            "region": opts.region,
+        })
         out.update(user)
         if opts.memory_limit:
             out["_LAMBDARUN_LOCAL_RLIMIT_AS"] = str(

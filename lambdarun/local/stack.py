@@ -25,7 +25,7 @@ import attrs
 import structlog
 
 from lambdarun.errors import TargetError
-from lambdarun.local.service import LambdaService, ServiceOptions
+from lambdarun.local.service import LOCAL_ENDPOINTS_VAR, LambdaService, ServiceOptions
 
 __all__ = [
     "DUMMY_CREDENTIALS",
@@ -264,6 +264,23 @@ class LocalStack:
         self._run_dir: Path | None = None
         self._clients: dict[str, Any] = {}
 
+    @classmethod
+    def attached(cls, endpoints: Endpoints, region: str = "us-east-1") -> LocalStack:
+        """A stack object for endpoints served elsewhere (nothing to start or stop)."""
+        stack = cls(reuse=False, region=region, stop_at_exit=False)
+        stack._attached = StackInfo(pid=0, endpoints=endpoints, region=region, state_dir="", started=0.0)
+        stack._endpoints = endpoints
+        return stack
+
+    @classmethod
+    def from_function_environment(cls, environ: Mapping[str, str] | None = None) -> LocalStack | None:
+        """Inside a function run by the local service: the stack that runs it, else None."""
+        raw = (os.environ if environ is None else environ).get(LOCAL_ENDPOINTS_VAR)
+        if not raw:
+            return None
+        doc = json.loads(raw)
+        return cls.attached(Endpoints(lambda_=doc["lambda"], moto=doc["moto"]), doc.get("region", "us-east-1"))
+
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> LocalStack:
@@ -408,7 +425,9 @@ class LocalStack:
     @property
     def pid(self) -> int:
         """Pid of the process running the servers."""
-        return self._attached.pid if self._attached is not None else os.getpid()
+        if self._attached is not None:
+            return self._attached.pid
+        return os.getpid()
 
     @property
     def service(self) -> LambdaService | None:

@@ -91,3 +91,25 @@ def test_sessions_reuse_the_fixture_stack(local_stack: Any, monkeypatch: pytest.
         s.close()
         stop_embedded_stacks()
     assert local_stack.running
+
+
+def test_local_target_inside_a_function_uses_the_stack_running_it(local_stack: Any, make_function: Any,
+                                                                   lam: Any) -> None:
+    local_stack.client("s3").create_bucket(Bucket="seen-from-inside")
+    name = make_function("""
+        import lambdarun.local.plugin as local_plugin
+        from lambdarun.plugins import make_plugin_manager
+        from lambdarun.session import Session
+
+        def handler(event, context):
+            pm = make_plugin_manager(plugins=[local_plugin], load_entrypoints=False)
+            session = Session(pm, overrides={"target": "local"})
+            target = session.target
+            buckets = [b["Name"] for b in target.client("s3").list_buckets()["Buckets"]]
+            return {"owned": target.stack.owned, "buckets": buckets,
+                    "lambda": target.endpoint_url("lambda")}
+    """, timeout=30, memory_size=1024)
+    out = json.loads(lam.invoke(FunctionName=name)["Payload"].read())
+    assert out["owned"] is False
+    assert "seen-from-inside" in out["buckets"]
+    assert out["lambda"] == local_stack.endpoints.lambda_
