@@ -154,11 +154,15 @@ class LocalTarget(Boto3Target):
         """Create (or bring up to date) ``spec`` from the current environment.
 
         The code is the current working directory, used in place; ``PYTHONPATH`` carries
-        this process's extra import paths so whatever imports here imports there.
+        this process's extra import paths so whatever imports here imports there, and this
+        process's ``LAMBDARUN_*`` variables are passed on (``spec.environment`` wins).
         """
         lam = self.client("lambda")
         code_dir = os.path.realpath(os.getcwd())
-        variables = {**dict(spec.environment)}
+        # the caller's lambdarun configuration from the environment travels with the code
+        # (a lambdarun.toml in the working directory is found by the function anyway)
+        forwarded = {k: v for k, v in os.environ.items() if k.startswith("LAMBDARUN_")}
+        variables = {**forwarded, **dict(spec.environment)}
         paths = _import_paths()
         if variables.get("PYTHONPATH"):
             paths.append(variables["PYTHONPATH"])
