@@ -13,6 +13,7 @@ process is left behind.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -29,7 +31,7 @@ import structlog
 
 from lambdarun_temporal.errors import DevServerError
 
-__all__ = ["DevServer", "find_temporal_cli", "free_port"]
+__all__ = ["DevServer", "find_temporal_cli", "free_port", "shared_dev_server", "stop_shared_dev_server"]
 
 log = structlog.get_logger(__name__)
 
@@ -184,3 +186,27 @@ class DevServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+_shared: DevServer | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_dev_server() -> DevServer:
+    """The process-wide dev server for the local target: started on first use, stopped at
+    interpreter exit (or by :func:`stop_shared_dev_server`)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or not _shared.running:
+            _shared = DevServer().start()
+            atexit.register(stop_shared_dev_server)
+        return _shared
+
+
+def stop_shared_dev_server() -> None:
+    """Stop the process-wide dev server if this process started one."""
+    global _shared
+    with _shared_lock:
+        server, _shared = _shared, None
+    if server is not None:
+        server.stop()

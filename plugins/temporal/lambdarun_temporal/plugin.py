@@ -1,3 +1,37 @@
-"""lambdarun hooks of the temporal backend (registered through the ``lambdarun`` entry point)."""
+"""The lambdarun plugin of ``lambdarun-temporal``: backend ``temporal``, section ``[temporal]``,
+and the Lambda-side handling of worker events."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lambdarun.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from lambdarun.backends import BackendRegistry
+    from lambdarun.config import ConfigRegistry
+    from lambdarun.session import Session
+
+
+@hookimpl
+def lambdarun_register_backends(register: BackendRegistry) -> None:
+    from lambdarun_temporal.backend import TemporalBackend
+
+    register.add_backend(TemporalBackend)
+
+
+@hookimpl
+def lambdarun_register_config(register: ConfigRegistry) -> None:
+    from lambdarun_temporal.config import TemporalConfig
+
+    register.add_section("temporal", TemporalConfig)
+
+
+@hookimpl
+def lambdarun_handle_event(event: Any, context: Any, session: Session) -> dict[str, Any] | None:
+    # checked here so that other events never import temporalio
+    if not (isinstance(event, dict) and event.get("lambdarun_temporal") == 1):
+        return None
+    from lambdarun_temporal.worker import handle_worker_event
+
+    return handle_worker_event(event, context, session)

@@ -21,6 +21,7 @@ import attrs
 import pytest
 
 from lambdarun_temporal.devserver import DevServer
+from lambdarun_temporal.versioning import set_current_version
 
 __all__ = [
     "FakeLambdaContext",
@@ -72,21 +73,6 @@ def with_client(address: str, fn: Callable[[Any], Awaitable[T]], namespace: str 
         return asyncio.run(main())
     finally:
         gc.collect()
-
-
-async def set_current_version(client: Any, deployment_name: str, build_id: str) -> None:
-    """Make ``deployment_name``/``build_id`` current so versioned workers receive tasks."""
-    from temporalio.api.workflowservice.v1 import SetWorkerDeploymentCurrentVersionRequest
-
-    await client.workflow_service.set_worker_deployment_current_version(
-        SetWorkerDeploymentCurrentVersionRequest(
-            namespace=client.namespace,
-            deployment_name=deployment_name,
-            build_id=build_id,
-            allow_no_pollers=True,
-            identity="lambdarun-temporal",
-        )
-    )
 
 
 async def workflow_statuses(client: Any, workflow_ids: Sequence[str]) -> dict[str, str]:

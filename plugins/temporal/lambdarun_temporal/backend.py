@@ -1,0 +1,393 @@
+"""``backend="temporal"``: each call is a workflow whose one activity runs the call.
+
+One call, end to end::
+
+    encode_call(f, args, kwargs)                       (client, signed envelope)
+      -> start workflow "lambdarun.call" on [temporal] task_queue
+      -> controller: pending work and no live worker?  invoke the worker function
+         (lambdarun.runtime.handler, event {"lambdarun_temporal": 1, ...}) through
+         session.invoker.invoke_async, i.e. without waiting for it
+      -> inside Lambda: run_worker polls, the activity runs execute_call(envelope),
+         the worker returns ~1 s after the queue went idle
+      -> workflow result = outcome envelope -> decode_outcome -> value, or the function's
+         own exception type with the remote traceback
+
+The Temporal client lives on one event loop in a background thread per backend; it is
+dropped and garbage-collected in :meth:`TemporalBackend.close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import itertools
+import json
+import threading
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+
+from lambdarun.backends import Backend
+from lambdarun.calls import decode_outcome, encode_call
+from lambdarun.errors import (
+    ConfigError,
+    RemoteEnvironmentError,
+    TaskCancelledError,
+    TaskTimeoutError,
+)
+from lambdarun.futures import LambdaFuture
+from lambdarun.types import FunctionSpec
+
+from lambdarun_temporal._workflow import WORKFLOW_NAME
+from lambdarun_temporal.config import TemporalConfig
+from lambdarun_temporal.lambda_worker._configure import derived_shutdown_buffer
+from lambdarun_temporal.lambda_worker._defaults import (
+    DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
+    DEFAULT_SHUTDOWN_HOOK_BUDGET,
+)
+from lambdarun_temporal.worker import WORKER_EVENT_KEY, WORKER_EVENT_VERSION
+
+if TYPE_CHECKING:
+    from lambdarun.session import Session
+    from lambdarun.types import InvokeHandle
+
+__all__ = ["TemporalBackend", "WorkerInvocationError"]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+#: consecutive failed worker invocations after which pending calls fail
+MAX_WORKER_FAILURES = 3
+
+
+class WorkerInvocationError(RemoteEnvironmentError):
+    """The worker function failed repeatedly, so pending calls cannot run."""
+
+
+class _LoopThread:
+    """An asyncio loop in a daemon thread; ``run(coro)`` returns a concurrent future."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=timeout)
+
+        if self.loop.is_running():
+            try:
+                self.run(drain()).result(timeout + 1)
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.debug("temporal backend loop drain failed", exc_info=True)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class TemporalBackend(Backend):
+    """``backend="temporal"``. Configuration: ``[temporal]`` (:class:`TemporalConfig`)."""
+
+    id = "temporal"
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self.config: TemporalConfig = session.settings.section("temporal")
+        self.run_id = uuid.uuid4().hex[:10]
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self._loop: _LoopThread | None = None
+        self._client: Any = None
+        self._ready: concurrent.futures.Future[Any] | None = None
+        self._function_name: str | None = None
+        self._address: str | None = None
+        self._pending: dict[str, LambdaFuture] = {}
+        self._workers: list[InvokeHandle] = []
+        self._worker_failures = 0
+        self._wake: asyncio.Event | None = None
+        self._closed = False
+        self.invocations = 0  # worker invocations started (for tests and benchmarks)
+
+    # -- where things are ---------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The Temporal frontend: ``[temporal] address``, or the local dev server."""
+        if self._address is None:
+            if self.config.address:
+                self._address = self.config.address
+            elif self.session.settings.target == "local":
+                from lambdarun_temporal.devserver import shared_dev_server
+
+                self._address = shared_dev_server().address
+            else:
+                raise ConfigError(
+                    "the temporal backend needs a Temporal server on target "
+                    f"{self.session.settings.target!r}: set [temporal] address (and namespace, "
+                    "api_key) in lambdarun.toml or LAMBDARUN_TEMPORAL__ADDRESS"
+                )
+        return self._address
+
+    @property
+    def call_timeout(self) -> float:
+        if self.config.timeout:
+            return float(self.config.timeout)
+        buffer = derived_shutdown_buffer(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_HOOK_BUDGET)
+        return max(1.0, self.config.function_timeout - buffer.total_seconds())
+
+    @property
+    def function_name(self) -> str:
+        """The worker function, created on targets that can create it (once)."""
+        with self._lock:
+            if self._function_name is None:
+                settings = self.session.settings
+                environment = {"LAMBDARUN_TARGET": "aws", "LAMBDARUN_REGION": settings.region}
+                if settings.signing_key:
+                    environment["LAMBDARUN_SIGNING_KEY"] = settings.signing_key
+                if self.config.api_key:
+                    environment["LAMBDARUN_TEMPORAL__API_KEY"] = self.config.api_key
+                spec = FunctionSpec(
+                    name=self.config.function_name,
+                    timeout=self.config.function_timeout,
+                    memory_size=self.config.memory,
+                    environment=environment,
+                )
+                self._function_name = self.session.target.ensure_function(spec)
+            return self._function_name
+
+    def worker_event(self) -> dict[str, Any]:
+        """The event a worker invocation receives."""
+        return {
+            WORKER_EVENT_KEY: WORKER_EVENT_VERSION,
+            "address": self.address,
+            "namespace": self.config.namespace,
+            "task_queue": self.config.task_queue,
+            "deployment_name": self.config.deployment_name,
+            "build_id": self.config.build_id,
+            "tls": bool(self.config.tls or self.config.api_key),
+            "idle_timeout": self.config.idle_timeout,
+            "max_concurrent_calls": self.config.max_concurrent_calls,
+        }
+
+    # -- the client loop ------------------------------------------------------------------
+
+    def _start(self) -> concurrent.futures.Future[Any]:
+        with self._lock:
+            if self._closed:
+                raise TaskCancelledError("the temporal backend is closed; create a new session")
+            if self._ready is None:
+                self._loop = _LoopThread(f"lambdarun-temporal-{self.run_id}")
+                self._ready = self._loop.run(self._connect())
+            return self._ready
+
+    async def _connect(self) -> Any:
+        from temporalio.client import Client
+
+        from lambdarun_temporal.versioning import set_current_version
+
+        kwargs: dict[str, Any] = {"namespace": self.config.namespace, "identity": f"lambdarun-{self.run_id}"}
+        if self.config.api_key:
+            kwargs["api_key"] = self.config.api_key
+        if self.config.tls or self.config.api_key:
+            kwargs["tls"] = True
+        client = await Client.connect(self.address, **kwargs)
+        await set_current_version(client, self.config.deployment_name, self.config.build_id)
+        self._client = client
+        self._wake = asyncio.Event()
+        asyncio.get_running_loop().create_task(self._controller(), name="temporal-controller")
+        return client
+
+    # -- Backend API ------------------------------------------------------------------------
+
+    def submit(self, func: Callable[..., Any], args: tuple, kwargs: dict) -> LambdaFuture:
+        task_id = f"lambdarun-{self.run_id}-{next(self._counter)}"
+        envelope = encode_call(self.session, func, args, kwargs, meta={"task_id": task_id})
+        future = LambdaFuture(task_id=task_id)
+        ready = self._start()
+        assert self._loop is not None
+        loop = self._loop
+        future.set_canceller(lambda: loop.run(self._cancel_workflow(task_id)))
+        with self._lock:
+            self._pending[task_id] = future
+        loop.run(self._run_call(ready, task_id, envelope, future))
+        return future
+
+    async def _run_call(
+        self, ready: concurrent.futures.Future[Any], task_id: str, envelope: bytes, future: LambdaFuture
+    ) -> None:
+        from temporalio.client import WorkflowFailureError
+
+        try:
+            client = await asyncio.wrap_future(ready)
+            handle = await client.start_workflow(
+                WORKFLOW_NAME,
+                args=[envelope, self.call_timeout, 1],
+                id=task_id,
+                task_queue=self.config.task_queue,
+                result_type=bytes,
+            )
+            future.mark_running()
+            assert self._wake is not None
+            self._wake.set()
+            data = await handle.result()
+        except WorkflowFailureError as exc:
+            future.finish(exception=_failure_error(task_id, exc))
+            return
+        except asyncio.CancelledError:
+            future.finish(exception=TaskCancelledError(f"call {task_id} was cancelled"))
+            return
+        except BaseException as exc:  # noqa: BLE001 - the caller gets it
+            future.finish(exception=exc)
+            return
+        finally:
+            with self._lock:
+                self._pending.pop(task_id, None)
+        try:
+            outcome = decode_outcome(self.session, data)
+        except Exception as exc:  # noqa: BLE001
+            future.finish(exception=exc)
+            return
+        if outcome.ok:
+            future.finish(outcome.value, stdout=outcome.stdout, stderr=outcome.stderr)
+        else:
+            future.finish(
+                exception=outcome.exception,
+                stdout=outcome.stdout,
+                stderr=outcome.stderr,
+                remote_traceback=outcome.remote_traceback,
+            )
+
+    async def _cancel_workflow(self, task_id: str) -> None:
+        if self._client is not None:
+            try:
+                await self._client.get_workflow_handle(task_id).cancel()
+            except Exception:  # noqa: BLE001 - best effort
+                log.debug("cancelling workflow failed", task_id=task_id, exc_info=True)
+
+    # -- the controller -------------------------------------------------------------------
+
+    async def _controller(self) -> None:
+        """Keep a worker invocation running while calls are pending."""
+        assert self._wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.config.controller_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await asyncio.to_thread(self._ensure_workers)
+            except Exception as exc:  # noqa: BLE001 - fail the calls instead of hanging
+                self._fail_pending(exc)
+
+    def _ensure_workers(self) -> None:
+        with self._lock:
+            pending = len(self._pending)
+        live: list[InvokeHandle] = []
+        for handle in self._workers:
+            if handle.future is None or not handle.future.done():
+                live.append(handle)
+                continue
+            self._record_worker_end(handle)
+        self._workers = live
+        if not pending:
+            return
+        if self._worker_failures >= MAX_WORKER_FAILURES:
+            return
+        while len(self._workers) < self.config.max_workers:
+            payload = json.dumps(self.worker_event()).encode()
+            handle = self.session.invoker.invoke_async(self.function_name, payload)
+            self.invocations += 1
+            log.debug("temporal worker invoked", function=self.function_name, pending=pending)
+            self._workers.append(handle)
+
+    def _record_worker_end(self, handle: InvokeHandle) -> None:
+        try:
+            response = handle.future.result()
+        except Exception as exc:  # noqa: BLE001 - the invoke itself failed
+            self._worker_failed(f"invoking {handle.function_name!r} failed: {exc}", exc)
+            return
+        if response.function_error:
+            self._worker_failed(
+                f"the worker function {handle.function_name!r} failed: "
+                f"{response.payload[:2000].decode(errors='replace')}",
+                None,
+            )
+            return
+        self._worker_failures = 0
+        log.debug("temporal worker returned", response=response.payload[:300])
+
+    def _worker_failed(self, message: str, cause: BaseException | None) -> None:
+        self._worker_failures += 1
+        log.warning("temporal worker invocation failed", message=message, failures=self._worker_failures)
+        if self._worker_failures >= MAX_WORKER_FAILURES:
+            error = WorkerInvocationError(
+                f"{message}\n{self._worker_failures} worker invocations in a row failed; the pending "
+                "calls cannot run. Check the worker function's logs, its [temporal] address / "
+                "api_key and that lambdarun-temporal is installed in the function."
+            )
+            if cause is not None:
+                error.__cause__ = cause
+            self._fail_pending(error)
+            self._worker_failures = 0
+
+    def _fail_pending(self, error: BaseException) -> None:
+        with self._lock:
+            pending = list(self._pending.items())
+            self._pending.clear()
+        for task_id, future in pending:
+            future.finish(exception=error)
+            if self._loop is not None:
+                self._loop.run(self._cancel_workflow(task_id))
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for future in pending:
+            future.cancel()
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        self._client = None
+        self._ready = None
+        gc.collect()  # finalize the temporalio client now, not at interpreter exit
+
+
+def _failure_error(task_id: str, exc: BaseException) -> BaseException:
+    """Map a workflow failure (not a function exception, which travels in the outcome)."""
+    from temporalio.exceptions import ActivityError, CancelledError, TimeoutError as TemporalTimeout
+
+    cause = exc.__cause__
+    inner = cause.__cause__ if isinstance(cause, ActivityError) else cause
+    if isinstance(inner, TemporalTimeout):
+        return TaskTimeoutError(
+            f"call {task_id} did not finish within its time limit ([temporal] timeout, default: "
+            "the worker function's timeout minus its shutdown buffer)"
+        )
+    if isinstance(inner, CancelledError) or isinstance(cause, CancelledError):
+        return TaskCancelledError(f"call {task_id} was cancelled")
+    return RemoteEnvironmentError(f"call {task_id} failed in Temporal: {inner or cause or exc}")
+

@@ -1,0 +1,50 @@
+"""``[temporal]``: how the temporal backend reaches Temporal and runs its workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = ["TemporalConfig", "DEFAULT_TASK_QUEUE"]
+
+DEFAULT_TASK_QUEUE = "lambdarun"
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value <= 0:
+        raise ValueError("must be greater than 0", attribute)
+
+
+@attrs.define(kw_only=True)
+class TemporalConfig:
+    """``[temporal]`` in ``lambdarun.toml``; ``LAMBDARUN_TEMPORAL__<KEY>`` in the environment."""
+
+    #: frontend ``host:port``; unset on the local target: a dev server is started on demand
+    address: str | None = None
+    namespace: str = "default"
+    #: API key (Temporal Cloud); sent as a bearer token, implies TLS
+    api_key: str | None = attrs.field(default=None, repr=False)
+    #: connect with TLS (system roots)
+    tls: bool = False
+    #: task queue served by the worker function
+    task_queue: str = DEFAULT_TASK_QUEUE
+    #: worker deployment name / build id (worker versioning is always on)
+    deployment_name: str = "lambdarun"
+    build_id: str = "lambdarun-1"
+    #: Lambda function running the workers (handler lambdarun.runtime.handler)
+    function_name: str = "lambdarun-temporal-worker"
+    #: Lambda timeout of the worker function, seconds (a worker lives at most this long)
+    function_timeout: int = attrs.field(default=60, validator=_positive)
+    memory: int = attrs.field(default=1024, validator=_positive)
+    #: a worker returns after the queue was idle this long (seconds)
+    idle_timeout: float = attrs.field(default=1.0, validator=_positive)
+    #: worker invocations the controller keeps running at once while work is pending
+    max_workers: int = attrs.field(default=1, validator=_positive)
+    #: calls one worker runs at once (threads)
+    max_concurrent_calls: int = attrs.field(default=32, validator=_positive)
+    #: per-call time limit (seconds); default: the worker function's timeout minus its
+    #: shutdown buffer
+    timeout: float | None = attrs.field(default=None, validator=_positive)
+    #: seconds between controller checks for pending work with no live worker
+    controller_interval: float = attrs.field(default=0.25, validator=_positive)

@@ -1,0 +1,100 @@
+"""The Lambda side of the temporal backend: a worker invocation inside ``lambdarun.runtime``.
+
+The controller (client side) invokes the worker function with a *worker event*::
+
+    {"lambdarun_temporal": 1, "address": "host:port", "namespace": "default",
+     "task_queue": "lambdarun", "deployment_name": "lambdarun", "build_id": "...",
+     "tls": false, "idle_timeout": 1.0, "max_concurrent_calls": 32}
+
+``lambdarun_handle_event`` (in :mod:`lambdarun_temporal.plugin`) passes it here; we run
+:func:`lambdarun_temporal.lambda_worker.run_worker` with the built-in workflow and an
+activity that executes lambdarun call envelopes with :func:`lambdarun.calls.execute_call`.
+The API key, which must not travel in the event, comes from this side's ``[temporal]``
+config (``LAMBDARUN_TEMPORAL__API_KEY`` in the function's environment).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from temporalio import activity
+from temporalio.common import WorkerDeploymentVersion
+
+from lambdarun_temporal._workflow import ACTIVITY_NAME, CallWorkflow
+from lambdarun_temporal.lambda_worker import LambdaWorkerConfig, run_worker
+
+if TYPE_CHECKING:
+    from lambdarun.session import Session
+
+__all__ = ["WORKER_EVENT_KEY", "WORKER_EVENT_VERSION", "is_worker_event", "handle_worker_event"]
+
+log = structlog.get_logger(__name__)
+
+WORKER_EVENT_KEY = "lambdarun_temporal"
+WORKER_EVENT_VERSION = 1
+
+_handlers: dict[tuple[Any, ...], Callable[[Any, Any], dict[str, Any]]] = {}
+_handlers_lock = threading.Lock()
+
+
+def is_worker_event(event: Any) -> bool:
+    return isinstance(event, dict) and event.get(WORKER_EVENT_KEY) == WORKER_EVENT_VERSION
+
+
+def make_call_activity(session: Session) -> Callable[[bytes], bytes]:
+    """The activity running one call envelope; user errors come back inside the outcome."""
+    from lambdarun.calls import execute_call
+
+    @activity.defn(name=ACTIVITY_NAME)
+    def execute_lambdarun_call(envelope: bytes) -> bytes:
+        return execute_call(session, envelope)
+
+    return execute_lambdarun_call
+
+
+def _handler_for(event: dict[str, Any], session: Session) -> Callable[[Any, Any], dict[str, Any]]:
+    key = tuple(sorted((k, str(v)) for k, v in event.items())) + (id(session),)
+    with _handlers_lock:
+        handler = _handlers.get(key)
+        if handler is not None:
+            return handler
+        section = session.settings.section("temporal")
+        calls = int(event.get("max_concurrent_calls") or section.max_concurrent_calls)
+        call_activity = make_call_activity(session)
+
+        def configure(config: LambdaWorkerConfig) -> None:
+            connect = config.client_connect_config
+            connect["target_host"] = event["address"]
+            connect["namespace"] = event.get("namespace", "default")
+            if section.api_key:
+                connect["api_key"] = section.api_key
+            if event.get("tls") or section.tls or section.api_key:
+                connect["tls"] = True
+            config.worker_config["task_queue"] = event["task_queue"]
+            config.worker_config["workflows"] = [CallWorkflow]
+            config.worker_config["activities"] = [call_activity]
+            executor = ThreadPoolExecutor(calls, thread_name_prefix="lambdarun-call")
+            config.worker_config["activity_executor"] = executor
+            config.worker_config["max_concurrent_activities"] = calls
+            config.idle_timeout = timedelta(seconds=float(event.get("idle_timeout", 1.0)))
+            # threads of a call that outlived the worker are not joined (cancel_futures)
+            config.shutdown_hooks.append(lambda: executor.shutdown(wait=False, cancel_futures=True))
+
+        version = WorkerDeploymentVersion(
+            deployment_name=event["deployment_name"], build_id=event["build_id"]
+        )
+        handler = run_worker(version, configure)
+        _handlers[key] = handler
+        return handler
+
+
+def handle_worker_event(event: dict[str, Any], context: Any, session: Session) -> dict[str, Any]:
+    """Run one worker invocation and return its summary (``stop_reason``, counts, seconds)."""
+    summary = _handler_for(event, session)(event, context)
+    log.info("temporal worker invocation done", **summary)
+    return {WORKER_EVENT_KEY: WORKER_EVENT_VERSION, **summary}

@@ -1,0 +1,107 @@
+"""``lambdarun.run(f, backend="temporal")`` on the real local target + real dev server: the
+client starts the built-in workflow, the controller invokes the worker function (the
+lambdarun runtime on the local Lambda service), the activity runs ``f``."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+import pytest
+
+import lambdarun
+import lambdarun_temporal.plugin
+from lambdarun.local.testing import local_stack_fixture
+from lambdarun.plugins import DEFAULT_PLUGINS
+from lambdarun_temporal.backend import TemporalBackend
+
+# the Lambda side cannot import this module (pytest imports it by path): ship it by value
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+local_stack = local_stack_fixture(scope="module")
+
+FUNCTION = "lambdarun-temporal-tests"
+
+
+class ProjectError(ValueError):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.code))
+
+
+def double(x):
+    print(f"doubling {x}")
+    return x * 2
+
+
+def fail(code):
+    raise ProjectError("failed on purpose", code)
+
+
+def plugins() -> list[Any]:
+    out: list[Any] = [lambdarun_temporal.plugin]
+    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
+        from lambdarun.local import plugin as local_plugin
+
+        out.append(local_plugin)
+    return out
+
+
+@pytest.fixture
+def make_session(lambdarun_session: Callable[..., Any], local_stack: Any, temporal_server: Any) -> Callable[..., Any]:
+    def factory(**temporal: Any) -> Any:
+        overrides: dict[str, Any] = {
+            "target": "local",
+            "local": {"state_dir": str(local_stack.state_dir)},
+            "progress": False,
+            "temporal": {
+                "address": temporal_server.address,
+                "function_name": FUNCTION,
+                "task_queue": f"lambdarun-{uuid.uuid4().hex[:8]}",
+                "function_timeout": 20,
+                **temporal,
+            },
+        }
+        return lambdarun_session(*plugins(), overrides=overrides)
+
+    return factory
+
+
+def test_backend_is_registered_with_its_config(make_session):
+    session = make_session()
+    assert "temporal" in session.backends.ids()
+    backend = session.backend("temporal")
+    assert isinstance(backend, TemporalBackend)
+    assert session.settings.section("temporal").idle_timeout == 1.0
+
+
+@pytest.mark.timeout(90)
+def test_run_returns_the_result_and_output(make_session):
+    session = make_session()
+    future = lambdarun.submit(double, 21, backend="temporal", session=session)
+    assert future.result(timeout=60) == 42
+    assert "doubling 21" in future.stdout
+
+
+@pytest.mark.timeout(90)
+def test_run_raises_the_original_exception_type(make_session):
+    session = make_session()
+    with pytest.raises(ProjectError) as info:
+        lambdarun.run(fail, 7, backend="temporal", session=session)
+    assert info.value.code == 7
+    assert "failed on purpose" in (getattr(info.value, "remote_traceback", "") or "")
+
+
+@pytest.mark.timeout(120)
+def test_map_runs_many_calls_on_few_worker_invocations(make_session):
+    session = make_session()
+    results = list(lambdarun.map(double, range(20), backend="temporal", session=session))
+    assert results == [x * 2 for x in range(20)]
+    backend = session.backend("temporal")
+    assert 1 <= backend.invocations <= 3
