@@ -232,10 +232,14 @@ class DurableFunctionTestRunner:
             callback_grace=self.callback_grace,
         )
 
-    def run_async(self, input: Any = None, *, execution_name: str | None = None) -> str:  # noqa: A002
+    def run_async(
+        self, input: Any = None, *, execution_name: str | None = None, execution_timeout: int | None = None  # noqa: A002
+    ) -> str:
         """Start an execution and drive it in a background thread; return its ARN."""
         payload = input if isinstance(input, str) or input is None else json.dumps(input)
-        arn = self.service.start_execution(self.function_name, payload, execution_name=execution_name)
+        arn = self.service.start_execution(
+            self.function_name, payload, execution_name=execution_name, execution_timeout=execution_timeout
+        )
         orch = self._orchestrator()
         self._orchestrators[arn] = orch
 
@@ -253,10 +257,19 @@ class DurableFunctionTestRunner:
         t.start()
         return arn
 
-    def run(self, input: Any = None, *, timeout: float = 60, execution_name: str | None = None) -> DurableFunctionTestResult:  # noqa: A002
-        """Start an execution and wait for its result (synchronously, in this thread)."""
+    def run(
+        self,
+        input: Any = None,  # noqa: A002
+        *,
+        timeout: float = 60,
+        execution_name: str | None = None,
+        execution_timeout: int | None = None,
+    ) -> DurableFunctionTestResult:
+        """Start an execution and drive it to the end in this thread (``input``: JSON string or value)."""
         payload = input if isinstance(input, str) or input is None else json.dumps(input)
-        arn = self.service.start_execution(self.function_name, payload, execution_name=execution_name)
+        arn = self.service.start_execution(
+            self.function_name, payload, execution_name=execution_name, execution_timeout=execution_timeout
+        )
         orch = self._orchestrator()
         self._orchestrators[arn] = orch
         self._results[arn] = orch.run(self.function_name, arn)
