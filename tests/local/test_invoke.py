@@ -257,47 +257,60 @@ def test_invalid_json_payload(lam: Any, make_function: Any) -> None:
         lam.invoke(FunctionName=name, Payload=b"not json")
 
 
-def test_throttled_when_reserved_concurrency_is_reached(lam: Any, make_function: Any, tmp_path: Path) -> None:
-    flag = tmp_path / "running"
-    name = make_function(f"""
-        import os, time
-        def handler(event, context):
-            open({str(flag)!r}, "w").close()
-            time.sleep(event.get("sleep", 0))
-            return "done"
-    """, timeout=10)
-    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
-    results: list[Any] = []
-    holder = threading.Thread(
-        target=lambda: results.append(payload(lam.invoke(FunctionName=name, Payload=b'{"sleep": 1.5}')))
-    )
-    holder.start()
-    deadline = time.monotonic() + 10
-    while not flag.exists() and time.monotonic() < deadline:
+def wait_file(path: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.01)
-    with pytest.raises(lam.exceptions.TooManyRequestsException) as err:
-        lam.invoke(FunctionName=name, Payload=b"{}")
+
+
+BLOCKING = """
+import os, time
+def handler(event, context):
+    open(os.path.join(event["dir"], f"running-{os.getpid()}"), "w").close()
+    deadline = time.time() + 20
+    while not os.path.exists(os.path.join(event["dir"], event["release"])) and time.time() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+"""
+
+
+def test_throttled_when_reserved_concurrency_is_reached(lam: Any, make_function: Any, tmp_path: Path) -> None:
+    name = make_function(BLOCKING, timeout=30)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    event = json.dumps({"dir": str(tmp_path), "release": "go"})
+    results: list[Any] = []
+    holder = threading.Thread(target=lambda: results.append(payload(lam.invoke(FunctionName=name, Payload=event))))
+    holder.start()
+    deadline = time.monotonic() + 20
+    while not list(tmp_path.glob("running-*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        with pytest.raises(lam.exceptions.TooManyRequestsException) as err:
+            lam.invoke(FunctionName=name, Payload=event)
+    finally:
+        (tmp_path / "go").touch()
+        holder.join()
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
     assert err.value.response["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
-    holder.join()
-    assert results == ["done"]
+    assert len(results) == 1 and isinstance(results[0], int)
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
     with pytest.raises(lam.exceptions.TooManyRequestsException):
-        lam.invoke(FunctionName=name, Payload=b"{}")
+        lam.invoke(FunctionName=name, Payload=event)
 
 
-def test_scale_out_runs_in_separate_processes(lam: Any, make_function: Any) -> None:
-    name = make_function("""
-        import os, time
-        def handler(event, context):
-            time.sleep(0.3)
-            return os.getpid()
-    """, timeout=10)
+def test_scale_out_runs_in_separate_processes(lam: Any, make_function: Any, tmp_path: Path) -> None:
+    name = make_function(BLOCKING, timeout=30)
+    event = json.dumps({"dir": str(tmp_path), "release": "go"})
     pids: list[int] = []
-    threads = [threading.Thread(target=lambda: pids.append(payload(lam.invoke(FunctionName=name))))
+    threads = [threading.Thread(target=lambda: pids.append(payload(lam.invoke(FunctionName=name, Payload=event))))
                for _ in range(3)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 20
+    while len(list(tmp_path.glob("running-*"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (tmp_path / "go").touch()  # all three were running at once, each in its own process
     for t in threads:
         t.join()
     assert len(set(pids)) == 3

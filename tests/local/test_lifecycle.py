@@ -19,9 +19,6 @@ small_stack = local_stack_fixture(scope="module", max_concurrency=2, idle_timeou
 PID = """
 import os, time
 def handler(event, context):
-    if event.get("flag"):
-        open(event["flag"], "w").close()
-    time.sleep(event.get("sleep", 0))
     return os.getpid()
 """
 
@@ -62,26 +59,36 @@ def test_idle_environment_is_reaped(lam2: Any) -> None:
 
 
 def test_global_limit_throttles_synchronous_calls(lam2: Any, tmp_path: Path) -> None:
-    for name in ("busy", "idle", "third"):
-        create_function(lam2, name, PID, timeout=10)
+    blocking = """
+import os, time
+def handler(event, context):
+    if "dir" in event:
+        open(os.path.join(event["dir"], f"running-{os.getpid()}"), "w").close()
+        deadline = time.time() + 20
+        while not os.path.exists(os.path.join(event["dir"], "go")) and time.time() < deadline:
+            time.sleep(0.01)
+    return os.getpid()
+"""
+    for name in ("busy", "other"):
+        create_function(lam2, name, blocking, timeout=30)
     try:
-        call(lam2, "idle")  # one idle environment of "idle"
-        flags = [tmp_path / "a", tmp_path / "b"]
-        threads = [threading.Thread(target=call, args=(lam2, "busy"), kwargs={"sleep": 1.0, "flag": str(f)})
-                   for f in flags]
+        threads = [threading.Thread(target=call, args=(lam2, "busy"), kwargs={"dir": str(tmp_path)})
+                   for _ in range(2)]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 10
-        while not all(f.exists() for f in flags) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20
+        while len(list(tmp_path.glob("running-*"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        # both slots are busy: a synchronous call to any function is throttled
-        with pytest.raises(lam2.exceptions.TooManyRequestsException) as err:
-            lam2.invoke(FunctionName="third", Payload=b"{}")
+        try:
+            # both slots of the stack are busy: a synchronous call to any function is throttled
+            with pytest.raises(lam2.exceptions.TooManyRequestsException) as err:
+                lam2.invoke(FunctionName="other", Payload=b"{}")
+        finally:
+            (tmp_path / "go").touch()
+            for t in threads:
+                t.join()
         assert err.value.response["Reason"] == "ConcurrentInvocationLimitExceeded"
-        for t in threads:
-            t.join()
-        # once the slots are free again, "third" runs
-        assert isinstance(call(lam2, "third"), int)
+        assert isinstance(call(lam2, "other"), int)  # slots free again
     finally:
-        for name in ("busy", "idle", "third"):
+        for name in ("busy", "other"):
             lam2.delete_function(FunctionName=name)
