@@ -149,6 +149,7 @@ class _Attempt:
     spilled: bool = False
     outcome_stored: bool | None = None  # None: unknown (delete to be sure)
     started: float = attrs.field(factory=time.monotonic)
+    invoked: bool = False  # the invoke request was accepted (Event) or sent (sync)
     finished: bool = False
 
     @property
@@ -322,6 +323,9 @@ def target_concurrency(target: Target) -> int | None:
     limit = getattr(options, "concurrency_limit", None)
     if isinstance(limit, int) and limit > 0:
         return limit
+    configured = getattr(stack, "max_concurrency", None)  # a stack attached to, not owned
+    if isinstance(configured, int) and stack is not None:
+        return configured or (os.cpu_count() or 1) * 4
     return None
 
 
@@ -572,6 +576,7 @@ class CovalentBackend(Backend):
 
     def _attempt_sync(self, attempt: _Attempt) -> Outcome:
         payload = self._event(attempt)
+        attempt.invoked = True
         response = self.runtime_session.invoker.invoke(
             self.function_name,
             payload,
@@ -642,6 +647,7 @@ class CovalentBackend(Backend):
         )
         if response.status_code not in (200, 202):
             raise InvocationError(f"asynchronous invoke returned status {response.status_code}")
+        attempt.invoked = True
         with attempt.task.lock:
             if attempt.task.future.done():  # cancelled or timed out meanwhile: only clean up
                 self.engine.watch(handle, attempt, janitor_until=self._janitor_deadline(attempt))

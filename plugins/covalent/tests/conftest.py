@@ -1,0 +1,61 @@
+"""Fixtures: one local stack (the real local Lambda service + moto's S3) for the test session,
+and a fresh lambdarun Session per test, attached to it like a user's session would be."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import lambdarun_covalent.plugin
+from lambdarun.plugins import DEFAULT_PLUGINS
+from lambdarun.local.testing import local_stack_fixture
+from lambdarun_covalent.backend import KEY_ROOT
+
+#: the real local target; quick async retries so failed Event invocations settle fast
+local_stack = local_stack_fixture(scope="session", async_retry_delay=0.1)
+
+#: a function name of our own, so other suites' function settings never interfere
+FUNCTION = "lambdarun-covalent-tests"
+
+
+def plugins() -> list[Any]:
+    out: list[Any] = [lambdarun_covalent.plugin]
+    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:  # until the core registers it
+        from lambdarun.local import plugin as local_plugin
+
+        out.append(local_plugin)
+    return out
+
+
+@pytest.fixture
+def make_session(lambdarun_session: Callable[..., Any], local_stack: Any) -> Callable[..., Any]:
+    """``make_session(**covalent_options)``: a fresh Session on the local stack."""
+
+    def factory(*, core: dict[str, Any] | None = None, **covalent: Any) -> Any:
+        overrides: dict[str, Any] = {
+            "target": "local",
+            "local": {"state_dir": str(local_stack.state_dir)},
+            "progress": False,
+            **(core or {}),
+            "covalent": {"function_name": FUNCTION, **covalent},
+        }
+        return lambdarun_session(*plugins(), overrides=overrides)
+
+    return factory
+
+
+@pytest.fixture
+def session(make_session: Callable[..., Any]) -> Any:
+    return make_session()
+
+
+@pytest.fixture
+def leftovers() -> Callable[[Any], list[str]]:
+    """``leftovers(session)``: the objects the covalent backend left in the session's storage."""
+
+    def objects(session: Any) -> list[str]:
+        return session.storage().list(KEY_ROOT + "/")
+
+    return objects

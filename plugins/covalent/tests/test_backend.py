@@ -1,0 +1,297 @@
+"""The covalent backend on the real local target (local Lambda service + moto's S3)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import signal
+import sys
+import time
+import uuid
+
+import cloudpickle
+import pytest
+
+import lambdarun
+from lambdarun.calls import execute_call
+from lambdarun.errors import (
+    EnvelopeError,
+    RemoteEnvironmentError,
+    TaskTimeoutError,
+)
+from lambdarun_covalent.backend import CovalentBackend
+
+# the Lambda side cannot import this module (pytest imports it by path): ship it by value
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+MB = 1024 * 1024
+
+
+class ProjectError(ValueError):
+    """An exception type of the user's own."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.code))
+
+
+def double(x):
+    return x * 2
+
+
+def fail(code):
+    print("about to fail")
+    raise ProjectError("the task failed on purpose", code)
+
+
+def chatty(n):
+    print(f"out {n}")
+    print(f"err {n}", file=sys.stderr)
+    return n
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def fresh():
+    return uuid.uuid4().hex
+
+
+def digest_and_grow(blob):
+    return hashlib.sha256(blob).hexdigest(), blob + blob
+
+
+def write_pid_and_sleep(path, seconds):
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(seconds)
+    return "survived"
+
+
+def kill_own_process():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_backend_is_registered(session):
+    assert isinstance(session.backend("covalent"), CovalentBackend)
+
+
+def test_inline_round_trip_writes_nothing_to_storage(session, leftovers):
+    assert lambdarun.run(double, 21, backend="covalent", session=session) == 42
+    assert lambdarun.run(double, "ab", backend="covalent", session=session) == "abab"
+    assert leftovers(session) == []
+
+
+def test_10mb_argument_and_10mb_result_go_through_s3(make_session, leftovers):
+    session = make_session(keep_objects=True)
+    blob = os.urandom(5 * MB) * 2  # 10 MB
+    future = lambdarun.submit(digest_and_grow, blob, backend="covalent", session=session)
+    digest, grown = future.result(timeout=60)
+    assert digest == hashlib.sha256(blob).hexdigest()
+    assert grown == blob + blob
+    # with keep_objects the attempt's call and outcome objects are still there: both spilled
+    attempt = future.info["task"].attempt
+    kept = sorted(leftovers(session))
+    assert kept == [attempt.prefix + "call", attempt.prefix + "outcome"]
+    storage = session.storage()
+    assert len(storage.get(attempt.prefix + "call")) > 10 * MB
+    storage.delete(kept)
+
+
+def test_large_payloads_leave_no_objects(session, leftovers):
+    blob = b"x" * (3 * MB)
+    digest, grown = lambdarun.run(digest_and_grow, blob, backend="covalent", session=session)
+    assert digest == hashlib.sha256(blob).hexdigest() and len(grown) == 6 * MB
+    assert leftovers(session) == []
+
+
+def test_original_exception_type_with_remote_traceback(session, leftovers):
+    future = lambdarun.submit(fail, 7, backend="covalent", session=session)
+    with pytest.raises(ProjectError, match="failed on purpose") as info:
+        future.result(timeout=30)
+    assert info.value.code == 7
+    assert "in fail" in info.value.remote_traceback
+    assert "ProjectError: the task failed on purpose" in future.remote_traceback
+    assert future.stdout == "about to fail\n"
+    assert leftovers(session) == []
+
+
+def test_failure_with_large_argument_leaves_no_objects(session, leftovers):
+    def fail_big(blob):
+        raise ProjectError(f"got {len(blob)} bytes", 1)
+
+    with pytest.raises(ProjectError, match=f"got {MB} bytes"):
+        lambdarun.run(fail_big, b"y" * MB, backend="covalent", session=session)
+    assert leftovers(session) == []
+
+
+def test_stdout_and_stderr_on_the_future(session):
+    future = lambdarun.submit(chatty, 3, backend="covalent", session=session)
+    assert future.result(timeout=30) == 3
+    assert future.stdout == "out 3\n"
+    assert future.stderr == "err 3\n"
+
+
+def test_timeout_raises_task_timeout_error_within_timeout_plus_one_second(make_session, leftovers):
+    session = make_session(timeout=1)
+    future = lambdarun.submit(nap, 5, backend="covalent", session=session)
+    # resolved (with TaskTimeoutError) before timeout + 1 s, not left waiting on Lambda
+    with pytest.raises(TaskTimeoutError, match="timeout of 1 s"):
+        future.result(timeout=2)
+
+
+def test_async_mode_round_trip_and_cleanup(make_session, leftovers):
+    session = make_session(mode="async")
+    future = lambdarun.submit(chatty, 5, backend="covalent", session=session)
+    assert future.result(timeout=30) == 5
+    assert future.stdout == "out 5\n"
+    assert future.info["task"].attempt.mode.value == "Event"
+    blob = b"z" * (2 * MB)
+    digest, grown = lambdarun.run(digest_and_grow, blob, backend="covalent", session=session)
+    assert digest == hashlib.sha256(blob).hexdigest() and grown == blob * 2
+    with pytest.raises(ProjectError):
+        lambdarun.run(fail, 1, backend="covalent", session=session)
+    assert leftovers(session) == []
+
+
+def test_long_expected_duration_uses_async_invoke(make_session):
+    session = make_session(expected_duration=120, async_threshold=60)
+    future = lambdarun.submit(double, 4, backend="covalent", session=session)
+    assert future.result(timeout=30) == 8
+    assert future.info["task"].attempt.mode.value == "Event"
+
+
+def test_rerun_gives_a_fresh_result(session):
+    first = lambdarun.run(fresh, backend="covalent", session=session)
+    second = lambdarun.run(fresh, backend="covalent", session=session)
+    assert first != second
+
+
+def test_cancel_running_task(session, leftovers):
+    future = lambdarun.submit(nap, 3, backend="covalent", session=session)
+    deadline = time.monotonic() + 10
+    while not future.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert future.running()
+    assert future.cancel()
+    assert future.cancelled()
+    with pytest.raises(concurrent.futures.CancelledError):
+        future.result(timeout=1)
+    assert future.info["task"].status == "CANCELLED"
+
+
+def test_cancel_pending_task_never_runs(make_session, tmp_path):
+    session = make_session(max_workers=1)
+    marker = tmp_path / "ran"
+
+    def touch(path):
+        open(path, "w").close()
+
+    blocker = lambdarun.submit(nap, 1, backend="covalent", session=session)
+    pending = lambdarun.submit(touch, str(marker), backend="covalent", session=session)
+    assert not pending.running()
+    assert pending.cancel()
+    assert blocker.result(timeout=30) == 1
+    follow_up = lambdarun.submit(double, 1, backend="covalent", session=session)
+    assert follow_up.result(timeout=30) == 2  # the single worker went past the cancelled task
+    assert pending.cancelled() and not marker.exists()
+
+
+def test_killed_environment_fails_clearly(session, tmp_path, leftovers):
+    pid_file = tmp_path / "pid"
+    future = lambdarun.submit(write_pid_and_sleep, str(pid_file), 30, backend="covalent", session=session)
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    with pytest.raises(RemoteEnvironmentError, match="execution environment died") as info:
+        future.result(timeout=10)
+    assert info.value.original_type == "Runtime.ExitError"
+    assert leftovers(session) == []
+
+
+def test_task_killing_its_own_process_fails_clearly(session):
+    with pytest.raises(RemoteEnvironmentError, match="Runtime.ExitError"):
+        lambdarun.run(kill_own_process, backend="covalent", session=session)
+
+
+def test_environment_failure_is_retried_when_configured(make_session, tmp_path):
+    session = make_session(retries=1)
+    flag = tmp_path / "crashed-once"
+
+    def crash_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return "second attempt"
+
+    future = lambdarun.submit(crash_once, str(flag), backend="covalent", session=session)
+    assert future.result(timeout=30) == "second attempt"
+    assert future.info["task"].attempt.number == 2
+
+
+def test_map_keeps_order_and_reports_exceptions(session, leftovers):
+    assert list(lambdarun.map(double, range(50), backend="covalent", session=session)) == [
+        x * 2 for x in range(50)
+    ]
+
+    def maybe_fail(x):
+        if x == 3:
+            raise ProjectError("three", 3)
+        return x
+
+    results = list(
+        lambdarun.map(maybe_fail, range(6), backend="covalent", session=session, return_exceptions=True)
+    )
+    assert results[:3] == [0, 1, 2] and results[4:] == [4, 5]
+    assert isinstance(results[3], ProjectError)
+    assert leftovers(session) == []
+
+
+def test_outcome_of_another_attempt_is_refused(session):
+    """Results are verified against the task id and attempt they were requested for."""
+    backend = session.backend("covalent")
+    other = backend.submit(double, (1,), {})
+    other.result(timeout=30)
+    attempt = other.info["task"].attempt
+    from lambdarun.calls import encode_call
+
+    stale = execute_call(
+        session, encode_call(session, double, (5,), {}, meta={"task_id": "an-old-run", "attempt": 1}), tee=False
+    )
+    with pytest.raises(EnvelopeError, match="stale or foreign"):
+        backend._decode(attempt, stale)
+
+
+def test_signed_envelopes_round_trip(make_session):
+    session = make_session(core={"signing_key": "s3cret"}, function_name="lambdarun-covalent-signed")
+    assert lambdarun.run(double, 5, backend="covalent", session=session) == 10
+
+
+def test_close_cancels_unfinished_tasks_and_late_outcomes_are_deleted(make_session, leftovers):
+    session = make_session(mode="async")
+    future = lambdarun.submit(nap, 1, backend="covalent", session=session)
+    task = future.info["task"]
+    deadline = time.monotonic() + 10
+    while not (task.attempt and task.attempt.invoked) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    session.backend("covalent").close()
+    assert future.cancelled()
+    # the cancelled asynchronous invocation still finishes on Lambda and stores its outcome;
+    # the backend keeps watching for it and deletes it
+    deadline = time.monotonic() + 15
+    seen = set()
+    while time.monotonic() < deadline:
+        keys = leftovers(session)
+        seen.update(keys)
+        if not keys and any(k.endswith("/outcome") for k in seen):
+            break
+        time.sleep(0.05)
+    assert any(k.endswith("/outcome") for k in seen)
+    assert leftovers(session) == []
