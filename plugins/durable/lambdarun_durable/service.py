@@ -432,6 +432,7 @@ class Orchestrator:
         wait_external: Callable[[float | None], bool] | None = None,
         callback_grace: float | None = 0.5,
         max_invocation_retries: int = 3,
+        realtime: bool = False,
     ) -> None:
         self.service = service
         self.invoke = invoke
@@ -439,6 +440,7 @@ class Orchestrator:
         self.wait_external = wait_external or self._wait_changed
         self.callback_grace = callback_grace
         self.max_invocation_retries = max_invocation_retries
+        self.realtime = realtime
         self.invocations = 0
 
     def _wait_changed(self, timeout: float | None) -> bool:
@@ -481,6 +483,15 @@ class Orchestrator:
                 continue
             due = service.next_due_of(ops)
             waiting_callbacks = any(o["Type"] == "CALLBACK" and o["Status"] == "STARTED" for o in ops.values())
+            if self.realtime:
+                # wall clock: wait until the next timer, waking early when a callback arrives
+                if due is None and not waiting_callbacks:
+                    raise ExecutionStuckError(
+                        f"Execution {arn} returned PENDING but waits for nothing (no timer, retry, "
+                        "callback or chained invoke)."
+                    )
+                self.wait_external(None if due is None else max(0.0, due.at - service.clock()))
+                continue
             if due is None:
                 if not waiting_callbacks:
                     raise ExecutionStuckError(

@@ -1,0 +1,233 @@
+"""``DurableBackend``: ``lambdarun.run(handler, event, backend="durable")``.
+
+The caller's process is the orchestrator (the part AWS runs for you): it creates the
+execution in the checkpoint store, invokes the lambdarun runtime function on the
+current target with the AWS event shape, fires timers, starts chained invokes and
+re-invokes until the execution ends. The handler itself runs inside Lambda, where
+:func:`handle_durable_event` (the ``lambdarun_handle_event`` hook) replays and runs it.
+
+The handler travels with each event as a signed lambdarun call envelope under
+``"LambdarunDurableHandler"`` (the AWS SDK ignores unknown keys); a function deployed
+for plain AWS events names its handler with the ``durable.handler`` setting instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import importlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from lambdarun.backends import Backend
+from lambdarun.calls import decode_call, encode_call
+from lambdarun.errors import ConfigError, InvocationError, RemoteExecutionError
+from lambdarun.futures import LambdaFuture
+from lambdarun.types import FunctionSpec
+
+from lambdarun_durable.execution import DurableInvocationInput, durable_execution, is_durable_handler
+from lambdarun_durable.plugin import HANDLER_KEY
+from lambdarun_durable.service import DurableService, Orchestrator, result_value
+from lambdarun_durable.settings import DurableConfig
+from lambdarun_durable.state import decode_token
+
+if TYPE_CHECKING:
+    from lambdarun.session import Session
+
+log = structlog.get_logger(__name__)
+
+_HANDLERS: dict[bytes, Callable] = {}
+_HANDLERS_LOCK = threading.Lock()
+
+
+def _as_durable(func: Callable) -> Callable:
+    return func if is_durable_handler(func) else durable_execution(func)
+
+
+def _import_handler(spec: str) -> Callable:
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise ConfigError(f"durable.handler {spec!r} must look like 'package.module:function'")
+    return _as_durable(getattr(importlib.import_module(module_name), attr))
+
+
+def handle_durable_event(event: dict[str, Any], context: Any, session: Session) -> dict[str, Any]:
+    """Run one invocation of the durable handler named by the event (Lambda side)."""
+    config: DurableConfig = session.settings.section("durable")
+    envelope = event.get(HANDLER_KEY)
+    if envelope:
+        data = base64.b64decode(envelope)
+        with _HANDLERS_LOCK:
+            handler = _HANDLERS.get(data)
+        if handler is None:
+            handler = _as_durable(decode_call(session, data).func)  # verified like any call
+            with _HANDLERS_LOCK:
+                if len(_HANDLERS) > 64:
+                    _HANDLERS.clear()
+                _HANDLERS[data] = handler
+    elif config.handler:
+        handler = _import_handler(config.handler)
+    else:
+        raise ConfigError(
+            "durable invocation event without a handler: send it through the durable backend, "
+            "or set durable.handler = 'module:function' for this function"
+        )
+    inv = DurableInvocationInput.from_event(event)
+    inv.store = session.checkpoint_store(decode_token(inv.checkpoint_token)["s"])
+    inv.batch_records = config.batch_records
+    inv.batch_age = config.batch_age
+    return handler(inv, context)
+
+
+class DurableExecutionFailed(RemoteExecutionError):
+    """The durable execution ended FAILED, STOPPED or TIMED_OUT; ``error`` is its ErrorObject."""
+
+    def __init__(self, message: str, *, error: dict[str, Any], arn: str) -> None:
+        super().__init__(
+            message,
+            original_type=str(error.get("ErrorType") or ""),
+            remote_traceback="".join(error.get("StackTrace") or []),
+        )
+        self.error = error
+        self.arn = arn
+
+
+class DurableBackend(Backend):
+    """Durable executions on the current target; the calling process orchestrates."""
+
+    id = "durable"
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self.config: DurableConfig = session.settings.section("durable")
+        self.store_url = self.config.resolved_store_url()
+        self.store = session.checkpoint_store(self.store_url)
+        self.service = DurableService(self.store, region=session.settings.region)
+        self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="lambdarun-durable")
+        self._lock = threading.Lock()
+        self._function_name: str | None = None
+        self._functions: dict[str, Callable] = {}
+
+    # -- the function everything runs in
+    @property
+    def function_name(self) -> str:
+        with self._lock:
+            if self._function_name is None:
+                settings = self.session.settings
+                environment = {"LAMBDARUN_TARGET": "aws", "LAMBDARUN_REGION": settings.region}
+                if settings.signing_key:
+                    environment["LAMBDARUN_SIGNING_KEY"] = settings.signing_key
+                spec = FunctionSpec(
+                    name=self.config.function_name or settings.function_name,
+                    timeout=self.config.timeout,
+                    memory_size=self.config.memory,
+                    environment=environment,
+                )
+                self._function_name = self.session.target.ensure_function(spec)
+            return self._function_name
+
+    def register_durable_function(self, function_name: str, handler: Callable) -> None:
+        """Let ``context.invoke(function_name, ...)`` run ``handler`` on the runtime function."""
+        self._functions[function_name] = _as_durable(handler)
+
+    # -- Backend API
+    def submit(self, func: Callable[..., Any], args: tuple, kwargs: dict) -> LambdaFuture:
+        """Start ``func`` as a durable execution with ``args[0]`` (or ``event=``) as its input."""
+        handler = _as_durable(func)
+        event = args[0] if args else kwargs.get("event", {})
+        payload = json.dumps(event)
+        function_name = self.function_name
+        envelopes = {function_name: base64.b64encode(encode_call(self.session, handler)).decode("ascii")}
+        for name, h in self._functions.items():
+            envelopes[name] = base64.b64encode(encode_call(self.session, h)).decode("ascii")
+        arn = self.service.start_execution(
+            function_name, payload, execution_timeout=self.config.execution_timeout
+        )
+        future = LambdaFuture(arn)
+        future.info["execution_arn"] = arn
+
+        def invoke(name: str, ev: dict[str, Any]) -> dict[str, Any]:
+            body = dict(ev)
+            target_fn = name
+            if name in envelopes:
+                body[HANDLER_KEY] = envelopes[name]
+                target_fn = function_name
+            response = self.session.invoker.invoke(target_fn, json.dumps(body).encode())
+            if response.function_error:
+                raise InvocationError(
+                    f"durable invocation of {target_fn!r} for {ev['DurableExecutionArn']} failed: "
+                    f"{response.payload[:500].decode('utf-8', 'replace')}"
+                )
+            return json.loads(response.payload)
+
+        orchestrator = Orchestrator(
+            self.service,
+            invoke,
+            wait_external=self._waiter(arn),
+            realtime=True,
+            max_invocation_retries=self.config.max_invocation_retries,
+        )
+
+        def drive() -> None:
+            future.mark_running()
+            try:
+                response = orchestrator.run(function_name, arn)
+            except BaseException as exc:  # noqa: BLE001
+                future.finish(exception=exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                return
+            future.info["invocations"] = orchestrator.invocations
+            if response.get("Status") == "SUCCEEDED":
+                raw = response.get("Result")
+                if raw == "":
+                    raw = self.service.describe(arn).get("Result")
+                future.finish(result_value({"Result": raw}))
+            else:
+                error = response.get("Error") or {}
+                future.finish(
+                    exception=DurableExecutionFailed(
+                        f"durable execution {arn} failed: {error.get('ErrorType')}: {error.get('ErrorMessage')}",
+                        error=error,
+                        arn=arn,
+                    )
+                )
+
+        self._pool.submit(drive)
+        future.set_canceller(lambda: self.service.stop_execution(arn))
+        return future
+
+    def _waiter(self, arn: str) -> Callable[[float | None], bool]:
+        def wait(timeout: float | None) -> bool:
+            load = getattr(self.store, "load_state", self.store.load)
+            start = load(arn).version
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while deadline is None or time.monotonic() < deadline:
+                pause = self.config.poll_interval
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - time.monotonic()))
+                time.sleep(pause)
+                if load(arn).version != start:
+                    return True
+            return False
+
+        return wait
+
+    # -- service API passthrough
+    def send_callback_success(self, callback_id: str, result: str | bytes | None = None) -> None:
+        self.service.send_callback_success(callback_id, result)
+
+    def send_callback_failure(self, callback_id: str, error: dict[str, Any] | None = None) -> None:
+        self.service.send_callback_failure(callback_id, error)
+
+    def send_callback_heartbeat(self, callback_id: str) -> None:
+        self.service.send_callback_heartbeat(callback_id)
+
+    def get_history(self, arn: str) -> dict[str, Any]:
+        return self.service.get_history(arn)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=False)

@@ -1,0 +1,64 @@
+"""The lambdarun plugin of ``lambdarun-durable``.
+
+Hooks: backend ``durable``, config section ``[durable]``, checkpoint stores
+(``sqlite://``, ``dynamodb://``, ``s3://``), the Lambda-side handling of durable
+invocation events, and the ``lambdarun durable`` commands.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from lambdarun.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from lambdarun.backends import BackendRegistry
+    from lambdarun.config import ConfigRegistry
+    from lambdarun.session import Session
+
+HANDLER_KEY = "LambdarunDurableHandler"
+
+
+@hookimpl
+def lambdarun_register_backends(register: BackendRegistry) -> None:
+    from lambdarun_durable.backend import DurableBackend
+
+    register.add_backend(DurableBackend)
+
+
+@hookimpl
+def lambdarun_register_config(register: ConfigRegistry) -> None:
+    from lambdarun_durable.settings import DurableConfig
+
+    register.add_section("durable", DurableConfig)
+
+
+@hookimpl
+def lambdarun_make_checkpoint_store(url: str, session: Session) -> Any:
+    if urlparse(url).scheme not in ("sqlite", "dynamodb", "s3"):
+        return None
+    from lambdarun_durable.stores import open_store
+
+    return open_store(url, session)
+
+
+def is_durable_event(event: Any) -> bool:
+    return isinstance(event, dict) and "DurableExecutionArn" in event and "CheckpointToken" in event
+
+
+@hookimpl
+def lambdarun_handle_event(event: Any, context: Any, session: Session) -> dict[str, Any] | None:
+    """Answer AWS-shaped durable invocation events inside the lambdarun runtime function."""
+    if not is_durable_event(event):
+        return None
+    from lambdarun_durable.backend import handle_durable_event
+
+    return handle_durable_event(event, context, session)
+
+
+@hookimpl
+def lambdarun_add_commands(cli: Any) -> None:
+    from lambdarun_durable.cli import durable
+
+    cli.add_command(durable)

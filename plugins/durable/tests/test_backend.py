@@ -1,0 +1,156 @@
+"""lambdarun integration: the durable backend on the real local target (local Lambda
+service running lambdarun.runtime.handler in awslambdaric workers), hooks, config and CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import lambdarun
+import lambdarun_durable.plugin
+from lambdarun.local.testing import local_stack_fixture
+from lambdarun.plugins import DEFAULT_PLUGINS
+from lambdarun_durable import DurableContext, StepContext, durable_execution, durable_step
+from lambdarun_durable.backend import DurableExecutionFailed
+from lambdarun_durable.cli import durable as durable_cli
+from lambdarun_durable.config import CallbackConfig, Duration
+
+pytestmark = pytest.mark.timeout(60)
+
+local_stack = local_stack_fixture(scope="module")
+
+FUNCTION = "lambdarun-durable-tests"
+
+
+def plugins() -> list[Any]:
+    out: list[Any] = [lambdarun_durable.plugin]
+    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
+        from lambdarun.local import plugin as local_plugin
+
+        out.append(local_plugin)
+    return out
+
+
+@pytest.fixture
+def make_session(lambdarun_session: Callable[..., Any], local_stack: Any, tmp_path: Any) -> Callable[..., Any]:
+    def factory(**durable: Any) -> Any:
+        return lambdarun_session(
+            *plugins(),
+            overrides={
+                "target": "local",
+                "local": {"state_dir": str(local_stack.state_dir)},
+                "progress": False,
+                "durable": {"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db", **durable},
+            },
+        )
+
+    return factory
+
+
+@durable_step
+def double(step_ctx: StepContext, x: int) -> dict:
+    import os
+
+    return {"value": x * 2, "pid": os.getpid()}
+
+
+@durable_execution
+def order_workflow(event: dict, ctx: DurableContext) -> dict:
+    first = ctx.step(double(event["n"]))
+    ctx.wait(Duration.from_seconds(1), name="cool down")
+    second = ctx.step(double(first["value"]), name="again")
+    return {"result": second["value"], "pids": [first["pid"], second["pid"]]}
+
+
+def test_run_on_local_target(make_session: Callable[..., Any]) -> None:
+    import os
+
+    session = make_session()
+    out = lambdarun.run(order_workflow, {"n": 5}, backend="durable", session=session)
+    assert out["result"] == 20
+    assert os.getpid() not in out["pids"]  # the steps ran inside Lambda workers
+    backend = session.backend("durable")
+    (execution,) = backend.service.list_executions()
+    assert execution["Status"] == "SUCCEEDED"
+    types = [e["EventType"] for e in backend.get_history(execution["DurableExecutionArn"])["Events"]]
+    assert types.count("InvocationCompleted") == 2  # suspended on the wait, re-invoked when due
+    assert types[-1] == "ExecutionSucceeded"
+
+
+def plain_handler(event: dict, ctx: DurableContext) -> str:
+    ctx.step(lambda _: None, name="noop")
+    raise ValueError(f"bad order {event['id']}")
+
+
+def test_failure_raises_with_remote_error(make_session: Callable[..., Any]) -> None:
+    session = make_session()
+    with pytest.raises(DurableExecutionFailed) as ei:
+        lambdarun.run(plain_handler, {"id": 7}, backend="durable", session=session)
+    assert ei.value.original_type == "ValueError"
+    assert "bad order 7" in str(ei.value)
+
+
+@durable_execution
+def approval_workflow(event: dict, ctx: DurableContext) -> Any:
+    cb = ctx.create_callback(name="approval", config=CallbackConfig(timeout=Duration.from_minutes(5)))
+    return {"approved_by": cb.result()}
+
+
+def test_callback_completed_through_api_and_cli(make_session: Callable[..., Any], tmp_path: Any) -> None:
+    session = make_session()
+    future = lambdarun.submit(approval_workflow, {}, backend="durable", session=session)
+    arn = future.task_id
+    backend = session.backend("durable")
+    deadline = time.monotonic() + 30
+    callback_id = None
+    while callback_id is None and time.monotonic() < deadline:
+        for ev in backend.get_history(arn)["Events"]:
+            if ev["EventType"] == "CallbackStarted":
+                callback_id = ev["CallbackStartedDetails"]["CallbackId"]
+        time.sleep(0.05)
+    assert callback_id
+    env = {"LAMBDARUN_DURABLE__STORE_URL": f"sqlite:///{tmp_path}/durable.db"}
+    cli = CliRunner()
+    r = cli.invoke(durable_cli, ["send-callback-success", callback_id, "alice"], env=env)
+    assert r.exit_code == 0, r.output
+    assert future.result(timeout=30) == {"approved_by": "alice"}
+    r = cli.invoke(durable_cli, ["history", arn], env=env)
+    assert r.exit_code == 0, r.output
+    events = json.loads(r.output)["Events"]
+    assert [e["EventType"] for e in events if "Callback" in e["EventType"]] == ["CallbackStarted", "CallbackSucceeded"]
+    r = cli.invoke(durable_cli, ["list", "--status", "SUCCEEDED"], env=env)
+    assert arn in r.output
+    r = cli.invoke(durable_cli, ["describe", arn], env=env)
+    assert json.loads(r.output)["Status"] == "SUCCEEDED"
+
+
+def test_hooks_config_and_stores(lambdarun_session: Callable[..., Any], tmp_path: Any) -> None:
+    session = lambdarun_session(lambdarun_durable.plugin, environ={"LAMBDARUN_DURABLE__BATCH_RECORDS": "50"})
+    cfg = session.settings.section("durable")
+    assert cfg.batch_records == 50
+    assert cfg.resolved_store_url().startswith("sqlite:////") and cfg.resolved_store_url().endswith("durable.db")
+    store = session.checkpoint_store(f"sqlite:///{tmp_path}/x.db")
+    assert store.create("e", {"status": "RUNNING"}).version == 1
+    assert "durable" in session.backends.ids()
+    assert session.pm.hook.lambdarun_make_checkpoint_store(url="mem://x", session=session) is None
+    assert session.pm.hook.lambdarun_handle_event(event={"other": 1}, context=None, session=session) is None
+
+
+def test_cli_stop(lambdarun_session: Callable[..., Any], tmp_path: Any) -> None:
+    from lambdarun_durable.service import DurableService
+    from lambdarun_durable.stores import SQLiteCheckpointStore
+
+    url = f"sqlite:///{tmp_path}/stop.db"
+    service = DurableService(SQLiteCheckpointStore(str(tmp_path / "stop.db"), url=url))
+    arn = service.start_execution("fn", "{}")
+    r = CliRunner().invoke(durable_cli, ["stop", arn, "--store-url", url])
+    assert r.exit_code == 0, r.output
+    assert service.describe(arn)["Status"] == "STOPPED"
+    r = CliRunner().invoke(durable_cli, ["stop", arn, "--store-url", url])
+    assert r.exit_code != 0 and "already STOPPED" in r.output
