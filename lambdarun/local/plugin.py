@@ -138,6 +138,11 @@ class LocalTarget(Boto3Target):
                 self._endpoints = dict(self._stack.endpoints.as_dict())
             return self._stack
 
+    @property
+    def concurrency_limit(self) -> int:
+        """How many invocations the local stack runs at once (more synchronous ones get 429)."""
+        return self.stack.concurrency_limit
+
     def client(self, service: str) -> Any:
         endpoints = self.stack.endpoints
         self._endpoints.setdefault(service, endpoints.url(service))

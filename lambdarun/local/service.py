@@ -920,7 +920,8 @@ class LambdaService:
                 name, _ = _function_name(path[len(prefix):-len("/concurrency")])
                 return self._concurrency(method, name, body)
         if path == "/_lambdarun/health" and method == "GET":
-            return _ok({"pid": os.getpid(), "url": self.url, "environments": self.environment_pids()})
+            return _ok({"pid": os.getpid(), "url": self.url, "environments": self.environment_pids(),
+                        "concurrency_limit": self.options.concurrency_limit})
         raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} {path}")
 
     def _lookup(self, name: str, qualifier: str | None = None) -> _Function:
@@ -1154,7 +1155,7 @@ class LambdaService:
                 raise ApiError(400, "InvalidRequestContentException",
                                f"Client context must be base64-encoded JSON: {e}") from e
         if invocation_type == "DryRun":
-            return 204, b"", {"X-Amz-Executed-Version": "$LATEST"}
+            return 204, b"", {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": str(uuid.uuid4())}
         if invocation_type == "Event":
             request_id = self._enqueue_async(fn, payload, client_context)
             return 202, b"", {"x-amzn-RequestId": request_id}

@@ -439,6 +439,17 @@ class LocalStack:
         """Where this stack keeps extracted code and ``logs/<function>/`` (owned stacks)."""
         return self._run_dir
 
+    @property
+    def concurrency_limit(self) -> int:
+        """The stack's global concurrency limit (synchronous calls beyond it get 429)."""
+        if self._service is not None:
+            return self._service.options.concurrency_limit
+        try:
+            with urllib.request.urlopen(self.endpoints.lambda_ + "/_lambdarun/health", timeout=2) as r:
+                return int(json.loads(r.read())["concurrency_limit"])
+        except (OSError, ValueError, KeyError):
+            return (os.cpu_count() or 1) * 4
+
     def environment(self) -> dict[str, str]:
         """``AWS_ENDPOINT_URL_*``, region and dummy credentials for a boto3 user of this stack."""
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,8 @@ def test_local_target_inside_a_function_uses_the_stack_running_it(local_stack: A
     assert out["owned"] is False
     assert "seen-from-inside" in out["buckets"]
     assert out["lambda"] == local_stack.endpoints.lambda_
+
+
+def test_concurrency_limit_is_visible(session: Session, local_stack: Any) -> None:
+    assert session.target.concurrency_limit == (os.cpu_count() or 1) * 4  # the default
+    assert LocalTarget(session.settings, stack=local_stack).concurrency_limit == 8  # conftest: 8
