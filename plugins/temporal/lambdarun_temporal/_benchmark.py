@@ -1,0 +1,73 @@
+"""One worker invocation for the benchmarks (``benchmarks/test_temporal.py``).
+
+    python -m lambdarun_temporal._benchmark {ours|reference} <lambda timeout seconds>
+
+Environment: ``TEMPORAL_ADDRESS``, ``TEMPORAL_TASK_QUEUE``. Runs ``run_worker`` of this
+package or of ``temporalio.contrib.aws.lambda_worker`` (each with its own defaults) once
+with a fake Lambda context and prints one JSON line with wall-clock start/end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+
+DEPLOYMENT = "lambdarun-temporal-bench"
+BUILD_ID = "b1"
+#: each activity stands for one call to another service
+ACTIVITY_SECONDS = 0.1
+
+
+@activity.defn
+async def io_call(x: int) -> int:
+    await asyncio.sleep(ACTIVITY_SECONDS)
+    return x + 1
+
+
+@workflow.defn(versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+class BenchWorkflow:
+    @workflow.run
+    async def run(self, x: int) -> int:
+        return await workflow.execute_activity(io_call, x, start_to_close_timeout=timedelta(seconds=30))
+
+
+def configure(config) -> None:  # same registration for both implementations
+    config.worker_config["workflows"] = [BenchWorkflow]
+    config.worker_config["activities"] = [io_call]
+
+
+def main() -> None:
+    impl, timeout = sys.argv[1], float(sys.argv[2])
+    if impl == "ours":
+        from lambdarun_temporal.lambda_worker import run_worker
+    else:
+        from temporalio.contrib.aws.lambda_worker import run_worker  # type: ignore[no-redef]
+    from lambdarun_temporal.testing import FakeLambdaContext
+
+    handler = run_worker(WorkerDeploymentVersion(deployment_name=DEPLOYMENT, build_id=BUILD_ID), configure)
+    context = FakeLambdaContext(timeout=timeout)
+    start_wall, start = time.time(), time.monotonic()
+    result = handler({}, context)
+    print(
+        json.dumps(
+            {
+                "impl": impl,
+                "result": result,
+                "start": start_wall,
+                "end": time.time(),
+                "elapsed": time.monotonic() - start,
+                "remaining_ms": context.get_remaining_time_in_millis(),
+            }
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
