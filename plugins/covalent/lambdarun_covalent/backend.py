@@ -222,6 +222,7 @@ class _Engine:
         self._watched: dict[StorageHandle, tuple[_Attempt, float | None]] = {}
         self._wake: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._watcher: threading.Thread | None = None
+        self._closing = False
         self._closed = False
 
     def pool(self, size: int | None = None) -> concurrent.futures.ThreadPoolExecutor:
@@ -245,6 +246,11 @@ class _Engine:
                 self._watcher.start()
             self._wake_up_locked()
 
+    def watching(self) -> int:
+        """How many asynchronous attempts (running, or cancelled and awaiting clean-up) are watched."""
+        with self._lock:
+            return len(self._watched)
+
     def unwatch(self, handle: StorageHandle) -> None:
         with self._lock:
             if self._watched.pop(handle, None) is not None:
@@ -259,6 +265,11 @@ class _Engine:
             with self._lock:
                 if self._closed:
                     return
+                shutdown = self._closing and not self._watched
+            if shutdown:
+                self._shutdown()
+                return
+            with self._lock:
                 if self._wake.done():
                     self._wake = concurrent.futures.Future()
                 wake = self._wake
@@ -298,13 +309,22 @@ class _Engine:
                     self.pool().submit(backend.complete_async, attempt)
 
     def close(self) -> None:
+        """Stop the threads once the attempts still watched (clean-up of cancelled ones) end."""
+        with self._lock:
+            self._closing = True
+            idle = not self._watched
+            self._wake_up_locked()
+        if idle:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
         with self._lock:
             self._closed = True
             self._wake_up_locked()
             pools = list(self._pools.values())
             self._pools.clear()
         for pool in pools:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=False)  # work already queued (clean-ups) still runs
 
 
 _engines: weakref.WeakKeyDictionary[Any, _Engine] = weakref.WeakKeyDictionary()
@@ -409,11 +429,11 @@ class CovalentBackend(Backend):
 
     @property
     def engine(self) -> _Engine:
-        if self._engine is None:
+        if self._engine is None or self._engine._closing:
             target = self.runtime_session.target
             with _engines_lock:
                 engine = _engines.get(target)
-                if engine is None or engine._closed:
+                if engine is None or engine._closing:
                     workers = (
                         self.config.max_workers
                         or self.runtime_session.settings.max_workers
@@ -458,6 +478,8 @@ class CovalentBackend(Backend):
                     self._storage.delete(leftovers)
             except Exception:
                 log.warning("could not delete leftover objects", prefix=self.run_prefix, exc_info=True)
+        if self._engine is not None and getattr(self.runtime_session, "_owns_target", True):
+            self._engine.close()  # the target goes away with this session
         if self.runtime_session is not self.session:
             self.runtime_session.close()
 

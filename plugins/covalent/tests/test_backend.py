@@ -274,24 +274,30 @@ def test_signed_envelopes_round_trip(make_session):
     assert lambdarun.run(double, 5, backend="covalent", session=session) == 10
 
 
-def test_close_cancels_unfinished_tasks_and_late_outcomes_are_deleted(make_session, leftovers):
+def finish_late(path, seconds):
+    time.sleep(seconds)
+    open(path, "w").close()
+    return seconds
+
+
+def test_close_cancels_unfinished_tasks_and_late_outcomes_are_deleted(make_session, leftovers, tmp_path):
     session = make_session(mode="async")
-    future = lambdarun.submit(nap, 1, backend="covalent", session=session)
+    marker = tmp_path / "finished"
+    future = lambdarun.submit(finish_late, str(marker), 1, backend="covalent", session=session)
     task = future.info["task"]
     deadline = time.monotonic() + 10
     while not (task.attempt and task.attempt.invoked) and time.monotonic() < deadline:
         time.sleep(0.01)
-    session.backend("covalent").close()
+    backend = session.backend("covalent")
+    backend.close()
     assert future.cancelled()
     # the cancelled asynchronous invocation still finishes on Lambda and stores its outcome;
     # the backend keeps watching for it and deletes it
     deadline = time.monotonic() + 15
-    seen = set()
-    while time.monotonic() < deadline:
-        keys = leftovers(session)
-        seen.update(keys)
-        if not keys and any(k.endswith("/outcome") for k in seen):
-            break
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists()
+    while (backend.engine.watching() or leftovers(session)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert any(k.endswith("/outcome") for k in seen)
+    assert backend.engine.watching() == 0
     assert leftovers(session) == []
