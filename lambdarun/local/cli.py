@@ -117,6 +117,37 @@ def down(timeout: float, state_dir: Path | None) -> None:
     click.echo(f"killed local stack (pid {info.pid}) after {timeout:.0f} s")
 
 
+@local.command()
+@click.argument("function")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.option("--lines", "-n", type=int, default=50, show_default=True, help="Lines of history to print.")
+@_state_dir_option
+def logs(function: str, follow: bool, lines: int, state_dir: Path | None) -> None:
+    """Print the logs of FUNCTION on the shared stack (START/END/REPORT and its output)."""
+    base = Path(state_dir or default_state_dir()).expanduser() / "shared" / "logs" / function
+    files = sorted(base.glob("*.log"), key=lambda p: p.stat().st_mtime)
+    if not files and not follow:
+        click.echo(f"no logs for {function!r} in {base}")
+        sys.exit(1)
+    history: list[str] = []
+    offsets: dict[Path, int] = {}
+    for path in files:
+        data = path.read_bytes()
+        offsets[path] = len(data)
+        history.extend(data.decode("utf-8", "replace").splitlines())
+    for line in history[-lines:] if lines else []:
+        click.echo(line)
+    while follow:
+        time.sleep(0.25)
+        for path in sorted(base.glob("*.log"), key=lambda p: p.stat().st_mtime):
+            with open(path, "rb") as f:
+                f.seek(offsets.get(path, 0))
+                chunk = f.read()
+            if chunk:
+                offsets[path] = offsets.get(path, 0) + len(chunk)
+                click.echo(chunk.decode("utf-8", "replace"), nl=False)
+
+
 def _running(pid: int) -> bool:
     """True while ``pid`` runs (an exited process its parent has not reaped yet is not)."""
     try:

@@ -88,6 +88,8 @@ def test_up_serves_other_processes_and_down_leaves_no_process(shared_stack: Any)
     for t in threads:
         t.join()
     assert len(pids) == 4 and all(alive(p) for p in pids)
+    logs = cli("logs", "shared", "--state-dir", str(state))
+    assert logs.returncode == 0 and logs.stdout.count("REPORT RequestId") == 2
 
     down = cli("down", "--state-dir", str(state))
     assert down.returncode == 0, down.stderr
