@@ -289,6 +289,11 @@ class _Environment:
     def _monitor(self) -> None:
         assert self.proc is not None
         code = self.proc.wait()
+        # whatever the handler started in the environment's process group goes with it
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         reason = self.exit_reason or (
             f"signal: {signal.Signals(-code).name.lower().removeprefix('sig')}"
             if code < 0

@@ -325,3 +325,31 @@ def test_response_too_large(lam: Any, make_function: Any) -> None:
     lam.update_function_code(FunctionName=name, ZipFile=__import__("lambdarun.local.testing", fromlist=["x"])
                              .make_zip({"app.py": "def handler(e, c):\n    return 'small'\n"}))
     assert payload(lam.invoke(FunctionName=name)) == "small"
+
+
+def test_processes_started_by_a_crashed_handler_are_killed(lam: Any, make_function: Any) -> None:
+    name = make_function("""
+        import os, subprocess
+        def handler(event, context):
+            child = subprocess.Popen(["sleep", "60"])
+            with open(event["pidfile"], "w") as f:
+                f.write(str(child.pid))
+            os._exit(1)
+    """)
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        pidfile = Path(d) / "child"
+        err = payload(lam.invoke(FunctionName=name, Payload=json.dumps({"pidfile": str(pidfile)})))
+        assert err["errorType"] == "Runtime.ExitError"
+        child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+        except OSError:
+            break
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the handler's child outlived its environment")
