@@ -41,3 +41,28 @@ class LambdaContext(Protocol):
     aws_request_id: str
 
     def get_remaining_time_in_millis(self) -> int: ...
+
+
+class SummaryGenerator(Protocol):
+    """``(result) -> str``: the checkpoint payload for results over 256 KiB."""
+
+    def __call__(self, result: Any) -> str: ...
+
+
+_DURABLE_EXECUTION_ARN_PATTERN = __import__("re").compile(
+    r"^arn:[^:]*:lambda:[^:]*:[^:]*:function:([^:/]+):[^:/]+/durable-execution/([^/]+)/([^/]+)$"
+)
+
+
+@dataclass(frozen=True)
+class DurableExecutionArn:
+    """``arn:...:function:<fn>:<version>/durable-execution/<name>/<invocation id>``, parsed."""
+
+    function_name: str
+    execution_name: str
+    invocation_id: str
+
+    @classmethod
+    def from_arn(cls, arn: str) -> DurableExecutionArn | None:
+        m = _DURABLE_EXECUTION_ARN_PATTERN.match(arn)
+        return cls(m.group(1), m.group(2), m.group(3)) if m else None
