@@ -8,6 +8,7 @@ of a new environment <= 300 ms; plus invocations per second with 8 concurrent ca
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -51,6 +52,27 @@ def test_warm_round_trip(benchmark: Any, lam: Any, noop: str) -> None:
         call()
     benchmark.pedantic(call, rounds=500, iterations=1, warmup_rounds=10)
     benchmark.extra_info["target_median_ms"] = 5
+
+
+ECHO = "def handler(event, context):\n    return event\n"
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 1024 * 1024], ids=["64KiB", "1MiB"])
+def test_warm_round_trip_with_payload(benchmark: Any, lam: Any, size: int) -> None:
+    """Echo a JSON string of ``size`` bytes both ways (request and response)."""
+    name = f"bench-echo-{size}"
+    create_function(lam, name, ECHO, memory_size=512)
+    body = json.dumps("x" * (size - 2)).encode()
+
+    def call() -> None:
+        out = lam.invoke(FunctionName=name, Payload=body)["Payload"].read()
+        assert len(out) == len(body)
+
+    try:
+        call()
+        benchmark.pedantic(call, rounds=50, iterations=1, warmup_rounds=3)
+    finally:
+        lam.delete_function(FunctionName=name)
 
 
 def test_cold_start(benchmark: Any, lam: Any) -> None:
