@@ -59,3 +59,11 @@ def leftovers() -> Callable[[Any], list[str]]:
         return session.storage().list(KEY_ROOT + "/")
 
     return objects
+
+
+@pytest.fixture
+def plain_session(lambdarun_session: Callable[..., Any], local_stack: Any) -> Any:
+    """A fresh Session on the local stack with no ``[covalent]`` settings at all."""
+    return lambdarun_session(
+        *plugins(), overrides={"target": "local", "local": {"state_dir": str(local_stack.state_dir)}}
+    )

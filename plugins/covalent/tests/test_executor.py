@@ -1,0 +1,203 @@
+"""AWSLambdaExecutor: the Covalent executor interface, on the real local target."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+
+import cloudpickle
+import pytest
+
+from lambdarun.errors import ConfigError, TaskTimeoutError
+from lambdarun_covalent import awslambda
+from lambdarun_covalent.config import ORIGINAL_DEFAULTS
+from lambdarun_covalent.executor import (
+    _EXECUTOR_PLUGIN_DEFAULTS,
+    EXECUTOR_PLUGIN_NAME,
+    AWSLambdaExecutor,
+    ExecutorTaskCancelledError,
+    covalent_config_file,
+)
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+META = {"dispatch_id": "dispatch-1", "node_id": 0, "results_dir": "/tmp"}
+
+
+class NodeError(RuntimeError):
+    pass
+
+
+def add(a, b):
+    print(f"adding {a} and {b}")
+    return a + b
+
+
+def broken():
+    print("doomed", file=sys.stderr)
+    raise NodeError("node failed")
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def token():
+    return uuid.uuid4().hex
+
+
+@pytest.fixture
+def no_covalent_config(tmp_path, monkeypatch):
+    """Point Covalent's config dir at an empty directory (never the developer's own)."""
+    monkeypatch.setenv("COVALENT_CONFIG_DIR", str(tmp_path / "covalent"))
+    return tmp_path / "covalent" / "covalent.conf"
+
+
+@pytest.fixture
+def executor(session, no_covalent_config):
+    return AWSLambdaExecutor(session=session, function_name="lambdarun-covalent-tests")
+
+
+def test_module_is_a_covalent_executor_plugin():
+    assert EXECUTOR_PLUGIN_NAME == "AWSLambdaExecutor"
+    assert getattr(awslambda, EXECUTOR_PLUGIN_NAME) is AWSLambdaExecutor
+    assert AWSLambdaExecutor.__module__.rsplit(".", 1)[-1] == "awslambda"  # Covalent's short name
+    assert _EXECUTOR_PLUGIN_DEFAULTS == ORIGINAL_DEFAULTS == {
+        "function_name": "covalent-awslambda-executor",
+        "s3_bucket_name": "covalent-lambda-job-resources",
+        "credentials_file": "",
+        "profile": "",
+        "region": "",
+        "execution_role": "CovalentLambdaExecutionRole",
+        "poll_freq": 5.0,
+        "timeout": 900.0,
+    }
+
+
+def test_standalone_without_covalent():
+    if awslambda.COVALENT_AVAILABLE:
+        from covalent.executor.base import AsyncBaseExecutor
+
+        assert issubclass(AWSLambdaExecutor, AsyncBaseExecutor)
+    else:
+        assert issubclass(AWSLambdaExecutor, awslambda._StandaloneExecutor)
+
+
+def test_original_defaults_and_constructor(plain_session, no_covalent_config):
+    session = plain_session
+    ex = AWSLambdaExecutor(session=session)
+    assert ex.function_name == "covalent-awslambda-executor"
+    assert ex.s3_bucket_name == "covalent-lambda-job-resources"
+    assert (ex.poll_freq, ex.timeout, ex.execution_role) == (5.0, 900.0, "CovalentLambdaExecutionRole")
+    ex = AWSLambdaExecutor("fn", "bucket", "/creds", "prof", "eu-west-1", "role", 1, 30, session=session)
+    assert (ex.function_name, ex.s3_bucket_name, ex.credentials_file, ex.profile) == ("fn", "bucket", "/creds", "prof")
+    assert (ex.region, ex.execution_role, ex.poll_freq, ex.timeout) == ("eu-west-1", "role", 1, 30)
+
+
+def test_values_from_covalent_config_file_zero_and_false_are_values(make_session, no_covalent_config):
+    no_covalent_config.parent.mkdir(parents=True)
+    no_covalent_config.write_text(
+        "[executors.awslambda]\n"
+        'function_name = "from-covalent"\n'
+        "timeout = 42\n"
+        "retries = 0\n"
+        "keep_objects = false\n"
+        "async_threshold = 0\n"
+    )
+    assert covalent_config_file() == no_covalent_config
+    # lambdarun config that is *set* wins over Covalent's file; 0/False there are real values
+    session = make_session(retries=2, keep_objects=True)
+    ex = AWSLambdaExecutor(session=session)
+    assert ex.timeout == 42
+    assert ex.async_threshold == 0
+    assert ex.retries == 2 and ex.keep_objects is True
+    # ... but the fixture's function_name is set in lambdarun config too
+    assert ex.function_name == "lambdarun-covalent-tests"
+    # and the constructor wins over both, 0 and False included
+    ex = AWSLambdaExecutor(session=session, retries=0, keep_objects=False, timeout=1)
+    assert (ex.retries, ex.keep_objects, ex.timeout) == (0, False, 1)
+
+
+def test_invalid_value_is_a_config_error(session, no_covalent_config):
+    with pytest.raises(ConfigError, match="inline_limit"):
+        AWSLambdaExecutor(session=session, inline_limit=7_000_000)
+    with pytest.raises(ConfigError, match="timeout"):
+        AWSLambdaExecutor(session=session, timeout=1000)
+
+
+def test_to_dict_from_dict_round_trip_is_json(executor, session):
+    data = executor.to_dict()
+    assert data["short_name"] == "awslambda"
+    text = json.dumps(data)  # Covalent stores executors as JSON
+    assert "_session" not in text
+    rebuilt = AWSLambdaExecutor(session=session).from_dict(json.loads(text))
+    assert rebuilt.settings() == executor.settings()
+    assert rebuilt.run_sync(add, [1, 2], {}, META) == 3
+
+
+def test_run_sync_and_status(executor):
+    assert executor.run_sync(add, [2, 3], {}, META) == 5
+    assert executor.get_status_sync() == "COMPLETED"
+    assert executor.job_handle()["task_id"] == executor._job_handle["task_id"]
+
+
+def test_async_execute_returns_result_streams_and_status(executor):
+    result, stdout, stderr, status = asyncio.run(executor.execute(add, [1, 1], {}, "d", "/tmp", 3))
+    assert (result, stdout, stderr) == (2, "adding 1 and 1\n", "")
+    assert str(status) == "COMPLETED"
+
+
+def test_exception_keeps_its_type_and_streams_reach_covalent(executor):
+    import io
+
+    executor._task_stdout, executor._task_stderr = io.StringIO(), io.StringIO()
+    with pytest.raises(NodeError, match="node failed") as info:
+        asyncio.run(executor.run(broken, [], {}, META))
+    assert "NodeError: node failed" in info.value.remote_traceback
+    assert executor.task_stderr.getvalue() == "doomed\n"
+
+
+def test_timeout(session, no_covalent_config):
+    ex = AWSLambdaExecutor(session=session, function_name="lambdarun-covalent-tests", timeout=1)
+    with pytest.raises(TaskTimeoutError):
+        ex.run_sync(nap, [5], {}, META)
+
+
+def test_rerun_of_same_node_gives_fresh_result(executor):
+    # the original keyed objects by dispatch and node id and returned the previous result
+    assert executor.run_sync(token, [], {}, META) != executor.run_sync(token, [], {}, META)
+
+
+def test_cancel_from_another_instance_with_the_job_handle(executor, session):
+    async def scenario():
+        task = asyncio.create_task(executor.run(nap, [3], {}, META))
+        while executor._job_handle is None:
+            await asyncio.sleep(0.01)
+        handle = json.dumps(executor._job_handle)  # as Covalent stores it
+        other = AWSLambdaExecutor(session=session).from_dict(executor.to_dict())
+        assert await other.get_status(handle) in ("PENDING", "RUNNING")
+        assert await other.cancel(META, json.loads(handle)) is True
+        assert await other.get_cancel_requested() is True
+        with pytest.raises(ExecutorTaskCancelledError):
+            await task
+        return await other.get_status(handle)
+
+    assert asyncio.run(scenario()) == "CANCELLED"
+
+
+def test_cancel_of_unknown_handle_is_false(executor):
+    assert executor.cancel_sync(META, {"task_id": "not-in-this-process"}) is False
+    assert executor.get_status_sync({"task_id": "not-in-this-process"}) == "UNKNOWN"
+
+
+def test_setup_and_teardown(executor):
+    asyncio.run(executor.setup(META))
+    asyncio.run(executor.teardown(META))
+    executor.setup_sync(META)
+    executor.teardown_sync(META)
+    assert asyncio.run(executor.set_job_handle({"task_id": "x"})) is True
+    assert executor._job_handle == {"task_id": "x"}
