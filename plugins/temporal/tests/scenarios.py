@@ -162,6 +162,35 @@ def configure_unbuffered(config) -> None:
     config.shutdown_hooks.append(report)
 
 
+_exporter = None
+
+
+def configure_otel(config) -> None:
+    """Tracing with a batch processor that only exports on flush: spans are out only if
+    the flush hook ran before the handler returned."""
+    global _exporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import get_tracer_provider, set_tracer_provider
+    from temporalio.contrib.opentelemetry import create_tracer_provider
+
+    from lambdarun_temporal.lambda_worker.otel import apply_tracing
+
+    if _exporter is None:
+        _exporter = InMemorySpanExporter()
+        provider = create_tracer_provider()
+        provider.add_span_processor(BatchSpanProcessor(_exporter, schedule_delay_millis=600_000))
+        set_tracer_provider(provider)
+    _register(config)
+    apply_tracing(config)
+    get_tracer_provider().get_tracer("scenarios").start_span("invocation").end()
+
+    def count() -> None:  # runs after the flush hook
+        mark(f"spans:{len(_exporter.get_finished_spans())}")
+
+    config.shutdown_hooks.append(count)
+
+
 SCENARIOS = {
     name[len("configure_"):]: fn for name, fn in dict(globals()).items() if name.startswith("configure_")
 }

@@ -105,3 +105,23 @@ def test_map_runs_many_calls_on_few_worker_invocations(make_session):
     assert results == [x * 2 for x in range(20)]
     backend = session.backend("temporal")
     assert 1 <= backend.invocations <= 3
+
+
+@pytest.fixture
+def on_demand_server():
+    """Stops the dev server the backend starts on demand (address unset, local target)."""
+    from lambdarun_temporal.devserver import stop_shared_dev_server
+
+    yield
+    stop_shared_dev_server()
+
+
+@pytest.mark.timeout(90)
+def test_local_target_starts_a_dev_server_on_demand(make_session, on_demand_server):
+    from lambdarun_temporal.devserver import shared_dev_server
+
+    session = make_session(address=None)
+    backend = session.backend("temporal")
+    assert lambdarun.run(double, 5, backend="temporal", session=session) == 10
+    server = shared_dev_server()
+    assert backend.address == server.address and server.running

@@ -165,3 +165,13 @@ def test_async_generator_teardown_runs_after_connect_failure(task_queue, run_han
     assert out["returncode"] == 0, out["stderr"]
     assert "error_type" in out
     assert out["markers"] == ["setup", "hook", "teardown"]
+
+
+@pytest.mark.timeout(60)
+def test_otel_tracing_is_flushed_before_returning(temporal_server, task_queue, run_handler):
+    ids = start_workflows(temporal_server.address, task_queue, 2)
+    out = run_handler("otel", 20, env_for(temporal_server, task_queue))
+    assert out["returncode"] == 0, out["stderr"]
+    assert results(temporal_server.address, ids) == [1, 2]
+    spans = int(out["markers"][-1].split(":")[1])
+    assert spans >= 1  # held by the batch processor until the flush hook ran
