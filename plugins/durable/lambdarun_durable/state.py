@@ -23,8 +23,9 @@ transaction / one DynamoDB TransactWriteItems) when any of these happens:
 * an at-most-once step is about to run its body (its START must be durable first);
 * a callback is created, a chained invoke is started (other parties act on them);
 * the invocation suspends, succeeds or fails (before the response is returned);
-* the buffer reaches ``max_batch_records`` (default 1000) or its oldest record is
-  older than ``max_batch_age`` seconds (default 1.0).
+* the buffer reaches ``max_batch_records`` (default 1000) records or ~``max_batch_bytes``
+  (2 MB, under DynamoDB's 4 MB transaction limit), or its oldest record is older than
+  ``max_batch_age`` seconds (default 1.0).
 
 So a step result returned to user code may not be durable yet; if the invocation
 dies before the next flush, those steps run again on the next invocation, which is the
@@ -302,6 +303,7 @@ class ExecutionState:
         clock: Callable[[], float] = time.time,
         max_batch_records: int = 1000,
         max_batch_age: float = 1.0,
+        max_batch_bytes: int = 2_000_000,
     ) -> None:
         self.durable_execution_arn = durable_execution_arn
         self.store = store
@@ -311,6 +313,8 @@ class ExecutionState:
         self._clock = clock
         self.max_batch_records = max_batch_records
         self.max_batch_age = max_batch_age
+        self.max_batch_bytes = max_batch_bytes  # DynamoDB transactions carry at most 4 MB
+        self._buffer_bytes = 0
         self._buffer: list[Record] = []
         self._buffer_since: float | None = None
         self._lock = threading.RLock()
@@ -373,11 +377,13 @@ class ExecutionState:
             )
             self.operations[op_id] = op
             self._buffer.append(make_record(op, extra, now, "i", self.invocation_id))
+            self._buffer_bytes += 300 + len(payload or "")
             if self._buffer_since is None:
                 self._buffer_since = time.monotonic()
             if (
                 sync
                 or len(self._buffer) >= self.max_batch_records
+                or self._buffer_bytes >= self.max_batch_bytes
                 or time.monotonic() - self._buffer_since >= self.max_batch_age
             ):
                 self.flush()
@@ -403,6 +409,7 @@ class ExecutionState:
                 raise CheckpointError("checkpoint kept conflicting with service updates; retry the invocation")
             self._buffer = []
             self._buffer_since = None
+            self._buffer_bytes = 0
             self.flushes += 1
 
     def _rebase(self) -> None:

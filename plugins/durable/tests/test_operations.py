@@ -443,3 +443,53 @@ def test_retries_use_backoff_and_suspend(runner_factory: Any) -> None:
         {"CurrentAttempt": 2, "NextAttemptDelaySeconds": 30},
     ]
     assert events(result, "StepSucceeded")[0]["Name"] == "flaky"
+
+
+def test_large_child_result_replays_children(runner_factory: Any) -> None:
+    runs = Counter()
+
+    @durable_with_child_context
+    def gather(ctx: DurableContext) -> list:
+        def chunk(i: int) -> Any:
+            def body(_: Any) -> str:
+                runs.hit(f"chunk{i}")
+                return str(i) * (100 * 1024)
+
+            return body
+
+        return [ctx.step(chunk(i), name=f"chunk-{i}") for i in range(3)]  # 300 KiB together
+
+    @durable_execution
+    def handler(event: dict, ctx: DurableContext) -> list:
+        parts = ctx.run_in_child_context(gather())
+        ctx.wait(Duration.from_seconds(1))
+        return [len(p) for p in parts]
+
+    result = runner_factory(handler).run()
+    assert result.result_value == [102400] * 3
+    assert runs.calls == {"chunk0": 1, "chunk1": 1, "chunk2": 1}  # rebuilt from the steps, not re-run
+    ctx_op = result.get_context("gather")
+    assert ctx_op.raw["ContextDetails"].get("ReplayChildren") is True
+    assert ctx_op.result == ""  # the summary, not the 300 KiB payload
+
+
+def test_with_retry_reruns_block_after_durable_backoff(runner_factory: Any) -> None:
+    from lambdarun_durable import WithRetryConfig, with_retry
+    from lambdarun_durable.retries import RetryPresets
+
+    tries: list[int] = []
+
+    @durable_execution
+    def handler(event: dict, ctx: DurableContext) -> int:
+        def block(c: DurableContext, attempt: int) -> int:
+            tries.append(attempt)
+            v = c.step(lambda _: attempt, name=f"try-{attempt}")
+            if v < 2:
+                raise RuntimeError("again")
+            return v
+
+        return with_retry(ctx, block, WithRetryConfig(retry_strategy=RetryPresets.linear()), name="blk")
+
+    result = runner_factory(handler).run()
+    assert result.result_value == 2
+    assert [e["Name"] for e in events(result, "WaitStarted")] == ["blk-backoff-1"]
