@@ -1,0 +1,213 @@
+"""deploy / update / no-op / destroy against moto's server (target ``aws`` with an endpoint URL)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from lambdarun.deploy import (
+    ApplyResult,
+    Change,
+    DeployPlan,
+    FunctionNotManagedError,
+    deploy,
+    destroy,
+    plan_deploy,
+)
+from lambdarun.deploy.plan import FUNCTION_TAG, MANAGED_TAG
+from lambdarun.deploy.policy import POLICY_NAME, trust_policy
+
+DURABLE = {"deploy": {"table": ""}}
+
+
+def _kinds(result: ApplyResult | DeployPlan) -> list[tuple[str, str]]:
+    actions = result.applied if isinstance(result, ApplyResult) else result.changes
+    return [(a.change.value, a.kind) for a in actions]
+
+
+def _exists(call: Any, *exceptions: str) -> bool:
+    try:
+        call()
+        return True
+    except Exception as exc:  # botocore ClientError subclasses
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code in exceptions or type(exc).__name__ in exceptions:
+            return False
+        raise
+
+
+def test_dry_run_plans_everything_and_creates_nothing(aws_session, boto, built):
+    session = aws_session(deploy={"table": "lr-dry-table"})
+    fn = session.settings.function_name
+    plan = deploy(session, dry_run=True)
+    assert isinstance(plan, DeployPlan)
+    assert _kinds(plan) == [
+        ("create", "bucket"),
+        ("create", "table"),
+        ("create", "role"),
+        ("create", "role-policy"),
+        ("create", "function"),
+    ]
+    text = plan.render()
+    assert fn in text and "create" in text and built.function.code_sha256 in text
+    assert not _exists(lambda: boto("lambda").get_function(FunctionName=fn), "ResourceNotFoundException")
+    assert not _exists(lambda: boto("iam").get_role(RoleName=f"{fn}-role"), "NoSuchEntity")
+    assert not _exists(lambda: boto("dynamodb").describe_table(TableName="lr-dry-table"), "ResourceNotFoundException")
+
+
+def test_deploy_update_noop_destroy(aws_session, boto, built, unique_name):
+    table = unique_name("tbl")
+    session = aws_session(deploy={"table": table})
+    fn = session.settings.function_name
+    bucket = session.settings.storage_url.split("/")[2]
+    lam, iam, s3, ddb = boto("lambda"), boto("iam"), boto("s3"), boto("dynamodb")
+
+    # 1. first deploy creates everything
+    result = deploy(session)
+    assert _kinds(result) == [
+        ("create", "bucket"),
+        ("create", "table"),
+        ("create", "role"),
+        ("create", "role-policy"),
+        ("create", "function"),
+    ]
+    got = lam.get_function(FunctionName=fn)
+    cfg = got["Configuration"]
+    assert cfg["State"] == "Active"
+    assert cfg["CodeSha256"] == built.function.code_sha256
+    assert cfg["Handler"] == "lambdarun.runtime.handler"
+    assert cfg["Runtime"] == "python3.11"
+    assert cfg["Architectures"] == ["x86_64"]
+    assert cfg["Role"].endswith(f":role/{fn}-role")
+    env = cfg["Environment"]["Variables"]
+    assert env["LAMBDARUN_TARGET"] == "aws"
+    assert env["LAMBDARUN_STORAGE_URL"] == f"s3://{bucket}/lambdarun"
+    assert got["Tags"][MANAGED_TAG] == "lambdarun-deploy" and got["Tags"][FUNCTION_TAG] == fn
+    role = iam.get_role(RoleName=f"{fn}-role")["Role"]
+    assert role["AssumeRolePolicyDocument"] == trust_policy()
+    assert {t["Key"]: t["Value"] for t in role["Tags"]}[MANAGED_TAG] == "lambdarun-deploy"
+    assert iam.list_role_policies(RoleName=f"{fn}-role")["PolicyNames"] == [POLICY_NAME]
+    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]}
+    assert tags[FUNCTION_TAG] == fn
+    keys = ddb.describe_table(TableName=table)["Table"]["KeySchema"]
+    assert keys == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+
+    # 2. same inputs: nothing to do, and it says so
+    again = deploy(session)
+    assert isinstance(again, ApplyResult) and not again.changed
+    assert "up to date: nothing to do" in again.render()
+    assert all(a.change is Change.NOOP for a in again.plan.actions)
+    assert "nothing to do" in again.plan.render()
+
+    # 3. a configuration change updates only the configuration
+    bigger = session.derive({"deploy": {"memory_size": 2048}})
+    updated = deploy(bigger)
+    assert _kinds(updated) == [("update", "function-configuration")]
+    assert lam.get_function_configuration(FunctionName=fn)["MemorySize"] == 2048
+
+    # 4. destroy removes exactly what deploy created
+    gone = destroy(bigger)
+    assert sorted(_kinds(gone)) == sorted(
+        [("delete", "function"), ("delete", "role"), ("delete", "table"), ("delete", "bucket")]
+    )
+    assert not _exists(lambda: lam.get_function(FunctionName=fn), "ResourceNotFoundException")
+    assert not _exists(lambda: iam.get_role(RoleName=f"{fn}-role"), "NoSuchEntity")
+    assert not _exists(lambda: ddb.describe_table(TableName=table), "ResourceNotFoundException")
+    assert not _exists(lambda: s3.head_bucket(Bucket=bucket), "404", "NoSuchBucket")
+    # and a second destroy finds nothing
+    assert not destroy(bigger).changed
+
+
+def test_code_change_updates_code_only(aws_session, boto, tmp_path):
+    session = aws_session()
+    fn = session.settings.function_name
+    deploy(session)
+    module = tmp_path / "my_tasks.py"
+    module.write_text("def double(x):\n    return 2 * x\n")
+    result = deploy(session, include=[module])
+    assert _kinds(result) == [("update", "function-code")]
+    sha = boto("lambda").get_function_configuration(FunctionName=fn)["CodeSha256"]
+    assert sha == result.plan.package.function.code_sha256
+    module.write_text("def double(x):\n    return x + x\n")
+    assert _kinds(deploy(session, include=[module])) == [("update", "function-code")]
+    assert not deploy(session, include=[module]).changed
+    destroy(session)
+
+
+def test_destroy_keeps_what_deploy_did_not_create(aws_session, boto, unique_name):
+    bucket = unique_name("users-bucket")
+    session = aws_session(storage_url=f"s3://{bucket}/lambdarun")
+    fn = session.settings.function_name
+    s3, iam, lam = boto("s3"), boto("iam"), boto("lambda")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="users/data.txt", Body=b"keep me")
+    s3.put_object(Bucket=bucket, Key="lambdarun/scratch", Body=b"a run's leftover")
+    iam.create_role(RoleName=f"{fn}-role", AssumeRolePolicyDocument=json.dumps(trust_policy()))
+
+    result = deploy(session)
+    assert _kinds(result) == [("create", "function")]
+    plan = result.plan
+    assert any(a.kind == "role" and "used as is" in a.reason for a in plan.actions)
+
+    gone = destroy(session)
+    assert _kinds(gone) == [("delete", "function")]
+    assert not _exists(lambda: lam.get_function(FunctionName=fn), "ResourceNotFoundException")
+    assert iam.get_role(RoleName=f"{fn}-role")["Role"]["RoleName"] == f"{fn}-role"
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == ["lambdarun/scratch", "users/data.txt"]
+
+
+def test_existing_function_not_created_by_deploy_is_refused(aws_session, boto, built):
+    session = aws_session()
+    fn = session.settings.function_name
+    iam = boto("iam")
+    arn = iam.create_role(RoleName=f"{fn}-other", AssumeRolePolicyDocument=json.dumps(trust_policy()))["Role"]["Arn"]
+    boto("lambda").create_function(
+        FunctionName=fn, Runtime="python3.11", Role=arn, Handler="app.handler", Code={"ZipFile": built.function.read()}
+    )
+    with pytest.raises(FunctionNotManagedError, match="not created by lambdarun deploy"):
+        plan_deploy(session)
+    assert not _exists(lambda: iam.get_role(RoleName=f"{fn}-role"), "NoSuchEntity")
+
+
+def test_large_zip_goes_through_s3_and_destroy_removes_it(aws_session, boto, built):
+    limit = built.function.size - 1
+    session = aws_session(deploy={"direct_upload_limit": limit})
+    fn = session.settings.function_name
+    bucket = session.settings.storage_url.split("/")[2]
+    result = deploy(session)
+    assert _kinds(result) == [
+        ("create", "bucket"),
+        ("create", "role"),
+        ("create", "role-policy"),
+        ("create", "code-upload"),
+        ("create", "function"),
+    ]
+    key = next(a for a in result.applied if a.kind == "code-upload").params["key"]
+    assert key.startswith(f"lambdarun/deploy/{fn}/")
+    assert boto("s3").head_object(Bucket=bucket, Key=key)["ContentLength"] == built.function.size
+    assert boto("lambda").get_function_configuration(FunctionName=fn)["CodeSha256"] == built.function.code_sha256
+    assert not deploy(session).changed
+    destroy(session)
+    assert not _exists(lambda: boto("s3").head_bucket(Bucket=bucket), "404", "NoSuchBucket")
+
+
+def test_layer_mode_publishes_dependencies_separately(aws_session, boto):
+    session = aws_session()
+    fn = session.settings.function_name
+    result = deploy(session, layer=True)
+    assert ("create", "layer") in _kinds(result)
+    package = result.plan.package
+    assert package.layer is not None
+    names = set(__import__("zipfile").ZipFile(package.function.path).namelist())
+    layer_names = set(__import__("zipfile").ZipFile(package.layer.path).namelist())
+    assert "lambdarun/runtime.py" in names and not any(n.startswith("msgpack/") for n in names)
+    assert "python/msgpack/__init__.py" in layer_names and not any(n.startswith("python/lambdarun/") for n in layer_names)
+    cfg = boto("lambda").get_function_configuration(FunctionName=fn)
+    assert [layer["Arn"] for layer in cfg["Layers"]] == [f"arn:aws:lambda:us-east-1:123456789012:layer:{fn}-deps:1"]
+    assert not deploy(session, layer=True).changed
+    gone = destroy(session)
+    assert ("delete", "layer") in _kinds(gone)
+    assert boto("lambda").list_layer_versions(LayerName=f"{fn}-deps")["LayerVersions"] == []
