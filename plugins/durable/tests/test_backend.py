@@ -154,3 +154,16 @@ def test_cli_stop(lambdarun_session: Callable[..., Any], tmp_path: Any) -> None:
     assert service.describe(arn)["Status"] == "STOPPED"
     r = CliRunner().invoke(durable_cli, ["stop", arn, "--store-url", url])
     assert r.exit_code != 0 and "already STOPPED" in r.output
+
+
+def test_run_with_dynamodb_store_on_local_target(make_session: Callable[..., Any]) -> None:
+    """Orchestrator and Lambda workers both reach the local target's DynamoDB via session.target."""
+    import uuid
+
+    table = f"durable-{uuid.uuid4().hex[:8]}"
+    session = make_session(store_url=f"dynamodb://{table}")
+    out = lambdarun.run(order_workflow, {"n": 1}, backend="durable", session=session)
+    assert out["result"] == 4
+    ddb = session.target.client("dynamodb")
+    items = ddb.scan(TableName=table)["Items"]
+    assert any(i["sk"]["S"] == "#META" for i in items)
