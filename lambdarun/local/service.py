@@ -163,6 +163,7 @@ class _Function:
     deleted: bool = False
     async_queue: collections.deque = attrs.field(factory=collections.deque)
     async_workers: int = 0
+    event_invoke_config: dict[str, Any] | None = None
 
     @property
     def arn(self) -> str:
@@ -231,6 +232,17 @@ class _Invocation:
         return self.finish(
             json.dumps({"errorType": error_type, "errorMessage": message}).encode(), "Unhandled"
         )
+
+
+@attrs.define(eq=False)
+class _AsyncEvent:
+    """An Event invocation waiting in its function's queue (kept across retries)."""
+
+    payload: bytes
+    client_context: str | None = None
+    request_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    received: float = attrs.field(factory=time.time)
+    attempts: int = 0
 
 
 class _Environment:
@@ -539,6 +551,7 @@ class LambdaService:
         self._environments: set[_Environment] = set()
         self._busy_total = 0
         self._timers: set[threading.Timer] = set()
+        self._clients: dict[str, Any] = {}
         self._stopping = threading.Event()
         self._server: LoopbackServer | None = None
         self._reaper: threading.Thread | None = None
@@ -818,20 +831,18 @@ class LambdaService:
 
     # -- async invocations -------------------------------------------------------------
 
-    def _enqueue_async(self, fn: _Function, payload: bytes, client_context: str | None,
-                       attempt: int = 1, request_id: str | None = None) -> str:
-        request_id = request_id or str(uuid.uuid4())
+    def _enqueue_async(self, fn: _Function, event: _AsyncEvent) -> str:
         with self._lock:
             if fn.deleted or self._stopping.is_set():
-                return request_id
-            fn.async_queue.append((request_id, payload, client_context, attempt))
+                return event.request_id
+            fn.async_queue.append(event)
             limit = fn.reserved if fn.reserved is not None else self.options.concurrency_limit
             if fn.async_workers < min(limit, len(fn.async_queue)) or fn.async_workers == 0:
                 fn.async_workers += 1
                 threading.Thread(
                     target=self._async_worker, args=(fn,), name=f"async-{fn.name}", daemon=True
                 ).start()
-        return request_id
+        return event.request_id
 
     def _async_worker(self, fn: _Function) -> None:
         try:
@@ -839,36 +850,43 @@ class LambdaService:
                 with self._lock:
                     if not fn.async_queue or self._stopping.is_set():
                         return
-                    request_id, payload, client_context, attempt = fn.async_queue.popleft()
-                inv = _Invocation(payload, client_context, fn.timeout)
-                inv.request_id = request_id
+                    event = fn.async_queue.popleft()
+                config = fn.event_invoke_config or {}
+                max_age = config.get("MaximumEventAgeInSeconds")
+                if max_age is not None and time.time() - event.received > max_age:
+                    self._async_failed(fn, event, None, "EventAgeExceeded")
+                    continue
+                event.attempts += 1
+                inv = _Invocation(event.payload, event.client_context, fn.timeout)
+                inv.request_id = event.request_id
                 try:
                     self._run(fn, inv, wait=True)
                 except ApiError:  # function deleted or service stopping
                     return
                 if inv.function_error is None:
+                    self._async_succeeded(fn, event, inv)
                     continue
-                if attempt <= self.options.async_retries and not fn.deleted:
+                retries = config.get("MaximumRetryAttempts", self.options.async_retries)
+                if event.attempts <= retries and not fn.deleted:
                     log.info("async invocation failed, retrying", function=fn.name,
-                             request_id=request_id, attempt=attempt)
-                    self._schedule_retry(fn, payload, client_context, attempt + 1, request_id)
+                             request_id=event.request_id, attempt=event.attempts)
+                    self._schedule_retry(fn, event)
                 else:
-                    self._record_async_failure(fn, request_id, attempt, inv.result)
+                    self._async_failed(fn, event, inv, "RetriesExhausted")
         finally:
             with self._lock:
                 fn.async_workers -= 1
                 requeue = bool(fn.async_queue) and fn.async_workers == 0 and not self._stopping.is_set()
-            if requeue:  # an event arrived while this worker was leaving
-                with self._lock:
+                if requeue:  # an event arrived while this worker was leaving
                     fn.async_workers += 1
+            if requeue:
                 threading.Thread(target=self._async_worker, args=(fn,), daemon=True).start()
 
-    def _schedule_retry(self, fn: _Function, payload: bytes, client_context: str | None,
-                        attempt: int, request_id: str) -> None:
+    def _schedule_retry(self, fn: _Function, event: _AsyncEvent) -> None:
         def fire() -> None:
             with self._lock:
                 self._timers.discard(timer)
-            self._enqueue_async(fn, payload, client_context, attempt, request_id)
+            self._enqueue_async(fn, event)
 
         timer = threading.Timer(self.options.async_retry_delay, fire)
         timer.daemon = True
@@ -878,20 +896,89 @@ class LambdaService:
             self._timers.add(timer)
         timer.start()
 
-    def _record_async_failure(self, fn: _Function, request_id: str, attempts: int, error: bytes) -> None:
-        record = {
-            "time": _now_iso(),
-            "requestId": request_id,
-            "functionArn": fn.arn,
-            "attempts": attempts,
-            "error": json.loads(error or b"{}"),
+    def _destination_record(self, fn: _Function, event: _AsyncEvent, inv: _Invocation | None,
+                            condition: str) -> dict[str, Any]:
+        """The record Lambda sends to an on-success / on-failure destination."""
+        try:
+            request_payload = json.loads(event.payload)
+        except ValueError:
+            request_payload = event.payload.decode("utf-8", "replace")
+        record: dict[str, Any] = {
+            "version": "1.0",
+            "timestamp": _now_iso(),
+            "requestContext": {
+                "requestId": event.request_id,
+                "functionArn": f"{fn.arn}:$LATEST",
+                "condition": condition,
+                "approximateInvokeCount": event.attempts,
+            },
+            "requestPayload": request_payload,
         }
-        log.warning("async invocation failed after all attempts", function=fn.name,
-                    request_id=request_id, attempts=attempts)
+        if inv is not None:
+            record["responseContext"] = {"statusCode": 200, "executedVersion": "$LATEST"}
+            if inv.function_error:
+                record["responseContext"]["functionError"] = inv.function_error
+            try:
+                record["responsePayload"] = json.loads(inv.result) if inv.result else None
+            except ValueError:
+                record["responsePayload"] = inv.result.decode("utf-8", "replace")
+        return record
+
+    def _async_succeeded(self, fn: _Function, event: _AsyncEvent, inv: _Invocation) -> None:
+        dest = ((fn.event_invoke_config or {}).get("DestinationConfig") or {}).get("OnSuccess") or {}
+        if dest.get("Destination"):
+            self._send_to_destination(fn, dest["Destination"],
+                                      self._destination_record(fn, event, inv, "Success"))
+
+    def _async_failed(self, fn: _Function, event: _AsyncEvent, inv: _Invocation | None,
+                      condition: str) -> None:
+        record = self._destination_record(fn, event, inv, condition)
+        log.warning("async invocation failed", function=fn.name, request_id=event.request_id,
+                    attempts=event.attempts, condition=condition)
         path = self.options.state_dir / "logs" / fn.name / "async-failures.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        dest = ((fn.event_invoke_config or {}).get("DestinationConfig") or {}).get("OnFailure") or {}
+        if dest.get("Destination"):
+            self._send_to_destination(fn, dest["Destination"], record)
+
+    def _send_to_destination(self, fn: _Function, arn: str, record: dict[str, Any]) -> None:
+        """Deliver a destination record: another local function (async) or an SQS queue (moto)."""
+        try:
+            if ":lambda:" in arn:
+                name, _ = _function_name(arn)
+                with self._lock:
+                    target = self._functions.get(name)
+                if target is None:
+                    raise LookupError(f"destination function {name!r} does not exist")
+                self._enqueue_async(target, _AsyncEvent(payload=json.dumps(record).encode()))
+            elif ":sqs:" in arn:
+                queue_name = arn.rsplit(":", 1)[1]
+                sqs = self._aws_client("sqs")
+                url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+                sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record))
+            else:
+                raise LookupError(f"unsupported destination {arn}")
+        except Exception as e:  # a broken destination must not break the queue
+            log.warning("could not deliver to the async destination", function=fn.name,
+                        destination=arn, error=f"{type(e).__name__}: {e}")
+
+    def _aws_client(self, service: str) -> Any:
+        endpoint = self.options.service_endpoints.get(service.upper()) or self.options.service_endpoints.get("")
+        if not endpoint:
+            raise LookupError(f"this local Lambda service has no endpoint for {service}")
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                import boto3
+
+                client = boto3.session.Session(
+                    aws_access_key_id="testing", aws_secret_access_key="testing",
+                    region_name=self.options.region,
+                ).client(service, endpoint_url=endpoint)
+                self._clients[service] = client
+            return client
 
     # -- routing --------------------------------------------------------------------
 
@@ -920,6 +1007,11 @@ class LambdaService:
                     return _ok(self._update_configuration(name, _json(body)))
                 if sub == "code" and method == "PUT":
                     return _ok(self._update_code(name, _json(body)))
+        eic = "/2019-09-25/functions/"
+        if path.startswith(eic) and "/event-invoke-config" in path:
+            raw, _, sub = path[len(eic):].partition("/event-invoke-config")
+            name, qualifier = _function_name(raw)
+            return self._event_invoke_config(method, name, query.get("Qualifier", qualifier), sub, body)
         for prefix in ("/2017-10-31/functions/", "/2019-09-30/functions/"):
             if path.startswith(prefix) and path.endswith("/concurrency"):
                 name, _ = _function_name(path[len(prefix):-len("/concurrency")])
@@ -981,14 +1073,11 @@ class LambdaService:
         return target, False, base64.b64encode(hashlib.sha256(data).digest()).decode(), len(data)
 
     def _fetch_s3(self, bucket: str, key: str, version: str | None) -> bytes:
-        endpoint = self.options.service_endpoints.get("S3") or self.options.service_endpoints.get("")
-        if not endpoint:
+        try:
+            s3 = self._aws_client("s3")
+        except LookupError as e:
             raise ApiError(400, "InvalidParameterValueException",
-                           "This local Lambda service has no S3 endpoint; upload a ZipFile instead.")
-        import boto3  # only this rare path needs it
-
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=self.options.region,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+                           "This local Lambda service has no S3 endpoint; upload a ZipFile instead.") from e
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if version:
             kwargs["VersionId"] = version
@@ -1131,6 +1220,52 @@ class LambdaService:
             return _ok({} if fn.reserved is None else {"ReservedConcurrentExecutions": fn.reserved})
         raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} concurrency")
 
+    def _event_invoke_config(self, method: str, name: str, qualifier: str | None, sub: str,
+                             body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        """Put/Update/Get/Delete/ListFunctionEventInvokeConfig(s)."""
+        fn = self._lookup(name, qualifier)
+
+        def shaped(cfg: dict[str, Any]) -> dict[str, Any]:
+            return {"FunctionArn": f"{fn.arn}:$LATEST", **cfg}
+
+        if sub == "/list" and method == "GET":
+            items = [shaped(fn.event_invoke_config)] if fn.event_invoke_config else []
+            return _ok({"FunctionEventInvokeConfigs": items})
+        if method in ("PUT", "POST"):
+            req = _json(body)
+            base = {} if method == "PUT" else dict(fn.event_invoke_config or {})
+            if method == "POST" and fn.event_invoke_config is None:
+                raise ApiError(404, "ResourceNotFoundException",
+                               f"The function {fn.arn} doesn't have an EventInvokeConfig")
+            for key in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds", "DestinationConfig"):
+                if key in req:
+                    base[key] = req[key]
+            retries = base.get("MaximumRetryAttempts")
+            if retries is not None and not 0 <= int(retries) <= 2:
+                raise ApiError(400, "InvalidParameterValueException", "MaximumRetryAttempts must be 0, 1 or 2.")
+            age = base.get("MaximumEventAgeInSeconds")
+            if age is not None and not 60 <= int(age) <= 21600:
+                raise ApiError(400, "InvalidParameterValueException",
+                               "MaximumEventAgeInSeconds must be between 60 and 21600.")
+            for which in ("OnSuccess", "OnFailure"):
+                arn = ((base.get("DestinationConfig") or {}).get(which) or {}).get("Destination")
+                if arn and ":lambda:" not in arn and ":sqs:" not in arn:
+                    raise ApiError(400, "InvalidParameterValueException",
+                                   f"The local Lambda service delivers {which} records to Lambda "
+                                   f"functions and SQS queues only, not {arn}.")
+            base["LastModified"] = time.time()
+            fn.event_invoke_config = base
+            return _ok(shaped(base))
+        if method == "GET":
+            if fn.event_invoke_config is None:
+                raise ApiError(404, "ResourceNotFoundException",
+                               f"The function {fn.arn} doesn't have an EventInvokeConfig")
+            return _ok(shaped(fn.event_invoke_config))
+        if method == "DELETE":
+            fn.event_invoke_config = None
+            return 204, b"", {}
+        raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} event-invoke-config")
+
     # -- data plane -----------------------------------------------------------------
 
     def _invoke(self, name: str, qualifier: str | None, headers: Any,
@@ -1162,7 +1297,7 @@ class LambdaService:
         if invocation_type == "DryRun":
             return 204, b"", {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": str(uuid.uuid4())}
         if invocation_type == "Event":
-            request_id = self._enqueue_async(fn, payload, client_context)
+            request_id = self._enqueue_async(fn, _AsyncEvent(payload, client_context))
             return 202, b"", {"x-amzn-RequestId": request_id}
         if invocation_type != "RequestResponse":
             raise ApiError(400, "InvalidParameterValueException",

@@ -53,9 +53,12 @@ def test_function_errors_are_retried_twice_then_logged(lam: Any, make_function: 
     failures = local_stack.run_dir / "logs" / name / "async-failures.jsonl"
     wait_for(failures.exists)
     assert lines(attempts) == [request_id] * 3  # first attempt + 2 retries, same request id
-    record = json.loads(lines(failures)[0])
-    assert record["requestId"] == request_id and record["attempts"] == 3
-    assert record["error"]["errorType"] == "RuntimeError"
+    record = json.loads(lines(failures)[0])  # the shape of Lambda's on-failure destination record
+    assert record["requestContext"]["requestId"] == request_id
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorType"] == "RuntimeError"
 
 
 def test_retry_succeeds_after_transient_failure(lam: Any, make_function: Any, tmp_path: Path) -> None:
@@ -113,3 +116,63 @@ def test_events_wait_for_capacity_instead_of_throttling(lam: Any, make_function:
         lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"i": i}))
     wait_for(lambda: len(lines(done)) == 10)
     assert sorted(map(int, lines(done))) == list(range(10))
+
+
+def test_event_invoke_config_limits_retries(lam: Any, make_function: Any, tmp_path: Path,
+                                             local_stack: Any) -> None:
+    attempts = tmp_path / "attempts"
+    name = make_function(f"""
+        def handler(event, context):
+            with open({str(attempts)!r}, "a") as f:
+                f.write("x\\n")
+            raise RuntimeError("fails")
+    """)
+    cfg = lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
+    assert cfg["MaximumRetryAttempts"] == 0
+    assert lam.get_function_event_invoke_config(FunctionName=name)["MaximumRetryAttempts"] == 0
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+    failures = local_stack.run_dir / "logs" / name / "async-failures.jsonl"
+    wait_for(failures.exists)
+    assert len(lines(attempts)) == 1
+    lam.delete_function_event_invoke_config(FunctionName=name)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function_event_invoke_config(FunctionName=name)
+
+
+def test_destinations_on_failure_sqs_and_on_success_lambda(lam: Any, make_function: Any, tmp_path: Path,
+                                                           local_stack: Any) -> None:
+    sqs = local_stack.client("sqs")
+    queue_url = sqs.create_queue(QueueName="lambda-failures")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    received = tmp_path / "received"
+    sink = make_function(f"""
+        import json
+        def handler(event, context):
+            with open({str(received)!r}, "a") as f:
+                f.write(json.dumps(event) + "\\n")
+    """)
+    sink_arn = lam.get_function(FunctionName=sink)["Configuration"]["FunctionArn"]
+    name = make_function("""
+        def handler(event, context):
+            if event.get("fail"):
+                raise ValueError("asked to fail")
+            return {"ok": event["n"]}
+    """)
+    lam.put_function_event_invoke_config(
+        FunctionName=name, MaximumRetryAttempts=0,
+        DestinationConfig={"OnSuccess": {"Destination": sink_arn}, "OnFailure": {"Destination": queue_arn}},
+    )
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"n": 7}))
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"fail": True}))
+    wait_for(lambda: len(lines(received)) == 1)
+    success = json.loads(lines(received)[0])
+    assert success["requestContext"]["condition"] == "Success"
+    assert success["requestPayload"] == {"n": 7} and success["responsePayload"] == {"ok": 7}
+    messages: list[Any] = []
+    deadline = time.monotonic() + 20
+    while not messages and time.monotonic() < deadline:
+        messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages", [])
+    failure = json.loads(messages[0]["Body"])
+    assert failure["requestContext"]["condition"] == "RetriesExhausted"
+    assert failure["requestPayload"] == {"fail": True}
+    assert failure["responsePayload"]["errorMessage"] == "asked to fail"
