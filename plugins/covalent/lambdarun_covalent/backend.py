@@ -51,6 +51,7 @@ from lambdarun.futures import LambdaFuture
 from lambdarun.types import FunctionSpec, InvocationType, InvokeHandle, StorageHandle
 
 from lambdarun_covalent.config import DEFAULT_BUCKET, MAX_TIMEOUT, CovalentConfig
+from lambdarun_covalent.runtime import TASK_FIELD
 
 if TYPE_CHECKING:
     from lambdarun.calls import Outcome
@@ -371,6 +372,7 @@ class CovalentBackend(Backend):
         self._storage_url: str | None = None
         self._lock = threading.Lock()
         self._engine: _Engine | None = None
+        self._destination_checked = False
         self.run_id = uuid.uuid4().hex[:12]
         self._closed = False
 
@@ -576,6 +578,7 @@ class CovalentBackend(Backend):
         storage = self.storage
         event: dict[str, Any] = {
             "lambdarun": 1,
+            TASK_FIELD: {"task_id": task.id, "attempt": attempt.number},
             "result_url": storage.url_for(attempt.outcome_key),
             # the outcome comes back inline when its base64 still fits the limit
             "inline_limit": max(0, (limit - _EVENT_OVERHEAD) * 3 // 4),
@@ -657,7 +660,39 @@ class CovalentBackend(Backend):
 
     # -- asynchronous attempts -----------------------------------------------------------------
 
+    def _ensure_failure_destination(self) -> None:
+        """Once per backend: make the function its own on-failure destination, without
+        Lambda's own retries (``retries`` is ours), so a dead environment reaches the caller
+        as a failure outcome instead of a timeout (see :mod:`lambdarun_covalent.runtime`)."""
+        with self._lock:
+            if self._destination_checked:
+                return
+            self._destination_checked = True
+        name = self.function_name
+        try:
+            lam = self.runtime_session.target.client("lambda")
+            arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+            try:
+                current = lam.get_function_event_invoke_config(FunctionName=name)
+            except lam.exceptions.ResourceNotFoundException:
+                current = {}
+            wanted = {"MaximumRetryAttempts": 0, "DestinationConfig": {"OnFailure": {"Destination": arn}}}
+            have = {
+                "MaximumRetryAttempts": current.get("MaximumRetryAttempts"),
+                "DestinationConfig": {"OnFailure": (current.get("DestinationConfig") or {}).get("OnFailure")},
+            }
+            if have != wanted:
+                lam.put_function_event_invoke_config(FunctionName=name, **wanted)
+        except Exception as exc:  # e.g. no lambda:PutFunctionEventInvokeConfig permission
+            log.warning(
+                "could not make the function its own on-failure destination; an asynchronous "
+                "task whose environment dies will end with TaskTimeoutError at its timeout",
+                function=name,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
     def _start_async(self, attempt: _Attempt) -> None:
+        self._ensure_failure_destination()
         payload = self._event(attempt)
         handle = StorageHandle(self.storage, self.run_prefix, attempt.outcome_key)
         attempt.outcome_stored = None
@@ -679,11 +714,28 @@ class CovalentBackend(Backend):
     def complete_async(self, attempt: _Attempt) -> None:
         """Pool thread: the outcome object of an asynchronous attempt appeared."""
         attempt.outcome_stored = True
+        task = attempt.task
         try:
             outcome = self._decode(attempt, self.storage.get(attempt.outcome_key))
         except Exception as exc:
             self._cleanup_quietly(attempt)
-            attempt.task.future.finish(exception=exc)
+            task.future.finish(exception=exc)
+            return
+        if (
+            not outcome.ok
+            and isinstance(outcome.exception, RemoteEnvironmentError)
+            and attempt.number <= self.config.retries
+            and not task.future.done()
+        ):
+            log.info("retrying task after an environment failure", task_id=task.id, attempt=attempt.number)
+            attempt.finished = True
+            self._cleanup_quietly(attempt)
+            retry = self._new_attempt(task, attempt.number + 1)
+            try:
+                self._start_async(retry)
+            except Exception as exc:
+                self._cleanup_quietly(retry)
+                task.future.finish(exception=exc)
             return
         self._finish(attempt, outcome)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lambdarun.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from lambdarun.backends import BackendRegistry
     from lambdarun.config import ConfigRegistry
+    from lambdarun.session import Session
 
 
 @hookimpl
@@ -23,3 +24,13 @@ def lambdarun_register_config(register: ConfigRegistry) -> None:
     from lambdarun_covalent.config import CovalentConfig
 
     register.add_section("covalent", CovalentConfig)
+
+
+@hookimpl
+def lambdarun_handle_event(event: Any, context: Any, session: Session) -> Any:
+    """Lambda side: turn the failure record of an asynchronous call into its outcome."""
+    from lambdarun_covalent.runtime import handle_failure_record, is_failure_record
+
+    if is_failure_record(event):
+        return handle_failure_record(event, session)
+    return None

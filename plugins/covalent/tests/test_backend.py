@@ -216,6 +216,37 @@ def test_killed_environment_fails_clearly(session, tmp_path, leftovers):
     assert leftovers(session) == []
 
 
+def test_killed_environment_of_an_async_task_fails_clearly(make_session, tmp_path, leftovers):
+    """Event invocations have no response: the function is its own on-failure destination,
+    which turns Lambda's failure record into the task's outcome."""
+    session = make_session(mode="async")
+    pid_file = tmp_path / "pid"
+    future = lambdarun.submit(write_pid_and_sleep, str(pid_file), 30, backend="covalent", session=session)
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    with pytest.raises(RemoteEnvironmentError, match="execution environment died") as info:
+        future.result(timeout=15)
+    assert info.value.original_type == "Runtime.ExitError"
+    assert leftovers(session) == []
+
+
+def test_async_environment_failure_is_retried_when_configured(make_session, tmp_path):
+    session = make_session(mode="async", retries=1)
+    flag = tmp_path / "crashed-once"
+
+    def crash_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return "second attempt"
+
+    future = lambdarun.submit(crash_once, str(flag), backend="covalent", session=session)
+    assert future.result(timeout=30) == "second attempt"
+    assert future.info["task"].attempt.number == 2
+
+
 def test_task_killing_its_own_process_fails_clearly(session):
     with pytest.raises(RemoteEnvironmentError, match="Runtime.ExitError"):
         lambdarun.run(kill_own_process, backend="covalent", session=session)
