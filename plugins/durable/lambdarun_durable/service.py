@@ -113,7 +113,7 @@ class DurableService:
         except TypeError:
             create(arn, state)
             self.store.append(arn, [rec], expected_version=1)
-        log.info("durable.execution.started", arn=arn, function=function_name)
+        log.debug("durable.execution.started", arn=arn, function=function_name)
         return arn
 
     def operations(self, arn: str) -> dict[str, dict[str, Any]]:
@@ -376,7 +376,8 @@ def history_events(records: Any, *, include_execution_data: bool = True) -> list
         elif etype in ("StepStarted", "ContextStarted"):
             details = {}
         elif etype.endswith("Succeeded") and kind in ("STEP", "CONTEXT", "CALLBACK", "CHAINED_INVOKE"):
-            details = {"Result": _payload(d.get("Result"), include_execution_data)}
+            # a retry's event carries no result (the polled state stays in the operation)
+            details = {"Result": _payload(None if x.get("Retry") else d.get("Result"), include_execution_data)}
             if x.get("RetryDetails"):
                 details["RetryDetails"] = x["RetryDetails"]
         elif etype.endswith(("Failed", "TimedOut", "Stopped")) and kind in ("STEP", "CONTEXT", "CALLBACK", "CHAINED_INVOKE"):

@@ -242,7 +242,7 @@ def transition(
         if error is not None:
             details["Error"] = error.to_dict()
         if op_type == "STEP":
-            extra = {"RetryDetails": {"CurrentAttempt": details.get("Attempt", 0) + 1}}
+            extra = {"RetryDetails": {"CurrentAttempt": details.get("Attempt", 0) + 1, "NextAttemptDelaySeconds": 0}}
     elif action == "RETRY":
         delay = int(options.get("NextAttemptDelaySeconds", 0))
         attempt = int(details.get("Attempt", 0)) + 1

@@ -107,3 +107,76 @@ def test_same_result_and_history_as_aws_sdk(tmp_path: Any) -> None:
     assert sum(e["EventType"] == "InvocationCompleted" for e in our_result.history) == sum(
         e["EventType"] == "InvocationCompleted" for e in aws_events
     )
+
+
+def build_callback_handler(pkg: str) -> tuple[Any, Any]:
+    sdk = importlib.import_module(pkg)
+    config = importlib.import_module(f"{pkg}.config")
+    waits = importlib.import_module(f"{pkg}.waits")
+    retries = importlib.import_module(f"{pkg}.retries")
+    D = config.Duration
+
+    @sdk.durable_execution
+    def child(event: dict, ctx: Any) -> int:
+        return ctx.step(lambda _: event["x"] + 1, name="inc")
+
+    def strategy(state: int, attempt: int) -> Any:
+        if state >= 2:
+            return waits.WaitForConditionDecision.stop_polling()
+        return waits.WaitForConditionDecision.continue_waiting(D.from_seconds(10))
+
+    @sdk.durable_execution
+    def handler(event: dict, ctx: Any) -> dict:
+        r = ctx.wait_for_callback(
+            lambda cid, c: None, name="approve",
+            config=config.WaitForCallbackConfig(timeout=D.from_hours(1), heartbeat_timeout=D.from_minutes(10)),
+        )
+        cond = ctx.wait_for_condition(
+            lambda s, c: s + 1, waits.WaitForConditionConfig(wait_strategy=strategy, initial_state=0), name="cond"
+        )
+        inv = ctx.invoke("child", {"x": 1}, name="call")
+        try:
+            ctx.step(lambda _: 1 / 0, name="div", config=config.StepConfig(retry_strategy=retries.RetryPresets.none()))
+        except sdk.StepError as e:
+            err = e.error_type
+        return {"r": r, "cond": cond, "inv": inv, "err": err}
+
+    return handler, child
+
+
+def test_callbacks_conditions_and_invokes_match_aws_sdk() -> None:
+    from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner as AwsRunner
+
+    from lambdarun_durable.testing import DurableFunctionTestRunner
+
+    handler, child = build_callback_handler("aws_durable_execution_sdk_python")
+    with AwsRunner(handler) as aws:
+        aws.register_durable_function("child", child)
+        arn = aws.run_async(input="{}")
+        aws.send_callback_success(aws.wait_for_callback(arn, timeout=20), b'"yes"')
+        aws_result = aws.wait_for_result(arn, timeout=30)
+        aws_events = [e.to_dict() for e in aws.get_execution_history(arn, include_execution_data=True).events]
+
+    handler, child = build_callback_handler("lambdarun_durable")
+    ours = DurableFunctionTestRunner(handler, callback_grace=None)
+    ours.register_durable_function("child", child)
+    arn = ours.run_async("{}")
+    ours.send_callback_success(ours.wait_for_callback(arn), b'"yes"')
+    our_result = ours.wait_for_result(arn)
+    ours.close()
+
+    assert json.loads(our_result.result) == json.loads(aws_result.result) == {
+        "r": '"yes"', "cond": 2, "inv": 2, "err": "ZeroDivisionError"
+    }
+
+    def comparable(events: list[dict]) -> list[tuple]:
+        out = []
+        for e in normalize(events):
+            if e[0] == "InvocationCompleted":
+                continue
+            if e[0] == "CallbackStarted":  # callback ids are opaque tokens of each service
+                e = (*e[:5], "{}")
+            out.append(e)
+        return out
+
+    assert comparable(our_result.history) == comparable(aws_events)
