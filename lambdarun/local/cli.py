@@ -41,9 +41,10 @@ def local() -> None:
 @click.option("--async-retries", type=int, default=2, show_default=True)
 @click.option("--async-retry-delay", type=float, default=1.0, show_default=True)
 @click.option("--no-memory-limit", is_flag=True, help="Do not enforce MemorySize with RLIMIT_AS.")
+@click.option("--cloudwatch-logs", is_flag=True, help="Also ship invocation logs to CloudWatch Logs (moto).")
 @_state_dir_option
 def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeout: float,
-       async_retries: int, async_retry_delay: float, no_memory_limit: bool,
+       async_retries: int, async_retry_delay: float, no_memory_limit: bool, cloudwatch_logs: bool,
        state_dir: Path | None) -> None:
     """Start the stack in the foreground; Ctrl-C (or `down`) stops it."""
     from lambdarun.logs import configure_logging
@@ -53,7 +54,7 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
         state_dir, port=port, moto_port=moto_port, region=region,
         max_concurrency=max_concurrency, idle_timeout=idle_timeout,
         async_retries=async_retries, async_retry_delay=async_retry_delay,
-        memory_limit=not no_memory_limit, reuse=False, shared=True, stop_at_exit=True,
+        memory_limit=not no_memory_limit, cloudwatch_logs=cloudwatch_logs, reuse=False, shared=True, stop_at_exit=True,
     )
     try:
         stack.start()

@@ -55,6 +55,8 @@ class LocalConfig:
     async_retry_delay: float = 1.0
     #: enforce MemorySize with RLIMIT_AS in the workers
     memory_limit: bool = True
+    #: also ship invocation logs to CloudWatch Logs in moto (costs throughput)
+    cloudwatch_logs: bool = False
     #: attach to a running `lambdarun local up` in state_dir instead of starting one
     reuse: bool = True
 
@@ -79,6 +81,7 @@ def embedded_stack(config: LocalConfig, region: str) -> LocalStack:
                 async_retries=config.async_retries,
                 async_retry_delay=config.async_retry_delay,
                 memory_limit=config.memory_limit,
+                cloudwatch_logs=config.cloudwatch_logs,
                 reuse=config.reuse,
             ).start()
             _embedded[key] = stack

@@ -219,6 +219,7 @@ class LocalStack:
     :param async_retries: retries of a failed ``Event`` invocation (Lambda: 2).
     :param async_retry_delay: seconds between those retries.
     :param memory_limit: enforce ``MemorySize`` with ``RLIMIT_AS`` in workers.
+    :param cloudwatch_logs: also ship invocation logs to CloudWatch Logs in moto.
     :param reuse: attach to the shared stack recorded in ``state_dir`` when one is up.
     :param shared: record this stack in ``stack.json`` for other processes (``local up``).
     :param stop_at_exit: stop at interpreter exit (embedded mode).
@@ -240,6 +241,7 @@ class LocalStack:
         async_retries: int = 2,
         async_retry_delay: float = 1.0,
         memory_limit: bool = True,
+        cloudwatch_logs: bool = False,
         reuse: bool = True,
         shared: bool = False,
         stop_at_exit: bool = True,
@@ -253,6 +255,7 @@ class LocalStack:
         self.async_retries = async_retries
         self.async_retry_delay = async_retry_delay
         self.memory_limit = memory_limit
+        self.cloudwatch_logs = cloudwatch_logs
         self.reuse = reuse
         self.shared = shared
         self.stop_at_exit = stop_at_exit
@@ -323,6 +326,7 @@ class LocalStack:
                     async_retries=self.async_retries,
                     async_retry_delay=self.async_retry_delay,
                     memory_limit=self.memory_limit,
+                    cloudwatch_logs=self.cloudwatch_logs,
                     service_endpoints=endpoints,
                 )
                 self._service = LambdaService(options).start()

@@ -12,7 +12,8 @@ from lambdarun.local import LocalStack
 from lambdarun.local.testing import create_function, local_stack_fixture
 
 # short async retry delay so retry tests take well under a second
-local_stack = local_stack_fixture(scope="session", async_retry_delay=0.1, max_concurrency=8)
+local_stack = local_stack_fixture(scope="session", async_retry_delay=0.1, max_concurrency=8,
+                                  cloudwatch_logs=True)
 
 _names = itertools.count()
 

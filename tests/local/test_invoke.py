@@ -353,3 +353,21 @@ def test_processes_started_by_a_crashed_handler_are_killed(lam: Any, make_functi
         time.sleep(0.02)
     else:
         raise AssertionError("the handler's child outlived its environment")
+
+
+def test_logs_reach_cloudwatch_logs_in_moto(lam: Any, make_function: Any, local_stack: Any) -> None:
+    name = make_function("def handler(e, c):\n    print('shipped to cloudwatch')\n")
+    request_id = lam.invoke(FunctionName=name)["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    logs = local_stack.client("logs")
+    messages: list[str] = []
+    deadline = time.monotonic() + 10
+    while not any("REPORT" in m for m in messages) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+        except logs.exceptions.ResourceNotFoundException:
+            continue
+        messages = [e["message"] for e in events]
+    assert f"START RequestId: {request_id} Version: $LATEST" in messages
+    assert "shipped to cloudwatch" in messages
+    assert any(m.startswith(f"REPORT RequestId: {request_id}") for m in messages)
