@@ -298,6 +298,8 @@ class _Environment:
             start_new_session=True,
         )
         threading.Thread(target=self._monitor, name=f"env-monitor-{fn.name}", daemon=True).start()
+        if self.dead or self.service._stopping.is_set():  # killed or stopped while spawning
+            self.kill(self.exit_reason or "service stopped")
 
     @property
     def pid(self) -> int | None:
