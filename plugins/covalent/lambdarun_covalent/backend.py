@@ -461,7 +461,7 @@ class CovalentBackend(Backend):
     ) -> Iterator[LambdaFuture]:
         """Futures in input order; invocations go through a pool sized to the target's
         concurrency (or ``max_workers``), so 1000 tasks never mean 1000 threads."""
-        pool = self.engine.pool(max_workers)
+        pool = self.engine.pool(max_workers or self.config.max_workers or None)
         for item in iterable:
             yield self._submit(func, (item,), {}, pool)
 
@@ -511,7 +511,7 @@ class CovalentBackend(Backend):
         _tasks[task_id] = task
         future.add_done_callback(lambda _f, t=task: _deadlines.remove(t.deadline_token))
         future.info["task"] = task  # keeps the task alive as long as its future
-        (pool or self.engine.pool()).submit(self._run, task)
+        (pool or self.engine.pool(self.config.max_workers or None)).submit(self._run, task)
         return future
 
     def _run(self, task: _Task) -> None:

@@ -332,3 +332,13 @@ def test_close_cancels_unfinished_tasks_and_late_outcomes_are_deleted(make_sessi
         time.sleep(0.05)
     assert backend.engine.watching() == 0
     assert leftovers(session) == []
+
+
+def test_per_call_options(session, leftovers):
+    future = lambdarun.submit(
+        chatty, 9, backend="covalent", session=session, options={"covalent": {"mode": "async", "timeout": 30}}
+    )
+    assert future.result(timeout=30) == 9
+    task = future.info["task"]
+    assert task.mode.value == "Event" and task.timeout == 30
+    assert leftovers(session) == []
