@@ -746,6 +746,9 @@ class LambdaService:
         })
         out.update(user)
         if opts.memory_limit:
+            # glibc reserves up to 64 MB of address space per thread arena: cap the arenas so
+            # a threaded handler is not refused memory it never uses
+            out.setdefault("MALLOC_ARENA_MAX", "2")
             out["_LAMBDARUN_LOCAL_RLIMIT_AS"] = str(
                 (fn.memory_size + opts.memory_overhead_mb) * 1024 * 1024
             )

@@ -371,3 +371,16 @@ def test_logs_reach_cloudwatch_logs_in_moto(lam: Any, make_function: Any, local_
     assert f"START RequestId: {request_id} Version: $LATEST" in messages
     assert "shipped to cloudwatch" in messages
     assert any(m.startswith(f"REPORT RequestId: {request_id}") for m in messages)
+
+
+def test_threaded_handler_fits_a_small_memory_size(lam: Any, make_function: Any) -> None:
+    name = make_function("""
+        from concurrent.futures import ThreadPoolExecutor
+        import boto3
+        def handler(event, context):
+            with ThreadPoolExecutor(32) as pool:
+                return sum(pool.map(lambda i: len(bytearray(1024 * 1024)), range(64)))
+    """, memory_size=128, timeout=30)
+    resp = lam.invoke(FunctionName=name)
+    assert "FunctionError" not in resp, resp["Payload"].read()
+    assert payload(resp) == 64 * 1024 * 1024
