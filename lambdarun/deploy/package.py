@@ -465,7 +465,7 @@ def _pip_install(spec: PackageSpec, requirements: Path | None, pins: list[str], 
     output = proc.stderr + proc.stdout
     match = _NO_MATCH.search(output) or _NO_VERSION.search(output)
     if match:
-        package = match[1]
+        package = re.match(r"[A-Za-z0-9._-]+", match[1])[0]
         raise NoCompatibleWheelError(
             f"no wheel of {package!r} fits the function (CPython {spec.python_version}, manylinux "
             f"{spec.machine}, glibc <= {spec.glibc[0]}.{spec.glibc[1]}); Lambda cannot build "
