@@ -49,10 +49,8 @@ def one_step(event: dict, ctx: DurableContext) -> int:
 
 
 def _invoke(handler: Any, store: SQLiteCheckpointStore, service: DurableService, arn: str) -> dict:
-    event, _ = service.invocation_event(arn)
-    inv = DurableInvocationInput.from_event(event)
-    inv.store = store
-    return handler(inv, None)
+    """One in-process invocation: load the execution once, hand its operations over."""
+    return handler(service.in_process_input(arn), None)
 
 
 def _prepared(store: SQLiteCheckpointStore, payload: dict) -> tuple:

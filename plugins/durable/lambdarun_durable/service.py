@@ -120,7 +120,12 @@ class DurableService:
         return fold(self.store.load(arn).records)
 
     def invocation_event(self, arn: str) -> tuple[dict[str, Any], Any]:
-        """The AWS-shaped invocation event for the execution's current state, and that state."""
+        """The AWS-shaped invocation event for the execution's current state, and that state.
+
+        Past ``inline_operations`` operations the event says ``NextMarker: "store"`` and the
+        handler loads them itself (Lambda payloads are limited); in-process callers can hand
+        over ``event["_operations"]`` instead (never sent over the wire).
+        """
         cp = self.store.load(arn)
         ops = list(fold(cp.records).values())
         inline = len(ops) <= self.inline_operations
@@ -130,6 +135,20 @@ class DurableService:
             "InitialExecutionState": {"Operations": ops if inline else [], "NextMarker": "" if inline else "store"},
         }
         return event, cp
+
+    def in_process_input(self, arn: str, **kw: Any) -> Any:
+        """A DurableInvocationInput carrying all operations (no reload by the handler)."""
+        from lambdarun_durable.execution import DurableInvocationInput
+
+        event, cp = self.invocation_event(arn)
+        return DurableInvocationInput(
+            durable_execution_arn=arn,
+            checkpoint_token=event["CheckpointToken"],
+            operations=list(fold(cp.records).values()),
+            store=self.store,
+            clock=self.clock,
+            **kw,
+        )
 
     def describe(self, arn: str) -> dict[str, Any]:
         """Like GetDurableExecution: ARN, name, function, status, timestamps, result or error."""
@@ -443,6 +462,7 @@ class Orchestrator:
         self.max_invocation_retries = max_invocation_retries
         self.realtime = realtime
         self.invocations = 0
+        self.current: tuple[str, Any] | None = None
 
     def _wait_changed(self, timeout: float | None) -> bool:
         with self.service.changed:
@@ -463,6 +483,7 @@ class Orchestrator:
                 return _terminal_response(cp.state)
             v0 = cp.version
             self.invocations += 1
+            self.current = (arn, cp)  # in-process invokers may reuse the loaded operations
             try:
                 response = self.invoke(function_name, event)
             except Exception as e:  # noqa: BLE001 - the invocation failed: Lambda-style retry

@@ -1,7 +1,8 @@
 """Checkpoint stores implementing :class:`lambdarun.types.CheckpointStore`.
 
 * ``sqlite:///relative.db`` / ``sqlite:////abs/path.db`` (SQLAlchemy convention): one file, WAL,
-  one transaction per ``append`` (so a batch of 1000 records is one fsync).
+  one transaction and one row (a JSON array) per ``append``, so a batch of 1000 records is
+  one fsync.
 * ``dynamodb://table``: one item per execution (``sk="#META"``, holds version and state) and
   one item per append holding that batch's records (split at ~350 KB); every append is one
   ``TransactWriteItems`` whose first action is conditional on the loaded version.
@@ -69,7 +70,7 @@ class SQLiteCheckpointStore:
             """
             CREATE TABLE IF NOT EXISTS executions (
                 id TEXT PRIMARY KEY, version INTEGER NOT NULL, state TEXT NOT NULL,
-                status TEXT, created REAL NOT NULL, nrecords INTEGER NOT NULL DEFAULT 0);
+                status TEXT, created REAL NOT NULL, nrecords INTEGER NOT NULL DEFAULT 0); -- nrecords: batches
             CREATE INDEX IF NOT EXISTS executions_created ON executions(created);
             CREATE TABLE IF NOT EXISTS records (
                 execution_id TEXT NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL,
@@ -93,12 +94,12 @@ class SQLiteCheckpointStore:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 "INSERT INTO executions(id, version, state, status, created, nrecords) VALUES (?,?,?,?,?,?)",
-                (execution_id, 1, _dumps(dict(state)), state.get("status"), time.time(), len(records)),
+                (execution_id, 1, _dumps(dict(state)), state.get("status"), time.time(), 1 if records else 0),
             )
             if records:
-                conn.executemany(
+                conn.execute(
                     "INSERT INTO records(execution_id, seq, data) VALUES (?,?,?)",
-                    [(execution_id, i, _dumps(dict(r))) for i, r in enumerate(records)],
+                    (execution_id, 0, _dumps([dict(r) for r in records])),
                 )
             conn.execute("COMMIT")
         except sqlite3.IntegrityError:
@@ -122,7 +123,10 @@ class SQLiteCheckpointStore:
             ).fetchall()
         finally:
             conn.execute("COMMIT")
-        return Checkpoint(execution_id, row[0], _loads(row[1]), tuple(_loads(r[0]) for r in rows))
+        records: list[Any] = []
+        for (data,) in rows:
+            records.extend(_loads(data))
+        return Checkpoint(execution_id, row[0], _loads(row[1]), tuple(records))
 
     def load_state(self, execution_id: str) -> Checkpoint:
         row = self._conn().execute("SELECT version, state FROM executions WHERE id=?", (execution_id,)).fetchone()
@@ -150,12 +154,12 @@ class SQLiteCheckpointStore:
             if replace_records:
                 conn.execute("DELETE FROM records WHERE execution_id=?", (execution_id,))
                 nrecords = 0
-            if records:
-                conn.executemany(
+            if records:  # one row per batch: one insert, one JSON array
+                conn.execute(
                     "INSERT INTO records(execution_id, seq, data) VALUES (?,?,?)",
-                    [(execution_id, nrecords + i, _dumps(dict(r))) for i, r in enumerate(records)],
+                    (execution_id, nrecords, _dumps([dict(r) for r in records])),
                 )
-                nrecords += len(records)
+                nrecords += 1
             if state is not None:
                 conn.execute(
                     "UPDATE executions SET version=?, state=?, status=?, nrecords=? WHERE id=?",

@@ -29,7 +29,7 @@ from typing import Any
 from lambdarun_durable.execution import DurableInvocationInput, is_durable_handler
 from lambdarun_durable.lambda_service import ErrorObject, InvocationStatus
 from lambdarun_durable.service import DurableService, Orchestrator, history_events
-from lambdarun_durable.state import decode_token, fold, public_op
+from lambdarun_durable.state import decode_token, encode_token, fold, public_op
 from lambdarun_durable.stores import SQLiteCheckpointStore
 
 
@@ -202,7 +202,9 @@ class DurableFunctionTestRunner:
             time.sleep(max(0.0, t - time.time()))
 
     # -- invoking
-    def invoke_function(self, function_name: str, event: dict[str, Any]) -> dict[str, Any]:
+    def invoke_function(
+        self, function_name: str, event: dict[str, Any], orchestrator: Orchestrator | None = None
+    ) -> dict[str, Any]:
         handler = self.functions.get(function_name)
         if handler is None:
             return {
@@ -213,6 +215,8 @@ class DurableFunctionTestRunner:
                 },
             }
         token = decode_token(event["CheckpointToken"])
+        if token["s"] != self.store.url:
+            raise ValueError(f"event for store {token['s']!r}, runner uses {self.store.url!r}")
         inv = DurableInvocationInput(
             durable_execution_arn=event["DurableExecutionArn"],
             checkpoint_token=event["CheckpointToken"],
@@ -221,16 +225,20 @@ class DurableFunctionTestRunner:
             clock=self.clock,
             batch_records=self.batch_records,
         )
-        assert token["s"] == self.store.url
+        current = orchestrator.current if orchestrator is not None else None
+        if inv.operations is None and current and current[0] == inv.durable_execution_arn:
+            inv.operations = list(fold(current[1].records).values())  # skip the reload
+            inv.checkpoint_token = encode_token(self.store.url, current[1].version, token["i"])
         return handler(inv, TestLambdaContext(function_name=function_name))
 
     def _orchestrator(self) -> Orchestrator:
-        return Orchestrator(
+        orch = Orchestrator(
             self.service,
-            self.invoke_function,
+            lambda name, event: self.invoke_function(name, event, orch),
             sleep_until=self._sleep_until,
             callback_grace=self.callback_grace,
         )
+        return orch
 
     def run_async(
         self, input: Any = None, *, execution_name: str | None = None, execution_timeout: int | None = None  # noqa: A002
@@ -265,15 +273,9 @@ class DurableFunctionTestRunner:
         execution_name: str | None = None,
         execution_timeout: int | None = None,
     ) -> DurableFunctionTestResult:
-        """Start an execution and drive it to the end in this thread (``input``: JSON string or value)."""
-        payload = input if isinstance(input, str) or input is None else json.dumps(input)
-        arn = self.service.start_execution(
-            self.function_name, payload, execution_name=execution_name, execution_timeout=execution_timeout
-        )
-        orch = self._orchestrator()
-        self._orchestrators[arn] = orch
-        self._results[arn] = orch.run(self.function_name, arn)
-        return self._result(arn)
+        """Start an execution and wait up to ``timeout`` s for its end (``input``: JSON string or value)."""
+        arn = self.run_async(input, execution_name=execution_name, execution_timeout=execution_timeout)
+        return self.wait_for_result(arn, timeout=timeout)
 
     def wait_for_result(self, execution_arn: str, timeout: float = 60) -> DurableFunctionTestResult:
         t = self._threads.get(execution_arn)
