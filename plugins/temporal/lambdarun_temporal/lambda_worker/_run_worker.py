@@ -219,7 +219,7 @@ async def _invocation(
     run_task: asyncio.Task[None] | None = None
     stop_reason = "error"
     try:
-        configure_cm = await _enter_configure(configure, config)
+        configure_cm = await _bounded_configure(configure, config, deadline)
         if not config.worker_config.get("task_queue"):
             raise LambdaWorkerConfigError(
                 'No task queue configured: set config.worker_config["task_queue"] in '
@@ -276,6 +276,23 @@ async def _invocation(
         activities=tracker.activities,
         seconds=round(time.monotonic() - start, 3),
     ).to_dict()
+
+
+async def _bounded_configure(
+    configure: ConfigureCallback, config: LambdaWorkerConfig, deadline: float | None
+) -> Any:
+    """Enter ``configure``; its async part may not eat the time reserved for shutdown."""
+    if deadline is None:
+        return await _enter_configure(configure, config)
+    limit = deadline - time.monotonic() - config.shutdown_deadline_buffer.total_seconds()
+    try:
+        return await asyncio.wait_for(_enter_configure(configure, config), timeout=max(limit, 0.001))
+    except asyncio.TimeoutError as exc:
+        raise LambdaWorkerConfigError(
+            f"configure did not finish within {max(limit, 0):.1f} s (the invocation's time "
+            "minus the shutdown buffer); move slow setup out of configure or raise the "
+            "function timeout."
+        ) from exc
 
 
 async def _enter_configure(configure: ConfigureCallback, config: LambdaWorkerConfig) -> Any:
