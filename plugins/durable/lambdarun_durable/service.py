@@ -319,6 +319,19 @@ class DurableService:
 
         self._mutate(arn, build)
 
+    def fail_execution(self, arn: str, error: ErrorObject) -> None:
+        """Mark the execution FAILED from outside (its invocations kept failing)."""
+
+        def build(ops: dict[str, Any], _state: Mapping[str, Any], now: int) -> tuple[list, Any]:
+            exec_op = next(o for o in ops.values() if o["Type"] == "EXECUTION")
+            if exec_op["Status"] in TERMINAL_STATUSES:
+                return [], None
+            new, _ = transition(exec_op, op_id=exec_op["Id"], op_type="EXECUTION", action="FAIL", now=now, error=error)
+            rec = make_record(new, {"Error": error.to_dict()}, now, "s", None)
+            return [rec], build_state(arn, exec_op, "FAILED", end=now, error=error.to_dict())
+
+        self._mutate(arn, build)
+
     def link_child(self, arn: str, op_id: str, child_arn: str) -> None:
         def build(ops: dict[str, Any], _state: Mapping[str, Any], now: int) -> tuple[list, Any]:
             op = dict(ops[op_id])
@@ -490,7 +503,13 @@ class Orchestrator:
                 failures += 1
                 log.warning("durable.invocation.failed", arn=arn, error=str(e), attempt=failures)
                 if failures > self.max_invocation_retries:
-                    raise
+                    err = ErrorObject.from_exception(e)
+                    err = ErrorObject(
+                        message=f"invocation failed {failures} times; last error: {err.message}",
+                        type=err.type, data=None, stack_trace=None,
+                    )
+                    service.fail_execution(arn, err)
+                    return {"Status": "FAILED", "Error": err.to_dict()}
                 continue
             failures = 0
             status = response.get("Status")

@@ -167,3 +167,17 @@ def test_run_with_dynamodb_store_on_local_target(make_session: Callable[..., Any
     ddb = session.target.client("dynamodb")
     items = ddb.scan(TableName=table)["Items"]
     assert any(i["sk"]["S"] == "#META" for i in items)
+
+
+def test_lambdarun_cli_has_durable_group(tmp_path: Any) -> None:
+    from lambdarun.cli import _attach_plugin_commands, cli
+
+    from lambdarun_durable.service import DurableService
+    from lambdarun_durable.stores import SQLiteCheckpointStore
+
+    url = f"sqlite:///{tmp_path}/cli.db"
+    arn = DurableService(SQLiteCheckpointStore(str(tmp_path / "cli.db"), url=url)).start_execution("fn", "{}")
+    _attach_plugin_commands()
+    r = CliRunner().invoke(cli, ["durable", "list", "--status", "RUNNING", "--store-url", url])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["DurableExecutions"][0]["DurableExecutionArn"] == arn

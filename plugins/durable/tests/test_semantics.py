@@ -259,3 +259,24 @@ def test_batching_flushes_once_per_invocation(store: Any) -> None:
     ops = fold(store.load(arn).records)
     assert sum(1 for o in ops.values() if o["Type"] == "STEP") == 200
     del flushes
+
+
+def test_invocation_retries_then_execution_fails(store: Any) -> None:
+    from lambdarun_durable.exceptions import RetryableSerDesError
+
+    calls: list[int] = []
+
+    @durable_execution
+    def handler(event: dict, ctx: DurableContext) -> None:
+        calls.append(1)
+        ctx.step(lambda _: 1, name="fine")
+        raise RetryableSerDesError("blob store unreachable")
+
+    service, orch, arn = drive(store, {"fn": handler})
+    orch.max_invocation_retries = 2
+    result = orch.run("fn", arn)
+    assert len(calls) == 3  # first try + 2 Lambda-style retries
+    assert result["Status"] == "FAILED" and "blob store unreachable" in result["Error"]["ErrorMessage"]
+    assert service.describe(arn)["Status"] == "FAILED"
+    # the step checkpointed by the first invocation was replayed, not re-run, by the retries
+    assert sum(1 for r in store.load(arn).records if r.get("E") == "StepStarted") == 1
