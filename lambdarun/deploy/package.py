@@ -299,7 +299,14 @@ def _file_digest(path: Path) -> bytes:
     return h.digest()
 
 
+def _meta_path(dist: importlib.metadata.Distribution) -> str:
+    return str(getattr(dist, "_path", ""))
+
+
 def _is_editable(dist: importlib.metadata.Distribution) -> bool:
+    """Installed in development mode: pip -e (direct_url.json) or an in-tree .egg-info."""
+    if _meta_path(dist).endswith(".egg-info"):
+        return True
     text = dist.read_text("direct_url.json")
     if not text:
         return False
@@ -311,12 +318,21 @@ def _is_editable(dist: importlib.metadata.Distribution) -> bool:
 
 def local_distributions(group: str = "lambdarun") -> list[importlib.metadata.Distribution]:
     """``lambdarun`` plus every distribution with an entry point in ``group``."""
-    found: dict[str, importlib.metadata.Distribution] = {}
-    found["lambdarun"] = importlib.metadata.distribution("lambdarun")
+    names = {"lambdarun"}
     for ep in importlib.metadata.entry_points(group=group):
         if ep.dist is not None:
-            found.setdefault(normalize(ep.dist.name), ep.dist)
-    return [found[name] for name in sorted(found)]
+            names.add(normalize(ep.dist.name))
+    return [_pick_distribution(name) for name in sorted(names)]
+
+
+def _pick_distribution(name: str) -> importlib.metadata.Distribution:
+    """The installed metadata of ``name``: a site-packages .dist-info wins over an in-tree
+    .egg-info that happens to be on sys.path (a source checkout as working directory)."""
+    candidates = list(importlib.metadata.distributions(name=name))
+    if not candidates:
+        return importlib.metadata.distribution(name)
+    candidates.sort(key=lambda d: (not _meta_path(d).endswith(".dist-info"), not _is_editable(d)))
+    return candidates[0]
 
 
 def _top_levels(dist: importlib.metadata.Distribution, group: str) -> list[str]:
@@ -350,8 +366,8 @@ def _from_source(dist: importlib.metadata.Distribution, group: str) -> _Tree:
         elif spec.origin:
             tree.add_file(Path(spec.origin).name, Path(spec.origin))
     info = _dist_info_name(dist)
-    for meta in ("METADATA", "entry_points.txt", "top_level.txt"):
-        text = dist.read_text(meta)
+    for meta, source in (("METADATA", ("METADATA", "PKG-INFO")), ("entry_points.txt", ("entry_points.txt",)), ("top_level.txt", ("top_level.txt",))):
+        text = next((t for t in map(dist.read_text, source) if t is not None), None)
         if text is not None:
             tree.add_bytes(f"{info}/{meta}", text.encode())
     tree.add_bytes(f"{info}/INSTALLER", b"lambdarun-deploy\n")
@@ -411,7 +427,7 @@ def _resolve(spec: PackageSpec) -> _Inputs:
             continue
         seen.add(name)
         try:
-            dist = importlib.metadata.distribution(req.name)
+            dist = _pick_distribution(req.name)
         except importlib.metadata.PackageNotFoundError:
             dist = None
         if (
