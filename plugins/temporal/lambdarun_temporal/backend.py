@@ -19,6 +19,7 @@ dropped and garbage-collected in :meth:`TemporalBackend.close`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import gc
 import itertools
@@ -124,6 +125,8 @@ class TemporalBackend(Backend):
         self._wake: asyncio.Event | None = None
         self._closed = False
         self.invocations = 0  # worker invocations started (for tests and benchmarks)
+        #: the summaries returned by the latest worker invocations (stop_reason, counts)
+        self.worker_summaries: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
 
     # -- where things are ---------------------------------------------------------------
 
@@ -332,7 +335,12 @@ class TemporalBackend(Backend):
             )
             return
         self._worker_failures = 0
-        log.debug("temporal worker returned", response=response.payload[:300])
+        try:
+            summary = json.loads(response.payload)
+        except ValueError:
+            summary = {"raw": response.payload[:300].decode(errors="replace")}
+        self.worker_summaries.append(summary)
+        log.debug("temporal worker returned", summary=summary)
 
     def _worker_failed(self, message: str, cause: BaseException | None) -> None:
         self._worker_failures += 1

@@ -13,6 +13,7 @@ written by hooks and teardowns go to the file named by ``SCENARIO_MARKERS``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -109,6 +110,12 @@ async def configure_asyncgen(config):
         yield
     finally:
         mark("teardown")
+
+
+@contextlib.asynccontextmanager
+async def configure_context_manager(config):
+    async for _ in configure_asyncgen(config):
+        yield
 
 
 def configure_no_idle(config) -> None:

@@ -5,6 +5,7 @@ lambdarun runtime on the local Lambda service), the activity runs ``f``."""
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -125,3 +126,40 @@ def test_local_target_starts_a_dev_server_on_demand(make_session, on_demand_serv
     assert lambdarun.run(double, 5, backend="temporal", session=session) == 10
     server = shared_dev_server()
     assert backend.address == server.address and server.running
+
+
+def nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.timeout(90)
+def test_worker_returns_before_its_lambda_deadline(make_session):
+    """A call longer than the worker function's life: the worker stops at deadline - buffer
+    and returns normally (the local Lambda service does not have to kill it); the call
+    times out with TaskTimeoutError."""
+    from lambdarun.errors import TaskTimeoutError
+
+    session = make_session(function_timeout=5)
+    backend = session.backend("temporal")
+    with pytest.raises(TaskTimeoutError):
+        lambdarun.run(nap, 8, backend="temporal", session=session)
+    deadline = time.monotonic() + 10
+    while not backend.worker_summaries and time.monotonic() < deadline:
+        time.sleep(0.1)
+    summary = backend.worker_summaries[0]
+    assert summary["stop_reason"] == "deadline"
+    assert summary["seconds"] < 5
+
+
+@pytest.mark.timeout(90)
+def test_failing_worker_function_fails_pending_calls(make_session):
+    """A worker function that cannot run (1 s timeout < shutdown buffer) fails every time;
+    after three failures the pending call gets the worker's error instead of hanging."""
+    from lambdarun_temporal.backend import WorkerInvocationError
+
+    session = make_session(function_timeout=1)
+    with pytest.raises(WorkerInvocationError, match="LambdaTimeoutTooShortError"):
+        lambdarun.run(double, 1, backend="temporal", session=session)

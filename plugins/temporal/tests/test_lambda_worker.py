@@ -147,9 +147,10 @@ def test_hooks_run_after_worker_run_error(temporal_server, task_queue, run_handl
 
 
 @pytest.mark.timeout(60)
-def test_async_generator_teardown_runs_after_hooks(temporal_server, task_queue, run_handler):
+@pytest.mark.parametrize("scenario", ["asyncgen", "context_manager"])
+def test_async_generator_teardown_runs_after_hooks(temporal_server, task_queue, run_handler, scenario):
     ids = start_workflows(temporal_server.address, task_queue, 2)
-    out = run_handler("asyncgen", 20, env_for(temporal_server, task_queue))
+    out = run_handler(scenario, 20, env_for(temporal_server, task_queue))
     assert out["returncode"] == 0, out["stderr"]
     assert out["markers"] == ["setup", "hook", "teardown"]
     assert results(temporal_server.address, ids) == [1, 2]
