@@ -160,8 +160,8 @@ def test_map_1000_items(benchmark: Any, store: SQLiteCheckpointStore, bench_size
 
 def test_aws_sdk_runner_1k_steps_for_comparison(benchmark: Any, bench_size: Any, full_bench: bool) -> None:
     """The same 1000-step handler on aws-durable-execution-sdk-python's own local runner."""
-    aws = pytest.importorskip("aws_durable_execution_sdk_python")
-    runner_mod = pytest.importorskip("aws_durable_execution_sdk_python_testing.runner")
+    import aws_durable_execution_sdk_python as aws  # lambdarun-durable[test]
+    import aws_durable_execution_sdk_python_testing.runner as runner_mod
     steps = bench_size(1000, 20)
 
     @aws.durable_execution
