@@ -10,6 +10,8 @@ import pytest
 
 from lambdarun.local.testing import make_zip
 
+pytestmark = pytest.mark.timeout(60)
+
 ECHO = """
 def handler(event, context):
     return {"event": event, "version": 1}

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+pytestmark = pytest.mark.timeout(60)
+
 CONTEXT = """
 import os, json
 def handler(event, context):

@@ -14,6 +14,8 @@ import pytest
 
 from lambdarun.local.testing import create_function, local_stack_fixture
 
+pytestmark = pytest.mark.timeout(60)
+
 small_stack = local_stack_fixture(scope="module", max_concurrency=2, idle_timeout=0.3)
 
 PID = """

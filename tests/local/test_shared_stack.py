@@ -18,6 +18,8 @@ import pytest
 from lambdarun.local import LocalStack, read_stack_info
 from lambdarun.local.testing import make_zip
 
+pytestmark = pytest.mark.timeout(60)
+
 
 def alive(pid: int) -> bool:
     try:

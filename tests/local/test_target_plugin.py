@@ -16,6 +16,8 @@ from lambdarun.plugins import make_plugin_manager
 from lambdarun.session import Session
 from lambdarun.types import FunctionSpec, Target
 
+pytestmark = pytest.mark.timeout(60)
+
 
 @pytest.fixture
 def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
