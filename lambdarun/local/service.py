@@ -1183,6 +1183,7 @@ class LambdaService:
         if not runtime.startswith("python"):
             raise ApiError(400, "InvalidParameterValueException",
                            f"The local Lambda service runs Python functions only (Runtime {runtime!r}).")
+        _refuse_layers(req)
         handler = req.get("Handler")
         if not handler:
             raise ApiError(400, "InvalidParameterValueException", "Handler is required for Zip functions.")
@@ -1243,6 +1244,7 @@ class LambdaService:
 
     def _update_configuration(self, name: str, req: dict[str, Any]) -> dict[str, Any]:
         fn = self._lookup(name)
+        _refuse_layers(req)
         timeout = int(req.get("Timeout", fn.timeout))
         memory = int(req.get("MemorySize", fn.memory_size))
         _check_limits(timeout, memory)
@@ -1396,6 +1398,13 @@ class LambdaService:
             tail = env.log_since(inv.log_start)[-LOG_TAIL_BYTES:]
             out["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
         return 200, inv.result, out
+
+
+def _refuse_layers(req: Mapping[str, Any]) -> None:
+    if req.get("Layers"):
+        raise ApiError(400, "InvalidParameterValueException",
+                       "Layers are not supported by the local Lambda service: functions run on the "
+                       "service's Python environment, so install the layer's packages there.")
 
 
 def _check_limits(timeout: int, memory: int) -> None:

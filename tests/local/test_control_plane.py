@@ -109,3 +109,11 @@ def test_bad_values_are_rejected(lam: Any) -> None:
     with pytest.raises(lam.exceptions.InvalidParameterValueException):
         lam.create_function(FunctionName="bad-dir", Runtime="python3.11", Role="r", Handler="app.handler",
                             Code={"S3Bucket": "__local__", "S3Key": "relative/dir"})
+
+
+def test_layers_are_refused(lam: Any) -> None:
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as err:
+        lam.create_function(FunctionName="with-layers", Runtime="python3.11", Role="r", Handler="app.handler",
+                            Layers=["arn:aws:lambda:us-east-1:123456789012:layer:deps:1"],
+                            Code={"ZipFile": make_zip({"app.py": ECHO})})
+    assert "install the layer's packages" in err.value.response["Error"]["Message"]
