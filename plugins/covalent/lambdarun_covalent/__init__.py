@@ -28,7 +28,7 @@ def __getattr__(name: str) -> Any:  # lazy: Covalent takes ~1 s to import
 
         return CovalentConfig
     if name == "AWSLambdaExecutor":
-        from lambdarun_covalent.awslambda import AWSLambdaExecutor
+        from lambdarun_covalent.executor import AWSLambdaExecutor
 
         return AWSLambdaExecutor
     raise AttributeError(f"module 'lambdarun_covalent' has no attribute {name!r}")

@@ -500,6 +500,12 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
         task = future.info.get("task")
         return task.status if task is not None else "UNKNOWN"
 
+    def _notify(self, action: Any, body: Any = None) -> None:
+        """Covalent's message to its dispatcher; a no-op when no dispatcher set us up (so
+        ``execute`` also works outside Covalent's dispatcher)."""
+        if self._covalent_runtime():
+            super()._notify(action, body)  # type: ignore[misc]
+
     def _covalent_runtime(self) -> bool:
         """True when Covalent's dispatcher initialised this executor (its message queues)."""
         return COVALENT_AVAILABLE and "_send_queue" in self.__dict__

@@ -3,6 +3,10 @@ and a fresh lambdarun Session per test, attached to it like a user's session wou
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +16,23 @@ import lambdarun_covalent.plugin
 from lambdarun.plugins import DEFAULT_PLUGINS
 from lambdarun.local.testing import local_stack_fixture
 from lambdarun_covalent.backend import KEY_ROOT
+
+# Covalent (optional) writes its config, cache and data directories when imported: keep them
+# out of the developer's home for this test run
+if "COVALENT_CONFIG_DIR" not in os.environ:
+    _covalent_home = tempfile.mkdtemp(prefix="lambdarun-covalent-tests-")
+    for _var, _sub in (
+        ("COVALENT_CONFIG_DIR", "config"),
+        ("COVALENT_CACHE_DIR", "cache"),
+        ("COVALENT_DATA_DIR", "data"),
+        ("COVALENT_LOGDIR", "logs"),
+        ("COVALENT_DISPATCH_CACHE_DIR", "dispatches"),
+        ("COVALENT_EXECUTOR_DIR", "executors"),
+        ("COVALENT_DATABASE", "data/dispatcher_db.sqlite"),
+        ("COVALENT_HEARTBEAT_FILE", "cache/heartbeat"),
+    ):
+        os.environ[_var] = os.path.join(_covalent_home, _sub)
+    atexit.register(shutil.rmtree, _covalent_home, True)
 
 #: the real local target; quick async retries so failed Event invocations settle fast
 local_stack = local_stack_fixture(scope="session", async_retry_delay=0.1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -78,13 +79,43 @@ def test_module_is_a_covalent_executor_plugin():
     }
 
 
-def test_standalone_without_covalent():
+def test_base_class_follows_covalent_availability():
     if awslambda.COVALENT_AVAILABLE:
         from covalent.executor.base import AsyncBaseExecutor
 
         assert issubclass(AWSLambdaExecutor, AsyncBaseExecutor)
     else:
         assert issubclass(AWSLambdaExecutor, awslambda._StandaloneExecutor)
+
+
+STANDALONE = """
+import asyncio, json, sys
+sys.modules["covalent"] = None  # as if Covalent were not installed
+from lambdarun_covalent.executor import AWSLambdaExecutor, COVALENT_AVAILABLE
+from lambdarun_covalent import awslambda
+assert not COVALENT_AVAILABLE
+assert AWSLambdaExecutor.__mro__[1] is awslambda._StandaloneExecutor
+ex = AWSLambdaExecutor(timeout=5, retries=0, keep_objects=False)
+data = json.loads(json.dumps(ex.to_dict()))
+assert data["short_name"] == "awslambda" and data["attributes"]["timeout"] == 5
+again = AWSLambdaExecutor().from_dict(data)
+assert again.settings() == ex.settings()
+assert asyncio.run(again.get_cancel_requested()) is False
+print("standalone ok")
+"""
+
+
+def test_module_imports_and_works_without_covalent(tmp_path):
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDARUN_")}
+    env["LAMBDARUN_DISABLE_PLUGIN_AUTOLOAD"] = "0"
+    env["COVALENT_CONFIG_DIR"] = str(tmp_path / "no-covalent")
+    done = subprocess.run(
+        [sys.executable, "-c", STANDALONE], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "standalone ok" in done.stdout
 
 
 def test_original_defaults_and_constructor(plain_session, no_covalent_config):

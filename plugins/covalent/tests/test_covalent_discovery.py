@@ -1,0 +1,105 @@
+"""Optional: with Covalent installed, the executor is found through Covalent's own plugin
+discovery and runs a task the way Covalent's dispatcher drives an async executor."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from typing import Any
+
+import cloudpickle
+import pytest
+
+covalent = pytest.importorskip("covalent", reason="optional: needs lambdarun-covalent[covalent]")
+
+from covalent._workflow.transport import TransportableObject  # noqa: E402
+from covalent.executor import _executor_manager  # noqa: E402
+from covalent.executor.utils import Signals  # noqa: E402
+from covalent.executor.utils.wrappers import wrapper_fn  # noqa: E402
+
+from lambdarun.session import set_session  # noqa: E402
+from lambdarun_covalent.executor import AWSLambdaExecutor  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def multiply(a, b):
+    print(f"multiplying {a} by {b}")
+    return a * b
+
+
+class ElectronError(KeyError):
+    pass
+
+
+def broken(x):
+    raise ElectronError(x)
+
+
+@pytest.fixture
+def default_session(session: Any) -> Any:
+    """Covalent builds executors itself: they use lambdarun's default session, ours here."""
+    previous = set_session(session)
+    yield session
+    set_session(previous)
+
+
+def test_covalent_finds_the_executor_by_short_name():
+    assert "awslambda" in _executor_manager.list_executors(print_names=False)
+    assert _executor_manager.executor_plugins_map["awslambda"] is AWSLambdaExecutor
+    executor = _executor_manager.get_executor("awslambda")
+    assert isinstance(executor, AWSLambdaExecutor)
+    assert executor.function_name == "covalent-awslambda-executor"
+    assert covalent.get_config("executors.awslambda.timeout") == 900
+
+
+async def _dispatch(executor: Any, function: Any, args: list, results_dir: str) -> tuple:
+    """What covalent_dispatcher does for one node: rebuild the executor from its JSON, start
+    its runtime, answer its messages (executor_proxy.watch) and call ``_execute``."""
+    messages: list[tuple[Any, Any]] = []
+    rebuilt = _executor_manager.get_executor(executor.to_dict()["short_name"])
+    rebuilt.from_dict(executor.to_dict())
+    rebuilt._init_runtime(loop=asyncio.get_running_loop(), cancel_pool=None)
+
+    async def watch() -> None:
+        while True:
+            action, body = await rebuilt._send_queue.get()
+            if action == Signals.EXIT:
+                return
+            messages.append((action, body))
+            answer = False if body == "cancel_requested" else None
+            rebuilt._recv_queue.put_nowait((True, answer))
+
+    listener = asyncio.create_task(watch())
+    call = functools.partial(wrapper_fn, TransportableObject(function), [], [])
+    result = await rebuilt._execute(
+        function=call,
+        args=[TransportableObject(a) for a in args],
+        kwargs={},
+        dispatch_id="dispatch-discovery",
+        results_dir=results_dir,
+        node_id=0,
+    )
+    await listener
+    return result, messages
+
+
+def test_runs_a_task_as_covalents_dispatcher_would(default_session, tmp_path):
+    executor = _executor_manager.get_executor("awslambda")
+    (output, stdout, stderr, status), messages = asyncio.run(
+        _dispatch(executor, multiply, [6, 7], str(tmp_path))
+    )
+    assert output.get_deserialized() == 42
+    assert stdout == "multiplying 6 by 7\n" and stderr == ""
+    assert str(status) == "COMPLETED"
+    # the job handle went to the dispatcher (it is what cancel(job_handle) receives later)
+    puts = [body for action, body in messages if action == Signals.PUT]
+    assert puts and puts[0][0] == "job_handle" and "task_id" in puts[0][1]
+
+
+def test_task_exception_reaches_the_dispatcher_with_its_type(default_session, tmp_path):
+    executor = _executor_manager.get_executor("awslambda")
+    with pytest.raises(ElectronError) as info:
+        asyncio.run(_dispatch(executor, broken, ["boom"], str(tmp_path)))
+    assert "ElectronError" in info.value.remote_traceback
