@@ -181,3 +181,36 @@ def test_lambdarun_cli_has_durable_group(tmp_path: Any) -> None:
     r = CliRunner().invoke(cli, ["durable", "list", "--status", "RUNNING", "--store-url", url])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["DurableExecutions"][0]["DurableExecutionArn"] == arn
+
+
+@durable_execution
+def pricing(event: dict, ctx: DurableContext) -> int:
+    return ctx.step(lambda _: event["qty"] * 3, name="price")
+
+
+@durable_execution
+def checkout(event: dict, ctx: DurableContext) -> dict:
+    price = ctx.invoke("pricing-fn", {"qty": event["qty"]}, name="get price")
+    return {"total": price + 1}
+
+
+def test_chained_invoke_on_local_target(make_session: Callable[..., Any]) -> None:
+    session = make_session()
+    backend = session.backend("durable")
+    backend.register_durable_function("pricing-fn", pricing)
+    assert lambdarun.run(checkout, {"qty": 4}, backend="durable", session=session) == {"total": 13}
+    arns = [e["DurableExecutionArn"] for e in backend.service.list_executions()]
+    assert len(arns) == 2  # the parent and its chained child execution
+
+
+def test_cancel_stops_the_execution(make_session: Callable[..., Any]) -> None:
+    session = make_session()
+    future = lambdarun.submit(approval_workflow, {}, backend="durable", session=session)
+    backend = session.backend("durable")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(e["EventType"] == "CallbackStarted" for e in backend.get_history(future.task_id)["Events"]):
+            break
+        time.sleep(0.05)
+    assert future.cancel()
+    assert backend.service.describe(future.task_id)["Status"] == "STOPPED"
