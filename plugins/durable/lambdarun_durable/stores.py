@@ -63,6 +63,8 @@ class SQLiteCheckpointStore:
         self.url = url or f"sqlite:///{path}"
         self._synchronous = synchronous
         self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
         conn = self._conn()
@@ -86,6 +88,8 @@ class SQLiteCheckpointStore:
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
         return conn
 
     def create(self, execution_id: str, state: Mapping[str, Any], records: Sequence[Mapping[str, Any]] = ()) -> Checkpoint:
@@ -217,10 +221,12 @@ class SQLiteCheckpointStore:
         conn.execute("COMMIT")
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        """Close every thread's connection (map branches write from worker threads)."""
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
             conn.close()
-            self._local.conn = None
+        self._local = threading.local()
 
 
 # =====================================================================================
@@ -441,14 +447,15 @@ class DynamoDBCheckpointStore:
         ]
 
     def delete(self, execution_id: str) -> None:
-        page = self.client.query(
+        paginator = self.client.get_paginator("query")
+        for page in paginator.paginate(
             TableName=self.table,
             KeyConditionExpression="pk = :pk",
             ExpressionAttributeValues={":pk": {"S": execution_id}},
             ProjectionExpression="pk, sk",
-        )
-        for item in page.get("Items", []):
-            self.client.delete_item(TableName=self.table, Key={"pk": item["pk"], "sk": item["sk"]})
+        ):
+            for item in page.get("Items", []):
+                self.client.delete_item(TableName=self.table, Key={"pk": item["pk"], "sk": item["sk"]})
 
     def close(self) -> None:
         pass

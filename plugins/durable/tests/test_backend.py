@@ -4,7 +4,6 @@ service running lambdarun.runtime.handler in awslambdaric workers), hooks, confi
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from typing import Any

@@ -9,6 +9,7 @@ import pytest
 
 from lambdarun_durable import (
     BatchCompletionError,
+    ChildContextError,
     BatchItemStatus,
     BatchResult,
     DurableContext,
@@ -128,7 +129,7 @@ def test_map_custom_should_complete(runner_factory: Any) -> None:
     res = run_map(runner_factory, [-1, -2, 3], MapConfig(max_concurrency=1, completion_config=CompletionConfig(should_complete=quorum)))
     assert res.completion_reason is CompletionReason.CUSTOM_COMPLETION_FAILED
     assert res.status is BatchItemStatus.FAILED
-    with pytest.raises(Exception):
+    with pytest.raises(ChildContextError, match="negative -1"):
         res.throw_if_error()
     only_quorum = BatchResult(res.all[:0], CompletionReason.CUSTOM_COMPLETION_FAILED)
     with pytest.raises(BatchCompletionError):
