@@ -213,3 +213,28 @@ def test_cancel_stops_the_execution(make_session: Callable[..., Any]) -> None:
         time.sleep(0.05)
     assert future.cancel()
     assert backend.service.describe(future.task_id)["Status"] == "STOPPED"
+
+
+def test_runtime_hook_runs_configured_handler_for_plain_aws_events(
+    lambdarun_session: Callable[..., Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A function deployed for plain AWS-shaped events names its handler with durable.handler."""
+    import sys
+    from pathlib import Path
+
+    from lambdarun_durable.service import DurableService
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    import killable_handler
+
+    monkeypatch.setattr(killable_handler, "LOG", str(tmp_path / "side-effects.log"))
+    url = f"sqlite:///{tmp_path}/hook.db"
+    session = lambdarun_session(
+        lambdarun_durable.plugin, overrides={"durable": {"handler": "killable_handler:handler", "store_url": url}}
+    )
+    service = DurableService(session.checkpoint_store(url))
+    arn = service.start_execution("fn", json.dumps({"pause": 0}))
+    event, _ = service.invocation_event(arn)
+    out = session.pm.hook.lambdarun_handle_event(event=json.loads(json.dumps(event)), context=None, session=session)
+    assert out == {"Status": "SUCCEEDED", "Result": str(sum(range(12)))}
+    assert "killable_handler" in sys.modules
