@@ -23,6 +23,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -1175,8 +1176,9 @@ class LambdaService:
     def _create_function(self, req: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
         name = req.get("FunctionName") or ""
         name, _ = _function_name(name)
-        if not name or len(name) > 64:
-            raise ApiError(400, "InvalidParameterValueException", "FunctionName must be 1-64 characters.")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise ApiError(400, "InvalidParameterValueException",
+                           f"FunctionName {name!r} must be 1-64 letters, digits, hyphens or underscores.")
         if req.get("PackageType", "Zip") != "Zip":
             raise ApiError(400, "InvalidParameterValueException", "Only PackageType Zip is supported locally.")
         runtime = req.get("Runtime") or f"python{sys.version_info.major}.{sys.version_info.minor}"
