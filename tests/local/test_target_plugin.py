@@ -12,11 +12,14 @@ import pytest
 
 import lambdarun.local.plugin as local_plugin
 from lambdarun.local.plugin import LocalTarget, stop_embedded_stacks
-from lambdarun.plugins import make_plugin_manager
+from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
 from lambdarun.session import Session
 from lambdarun.types import FunctionSpec, Target
 
 pytestmark = pytest.mark.timeout(60)
+
+#: register the local plugin unless the core already lists it among its built-ins
+EXTRA_PLUGINS = [] if "lambdarun.local.plugin" in DEFAULT_PLUGINS else [local_plugin]
 
 
 @pytest.fixture
@@ -30,7 +33,7 @@ def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session
         "    return {'event': event, 'cwd': os.getcwd(), 'flag': os.environ.get('FLAG')}\n"
     )
     monkeypatch.chdir(code)
-    pm = make_plugin_manager(plugins=[local_plugin], load_entrypoints=False)
+    pm = make_plugin_manager(plugins=EXTRA_PLUGINS, load_entrypoints=False)
     s = Session(pm, overrides={"target": "local", "local": {"state_dir": str(tmp_path / "state"),
                                                             "idle_timeout": 30.0}})
     try:
@@ -85,7 +88,7 @@ def test_local_target_on_a_given_stack(local_stack: Any, session: Session) -> No
 
 def test_sessions_reuse_the_fixture_stack(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAMBDARUN_LOCAL__STATE_DIR", str(local_stack.state_dir))
-    pm = make_plugin_manager(plugins=[local_plugin], load_entrypoints=False)
+    pm = make_plugin_manager(plugins=EXTRA_PLUGINS, load_entrypoints=False)
     s = Session(pm, overrides={"target": "local"})
     try:
         assert s.target.endpoint_url("lambda") == local_stack.endpoints.lambda_
@@ -101,11 +104,12 @@ def test_local_target_inside_a_function_uses_the_stack_running_it(local_stack: A
     local_stack.client("s3").create_bucket(Bucket="seen-from-inside")
     name = make_function("""
         import lambdarun.local.plugin as local_plugin
-        from lambdarun.plugins import make_plugin_manager
+        from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
         from lambdarun.session import Session
 
         def handler(event, context):
-            pm = make_plugin_manager(plugins=[local_plugin], load_entrypoints=False)
+            extra = [] if "lambdarun.local.plugin" in DEFAULT_PLUGINS else [local_plugin]
+            pm = make_plugin_manager(plugins=extra, load_entrypoints=False)
             session = Session(pm, overrides={"target": "local"})
             target = session.target
             buckets = [b["Name"] for b in target.client("s3").list_buckets()["Buckets"]]
