@@ -149,15 +149,31 @@ class DevServer:
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
-                    log.info("temporal dev server ready", address=self.address, pid=self.pid)
-                    return self
+                    pass
             except OSError:
                 time.sleep(0.05)
+                continue
+            if self._namespace_ready(deadline):
+                log.info("temporal dev server ready", address=self.address, pid=self.pid)
+                return self
         self.stop()
         raise DevServerError(
             f"The Temporal dev server did not accept connections on {self.address} within "
             f"{self.start_timeout:.0f} s; raise DevServer.start_timeout or check the machine load."
         )
+
+    def _namespace_ready(self, deadline: float) -> bool:
+        """True once the namespace answers (the frontend accepts TCP a little earlier)."""
+        cmd = [self.binary or find_temporal_cli(), "operator", "namespace", "describe",
+               "--namespace", self.namespace, "--address", self.address]
+        while time.monotonic() < deadline:
+            probe = subprocess.run(cmd, capture_output=True, timeout=max(1.0, deadline - time.monotonic()))
+            if probe.returncode == 0:
+                return True
+            if self._process is None or self._process.poll() is not None:
+                return False
+            time.sleep(0.05)
+        return False
 
     def _read_log(self) -> str:
         if self._log_file is None:
