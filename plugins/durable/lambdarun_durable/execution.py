@@ -150,7 +150,8 @@ def run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvoc
                 error=error,
             )
             rec = make_record(op, extra, now, "i", state.invocation_id)
-            rec["X"] = {"Result": result} if status == "SUCCEEDED" else {"Error": error.to_dict() if error else {}}
+            # the result lives once, in the EXECUTION operation (history reads it from there)
+            rec.pop("X", None)
             records.append(rec)
             st = build_state(arn, exec_op, status, end=now, result=result, error=error.to_dict() if error else None)
         state.flush(records, state=st)

@@ -163,7 +163,9 @@ class DurableService:
         }
         if st.get("EndTimestamp") is not None:
             out["EndTimestamp"] = _dt(st["EndTimestamp"])
-        if st.get("Result") is not None:
+        if st.get("ResultInRecords"):
+            out["Result"] = execution_result(self.store.load(arn).records)
+        elif st.get("Result") is not None:
             out["Result"] = st["Result"]
         if st.get("Error") is not None:
             out["Error"] = st["Error"]
@@ -402,9 +404,11 @@ def history_events(records: Any, *, include_execution_data: bool = True) -> list
             if x.get("ExecutionTimeout"):
                 details["ExecutionTimeout"] = x["ExecutionTimeout"]
         elif etype == "ExecutionSucceeded":
-            details = {"Result": _payload(x.get("Result"), include_execution_data)}
+            result = x.get("Result", ((op or {}).get("ExecutionDetails") or {}).get("Result"))
+            details = {"Result": _payload(result, include_execution_data)}
         elif etype in ("ExecutionFailed", "ExecutionStopped", "ExecutionTimedOut"):
-            details = {"Error": _payload(x.get("Error"), include_execution_data)}
+            error = x.get("Error", ((op or {}).get("ExecutionDetails") or {}).get("Error"))
+            details = {"Error": _payload(error, include_execution_data)}
         elif etype in ("StepStarted", "ContextStarted"):
             details = {}
         elif etype.endswith("Succeeded") and kind in ("STEP", "CONTEXT", "CALLBACK", "CHAINED_INVOKE"):
@@ -493,7 +497,7 @@ class Orchestrator:
             event, cp = service.invocation_event(arn)
             exec_op = next((o for o in fold(cp.records).values() if o["Type"] == "EXECUTION"), None)
             if exec_op is not None and exec_op["Status"] in TERMINAL_STATUSES:
-                return _terminal_response(cp.state)
+                return _terminal_response(cp.state, cp.records)
             v0 = cp.version
             self.invocations += 1
             self.current = (arn, cp)  # in-process invokers may reuse the loaded operations
@@ -583,9 +587,15 @@ class Orchestrator:
                 self.service.complete_invoke(arn, op["Id"], error=response.get("Error") or {"ErrorMessage": "failed"})
 
 
-def _terminal_response(state: Mapping[str, Any]) -> dict[str, Any]:
+def execution_result(records: Any) -> str | None:
+    exec_op = next((o for o in fold(records).values() if o["Type"] == "EXECUTION"), None)
+    return ((exec_op or {}).get("ExecutionDetails") or {}).get("Result")
+
+
+def _terminal_response(state: Mapping[str, Any], records: Any = ()) -> dict[str, Any]:
     if state.get("Status") == "SUCCEEDED":
-        return {"Status": "SUCCEEDED", "Result": state.get("Result")}
+        result = execution_result(records) if state.get("ResultInRecords") else state.get("Result")
+        return {"Status": "SUCCEEDED", "Result": result}
     return {"Status": "FAILED", "Error": state.get("Error") or {"ErrorMessage": f"execution {state.get('Status')}"}}
 
 

@@ -56,6 +56,7 @@ Op = dict[str, Any]
 Record = dict[str, Any]
 
 CHECKPOINT_SIZE_LIMIT_BYTES = 256 * 1024
+STATE_RESULT_LIMIT = 64 * 1024  # larger execution results stay only in the records
 
 # Event type per (operation type, resulting status)
 _EVENTS: dict[tuple[str, str], str] = {
@@ -491,7 +492,10 @@ def build_state(
     if end is not None:
         st["EndTimestamp"] = end
     if result is not None:
-        st["Result"] = result
+        if len(result) <= STATE_RESULT_LIMIT:
+            st["Result"] = result
+        else:  # kept once, in the EXECUTION operation's record (DynamoDB items are <= 400 KB)
+            st["ResultInRecords"] = True
     if error is not None:
         st["Error"] = dict(error)
     return st

@@ -237,19 +237,9 @@ _ITEM_BUDGET = 350_000  # bytes of JSON per record item (DynamoDB items are <= 4
 
 
 def _chunks(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    out: list[str] = []
-    cur: list[str] = []
-    size = 0
-    for r in records:
-        s = _dumps(dict(r))
-        if cur and size + len(s) > _ITEM_BUDGET:
-            out.append("[" + ",".join(cur) + "]")
-            cur, size = [], 0
-        cur.append(s)
-        size += len(s) + 1
-    if cur:
-        out.append("[" + ",".join(cur) + "]")
-    return out
+    """The batch as one JSON array, cut into <= 350 KB pieces (rejoined by ``load``)."""
+    text = _dumps([dict(r) for r in records])
+    return [text[i : i + _ITEM_BUDGET] for i in range(0, len(text), _ITEM_BUDGET)] if records else []
 
 
 class DynamoDBCheckpointStore:
@@ -363,14 +353,17 @@ class DynamoDBCheckpointStore:
             raise _not_found(execution_id, self.url)
         version = int(meta["version"]["N"])
         base = int(meta.get("base", {"N": "0"})["N"])
-        records: list[Any] = []
-        for item in items:
+        pieces: dict[int, list[str]] = {}
+        for item in items:  # sorted by sk: version, then piece
             sk = item["sk"]["S"]
             if not sk.startswith("R#"):
                 continue
             v = int(sk[2:14])
             if v <= version and (base == 0 or v >= base):
-                records.extend(_loads(item["records"]["S"]))
+                pieces.setdefault(v, []).append(item["records"]["S"])
+        records: list[Any] = []
+        for v in sorted(pieces):
+            records.extend(_loads("".join(pieces[v])))
         return Checkpoint(execution_id, version, _loads(meta["state"]["S"]), tuple(records))
 
     def _update_meta(self, execution_id: str, expected: int, state: Mapping[str, Any] | None, base: int | None) -> dict:

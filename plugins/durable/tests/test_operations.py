@@ -493,3 +493,17 @@ def test_with_retry_reruns_block_after_durable_backoff(runner_factory: Any) -> N
     result = runner_factory(handler).run()
     assert result.result_value == 2
     assert [e["Name"] for e in events(result, "WaitStarted")] == ["blk-backoff-1"]
+
+
+def test_large_execution_result(runner_factory: Any) -> None:
+    @durable_execution
+    def handler(event: dict, ctx: DurableContext) -> dict:
+        parts = [ctx.step(lambda _, i=i: str(i) * 200_000, name=f"part-{i}") for i in range(3)]
+        return {"parts": parts}  # ~600 KB: over a DynamoDB item, under Lambda's 6 MB response
+
+    runner = runner_factory(handler)
+    result = runner.run()
+    assert [len(p) for p in result.result_value["parts"]] == [200_000] * 3
+    described = runner.service.describe(result.execution_arn)
+    assert json.loads(described["Result"]) == result.result_value
+    assert result.history[-1]["ExecutionSucceededDetails"]["Result"]["Payload"] == result.result
