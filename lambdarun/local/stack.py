@@ -313,7 +313,13 @@ class LocalStack:
                 self._run_dir = self.state_dir / f"embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             started = False
             try:
-                self._moto = _start_moto(self.moto_port)
+                try:
+                    self._moto = _start_moto(self.moto_port)
+                except OSError as e:
+                    raise TargetError(
+                        f"cannot start the moto server on 127.0.0.1:{self.moto_port}: {e}; "
+                        "pick another port or 0 for any free one"
+                    ) from e
                 host, port = self._moto.get_host_and_port()
                 moto_url = f"http://{host}:{port}"
                 endpoints = {"": moto_url, **{s.upper(): moto_url for s in MOTO_SERVICES}}
@@ -329,7 +335,13 @@ class LocalStack:
                     cloudwatch_logs=self.cloudwatch_logs,
                     service_endpoints=endpoints,
                 )
-                self._service = LambdaService(options).start()
+                try:
+                    self._service = LambdaService(options).start()
+                except OSError as e:
+                    raise TargetError(
+                        f"cannot start the local Lambda service on 127.0.0.1:{self.port}: {e}; "
+                        "pick another port or 0 for any free one"
+                    ) from e
                 self._endpoints = Endpoints(lambda_=self._service.url, moto=moto_url)
                 if self.shared:
                     self._write_state_file()
@@ -453,6 +465,16 @@ class LocalStack:
                 return int(json.loads(r.read())["concurrency_limit"])
         except (OSError, ValueError, KeyError):
             return (os.cpu_count() or 1) * 4
+
+    def reset_aws(self) -> None:
+        """Forget everything moto holds (buckets, tables, queues, ...): its ``/moto-api/reset``.
+
+        moto keeps its state per process, so stacks started in one process share it.
+        Lambda functions are not affected.
+        """
+        req = urllib.request.Request(self.endpoints.moto + "/moto-api/reset", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
 
     def environment(self) -> dict[str, str]:
         """``AWS_ENDPOINT_URL_*``, region and dummy credentials for a boto3 user of this stack."""

@@ -149,3 +149,28 @@ def test_workers_die_with_a_killed_service(shared_stack: Any) -> None:
         time.sleep(0.05)
     assert not alive(worker)
     assert read_stack_info(state) is None  # the stale stack.json is recognised as such
+
+
+def test_busy_port_is_a_clear_error(local_stack: Any, tmp_path: Path) -> None:
+    from lambdarun.errors import TargetError
+
+    busy = int(local_stack.endpoints.lambda_.rsplit(":", 1)[1])
+    with pytest.raises(TargetError, match="pick another port"):
+        LocalStack(tmp_path, port=busy, reuse=False, stop_at_exit=False).start()
+    # nothing was left running by the failed start
+    assert not LocalStack(tmp_path, reuse=False, stop_at_exit=False).running
+
+
+def test_reset_aws_forgets_moto_state(tmp_path: Path) -> None:
+    # moto's state is per process: reset it in a subprocess, not under the other tests' feet
+    script = f"""
+from lambdarun.local import LocalStack
+with LocalStack({str(tmp_path)!r}, reuse=False, stop_at_exit=False) as stack:
+    s3 = stack.client("s3")
+    s3.create_bucket(Bucket="to-be-forgotten")
+    stack.reset_aws()
+    print([b["Name"] for b in s3.list_buckets()["Buckets"]])
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
