@@ -156,6 +156,7 @@ def run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvoc
             st = build_state(arn, exec_op, status, end=now, result=result, error=error.to_dict() if error else None)
         state.flush(records, state=st)
 
+    stop_flusher = state.start_flusher()
     try:
         try:
             result = func(input_event, ctx)
@@ -189,6 +190,8 @@ def run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvoc
         return DurableExecutionInvocationOutput.create_succeeded(serialized).to_dict()
     except ExecutionClosed:
         return _closed_output(state.execution_operation() or {})
+    finally:
+        stop_flusher()
 
 
 def _closed_output(exec_op: Mapping[str, Any]) -> dict[str, Any]:

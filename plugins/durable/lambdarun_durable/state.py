@@ -25,7 +25,7 @@ transaction / one DynamoDB TransactWriteItems) when any of these happens:
 * the invocation suspends, succeeds or fails (before the response is returned);
 * the buffer reaches ``max_batch_records`` (default 1000) records or ~``max_batch_bytes``
   (2 MB, under DynamoDB's 4 MB transaction limit), or its oldest record is older than
-  ``max_batch_age`` seconds (default 1.0).
+  ``max_batch_age`` seconds (default 1.0; a timer thread enforces it while user code runs).
 
 So a step result returned to user code may not be durable yet; if the invocation
 dies before the next flush, those steps run again on the next invocation, which is the
@@ -443,6 +443,35 @@ class ExecutionState:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    def flush_if_stale(self) -> None:
+        """Flush when the oldest buffered record is older than ``max_batch_age`` (timer thread)."""
+        since = self._buffer_since
+        if since is None or time.monotonic() - since < self.max_batch_age:
+            return
+        with self._lock:
+            if self._buffer_since is not None and time.monotonic() - self._buffer_since >= self.max_batch_age:
+                self.flush()
+
+    def start_flusher(self) -> Callable[[], None]:
+        """Bound the age of buffered records even while user code runs; returns the stopper."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(self.max_batch_age / 2):
+                try:
+                    self.flush_if_stale()
+                except BaseException:  # noqa: BLE001 - the invocation's own next flush reports it
+                    log.warning("durable.flusher.failed", arn=self.durable_execution_arn, exc_info=True)
+
+        thread = threading.Thread(target=loop, name="durable-flusher", daemon=True)
+        thread.start()
+
+        def stopper() -> None:
+            stop.set()
+            thread.join(timeout=5)
+
+        return stopper
 
 
 # --- execution-level helpers ---------------------------------------------------------------

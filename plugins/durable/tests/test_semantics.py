@@ -280,3 +280,33 @@ def test_invocation_retries_then_execution_fails(store: Any) -> None:
     assert service.describe(arn)["Status"] == "FAILED"
     # the step checkpointed by the first invocation was replayed, not re-run, by the retries
     assert sum(1 for r in store.load(arn).records if r.get("E") == "StepStarted") == 1
+
+
+def test_buffered_checkpoints_are_flushed_while_a_long_step_runs(store: Any) -> None:
+    import threading
+
+    seen: dict[str, int] = {}
+    release = threading.Event()
+
+    @durable_execution
+    def handler(event: dict, ctx: DurableContext) -> str:
+        ctx.step(lambda _: "quick", name="quick")
+
+        def long_step(_: Any) -> str:
+            # the timer thread must persist "quick" while this step is still running
+            deadline = __import__("time").monotonic() + 10
+            while __import__("time").monotonic() < deadline:
+                records = store.load(arn).records
+                if any(r.get("E") == "StepSucceeded" and r["Op"].get("Name") == "quick" for r in records):
+                    seen["quick"] = 1
+                    break
+                release.wait(0.02)
+            return "long"
+
+        return ctx.step(long_step, name="long")
+
+    service = DurableService(store)
+    arn = service.start_execution("fn", None)
+    inv = service.in_process_input(arn, batch_age=0.1)
+    assert handler(inv, None)["Status"] == "SUCCEEDED"
+    assert seen == {"quick": 1}
