@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from lambdarun.deploy.config import DeployConfig
 from lambdarun.deploy.deployer import Deployer, resolve_spec
-from lambdarun.deploy.package import PackageSpec, build_package, default_cache_dir
+from lambdarun.deploy.package import BuiltPackage, PackageSpec, build_package, default_cache_dir
 from lambdarun.deploy.plan import ApplyResult, DeployPlan
 
 if TYPE_CHECKING:
@@ -66,12 +66,20 @@ def plan_deploy(
     include: Sequence[str | Path] | None = None,
     layer: bool | None = None,
     echo: Callable[[str], None] | None = None,
+    package: BuiltPackage | None = None,
 ) -> DeployPlan:
-    """Build the package (or reuse the cached build) and compare with what exists. No writes."""
+    """Build the package (or reuse the cached build) and compare with what exists. No writes.
+
+    ``package`` deploys an already built package as is (its layer decides the layer mode).
+    """
     settings = _settings_with_deploy(session)
     deployer = Deployer(session.target, echo=echo)
+    if package is not None:
+        layer = package.layer is not None
     spec = resolve_spec(settings, session.target, function_name=function_name, layer=layer)
-    package = build_package(package_spec(settings, requirements=requirements, include=include, layer=spec.layer))
+    deployer.preflight(spec)
+    if package is None:
+        package = build_package(package_spec(settings, requirements=requirements, include=include, layer=spec.layer))
     return deployer.plan(spec, package)
 
 
@@ -84,10 +92,17 @@ def deploy(
     include: Sequence[str | Path] | None = None,
     layer: bool | None = None,
     echo: Callable[[str], None] | None = None,
+    package: BuiltPackage | None = None,
 ) -> DeployPlan | ApplyResult:
     """Plan, then (unless ``dry_run``) apply. Returns the plan or the apply result."""
     plan = plan_deploy(
-        session, function_name=function_name, requirements=requirements, include=include, layer=layer, echo=echo
+        session,
+        function_name=function_name,
+        requirements=requirements,
+        include=include,
+        layer=layer,
+        echo=echo,
+        package=package,
     )
     if dry_run:
         return plan

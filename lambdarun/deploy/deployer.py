@@ -327,6 +327,8 @@ class Deployer:
 
     def _layer_versions(self, spec: DeploySpec) -> list[dict[str, Any]]:
         lam = self.client("lambda")
+        if self.target.name == "local":
+            return []  # the local Lambda service has no layers
         try:
             pages = lam.get_paginator("list_layer_versions").paginate(LayerName=spec.layer_name)
             return [v for page in pages for v in page.get("LayerVersions", [])]
@@ -345,13 +347,19 @@ class Deployer:
             table=spec.table,
         )
 
-    def plan(self, spec: DeploySpec, package: BuiltPackage) -> DeployPlan:
-        """Compare the wanted state with what exists; no writes."""
+    def preflight(self, spec: DeploySpec) -> None:
+        """Cheap checks worth failing on before a package is built (no writes)."""
         if spec.layer and self.target.name == "local":
             raise UnsupportedOnTargetError(
                 "the local target does not run Lambda layers; deploy without --layer there "
                 "(the same zip then holds code and dependencies), or use --target aws"
             )
+        self.bucket_state(spec)
+
+    def plan(self, spec: DeploySpec, package: BuiltPackage) -> DeployPlan:
+        """Compare the wanted state with what exists; no writes."""
+        if spec.layer and self.target.name == "local":
+            self.preflight(spec)
         actions: list[Action] = []
         bucket_exists, bucket_managed = self.bucket_state(spec)
         if bucket_exists:

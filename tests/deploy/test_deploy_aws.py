@@ -64,8 +64,9 @@ def test_deploy_update_noop_destroy(aws_session, boto, built, unique_name):
     bucket = session.settings.storage_url.split("/")[2]
     lam, iam, s3, ddb = boto("lambda"), boto("iam"), boto("s3"), boto("dynamodb")
 
-    # 1. first deploy creates everything
-    result = deploy(session)
+    # 1. first deploy creates everything (the session's build: live edits of the source tree
+    # by other work must not make the no-op check below see a "changed" package)
+    result = deploy(session, package=built)
     assert _kinds(result) == [
         ("create", "bucket"),
         ("create", "table"),
@@ -95,7 +96,7 @@ def test_deploy_update_noop_destroy(aws_session, boto, built, unique_name):
     assert keys == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
 
     # 2. same inputs: nothing to do, and it says so
-    again = deploy(session)
+    again = deploy(session, package=built)
     assert isinstance(again, ApplyResult) and not again.changed
     assert "up to date: nothing to do" in again.render()
     assert all(a.change is Change.NOOP for a in again.plan.actions)
@@ -103,7 +104,7 @@ def test_deploy_update_noop_destroy(aws_session, boto, built, unique_name):
 
     # 3. a configuration change updates only the configuration
     bigger = session.derive({"deploy": {"memory_size": 2048}})
-    updated = deploy(bigger)
+    updated = deploy(bigger, package=built)
     assert _kinds(updated) == [("update", "function-configuration")]
     assert lam.get_function_configuration(FunctionName=fn)["MemorySize"] == 2048
 
@@ -120,23 +121,25 @@ def test_deploy_update_noop_destroy(aws_session, boto, built, unique_name):
     assert not destroy(bigger).changed
 
 
-def test_code_change_updates_code_only(aws_session, boto, tmp_path):
+def test_code_change_updates_code_only(aws_session, boto, tmp_path, built, cache_dir):
+    from lambdarun.deploy import PackageSpec, build_package
+
     session = aws_session()
     fn = session.settings.function_name
-    deploy(session)
+    deploy(session, package=built)
     module = tmp_path / "my_tasks.py"
     module.write_text("def double(x):\n    return 2 * x\n")
-    result = deploy(session, include=[module])
+    with_code = build_package(PackageSpec(python_version="3.11", cache_dir=cache_dir, include=(module,)))
+    assert with_code.function.code_sha256 != built.function.code_sha256
+    result = deploy(session, package=with_code)
     assert _kinds(result) == [("update", "function-code")]
     sha = boto("lambda").get_function_configuration(FunctionName=fn)["CodeSha256"]
-    assert sha == result.plan.package.function.code_sha256
-    module.write_text("def double(x):\n    return x + x\n")
-    assert _kinds(deploy(session, include=[module])) == [("update", "function-code")]
-    assert not deploy(session, include=[module]).changed
+    assert sha == with_code.function.code_sha256
+    assert not deploy(session, package=with_code).changed
     destroy(session)
 
 
-def test_destroy_keeps_what_deploy_did_not_create(aws_session, boto, unique_name):
+def test_destroy_keeps_what_deploy_did_not_create(aws_session, boto, unique_name, built):
     bucket = unique_name("users-bucket")
     session = aws_session(storage_url=f"s3://{bucket}/lambdarun")
     fn = session.settings.function_name
@@ -146,7 +149,7 @@ def test_destroy_keeps_what_deploy_did_not_create(aws_session, boto, unique_name
     s3.put_object(Bucket=bucket, Key="lambdarun/scratch", Body=b"a run's leftover")
     iam.create_role(RoleName=f"{fn}-role", AssumeRolePolicyDocument=json.dumps(trust_policy()))
 
-    result = deploy(session)
+    result = deploy(session, package=built)
     assert _kinds(result) == [("create", "function")]
     plan = result.plan
     assert any(a.kind == "role" and "used as is" in a.reason for a in plan.actions)
@@ -177,7 +180,7 @@ def test_large_zip_goes_through_s3_and_destroy_removes_it(aws_session, boto, bui
     session = aws_session(deploy={"direct_upload_limit": limit})
     fn = session.settings.function_name
     bucket = session.settings.storage_url.split("/")[2]
-    result = deploy(session)
+    result = deploy(session, package=built)
     assert _kinds(result) == [
         ("create", "bucket"),
         ("create", "role"),
@@ -189,7 +192,7 @@ def test_large_zip_goes_through_s3_and_destroy_removes_it(aws_session, boto, bui
     assert key.startswith(f"lambdarun/deploy/{fn}/")
     assert boto("s3").head_object(Bucket=bucket, Key=key)["ContentLength"] == built.function.size
     assert boto("lambda").get_function_configuration(FunctionName=fn)["CodeSha256"] == built.function.code_sha256
-    assert not deploy(session).changed
+    assert not deploy(session, package=built).changed
     destroy(session)
     assert not _exists(lambda: boto("s3").head_bucket(Bucket=bucket), "404", "NoSuchBucket")
 
@@ -207,7 +210,7 @@ def test_layer_mode_publishes_dependencies_separately(aws_session, boto):
     assert "python/msgpack/__init__.py" in layer_names and not any(n.startswith("python/lambdarun/") for n in layer_names)
     cfg = boto("lambda").get_function_configuration(FunctionName=fn)
     assert [layer["Arn"] for layer in cfg["Layers"]] == [f"arn:aws:lambda:us-east-1:123456789012:layer:{fn}-deps:1"]
-    assert not deploy(session, layer=True).changed
+    assert not deploy(session, package=package).changed
     gone = destroy(session)
     assert ("delete", "layer") in _kinds(gone)
     assert boto("lambda").list_layer_versions(LayerName=f"{fn}-deps")["LayerVersions"] == []

@@ -58,10 +58,20 @@ def test_package_holds_lambdarun_plugins_and_their_dependencies(built):
     assert all(".cpython-311-x86_64-linux-gnu.so" in n or not n.endswith(".so") or "abi3" in n for n in names)
 
 
-def test_builds_are_cached_and_deterministic(built, cache_dir):
+def test_builds_are_cached_and_deterministic(built, cache_dir, tmp_path):
+    from lambdarun.deploy.package import _Tree, _write_zip
+
+    first = build_package(PackageSpec(python_version="3.11", cache_dir=cache_dir))
     again = build_package(PackageSpec(python_version="3.11", cache_dir=cache_dir))
-    assert again.cached and again.key == built.key
-    assert again.function.code_sha256 == built.function.code_sha256
+    assert again.cached and again.key == first.key
+    assert again.function.code_sha256 == first.function.code_sha256
+    # the same files give the same bytes (so CodeSha256 says whether the function is current)
+    tree = _Tree()
+    (tmp_path / "a.py").write_text("A = 1\n")
+    tree.add_file("pkg/a.py", tmp_path / "a.py")
+    tree.add_bytes("pkg/__init__.py", b"")
+    one, two = _write_zip(tree, tmp_path / "one.zip"), _write_zip(tree, tmp_path / "two.zip")
+    assert one.code_sha256 == two.code_sha256 and (tmp_path / "one.zip").read_bytes() == (tmp_path / "two.zip").read_bytes()
     info = zipfile.ZipFile(built.function.path).infolist()
     assert [i.filename for i in info] == sorted(i.filename for i in info)
     assert {i.date_time for i in info} == {(1980, 1, 1, 0, 0, 0)}

@@ -77,14 +77,14 @@ def test_policy_document_grants_nothing_beyond_the_listed_resources():
         check_least_privilege(doc, fn="fn", bucket="b", prefix="lambdarun", table=table)
 
 
-def test_deployed_role_policy_is_least_privilege(aws_session, boto, unique_name):
+def test_deployed_role_policy_is_least_privilege(aws_session, boto, unique_name, built):
     from lambdarun.deploy import deploy, destroy
 
     table = unique_name("durable")
     session = aws_session(deploy={"table": table})
     fn = session.settings.function_name
     bucket = session.settings.storage_url.split("/")[2]
-    deploy(session)
+    deploy(session, package=built)
     doc = boto("iam").get_role_policy(RoleName=f"{fn}-role", PolicyName=POLICY_NAME)["PolicyDocument"]
     if isinstance(doc, str):
         doc = json.loads(doc)

@@ -1,0 +1,114 @@
+"""deploy / no-op / update / destroy on the local target, and lambdarun.run through the
+deployed zip."""
+
+from __future__ import annotations
+
+import os
+import pytest
+
+import lambdarun
+from lambdarun.deploy import ApplyResult, UnsupportedOnTargetError, deploy, destroy
+
+
+def _kinds(result: ApplyResult) -> list[tuple[str, str]]:
+    return [(a.change.value, a.kind) for a in result.applied]
+
+
+TASKS = """
+import os
+
+
+def where_things_come_from(x):
+    import cloudpickle
+    import msgpack
+
+    import lambdarun
+
+    return {
+        "value": x * 2,
+        "task_root": os.environ["LAMBDA_TASK_ROOT"],
+        "files": [lambdarun.__file__, msgpack.__file__, cloudpickle.__file__, __file__],
+        "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"],
+    }
+"""
+
+
+def not_in_the_zip(x):
+    return x
+
+
+def test_deploy_noop_update_destroy_on_the_local_target(local_session, local_stack, built):
+    session = local_session()
+    fn = session.settings.function_name
+    lam = local_stack.client("lambda")
+
+    first = deploy(session, package=built)
+    assert _kinds(first) == [("create", "bucket"), ("create", "role"), ("create", "role-policy"), ("create", "function")]
+    cfg = lam.get_function(FunctionName=fn)["Configuration"]
+    assert cfg["CodeSha256"] == built.function.code_sha256 and cfg["CodeSize"] == built.function.size
+
+    assert not deploy(session, package=built).changed
+
+    shorter = session.derive({"deploy": {"timeout": 60}})
+    assert _kinds(deploy(shorter, package=built)) == [("update", "function-configuration")]
+    assert lam.get_function_configuration(FunctionName=fn)["Timeout"] == 60
+
+    gone = destroy(shorter)
+    assert sorted(_kinds(gone)) == sorted([("delete", "function"), ("delete", "role"), ("delete", "bucket")])
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName=fn)
+
+
+def test_layers_are_refused_on_the_local_target(local_session):
+    with pytest.raises(UnsupportedOnTargetError, match="does not run Lambda layers"):
+        deploy(local_session(), layer=True)
+
+
+@pytest.mark.timeout(120)
+def test_lambdarun_run_through_the_deployed_zip(local_session, local_stack, lambdarun_session, monkeypatch, tmp_path, unique_name):
+    session = local_session()
+    fn = session.settings.function_name
+    module_name = unique_name("deployed_tasks").replace("-", "_")
+    module = tmp_path / f"{module_name}.py"
+    module.write_text(TASKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tasks = __import__(module_name)
+    result = deploy(session, include=[module])
+    assert result.changed
+    bucket_url = result.plan.spec.storage_url
+
+    # a client session that uses the deployed function as it is (target "aws" on the local
+    # stack's endpoints: nothing replaces the deployed code)
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    import lambdarun_covalent.plugin
+
+    endpoints = local_stack.endpoints
+    client = lambdarun_session(
+        lambdarun_covalent.plugin,
+        overrides={
+            "target": "aws",
+            "function_name": fn,
+            "storage_url": bucket_url,
+            "progress": False,
+            "aws": {
+                "lambda_endpoint_url": endpoints.lambda_,
+                "s3_endpoint_url": endpoints.moto,
+                "dynamodb_endpoint_url": endpoints.moto,
+            },
+            "covalent": {"function_name": fn},
+        },
+    )
+    out = lambdarun.run(tasks.where_things_come_from, 21, backend="covalent", session=client)
+    assert out["value"] == 42 and out["function"] == fn
+    # lambdarun and its dependencies were imported from the extracted zip
+    assert all(path.startswith(out["task_root"] + os.sep) for path in out["files"]), out
+    assert not out["files"][0].startswith(os.path.dirname(os.path.dirname(lambdarun.__file__)) + os.sep + "lambdarun")
+    results = list(lambdarun.map(tasks.where_things_come_from, [1, 2, 3], backend="covalent", session=client))
+    assert [r["value"] for r in results] == [2, 4, 6]
+    # code that was not deployed is not there: the caller gets a clear error naming it
+    with pytest.raises(lambdarun.errors.MissingModuleError, match="add it to the deployed requirements"):
+        lambdarun.run(not_in_the_zip, 1, backend="covalent", session=client)
+    destroy(session)
