@@ -419,6 +419,16 @@ class LocalStack:
     def running(self) -> bool:
         return self._endpoints is not None
 
+    def alive(self) -> bool:
+        """True when the stack answers its health check (owned or attached)."""
+        if self._endpoints is None:
+            return False
+        try:
+            with urllib.request.urlopen(self._endpoints.lambda_ + "/_lambdarun/health", timeout=2) as r:
+                return bool(json.loads(r.read()).get("pid"))
+        except (OSError, ValueError):
+            return False
+
     @property
     def owned(self) -> bool:
         """True when this process runs the servers (False when attached to a shared stack)."""

@@ -125,3 +125,20 @@ def test_local_target_inside_a_function_uses_the_stack_running_it(local_stack: A
 def test_concurrency_limit_is_visible(session: Session, local_stack: Any) -> None:
     assert session.target.concurrency_limit == (os.cpu_count() or 1) * 4  # the default
     assert LocalTarget(session.settings, stack=local_stack).concurrency_limit == 8  # conftest: 8
+
+
+def test_embedded_stack_replaces_a_shared_stack_that_went_down(tmp_path: Path) -> None:
+    from lambdarun.local import LocalStack
+    from lambdarun.local.plugin import LocalConfig, embedded_stack
+
+    shared = LocalStack(tmp_path, shared=True, reuse=False, stop_at_exit=False).start()
+    config = LocalConfig(state_dir=str(tmp_path))
+    try:
+        first = embedded_stack(config, "us-east-1")
+        assert not first.owned and first.endpoints == shared.endpoints
+        shared.stop()
+        second = embedded_stack(config, "us-east-1")
+        assert second.owned and second.alive()
+    finally:
+        shared.stop()
+        stop_embedded_stacks()
