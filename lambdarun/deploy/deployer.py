@@ -106,6 +106,16 @@ def _urls_in(settings: Settings) -> list[str]:
     return [v for v in values if isinstance(v, str) and "://" in v]
 
 
+def _backend_setting(settings: Settings, key: str) -> str | None:
+    """``key`` of the default backend's section when the user set it (e.g. ``[covalent]
+    function_name`` or ``execution_role``), so deploy creates what that backend will use."""
+    section = settings.sections.get(settings.backend)
+    if section is None or settings.source_of(f"{settings.backend}.{key}") == "default":
+        return None
+    value = getattr(section, key, None)
+    return value if isinstance(value, str) and value else None
+
+
 def function_environment(settings: Settings, *, function_name: str, storage_url: str) -> dict[str, str]:
     """The ``LAMBDARUN_*`` variables the deployed function needs: inside Lambda the target
     is ``aws`` (boto3 with the function's role), plus every non-default setting of the
@@ -144,7 +154,12 @@ def resolve_spec(
 ) -> DeploySpec:
     """The :class:`DeploySpec` for ``settings`` on ``target`` (asks STS for the account)."""
     config: DeployConfig = settings.section("deploy")
-    name = function_name or settings.function_name
+    name = (
+        function_name
+        or (settings.function_name if settings.source_of("function_name") != "default" else None)
+        or _backend_setting(settings, "function_name")
+        or settings.function_name
+    )
     account = _account(target)
     bucket, prefix = config.bucket, config.prefix.strip("/")
     if settings.storage_url and settings.storage_url.startswith("s3://"):
@@ -165,7 +180,7 @@ def resolve_spec(
         function_name=name,
         region=settings.region,
         account=account,
-        role_name=config.role_name or f"{name}-role",
+        role_name=config.role_name or _backend_setting(settings, "execution_role") or f"{name}-role",
         bucket=bucket,
         prefix=prefix,
         table=table,

@@ -38,8 +38,15 @@ def _default_session(overrides: Mapping[str, Any]) -> Session:
     from lambdarun.session import Session
 
     pm = make_plugin_manager()
+    # until both are default plugins: the [deploy] section and the local target
     if not pm.is_registered(this) and pm.get_plugin(this.__name__) is None:
         pm.register(this, name=this.__name__)
+    try:
+        import lambdarun.local.plugin as local
+    except ImportError:  # installed without the [local] extra
+        local = None
+    if local is not None and not pm.is_registered(local) and pm.get_plugin(local.__name__) is None:
+        pm.register(local, name=local.__name__)
     return Session(pm, overrides=overrides or None)
 
 

@@ -96,6 +96,7 @@ def aws_session(lambdarun_session: Callable[..., Any], moto_url: str, cache_dir:
             "progress": False,
             **overrides,
         }
+        opts = {k: v for k, v in opts.items() if v is not None}  # None: leave the default
         opts["aws"] = {"endpoint_url": moto_url, **overrides.get("aws", {})}
         opts["deploy"] = {"cache_dir": str(cache_dir), "python_version": "3.11", **(deploy or {})}
         return lambdarun_session(*plugins(*extra_plugins), overrides=opts)

@@ -214,3 +214,23 @@ def test_layer_mode_publishes_dependencies_separately(aws_session, boto):
     gone = destroy(session)
     assert ("delete", "layer") in _kinds(gone)
     assert boto("lambda").list_layer_versions(LayerName=f"{fn}-deps")["LayerVersions"] == []
+
+
+def test_names_follow_the_default_backends_explicit_settings(aws_session):
+    import lambdarun_covalent.plugin
+
+    from lambdarun.deploy import resolve_spec
+
+    session = aws_session(
+        lambdarun_covalent.plugin,
+        backend="covalent",
+        function_name=None,
+        covalent={"function_name": "covalent-awslambda-executor", "execution_role": "CovalentLambdaExecutionRole"},
+    )
+    spec = resolve_spec(session.settings, session.target)
+    assert spec.function_name == "covalent-awslambda-executor"
+    assert spec.role_name == "CovalentLambdaExecutionRole"
+    assert spec.environment["LAMBDARUN_COVALENT__FUNCTION_NAME"] == "covalent-awslambda-executor"
+    assert spec.environment["LAMBDARUN_BACKEND"] == "covalent"
+    # --function wins
+    assert resolve_spec(session.settings, session.target, function_name="other").function_name == "other"

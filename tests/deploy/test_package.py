@@ -133,3 +133,14 @@ def test_the_zip_alone_loads_lambdarun_and_every_plugin(built, tmp_path):
     installed = sorted(ep.name for ep in importlib.metadata.entry_points(group="lambdarun"))
     assert eval(lines[1]) == installed
     assert all(f.startswith(str(task_root)) for f in eval(lines[3]))
+
+
+@pytest.mark.timeout(120)
+def test_one_small_requirement_from_pypi_with_the_platform_options(tmp_path, cache_dir):
+    """The only test that downloads: pip's --platform/--python-version/--only-binary against
+    the real index, for one tiny pure-Python wheel."""
+    req = tmp_path / "requirements.txt"
+    req.write_text("iniconfig==2.0.0\n")
+    package = build_package(PackageSpec(python_version="3.11", cache_dir=cache_dir, requirements=req))
+    names = set(zipfile.ZipFile(package.function.path).namelist())
+    assert "iniconfig/__init__.py" in names and "iniconfig-2.0.0.dist-info/METADATA" in names
