@@ -42,7 +42,7 @@ from lambdarun.errors import (
 from lambdarun.futures import LambdaFuture
 from lambdarun.types import FunctionSpec
 
-from lambdarun_temporal._workflow import WORKFLOW_NAME
+from lambdarun_temporal._workflow import WORKER_SHUTDOWN, WORKFLOW_NAME
 from lambdarun_temporal.config import TemporalConfig
 from lambdarun_temporal.lambda_worker._configure import derived_shutdown_buffer
 from lambdarun_temporal.lambda_worker._defaults import (
@@ -241,7 +241,7 @@ class TemporalBackend(Backend):
             client = await asyncio.wrap_future(ready)
             handle = await client.start_workflow(
                 WORKFLOW_NAME,
-                args=[envelope, self.call_timeout, 1],
+                args=[envelope, self.call_timeout, self.config.attempts],
                 id=task_id,
                 task_queue=self.config.task_queue,
                 result_type=bytes,
@@ -386,14 +386,21 @@ class TemporalBackend(Backend):
 
 def _failure_error(task_id: str, exc: BaseException) -> BaseException:
     """Map a workflow failure (not a function exception, which travels in the outcome)."""
-    from temporalio.exceptions import ActivityError, CancelledError, TimeoutError as TemporalTimeout
+    from temporalio.exceptions import (
+        ActivityError,
+        ApplicationError,
+        CancelledError,
+        TimeoutError as TemporalTimeout,
+    )
 
     cause = exc.__cause__
     inner = cause.__cause__ if isinstance(cause, ActivityError) else cause
-    if isinstance(inner, TemporalTimeout):
+    cut = isinstance(inner, ApplicationError) and inner.type == WORKER_SHUTDOWN
+    if isinstance(inner, TemporalTimeout) or cut:
         return TaskTimeoutError(
             f"call {task_id} did not finish within its time limit ([temporal] timeout, default: "
-            "the worker function's timeout minus its shutdown buffer)"
+            "the worker function's timeout minus its shutdown buffer) in any of its "
+            "attempts; raise [temporal] function_timeout for longer calls"
         )
     if isinstance(inner, CancelledError) or isinstance(cause, CancelledError):
         return TaskCancelledError(f"call {task_id} was cancelled")

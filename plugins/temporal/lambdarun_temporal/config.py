@@ -46,5 +46,8 @@ class TemporalConfig:
     #: per-call time limit (seconds); default: the worker function's timeout minus its
     #: shutdown buffer
     timeout: float | None = attrs.field(default=None, validator=_positive)
+    #: attempts of a call cut short by the end of a worker invocation (its deadline); a
+    #: call whose function raised is never retried
+    attempts: int = attrs.field(default=3, validator=_positive)
     #: seconds between controller checks for pending work with no live worker
     controller_interval: float = attrs.field(default=0.25, validator=_positive)

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from temporalio import activity
 from temporalio.common import WorkerDeploymentVersion
+from temporalio.exceptions import ApplicationError
 
-from lambdarun_temporal._workflow import ACTIVITY_NAME, CallWorkflow
+from lambdarun_temporal._workflow import ACTIVITY_NAME, WORKER_SHUTDOWN, CallWorkflow
 from lambdarun_temporal.lambda_worker import LambdaWorkerConfig, run_worker
 
 if TYPE_CHECKING:
@@ -48,11 +49,19 @@ def is_worker_event(event: Any) -> bool:
 
 def make_call_activity(session: Session) -> Callable[[bytes], bytes]:
     """The activity running one call envelope; user errors come back inside the outcome."""
-    from lambdarun.calls import execute_call
+    from lambdarun.calls import decode_outcome, execute_call
 
     @activity.defn(name=ACTIVITY_NAME)
     def execute_lambdarun_call(envelope: bytes) -> bytes:
-        return execute_call(session, envelope)
+        outcome = execute_call(session, envelope)
+        if activity.is_cancelled() and not decode_outcome(session, outcome).ok:
+            # The worker invocation ended under the call (its deadline came): the exception
+            # is the SDK's cancellation, not the function's. Fail the attempt so Temporal
+            # retries it on the next worker instead of reporting a bogus error.
+            raise ApplicationError(
+                "the worker invocation ended before the call finished", type=WORKER_SHUTDOWN
+            )
+        return outcome
 
     return execute_lambdarun_call
 

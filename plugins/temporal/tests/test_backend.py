@@ -142,7 +142,7 @@ def test_worker_returns_before_its_lambda_deadline(make_session):
     times out with TaskTimeoutError."""
     from lambdarun.errors import TaskTimeoutError
 
-    session = make_session(function_timeout=5)
+    session = make_session(function_timeout=5, attempts=1)
     backend = session.backend("temporal")
     with pytest.raises(TaskTimeoutError):
         lambdarun.run(nap, 8, backend="temporal", session=session)
@@ -163,3 +163,30 @@ def test_failing_worker_function_fails_pending_calls(make_session):
     session = make_session(function_timeout=1)
     with pytest.raises(WorkerInvocationError, match="LambdaTimeoutTooShortError"):
         lambdarun.run(double, 1, backend="temporal", session=session)
+
+
+@pytest.mark.timeout(90)
+def test_call_cut_by_the_worker_deadline_runs_again_on_the_next_worker(make_session):
+    """A 5 s worker function stops at 2.5 s and gives running calls 1 s more (graceful
+    shutdown); a 2.8 s call started at ~1 s is cut by that and retried on a new worker
+    invocation, so it still succeeds."""
+    session = make_session(function_timeout=5, timeout=4)
+    backend = session.backend("temporal")
+    first = lambdarun.submit(nap, 2.0, backend="temporal", session=session)
+    time.sleep(1.0)
+    second = lambdarun.submit(nap, 2.8, backend="temporal", session=session)
+    assert first.result(timeout=60) == 2.0
+    assert second.result(timeout=60) == 2.8
+    assert backend.invocations >= 2
+    assert attempts_of(backend.address, second.task_id) >= 2
+
+
+def attempts_of(address: str, workflow_id: str) -> int:
+    from lambdarun_temporal.testing import with_client
+
+    async def fetch(client: Any) -> int:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        return max(e.activity_task_started_event_attributes.attempt for e in history.events
+                   if e.HasField("activity_task_started_event_attributes"))
+
+    return with_client(address, fetch)
