@@ -321,10 +321,12 @@ class _Environment:
         )
         if code < 0 and -code == signal.SIGKILL and not self.exit_reason:
             reason = "signal: killed"
-        self.dead = True
+        with self.inbox_ready:  # from here on submit() refuses new invocations
+            self.dead = True
+            pending = list(self.inbox)
+            self.inbox.clear()
         self.initialized.set()
         inv = self.current if self.in_use else None
-        pending = list(self.inbox)
         for victim in ([inv] if inv else []) + pending:
             if victim.done.is_set():
                 continue
@@ -359,8 +361,13 @@ class _Environment:
 
     def submit(self, inv: _Invocation) -> None:
         with self.inbox_ready:
-            self.inbox.append(inv)
-            self.inbox_ready.notify()
+            if not (self.dead and self.proc is not None and self.proc.returncode is not None):
+                self.inbox.append(inv)
+                self.inbox_ready.notify()
+                return
+        # the worker exited between being picked and being given the event
+        inv.fail("Runtime.ExitError",
+                 f"RequestId: {inv.request_id} Error: Runtime exited with error: {self.exit_reason or 'exited'}")
 
     def next_invocation(self) -> _Invocation | None:
         """Block until an invocation is queued for this environment (Runtime API /next)."""
