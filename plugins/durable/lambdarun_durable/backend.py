@@ -138,16 +138,38 @@ class DurableBackend(Backend):
     # -- Backend API
     def submit(self, func: Callable[..., Any], args: tuple, kwargs: dict) -> LambdaFuture:
         """Start ``func`` as a durable execution with ``args[0]`` (or ``event=``) as its input."""
+        arn = self.start(func, args[0] if args else kwargs.get("event", {}))
+        return self.resume(arn)
+
+    def start(self, func: Callable[..., Any], event: Any = None) -> str:
+        """Create the execution (nothing runs yet); :meth:`resume` drives it. Returns its ARN.
+
+        The handler envelopes are kept with the execution, so any process with the same
+        settings can drive it (``lambdarun durable resume ARN``) if this one dies.
+        """
         handler = _as_durable(func)
-        event = args[0] if args else kwargs.get("event", {})
-        payload = json.dumps(event)
         function_name = self.function_name
         envelopes = {function_name: base64.b64encode(encode_call(self.session, handler)).decode("ascii")}
         for name, h in self._functions.items():
             envelopes[name] = base64.b64encode(encode_call(self.session, h)).decode("ascii")
-        arn = self.service.start_execution(
-            function_name, payload, execution_timeout=self.config.execution_timeout
+        return self.service.start_execution(
+            function_name,
+            json.dumps(event if event is not None else {}),
+            execution_timeout=self.config.execution_timeout,
+            private={"Handlers": envelopes, "RuntimeFunction": function_name},
         )
+
+    def resume(self, arn: str) -> LambdaFuture:
+        """Drive an existing execution to its end in the background; return its future."""
+        ops = self.service.operations(arn)
+        exec_op = next(o for o in ops.values() if o["Type"] == "EXECUTION")
+        envelopes: dict[str, str] = exec_op.get("_Handlers") or {}
+        function_name: str = exec_op.get("_RuntimeFunction") or self.function_name
+        if function_name not in envelopes and not self.config.handler:
+            raise ConfigError(
+                f"execution {arn} was not started by the durable backend (no handler stored); "
+                "set durable.handler to drive it"
+            )
         future = LambdaFuture(arn)
         future.info["execution_arn"] = arn
 

@@ -94,6 +94,25 @@ def stop(arn: str, message: str, store_url: str | None) -> None:
         click.echo(f"stopped {arn}")
 
 
+@durable.command()
+@click.argument("arn")
+@click.option("--timeout", default=None, type=float, help="Seconds to wait for the end (default: no limit).")
+@store_option
+def resume(arn: str, timeout: float | None, store_url: str | None) -> None:
+    """Drive an execution started by the durable backend to its end; print its result."""
+    from lambdarun.session import Session
+
+    overrides = {"durable": {"store_url": store_url}} if store_url else None
+    session = Session(overrides=overrides)
+    try:
+        def go() -> None:
+            click.echo(_json(session.backend("durable").resume(arn).result(timeout=timeout)))
+
+        _run(go)
+    finally:
+        session.close()
+
+
 @durable.command(name="send-callback-success")
 @click.argument("callback_id")
 @click.argument("result", required=False)

@@ -43,6 +43,10 @@ class ExecutionStuckError(DurableServiceError):
     """The execution is PENDING but nothing can make progress (no timer, callback or invoke)."""
 
 
+#: private EXECUTION-operation keys kept out of invocation events (they can be large)
+_NOT_SENT = frozenset({"_Handlers"})
+
+
 def _dt(ms: int | None) -> datetime.datetime | None:
     return None if ms is None else datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
 
@@ -86,6 +90,7 @@ class DurableService:
         execution_name: str | None = None,
         parent: Mapping[str, Any] | None = None,
         execution_timeout: int | None = None,
+        private: Mapping[str, Any] | None = None,
     ) -> str:
         """Create an execution (status RUNNING, ExecutionStarted event); return its ARN.
 
@@ -100,6 +105,8 @@ class DurableService:
         )
         if parent:
             op["_Parent"] = dict(parent)
+        for key, value in (private or {}).items():  # engine-private, never in history
+            op[f"_{key}"] = value
         extra: dict[str, Any] = {"Input": input_payload}
         if execution_timeout:
             op["_TimeoutAt"] = now + execution_timeout * 1000
@@ -127,7 +134,10 @@ class DurableService:
         over ``event["_operations"]`` instead (never sent over the wire).
         """
         cp = self.store.load(arn)
-        ops = list(fold(cp.records).values())
+        ops = [
+            {k: v for k, v in op.items() if k not in _NOT_SENT} if op["Type"] == "EXECUTION" else op
+            for op in fold(cp.records).values()
+        ]
         inline = len(ops) <= self.inline_operations
         event = {
             "DurableExecutionArn": arn,

@@ -238,3 +238,18 @@ def test_runtime_hook_runs_configured_handler_for_plain_aws_events(
     out = session.pm.hook.lambdarun_handle_event(event=json.loads(json.dumps(event)), context=None, session=session)
     assert out == {"Status": "SUCCEEDED", "Result": str(sum(range(12)))}
     assert "killable_handler" in sys.modules
+
+
+def test_resume_after_the_orchestrator_is_gone(make_session: Callable[..., Any]) -> None:
+    """An execution created by one session is driven to its end by another one."""
+    first = make_session()
+    arn = first.backend("durable").start(order_workflow, {"n": 3})  # created, never driven here
+    first.close()
+    second = make_session()
+    assert second.backend("durable").resume(arn).result(timeout=30)["result"] == 12
+    service = second.backend("durable").service
+    assert service.describe(arn)["Status"] == "SUCCEEDED"
+    # the stored handler envelope is not sent with every event
+    event, _ = service.invocation_event(arn)
+    exec_op = next(o for o in event["InitialExecutionState"]["Operations"] if o["Type"] == "EXECUTION")
+    assert "_Handlers" not in exec_op
