@@ -122,4 +122,6 @@ def _is_payload_too_large(exc: Exception) -> bool:
 
 @hookimpl(trylast=True)
 def lambdarun_make_invoker(target: Target, session: Session) -> Boto3Invoker:
-    return Boto3Invoker(target, max_workers=session.settings.max_workers)
+    # never more threads than the target runs at once: extra ones only collect 429s
+    workers = session.settings.max_workers or getattr(target, "concurrency_limit", None)
+    return Boto3Invoker(target, max_workers=workers)

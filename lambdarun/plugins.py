@@ -55,6 +55,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "lambdarun.invoke",
     "lambdarun.polling",
     "lambdarun.runtime",
+    "lambdarun.local.plugin",
 )
 
 

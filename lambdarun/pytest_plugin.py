@@ -11,6 +11,12 @@ test suite:
     :class:`lambdarun.session.Session` (closed after the test); config files and
     ``LAMBDARUN_*`` variables of the developer's machine are ignored unless ``environ``
     passes them.
+``lambdarun_local_session``
+    factory like ``lambdarun_session`` for sessions on the local target, attached to the
+    test session's private local stack (``local_stack``).
+``local_stack``, ``local_lambda_client``, ``local_s3_client``, ``local_dynamodb_client``,
+``local_aws_env``, ``lambdarun_local_env``
+    a private local Lambda target for the test session (see :mod:`lambdarun.local.testing`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,15 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+
+from lambdarun.local.testing import (  # noqa: F401 - re-exported fixtures
+    lambdarun_local_env,
+    local_aws_env,
+    local_dynamodb_client,
+    local_lambda_client,
+    local_s3_client,
+    local_stack,
+)
 
 
 @pytest.fixture
@@ -51,3 +66,14 @@ def lambdarun_session(lambdarun_plugin_manager: Any, tmp_path_factory: pytest.Te
     yield factory
     for session in sessions:
         session.close()
+
+
+@pytest.fixture
+def lambdarun_local_session(lambdarun_session: Any, local_stack: Any) -> Any:
+    def factory(*plugins: Any, overrides: Mapping[str, Any] | None = None, load_entrypoints: bool = True) -> Any:
+        merged = dict(overrides or {})
+        merged["target"] = "local"
+        merged["local"] = {**merged.get("local", {}), "state_dir": str(local_stack.state_dir)}
+        return lambdarun_session(*plugins, overrides=merged, load_entrypoints=load_entrypoints)
+
+    return factory

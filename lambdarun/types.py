@@ -239,11 +239,20 @@ class CheckpointStore(Protocol):
 
     url: str
 
-    def create(self, execution_id: str, state: Mapping[str, Any]) -> Checkpoint:
-        """Create an execution at version 1; conflict error if it already exists."""
+    def create(
+        self,
+        execution_id: str,
+        state: Mapping[str, Any],
+        records: Sequence[Mapping[str, Any]] = (),
+    ) -> Checkpoint:
+        """Create an execution at version 1 (with optional initial records, in the same
+        write); conflict error if it already exists."""
 
     def load(self, execution_id: str) -> Checkpoint:
         """Load state and all records; raise :class:`~lambdarun.errors.ExecutionNotFoundError`."""
+
+    def load_state(self, execution_id: str) -> Checkpoint:
+        """Like :meth:`load` without the records (cheap, for describe and polling)."""
 
     def append(
         self,

@@ -26,12 +26,15 @@ class DictCheckpointStore:
         self.data = {}
         self.lock = threading.Lock()
 
-    def create(self, execution_id, state):
+    def create(self, execution_id, state, records=()):
         with self.lock:
             if execution_id in self.data:
                 raise CheckpointConflictError(execution_id)
-            self.data[execution_id] = Checkpoint(execution_id, 1, dict(state), ())
+            self.data[execution_id] = Checkpoint(execution_id, 1, dict(state), tuple(records))
             return self.data[execution_id]
+
+    def load_state(self, execution_id):
+        return Checkpoint(execution_id, self.load(execution_id).version, self.load(execution_id).state)
 
     def load(self, execution_id):
         try:

@@ -258,3 +258,10 @@ def lambdarun_make_target(name: str, settings: Settings) -> LocalTarget | None:
     except Exception as e:  # the [local] section is registered by this very plugin
         raise TargetError(f"the local target needs its [local] config section: {e}") from e
     return LocalTarget(settings)
+
+
+@hookimpl
+def lambdarun_add_commands(cli: Any) -> None:
+    from lambdarun.local.cli import local
+
+    cli.add_command(local)
