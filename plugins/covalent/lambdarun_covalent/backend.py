@@ -79,11 +79,15 @@ _JANITOR_GRACE = 5.0
 
 
 class _Deadlines:
-    """Calls a callback when its deadline passes; one daemon thread, a heap of deadlines."""
+    """Calls a callback when its deadline passes; one daemon thread, a heap of deadlines.
+
+    Removed deadlines drop their callback at once (it may hold a task and its arguments);
+    their heap entries are compacted away when they outnumber the live ones.
+    """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._cancelled: set[int] = set()
+        self._heap: list[tuple[float, int]] = []
+        self._callbacks: dict[int, Callable[[], None]] = {}
         self._cond = threading.Condition()
         self._counter = itertools.count()
         self._thread: threading.Thread | None = None
@@ -91,7 +95,8 @@ class _Deadlines:
     def add(self, when: float, callback: Callable[[], None]) -> int:
         with self._cond:
             token = next(self._counter)
-            heapq.heappush(self._heap, (when, token, callback))
+            self._callbacks[token] = callback
+            heapq.heappush(self._heap, (when, token))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="lambdarun-covalent-deadlines", daemon=True)
                 self._thread.start()
@@ -102,21 +107,28 @@ class _Deadlines:
         if token is None:
             return
         with self._cond:
-            self._cancelled.add(token)
+            if self._callbacks.pop(token, None) is not None and len(self._heap) > 2 * len(self._callbacks) + 1024:
+                self._heap = [entry for entry in self._heap if entry[1] in self._callbacks]
+                heapq.heapify(self._heap)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._callbacks)
 
     def _loop(self) -> None:
         while True:
             with self._cond:
                 while True:
-                    while self._heap and self._heap[0][1] in self._cancelled:
-                        self._cancelled.discard(heapq.heappop(self._heap)[1])
+                    while self._heap and self._heap[0][1] not in self._callbacks:
+                        heapq.heappop(self._heap)
                     if not self._heap:
                         self._cond.wait()
                         continue
-                    when = self._heap[0][0]
+                    when, token = self._heap[0]
                     now = time.monotonic()
                     if when <= now:
-                        _, token, callback = heapq.heappop(self._heap)
+                        heapq.heappop(self._heap)
+                        callback = self._callbacks.pop(token)
                         break
                     self._cond.wait(when - now)
             try:
@@ -189,6 +201,11 @@ class _Task:
         if fut.done():
             return "FAILED" if fut.exception() is not None else "COMPLETED"
         return "RUNNING" if fut.running() else "PENDING"
+
+    def release(self) -> None:
+        """The task ended: drop its deadline and its arguments (which may be large)."""
+        _deadlines.remove(self.deadline_token)
+        self.args, self.kwargs = (), {}
 
     def handle(self) -> dict[str, Any]:
         """A JSON-serializable handle (what Covalent stores with ``set_job_handle``)."""
@@ -509,7 +526,7 @@ class CovalentBackend(Backend):
         task = _Task(task_id, self, func, args, kwargs, future, float(cfg.timeout), mode)
         future.set_canceller(lambda: self._stop(task, "cancelled"))
         _tasks[task_id] = task
-        future.add_done_callback(lambda _f, t=task: _deadlines.remove(t.deadline_token))
+        future.add_done_callback(lambda _f, t=task: t.release())
         future.info["task"] = task  # keeps the task alive as long as its future
         (pool or self.engine.pool(self.config.max_workers or None)).submit(self._run, task)
         return future
@@ -526,6 +543,9 @@ class CovalentBackend(Backend):
             task.deadline_token = _deadlines.add(
                 time.monotonic() + task.timeout, lambda: self._time_out(task)
             )
+        if future.done():  # cancelled in between: its done callback may have missed the token
+            task.release()
+            return
         number = 0
         while True:
             number += 1

@@ -307,7 +307,8 @@ def test_signed_envelopes_round_trip(make_session):
 
 def finish_late(path, seconds):
     time.sleep(seconds)
-    open(path, "w").close()
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()} {time.time()}\n")
     return seconds
 
 
@@ -320,6 +321,7 @@ def test_close_cancels_unfinished_tasks_and_late_outcomes_are_deleted(make_sessi
     while not (task.attempt and task.attempt.invoked) and time.monotonic() < deadline:
         time.sleep(0.01)
     backend = session.backend("covalent")
+    engine = backend.engine
     backend.close()
     assert future.cancelled()
     # the cancelled asynchronous invocation still finishes on Lambda and stores its outcome;
@@ -328,9 +330,9 @@ def test_close_cancels_unfinished_tasks_and_late_outcomes_are_deleted(make_sessi
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert marker.exists()
-    while (backend.engine.watching() or leftovers(session)) and time.monotonic() < deadline:
+    while (engine.watching() or leftovers(session)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert backend.engine.watching() == 0
+    assert engine.watching() == 0
     assert leftovers(session) == []
 
 
