@@ -538,7 +538,7 @@ class Deployer:
                 revert = step(plan.spec, action, state)
             except Exception as exc:
                 rolled_back = self._rollback(undo)
-                raise self._failure(action, exc, rolled_back) from exc
+                raise self._failure(plan, action, exc, rolled_back) from exc
             if revert is not None:
                 undo.append((f"{action.kind} {action.name}", revert))
             done.append(action)
@@ -556,13 +556,19 @@ class Deployer:
                 rolled.append(f"{label} (FAILED to delete: {exc}; delete it by hand)")
         return tuple(rolled)
 
-    def _failure(self, action: Action, exc: Exception, rolled_back: tuple[str, ...]) -> Exception:
+    def _failure(self, plan: DeployPlan, action: Action, exc: Exception, rolled_back: tuple[str, ...]) -> Exception:
         if isinstance(exc, DeployError):
             exc.rolled_back = rolled_back
             return exc
         if isinstance(exc, self._ClientError):
             code = _error_code(exc)
             operation = getattr(exc, "operation_name", "") or action.kind
+            if code in ("BucketAlreadyExists",):
+                return BucketUnavailableError(
+                    f"the bucket name {plan.spec.bucket!r} is taken by another account (bucket names "
+                    "are global); choose another with [deploy] bucket or storage_url and deploy again.",
+                    rolled_back=rolled_back,
+                )
             if code in _ACCESS_DENIED:
                 iam_action = f"{_SERVICE_OF_KIND.get(action.kind, 'aws')}:{operation}"
                 return DeployPermissionError(

@@ -41,7 +41,7 @@ def _exists(call: Any, *exceptions: str) -> bool:
 def test_dry_run_plans_everything_and_creates_nothing(aws_session, boto, built):
     session = aws_session(deploy={"table": "lr-dry-table"})
     fn = session.settings.function_name
-    plan = deploy(session, dry_run=True)
+    plan = deploy(session, dry_run=True, package=built)
     assert isinstance(plan, DeployPlan)
     assert _kinds(plan) == [
         ("create", "bucket"),
@@ -171,7 +171,7 @@ def test_existing_function_not_created_by_deploy_is_refused(aws_session, boto, b
         FunctionName=fn, Runtime="python3.11", Role=arn, Handler="app.handler", Code={"ZipFile": built.function.read()}
     )
     with pytest.raises(FunctionNotManagedError, match="not created by lambdarun deploy"):
-        plan_deploy(session)
+        plan_deploy(session, package=built)
     assert not _exists(lambda: iam.get_role(RoleName=f"{fn}-role"), "NoSuchEntity")
 
 

@@ -144,3 +144,24 @@ def test_one_small_requirement_from_pypi_with_the_platform_options(tmp_path, cac
     package = build_package(PackageSpec(python_version="3.11", cache_dir=cache_dir, requirements=req))
     names = set(zipfile.ZipFile(package.function.path).namelist())
     assert "iniconfig/__init__.py" in names and "iniconfig-2.0.0.dist-info/METADATA" in names
+
+
+def test_unchanged_members_are_reused_byte_for_byte(tmp_path):
+    from lambdarun.deploy.package import _Tree, _write_zip
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.py").write_text("DATA = %r\n" % ("x" * 100_000))
+    (src / "small.py").write_text("A = 1\n")
+    tree = _Tree()
+    tree.add_tree(src, "pkg/")
+    tree.add_bytes("pkg/__init__.py", b"")
+    first = _write_zip(tree, tmp_path / "first.zip")
+    (src / "small.py").write_text("A = 2\n")
+    reused = _write_zip(tree, tmp_path / "reused.zip", previous=tmp_path / "first.zip")
+    fresh = _write_zip(tree, tmp_path / "fresh.zip")
+    assert (tmp_path / "reused.zip").read_bytes() == (tmp_path / "fresh.zip").read_bytes()
+    assert reused.code_sha256 == fresh.code_sha256 != first.code_sha256
+    with zipfile.ZipFile(tmp_path / "reused.zip") as zf:
+        assert zf.testzip() is None
+        assert zf.read("pkg/small.py") == b"A = 2\n" and zf.read("pkg/big.py").startswith(b"DATA = 'xxx")
