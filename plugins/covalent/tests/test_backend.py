@@ -18,6 +18,7 @@ from lambdarun.calls import execute_call
 from lambdarun.errors import (
     EnvelopeError,
     RemoteEnvironmentError,
+    RemoteExecutionError,
     TaskTimeoutError,
 )
 from lambdarun_covalent.backend import CovalentBackend
@@ -344,3 +345,33 @@ def test_per_call_options(session, leftovers):
     task = future.info["task"]
     assert task.mode.value == "Event" and task.timeout == 30
     assert leftovers(session) == []
+
+
+def test_async_task_timeout(make_session, leftovers):
+    session = make_session(mode="async", timeout=1)
+    future = lambdarun.submit(nap, 3, backend="covalent", session=session)
+    with pytest.raises(TaskTimeoutError, match="timeout of 1 s"):
+        future.result(timeout=2)
+
+
+def _rebuild_on_lambda_only(message):
+    if "AWS_LAMBDA_FUNCTION_NAME" not in os.environ:
+        raise ImportError("this exception type only loads inside the Lambda environment")
+    return LambdaOnlyError(message)
+
+
+class LambdaOnlyError(Exception):
+    def __reduce__(self):
+        return (_rebuild_on_lambda_only, (str(self),))
+
+
+def raise_lambda_only():
+    raise LambdaOnlyError("cannot be rebuilt by the caller")
+
+
+def test_exception_that_cannot_be_rebuilt_locally_names_its_type(session):
+    with pytest.raises(RemoteExecutionError) as info:
+        lambdarun.run(raise_lambda_only, backend="covalent", session=session)
+    assert info.value.original_type.endswith("LambdaOnlyError")
+    assert "cannot be rebuilt by the caller" in str(info.value)
+    assert "LambdaOnlyError" in info.value.remote_traceback
