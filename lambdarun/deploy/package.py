@@ -40,7 +40,7 @@ import sys
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -725,8 +725,3 @@ def _archive_from(doc: Mapping[str, Any], entry: Path) -> Archive | None:
     if not path.exists() or path.stat().st_size != doc["size"]:
         return None
     return Archive(path, doc["code_sha256"], doc["size"], doc["unzipped_size"])
-
-
-def iter_names(archive: Archive) -> Iterable[str]:
-    with zipfile.ZipFile(archive.path) as zf:
-        return zf.namelist()

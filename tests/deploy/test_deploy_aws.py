@@ -108,7 +108,12 @@ def test_deploy_update_noop_destroy(aws_session, boto, built, unique_name):
     assert _kinds(updated) == [("update", "function-configuration")]
     assert lam.get_function_configuration(FunctionName=fn)["MemorySize"] == 2048
 
-    # 4. destroy removes exactly what deploy created
+    # 4. destroy --dry-run lists the deletions and deletes nothing
+    preview = destroy(bigger, dry_run=True)
+    assert isinstance(preview, DeployPlan) and ("delete", "function") in _kinds(preview)
+    assert lam.get_function(FunctionName=fn)["Configuration"]["State"] == "Active"
+
+    # 5. destroy removes exactly what deploy created
     gone = destroy(bigger)
     assert sorted(_kinds(gone)) == sorted(
         [("delete", "function"), ("delete", "role"), ("delete", "table"), ("delete", "bucket")]
