@@ -28,7 +28,7 @@ MB = 1024 * 1024
 
 def _plugins() -> list[Any]:
     out: list[Any] = [lambdarun_covalent.plugin]
-    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
+    if not any(name.startswith("lambdarun.local") for name in DEFAULT_PLUGINS):  # until the core does
         from lambdarun.local import plugin as local_plugin
 
         out.append(local_plugin)
