@@ -375,3 +375,20 @@ def test_exception_that_cannot_be_rebuilt_locally_names_its_type(session):
     assert info.value.original_type.endswith("LambdaOnlyError")
     assert "cannot be rebuilt by the caller" in str(info.value)
     assert "LambdaOnlyError" in info.value.remote_traceback
+
+
+def test_unloadable_call_is_refused_with_a_typed_error(session, tmp_path, monkeypatch):
+    """The function's module exists here but not on Lambda: the runtime refuses the envelope
+    and the caller gets the typed error, not a hang or an opaque failure."""
+    from lambdarun.errors import MissingModuleError
+
+    session.backend("covalent").function_name  # noqa: B018 - function created before the module exists
+    (tmp_path / "only_here_module.py").write_text("def answer():\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_here_module
+
+    try:
+        with pytest.raises(MissingModuleError, match="only_here_module"):
+            lambdarun.run(only_here_module.answer, backend="covalent", session=session)
+    finally:
+        sys.modules.pop("only_here_module", None)
