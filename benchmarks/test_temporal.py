@@ -98,70 +98,74 @@ def invoke(impl: str, address: str, task_queue: str, timeout: float) -> dict[str
     return out
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("impl", IMPLS)
 def test_drain_queued_workflows(benchmark, server, bench_size, impl):
     count = bench_size(200, 20)
+    rounds = bench_size(3, 1)
     timeout = 10.0
-    outcome: dict[str, Any] = {}
+    ids: list[list[str]] = []
+    runs: list[dict[str, Any]] = []
 
     def setup() -> tuple[tuple, dict]:
         task_queue = f"drain-{impl}-{uuid.uuid4().hex[:6]}"
-        outcome["ids"] = queue_workflows(server.address, task_queue, count)
+        ids.append(queue_workflows(server.address, task_queue, count))
         return (task_queue,), {}
 
     def run(task_queue: str) -> None:
-        outcome["run"] = invoke(impl, server.address, task_queue, timeout)
+        runs.append(invoke(impl, server.address, task_queue, timeout))
 
-    benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
-    done = len(closed(server.address, outcome["ids"]))
+    benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1)
+    done = [len(closed(server.address, round_ids)) for round_ids in ids]
     benchmark.extra_info.update(
         impl=impl,
         queued=count,
-        completed=done,
+        completed_per_round=done,
         lambda_timeout_s=timeout,
-        invocation_s=round(outcome["run"]["elapsed"], 2),
-        stop_reason=(outcome["run"]["result"] or {}).get("stop_reason"),
-        exit_code=outcome["run"]["returncode"],
+        billed_s_per_round=[round(r["elapsed"], 2) for r in runs],
+        stop_reasons=[(r["result"] or {}).get("stop_reason") for r in runs],
+        exit_codes=[r["returncode"] for r in runs],
     )
-    print(f"\n[{impl}] drained {done}/{count} in one {timeout:.0f} s invocation "
-          f"({outcome['run']['elapsed']:.2f} s billed)")
+    print(f"\n[{impl}] drained {done} of {count} in one {timeout:.0f} s invocation per round "
+          f"(billed {[round(r['elapsed'], 2) for r in runs]} s, exit codes {[r['returncode'] for r in runs]})")
     if impl == "ours":
-        assert done >= (DRAIN_TARGET if count == 200 else count)
+        assert min(done) >= (DRAIN_TARGET if count == 200 else count)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("impl", IMPLS)
 def test_billed_seconds_when_work_ends_early(benchmark, server, bench_size, impl):
     count = bench_size(20, 5)
     timeout = bench_size(30.0, 10.0)
-    outcome: dict[str, Any] = {}
+    rounds = bench_size(2, 1)
+    ids: list[list[str]] = []
+    runs: list[dict[str, Any]] = []
 
     def setup() -> tuple[tuple, dict]:
         task_queue = f"early-{impl}-{uuid.uuid4().hex[:6]}"
-        outcome["ids"] = queue_workflows(server.address, task_queue, count)
+        ids.append(queue_workflows(server.address, task_queue, count))
         return (task_queue,), {}
 
     def run(task_queue: str) -> None:
-        outcome["run"] = invoke(impl, server.address, task_queue, timeout)
+        runs.append(invoke(impl, server.address, task_queue, timeout))
 
-    benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
-    closes = closed(server.address, outcome["ids"])
-    assert len(closes) == count
-    run = outcome["run"]
-    work_s = max(closes) - run["start"]
-    billed_s = run["elapsed"]
-    after_s = run["end"] - max(closes)
+    benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1)
+    billed, work, after = [], [], []
+    for round_ids, run_out in zip(ids, runs):
+        closes = closed(server.address, round_ids)
+        assert len(closes) == count
+        billed.append(round(run_out["elapsed"], 2))
+        work.append(round(max(closes) - run_out["start"], 2))
+        after.append(round(run_out["end"] - max(closes), 2))
     benchmark.extra_info.update(
         impl=impl,
         lambda_timeout_s=timeout,
-        billed_s=round(billed_s, 2),
-        work_s=round(work_s, 2),
-        exit_code=run["returncode"],
-        billed_after_work_s=round(after_s, 2),
-        billed_after_idle_s=round(after_s - IDLE_TIMEOUT, 2) if impl == "ours" else None,
+        billed_s=billed,
+        work_s=work,
+        billed_after_work_s=after,
+        exit_codes=[r["returncode"] for r in runs],
     )
-    print(f"\n[{impl}] {timeout:.0f} s Lambda, work done after {work_s:.2f} s, billed {billed_s:.2f} s "
-          f"({after_s:.2f} s after the work ended)")
+    print(f"\n[{impl}] {timeout:.0f} s Lambda: work done after {work} s, billed {billed} s, "
+          f"{after} s after the work ended (exit codes {[r['returncode'] for r in runs]})")
     if impl == "ours":
-        assert after_s - IDLE_TIMEOUT <= AFTER_IDLE_TARGET
+        assert max(after) - IDLE_TIMEOUT <= AFTER_IDLE_TARGET

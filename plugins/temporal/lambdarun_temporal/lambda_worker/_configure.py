@@ -41,7 +41,8 @@ class LambdaWorkerConfig:
         managed), pre-filled with our Lambda defaults and ``TEMPORAL_TASK_QUEUE``.
     :ivar shutdown_deadline_buffer: how long before the deadline shutdown begins. Left
         untouched, it is *derived* after ``configure`` from ``graceful_shutdown_timeout`` +
-        ``shutdown_hook_budget`` + 0.5 s, so changing either moves it; set it to pin it.
+        ``shutdown_hook_budget`` (only when hooks or a teardown exist) + 0.5 s, so changing
+        either moves it; set it to pin it.
     :ivar shutdown_hooks: called in order after the worker stops on every exit path (also
         after a failed connect or worker start); sync or async; each bounded in time.
     :ivar idle_timeout: return once no task has run for this long; ``None`` runs until

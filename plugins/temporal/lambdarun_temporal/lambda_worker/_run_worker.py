@@ -226,9 +226,12 @@ async def _invocation(
                 "configure or the TEMPORAL_TASK_QUEUE environment variable."
             )
         if config.shutdown_deadline_buffer == default_buffer:
-            # Untouched by configure: follow graceful shutdown and hook budget.
+            # Untouched by configure: follow graceful shutdown and hook budget (reserved
+            # only when there is a hook or a teardown to run).
+            has_hooks = bool(config.shutdown_hooks) or configure_cm is not None
             config.shutdown_deadline_buffer = derived_shutdown_buffer(
-                config.graceful_shutdown_timeout(), config.shutdown_hook_budget
+                config.graceful_shutdown_timeout(),
+                config.shutdown_hook_budget if has_hooks else timedelta(0),
             )
         stop_at = _check_deadline(config, deadline)
 
