@@ -176,6 +176,19 @@ def resolve_spec(
                 break
     python = config.python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
     storage_url = f"s3://{bucket}/{prefix}"
+    notes = []
+    if settings.storage_url != storage_url:
+        notes.append(
+            f"callers need storage_url = {storage_url!r} (lambdarun.toml or LAMBDARUN_STORAGE_URL) "
+            "to spill large payloads to this function's bucket"
+        )
+    section = settings.sections.get(settings.backend)
+    backend_fn = getattr(section, "function_name", None) if section is not None else None
+    if isinstance(backend_fn, str) and backend_fn and backend_fn != name:
+        notes.append(
+            f"the {settings.backend!r} backend calls the function {backend_fn!r}: set "
+            f"[{settings.backend}] function_name = {name!r}, or deploy with --function {backend_fn}"
+        )
     return DeploySpec(
         function_name=name,
         region=settings.region,
@@ -191,6 +204,7 @@ def resolve_spec(
         environment=function_environment(settings, function_name=name, storage_url=storage_url),
         layer=config.layer if layer is None else layer,
         direct_upload_limit=config.direct_upload_limit,
+        notes=tuple(notes),
     )
 
 

@@ -69,6 +69,8 @@ class DeploySpec:
     layer: bool = False
     handler: str = "lambdarun.runtime.handler"
     direct_upload_limit: int = 50 * 1024 * 1024
+    #: advice shown with the plan (settings the caller's side needs to use this function)
+    notes: tuple[str, ...] = ()
 
     @property
     def tags(self) -> dict[str, str]:
@@ -122,6 +124,8 @@ class DeployPlan:
             if pkg.layer is not None:
                 lines.append(f"  layer: {pkg.layer.size / 1e6:.1f} MB zipped (CodeSha256 {pkg.layer.code_sha256})")
         lines += [f"  {action}" for action in self.actions]
+        if self.operation == "deploy":
+            lines += [f"note: {note}" for note in spec.notes]
         if self.is_noop:
             lines.append(
                 "nothing to do: everything is up to date"

@@ -237,5 +237,12 @@ def test_names_follow_the_default_backends_explicit_settings(aws_session):
     assert spec.role_name == "CovalentLambdaExecutionRole"
     assert spec.environment["LAMBDARUN_COVALENT__FUNCTION_NAME"] == "covalent-awslambda-executor"
     assert spec.environment["LAMBDARUN_BACKEND"] == "covalent"
-    # --function wins
-    assert resolve_spec(session.settings, session.target, function_name="other").function_name == "other"
+    assert spec.notes == ()
+    # --function wins, and the plan says what the backend would call instead
+    other = resolve_spec(session.settings, session.target, function_name="other")
+    assert other.function_name == "other"
+    assert any("[covalent] function_name = 'other'" in note for note in other.notes)
+    # no storage_url: the default bucket, and a note saying how callers find it
+    bare = resolve_spec(session.settings.with_overrides({"storage_url": None}), session.target)
+    assert bare.bucket == "lambdarun-123456789012-us-east-1"
+    assert any("storage_url = 's3://lambdarun-123456789012-us-east-1/lambdarun'" in n for n in bare.notes)
