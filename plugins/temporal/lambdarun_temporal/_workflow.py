@@ -14,18 +14,30 @@ WORKFLOW_NAME = "lambdarun.call"
 ACTIVITY_NAME = "lambdarun.execute_call"
 #: failure type of an attempt cut short by the end of its worker invocation (the SDK uses it too)
 WORKER_SHUTDOWN = "WorkerShutdown"
+#: envelopes larger than this go through lambdarun storage instead of a Temporal payload
+#: (the server refuses payloads over 2 MB by default)
+INLINE_LIMIT = 1_500_000
 
 
 @workflow.defn(name=WORKFLOW_NAME, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class CallWorkflow:
-    """Input: the signed call envelope, the per-attempt time limit and the attempt count.
-    Output: the outcome envelope (value or exception, stdout/stderr)."""
+    """Input: the signed call envelope (or ``b""`` and ``call_url`` when it was too large for
+    a Temporal payload), the per-attempt time limit, the attempt count, and where to store
+    an outcome too large to return. Output: the outcome envelope, or ``b""`` when it was
+    stored at ``outcome_url``."""
 
     @workflow.run
-    async def run(self, envelope: bytes, timeout_seconds: float, attempts: int) -> bytes:
+    async def run(
+        self,
+        envelope: bytes,
+        timeout_seconds: float,
+        attempts: int,
+        call_url: str = "",
+        outcome_url: str = "",
+    ) -> bytes:
         return await workflow.execute_activity(
             ACTIVITY_NAME,
-            envelope,
+            args=[envelope, call_url, outcome_url],
             result_type=bytes,
             start_to_close_timeout=timedelta(seconds=timeout_seconds),
             # only attempts cut short by a worker's end (or its timeout) fail: the function's own

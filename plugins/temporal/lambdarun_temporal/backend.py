@@ -42,7 +42,7 @@ from lambdarun.errors import (
 from lambdarun.futures import LambdaFuture
 from lambdarun.types import FunctionSpec
 
-from lambdarun_temporal._workflow import WORKER_SHUTDOWN, WORKFLOW_NAME
+from lambdarun_temporal._workflow import INLINE_LIMIT, WORKER_SHUTDOWN, WORKFLOW_NAME
 from lambdarun_temporal.config import TemporalConfig
 from lambdarun_temporal.lambda_worker._configure import derived_shutdown_buffer
 from lambdarun_temporal.lambda_worker._defaults import (
@@ -61,6 +61,8 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
+#: every object this backend writes lives under this key prefix of its storage
+KEY_ROOT = "lambdarun-temporal"
 #: consecutive failed worker invocations after which pending calls fail
 MAX_WORKER_FAILURES = 3
 
@@ -124,6 +126,7 @@ class TemporalBackend(Backend):
         self._worker_failures = 0
         self._wake: asyncio.Event | None = None
         self._closed = False
+        self._can_spill: bool | None = None
         self.invocations = 0  # worker invocations started (for tests and benchmarks)
         #: the summaries returned by the latest worker invocations (stop_reason, counts)
         self.worker_summaries: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
@@ -237,11 +240,24 @@ class TemporalBackend(Backend):
     ) -> None:
         from temporalio.client import WorkflowFailureError
 
+        stored: list[str] = []
         try:
             client = await asyncio.wrap_future(ready)
+            call_url = outcome_url = ""
+            if len(envelope) > INLINE_LIMIT or self.config.always_spill:
+                storage = await asyncio.to_thread(self.session.storage)
+                prefix = f"{KEY_ROOT}/{self.run_id}/{task_id}"
+                await asyncio.to_thread(storage.put, f"{prefix}/call", envelope)
+                stored.append(f"{prefix}/call")
+                call_url, envelope = storage.url_for(f"{prefix}/call"), b""
+            outcome_key = f"{KEY_ROOT}/{self.run_id}/{task_id}/outcome"
+            if await asyncio.to_thread(self._spill_outcomes):
+                storage = await asyncio.to_thread(self.session.storage)
+                outcome_url = storage.url_for(outcome_key)
+                stored.append(outcome_key)  # deleting a key that was never written is fine
             handle = await client.start_workflow(
                 WORKFLOW_NAME,
-                args=[envelope, self.call_timeout, self.config.attempts],
+                args=[envelope, self.call_timeout, self.config.attempts, call_url, outcome_url],
                 id=task_id,
                 task_queue=self.config.task_queue,
                 result_type=bytes,
@@ -250,6 +266,8 @@ class TemporalBackend(Backend):
             assert self._wake is not None
             self._wake.set()
             data = await handle.result()
+            if not data and outcome_url:
+                data = await asyncio.to_thread(self.session.storage().get, outcome_key)
         except WorkflowFailureError as exc:
             future.finish(exception=_failure_error(task_id, exc))
             return
@@ -262,6 +280,8 @@ class TemporalBackend(Backend):
         finally:
             with self._lock:
                 self._pending.pop(task_id, None)
+            if stored:
+                await asyncio.to_thread(self._delete_stored, stored)
         try:
             outcome = decode_outcome(self.session, data)
         except Exception as exc:  # noqa: BLE001
@@ -276,6 +296,23 @@ class TemporalBackend(Backend):
                 stderr=outcome.stderr,
                 remote_traceback=outcome.remote_traceback,
             )
+
+    def _spill_outcomes(self) -> bool:
+        """Large outcomes are stored when the target has storage (else they fail clearly)."""
+        if self._can_spill is None:
+            try:
+                self.session.storage()
+                self._can_spill = True
+            except Exception as exc:  # noqa: BLE001 - no storage configured / reachable
+                log.info("no storage for large outcomes; they will fail", reason=str(exc))
+                self._can_spill = False
+        return self._can_spill
+
+    def _delete_stored(self, keys: list[str]) -> None:
+        try:
+            self.session.storage().delete(keys)
+        except Exception:  # noqa: BLE001 - cleanup is best effort
+            log.warning("could not delete stored call objects", keys=keys, exc_info=True)
 
     async def _cancel_workflow(self, task_id: str) -> None:
         if self._client is not None:

@@ -49,5 +49,8 @@ class TemporalConfig:
     #: attempts of a call cut short by the end of a worker invocation (its deadline); a
     #: call whose function raised is never retried
     attempts: int = attrs.field(default=3, validator=_positive)
+    #: store every call envelope in lambdarun storage instead of the Temporal payload
+    #: (always done above 1.5 MB; the server refuses payloads over 2 MB)
+    always_spill: bool = False
     #: seconds between controller checks for pending work with no live worker
     controller_interval: float = attrs.field(default=0.25, validator=_positive)

@@ -26,7 +26,7 @@ from temporalio import activity
 from temporalio.common import WorkerDeploymentVersion
 from temporalio.exceptions import ApplicationError
 
-from lambdarun_temporal._workflow import ACTIVITY_NAME, WORKER_SHUTDOWN, CallWorkflow
+from lambdarun_temporal._workflow import ACTIVITY_NAME, INLINE_LIMIT, WORKER_SHUTDOWN, CallWorkflow
 from lambdarun_temporal.lambda_worker import LambdaWorkerConfig, run_worker
 
 if TYPE_CHECKING:
@@ -49,10 +49,14 @@ def is_worker_event(event: Any) -> bool:
 
 def make_call_activity(session: Session) -> Callable[[bytes], bytes]:
     """The activity running one call envelope; user errors come back inside the outcome."""
-    from lambdarun.calls import decode_outcome, execute_call
+    from lambdarun.calls import decode_outcome, execute_call, pack_failure
+    from lambdarun.errors import PayloadTooLargeError
 
     @activity.defn(name=ACTIVITY_NAME)
-    def execute_lambdarun_call(envelope: bytes) -> bytes:
+    def execute_lambdarun_call(envelope: bytes, call_url: str = "", outcome_url: str = "") -> bytes:
+        if call_url:
+            storage, key = session.open_url(call_url)
+            envelope = storage.get(key)
         outcome = execute_call(session, envelope)
         if activity.is_cancelled() and not decode_outcome(session, outcome).ok:
             # The worker invocation ended under the call (its deadline came): the exception
@@ -61,6 +65,18 @@ def make_call_activity(session: Session) -> Callable[[bytes], bytes]:
             raise ApplicationError(
                 "the worker invocation ended before the call finished", type=WORKER_SHUTDOWN
             )
+        if len(outcome) > INLINE_LIMIT:
+            if not outcome_url:
+                return pack_failure(
+                    session,
+                    PayloadTooLargeError(
+                        f"the result ({len(outcome)} bytes) is over the Temporal payload limit "
+                        "and the call gave no outcome_url to store it; configure storage"
+                    ),
+                )
+            storage, key = session.open_url(outcome_url)
+            storage.put(key, outcome)
+            return b""
         return outcome
 
     return execute_lambdarun_call

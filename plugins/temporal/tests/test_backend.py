@@ -190,3 +190,17 @@ def attempts_of(address: str, workflow_id: str) -> int:
                    if e.HasField("activity_task_started_event_attributes"))
 
     return with_client(address, fetch)
+
+
+def echo_size(blob):
+    return blob + b"!"
+
+
+@pytest.mark.timeout(90)
+def test_large_argument_and_result_travel_through_storage(make_session):
+    """3 MB each way: over Temporal's 2 MB payload limit, so both go through lambdarun
+    storage (moto's S3 on the local target) and are deleted afterwards."""
+    session = make_session()
+    blob = b"x" * (3 * 1024 * 1024)
+    assert lambdarun.run(echo_size, blob, backend="temporal", session=session) == blob + b"!"
+    assert session.storage().list("lambdarun-temporal/") == []
