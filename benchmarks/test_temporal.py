@@ -5,6 +5,9 @@ dev server, each in its own subprocess with a fake Lambda context and *its own d
 
 * ``test_drain_queued_workflows``: N workflows queued, one 10 s invocation; how many finish
   (target for ours with N = 200: at least 190).
+* ``test_lambdarun_map_through_temporal``: ``lambdarun.map`` of N trivial calls with
+  ``backend="temporal"`` on the local target (local Lambda service + this dev server):
+  first call latency (cold worker function) and calls per second.
 * ``test_billed_seconds_when_work_ends_early``: a few workflows queued, a 30 s invocation;
   billed seconds and seconds billed after the work ended (target for ours: at most 1 s
   after idle, i.e. ``idle_timeout`` + shutdown).
@@ -27,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from lambdarun.local.testing import local_stack_fixture
 from lambdarun_temporal._benchmark import BUILD_ID, DEPLOYMENT
 from lambdarun_temporal.devserver import DevServer
 from lambdarun_temporal.testing import with_client
@@ -169,3 +173,55 @@ def test_billed_seconds_when_work_ends_early(benchmark, server, bench_size, impl
           f"{after} s after the work ended (exit codes {[r['returncode'] for r in runs]})")
     if impl == "ours":
         assert max(after) - IDLE_TIMEOUT <= AFTER_IDLE_TARGET
+
+
+local_stack = local_stack_fixture(scope="module")
+
+
+def _square(x):
+    return x * x
+
+
+@pytest.mark.timeout(600)
+def test_lambdarun_map_through_temporal(benchmark, server, local_stack, bench_size, tmp_path):
+    import time
+
+    import cloudpickle
+
+    import lambdarun
+    import lambdarun_temporal.plugin
+    from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
+    from lambdarun.session import Session
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    plugins: list[Any] = [lambdarun_temporal.plugin]
+    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
+        from lambdarun.local import plugin as local_plugin
+
+        plugins.append(local_plugin)
+    count = bench_size(200, 10)
+    figures: dict[str, Any] = {}
+
+    def run() -> None:
+        pm = make_plugin_manager(plugins, load_entrypoints=False, environ={})
+        overrides = {
+            "target": "local",
+            "local": {"state_dir": str(local_stack.state_dir)},
+            "progress": False,
+            "temporal": {"address": server.address, "function_name": "lambdarun-temporal-bench",
+                         "task_queue": f"bench-{uuid.uuid4().hex[:6]}"},
+        }
+        with Session(pm, overrides=overrides, environ={}, cwd=tmp_path) as session:
+            start = time.monotonic()
+            assert lambdarun.run(_square, 3, backend="temporal", session=session) == 9
+            figures["first_call_s"] = round(time.monotonic() - start, 3)
+            start = time.monotonic()
+            results = list(lambdarun.map(_square, range(count), backend="temporal", session=session))
+            elapsed = time.monotonic() - start
+            assert results == [x * x for x in range(count)]
+            figures.update(calls=count, map_s=round(elapsed, 3), calls_per_s=round(count / elapsed, 1),
+                           worker_invocations=session.backend("temporal").invocations)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(figures)
+    print(f"\n[lambdarun temporal backend] {figures}")
