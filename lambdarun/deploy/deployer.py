@@ -182,6 +182,12 @@ def resolve_spec(
             f"callers need storage_url = {storage_url!r} (lambdarun.toml or LAMBDARUN_STORAGE_URL) "
             "to spill large payloads to this function's bucket"
         )
+    for url in (u for u in _urls_in(settings) if u != settings.storage_url):
+        if url.startswith("s3://") and url.rstrip("/") != storage_url and not url.startswith(storage_url + "/"):
+            notes.append(
+                f"{url} (a backend setting) is outside {storage_url}/, which is all the function's "
+                "role may use: move it under that prefix, or grant the role access yourself"
+            )
     section = settings.sections.get(settings.backend)
     backend_fn = getattr(section, "function_name", None) if section is not None else None
     if isinstance(backend_fn, str) and backend_fn and backend_fn != name:

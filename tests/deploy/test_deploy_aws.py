@@ -246,3 +246,19 @@ def test_names_follow_the_default_backends_explicit_settings(aws_session):
     bare = resolve_spec(session.settings.with_overrides({"storage_url": None}), session.target)
     assert bare.bucket == "lambdarun-123456789012-us-east-1"
     assert any("storage_url = 's3://lambdarun-123456789012-us-east-1/lambdarun'" in n for n in bare.notes)
+
+
+def test_durable_store_url_gives_the_table_and_notes_outside_buckets(aws_session, unique_name):
+    import lambdarun_durable.plugin
+
+    from lambdarun.deploy import resolve_spec
+
+    table = unique_name("durable")
+    session = aws_session(lambdarun_durable.plugin, durable={"store_url": f"dynamodb://{table}"})
+    spec = resolve_spec(session.settings, session.target)
+    assert spec.table == table
+    assert spec.environment["LAMBDARUN_DURABLE__STORE_URL"] == f"dynamodb://{table}"
+    elsewhere = session.settings.with_overrides({"durable": {"store_url": "s3://another-bucket/durable"}})
+    spec = resolve_spec(elsewhere, session.target)
+    assert spec.table is None
+    assert any("s3://another-bucket/durable (a backend setting) is outside" in note for note in spec.notes)
