@@ -44,6 +44,7 @@ from lambdarun.errors import (
     LambdarunError,
     PayloadTooLargeError,
     RemoteEnvironmentError,
+    StorageError,
     TargetError,
     TaskTimeoutError,
 )
@@ -608,8 +609,16 @@ class CovalentBackend(Backend):
         if _EVENT_OVERHEAD + math.ceil(len(envelope) / 3) * 4 <= limit:
             event["call"] = base64.b64encode(envelope).decode("ascii")
         else:
-            storage.put(attempt.call_key, envelope)
             attempt.spilled = True
+            try:
+                storage.put(attempt.call_key, envelope)
+            except Exception as exc:
+                raise StorageError(
+                    f"could not store the {len(envelope)}-byte call of task {task.id} at "
+                    f"{storage.url_for(attempt.call_key)} ({type(exc).__name__}: {exc}); create the "
+                    "bucket, or point [covalent] s3_bucket_name / the core storage_url at one "
+                    "this process and the function can read and write"
+                ) from exc
             event["call_url"] = storage.url_for(attempt.call_key)
         return json.dumps(event).encode()
 

@@ -347,7 +347,7 @@ def test_per_call_options(session, leftovers):
     assert leftovers(session) == []
 
 
-def test_async_task_timeout(make_session, leftovers):
+def test_async_task_timeout(make_session):
     session = make_session(mode="async", timeout=1)
     future = lambdarun.submit(nap, 3, backend="covalent", session=session)
     with pytest.raises(TaskTimeoutError, match="timeout of 1 s"):
@@ -392,3 +392,11 @@ def test_unloadable_call_is_refused_with_a_typed_error(session, tmp_path, monkey
             lambdarun.run(only_here_module.answer, backend="covalent", session=session)
     finally:
         sys.modules.pop("only_here_module", None)
+
+
+def test_missing_bucket_is_a_clear_storage_error(make_session):
+    from lambdarun.errors import StorageError
+
+    session = make_session(s3_bucket_name="no-such-bucket-for-lambdarun", inline_limit=2048)
+    with pytest.raises(StorageError, match="create the bucket"):
+        lambdarun.run(len, b"x" * 10_000, backend="covalent", session=session)
