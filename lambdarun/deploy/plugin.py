@@ -117,8 +117,9 @@ def deploy_command(
         if ctx.find_object(DeployContext) is None:
             session.close()
     if isinstance(result, ApplyResult):
-        click.echo(result.plan.render() if result.changed else "")
         click.echo(result.render())
+        for note in result.plan.spec.notes:
+            click.echo(f"note: {note}")
     else:
         click.echo(result.render())
         click.echo("(dry run: nothing was changed)")
