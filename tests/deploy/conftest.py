@@ -42,20 +42,16 @@ def plugins(*extra: Any) -> list[Any]:
 
 
 @pytest.fixture(scope="session")
-def aws_credentials() -> Iterator[None]:
-    """Dummy credentials and no profile files: boto3 must never reach real AWS here."""
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
-            mp.delenv(var, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_CONFIG_FILE", os.devnull)
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        yield
+def aws_credentials(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """``[aws]`` settings with dummy credentials from a file of their own: sessions never
+    see the developer's real credentials, and the process environment is left alone."""
+    path = tmp_path_factory.mktemp("aws") / "credentials"
+    path.write_text("[lambdarun-tests]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    return {"profile": "lambdarun-tests", "credentials_file": str(path)}
 
 
 @pytest.fixture(scope="session")
-def moto_url(aws_credentials: None) -> Iterator[str]:
+def moto_url() -> Iterator[str]:
     """moto's ThreadedMotoServer on 127.0.0.1 (a free port): IAM, S3, DynamoDB, STS, Lambda."""
     from moto.server import ThreadedMotoServer
 
@@ -82,7 +78,9 @@ def built(cache_dir: Path) -> Any:
 
 
 @pytest.fixture
-def aws_session(lambdarun_session: Callable[..., Any], moto_url: str, cache_dir: Path, built: Any) -> Callable[..., Any]:
+def aws_session(
+    lambdarun_session: Callable[..., Any], moto_url: str, cache_dir: Path, built: Any, aws_credentials: dict[str, str]
+) -> Callable[..., Any]:
     """``aws_session(**overrides)``: a Session on target ``aws`` pointed at moto, with a fresh
     function/bucket/table name unless the overrides give them."""
 
@@ -97,7 +95,7 @@ def aws_session(lambdarun_session: Callable[..., Any], moto_url: str, cache_dir:
             **overrides,
         }
         opts = {k: v for k, v in opts.items() if v is not None}  # None: leave the default
-        opts["aws"] = {"endpoint_url": moto_url, **overrides.get("aws", {})}
+        opts["aws"] = {"endpoint_url": moto_url, **aws_credentials, **overrides.get("aws", {})}
         opts["deploy"] = {"cache_dir": str(cache_dir), "python_version": "3.11", **(deploy or {})}
         return lambdarun_session(*plugins(*extra_plugins), overrides=opts)
 

@@ -65,7 +65,9 @@ def test_layers_are_refused_on_the_local_target(local_session):
 
 
 @pytest.mark.timeout(120)
-def test_lambdarun_run_through_the_deployed_zip(local_session, local_stack, lambdarun_session, monkeypatch, tmp_path, unique_name):
+def test_lambdarun_run_through_the_deployed_zip(
+    local_session, local_stack, lambdarun_session, monkeypatch, tmp_path, unique_name, aws_credentials
+):
     session = local_session()
     fn = session.settings.function_name
     module_name = unique_name("deployed_tasks").replace("-", "_")
@@ -79,10 +81,6 @@ def test_lambdarun_run_through_the_deployed_zip(local_session, local_stack, lamb
 
     # a client session that uses the deployed function as it is (target "aws" on the local
     # stack's endpoints: nothing replaces the deployed code)
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     import lambdarun_covalent.plugin
 
     endpoints = local_stack.endpoints
@@ -94,6 +92,7 @@ def test_lambdarun_run_through_the_deployed_zip(local_session, local_stack, lamb
             "storage_url": bucket_url,
             "progress": False,
             "aws": {
+                **aws_credentials,
                 "lambda_endpoint_url": endpoints.lambda_,
                 "s3_endpoint_url": endpoints.moto,
                 "dynamodb_endpoint_url": endpoints.moto,
