@@ -56,6 +56,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "lambdarun.polling",
     "lambdarun.runtime",
     "lambdarun.local.plugin",
+    "lambdarun.deploy.plugin",
 )
 
 

@@ -15,6 +15,7 @@ Response::
 from __future__ import annotations
 
 import base64
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +26,16 @@ from lambdarun.errors import LambdarunError, PayloadTooLargeError
 from lambdarun.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from lambdarun.config import Settings
     from lambdarun.session import Session
 
-__all__ = ["handler", "runtime_session", "CALL_EVENT_VERSION", "DEFAULT_INLINE_LIMIT"]
+__all__ = [
+    "handler",
+    "runtime_session",
+    "function_environment",
+    "CALL_EVENT_VERSION",
+    "DEFAULT_INLINE_LIMIT",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -43,14 +51,32 @@ class UnhandledEventError(LambdarunError):
     """No installed plugin recognised the Lambda event."""
 
 
+def function_environment(settings: Settings) -> dict[str, str]:
+    """Environment variables a function running ``lambdarun.runtime.handler`` needs.
+
+    Inside Lambda lambdarun reaches AWS services as plain AWS (target ``aws``): on the local
+    target the ``AWS_ENDPOINT_URL_*`` variables of the environment point boto3 at the local
+    services. The signing key travels along so both sides sign and verify.
+    """
+    environment = {"LAMBDARUN_TARGET": "aws", "LAMBDARUN_REGION": settings.region}
+    if settings.signing_key:
+        environment["LAMBDARUN_SIGNING_KEY"] = settings.signing_key
+    return environment
+
+
 def runtime_session() -> Session:
-    """The session of this Lambda environment, created at the first invocation (cold start)."""
+    """The session of this Lambda environment, created at the first invocation (cold start).
+
+    Inside Lambda the target defaults to ``aws`` (see :func:`function_environment`).
+    """
     global _session
     with _session_lock:
         if _session is None:
+            from lambdarun.logs import in_lambda
             from lambdarun.session import Session
 
-            _session = Session()
+            overrides = {"target": "aws"} if in_lambda() and "LAMBDARUN_TARGET" not in os.environ else None
+            _session = Session(overrides=overrides)
         return _session
 
 

@@ -106,6 +106,10 @@ class Boto3Target:
     def endpoint_url(self, service: str) -> str | None:
         return self._endpoints.get(service)
 
+    @property
+    def concurrency_limit(self) -> int | None:
+        return None  # AWS: the account's concurrency limit, not known without asking
+
     # --- functions and storage -----------------------------------------------------------
 
     def ensure_function(self, spec: FunctionSpec) -> str:

@@ -103,6 +103,8 @@ class FunctionSpec:
     memory_size: int = 1024
     environment: Mapping[str, str] = attrs.field(factory=dict)
     reserved_concurrency: int | None = None
+    #: execution role ARN (AWS); None lets the target choose (deploy creates one)
+    role: str | None = None
 
 
 @runtime_checkable
@@ -114,6 +116,9 @@ class Target(Protocol):
 
     name: str
     region: str
+    #: how many invocations run at once (more synchronous ones are throttled), or None when
+    #: the target does not say (AWS: the account's limit); used to size thread pools
+    concurrency_limit: int | None
 
     def client(self, service: str) -> Any:
         """A boto3 client for ``service`` ("lambda", "s3", "dynamodb", ...), created once

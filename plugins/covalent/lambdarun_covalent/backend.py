@@ -49,6 +49,7 @@ from lambdarun.errors import (
     TaskTimeoutError,
 )
 from lambdarun.futures import LambdaFuture
+from lambdarun.runtime import function_environment
 from lambdarun.types import FunctionSpec, InvocationType, InvokeHandle, StorageHandle
 
 from lambdarun_covalent.config import DEFAULT_BUCKET, MAX_TIMEOUT, CovalentConfig
@@ -352,20 +353,8 @@ _engines_lock = threading.Lock()
 
 def target_concurrency(target: Target) -> int | None:
     """How many invocations the target runs at once, when it says."""
-    for attr in ("concurrency", "concurrency_limit", "max_concurrency"):
-        value = getattr(target, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    stack = getattr(target, "stack", None)  # the local target: its Lambda service's limit
-    service = getattr(stack, "service", None)
-    options = getattr(service, "options", None)
-    limit = getattr(options, "concurrency_limit", None)
-    if isinstance(limit, int) and limit > 0:
-        return limit
-    configured = getattr(stack, "max_concurrency", None)  # a stack attached to, not owned
-    if isinstance(configured, int) and stack is not None:
-        return configured or (os.cpu_count() or 1) * 4
-    return None
+    limit = getattr(target, "concurrency_limit", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
 
 
 # --------------------------------------------------------------------------------------
@@ -404,14 +393,11 @@ class CovalentBackend(Backend):
                 settings = self.runtime_session.settings
                 # inside Lambda the runtime reaches storage as plain AWS (the endpoints, if
                 # any, come from the target's AWS_ENDPOINT_URL_* variables)
-                environment = {"LAMBDARUN_TARGET": "aws", "LAMBDARUN_REGION": settings.region}
-                if settings.signing_key:
-                    environment["LAMBDARUN_SIGNING_KEY"] = settings.signing_key
                 spec = FunctionSpec(
                     name=self.config.function_name or settings.function_name,
                     timeout=int(MAX_TIMEOUT),  # per-task timeouts are enforced by the caller
                     memory_size=self.config.memory,
-                    environment=environment,
+                    environment=function_environment(settings),
                 )
                 self._function_name = self.runtime_session.target.ensure_function(spec)
             return self._function_name

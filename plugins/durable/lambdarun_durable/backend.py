@@ -28,6 +28,7 @@ from lambdarun.backends import Backend
 from lambdarun.calls import decode_call, encode_call
 from lambdarun.errors import ConfigError, InvocationError, RemoteExecutionError
 from lambdarun.futures import LambdaFuture
+from lambdarun.runtime import function_environment
 from lambdarun.types import FunctionSpec
 
 from lambdarun_durable.execution import DurableInvocationInput, durable_execution, is_durable_handler
@@ -119,9 +120,7 @@ class DurableBackend(Backend):
         with self._lock:
             if self._function_name is None:
                 settings = self.session.settings
-                environment = {"LAMBDARUN_TARGET": "aws", "LAMBDARUN_REGION": settings.region}
-                if settings.signing_key:
-                    environment["LAMBDARUN_SIGNING_KEY"] = settings.signing_key
+                environment = function_environment(settings)
                 spec = FunctionSpec(
                     name=self.config.function_name or settings.function_name,
                     timeout=self.config.timeout,
