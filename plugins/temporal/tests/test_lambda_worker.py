@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from lambdarun_temporal.testing import with_client, workflow_statuses
+from lambdarun_temporal.testing import with_client
 
 
 def start_workflows(address: str, task_queue: str, count: int, workflow: str = "AddOne") -> list[str]:
