@@ -5,6 +5,8 @@ dev server, each in its own subprocess with a fake Lambda context and *its own d
 
 * ``test_drain_queued_workflows``: N workflows queued, one 10 s invocation; how many finish
   (target for ours with N = 200: at least 190).
+* ``test_clean_exit``: N worker processes (empty queue) per implementation; how many exit
+  with code 0 (ours must always; the reference sometimes aborts at interpreter exit).
 * ``test_lambdarun_map_through_temporal``: ``lambdarun.map`` of N trivial calls with
   ``backend="temporal"`` on the local target (local Lambda service + this dev server):
   first call latency (cold worker function) and calls per second.
@@ -173,6 +175,29 @@ def test_billed_seconds_when_work_ends_early(benchmark, server, bench_size, impl
           f"{after} s after the work ended (exit codes {[r['returncode'] for r in runs]})")
     if impl == "ours":
         assert max(after) - IDLE_TIMEOUT <= AFTER_IDLE_TARGET
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_clean_exit(benchmark, server, bench_size, impl):
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = bench_size(60, 2)
+    codes: list[int] = []
+
+    def one(_: int) -> int:
+        return invoke(impl, server.address, f"exit-{uuid.uuid4().hex[:6]}", 9.0)["returncode"]
+
+    def run() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            codes.extend(pool.map(one, range(runs)))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    tally = {str(code): codes.count(code) for code in sorted(set(codes))}
+    benchmark.extra_info.update(impl=impl, processes=runs, exit_codes=tally)
+    print(f"\n[{impl}] {runs} worker processes, exit codes {tally}")
+    if impl == "ours":
+        assert codes == [0] * runs
 
 
 local_stack = local_stack_fixture(scope="module")
