@@ -41,10 +41,20 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="lambdarun-parent-watch", daemon=True).start()
 
 
-def main() -> None:
-    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+def _set_sys_path() -> None:
+    first = os.environ.pop("_LAMBDARUN_LOCAL_SYS_PATH", None)
+    if first is not None:
+        # a zip function, run with -I -S: sys.path is only the stdlib (no script directory
+        # under -I), so put the task root, the function's PYTHONPATH and the runtime's
+        # packages in front of it, like Lambda's /var/task and /var/runtime
+        sys.path[0:0] = [p for p in first.split(os.pathsep) if p]
+        return
     # A script's own directory is sys.path[0]; Lambda puts the task root there instead.
-    sys.path[0] = task_root
+    sys.path[0] = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+
+
+def main() -> None:
+    _set_sys_path()
     _limit_memory()
     _watch_parent()
     from awslambdaric.__main__ import main as ric_main

@@ -42,6 +42,7 @@ import attrs
 import structlog
 
 from lambdarun.local._http import FastHandler, LoopbackServer
+from lambdarun.local._sandbox import ISOLATED_FLAGS, SYS_PATH_VAR, build_runtime_dir
 
 __all__ = [
     "ServiceOptions",
@@ -288,8 +289,12 @@ class _Environment:
         env = self.service.function_environment(fn, self)
         self.runtime.start()
         self.spawned_at = time.perf_counter()
+        if fn.local_code:  # a directory used in place: this environment's packages too
+            argv = [opts.python, _BOOTSTRAP, fn.handler]
+        else:  # a zip: only its content and what Lambda's runtime provides
+            argv = [opts.python, *ISOLATED_FLAGS, _BOOTSTRAP, fn.handler]
         self.proc = subprocess.Popen(
-            [opts.python, _BOOTSTRAP, fn.handler],
+            argv,
             cwd=str(fn.code_dir),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -636,6 +641,7 @@ class LambdaService:
         self._stopping = threading.Event()
         self._server: LoopbackServer | None = None
         self._reaper: threading.Thread | None = None
+        self._runtime_dir: Path | None = None
         (options.state_dir / "functions").mkdir(parents=True, exist_ok=True)
         (options.state_dir / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -696,6 +702,14 @@ class LambdaService:
             env.runtime.close()
             env.close_log()
 
+    def runtime_dir(self) -> Path:
+        """This service's directory of the packages Lambda's runtime provides (zip functions
+        see only these besides their own code and the stdlib; see :mod:`._sandbox`)."""
+        with self._lock:
+            if self._runtime_dir is None:
+                self._runtime_dir = build_runtime_dir(self.options.state_dir / "runtime")
+            return self._runtime_dir
+
     def environment_pids(self) -> list[int]:
         with self._lock:
             return [e.pid for e in self._environments if e.pid and not e.dead]
@@ -753,6 +767,9 @@ class LambdaService:
             "region": opts.region,
         })
         out.update(user)
+        if not fn.local_code:
+            # -I ignores PYTHONPATH: _bootstrap.py builds sys.path from this instead
+            out[SYS_PATH_VAR] = os.pathsep.join([*pythonpath, str(self.runtime_dir())])
         if opts.memory_limit:
             # glibc reserves up to 64 MB of address space per thread arena: cap the arenas so
             # a threaded handler is not refused memory it never uses

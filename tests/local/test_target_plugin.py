@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,10 +100,12 @@ def test_sessions_reuse_the_fixture_stack(local_stack: Any, monkeypatch: pytest.
     assert local_stack.running
 
 
-def test_local_target_inside_a_function_uses_the_stack_running_it(local_stack: Any, make_function: Any,
-                                                                   lam: Any) -> None:
+def test_local_target_inside_a_function_uses_the_stack_running_it(local_stack: Any, lam: Any,
+                                                                   tmp_path: Path) -> None:
     local_stack.client("s3").create_bucket(Bucket="seen-from-inside")
-    name = make_function("""
+    # a local-directory function (as LocalTarget.ensure_function makes): it imports this
+    # environment's packages; a zip would need lambdarun vendored in it
+    (tmp_path / "app.py").write_text(textwrap.dedent("""
         import lambdarun.local.plugin as local_plugin
         from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
         from lambdarun.session import Session
@@ -115,8 +118,17 @@ def test_local_target_inside_a_function_uses_the_stack_running_it(local_stack: A
             buckets = [b["Name"] for b in target.client("s3").list_buckets()["Buckets"]]
             return {"owned": target.stack.owned, "buckets": buckets,
                     "lambda": target.endpoint_url("lambda")}
-    """, timeout=30, memory_size=1024)
-    out = json.loads(lam.invoke(FunctionName=name)["Payload"].read())
+    """))
+    name = "inside-uses-running-stack"
+    lam.create_function(
+        FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::123456789012:role/x",
+        Handler="app.handler", Code={"S3Bucket": "__local__", "S3Key": str(tmp_path)},
+        Timeout=30, MemorySize=1024,
+    )
+    try:
+        out = json.loads(lam.invoke(FunctionName=name)["Payload"].read())
+    finally:
+        lam.delete_function(FunctionName=name)
     assert out["owned"] is False
     assert "seen-from-inside" in out["buckets"]
     assert out["lambda"] == local_stack.endpoints.lambda_
