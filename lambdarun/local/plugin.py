@@ -163,10 +163,15 @@ class LocalTarget(Boto3Target):
     def ensure_function(self, spec: FunctionSpec) -> str:
         """Create (or bring up to date) ``spec`` from the current environment.
 
+        A function deployed by ``lambdarun deploy`` (tagged ``lambdarun:managed-by =
+        lambdarun-deploy``) is left untouched and used as is.
+
         The code is the current working directory, used in place; ``PYTHONPATH`` carries
         this process's extra import paths so whatever imports here imports there, and this
         process's ``LAMBDARUN_*`` variables are passed on (``spec.environment`` wins).
         """
+        from lambdarun.deploy.plan import MANAGED_TAG, MANAGED_VALUE  # ~20 ms: only when needed
+
         lam = self.client("lambda")
         code_dir = os.path.realpath(os.getcwd())
         # the caller's lambdarun configuration from the environment travels with the code
@@ -187,6 +192,11 @@ class LocalTarget(Boto3Target):
             current = lam.get_function(FunctionName=spec.name)
         except lam.exceptions.ResourceNotFoundException:
             current = None
+        if current is not None and (current.get("Tags") or {}).get(MANAGED_TAG) == MANAGED_VALUE:
+            # deployed by `lambdarun deploy` (its own zip, role, settings): use it as is, like
+            # the aws target does, never replace it with the current directory
+            log.debug("using the deployed function as is", function=spec.name)
+            return spec.name
         if current is None:
             try:
                 lam.create_function(

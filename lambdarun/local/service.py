@@ -583,7 +583,8 @@ class _ApiHandler(FastHandler):
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         body = self.read_body()
         try:
-            status, payload, headers = service.route(method, split.path, query, self.headers, body)
+            status, payload, headers = service.route(method, split.path, query, self.headers, body,
+                                                     raw_query=split.query)
         except ApiError as e:
             headers = {"X-Amzn-ErrorType": e.code, "x-amzn-RequestId": str(uuid.uuid4())}
             if e.status == 429:
@@ -1093,7 +1094,7 @@ class LambdaService:
     # -- routing --------------------------------------------------------------------
 
     def route(self, method: str, path: str, query: dict[str, str], headers: Any,
-              body: bytes) -> tuple[int, bytes, dict[str, str]]:
+              body: bytes, *, raw_query: str = "") -> tuple[int, bytes, dict[str, str]]:
         if path.startswith(_API):
             rest = path[len(_API):].strip("/")
             if not rest:
@@ -1126,6 +1127,9 @@ class LambdaService:
             if path.startswith(prefix) and path.endswith("/concurrency"):
                 name, _ = _function_name(path[len(prefix):-len("/concurrency")])
                 return self._concurrency(method, name, body)
+        tags = "/2017-03-31/tags/"
+        if path.startswith(tags):
+            return self._tags(method, unquote(path[len(tags):]), body, raw_query)
         if path == "/_lambdarun/health" and method == "GET":
             return _ok({"pid": os.getpid(), "url": self.url, "environments": self.environment_pids(),
                         "concurrency_limit": self.options.concurrency_limit})
@@ -1312,6 +1316,31 @@ class LambdaService:
         if not fn.local_code:
             shutil.rmtree(fn.code_dir.parent, ignore_errors=True)
         return 204, b"", {}
+
+    def _tags(self, method: str, arn: str, body: bytes, raw_query: str) -> tuple[int, bytes, dict[str, str]]:
+        """ListTags / TagResource / UntagResource of a function (by ARN)."""
+        if ":function:" not in arn:
+            raise ApiError(400, "InvalidParameterValueException",
+                           f"The local Lambda service tags functions only, not {arn!r}.")
+        name, qualifier = _function_name(arn)
+        fn = self._lookup(name, qualifier)
+        if method == "GET":
+            with self._lock:
+                return _ok({"Tags": dict(fn.tags)})
+        if method == "POST":
+            new = _json(body).get("Tags") or {}
+            if not isinstance(new, dict):
+                raise ApiError(400, "InvalidParameterValueException", "Tags must be a map of strings.")
+            with self._lock:
+                fn.tags.update({str(k): str(v) for k, v in new.items()})
+            return 204, b"", {}
+        if method == "DELETE":
+            keys = parse_qs(raw_query).get("tagKeys", [])
+            with self._lock:
+                for key in keys:
+                    fn.tags.pop(key, None)
+            return 204, b"", {}
+        raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} tags")
 
     def _concurrency(self, method: str, name: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
         fn = self._lookup(name)
