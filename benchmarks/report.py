@@ -11,6 +11,12 @@ Each benchmark describes its headline figure in ``benchmark.extra_info``:
 ``reference`` the same figure for the reference implementation, measured in the same run
 ``reference_name``  which implementation that is
 ``target``    the figure to reach, with ``target_op`` ``<=`` (default) or ``>=``
+``note``      a sentence shown under the table (how a figure was taken, why a target is missed)
+``peak_rss_mib`` / ``reference_peak_rss_mib``  peak RSS during the scenario (``record_rss``
+              fixture) and of the reference's own process where it ran in one
+``also``      a list of further rows (dicts with the keys above) measured by the same benchmark
+
+The ``headline`` fixture in ``conftest.py`` fills these keys.
 
 The table shows lambdarun, reference, the ratio lambdarun / reference, the target and whether
 it was met. A missed target is shown as missed, never hidden.
@@ -25,6 +31,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,32 +47,42 @@ def run_benchmarks(json_path: Path, extra: list[str]) -> int:
     return subprocess.call(cmd, cwd=ROOT)
 
 
+def _row(name: str, info: dict, median_ms: float | None, parent: dict | None = None) -> dict:
+    value = info.get("value", median_ms)
+    unit = info.get("unit", "ms")
+    reference = info.get("reference")
+    target = info.get("target")
+    op = info.get("target_op", "<=")
+    met = None
+    if target is not None and value is not None:
+        met = value <= target if op == "<=" else value >= target
+    inherited = parent or {}
+    return {
+        "name": name,
+        "scenario": info.get("scenario", name),
+        "value": value,
+        "unit": unit,
+        "reference": reference,
+        "reference_name": info.get("reference_name", ""),
+        "ratio": (value / reference) if reference not in (None, 0) and value is not None else None,
+        "target": f"{op} {target:g} {unit}" if target is not None else "",
+        "met": met,
+        "note": info.get("note", ""),
+        "peak_rss_mib": info.get("peak_rss_mib", inherited.get("peak_rss_mib")),
+        "reference_peak_rss_mib": info.get("reference_peak_rss_mib", inherited.get("reference_peak_rss_mib")),
+        "median_ms": median_ms,
+    }
+
+
 def rows_from(data: dict) -> list[dict]:
+    """One row per benchmark, plus the further rows it lists in ``extra_info["also"]``."""
     rows = []
     for bench in data["benchmarks"]:
         info = bench.get("extra_info", {})
         median_ms = bench["stats"]["median"] * 1000
-        value = info.get("value", median_ms)
-        unit = info.get("unit", "ms")
-        reference = info.get("reference")
-        target = info.get("target")
-        op = info.get("target_op", "<=")
-        met = None
-        if target is not None and value is not None:
-            met = value <= target if op == "<=" else value >= target
-        rows.append({
-            "name": bench["name"],
-            "scenario": info.get("scenario", bench["name"]),
-            "value": value,
-            "unit": unit,
-            "reference": reference,
-            "reference_name": info.get("reference_name", ""),
-            "ratio": (value / reference) if reference not in (None, 0) and value is not None else None,
-            "target": f"{op} {target} {unit}" if target is not None else "",
-            "met": met,
-            "peak_rss_mib": info.get("peak_rss_mib"),
-            "median_ms": median_ms,
-        })
+        rows.append(_row(bench["name"], info, median_ms))
+        for extra in info.get("also", []):
+            rows.append(_row(bench["name"], {**extra}, None, parent=info))
     return rows
 
 
@@ -83,24 +100,53 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
-def write_markdown(rows: list[dict], out: Path, when: str) -> None:
+def _rss(r: dict) -> str:
+    ours, ref = r["peak_rss_mib"], r["reference_peak_rss_mib"]
+    return fmt(ours) if ref is None else f"{fmt(ours)} / {fmt(ref)}"
+
+
+def write_markdown(rows: list[dict], out: Path, when: str, run: dict) -> None:
     lines = [
         "# lambdarun benchmark results",
         "",
-        f"Machine: {machine()}. Date: {when}. Produced by `python benchmarks/report.py` "
-        "(pytest-benchmark, full mode); reference implementations measured in the same run.",
+        f"Machine: {machine()}. Date: {when} UTC. Produced by `python benchmarks/report.py` "
+        "(pytest-benchmark, full mode); reference implementations measured in the same run, "
+        "on the same machine.",
+    ]
+    if run:
+        lines.append(
+            f"Run: {run.get('elapsed_s', 0):.0f} s wall time; load average (1/5/15 min) "
+            f"{run.get('load_start', '?')} at the start, {run.get('load_end', '?')} at the end "
+            "(other work shared the machine: figures are conservative)."
+        )
+    lines += [
         "",
-        "| scenario | lambdarun | reference | ratio (lambdarun / reference) | target | met | peak RSS MiB |",
+        "`ratio` is lambdarun / reference in the row's unit (below 1 is better for times, above 1 for "
+        "rates). `peak RSS` is the benchmark process's peak during the scenario (it hosts the local "
+        "Lambda service and moto's server; Lambda environments are separate processes), then the "
+        "reference's own process where it ran in one.",
+        "",
+        "| scenario | lambdarun | reference | ratio | target | met | peak RSS MiB (lambdarun / reference) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         ref = f"{fmt(r['reference'])} {r['unit']} ({r['reference_name']})" if r["reference"] is not None else "—"
-        met = {True: "yes", False: "**missed**", None: ""}[r["met"]]
+        met = {True: "met", False: "**missed**", None: ""}[r["met"]]
+        value = f"{fmt(r['value'])} {r['unit']}" if r["value"] is not None else "—"
         lines.append(
-            f"| {r['scenario']} | {fmt(r['value'])} {r['unit']} | {ref} | {fmt(r['ratio'])} | "
-            f"{r['target']} | {met} | {fmt(r['peak_rss_mib'])} |"
+            f"| {r['scenario']} | {value} | {ref} | {fmt(r['ratio'])} | {r['target']} | {met} | {_rss(r)} |"
         )
-    lines += ["", "Charts: `throughput.png`, `latency.png` beside this file.", ""]
+    missed = [r for r in rows if r["met"] is False]
+    lines += ["", "## Targets", ""]
+    targeted = [r for r in rows if r["met"] is not None]
+    lines.append(f"{len(targeted) - len(missed)} of {len(targeted)} targets met.")
+    for r in missed:
+        lines.append(f"- **missed**: {r['scenario']}: {fmt(r['value'])} {r['unit']}, target {r['target']}.")
+    notes = [r for r in rows if r["note"]]
+    if notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {r['scenario']}: {r['note']}" for r in notes]
+    lines += ["", "Charts: `throughput.png`, `latency.png` beside this file; raw data: `results.json`.", ""]
     out.write_text("\n".join(lines))
 
 
@@ -131,21 +177,38 @@ def write_charts(rows: list[dict], directory: Path) -> None:
         plt.close(fig)
 
 
+def load_average() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from-json", type=Path, help="render an existing pytest-benchmark JSON file")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (e.g. -k covalent)")
     args = parser.parse_args()
     json_path = args.from_json or HERE / "results.json"
+    run_path = json_path.with_name(json_path.stem + ".run.json")
     status = 0
     if not args.from_json:
+        run = {"load_start": load_average()}
+        start = time.monotonic()
         status = run_benchmarks(json_path, args.pytest_args)
+        run.update(elapsed_s=round(time.monotonic() - start, 1), load_end=load_average(), pytest_status=status)
+        run_path.write_text(json.dumps(run, indent=1) + "\n")
+        print(f"benchmarks ran in {run['elapsed_s']:.0f} s; load average {run['load_start']} -> {run['load_end']}")
+    run = json.loads(run_path.read_text()) if run_path.exists() else {}
     data = json.loads(json_path.read_text())
-    when = data.get("datetime", datetime.datetime.now(datetime.timezone.utc).isoformat())[:19]
+    when = data.get("datetime", datetime.datetime.now(datetime.timezone.utc).isoformat())[:19].replace("T", " ")
     rows = rows_from(data)
-    write_markdown(rows, HERE / "RESULTS.md", when)
+    write_markdown(rows, HERE / "RESULTS.md", when, run)
     write_charts(rows, HERE)
-    print(f"wrote {HERE / 'RESULTS.md'} ({len(rows)} scenarios)")
+    print(f"wrote {HERE / 'RESULTS.md'} ({len(rows)} rows)")
+    for r in rows:
+        if r["met"] is False:
+            print(f"MISSED: {r['scenario']}: {fmt(r['value'])} {r['unit']} (target {r['target']})")
     return status
 
 

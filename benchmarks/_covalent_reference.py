@@ -1,0 +1,83 @@
+"""Drive the original Covalent AWS Lambda executor (``covalent-awslambda-plugin`` 0.22.0).
+
+Run by ``test_covalent.py`` in a subprocess, so Covalent's config, its process-wide AWS
+environment and its peak RSS stay out of the benchmark process::
+
+    python benchmarks/_covalent_reference.py --function F --bucket B --rounds N [--poll-freq S]
+
+The environment must point boto3 at the local stack (``AWS_ENDPOINT_URL_LAMBDA``/``_S3``,
+region, dummy credentials) and ``COVALENT_CONFIG_DIR`` at a scratch directory.
+
+What is driven, exactly as Covalent's dispatcher does it (``covalent_dispatcher/_core/
+runner.py``): the executor is built with its own constructor and defaults (only
+``function_name``, ``s3_bucket_name``, ``region`` and optionally ``poll_freq`` given),
+``_init_runtime(loop=...)`` is called on the running loop, then
+``await executor._execute(function, args, kwargs, dispatch_id, results_dir, node_id)``,
+which runs the plugin's own ``setup`` / ``run`` / ``teardown``: ``run`` pickles the call,
+uploads it to S3 with a new boto3 session, invokes the function with ``InvocationType=Event``,
+polls ``head_object`` every ``poll_freq`` seconds, then downloads the result. The only
+difference from a real dispatch: the function is a plain callable (``abs``) instead of the
+dispatcher's ``wrapper_fn`` around a ``TransportableObject``. Each round uses a fresh
+``dispatch_id`` (the plugin derives its S3 keys from it, so reusing one would return the
+previous round's result without running).
+
+Prints one JSON line: ``{"samples_s": [...], "peak_rss_mib": ..., "poll_freq": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import tempfile
+import time
+import uuid
+
+
+async def _main(args: argparse.Namespace) -> dict:
+    from covalent_awslambda_plugin import AWSLambdaExecutor
+
+    options = {"function_name": args.function, "s3_bucket_name": args.bucket, "region": args.region}
+    if args.poll_freq is not None:
+        options["poll_freq"] = args.poll_freq
+    executor = AWSLambdaExecutor(**options)
+    results_dir = tempfile.mkdtemp(prefix="covalent-results-")
+    executor.cache_dir = tempfile.mkdtemp(prefix="covalent-cache-")
+    executor._init_runtime(loop=asyncio.get_running_loop())
+    samples: list[float] = []
+    for i in range(args.warmup + args.rounds):
+        dispatch_id = str(uuid.uuid4())
+        start = time.perf_counter()
+        output, _stdout, _stderr, status = await executor._execute(
+            function=abs, args=[-i - 1], kwargs={}, dispatch_id=dispatch_id,
+            results_dir=results_dir, node_id=i,
+        )
+        elapsed = time.perf_counter() - start
+        if output != i + 1:
+            raise SystemExit(f"reference executor returned {output!r} (status {status}) for abs({-i - 1})")
+        if i >= args.warmup:
+            samples.append(elapsed)
+    return {
+        "samples_s": samples,
+        "poll_freq": executor.poll_freq,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--function", required=True)
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--poll-freq", type=float, default=None, help="default: the plugin's (5 s)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(_main(args))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
