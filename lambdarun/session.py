@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from lambdarun.plugins import LambdarunPluginManager
     from lambdarun.types import CheckpointStore, Invoker, Poller, Storage, Target
 
-__all__ = ["Session", "get_session", "set_session"]
+__all__ = ["Session", "get_session", "set_session", "at_exit_after_sessions"]
 
 
 class Session:
@@ -233,6 +233,35 @@ class Session:
 
 _default: Session | None = None
 _default_lock = threading.Lock()
+_after_sessions: list[Callable[[], None]] = []
+
+
+def at_exit_after_sessions(callback: Callable[[], None]) -> None:
+    """Run ``callback`` at interpreter exit *after* the default session has closed.
+
+    Plugins that start services for the session (the embedded local stack) register their
+    shutdown here, so backends can still clean up through those services while closing.
+    """
+    with _default_lock:
+        if callback not in _after_sessions:
+            _after_sessions.append(callback)
+
+
+@atexit.register
+def _shutdown() -> None:
+    with _default_lock:
+        session = _default
+        callbacks = list(reversed(_after_sessions))
+        _after_sessions.clear()
+    if session is not None:
+        session.close()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # exit must go on
+            import structlog
+
+            structlog.get_logger(__name__).warning("shutdown callback failed", exc_info=True)
 
 
 def get_session() -> Session:
@@ -241,7 +270,6 @@ def get_session() -> Session:
     with _default_lock:
         if _default is None or _default.closed:
             _default = Session()
-            atexit.register(_default.close)
         return _default
 
 
