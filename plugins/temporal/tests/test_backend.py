@@ -204,3 +204,38 @@ def test_large_argument_and_result_travel_through_storage(make_session):
     blob = b"x" * (3 * 1024 * 1024)
     assert lambdarun.run(echo_size, blob, backend="temporal", session=session) == blob + b"!"
     assert session.storage().list("lambdarun-temporal/") == []
+
+
+def test_config_section_reads_environment(lambdarun_session):
+    session = lambdarun_session(
+        *plugins(),
+        environ={"LAMBDARUN_TEMPORAL__IDLE_TIMEOUT": "2.5", "LAMBDARUN_TEMPORAL__TASK_QUEUE": "q1"},
+    )
+    section = session.settings.section("temporal")
+    assert (section.idle_timeout, section.task_queue) == (2.5, "q1")
+    assert section.address is None and section.namespace == "default"
+
+
+@pytest.mark.timeout(90)
+def test_cancel_cancels_the_workflow(make_session):
+    session = make_session()
+    backend = session.backend("temporal")
+    future = lambdarun.submit(nap, 20, backend="temporal", session=session)
+    deadline = time.monotonic() + 30
+    while not future.running() and time.monotonic() < deadline:  # workflow started
+        time.sleep(0.05)
+    time.sleep(1.0)  # a worker picked the call up meanwhile
+    assert future.cancel()
+    assert future.cancelled()
+
+    from lambdarun_temporal.testing import with_client
+
+    async def status(client: Any) -> str:
+        for _ in range(50):
+            desc = await client.get_workflow_handle(future.task_id).describe()
+            if desc.status.name != "RUNNING":
+                return desc.status.name
+            await __import__("asyncio").sleep(0.1)
+        return "RUNNING"
+
+    assert with_client(backend.address, status) == "CANCELED"
