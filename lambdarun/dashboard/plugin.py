@@ -1,0 +1,64 @@
+"""The dashboard's built-in plugin: the ``[dashboard]`` section, the core pages and ``lambdarun ui``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from lambdarun.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from lambdarun.config import ConfigRegistry
+    from lambdarun.dashboard.pages import DashboardRegistry
+
+__all__ = ["DashboardConfig"]
+
+
+def _journal_mode(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value not in ("auto", "on", "off"):
+        raise ValueError("must be one of 'auto', 'on', 'off'", attribute)
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value <= 0:
+        raise ValueError("must be greater than 0", attribute)
+
+
+@attrs.define(kw_only=True)
+class DashboardConfig:
+    """``[dashboard]``: the local dashboard and the run journal it shows."""
+
+    #: port of the dashboard on 127.0.0.1 (0: any free port)
+    port: int = 0
+    #: record run/submit/map calls: "auto" (on for the local target), "on" or "off"
+    journal: str = attrs.field(default="auto", validator=_journal_mode)
+    #: the journal's SQLite file; default: journal.db in the [local] state_dir
+    journal_path: str | None = None
+    #: runs kept in the journal (older ones are dropped)
+    journal_keep: int = attrs.field(default=500, validator=_positive)
+    #: seconds between live refreshes of a page
+    refresh: float = attrs.field(default=2.0, validator=_positive)
+    #: `lambdarun ui` opens a browser when a display is available
+    open_browser: bool = True
+
+
+@hookimpl
+def lambdarun_register_config(register: ConfigRegistry) -> None:
+    register.add_section("dashboard", DashboardConfig)
+
+
+@hookimpl(optionalhook=True)
+def lambdarun_dashboard_pages(register: DashboardRegistry) -> None:
+    from lambdarun.dashboard.core_pages import functions_page, invocations_page, runs_page
+
+    register.add_page(functions_page())
+    register.add_page(invocations_page())
+    register.add_page(runs_page())
+
+
+@hookimpl
+def lambdarun_add_commands(cli: Any) -> None:
+    from lambdarun.dashboard.cli import ui
+
+    cli.add_command(ui)

@@ -1,0 +1,223 @@
+"""Serving the dashboard on 127.0.0.1 in a background thread, and finding a running one."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import structlog
+
+from lambdarun.dashboard.app import DashboardApp
+from lambdarun.errors import LambdarunError
+
+if TYPE_CHECKING:
+    from lambdarun.local.stack import LocalStack
+    from lambdarun.session import Session
+
+__all__ = [
+    "DashboardError",
+    "DashboardServer",
+    "DashboardInfo",
+    "serve",
+    "start_for_stack",
+    "read_dashboard_info",
+    "DASHBOARD_FILE",
+]
+
+log = structlog.get_logger(__name__)
+
+HOST = "127.0.0.1"
+DASHBOARD_FILE = "dashboard.json"
+
+
+class DashboardError(LambdarunError):
+    """The dashboard could not start."""
+
+
+def _quiet_handler() -> type:
+    from werkzeug.serving import WSGIRequestHandler
+
+    class Handler(WSGIRequestHandler):
+        def setup(self) -> None:
+            super().setup()
+            try:
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover
+                pass
+
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    return Handler
+
+
+class DashboardServer:
+    """The dashboard app on ``127.0.0.1:port`` (never another interface).
+
+    :param app: the WSGI app.
+    :param port: TCP port (0: any free port).
+    :param runtime_file: where to record url, pid and token (mode 0600) so that
+        ``lambdarun ui`` finds this dashboard; removed on :meth:`stop`.
+    """
+
+    def __init__(self, app: DashboardApp, *, port: int = 0, runtime_file: Path | None = None) -> None:
+        self.app = app
+        self.requested_port = port
+        self.runtime_file = runtime_file
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> DashboardServer:
+        from werkzeug.serving import make_server
+
+        if self._server is not None:
+            return self
+        try:
+            server = make_server(HOST, self.requested_port, self.app, threaded=True, request_handler=_quiet_handler())
+        except (OSError, SystemExit) as exc:
+            raise DashboardError(
+                f"cannot serve the dashboard on {HOST}:{self.requested_port}: {exc}; pick another "
+                "port ([dashboard] port, --port) or 0 for any free one"
+            ) from None
+        server.daemon_threads = True
+        self._server = server
+        self.app.bind(self.port)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="lambdarun-dashboard", daemon=True
+        )
+        self._thread.start()
+        if self.runtime_file is not None:
+            self._write_runtime_file()
+        log.debug("dashboard started", url=self.url)
+        return self
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise DashboardError("the dashboard is not running: call start() first")
+        return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/"
+
+    @property
+    def token(self) -> str:
+        return self.app.token
+
+    @property
+    def url_with_token(self) -> str:
+        """The URL to open: it hands the browser the token for the write action."""
+        return f"{self.url}?token={self.token}"
+
+    def _write_runtime_file(self) -> None:
+        assert self.runtime_file is not None
+        info = DashboardInfo(pid=os.getpid(), url=self.url, token=self.token)
+        self.runtime_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.runtime_file.with_name(f".{self.runtime_file.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(attrs.asdict(info)))
+        os.replace(tmp, self.runtime_file)
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        url = self.url
+        server, self._server = self._server, None
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.app.journal.close()
+        if self.runtime_file is not None:
+            info = read_dashboard_info(self.runtime_file.parent, verify=False)
+            if info is not None and info.pid == os.getpid() and info.url == url:
+                self.runtime_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> DashboardServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@attrs.frozen
+class DashboardInfo:
+    """``<state_dir>/dashboard.json``: the dashboard of a shared local stack."""
+
+    pid: int
+    url: str
+    token: str
+
+    @property
+    def url_with_token(self) -> str:
+        return f"{self.url}?token={self.token}"
+
+
+def read_dashboard_info(state_dir: str | os.PathLike[str], *, verify: bool = True) -> DashboardInfo | None:
+    """The dashboard recorded in ``state_dir``; with ``verify`` only if it answers with its pid."""
+    path = Path(state_dir).expanduser() / DASHBOARD_FILE
+    try:
+        doc = json.loads(path.read_text())
+        info = DashboardInfo(pid=int(doc["pid"]), url=str(doc["url"]), token=str(doc["token"]))
+    except (OSError, ValueError, KeyError):
+        return None
+    if not verify:
+        return info
+    try:
+        with urllib.request.urlopen(info.url + "_health", timeout=2) as response:
+            if json.loads(response.read()).get("pid") != info.pid:
+                return None
+    except (OSError, ValueError):
+        return None
+    return info
+
+
+def _dashboard_settings(session: Session) -> Any:
+    return (getattr(session.settings, "sections", {}) or {}).get("dashboard")
+
+
+def serve(
+    session: Session,
+    *,
+    port: int | None = None,
+    lambda_url: str | None = None,
+    token: str | None = None,
+    runtime_file: Path | None = None,
+) -> DashboardServer:
+    """Start a dashboard for ``session`` in a background thread of this process.
+
+    ``port`` defaults to ``[dashboard] port`` (0: any free port); ``lambda_url`` to the
+    session's local target.
+    """
+    section = _dashboard_settings(session)
+    if port is None:
+        port = int(getattr(section, "port", 0) or 0)
+    refresh = float(getattr(section, "refresh", 2.0) or 2.0)
+    app = DashboardApp(session, lambda_url=lambda_url, token=token, refresh=refresh)
+    return DashboardServer(app, port=port, runtime_file=runtime_file).start()
+
+
+def start_for_stack(stack: LocalStack, *, session: Session | None = None, port: int | None = None) -> DashboardServer:
+    """The dashboard of a shared stack (``lambdarun local up``); recorded in its state dir.
+
+    The dashboard's session reads the same ``[local] state_dir`` (journal) and
+    ``[durable]`` store as the processes using the stack.
+    """
+    if session is None:
+        from lambdarun.session import Session
+
+        session = Session(overrides={"target": "local", "local": {"state_dir": str(stack.state_dir)}})
+    return serve(
+        session,
+        port=port,
+        lambda_url=stack.endpoints.lambda_,
+        runtime_file=stack.state_dir / DASHBOARD_FILE,
+    )

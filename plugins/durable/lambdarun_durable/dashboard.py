@@ -1,0 +1,439 @@
+"""The durable page of the lambdarun dashboard: executions, their history as a timeline, and
+the one write action: completing a pending callback (needs the dashboard token).
+
+Registered through the ``lambdarun_dashboard_pages`` hook (see :mod:`lambdarun.dashboard`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from lambdarun.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Request
+
+    from lambdarun.dashboard.pages import DashboardRegistry, ViewContext
+
+__all__ = ["TimelineOperation", "Timeline", "build_timeline", "durable_page"]
+
+STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "STOPPED", "TIMED_OUT")
+_EVENT = re.compile(r"^(Step|Wait|Callback|Context|ChainedInvoke)(Started|Succeeded|Failed|TimedOut|Stopped|Cancelled)$")
+_TERMINAL_EXECUTION = ("ExecutionSucceeded", "ExecutionFailed", "ExecutionStopped", "ExecutionTimedOut")
+
+
+def _display(payload: Any) -> str | None:
+    """A stored payload as readable JSON (the SDK's extended-type JSON decoded when it is that)."""
+    if payload is None:
+        return None
+    if isinstance(payload, str):
+        from lambdarun_durable.serdes import EXTENDED_TYPES_SERDES
+
+        try:
+            value = EXTENDED_TYPES_SERDES.deserialize(payload)
+        except Exception:  # not extended-type JSON: show it as stored
+            try:
+                value = json.loads(payload)
+            except ValueError:
+                return payload
+        return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+    return json.dumps(payload, indent=2, default=str, ensure_ascii=False)
+
+
+def _payload(details: dict[str, Any], key: str) -> Any:
+    part = details.get(key)
+    if isinstance(part, dict) and "Payload" in part:
+        return part["Payload"]
+    return None
+
+
+@attrs.define
+class Attempt:
+    """One run of a step (or the single life of another operation)."""
+
+    started: datetime.datetime
+    ended: datetime.datetime | None = None
+    outcome: str = "STARTED"
+    error: Any = None
+    retry: dict[str, Any] | None = None
+
+
+@attrs.define
+class TimelineOperation:
+    """One operation of the execution, folded from its history events."""
+
+    id: str
+    name: str
+    kind: str  # Step, Wait, Callback, Context, ChainedInvoke
+    subtype: str
+    parent_id: str | None
+    started: datetime.datetime
+    ended: datetime.datetime | None = None
+    status: str = "STARTED"
+    depth: int = 0
+    result: str | None = None
+    error: str | None = None
+    input: str | None = None
+    attempts: list[Attempt] = attrs.field(factory=list)
+    details: dict[str, Any] = attrs.field(factory=dict)
+    left: float = 0.0
+    width: float = 0.0
+
+    @property
+    def retries(self) -> int:
+        return max(0, len(self.attempts) - 1) if self.kind == "Step" else 0
+
+    @property
+    def open(self) -> bool:
+        return self.ended is None
+
+    @property
+    def pending_callback(self) -> bool:
+        return self.kind == "Callback" and self.ended is None
+
+
+@attrs.define
+class Timeline:
+    started: datetime.datetime | None
+    ended: datetime.datetime | None
+    status: str
+    input: str | None
+    result: str | None
+    error: str | None
+    operations: list[TimelineOperation]
+    invocations: list[dict[str, Any]]
+
+    @property
+    def pending_callbacks(self) -> list[TimelineOperation]:
+        if self.ended is not None:
+            return []
+        return [op for op in self.operations if op.pending_callback]
+
+
+def build_timeline(events: list[dict[str, Any]], *, now: datetime.datetime | None = None) -> Timeline:
+    """Fold GetDurableExecutionHistory events into operations with positions on a time axis."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    ops: dict[str, TimelineOperation] = {}
+    started = ended = None
+    status = "RUNNING"
+    exec_input = exec_result = exec_error = None
+    invocations: list[dict[str, Any]] = []
+    for ev in events:
+        etype = ev.get("EventType", "")
+        at = ev.get("EventTimestamp")
+        details = ev.get(f"{etype}Details") or {}
+        if etype == "ExecutionStarted":
+            started = at
+            exec_input = _display(_payload(details, "Input"))
+            continue
+        if etype in _TERMINAL_EXECUTION:
+            ended = at
+            status = {"ExecutionSucceeded": "SUCCEEDED", "ExecutionFailed": "FAILED",
+                      "ExecutionStopped": "STOPPED", "ExecutionTimedOut": "TIMED_OUT"}[etype]
+            exec_result = _display(_payload(details, "Result"))
+            exec_error = _display(_payload(details, "Error"))
+            continue
+        if etype == "InvocationCompleted":
+            invocations.append(details)
+            continue
+        match = _EVENT.match(etype)
+        if not match or "Id" not in ev:
+            continue
+        kind, phase = match.groups()
+        op = ops.get(ev["Id"])
+        if op is None:
+            op = ops[ev["Id"]] = TimelineOperation(
+                id=ev["Id"], name=ev.get("Name") or "", kind=kind, subtype=ev.get("SubType") or kind,
+                parent_id=ev.get("ParentId"), started=at,
+            )
+        if phase == "Started":
+            if op.attempts and op.attempts[-1].ended is None:
+                op.attempts[-1].ended = at
+            op.attempts.append(Attempt(started=at))
+            op.status, op.ended = "STARTED", None
+            for key, value in details.items():
+                if key == "Input":
+                    op.input = _display(_payload(details, "Input"))
+                else:
+                    op.details[key] = value
+            continue
+        attempt = op.attempts[-1] if op.attempts else None
+        retry = details.get("RetryDetails")
+        error = _display(_payload(details, "Error"))
+        if attempt is not None:
+            attempt.ended, attempt.outcome, attempt.error, attempt.retry = at, phase.upper(), error, retry
+        if retry and phase == "Failed":
+            op.status = "RETRYING"  # a next attempt is scheduled
+            op.error = error
+            continue
+        op.status = {"Succeeded": "SUCCEEDED", "Failed": "FAILED", "TimedOut": "TIMED_OUT",
+                     "Stopped": "STOPPED", "Cancelled": "CANCELLED"}[phase]
+        op.ended = at
+        op.result = _display(_payload(details, "Result"))
+        op.error = error
+        for key, value in details.items():
+            if key not in ("Result", "Error", "RetryDetails"):
+                op.details[key] = value
+    # depth from the parent chain, positions on the execution's time axis
+    for op in ops.values():
+        depth, parent = 0, op.parent_id
+        while parent in ops and depth < 50:
+            depth, parent = depth + 1, ops[parent].parent_id
+        op.depth = depth
+    t0 = started or min((op.started for op in ops.values()), default=now)
+    t1 = ended or now
+    span = max((t1 - t0).total_seconds(), 1e-3)
+    for op in ops.values():
+        begin = (op.started - t0).total_seconds()
+        finish = ((op.ended or t1) - t0).total_seconds()
+        op.left = max(0.0, min(100.0, 100.0 * begin / span))
+        op.width = max(0.4, min(100.0 - op.left, 100.0 * (finish - begin) / span))
+    ordered = sorted(ops.values(), key=lambda o: (o.started, o.depth))
+    return Timeline(
+        started=started, ended=ended, status=status, input=exec_input, result=exec_result, error=exec_error,
+        operations=_tree_order(ordered), invocations=invocations,
+    )
+
+
+def _tree_order(ops: list[TimelineOperation]) -> list[TimelineOperation]:
+    """Children right below their parent, each level in start order."""
+    ids = {op.id for op in ops}
+    children: dict[str | None, list[TimelineOperation]] = {}
+    for op in ops:
+        children.setdefault(op.parent_id if op.parent_id in ids else None, []).append(op)
+    out: list[TimelineOperation] = []
+
+    def walk(parent: str | None) -> None:
+        for op in children.get(parent, []):
+            out.append(op)
+            walk(op.id)
+
+    walk(None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# views
+# ---------------------------------------------------------------------------------------
+
+
+def _service(ctx: ViewContext) -> Any:
+    from lambdarun_durable.service import DurableService
+
+    session = ctx.session
+    url = session.settings.section("durable").resolved_store_url()
+    return DurableService(session.checkpoint_store(url), region=session.settings.region), url
+
+
+def _available(ctx: ViewContext) -> str | None:
+    try:
+        ctx.session.settings.section("durable")
+    except Exception as exc:  # the section comes with this plugin; another session may lack it
+        return f"durable executions are not configured in this dashboard's session: {exc}"
+    return None
+
+
+def executions_list(ctx: ViewContext, request: Request) -> str:
+    service, url = _service(ctx)
+    status = request.args.get("status") or None
+    try:
+        limit = max(1, min(5000, int(request.args.get("limit") or 100)))
+    except ValueError:
+        limit = 100
+    executions = service.list_executions(status=status, limit=limit)
+    return ctx.render(
+        "list.html", executions=executions, status=status, statuses=STATUSES, limit=limit, store_url=url
+    )
+
+
+def execution_detail(ctx: ViewContext, request: Request) -> str:
+    from werkzeug.exceptions import NotFound
+
+    from lambdarun.errors import ExecutionNotFoundError
+
+    arn = request.args.get("arn") or ""
+    service, _url = _service(ctx)
+    try:
+        summary = service.describe(arn)
+        events = service.get_history(arn)["Events"]
+    except ExecutionNotFoundError:
+        raise NotFound(f"no durable execution {arn!r} in this store") from None
+    timeline = build_timeline(events)
+    return ctx.render(
+        "detail.html", arn=arn, summary=summary, timeline=timeline, events=events,
+        flash=request.args.get("flash"),
+    )
+
+
+def complete_callback(ctx: ViewContext, request: Request) -> Any:
+    """POST (token required): ``send_callback_success(callback_id, result)``, then back."""
+    from werkzeug.exceptions import BadRequest
+    from werkzeug.utils import redirect
+
+    from lambdarun.errors import LambdarunError
+
+    callback_id = request.form.get("callback_id") or ""
+    arn = request.form.get("arn") or ""
+    result = request.form.get("result", "")
+    if not callback_id:
+        raise BadRequest("callback_id is required")
+    service, _url = _service(ctx)
+    try:
+        service.send_callback_success(callback_id, result)
+    except LambdarunError as exc:
+        raise BadRequest(f"{type(exc).__name__}: {exc}") from None
+    return redirect(ctx.url("execution_detail", arn=arn, flash="callback completed"), code=303)
+
+
+LIST_HTML = """{% extends "base.html" %}
+{% import "_macros.html" as m %}
+{% block content %}
+<h1>Durable executions <span class="muted" style="font-size:12px">store {{ store_url }}</span></h1>
+<form class="filters" method="get" action="{{ url('executions_list') }}">
+  <label>status
+    <select name="status" id="filter-status">
+      <option value="">all</option>
+      {% for s in statuses %}<option value="{{ s }}" {{ 'selected' if s == status else '' }}>{{ s }}</option>{% endfor %}
+    </select>
+  </label>
+</form>
+<section data-live id="live">
+{% block live %}
+<table id="executions">
+<thead><tr><th>started</th><th>name</th><th>function</th><th>status</th><th>ended</th></tr></thead>
+<tbody>
+{% for e in executions %}
+<tr data-arn="{{ e.DurableExecutionArn }}" data-status="{{ e.Status }}">
+  <td>{{ e.StartTimestamp|time }}</td>
+  <td class="mono"><a href="{{ url('execution_detail', arn=e.DurableExecutionArn) }}">{{ e.DurableExecutionName }}</a></td>
+  <td>{{ e.FunctionName }}</td>
+  <td>{{ m.status_badge(e.Status) }}</td>
+  <td>{{ e.get("EndTimestamp")|time }}</td>
+</tr>
+{% else %}
+<tr><td colspan="5" class="muted">no durable executions{{ " with status " ~ status if status else " yet" }}</td></tr>
+{% endfor %}
+</tbody>
+</table>
+{% if executions|length >= limit %}
+<div class="pager"><a id="more" href="{{ url('executions_list', status=status, limit=limit + 100) }}">show more</a></div>
+{% endif %}
+{% endblock %}
+</section>
+{% endblock %}
+"""
+
+DETAIL_HTML = """{% extends "base.html" %}
+{% import "_macros.html" as m %}
+{% block title %}{{ summary.DurableExecutionName }}{% endblock %}
+{% block content %}
+<h1>Durable execution <span class="mono">{{ summary.DurableExecutionName }}</span></h1>
+{% if flash %}<p class="flash" id="flash">{{ flash }}</p>{% endif %}
+<section data-live id="live">
+{% block live %}
+<dl class="kv">
+  <dt>ARN</dt><dd class="mono">{{ arn }}</dd>
+  <dt>function</dt><dd><a href="{{ url('function_detail', page='functions', name=summary.FunctionName) }}">{{ summary.FunctionName }}</a></dd>
+  <dt>status</dt><dd id="execution-status">{{ m.status_badge(summary.Status) }}</dd>
+  <dt>started</dt><dd>{{ summary.StartTimestamp|time }}</dd>
+  <dt>ended</dt><dd>{{ summary.get("EndTimestamp")|time }}</dd>
+  <dt>invocations</dt><dd>{{ timeline.invocations|length }}</dd>
+</dl>
+{% if timeline.pending_callbacks %}
+<h2>Waiting for callbacks</h2>
+{% for op in timeline.pending_callbacks %}
+<form class="callback-form" method="post" action="{{ url('complete_callback') }}" data-callback="{{ op.name }}">
+  <strong>{{ op.name or op.id[:12] }}</strong>
+  <input type="hidden" name="callback_id" value="{{ op.details.get('CallbackId', '') }}">
+  <input type="hidden" name="arn" value="{{ arn }}">
+  <input type="text" name="result" placeholder="result (passed to the handler as is)" aria-label="callback result">
+  {% if form_token %}
+  <input type="hidden" name="token" value="{{ form_token }}">
+  {% else %}
+  <input type="password" name="token" placeholder="dashboard token" aria-label="dashboard token" autocomplete="off">
+  {% endif %}
+  <button type="submit">Complete callback</button>
+  <span class="muted mono">{{ op.details.get('CallbackId', '')[:24] }}…</span>
+</form>
+{% endfor %}
+{% endif %}
+<h2>Timeline</h2>
+<div class="timeline" id="timeline">
+{% for op in timeline.operations %}
+<div class="tl-row" data-op="{{ op.name }}" data-kind="{{ op.kind|lower }}" data-status="{{ op.status }}">
+  <div class="tl-label" style="padding-left: {{ 10 + 18 * op.depth }}px">
+    <span class="kind">{{ op.subtype if op.subtype != op.kind else op.kind }}</span>
+    <strong>{{ op.name or op.id[:10] }}</strong>
+    {{ m.status_badge(op.status) }}
+    {% if op.retries %}<span class="badge status-waiting">{{ op.retries }} {{ "retry" if op.retries == 1 else "retries" }}</span>{% endif %}
+  </div>
+  <div class="tl-track">
+    <span class="tl-bar kind-{{ op.kind|lower }} status-{{ op.status|lower }} {{ 'open' if op.open else '' }}"
+          style="left: {{ '%.2f'|format(op.left) }}%; width: {{ '%.2f'|format(op.width) }}%"
+          title="{{ op.started|time }} → {{ op.ended|time if op.ended else 'now' }}"></span>
+  </div>
+  <div class="tl-details">
+    <details id="op-{{ op.id[:16] }}">
+      <summary>{{ op.started|time }}{% if op.ended %} → {{ op.ended|time }}{% endif %}{% if op.result is not none %} · result{% endif %}{% if op.error %} · error{% endif %}</summary>
+      {% if op.input is not none %}<div class="muted">input</div><pre>{{ op.input }}</pre>{% endif %}
+      {% if op.result is not none %}<div class="muted">result</div><pre class="op-result">{{ op.result }}</pre>{% endif %}
+      {% if op.error %}<div class="muted">error</div><pre class="traceback">{{ op.error }}</pre>{% endif %}
+      {% if op.details %}<div class="muted">details</div><pre>{{ op.details|pretty_json }}</pre>{% endif %}
+      {% if op.attempts|length > 1 %}
+      <div class="muted">attempts</div>
+      <table><thead><tr><th>#</th><th>started</th><th>ended</th><th>outcome</th><th>next attempt</th></tr></thead><tbody>
+      {% for a in op.attempts %}<tr><td>{{ loop.index }}</td><td>{{ a.started|time }}</td><td>{{ a.ended|time }}</td><td>{{ a.outcome }}</td><td>{{ (a.retry or {}).get("NextAttemptDelaySeconds", "") }}{{ " s" if a.retry else "" }}</td></tr>{% endfor %}
+      </tbody></table>
+      {% endif %}
+    </details>
+  </div>
+</div>
+{% else %}
+<div class="tl-row"><div class="tl-label muted">no operations yet</div><div class="tl-track"></div></div>
+{% endfor %}
+</div>
+<h2>Input</h2>
+<pre id="execution-input">{{ timeline.input or "" }}</pre>
+{% if timeline.result is not none %}<h2>Result</h2><pre id="execution-result">{{ timeline.result }}</pre>{% endif %}
+{% if timeline.error %}<h2>Error</h2><pre class="traceback" id="execution-error">{{ timeline.error }}</pre>{% endif %}
+{% if timeline.invocations %}
+<h2>Invocations</h2>
+<table id="durable-invocations"><thead><tr><th>request id</th><th>started</th><th>ended</th></tr></thead><tbody>
+{% for inv in timeline.invocations %}
+<tr><td class="mono"><a href="{{ url('invocation_detail', page='invocations', request_id=inv.get('RequestId')) }}">{{ inv.get("RequestId") }}</a></td>
+<td>{{ inv.get("StartTimestamp")|time }}</td><td>{{ inv.get("EndTimestamp")|time }}</td></tr>
+{% endfor %}
+</tbody></table>
+{% endif %}
+{% endblock %}
+</section>
+<details><summary>raw history ({{ events|length }} events)</summary><pre>{{ events|pretty_json }}</pre></details>
+{% endblock %}
+"""
+
+
+def durable_page() -> Any:
+    from lambdarun.dashboard.pages import Page, Route
+
+    return Page(
+        id="durable",
+        title="Durable",
+        order=40,
+        routes=(
+            Route("/", executions_list),
+            Route("/execution", execution_detail),
+            Route("/callback", complete_callback, write=True),
+        ),
+        templates={"list.html": LIST_HTML, "detail.html": DETAIL_HTML},
+        available=_available,
+    )
+
+
+@hookimpl(optionalhook=True)
+def lambdarun_dashboard_pages(register: DashboardRegistry) -> None:
+    register.add_page(durable_page())
