@@ -9,9 +9,13 @@ the current working directory as its code (no upload) and this process's import 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -234,6 +238,40 @@ class LocalTarget(Boto3Target):
                     FunctionName=spec.name, ReservedConcurrentExecutions=spec.reserved_concurrency
                 )
         return spec.name
+
+    def stop_invocation(self, function_name: str, marker: str) -> bool:
+        """Stop the invocation of ``function_name`` whose ClientContext carries
+        ``{"custom": {"lambdarun_attempt": marker}}``: kill the execution environment running
+        it (the caller of a synchronous invoke gets ``Runtime.Cancelled``), or drop it from the
+        Event queue. True when something was stopped or dropped, False when nothing matched
+        (it already finished, or the function does not exist).
+
+        Uses the service's ``POST /_lambdarun/functions/{name}/stop``, so it works for an
+        attached (shared) stack too.
+        """
+        url = (f"{self.stack.endpoints.lambda_}/_lambdarun/functions/"
+               f"{urllib.parse.quote(function_name, safe='')}/stop")
+        req = urllib.request.Request(
+            url, data=json.dumps({"marker": marker}).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                doc = json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return False
+            raise TargetError(
+                f"the local Lambda service refused to stop invocation {marker} of "
+                f"{function_name!r}: HTTP {e.code} {e.read()[:300]!r}"
+            ) from e
+        except (OSError, ValueError) as e:
+            raise TargetError(
+                f"could not reach the local Lambda service at {self.stack.endpoints.lambda_} to "
+                f"stop invocation {marker} of {function_name!r} ({e}); is the stack still up? "
+                "(`lambdarun local status`)"
+            ) from e
+        return bool(doc.get("stopped") or doc.get("dropped"))
 
     def default_storage_url(self) -> str:
         """``storage_url`` when set, else ``s3://lambdarun-local/lambdarun`` in moto (created)."""

@@ -20,6 +20,7 @@ import binascii
 import collections
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -65,6 +66,13 @@ ASYNC_REQUEST_LIMIT = 1_048_576
 ZIP_UPLOAD_LIMIT = 50 * 1024 * 1024
 LOG_TAIL_BYTES = 4096
 INIT_TIMEOUT = 10.0  # Lambda's init phase limit
+#: errorType of an invocation stopped through ``POST /_lambdarun/functions/{name}/stop``
+CANCELLED_ERROR = "Runtime.Cancelled"
+#: invocation records kept for ``GET /_lambdarun/invocations`` (older ones are dropped)
+RECORD_LIMIT = 10_000
+RESPONSE_PREVIEW_BYTES = 4096
+#: ``custom`` key of an Invoke's ClientContext that stop() matches
+STOP_MARKER_KEY = "lambdarun_attempt"
 #: set in every function's environment: the stack's endpoints as JSON
 LOCAL_ENDPOINTS_VAR = "_LAMBDARUN_LOCAL_ENDPOINTS"
 _BOOTSTRAP = str(Path(__file__).with_name("_bootstrap.py"))
@@ -139,6 +147,86 @@ def _not_found(name: str, region: str) -> ApiError:
     return ApiError(404, "ResourceNotFoundException", f"Function not found: {arn}")
 
 
+class InvocationRecord:
+    """What ``GET /_lambdarun/invocations`` shows of one invocation (one per Event, across
+    its retries). Created when the invocation is accepted, updated in place as it runs; kept
+    in a bounded deque, so recording costs an object and an append on the warm path."""
+
+    __slots__ = (
+        "seq", "request_id", "function", "type", "status", "started_at", "duration_ms",
+        "billed_ms", "init_duration_ms", "error_type", "error_message", "error", "response",
+        "log_path", "log_start", "attempts",
+    )
+
+    def __init__(self, seq: int, request_id: str, function: str, type_: str, status: str,
+                 started_at: float) -> None:
+        self.seq = seq
+        self.request_id = request_id
+        self.function = function
+        self.type = type_
+        self.status = status
+        self.started_at = started_at
+        self.duration_ms: float | None = None
+        self.billed_ms: int | None = None
+        self.init_duration_ms: float | None = None
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+        #: the full error payload (function errors only)
+        self.error: bytes | None = None
+        #: the first RESPONSE_PREVIEW_BYTES of the response payload
+        self.response: bytes | None = None
+        self.log_path: Path | None = None
+        self.log_start = 0
+        self.attempts = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "request_id": self.request_id,
+            "function": self.function,
+            "type": self.type,
+            "status": self.status,
+            "started_at": self.started_at,
+            "duration_ms": self.duration_ms,
+            "billed_ms": self.billed_ms,
+            "init_duration_ms": self.init_duration_ms,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "attempts": self.attempts,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        out = self.summary()
+        out["log"] = self.log_text()
+        error: Any = None
+        if self.error is not None:
+            try:
+                error = json.loads(self.error)
+            except ValueError:
+                error = self.error.decode("utf-8", "replace")
+        out["error"] = error
+        out["response_preview"] = (
+            None if self.response is None else self.response.decode("utf-8", "replace")
+        )
+        return out
+
+    def log_text(self) -> str:
+        """This invocation's part of its environment's log file (START to REPORT)."""
+        if self.log_path is None:
+            return ""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_start)
+                data = f.read()
+        except OSError:
+            return ""
+        end = data.find(f"REPORT RequestId: {self.request_id}".encode())
+        if end >= 0:
+            newline = data.find(b"\n", end)
+            data = data[: newline + 1 if newline >= 0 else len(data)]
+        return data.decode("utf-8", "replace")
+
+
 # ---------------------------------------------------------------------------------------
 # functions, invocations, environments
 # ---------------------------------------------------------------------------------------
@@ -171,6 +259,10 @@ class _Function:
     async_queue: collections.deque = attrs.field(factory=collections.deque)
     async_workers: int = 0
     event_invoke_config: dict[str, Any] | None = None
+    #: invocations carrying a stop marker, from acceptance to completion (see stop())
+    inflight: set[_Invocation] = attrs.field(factory=set)
+    #: async events waiting for their retry timer
+    retrying: set[_AsyncEvent] = attrs.field(factory=set)
 
     @property
     def arn(self) -> str:
@@ -208,12 +300,20 @@ class _Invocation:
     __slots__ = (
         "request_id", "payload", "client_context", "deadline_ms", "timeout", "started",
         "done", "result", "function_error", "log_start", "started_at", "_lock",
+        "marker", "env", "cancelled", "record",
     )
 
-    def __init__(self, payload: bytes, client_context: str | None, timeout: int) -> None:
+    def __init__(self, payload: bytes, client_context: str | None, timeout: int,
+                 marker: str | None = None, record: InvocationRecord | None = None) -> None:
         self.request_id = str(uuid.uuid4())
         self.payload = payload
         self.client_context = client_context
+        #: ``custom.lambdarun_attempt`` of the client context: what stop() matches
+        self.marker = marker
+        #: the environment given this invocation (set before it is submitted)
+        self.env: _Environment | None = None
+        self.cancelled = False
+        self.record = record
         self.timeout = timeout
         self.deadline_ms = 0
         self.started = threading.Event()
@@ -240,6 +340,16 @@ class _Invocation:
             json.dumps({"errorType": error_type, "errorMessage": message}).encode(), "Unhandled"
         )
 
+    def cancel(self, marker: str) -> bool:
+        """Fail with ``Runtime.Cancelled`` (stopped through the extension API)."""
+        self.cancelled = True
+        message = (f"RequestId: {self.request_id} Error: Invocation stopped "
+                   f"(lambdarun_attempt {marker}); its execution environment was killed")
+        return self.finish(json.dumps({
+            "errorMessage": message, "errorType": CANCELLED_ERROR,
+            "requestId": self.request_id, "stackTrace": [],
+        }).encode(), "Unhandled")
+
 
 @attrs.define(eq=False)
 class _AsyncEvent:
@@ -250,6 +360,9 @@ class _AsyncEvent:
     request_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     received: float = attrs.field(factory=time.time)
     attempts: int = 0
+    marker: str | None = None
+    cancelled: bool = False
+    record: InvocationRecord | None = None
 
 
 class _Environment:
@@ -280,6 +393,8 @@ class _Environment:
         self.runtime = LoopbackServer(_RuntimeHandler, self, name=f"runtime-{fn.name}")
         self.proc: subprocess.Popen[bytes] | None = None
         self.spawned_at = 0.0
+        self.started_at = time.time()
+        self.invocations = 0
 
     # -- process ---------------------------------------------------------------------
 
@@ -380,11 +495,15 @@ class _Environment:
             self.init_duration_ms = (time.perf_counter() - self.spawned_at) * 1000
             self.initialized.set()
         with self.inbox_ready:
-            while not self.inbox and not self.dead:
-                self.inbox_ready.wait()
-            if self.dead:
-                return None
-            inv = self.inbox.popleft()
+            while True:
+                while not self.inbox and not self.dead:
+                    self.inbox_ready.wait()
+                if self.dead:
+                    return None
+                inv = self.inbox.popleft()
+                if not inv.done.is_set():  # else stopped before the runtime asked for it
+                    break
+        self.invocations += 1
         self.current = inv
         inv.log_start = self.log_size()
         self.write_log(f"START RequestId: {inv.request_id} Version: $LATEST\n")
@@ -582,6 +701,14 @@ class _ApiHandler(FastHandler):
         split = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         body = self.read_body()
+        host = self.headers.get("Host")
+        if host is not None and host not in service.allowed_hosts:
+            # DNS rebinding: a web page must not reach this API through a name of its own
+            err = ApiError(403, "AccessDeniedException",
+                           f"Host {host!r} refused: address this service as {service.url}")
+            log.warning("local lambda API refused a request for another host", host=host)
+            self.reply(403, err.body(), {"X-Amzn-ErrorType": err.code})
+            return
         try:
             status, payload, headers = service.route(method, split.path, query, self.headers, body,
                                                      raw_query=split.query)
@@ -643,6 +770,10 @@ class LambdaService:
         self._server: LoopbackServer | None = None
         self._reaper: threading.Thread | None = None
         self._runtime_dir: Path | None = None
+        #: Host headers the API answers (requests without one are answered too)
+        self.allowed_hosts: frozenset[str] = frozenset()
+        self._records: collections.deque[InvocationRecord] = collections.deque(maxlen=RECORD_LIMIT)
+        self._seq = itertools.count(1)
         (options.state_dir / "functions").mkdir(parents=True, exist_ok=True)
         (options.state_dir / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -650,6 +781,8 @@ class LambdaService:
 
     def start(self) -> LambdaService:
         self._server = LoopbackServer(_ApiHandler, self, port=self.options.port, name="lambda-api")
+        port = self._server.port
+        self.allowed_hosts = frozenset({f"127.0.0.1:{port}", f"localhost:{port}"})
         self._server.start()
         self._reaper = threading.Thread(target=self._reap_loop, name="lambda-reaper", daemon=True)
         self._reaper.start()
@@ -887,12 +1020,27 @@ class LambdaService:
 
     # -- running one invocation -------------------------------------------------------
 
-    def _run(self, fn: _Function, inv: _Invocation, *, wait: bool) -> tuple[_Environment, bool]:
-        """Run ``inv`` to completion on an environment of ``fn``; returns (env, cold)."""
-        env = self._acquire(fn, wait=wait)
+    def _run(self, fn: _Function, inv: _Invocation, *,
+             wait: bool) -> tuple[_Environment | None, bool]:
+        """Run ``inv`` to completion on an environment of ``fn``; returns (env, cold).
+
+        env is None when ``inv`` was stopped before it got one."""
+        if inv.marker is not None:
+            with self._lock:
+                fn.inflight.add(inv)
+        try:
+            if inv.done.is_set():  # stopped before it started
+                self._record_outcome(inv, None)
+                return None, False
+            env = self._acquire(fn, wait=wait)
+        except BaseException:
+            self._forget(fn, inv)
+            raise
         cold = not env.initialized.is_set()
         try:
-            env.submit(inv)
+            inv.env = env  # before the check below: stop() kills it from now on
+            if not inv.done.is_set():
+                env.submit(inv)
             if not inv.started.wait(INIT_TIMEOUT if cold else INIT_TIMEOUT):
                 env.kill("init timeout")
                 inv.fail(
@@ -913,8 +1061,14 @@ class LambdaService:
                     env.kill("timeout")
             self._report(env, inv, cold)
         finally:
+            self._forget(fn, inv)
             self._release(fn, env)
         return env, cold
+
+    def _forget(self, fn: _Function, inv: _Invocation) -> None:
+        if inv.marker is not None:
+            with self._lock:
+                fn.inflight.discard(inv)
 
     def _report(self, env: _Environment, inv: _Invocation, cold: bool) -> None:
         if not inv.started_at:  # never reached the handler (init failure, early exit)
@@ -929,20 +1083,72 @@ class LambdaService:
             f"Memory Size: {env.function.memory_size} MB",
             f"Max Memory Used: {env.max_memory_mb()} MB",
         ]
+        init_ms = None
         if cold and not env.init_reported and env.init_duration_ms is not None:
-            parts.append(f"Init Duration: {env.init_duration_ms:.2f} ms")
+            init_ms = env.init_duration_ms
+            parts.append(f"Init Duration: {init_ms:.2f} ms")
             env.init_reported = True
         if inv.function_error and b"Sandbox.Timedout" in inv.result[:64]:
             parts.append("Status: timeout")
         elif inv.function_error and env.dead:
             parts.append("Status: error")
         env.write_log(f"END RequestId: {inv.request_id}\n" + "\t".join(parts) + "\t\n")
+        rec = inv.record
+        if rec is not None:
+            rec.duration_ms = round(duration, 2)
+            rec.billed_ms = max(1, math.ceil(duration))
+            rec.init_duration_ms = None if init_ms is None else round(init_ms, 2)
+            rec.log_path = env.log_path
+            rec.log_start = inv.log_start
+            self._record_outcome(inv, env)
         if self._shipper is not None:
             self._shipper.add(env.function.name, env.log_stream, env.log_since(inv.log_start))
+
+    # -- invocation records (GET /_lambdarun/invocations) ---------------------------------
+
+    def _record(self, request_id: str, function: str, type_: str, status: str) -> InvocationRecord:
+        rec = InvocationRecord(next(self._seq), request_id, function, type_, status, time.time())
+        self._records.append(rec)  # a bounded deque: the oldest record drops out
+        return rec
+
+    def _record_outcome(self, inv: _Invocation, env: _Environment | None) -> None:
+        """Status, error and response preview of ``inv``'s record once it is done."""
+        rec = inv.record
+        if rec is None:
+            return
+        rec.response = inv.result[:RESPONSE_PREVIEW_BYTES]
+        if inv.function_error is None:
+            rec.status = "succeeded"
+            rec.error_type = rec.error_message = None
+            rec.error = None
+            return
+        rec.error = inv.result
+        try:
+            doc = json.loads(inv.result)
+        except ValueError:
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        rec.error_type = str(doc.get("errorType") or "") or None
+        rec.error_message = str(doc.get("errorMessage") or "") or None
+        if rec.error_type == "Sandbox.Timedout":
+            rec.status = "timeout"
+        elif rec.error_type == "Runtime.ExitError":
+            rec.status = "crashed"
+        else:  # handled errors, init errors, Runtime.Cancelled
+            rec.status = "failed"
+
+    def records(self) -> list[InvocationRecord]:
+        """The kept invocation records, oldest first (a snapshot)."""
+        return list(self._records)
 
     # -- async invocations -------------------------------------------------------------
 
     def _enqueue_async(self, fn: _Function, event: _AsyncEvent) -> str:
+        if event.record is None:
+            event.record = self._record(event.request_id, fn.name, "Event", "queued")
+        else:
+            event.record.status = "queued"
         with self._lock:
             if fn.deleted or self._stopping.is_set():
                 return event.request_id
@@ -958,22 +1164,36 @@ class LambdaService:
     def _async_worker(self, fn: _Function) -> None:
         try:
             while True:
+                config = fn.event_invoke_config or {}
+                max_age = config.get("MaximumEventAgeInSeconds")
+                inv = None
                 with self._lock:
                     if not fn.async_queue or self._stopping.is_set():
                         return
                     event = fn.async_queue.popleft()
-                config = fn.event_invoke_config or {}
-                max_age = config.get("MaximumEventAgeInSeconds")
-                if max_age is not None and time.time() - event.received > max_age:
+                    if max_age is None or time.time() - event.received <= max_age:
+                        event.attempts += 1
+                        inv = _Invocation(event.payload, event.client_context, fn.timeout,
+                                          event.marker, event.record)
+                        inv.request_id = event.request_id
+                        if inv.marker is not None:  # stop() finds it from here on
+                            fn.inflight.add(inv)
+                rec = event.record
+                if inv is None:
+                    if rec is not None:
+                        rec.status, rec.error_type = "failed", "EventAgeExceeded"
+                        rec.error_message = f"Event older than MaximumEventAgeInSeconds ({max_age} s)"
                     self._async_failed(fn, event, None, "EventAgeExceeded")
                     continue
-                event.attempts += 1
-                inv = _Invocation(event.payload, event.client_context, fn.timeout)
-                inv.request_id = event.request_id
+                if rec is not None:
+                    rec.status, rec.started_at, rec.attempts = "running", time.time(), event.attempts
                 try:
                     self._run(fn, inv, wait=True)
                 except ApiError:  # function deleted or service stopping
                     return
+                if inv.cancelled:  # stopped through the extension API: no retry, no destination
+                    log.info("async invocation stopped", function=fn.name, request_id=event.request_id)
+                    continue
                 if inv.function_error is None:
                     self._async_succeeded(fn, event, inv)
                     continue
@@ -981,6 +1201,8 @@ class LambdaService:
                 if event.attempts <= retries and not fn.deleted:
                     log.info("async invocation failed, retrying", function=fn.name,
                              request_id=event.request_id, attempt=event.attempts)
+                    if rec is not None:
+                        rec.status = "queued"  # keeps the failed attempt's error until the next
                     self._schedule_retry(fn, event)
                 else:
                     self._async_failed(fn, event, inv, "RetriesExhausted")
@@ -997,6 +1219,9 @@ class LambdaService:
         def fire() -> None:
             with self._lock:
                 self._timers.discard(timer)
+                fn.retrying.discard(event)
+                if event.cancelled:
+                    return
             self._enqueue_async(fn, event)
 
         timer = threading.Timer(self.options.async_retry_delay, fire)
@@ -1005,6 +1230,7 @@ class LambdaService:
             if self._stopping.is_set():
                 return
             self._timers.add(timer)
+            fn.retrying.add(event)
         timer.start()
 
     def _destination_record(self, fn: _Function, event: _AsyncEvent, inv: _Invocation | None,
@@ -1130,10 +1356,139 @@ class LambdaService:
         tags = "/2017-03-31/tags/"
         if path.startswith(tags):
             return self._tags(method, unquote(path[len(tags):]), body, raw_query)
+        if path.startswith("/_lambdarun/"):
+            return self._extension(method, path, query, body)
+        raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} {path}")
+
+    # -- the extension API (/_lambdarun/...) -------------------------------------------
+
+    def _extension(self, method: str, path: str, query: dict[str, str],
+                   body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        """lambdarun's own endpoints next to the Lambda API (see the README)."""
+        parts = path.strip("/").split("/")[1:]
+        if method == "GET" and parts == ["functions"]:
+            return _ok({"functions": self.functions_view()})
+        if method == "GET" and parts == ["invocations"]:
+            return _ok(self.invocations_view(query))
+        if method == "GET" and len(parts) == 2 and parts[0] == "invocations":
+            return _ok(self.invocation_detail(unquote(parts[1])))
+        if method == "POST" and len(parts) == 3 and parts[0] == "functions" and parts[2] == "stop":
+            marker = _json(body).get("marker")
+            if not isinstance(marker, str) or not marker:
+                raise ApiError(400, "InvalidParameterValueException",
+                               'The body must be {"marker": "<ClientContext custom.lambdarun_attempt>"}.')
+            return _ok(self.stop_invocations(_function_name(parts[1])[0], marker))
         if path == "/_lambdarun/health" and method == "GET":
             return _ok({"pid": os.getpid(), "url": self.url, "environments": self.environment_pids(),
                         "concurrency_limit": self.options.concurrency_limit})
         raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} {path}")
+
+    def stop_invocations(self, name: str, marker: str) -> dict[str, list[str]]:
+        """Stop ``name``'s invocations whose ClientContext has ``custom.lambdarun_attempt ==
+        marker``: a running one fails with ``Runtime.Cancelled`` and its environment is killed
+        (process group, SIGKILL); a queued or retry-waiting Event is dropped (no retry, no
+        destination). Returns ``{"stopped": [request ids], "dropped": [request ids]}``."""
+        fn = self._lookup(name)
+        with self._lock:
+            dropped = [e for e in fn.async_queue if e.marker == marker]
+            for event in dropped:
+                fn.async_queue.remove(event)
+            waiting = [e for e in fn.retrying if e.marker == marker]
+            for event in waiting:
+                fn.retrying.discard(event)
+            dropped += waiting
+            for event in dropped:
+                event.cancelled = True
+            running = [inv for inv in fn.inflight if inv.marker == marker]
+        stopped = []
+        for inv in running:
+            if not inv.cancel(marker):
+                continue  # it finished first
+            stopped.append(inv.request_id)
+            env = inv.env
+            if env is not None:
+                env.write_log(f"{_now_iso()} {inv.request_id} Invocation stopped "
+                              f"({STOP_MARKER_KEY} {marker})\n")
+                env.kill("stopped")
+        for event in dropped:
+            rec = event.record
+            if rec is not None:
+                rec.status, rec.error_type = "failed", CANCELLED_ERROR
+                rec.error_message = f"Event stopped while queued ({STOP_MARKER_KEY} {marker})"
+        if stopped or dropped:
+            log.info("invocations stopped", function=name, marker=marker, stopped=stopped,
+                     dropped=[e.request_id for e in dropped])
+        return {"stopped": stopped, "dropped": [e.request_id for e in dropped]}
+
+    def functions_view(self) -> list[dict[str, Any]]:
+        """``GET /_lambdarun/functions``: every function with its environments."""
+        with self._lock:
+            fns = [self._functions[n] for n in sorted(self._functions)]
+            envs = [e for e in self._environments if not e.dead]
+            out = []
+            for fn in fns:
+                environments = [
+                    {
+                        "id": e.id,
+                        "pid": e.pid,
+                        "state": ("cold" if not e.initialized.is_set()
+                                  else "busy" if e.in_use else "warm"),
+                        "started_at": e.started_at,
+                        "invocations": e.invocations,
+                    }
+                    for e in sorted(envs, key=lambda e: e.started_at)
+                    if e.function is fn
+                ]
+                out.append({
+                    "name": fn.name,
+                    "handler": fn.handler,
+                    "runtime": fn.runtime,
+                    "timeout": fn.timeout,
+                    "memory_size": fn.memory_size,
+                    "reserved_concurrency": fn.reserved,
+                    "environments": environments,
+                    "concurrency_in_use": fn.busy,
+                    "code": "directory" if fn.local_code else "zip",
+                })
+        return out
+
+    def invocations_view(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /_lambdarun/invocations``: newest first, filtered, paged by ``before``."""
+        function = query.get("function") or None
+        status = query.get("status") or None
+        try:
+            limit = int(query.get("limit") or 50)
+            before = int(query["before"]) if query.get("before") else None
+        except ValueError as e:
+            raise ApiError(400, "InvalidParameterValueException",
+                           f"limit and before must be integers: {e}") from e
+        if not 1 <= limit <= 1000:
+            raise ApiError(400, "InvalidParameterValueException", "limit must be between 1 and 1000.")
+        if status is not None and status not in _STATUSES:
+            raise ApiError(400, "InvalidParameterValueException",
+                           f"status must be one of {', '.join(_STATUSES)}.")
+        page: list[dict[str, Any]] = []
+        more = False
+        for rec in reversed(self.records()):
+            if before is not None and rec.seq >= before:
+                continue
+            if (function is not None and rec.function != function) or (
+                status is not None and rec.status != status
+            ):
+                continue
+            if len(page) == limit:
+                more = True
+                break
+            page.append(rec.summary())
+        return {"invocations": page, "next_before": page[-1]["seq"] if more else None}
+
+    def invocation_detail(self, request_id: str) -> dict[str, Any]:
+        """``GET /_lambdarun/invocations/{request_id}``: the record, its log, error, response."""
+        for rec in reversed(self.records()):
+            if rec.request_id == request_id:
+                return rec.detail()
+        raise ApiError(404, "ResourceNotFoundException",
+                       f"No invocation record {request_id} (the last {RECORD_LIMIT} are kept).")
 
     def _lookup(self, name: str, qualifier: str | None = None) -> _Function:
         with self._lock:
@@ -1428,31 +1783,44 @@ class LambdaService:
             raise ApiError(400, "InvalidRequestContentException",
                            f"Could not parse request body into json: {e}") from e
         client_context = None
+        marker = None
         raw_cc = headers.get("X-Amz-Client-Context")
         if raw_cc:
             try:
                 client_context = base64.b64decode(raw_cc).decode("utf-8")
-                json.loads(client_context)
+                doc = json.loads(client_context)
             except (binascii.Error, ValueError) as e:
                 raise ApiError(400, "InvalidRequestContentException",
                                f"Client context must be base64-encoded JSON: {e}") from e
+            custom = doc.get("custom") if isinstance(doc, dict) else None
+            if isinstance(custom, dict) and custom.get(STOP_MARKER_KEY) is not None:
+                marker = str(custom[STOP_MARKER_KEY])
         if invocation_type == "DryRun":
             return 204, b"", {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": str(uuid.uuid4())}
         if invocation_type == "Event":
-            request_id = self._enqueue_async(fn, _AsyncEvent(payload, client_context))
+            request_id = self._enqueue_async(fn, _AsyncEvent(payload, client_context, marker=marker))
             return 202, b"", {"x-amzn-RequestId": request_id}
         if invocation_type != "RequestResponse":
             raise ApiError(400, "InvalidParameterValueException",
                            f"Unsupported invocation type {invocation_type!r}.")
-        inv = _Invocation(payload, client_context, fn.timeout)
-        env, _cold = self._run(fn, inv, wait=False)
+        inv = _Invocation(payload, client_context, fn.timeout, marker)
+        rec = inv.record = self._record(inv.request_id, fn.name, "RequestResponse", "running")
+        try:
+            env, _cold = self._run(fn, inv, wait=False)
+        except ApiError as e:
+            rec.status = "throttled" if e.status == 429 else "failed"
+            rec.error_type, rec.error_message = e.code, e.message
+            raise
         out = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": inv.request_id}
         if inv.function_error:
             out["X-Amz-Function-Error"] = inv.function_error
-        if (headers.get("X-Amz-Log-Type") or "").lower() == "tail":
+        if env is not None and (headers.get("X-Amz-Log-Type") or "").lower() == "tail":
             tail = env.log_since(inv.log_start)[-LOG_TAIL_BYTES:]
             out["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
         return 200, inv.result, out
+
+
+_STATUSES = ("running", "succeeded", "failed", "timeout", "crashed", "throttled", "queued")
 
 
 def _refuse_layers(req: Mapping[str, Any]) -> None:

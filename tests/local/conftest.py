@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import lambdarun.local.plugin as local_plugin
 from lambdarun.local import LocalStack
+from lambdarun.local.plugin import LocalTarget
 from lambdarun.local.testing import create_function, local_stack_fixture
+from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
+from lambdarun.session import Session
 
 # short async retry delay so retry tests take well under a second
 local_stack = local_stack_fixture(scope="session", async_retry_delay=0.1, max_concurrency=8,
@@ -42,3 +47,23 @@ def make_function(lam: Any) -> Iterator[Callable[..., str]]:
             lam.delete_function(FunctionName=name)
         except lam.exceptions.ResourceNotFoundException:
             pass
+
+
+#: register the local plugin unless the core already lists it among its built-ins
+_EXTRA_PLUGINS = [] if "lambdarun.local.plugin" in DEFAULT_PLUGINS else [local_plugin]
+
+
+@pytest.fixture
+def target(local_stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalTarget]:
+    """A LocalTarget on the session's stack, with a project directory (``handlers.py``
+    returning ``'the cwd'``) as the current directory."""
+    (tmp_path / "handlers.py").write_text("def handler(event, context):\n    return 'the cwd'\n")
+    monkeypatch.chdir(tmp_path)
+    session = Session(make_plugin_manager(plugins=_EXTRA_PLUGINS, load_entrypoints=False),
+                      overrides={"target": "local"})
+    t = LocalTarget(session.settings, stack=local_stack)
+    try:
+        yield t
+    finally:
+        t.close()
+        session.close()

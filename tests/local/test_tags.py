@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import lambdarun.local.plugin as local_plugin
 from lambdarun.deploy.plan import MANAGED_TAG, MANAGED_VALUE
 from lambdarun.local.plugin import LocalTarget
 from lambdarun.local.testing import create_function
-from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
-from lambdarun.session import Session
 from lambdarun.types import FunctionSpec
 
 pytestmark = pytest.mark.timeout(60)
 
-EXTRA_PLUGINS = [] if "lambdarun.local.plugin" in DEFAULT_PLUGINS else [local_plugin]
 DEPLOYED = "def handler(event, context):\n    return 'the deployed zip'\n"
-
-
-@pytest.fixture
-def target(local_stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalTarget]:
-    """A LocalTarget on the session's stack, with a project directory as the cwd."""
-    (tmp_path / "handlers.py").write_text("def handler(event, context):\n    return 'the cwd'\n")
-    monkeypatch.chdir(tmp_path)
-    session = Session(make_plugin_manager(plugins=EXTRA_PLUGINS, load_entrypoints=False),
-                      overrides={"target": "local"})
-    t = LocalTarget(session.settings, stack=local_stack)
-    try:
-        yield t
-    finally:
-        t.close()
-        session.close()
 
 
 def test_tags_are_stored_listed_added_and_removed(lam: Any, make_function: Any) -> None:

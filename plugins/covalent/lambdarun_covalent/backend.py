@@ -779,21 +779,30 @@ class CovalentBackend(Backend):
         if attempt is None or attempt.finished:
             return
         log.info("task stopped", task_id=task.id, reason=why)
-        self._stop_remote(attempt)
+        stopped = self._stop_remote(attempt)
         if attempt.mode is InvocationType.EVENT:
             with task.lock:
                 handle = StorageHandle(self.storage, self.run_prefix, attempt.outcome_key)
                 self.engine.unwatch(handle)
-                self.engine.watch(handle, attempt, janitor_until=self._janitor_deadline(attempt))
+                # stopped by the target: its environment is gone, so only an outcome already
+                # on its way can still land; else it may run until the function's timeout
+                until = time.monotonic() + _JANITOR_GRACE if stopped else self._janitor_deadline(attempt)
+                self.engine.watch(handle, attempt, janitor_until=until)
+            if stopped:
+                self._cleanup_quietly(attempt)  # the call object, now (no outcome will come)
         # synchronous attempts clean up in their pool thread once the invoke returns
 
-    def _stop_remote(self, attempt: _Attempt) -> None:
+    def _stop_remote(self, attempt: _Attempt) -> bool:
+        """Ask the target to stop the attempt's invocation (targets with ``stop_invocation``,
+        e.g. ``local``: it kills the environment running it or drops the queued event).
+        True when the target says it stopped something."""
         stop = getattr(self.runtime_session.target, "stop_invocation", None)
         if callable(stop):
             try:
-                stop(self.function_name, attempt.id)
+                return bool(stop(self.function_name, attempt.id))
             except Exception:
                 log.warning("the target could not stop the invocation", attempt=attempt.id, exc_info=True)
+        return False
 
     def cleanup(self, attempt: _Attempt) -> None:
         """Delete the attempt's objects (call and outcome), unless keep_objects is on."""

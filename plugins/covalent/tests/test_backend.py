@@ -187,6 +187,39 @@ def test_cancel_running_task(session, leftovers):
     assert future.info["task"].status == "CANCELLED"
 
 
+def wait_until_gone(pid, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_cancel_running_task_kills_its_environment_on_the_local_target(make_session, tmp_path, leftovers,
+                                                                       mode):
+    session = make_session(mode=mode)
+    pid_file = tmp_path / "pid"
+    future = lambdarun.submit(write_pid_and_sleep, str(pid_file), 30, backend="covalent", session=session)
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = int(pid_file.read_text())
+    assert future.cancel()
+    assert wait_until_gone(pid)  # the worker running the task was killed, not left to sleep 30 s
+    with pytest.raises(concurrent.futures.CancelledError):
+        future.result(timeout=1)
+    engine = session.backend("covalent").engine
+    deadline = time.monotonic() + 15
+    while (engine.watching() or leftovers(session)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.watching() == 0
+    assert leftovers(session) == []
+
+
 def test_cancel_pending_task_never_runs(make_session, tmp_path):
     session = make_session(max_workers=1)
     marker = tmp_path / "ran"
@@ -313,8 +346,11 @@ def finish_late(path, seconds):
     return seconds
 
 
-def test_close_cancels_unfinished_tasks_and_late_outcomes_are_deleted(make_session, leftovers, tmp_path):
+def test_close_cancels_unfinished_tasks_and_late_outcomes_are_deleted(make_session, leftovers, tmp_path,
+                                                                      monkeypatch):
     session = make_session(mode="async")
+    # a target that cannot stop an invocation (like aws): the cancelled one runs on
+    monkeypatch.setattr(session.target, "stop_invocation", None)
     marker = tmp_path / "finished"
     future = lambdarun.submit(finish_late, str(marker), 1, backend="covalent", session=session)
     task = future.info["task"]
