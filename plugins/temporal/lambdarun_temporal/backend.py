@@ -198,8 +198,10 @@ class TemporalBackend(Backend):
         with self._lock:
             if self._closed:
                 raise TaskCancelledError("the temporal backend is closed; create a new session")
-            if self._ready is None:
+            if self._loop is None:
                 self._loop = _LoopThread(f"lambdarun-temporal-{self.run_id}")
+            failed = self._ready is not None and self._ready.done() and self._ready.exception()
+            if self._ready is None or failed:  # connect (again, after a failed attempt)
                 self._ready = self._loop.run(self._connect())
             return self._ready
 
@@ -213,7 +215,14 @@ class TemporalBackend(Backend):
             kwargs["api_key"] = self.config.api_key
         if self.config.tls or self.config.api_key:
             kwargs["tls"] = True
-        client = await Client.connect(self.address, **kwargs)
+        try:
+            client = await Client.connect(self.address, **kwargs)
+        except Exception as exc:
+            exc.add_note(
+                f"while connecting to the Temporal server at {self.address} (namespace "
+                f"{self.config.namespace!r}); check [temporal] address / namespace / api_key / tls"
+            )
+            raise
         await set_current_version(client, self.config.deployment_name, self.config.build_id)
         self._client = client
         self._wake = asyncio.Event()

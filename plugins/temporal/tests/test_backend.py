@@ -239,3 +239,15 @@ def test_cancel_cancels_the_workflow(make_session):
         return "RUNNING"
 
     assert with_client(backend.address, status) == "CANCELED"
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_server_is_a_clear_error(make_session):
+    from lambdarun_temporal.devserver import free_port
+
+    session = make_session(address=f"127.0.0.1:{free_port()}")
+    with pytest.raises(Exception) as info:
+        lambdarun.run(double, 1, backend="temporal", session=session)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "[temporal] address" in notes
+    assert session.backend("temporal").invocations == 0
