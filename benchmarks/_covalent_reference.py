@@ -21,7 +21,9 @@ dispatcher's ``wrapper_fn`` around a ``TransportableObject``. Each round uses a 
 ``dispatch_id`` (the plugin derives its S3 keys from it, so reusing one would return the
 previous round's result without running).
 
-Prints one JSON line: ``{"samples_s": [...], "peak_rss_mib": ..., "poll_freq": ...}``.
+Prints one JSON line: ``{"samples_s": [...], "polls_per_task": [...], "peak_rss_mib": ...,
+"poll_freq": ...}`` (``polls_per_task`` counts ``get_status`` calls, i.e. head_object polls:
+1 means the first poll found the result and no ``poll_freq`` sleep was paid).
 """
 
 from __future__ import annotations
@@ -36,6 +38,19 @@ import time
 import uuid
 
 
+def _count_polls(executor: object) -> list[int]:
+    """Count the executor's ``get_status`` calls (its head_object polls) without changing them."""
+    counter = [0]
+    original = executor.get_status  # type: ignore[attr-defined]
+
+    async def get_status(object_key: str) -> bool:
+        counter[0] += 1
+        return await original(object_key)
+
+    executor.get_status = get_status  # type: ignore[attr-defined]
+    return counter
+
+
 async def _main(args: argparse.Namespace) -> dict:
     from covalent_awslambda_plugin import AWSLambdaExecutor
 
@@ -46,9 +61,12 @@ async def _main(args: argparse.Namespace) -> dict:
     results_dir = tempfile.mkdtemp(prefix="covalent-results-")
     executor.cache_dir = tempfile.mkdtemp(prefix="covalent-cache-")
     executor._init_runtime(loop=asyncio.get_running_loop())
+    polls = _count_polls(executor)
     samples: list[float] = []
+    polls_per_task: list[int] = []
     for i in range(args.warmup + args.rounds):
         dispatch_id = str(uuid.uuid4())
+        polls[0] = 0
         start = time.perf_counter()
         output, _stdout, _stderr, status = await executor._execute(
             function=abs, args=[-i - 1], kwargs={}, dispatch_id=dispatch_id,
@@ -59,9 +77,11 @@ async def _main(args: argparse.Namespace) -> dict:
             raise SystemExit(f"reference executor returned {output!r} (status {status}) for abs({-i - 1})")
         if i >= args.warmup:
             samples.append(elapsed)
+            polls_per_task.append(polls[0])
     return {
         "samples_s": samples,
         "poll_freq": executor.poll_freq,
+        "polls_per_task": polls_per_task,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 

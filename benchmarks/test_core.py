@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import venv
@@ -28,17 +29,17 @@ def _import_once(python: str) -> float:
     return float(out.stdout)
 
 
-def test_import_time(benchmark, full_bench):
+def test_import_time(benchmark, headline, record_rss, full_bench):
     """`import lambdarun` in a fresh interpreter (target: under 300 ms, boto3 not imported)."""
     samples: list[float] = []
     benchmark.pedantic(lambda: samples.append(_import_once(sys.executable)), rounds=10 if full_bench else 1, iterations=1)
-    samples.sort()
-    benchmark.extra_info.update(
-        median_import_ms=round(samples[len(samples) // 2], 1), target_ms=IMPORT_TARGET_MS
-    )
+    headline.set("core: import lambdarun (in-process time, project venv)", statistics.median(samples),
+                 target=IMPORT_TARGET_MS, samples_ms=[round(x, 1) for x in samples],
+                 note="time measured inside a fresh interpreter around `import lambdarun` (interpreter "
+                      "start-up excluded); boto3 must not be imported")
 
 
-def test_import_time_core_only_fresh_venv(benchmark, full_bench, tmp_path):
+def test_import_time_core_only_fresh_venv(benchmark, headline, record_rss, full_bench, tmp_path):
     """The core alone (no plugins, no extras) installed in a fresh venv, then `import lambdarun`."""
     if not full_bench:
         # smoke mode: the same measurement on this environment (a fresh venv needs PyPI + ~30 s)
@@ -53,10 +54,8 @@ def test_import_time_core_only_fresh_venv(benchmark, full_bench, tmp_path):
         assert "lambdarun-covalent" not in listing and "moto" not in listing
     samples: list[float] = []
     benchmark.pedantic(lambda: samples.append(_import_once(python)), rounds=10 if full_bench else 1, iterations=1)
-    samples.sort()
-    benchmark.extra_info.update(
-        median_import_ms=round(samples[len(samples) // 2], 1), target_ms=IMPORT_TARGET_MS, fresh_venv=full_bench
-    )
+    headline.set("core: import lambdarun (core only, fresh venv)", statistics.median(samples),
+                 target=IMPORT_TARGET_MS, samples_ms=[round(x, 1) for x in samples], fresh_venv=full_bench)
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +68,20 @@ SIZES = {"small": 64, "1MiB": 1 << 20, "10MiB": 10 << 20}
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_envelope_encode(benchmark, session, size, bench_size):
+def test_envelope_encode(benchmark, headline, record_rss, session, size, bench_size):
     payload = os.urandom(bench_size(SIZES[size], min(SIZES[size], 4096)))
     data = benchmark(encode_call, session, len, (payload,))
-    benchmark.extra_info.update(payload_bytes=len(payload), wire_bytes=len(data),
-                                overhead_pct=round(100 * (len(data) - len(payload)) / len(payload), 3))
+    overhead = len(data) - len(payload)
+    headline.set(f"core: envelope encode, {size} argument", payload_bytes=len(payload),
+                 wire_bytes=len(data), overhead_pct=round(100 * overhead / len(payload), 3))
+    headline.also(f"core: envelope size overhead, {size} argument (+{100 * overhead / len(payload):.3g} %)",
+                  overhead, "bytes")
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_envelope_decode(benchmark, session, size, bench_size):
+def test_envelope_decode(benchmark, headline, record_rss, session, size, bench_size):
     payload = os.urandom(bench_size(SIZES[size], min(SIZES[size], 4096)))
     data = encode_call(session, len, (payload,))
     call = benchmark(decode_call, session, data)
     assert call.args[0] == payload
+    headline.set(f"core: envelope decode + verify, {size} argument", payload_bytes=len(payload))

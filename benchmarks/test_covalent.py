@@ -144,10 +144,17 @@ def test_warm_round_trip_tiny_task(benchmark: Any, headline: Any, record_rss: No
         target=ROUND_TRIP_TARGET_MS,
         reference_peak_rss_mib=ref["peak_rss_mib"],
         reference_samples_ms=[round(x * 1000, 1) for x in ref["samples_s"]],
-        note=None if config != "defaults" else (
+        reference_polls_per_task=ref["polls_per_task"],
+        note=(
             "reference driven as Covalent's dispatcher does (executor._init_runtime + _execute) "
             "with its own handler on the same local Lambda service and moto S3; plain abs(-n) "
-            "instead of the dispatcher's wrapper_fn; a fresh dispatch_id per task"),
+            "instead of the dispatcher's wrapper_fn; a fresh dispatch_id per task. "
+            if config == "defaults" else ""
+        ) + (
+            f"Reference head_object polls per task: {ref['polls_per_task']} (1 = the first poll found "
+            "the result, no poll_freq sleep paid; each of its S3/Lambda calls opens a new boto3 "
+            "Session, which takes long enough here for the warm local function to finish first)."
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,9 @@ import pytest
 
 from lambdarun.local import LocalStack
 from lambdarun.local.testing import create_function
+
+WARM_TARGET_MS = 5
+COLD_TARGET_MS = 300
 
 NOOP = "def handler(event, context):\n    return None\n"
 
@@ -43,22 +47,24 @@ def noop(lam: Any) -> Iterator[str]:
     lam.delete_function(FunctionName="bench-noop")
 
 
-def test_warm_round_trip(benchmark: Any, lam: Any, noop: str) -> None:
+def test_warm_round_trip(benchmark: Any, headline: Any, record_rss: None, lam: Any, noop: str,
+                         full_bench: bool) -> None:
     def call() -> None:
         resp = lam.invoke(FunctionName=noop, Payload=b"{}")
         resp["Payload"].read()
 
-    for _ in range(20):
+    for _ in range(20 if full_bench else 1):
         call()
-    benchmark.pedantic(call, rounds=500, iterations=1, warmup_rounds=10)
-    benchmark.extra_info["target_median_ms"] = 5
+    benchmark.pedantic(call, rounds=500 if full_bench else 1, iterations=1, warmup_rounds=10 if full_bench else 0)
+    headline.set("local target: warm round trip, no-op handler (boto3 invoke)", target=WARM_TARGET_MS)
 
 
 ECHO = "def handler(event, context):\n    return event\n"
 
 
 @pytest.mark.parametrize("size", [64 * 1024, 1024 * 1024], ids=["64KiB", "1MiB"])
-def test_warm_round_trip_with_payload(benchmark: Any, lam: Any, size: int) -> None:
+def test_warm_round_trip_with_payload(benchmark: Any, headline: Any, record_rss: None, lam: Any, size: int,
+                                      full_bench: bool) -> None:
     """Echo a JSON string of ``size`` bytes both ways (request and response)."""
     name = f"bench-echo-{size}"
     create_function(lam, name, ECHO, memory_size=512)
@@ -70,12 +76,13 @@ def test_warm_round_trip_with_payload(benchmark: Any, lam: Any, size: int) -> No
 
     try:
         call()
-        benchmark.pedantic(call, rounds=50, iterations=1, warmup_rounds=3)
+        benchmark.pedantic(call, rounds=50 if full_bench else 1, iterations=1, warmup_rounds=3 if full_bench else 0)
     finally:
         lam.delete_function(FunctionName=name)
+    headline.set(f"local target: warm round trip, echo {size // 1024} KiB each way")
 
 
-def test_cold_start(benchmark: Any, lam: Any) -> None:
+def test_cold_start(benchmark: Any, headline: Any, record_rss: None, lam: Any, full_bench: bool) -> None:
     create_function(lam, "bench-cold", NOOP)
     counter = iter(range(10_000))
 
@@ -87,14 +94,16 @@ def test_cold_start(benchmark: Any, lam: Any) -> None:
         lam.invoke(FunctionName="bench-cold", Payload=b"{}")["Payload"].read()
 
     try:
-        benchmark.pedantic(call, setup=new_generation, rounds=15, iterations=1)
-        benchmark.extra_info["target_median_ms"] = 300
+        benchmark.pedantic(call, setup=new_generation, rounds=15 if full_bench else 1, iterations=1)
     finally:
         lam.delete_function(FunctionName="bench-cold")
+    headline.set("local target: cold start of a new environment (first invoke after a config change)",
+                 target=COLD_TARGET_MS)
 
 
-def test_throughput_8_callers(benchmark: Any, lam: Any, noop: str) -> None:
-    per_caller = 100
+def test_throughput_8_callers(benchmark: Any, headline: Any, record_rss: None, lam: Any, noop: str,
+                              bench_size: Any, full_bench: bool) -> None:
+    per_caller = bench_size(100, 2)
     callers = 8
     pool = ThreadPoolExecutor(callers)
 
@@ -112,10 +121,9 @@ def test_throughput_8_callers(benchmark: Any, lam: Any, noop: str) -> None:
 
     batch()  # scale out to 8 warm environments first
     try:
-        benchmark.pedantic(batch, rounds=3, iterations=1)
+        benchmark.pedantic(batch, rounds=3 if full_bench else 1, iterations=1)
     finally:
         pool.shutdown()
-    benchmark.extra_info["invocations_per_batch"] = per_caller * callers
-    benchmark.extra_info["invocations_per_second"] = round(sorted(rates)[len(rates) // 2], 1)
-    print(f"\ninvocations/s with {callers} callers: {benchmark.extra_info['invocations_per_second']}")
-    benchmark.extra_info["cpus"] = os.cpu_count()
+    rate = statistics.median(rates[1:])  # rates[0] is the scale-out batch
+    headline.set(f"local target: invocations/s, {callers} concurrent callers (no-op handler)", rate,
+                 "invocations/s", invocations_per_batch=per_caller * callers, cpus=os.cpu_count())
