@@ -68,8 +68,6 @@ LOG_TAIL_BYTES = 4096
 INIT_TIMEOUT = 10.0  # Lambda's init phase limit
 #: errorType of an invocation stopped through ``POST /_lambdarun/functions/{name}/stop``
 CANCELLED_ERROR = "Runtime.Cancelled"
-#: invocation records kept for ``GET /_lambdarun/invocations`` (older ones are dropped)
-RECORD_LIMIT = 10_000
 RESPONSE_PREVIEW_BYTES = 4096
 #: ``custom`` key of an Invoke's ClientContext that stop() matches
 STOP_MARKER_KEY = "lambdarun_attempt"
@@ -106,6 +104,8 @@ class ServiceOptions:
         e.g. ``{"S3": "http://127.0.0.1:5000"}``; the key ``""`` sets ``AWS_ENDPOINT_URL``.
     :param python: interpreter of the workers (default: this one, so this venv's
         packages are importable).
+    :param record_limit: invocation records kept for ``GET /_lambdarun/invocations`` (the
+        oldest are dropped beyond it).
     """
 
     state_dir: Path = attrs.field(converter=lambda p: Path(p).expanduser().resolve())
@@ -120,6 +120,7 @@ class ServiceOptions:
     cloudwatch_logs: bool = False
     service_endpoints: Mapping[str, str] = attrs.field(factory=dict)
     python: str = sys.executable
+    record_limit: int = 10_000
 
     @property
     def concurrency_limit(self) -> int:
@@ -772,7 +773,7 @@ class LambdaService:
         self._runtime_dir: Path | None = None
         #: Host headers the API answers (requests without one are answered too)
         self.allowed_hosts: frozenset[str] = frozenset()
-        self._records: collections.deque[InvocationRecord] = collections.deque(maxlen=RECORD_LIMIT)
+        self._records: collections.deque[InvocationRecord] = collections.deque(maxlen=options.record_limit)
         self._seq = itertools.count(1)
         (options.state_dir / "functions").mkdir(parents=True, exist_ok=True)
         (options.state_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -1037,6 +1038,10 @@ class LambdaService:
             self._forget(fn, inv)
             raise
         cold = not env.initialized.is_set()
+        rec = inv.record
+        if rec is not None and rec.status != "running":  # an Event leaving the queue
+            rec.status, rec.started_at = "running", time.time()
+            rec.attempts += 1
         try:
             inv.env = env  # before the check below: stop() kills it from now on
             if not inv.done.is_set():
@@ -1185,8 +1190,6 @@ class LambdaService:
                         rec.error_message = f"Event older than MaximumEventAgeInSeconds ({max_age} s)"
                     self._async_failed(fn, event, None, "EventAgeExceeded")
                     continue
-                if rec is not None:
-                    rec.status, rec.started_at, rec.attempts = "running", time.time(), event.attempts
                 try:
                     self._run(fn, inv, wait=True)
                 except ApiError:  # function deleted or service stopping
@@ -1488,7 +1491,7 @@ class LambdaService:
             if rec.request_id == request_id:
                 return rec.detail()
         raise ApiError(404, "ResourceNotFoundException",
-                       f"No invocation record {request_id} (the last {RECORD_LIMIT} are kept).")
+                       f"No invocation record {request_id} (the last {self.options.record_limit} are kept).")
 
     def _lookup(self, name: str, qualifier: str | None = None) -> _Function:
         with self._lock:
@@ -1805,6 +1808,7 @@ class LambdaService:
                            f"Unsupported invocation type {invocation_type!r}.")
         inv = _Invocation(payload, client_context, fn.timeout, marker)
         rec = inv.record = self._record(inv.request_id, fn.name, "RequestResponse", "running")
+        rec.attempts = 1
         try:
             env, _cold = self._run(fn, inv, wait=False)
         except ApiError as e:
