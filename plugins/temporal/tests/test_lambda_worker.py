@@ -55,7 +55,7 @@ def test_workflows_and_activities_complete_then_idle_exit(temporal_server, task_
     assert any(i.endswith("@arn:aws:lambda:us-east-1:123456789012:function:temporal-worker")
                for i in identities(temporal_server.address, ids[0]))
     # every hook ran although the first one raised
-    assert out["markers"] == ["hook1", "hook2", "hook3"]
+    assert out["markers"] == ["hook1", "hook2", "hook3"], out["log"]
     assert "hook one failed" in out["log"]
 
 
@@ -67,7 +67,7 @@ def test_empty_queue_idle_exit_long_before_deadline(temporal_server, task_queue,
     assert out["result"]["activities"] == 0
     # returned with most of its 30 s left (idle after 1 s, not deadline - buffer)
     assert out["remaining_ms_at_return"] > 20_000
-    assert out["markers"] == ["hook1", "hook2", "hook3"]
+    assert out["markers"] == ["hook1", "hook2", "hook3"], out["log"]
 
 
 @pytest.mark.timeout(60)
@@ -78,7 +78,7 @@ def test_deadline_respected_with_short_timeout(temporal_server, task_queue, run_
     assert out["result"]["stop_reason"] == "deadline"
     assert out["result"]["activities"] == 2
     assert out["remaining_ms_at_return"] > 0
-    assert out["markers"] == ["hook1", "hook2", "hook3"]
+    assert out["markers"] == ["hook1", "hook2", "hook3"], out["log"]
 
 
 @pytest.mark.timeout(60)
@@ -88,7 +88,7 @@ def test_hanging_hooks_cannot_push_past_the_deadline(temporal_server, task_queue
     assert out["result"]["stop_reason"] == "deadline"
     assert out["remaining_ms_at_return"] > 0
     # each hook got its slice: the third one still ran after two hung
-    assert out["markers"] == ["hang-start", "async-hang-start", "last"]
+    assert out["markers"] == ["hang-start", "async-hang-start", "last"], out["log"]
     assert "shutdown hook timed out" in out["log"]
 
 
@@ -98,14 +98,14 @@ def test_too_short_timeout_is_a_clear_error_and_hooks_run(temporal_server, task_
     assert out["returncode"] == 0, out["stderr"]
     assert out["error_type"] == "LambdaTimeoutTooShortError"
     assert "Raise the function timeout to at least" in out["error"]
-    assert out["markers"] == ["hook1", "hook2", "hook3"]
+    assert out["markers"] == ["hook1", "hook2", "hook3"], out["log"]
 
 
 @pytest.mark.timeout(60)
 def test_buffer_follows_graceful_shutdown(temporal_server, task_queue, run_handler):
     out = run_handler("unbuffered", 20, env_for(temporal_server, task_queue))
     assert out["returncode"] == 0, out["stderr"]
-    assert out["markers"] == ["buffer-before:2.5", "buffer-after:4.5"]
+    assert out["markers"] == ["buffer-before:2.5", "buffer-after:4.5"], out["log"]
 
 
 @pytest.mark.timeout(60)
@@ -115,7 +115,7 @@ def test_hooks_run_after_connect_failure_within_deadline(hanging_server, task_qu
     assert out["error_type"] == "TemporalConnectError"
     assert hanging_server in out["error"]
     assert out["remaining_ms_at_return"] > 0
-    assert out["markers"] == ["hook1", "hook2", "hook3"]
+    assert out["markers"] == ["hook1", "hook2", "hook3"], out["log"]
 
 
 @pytest.mark.timeout(60)
@@ -126,7 +126,7 @@ def test_hooks_run_after_connection_refused(task_queue, run_handler):
     out = run_handler("basic", 10, {"TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": task_queue})
     assert out["returncode"] == 0, out["stderr"]
     assert "error_type" in out
-    assert out["markers"] == ["hook1", "hook2", "hook3"]
+    assert out["markers"] == ["hook1", "hook2", "hook3"], out["log"]
 
 
 @pytest.mark.timeout(60)
@@ -134,7 +134,7 @@ def test_hooks_run_after_worker_construction_error(temporal_server, task_queue, 
     out = run_handler("bad_worker", 10, env_for(temporal_server, task_queue))
     assert out["returncode"] == 0, out["stderr"]
     assert out["error_type"] in {"TypeError", "ValueError"}  # temporalio's own error, unchanged
-    assert out["markers"] == ["hook1", "hook2", "hook3"]
+    assert out["markers"] == ["hook1", "hook2", "hook3"], out["log"]
 
 
 @pytest.mark.timeout(60)
@@ -143,7 +143,7 @@ def test_hooks_run_after_worker_run_error(temporal_server, task_queue, run_handl
     assert out["returncode"] == 0, out["stderr"]
     assert "error_type" in out
     assert "no-such-namespace" in out["error"] or "Namespace" in out["error"]
-    assert out["markers"] == ["hook1", "hook2", "hook3"]
+    assert out["markers"] == ["hook1", "hook2", "hook3"], out["log"]
 
 
 @pytest.mark.timeout(60)
@@ -152,7 +152,7 @@ def test_async_generator_teardown_runs_after_hooks(temporal_server, task_queue, 
     ids = start_workflows(temporal_server.address, task_queue, 2)
     out = run_handler(scenario, 20, env_for(temporal_server, task_queue))
     assert out["returncode"] == 0, out["stderr"]
-    assert out["markers"] == ["setup", "hook", "teardown"]
+    assert out["markers"] == ["setup", "hook", "teardown"], out["log"]
     assert results(temporal_server.address, ids) == [1, 2]
 
 
@@ -165,7 +165,7 @@ def test_async_generator_teardown_runs_after_connect_failure(task_queue, run_han
     )
     assert out["returncode"] == 0, out["stderr"]
     assert "error_type" in out
-    assert out["markers"] == ["setup", "hook", "teardown"]
+    assert out["markers"] == ["setup", "hook", "teardown"], out["log"]
 
 
 @pytest.mark.timeout(60)

@@ -268,9 +268,11 @@ async def _invocation(
         if worker is not None:
             error = await _shutdown_worker(worker, run_task, config, deadline, error)
         del worker, run_task
-        hooks_end = await _run_shutdown_hooks(config, deadline, teardown=configure_cm is not None)
+        hooks = list(config.shutdown_hooks)
+        window = _HookWindow.open(config, deadline, len(hooks) + (configure_cm is not None))
+        await _run_shutdown_hooks(window, hooks)
         if configure_cm is not None:
-            error = await _exit_configure(configure_cm, hooks_end, error)
+            error = await _exit_configure(configure_cm, window.next_share(), error)
     if error is not None:
         raise error
     return InvocationSummary(
@@ -314,10 +316,9 @@ async def _enter_configure(configure: ConfigureCallback, config: LambdaWorkerCon
 
 
 async def _exit_configure(
-    cm: Any, window_end: float, error: BaseException | None
+    cm: Any, timeout: float, error: BaseException | None
 ) -> BaseException | None:
     """Run the async-generator teardown (bounded); its error becomes the error if none yet."""
-    timeout = window_end - time.monotonic()
     exc_info = (type(error), error, error.__traceback__) if error is not None else (None, None, None)
     try:
         await asyncio.wait_for(cm.__aexit__(*exc_info), timeout=max(timeout, 0.001))
@@ -423,26 +424,40 @@ async def _shutdown_worker(
     return error
 
 
-def _hook_window_end(config: LambdaWorkerConfig, deadline: float | None, started: float) -> float:
-    end = started + config.shutdown_hook_budget.total_seconds()
-    if deadline is not None:
-        end = min(end, deadline - RETURN_SAFETY.total_seconds())
-    return end
+@attrs.define
+class _HookWindow:
+    """Time for the shutdown hooks and the configure teardown.
 
-
-async def _run_shutdown_hooks(
-    config: LambdaWorkerConfig, deadline: float | None, *, teardown: bool
-) -> float:
-    """Run every hook in order; each gets an equal share of what is left of the window.
-
-    Returns the end of the window (the teardown of an async-generator configure gets what
-    the hooks left of it).
+    ``slots`` items share ``budget`` seconds starting now. Each item gets the larger of its
+    fair share of what is left and ``budget / slots`` (so one slow or stalled item cannot
+    starve the next ones), but never more than what is left before the Lambda deadline
+    minus the return margin.
     """
-    end = _hook_window_end(config, deadline, time.monotonic())
-    hooks = list(config.shutdown_hooks)
-    slots = len(hooks) + (1 if teardown else 0)
-    for index, hook in enumerate(hooks):
-        share = (end - time.monotonic()) / max(1, slots - index)
+
+    budget: float
+    slots: int
+    hard_end: float  # deadline - RETURN_SAFETY (inf without a deadline)
+    start: float = attrs.field(factory=time.monotonic)
+    used: int = 0
+
+    @classmethod
+    def open(cls, config: LambdaWorkerConfig, deadline: float | None, slots: int) -> _HookWindow:
+        hard_end = float("inf") if deadline is None else deadline - RETURN_SAFETY.total_seconds()
+        return cls(config.shutdown_hook_budget.total_seconds(), max(1, slots), hard_end)
+
+    def next_share(self) -> float:
+        now = time.monotonic()
+        left_slots = max(1, self.slots - self.used)
+        self.used += 1
+        fair = (self.start + self.budget - now) / left_slots
+        share = max(fair, self.budget / self.slots)
+        return min(share, self.hard_end - now)
+
+
+async def _run_shutdown_hooks(window: _HookWindow, hooks: list[Callable[[], Any]]) -> None:
+    """Run every hook in order, each bounded by its share of the window."""
+    for hook in hooks:
+        share = window.next_share()
         name = getattr(hook, "__qualname__", repr(hook))
         if share <= 0:
             log.error("shutdown hook skipped: no time left before the Lambda deadline", hook=name)
@@ -453,7 +468,6 @@ async def _run_shutdown_hooks(
             log.error("shutdown hook timed out", hook=name, seconds=round(share, 3))
         except Exception as exc:  # noqa: BLE001 - every hook runs
             log.error("shutdown hook failed", hook=name, exc_info=exc)
-    return end
 
 
 async def _call_hook(hook: Callable[[], Any]) -> None:
