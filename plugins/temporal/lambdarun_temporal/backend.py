@@ -263,7 +263,6 @@ class TemporalBackend(Backend):
             if await asyncio.to_thread(self._spill_outcomes):
                 storage = await asyncio.to_thread(self.session.storage)
                 outcome_url = storage.url_for(outcome_key)
-                stored.append(outcome_key)  # deleting a key that was never written is fine
             handle = await client.start_workflow(
                 WORKFLOW_NAME,
                 args=[envelope, self.call_timeout, self.config.attempts, call_url, outcome_url],
@@ -275,7 +274,8 @@ class TemporalBackend(Backend):
             assert self._wake is not None
             self._wake.set()
             data = await handle.result()
-            if not data and outcome_url:
+            if not data and outcome_url:  # the worker stored a large outcome
+                stored.append(outcome_key)
                 data = await asyncio.to_thread(self.session.storage().get, outcome_key)
         except WorkflowFailureError as exc:
             future.finish(exception=_failure_error(task_id, exc))
