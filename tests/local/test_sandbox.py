@@ -120,19 +120,16 @@ def test_local_directory_functions_keep_the_services_packages(lam: Any, tmp_path
         lam.delete_function(FunctionName=name)
 
 
-def test_make_zip_is_what_the_function_gets(lam: Any) -> None:
-    # the zip-only path also applies to UpdateFunctionCode of a directory function
+def test_updating_a_directory_function_to_a_zip_isolates_it(lam: Any, tmp_path: Any) -> None:
+    (tmp_path / "app.py").write_text(IMPORTS)
     name = "sandbox-updated"
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        with open(os.path.join(d, "app.py"), "w") as f:
-            f.write(IMPORTS)
-        lam.create_function(
-            FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::123456789012:role/x",
-            Handler="app.handler", Code={"S3Bucket": "__local__", "S3Key": d},
-        )
+    lam.create_function(
+        FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::123456789012:role/x",
+        Handler="app.handler", Code={"S3Bucket": "__local__", "S3Key": str(tmp_path)},
+    )
     try:
+        resp, out = invoke(lam, name, {"modules": ["attrs"]})
+        assert not out["imports"]["attrs"].startswith("ImportError")
         lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": IMPORTS}))
         resp, out = invoke(lam, name, {"modules": ["attrs"]})
         assert "FunctionError" not in resp, out
