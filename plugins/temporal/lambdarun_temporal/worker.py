@@ -15,6 +15,7 @@ config (``LAMBDARUN_TEMPORAL__API_KEY`` in the function's environment).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,9 @@ log = structlog.get_logger(__name__)
 WORKER_EVENT_KEY = "lambdarun_temporal"
 WORKER_EVENT_VERSION = 1
 
+#: seconds between heartbeats of a running call (how fast a cancel reaches it)
+HEARTBEAT_INTERVAL = 1.0
+
 _handlers: dict[tuple[Any, ...], Callable[[Any, Any], dict[str, Any]]] = {}
 _handlers_lock = threading.Lock()
 
@@ -57,7 +61,23 @@ def make_call_activity(session: Session) -> Callable[[bytes], bytes]:
         if call_url:
             storage, key = session.open_url(call_url)
             envelope = storage.get(key)
-        outcome = execute_call(session, envelope)
+        # Heartbeats carry cancellation: when the caller cancels (or the worker shuts down),
+        # the SDK interrupts this thread and the call stops instead of running to its end.
+        stop = threading.Event()
+        context = contextvars.copy_context()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_INTERVAL):
+                try:
+                    context.run(activity.heartbeat)
+                except Exception:  # noqa: BLE001 - the activity is finishing
+                    return
+
+        threading.Thread(target=beat, name="lambdarun-call-heartbeat", daemon=True).start()
+        try:
+            outcome = execute_call(session, envelope)
+        finally:
+            stop.set()
         if activity.is_cancelled() and not decode_outcome(session, outcome).ok:
             # The worker invocation ended under the call (its deadline came): the exception
             # is the SDK's cancellation, not the function's. Fail the attempt so Temporal
@@ -106,6 +126,9 @@ def _handler_for(event: dict[str, Any], session: Session) -> Callable[[Any, Any]
             executor = ThreadPoolExecutor(calls, thread_name_prefix="lambdarun-call")
             config.worker_config["activity_executor"] = executor
             config.worker_config["max_concurrent_activities"] = calls
+            # send heartbeats (and so receive cancellations) within about a second
+            config.worker_config["max_heartbeat_throttle_interval"] = timedelta(seconds=1)
+            config.worker_config["default_heartbeat_throttle_interval"] = timedelta(seconds=1)
             config.idle_timeout = timedelta(seconds=float(event.get("idle_timeout", 1.0)))
             # threads of a call that outlived the worker are not joined (cancel_futures)
             config.shutdown_hooks.append(lambda: executor.shutdown(wait=False, cancel_futures=True))

@@ -239,6 +239,11 @@ def test_cancel_cancels_the_workflow(make_session):
         return "RUNNING"
 
     assert with_client(backend.address, status) == "CANCELED"
+    # the running call was interrupted: its worker went idle long before nap(20) would end
+    deadline = time.monotonic() + 10
+    while not backend.worker_summaries and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert backend.worker_summaries and backend.worker_summaries[0]["stop_reason"] == "idle"
 
 
 @pytest.mark.timeout(60)
