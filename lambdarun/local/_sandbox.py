@@ -49,11 +49,16 @@ _build_lock = threading.Lock()
 
 def _top_level_entries(dist: importlib.metadata.Distribution) -> dict[str, Path]:
     """Top-level importable entries (packages, modules, extension modules, the dist-info
-    directory) of an installed distribution, by name."""
+    directory, and the cached bytecode of top-level modules) of an installed distribution,
+    by their path relative to the runtime directory."""
     out: dict[str, Path] = {}
     for file in dist.files or ():
         first = file.parts[0]
-        if first in ("..", "__pycache__") or first.endswith(".data"):
+        if first == ".." or first.endswith(".data"):
+            continue
+        if first == "__pycache__":  # bytecode of a top-level module (six.py, ...)
+            if len(file.parts) == 2 and file.name.endswith(".pyc"):
+                out.setdefault(str(file), Path(dist.locate_file(file)))
             continue
         if len(file.parts) == 1 and not first.endswith((".py", ".so", ".pyd")):
             continue  # a stray top-level file (LICENSE, ...) is nothing to import
@@ -83,5 +88,6 @@ def build_runtime_dir(path: Path, distributions: tuple[str, ...] = RUNTIME_DISTR
                 link = path / entry
                 if link.is_symlink() or not source.exists():
                     continue
+                link.parent.mkdir(exist_ok=True)
                 os.symlink(source.resolve(), link)
         return path
