@@ -138,3 +138,23 @@ def test_stop_endpoint_shape_and_errors(lam: Any, make_function: Any, local_stac
 
 def test_stop_invocation_of_a_missing_function_is_false(target: LocalTarget) -> None:
     assert target.stop_invocation("no-such-function", "x") is False
+
+
+def test_a_target_attached_to_a_stack_it_did_not_start_stops_too(
+    lam: Any, make_function: Any, target: LocalTarget, local_stack: Any, tmp_path: Path
+) -> None:
+    from lambdarun.local import LocalStack
+
+    attached = LocalTarget(target.settings, stack=LocalStack.attached(local_stack.endpoints))
+    assert not attached.stack.owned
+    name = make_function(SLEEPER, timeout=30)
+    path = tmp_path / "pids"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(lam.invoke, FunctionName=name, ClientContext=context_for("attached"),
+                           Payload=json.dumps({"path": str(path), "sleep": 25}))
+        pid = int(wait_for_lines(path)[0])
+        assert attached.stop_invocation(name, "attached")
+        resp = call.result(timeout=10)
+    assert json.loads(resp["Payload"].read())["errorType"] == "Runtime.Cancelled"
+    assert wait_gone(pid)
+    attached.close()
