@@ -31,6 +31,7 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -151,27 +152,41 @@ def write_markdown(rows: list[dict], out: Path, when: str, run: dict) -> None:
 
 
 def write_charts(rows: list[dict], directory: Path) -> None:
+    """``throughput.png`` (rates) and ``latency.png`` (times, cold starts included): lambdarun
+    next to the reference where there is one, log scale, target as a vertical tick."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups = {
-        "throughput.png": [r for r in rows if r["unit"].endswith("/s")],
-        "latency.png": [r for r in rows if r["unit"] in ("ms", "s")],
+        "throughput.png": ("throughput (higher is better)", [r for r in rows if r["unit"].endswith("/s")]),
+        "latency.png": ("latency (lower is better)", [r for r in rows if r["unit"] in ("ms", "s")]),
     }
-    for filename, chosen in groups.items():
+    for filename, (title, chosen) in groups.items():
+        chosen = [r for r in chosen if r["value"]]
         if not chosen:
             continue
-        fig, ax = plt.subplots(figsize=(10, 0.5 * len(chosen) + 1.5))
-        labels = [f"{r['scenario']} ({r['unit']})" for r in chosen]
-        ys = range(len(chosen))
-        ax.barh([y + 0.2 for y in ys], [r["value"] or 0 for r in chosen], height=0.4, label="lambdarun")
-        ax.barh([y - 0.2 for y in ys], [r["reference"] or 0 for r in chosen], height=0.4, label="reference")
-        ax.set_yticks(list(ys), labels, fontsize=8)
+        fig, ax = plt.subplots(figsize=(12, 0.65 * len(chosen) + 1.8))
+        labels = [textwrap.fill(f"{r['scenario']} ({r['unit']})", 60) for r in chosen]
+        ys = list(range(len(chosen)))[::-1]
+        ax.barh([y + 0.2 for y in ys], [r["value"] for r in chosen], height=0.4, label="lambdarun", color="tab:blue")
+        refs = [(y, r) for y, r in zip(ys, chosen) if r["reference"]]
+        ax.barh([y - 0.2 for y, _ in refs], [r["reference"] for _, r in refs], height=0.4,
+                label="reference", color="tab:orange")
+        for y, r in zip(ys, chosen):
+            ax.text(r["value"], y + 0.2, f" {fmt(r['value'])}", va="center", fontsize=7)
+            if r["target"]:
+                target = float(r["target"].split()[1])
+                ax.plot([target, target], [y - 0.45, y + 0.45], color="red" if r["met"] is False else "green", lw=1.5)
+        for y, r in refs:
+            ax.text(r["reference"], y - 0.2, f" {fmt(r['reference'])}", va="center", fontsize=7)
+        ax.set_yticks(ys, labels, fontsize=7)
         ax.set_xscale("log")
-        ax.legend()
-        ax.set_title(filename.removesuffix(".png"))
+        ax.plot([], [], color="green", label="target (met)")
+        ax.plot([], [], color="red", label="target (missed)")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(f"lambdarun benchmarks: {title}")
         fig.tight_layout()
         fig.savefig(directory / filename, dpi=110)
         plt.close(fig)
