@@ -212,19 +212,34 @@ class InvocationRecord:
         return out
 
     def log_text(self) -> str:
-        """This invocation's part of its environment's log file (START to REPORT)."""
+        """This invocation's part of its environment's log file (START to REPORT), read up
+        to its REPORT line only (the environment may have logged much more since)."""
         if self.log_path is None:
             return ""
+        marker = f"REPORT RequestId: {self.request_id}".encode()
+        data = b""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(self.log_start)
-                data = f.read()
+                while True:
+                    chunk = f.read(65536)
+                    if not chunk:
+                        break
+                    searched = max(0, len(data) - len(marker))
+                    data += chunk
+                    end = data.find(marker, searched)
+                    if end >= 0:
+                        newline = data.find(b"\n", end)
+                        while newline < 0:  # the REPORT line continues in the next chunk
+                            more = f.read(4096)
+                            if not more:
+                                break
+                            data += more
+                            newline = data.find(b"\n", end)
+                        data = data[: newline + 1] if newline >= 0 else data
+                        break
         except OSError:
             return ""
-        end = data.find(f"REPORT RequestId: {self.request_id}".encode())
-        if end >= 0:
-            newline = data.find(b"\n", end)
-            data = data[: newline + 1 if newline >= 0 else len(data)]
         return data.decode("utf-8", "replace")
 
 

@@ -35,6 +35,9 @@ def handler(event, context):
         os._exit(3)
     if kind == "big":
         return "y" * 10000
+    if kind == "chatty":
+        for i in range(event["lines"]):
+            print(f"line {i:06d} " + "z" * 90)
     return {"ok": True}
 """
 
@@ -185,6 +188,17 @@ def test_invocation_detail_has_log_error_and_response_preview(lam: Any, make_fun
     assert doc["error"] is None
     assert doc["response_preview"] == ('"' + "y" * 10000 + '"')[:4096]
     assert get(base, "/_lambdarun/invocations/no-such-request")[0] == 404
+
+
+def test_a_long_log_is_cut_at_its_report_line(lam: Any, make_function: Any, base: str) -> None:
+    name = make_function(SOURCE)
+    chatty, _ = invoke(lam, name, {"kind": "chatty", "lines": 2000})  # ~200 KB of log
+    later, _ = invoke(lam, name, {"kind": "chatty", "lines": 10})
+    log = get(base, f"/_lambdarun/invocations/{chatty}")[1]["log"]
+    assert log.startswith(f"START RequestId: {chatty}") and "line 001999 " in log
+    assert log.splitlines()[-1].startswith(f"REPORT RequestId: {chatty}") and log.endswith("\n")
+    assert later not in log
+    assert get(base, f"/_lambdarun/invocations/{later}")[1]["log"].count("line 0000") == 10
 
 
 def test_paging_with_before(lam: Any, make_function: Any, base: str) -> None:
