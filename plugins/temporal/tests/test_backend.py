@@ -216,15 +216,26 @@ def test_config_section_reads_environment(lambdarun_session):
     assert section.address is None and section.namespace == "default"
 
 
+def busy(seconds):
+    """Python-level work: interruptible (a single blocking C call like time.sleep(20) is
+    only interrupted when it returns)."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.05)
+    return seconds
+
+
 @pytest.mark.timeout(90)
 def test_cancel_cancels_the_workflow(make_session):
     session = make_session()
     backend = session.backend("temporal")
-    future = lambdarun.submit(nap, 20, backend="temporal", session=session)
+    future = lambdarun.submit(busy, 20, backend="temporal", session=session)
     deadline = time.monotonic() + 30
-    while not future.running() and time.monotonic() < deadline:  # workflow started
+    while not backend.invocations and time.monotonic() < deadline:  # a worker was invoked
         time.sleep(0.05)
-    time.sleep(1.0)  # a worker picked the call up meanwhile
+    time.sleep(2.0)  # it started (cold or warm) and picked the call up
     assert future.cancel()
     assert future.cancelled()
 
