@@ -124,6 +124,9 @@ class Boto3Target:
             ) from None
         return spec.name
 
+    def stop_invocation(self, function_name: str, marker: str) -> bool:
+        return False  # AWS Lambda cannot stop one running invocation
+
     def default_storage_url(self) -> str:
         url = self.settings.storage_url
         if not url:

@@ -132,6 +132,11 @@ class Target(Protocol):
         :class:`~lambdarun.errors.FunctionNotFoundError` (saying to run ``lambdarun deploy``)
         where it cannot be created."""
 
+    def stop_invocation(self, function_name: str, marker: str) -> bool:
+        """Stop the invocation whose ClientContext carries ``custom.lambdarun_attempt ==
+        marker`` (kill its environment, or drop it while queued); False when nothing was
+        stopped or the target cannot do it (AWS Lambda has no such API)."""
+
     def default_storage_url(self) -> str:
         """The URL of lambdarun's scratch storage on this target (bucket created if needed)."""
 

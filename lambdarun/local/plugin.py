@@ -25,6 +25,7 @@ import structlog
 from lambdarun.errors import TargetError
 from lambdarun.hookspecs import hookimpl
 from lambdarun.local.stack import DUMMY_CREDENTIALS, LocalStack, default_state_dir
+from lambdarun.session import at_exit_after_sessions
 from lambdarun.targets import Boto3Target
 from lambdarun.types import FunctionSpec
 
@@ -89,7 +90,9 @@ def embedded_stack(config: LocalConfig, region: str) -> LocalStack:
                 memory_limit=config.memory_limit,
                 cloudwatch_logs=config.cloudwatch_logs,
                 reuse=config.reuse,
+                stop_at_exit=False,  # stopped after the default session closed (below)
             ).start()
+            at_exit_after_sessions(stop_embedded_stacks)
             _embedded[key] = stack
         return stack
 

@@ -608,11 +608,9 @@ class CovalentBackend(Backend):
             event["call_url"] = storage.url_for(attempt.call_key)
         return json.dumps(event).encode()
 
-    def _client_context(self, attempt: _Attempt) -> dict[str, Any] | None:
+    def _client_context(self, attempt: _Attempt) -> dict[str, Any]:
         # lets a target that can stop one invocation find ours (see _stop_remote)
-        if callable(getattr(self.runtime_session.target, "stop_invocation", None)):
-            return {"custom": {"lambdarun_attempt": attempt.id}}
-        return None
+        return {"custom": {"lambdarun_attempt": attempt.id}}
 
     def _attempt_sync(self, attempt: _Attempt) -> Outcome:
         payload = self._event(attempt)
@@ -793,16 +791,14 @@ class CovalentBackend(Backend):
         # synchronous attempts clean up in their pool thread once the invoke returns
 
     def _stop_remote(self, attempt: _Attempt) -> bool:
-        """Ask the target to stop the attempt's invocation (targets with ``stop_invocation``,
-        e.g. ``local``: it kills the environment running it or drops the queued event).
-        True when the target says it stopped something."""
-        stop = getattr(self.runtime_session.target, "stop_invocation", None)
-        if callable(stop):
-            try:
-                return bool(stop(self.function_name, attempt.id))
-            except Exception:
-                log.warning("the target could not stop the invocation", attempt=attempt.id, exc_info=True)
-        return False
+        """Ask the target to stop the attempt's invocation (the local target kills the
+        environment running it or drops the queued event; AWS cannot). True when the
+        target says it stopped something."""
+        try:
+            return bool(self.runtime_session.target.stop_invocation(self.function_name, attempt.id))
+        except Exception:
+            log.warning("the target could not stop the invocation", attempt=attempt.id, exc_info=True)
+            return False
 
     def cleanup(self, attempt: _Attempt) -> None:
         """Delete the attempt's objects (call and outcome), unless keep_objects is on."""
