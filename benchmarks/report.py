@@ -1,6 +1,7 @@
 """Run the full benchmark suite and write benchmarks/RESULTS.md plus PNG charts.
 
-    python benchmarks/report.py                # full run (about 10-15 minutes on 2 cores)
+    python benchmarks/report.py                # full run (about 6-10 minutes on 2 cores)
+    python benchmarks/report.py -- -k covalent # a subset (pytest arguments after --)
     python benchmarks/report.py --from-json benchmarks/results.json   # re-render only
 
 Each benchmark describes its headline figure in ``benchmark.extra_info``:
@@ -31,21 +32,61 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
+def _failures(junit: Path) -> list[str]:
+    """Test ids that failed or errored, from a pytest JUnit XML report."""
+    if not junit.exists():
+        return []
+    out = []
+    for case in ElementTree.parse(junit).getroot().iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            out.append(f"{case.get('classname', '')}::{case.get('name', '')}")
+    return out
+
+
 def run_benchmarks(json_path: Path, extra: list[str]) -> int:
-    cmd = [
-        sys.executable, "-m", "pytest", str(HERE), "--full-bench", "--benchmark-enable",
-        f"--benchmark-json={json_path}", "-p", "no:randomly", "-q", *extra,
-    ]
-    print("running:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=ROOT)
+    """Run each benchmark module in its own pytest process (so one module's memory or crash
+    does not colour the next), then merge their pytest-benchmark JSON into ``json_path``,
+    with this run's wall time, load average and failures under ``"lambdarun_run"``."""
+    run: dict = {"load_start": load_average(), "modules": {}, "failed": []}
+    start = time.monotonic()
+    merged: dict | None = None
+    status = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for module in sorted(HERE.glob("test_*.py")):
+            part, junit = Path(tmp) / f"{module.stem}.json", Path(tmp) / f"{module.stem}.xml"
+            cmd = [
+                sys.executable, "-m", "pytest", str(module), "--full-bench", "--benchmark-enable",
+                f"--benchmark-json={part}", f"--junitxml={junit}", "-q", *extra,
+            ]
+            print("running:", " ".join(cmd), flush=True)
+            t0 = time.monotonic()
+            code = subprocess.call(cmd, cwd=ROOT)
+            run["modules"][module.name] = {"elapsed_s": round(time.monotonic() - t0, 1), "exit_code": code}
+            if code not in (0, 5):  # 5: nothing collected (e.g. -k deselected the module)
+                status = status or code
+            run["failed"] += _failures(junit)
+            if part.exists():
+                data = json.loads(part.read_text())
+                if merged is None:
+                    merged = data
+                else:
+                    merged["benchmarks"] += data["benchmarks"]
+    run.update(elapsed_s=round(time.monotonic() - start, 1), load_end=load_average())
+    merged = merged or {"benchmarks": []}
+    merged["lambdarun_run"] = run
+    json_path.write_text(json.dumps(merged, indent=1) + "\n")
+    print(f"benchmarks ran in {run['elapsed_s']:.0f} s; load average {run['load_start']} -> {run['load_end']}")
+    return status
 
 
 def _row(name: str, info: dict, median_ms: float | None, parent: dict | None = None) -> dict:
@@ -118,7 +159,9 @@ def write_markdown(rows: list[dict], out: Path, when: str, run: dict) -> None:
         lines.append(
             f"Run: {run.get('elapsed_s', 0):.0f} s wall time; load average (1/5/15 min) "
             f"{run.get('load_start', '?')} at the start, {run.get('load_end', '?')} at the end "
-            "(other work shared the machine: figures are conservative)."
+            "(other work shared the machine: figures are conservative). Each module ran in its own "
+            "pytest process: " + ", ".join(f"`{m}` {v['elapsed_s']:.0f} s" for m, v in run.get("modules", {}).items())
+            + "."
         )
     lines += [
         "",
@@ -138,6 +181,9 @@ def write_markdown(rows: list[dict], out: Path, when: str, run: dict) -> None:
             f"| {r['scenario']} | {value} | {ref} | {fmt(r['ratio'])} | {r['target']} | {met} | {_rss(r)} |"
         )
     missed = [r for r in rows if r["met"] is False]
+    if run.get("failed"):
+        lines += ["", "## Failed benchmarks (no figure recorded)", ""]
+        lines += [f"- **failed**: `{name}`" for name in run["failed"]]
     lines += ["", "## Targets", ""]
     targeted = [r for r in rows if r["met"] is not None]
     lines.append(f"{len(targeted) - len(missed)} of {len(targeted)} targets met.")
@@ -205,17 +251,11 @@ def main() -> int:
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (e.g. -k covalent)")
     args = parser.parse_args()
     json_path = args.from_json or HERE / "results.json"
-    run_path = json_path.with_name(json_path.stem + ".run.json")
     status = 0
     if not args.from_json:
-        run = {"load_start": load_average()}
-        start = time.monotonic()
         status = run_benchmarks(json_path, args.pytest_args)
-        run.update(elapsed_s=round(time.monotonic() - start, 1), load_end=load_average(), pytest_status=status)
-        run_path.write_text(json.dumps(run, indent=1) + "\n")
-        print(f"benchmarks ran in {run['elapsed_s']:.0f} s; load average {run['load_start']} -> {run['load_end']}")
-    run = json.loads(run_path.read_text()) if run_path.exists() else {}
     data = json.loads(json_path.read_text())
+    run = data.get("lambdarun_run", {})
     when = data.get("datetime", datetime.datetime.now(datetime.timezone.utc).isoformat())[:19].replace("T", " ")
     rows = rows_from(data)
     write_markdown(rows, HERE / "RESULTS.md", when, run)
