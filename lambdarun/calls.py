@@ -13,12 +13,13 @@ loaded becomes an outcome carrying the typed lambdarun error, so the caller sees
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -122,51 +123,117 @@ def decode_call(session: Session, data: bytes) -> Call:
     return Call(func, args, dict(zip(names, kw_values)), dict(envelope.meta))
 
 
-class _Capture(io.TextIOBase):
-    """A text stream that keeps what is written (bounded) and tees it to the real stream."""
+class _Capture:
+    """What one call printed: bounded, keeping the tail when a task prints more."""
 
-    def __init__(self, tee: Any) -> None:
-        self._tee = tee
+    def __init__(self) -> None:
         self._chunks: list[str] = []
         self._size = 0
         self._lock = threading.Lock()
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
+    def write(self, text: str) -> None:
         with self._lock:
             self._chunks.append(text)
             self._size += len(text)
             if self._size > 2 * OUTPUT_LIMIT:
                 joined = "".join(self._chunks)[-OUTPUT_LIMIT:]
                 self._chunks, self._size = [joined], len(joined)
-        if self._tee is not None:
-            try:
-                self._tee.write(text)
-            except Exception:
-                pass
-        return len(text)
-
-    def flush(self) -> None:
-        if self._tee is not None:
-            with contextlib.suppress(Exception):
-                self._tee.flush()
 
     def getvalue(self) -> str:
         with self._lock:
             return "".join(self._chunks)[-OUTPUT_LIMIT:]
 
 
+_current_capture: contextvars.ContextVar[tuple[_Capture, _Capture, bool] | None] = contextvars.ContextVar(
+    "lambdarun_capture", default=None
+)
+
+
+class _RoutingStream(io.TextIOBase):
+    """Stands in for ``sys.stdout``/``sys.stderr`` while calls run.
+
+    A write goes to the capture of the call running in the writer's context (so calls that
+    run side by side in one worker, as Temporal activities do, keep their output apart);
+    a write from a context with no call (a thread the function started) goes to the only
+    call in flight when there is exactly one. Everything is also written to the real
+    stream (the Lambda log) unless the call asked for no tee.
+    """
+
+    def __init__(self, real: Any, index: int) -> None:
+        self.real = real
+        self._index = index  # 0: stdout, 1: stderr
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        current = _current_capture.get() or _Routing.only_active()
+        tee = True
+        if current is not None:
+            current[self._index].write(text)
+            tee = current[2]
+        if tee:
+            try:
+                self.real.write(text)
+            except Exception:
+                pass
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(Exception):
+            self.real.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.real, "encoding", "utf-8")
+
+
+class _Routing:
+    """Installs the routing streams while at least one call runs, and removes them after."""
+
+    lock = threading.Lock()
+    active: list[tuple[_Capture, _Capture, bool]] = []
+    saved: tuple[Any, Any] | None = None
+
+    @classmethod
+    def only_active(cls) -> tuple[_Capture, _Capture, bool] | None:
+        active = cls.active
+        return active[0] if len(active) == 1 else None
+
+    @classmethod
+    @contextlib.contextmanager
+    def capture(cls, tee: bool) -> Iterator[tuple[_Capture, _Capture]]:
+        entry = (_Capture(), _Capture(), tee)
+        with cls.lock:
+            if not cls.active:
+                cls.saved = (sys.stdout, sys.stderr)
+                sys.stdout = _RoutingStream(sys.stdout, 0)
+                sys.stderr = _RoutingStream(sys.stderr, 1)
+            cls.active.append(entry)
+        token = _current_capture.set(entry)
+        try:
+            yield entry[0], entry[1]
+        finally:
+            _current_capture.reset(token)
+            with cls.lock:
+                cls.active.remove(entry)
+                if not cls.active and cls.saved is not None:
+                    sys.stdout, sys.stderr = cls.saved
+                    cls.saved = None
+
+
 def execute_call(session: Session, data: bytes, *, tee: bool = True) -> bytes:
     """Run a call envelope and return the outcome envelope (never raises for user errors)."""
     started = time.perf_counter()
-    out, err = _Capture(sys.stdout if tee else None), _Capture(sys.stderr if tee else None)
+    out = err = _Capture()
     meta: dict[str, Any] = {}
     try:
         call = decode_call(session, data)
         meta = {k: call.meta[k] for k in ("task_id", "attempt") if k in call.meta}
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with _Routing.capture(tee) as (out, err):
             value = call.func(*call.args, **call.kwargs)
     except BaseException as exc:  # the caller gets every failure, typed
         if isinstance(exc, KeyboardInterrupt):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
 
 import pytest
 
@@ -72,3 +74,52 @@ def test_handler_dispatches_to_plugins_and_refuses_unknown_events(lambdarun_sess
     assert "outcome" in runtime.handler(call_event(session, abs, -3), FakeContext())
     with pytest.raises(runtime.UnhandledEventError, match=r"no lambdarun plugin handles this event \(keys: \['what'\]\)"):
         runtime.handler({"what": 1}, FakeContext())
+
+
+_GATE = threading.Barrier(4)  # the four calls overlap for certain
+
+
+def chatty(name, n):
+    for i in range(n):
+        print(f"{name}-{i}")
+        time.sleep(0.001)
+    _GATE.wait(5)
+    return name
+
+
+def spawns_a_thread():
+    import threading
+
+    t = threading.Thread(target=print, args=("from a thread",))
+    t.start()
+    t.join()
+    return 1
+
+
+def test_concurrent_calls_keep_their_output_apart(lambdarun_session):
+    """Several calls running side by side in one process (Temporal activities) each get only
+    their own stdout, and sys.stdout is restored afterwards."""
+    import concurrent.futures
+    import sys
+
+    from lambdarun.calls import execute_call
+
+    session = lambdarun_session()
+    original = sys.stdout
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [
+            pool.submit(execute_call, session, encode_call(session, chatty, (f"c{k}", 50)), tee=False)
+            for k in range(4)
+        ]
+        outcomes = [decode_outcome(session, f.result()) for f in futures]
+    for k, outcome in enumerate(outcomes):
+        assert outcome.stdout == "".join(f"c{k}-{i}\n" for i in range(50))
+    assert sys.stdout is original
+
+
+def test_output_of_threads_started_by_the_call_is_captured(lambdarun_session):
+    from lambdarun.calls import execute_call
+
+    session = lambdarun_session()
+    outcome = decode_outcome(session, execute_call(session, encode_call(session, spawns_a_thread), tee=False))
+    assert outcome.stdout == "from a thread\n"

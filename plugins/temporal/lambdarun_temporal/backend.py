@@ -40,6 +40,7 @@ from lambdarun.errors import (
     TaskTimeoutError,
 )
 from lambdarun.futures import LambdaFuture
+from lambdarun.runtime import function_environment
 from lambdarun.types import FunctionSpec
 
 from lambdarun_temporal._workflow import INLINE_LIMIT, WORKER_SHUTDOWN, WORKFLOW_NAME
@@ -164,9 +165,7 @@ class TemporalBackend(Backend):
         with self._lock:
             if self._function_name is None:
                 settings = self.session.settings
-                environment = {"LAMBDARUN_TARGET": "aws", "LAMBDARUN_REGION": settings.region}
-                if settings.signing_key:
-                    environment["LAMBDARUN_SIGNING_KEY"] = settings.signing_key
+                environment = function_environment(settings)
                 if self.config.api_key:
                     environment["LAMBDARUN_TEMPORAL__API_KEY"] = self.config.api_key
                 spec = FunctionSpec(
