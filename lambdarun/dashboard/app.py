@@ -37,7 +37,7 @@ TOKEN_FIELD = "token"
 _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" makes form posts say Origin: null
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
         "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
@@ -94,6 +94,9 @@ class DashboardApp:
             lstrip_blocks=True,
         )
         self.jinja.filters.update(FILTERS)
+        # the shared macros (status badges, progress bars) as a global, so that a page's
+        # "live" block rendered on its own sees them too
+        self.jinja.globals["m"] = self.jinja.get_template("_macros.html").module
         rules = [
             Rule("/", endpoint="_home"),
             Rule("/_static/<path:name>", endpoint="_static"),
@@ -165,11 +168,12 @@ class DashboardApp:
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:
-        if request.host not in self.allowed_hosts:
+        host = request.environ.get("HTTP_HOST", "")  # no fallback to the server's own name
+        if host not in self.allowed_hosts:
             # DNS rebinding and requests from other machines: only our own address answers
-            log.warning("dashboard refused a request for another host", host=request.host)
+            log.warning("dashboard refused a request for another host", host=host)
             return Response(
-                f"refused: Host {request.host!r} is not this dashboard "
+                f"refused: Host {host!r} is not this dashboard "
                 f"(use http://{sorted(self.allowed_hosts)[0] if self.allowed_hosts else '127.0.0.1'})\n",
                 status=403,
                 mimetype="text/plain",
@@ -206,6 +210,9 @@ class DashboardApp:
         except LambdarunError as exc:
             log.warning("dashboard view failed", page=page.id, error=str(exc))
             return self._error_page(request, 502, f"{type(exc).__name__}: {exc}", page=page)
+        except Exception as exc:  # a broken page must not take the dashboard down
+            log.exception("dashboard view crashed", page=page.id)
+            return self._error_page(request, 500, f"the {page.id} page failed: {type(exc).__name__}: {exc}", page=page)
         return self._response(result)
 
     @staticmethod

@@ -45,6 +45,17 @@ def _display(payload: Any) -> str | None:
     return json.dumps(payload, indent=2, default=str, ensure_ascii=False)
 
 
+def _error_text(error: Any) -> str | None:
+    """``Type: message`` and the stack trace of an ErrorObject payload."""
+    if not isinstance(error, dict):
+        return _display(error)
+    head = ": ".join(str(p) for p in (error.get("ErrorType"), error.get("ErrorMessage")) if p)
+    stack = error.get("StackTrace")
+    if isinstance(stack, list):
+        stack = "".join(stack)
+    return "\n".join(p for p in (head, stack, _display(error.get("ErrorData")) if error.get("ErrorData") else None) if p)
+
+
 def _payload(details: dict[str, Any], key: str) -> Any:
     part = details.get(key)
     if isinstance(part, dict) and "Payload" in part:
@@ -59,7 +70,7 @@ class Attempt:
     started: datetime.datetime
     ended: datetime.datetime | None = None
     outcome: str = "STARTED"
-    error: Any = None
+    error: str | None = None
     retry: dict[str, Any] | None = None
 
 
@@ -136,7 +147,7 @@ def build_timeline(events: list[dict[str, Any]], *, now: datetime.datetime | Non
             status = {"ExecutionSucceeded": "SUCCEEDED", "ExecutionFailed": "FAILED",
                       "ExecutionStopped": "STOPPED", "ExecutionTimedOut": "TIMED_OUT"}[etype]
             exec_result = _display(_payload(details, "Result"))
-            exec_error = _display(_payload(details, "Error"))
+            exec_error = _error_text(_payload(details, "Error"))
             continue
         if etype == "InvocationCompleted":
             invocations.append(details)
@@ -164,7 +175,7 @@ def build_timeline(events: list[dict[str, Any]], *, now: datetime.datetime | Non
             continue
         attempt = op.attempts[-1] if op.attempts else None
         retry = details.get("RetryDetails")
-        error = _display(_payload(details, "Error"))
+        error = _error_text(_payload(details, "Error"))
         if attempt is not None:
             attempt.ended, attempt.outcome, attempt.error, attempt.retry = at, phase.upper(), error, retry
         if retry and phase == "Failed":
@@ -291,7 +302,6 @@ def complete_callback(ctx: ViewContext, request: Request) -> Any:
 
 
 LIST_HTML = """{% extends "base.html" %}
-{% import "_macros.html" as m %}
 {% block content %}
 <h1>Durable executions <span class="muted" style="font-size:12px">store {{ store_url }}</span></h1>
 <form class="filters" method="get" action="{{ url('executions_list') }}">
@@ -329,7 +339,6 @@ LIST_HTML = """{% extends "base.html" %}
 """
 
 DETAIL_HTML = """{% extends "base.html" %}
-{% import "_macros.html" as m %}
 {% block title %}{{ summary.DurableExecutionName }}{% endblock %}
 {% block content %}
 <h1>Durable execution <span class="mono">{{ summary.DurableExecutionName }}</span></h1>
@@ -386,8 +395,8 @@ DETAIL_HTML = """{% extends "base.html" %}
       {% if op.details %}<div class="muted">details</div><pre>{{ op.details|pretty_json }}</pre>{% endif %}
       {% if op.attempts|length > 1 %}
       <div class="muted">attempts</div>
-      <table><thead><tr><th>#</th><th>started</th><th>ended</th><th>outcome</th><th>next attempt</th></tr></thead><tbody>
-      {% for a in op.attempts %}<tr><td>{{ loop.index }}</td><td>{{ a.started|time }}</td><td>{{ a.ended|time }}</td><td>{{ a.outcome }}</td><td>{{ (a.retry or {}).get("NextAttemptDelaySeconds", "") }}{{ " s" if a.retry else "" }}</td></tr>{% endfor %}
+      <table class="attempts"><thead><tr><th>#</th><th>started</th><th>ended</th><th>outcome</th><th>error</th><th>retry after</th></tr></thead><tbody>
+      {% for a in op.attempts %}<tr><td>{{ loop.index }}</td><td>{{ a.started|time }}</td><td>{{ a.ended|time }}</td><td>{{ m.status_badge(a.outcome) }}</td><td class="mono">{{ (a.error or "").split("\n")[0] }}</td><td>{{ (a.retry or {}).get("NextAttemptDelaySeconds", "") }}{{ " s" if a.retry else "" }}</td></tr>{% endfor %}
       </tbody></table>
       {% endif %}
     </details>

@@ -1,0 +1,296 @@
+"""The dashboard in headless Chromium, against the real local stack.
+
+Scenario: a covalent ``map`` with a failing task and a durable execution with a wait, a
+retried step, a child context and a callback; the browser finds each, reads the failure's
+traceback and the timeline, and completes the callback, which resumes the execution.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+import pytest
+
+import lambdarun
+from lambdarun import journal
+from lambdarun.dashboard import DashboardServer
+from lambdarun_durable import DurableContext, StepContext, durable_execution, durable_step
+from lambdarun_durable.config import CallbackConfig, Duration, JitterStrategy, StepConfig
+from lambdarun_durable.retries import RetryStrategyConfig, create_retry_strategy
+
+pytestmark = pytest.mark.timeout(90)
+
+# the functions below travel to Lambda by value (this test module is not importable there)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def shout(x: int) -> int:
+    print(f"task {x} says hello")
+    if x == 3:
+        raise ValueError(f"task {x} refuses to run")
+    return x * 10
+
+
+def start_map(session: Any, func: Callable[..., Any], items: list[Any]) -> tuple[str, list[Any]]:
+    """What ``lambdarun.map`` does once the lead wires the journal into lambdarun/api.py."""
+    futures = list(session.backend("covalent").map(func, items, max_workers=4))
+    batch_id = journal.record_batch(session, "covalent", func, futures)
+    assert batch_id is not None
+    return batch_id, futures
+
+
+def test_map_with_failing_task_shows_traceback(
+    make_session: Callable[..., Any], dashboard: DashboardServer, page: Any, screenshot: Callable[[str], Any]
+) -> None:
+    session = make_session()
+    batch_id, futures = start_map(session, shout, list(range(6)))
+    for future in futures:
+        future.exception(timeout=60)
+    assert journal.flush()
+
+    page.goto(dashboard.url)
+    page.click("nav >> text=Runs")
+    row = page.locator(f"tr[data-batch='{batch_id}']")
+    row.wait_for()
+    assert row.get_attribute("data-status") == "failed"
+    assert "test_browser.shout" in row.inner_text()
+    assert "6/6" in row.inner_text()
+    screenshot("runs")
+
+    row.locator("a").first.click()
+    page.wait_for_selector("#tasks")
+    assert page.inner_text("#count-failed") == "1"
+    assert page.inner_text("#count-succeeded") == "5"
+    failed = page.locator("tr[data-index='3']")
+    assert failed.get_attribute("data-status") == "failed"
+    assert "ValueError: task 3 refuses to run" in failed.inner_text()
+    failed.locator("summary", has_text="traceback").click()
+    traceback_text = failed.locator("pre.traceback").inner_text()
+    assert "Traceback (most recent call last)" in traceback_text
+    assert "in shout" in traceback_text and "ValueError: task 3 refuses to run" in traceback_text
+    ok = page.locator("tr[data-index='2']")
+    assert ok.get_attribute("data-status") == "succeeded"
+    ok.locator("summary", has_text="stdout").click()
+    assert "task 2 says hello" in ok.inner_text()
+    screenshot("run-detail")
+
+    failed.locator("a").first.click()
+    page.wait_for_selector("#traceback")
+    assert "ValueError" in page.inner_text("#error-type")
+    assert "in shout" in page.inner_text("#traceback")
+    assert "task 3 says hello" in page.inner_text("#stdout")
+    screenshot("run-task")
+
+
+def test_runs_page_updates_live(
+    make_session: Callable[..., Any], dashboard: DashboardServer, page: Any
+) -> None:
+    """A run started while the page is open appears without a reload."""
+    session = make_session()
+    page.goto(dashboard.url + "runs/")
+    page.wait_for_selector("#runs")
+    marker = page.evaluate("window.__marker = 'same page'")
+    batch_id, futures = start_map(session, shout, [1, 2])
+    for future in futures:
+        future.result(timeout=60)
+    journal.flush()
+    page.locator(f"tr[data-batch='{batch_id}'][data-status='succeeded']").wait_for(timeout=15_000)
+    assert page.evaluate("window.__marker") == "same page"  # updated in place, not reloaded
+    del marker
+
+
+@durable_step
+def charge(step_ctx: StepContext, order: str, cents: int) -> dict:
+    return {"order": order, "charged": cents}
+
+
+_RETRY = StepConfig(
+    retry_strategy=create_retry_strategy(
+        RetryStrategyConfig(max_attempts=3, initial_delay=Duration.from_seconds(1), jitter_strategy=JitterStrategy.NONE)
+    )
+)
+
+
+@durable_execution
+def order_workflow(event: dict, ctx: DurableContext) -> dict:
+    receipt = ctx.step(charge(event["order"], event["cents"]), name="charge")
+    ctx.wait(Duration.from_seconds(1), name="cool down")
+
+    def reserve(step_ctx: StepContext) -> str:
+        # fails on its first attempt: the retry shows on the timeline
+        import os
+
+        marker = os.path.join(event["tmp"], "reserved-once")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("warehouse busy")
+        return "reserved"
+
+    stock = ctx.step(reserve, name="reserve stock", config=_RETRY)
+    packed = ctx.run_in_child_context(lambda child: child.step(lambda _: ["box-1"], name="pack"), name="packing")
+    approval = ctx.create_callback(name="approval", config=CallbackConfig(timeout=Duration.from_minutes(5)))
+    return {"receipt": receipt, "stock": stock, "packed": packed, "approved_by": approval.result()}
+
+
+def _start_durable(session: Any, tmp_path: Any) -> tuple[Any, str]:
+    future = lambdarun.submit(order_workflow, {"order": "o-1", "cents": 500, "tmp": str(tmp_path)},
+                              backend="durable", session=session)
+    arn = future.task_id
+    backend = session.backend("durable")
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        events = backend.get_history(arn)["Events"]
+        if any(e["EventType"] == "CallbackStarted" for e in events):
+            return future, arn
+        assert not future.done(), future.exception()
+        time.sleep(0.05)
+    raise AssertionError("the execution never reached its callback")
+
+
+def test_durable_timeline_and_callback_from_page(
+    make_session: Callable[..., Any], dashboard: DashboardServer, page: Any, screenshot: Callable[[str], Any],
+    tmp_path: Any,
+) -> None:
+    session = make_session()
+    future, arn = _start_durable(session, tmp_path)
+
+    page.goto(dashboard.url_with_token)  # the printed URL: hands the browser the token
+    page.click("nav >> text=Durable")
+    row = page.locator(f"tr[data-arn='{arn}']")
+    row.wait_for()
+    assert row.get_attribute("data-status") == "RUNNING"
+    screenshot("durable")
+    row.locator("a").click()
+    page.wait_for_selector("#timeline")
+
+    timeline = page.locator("#timeline")
+    for name, kind, status in [
+        ("charge", "step", "SUCCEEDED"),
+        ("cool down", "wait", "SUCCEEDED"),
+        ("reserve stock", "step", "SUCCEEDED"),
+        ("packing", "context", "SUCCEEDED"),
+        ("pack", "step", "SUCCEEDED"),
+        ("approval", "callback", "STARTED"),
+    ]:
+        op = timeline.locator(f".tl-row[data-op='{name}']")
+        assert op.get_attribute("data-kind") == kind, name
+        assert op.get_attribute("data-status") == status, name
+    assert "1 retry" in timeline.locator(".tl-row[data-op='reserve stock']").inner_text()
+    names = timeline.locator(".tl-row").evaluate_all("rows => rows.map(r => r.dataset.op)")
+    assert names == ["charge", "cool down", "reserve stock", "packing", "pack", "approval"]
+    # inputs and outputs of a step, and the retried attempt's error
+    charge_row = timeline.locator(".tl-row[data-op='charge']")
+    charge_row.locator("summary").click()
+    assert '"charged": 500' in charge_row.locator("pre.op-result").inner_text()
+    reserve_row = timeline.locator(".tl-row[data-op='reserve stock']")
+    reserve_row.locator("summary").click()
+    assert "warehouse busy" in reserve_row.inner_text()
+    assert '"o-1"' in page.inner_text("#execution-input")
+    screenshot("durable-execution")
+
+    form = page.locator("form[data-callback='approval']")
+    form.locator("input[name=result]").fill("alice")
+    form.locator("button").click()
+    page.wait_for_selector("#flash")
+    assert future.result(timeout=30) == {
+        "receipt": {"order": "o-1", "charged": 500},
+        "stock": "reserved",
+        "packed": ["box-1"],
+        "approved_by": "alice",
+    }
+    # the page follows the execution to its end by itself
+    page.locator("#execution-status", has_text="SUCCEEDED").wait_for(timeout=15_000)
+    page.locator(".tl-row[data-op='approval'][data-status='SUCCEEDED']").wait_for()
+    assert "alice" in page.inner_text("#execution-result")
+    assert page.locator("form[data-callback]").count() == 0
+    screenshot("durable-execution-done")
+
+
+def test_callback_refused_without_token(
+    make_session: Callable[..., Any], dashboard: DashboardServer, page: Any, tmp_path: Any
+) -> None:
+    session = make_session()
+    future, arn = _start_durable(session, tmp_path)
+    detail = dashboard.url + "durable/execution?arn=" + urllib.parse.quote(arn, safe="")
+
+    # a browser without the token: the form asks for it, and refuses without it
+    page.goto(detail)
+    form = page.locator("form[data-callback='approval']")
+    assert form.locator("input[name=token][type=password]").count() == 1
+    form.locator("input[name=result]").fill("mallory")
+    form.locator("button").click()
+    page.wait_for_selector("#error-message")
+    assert "needs the dashboard token" in page.inner_text("#error-message")
+    page.goto(detail)
+    form.locator("input[name=result]").fill("mallory")
+    form.locator("input[name=token]").fill("not-the-token")
+    form.locator("button").click()
+    page.wait_for_selector("#error-message")
+    assert "needs the dashboard token" in page.inner_text("#error-message")
+    # a wrong ?token= is refused too and sets nothing
+    response = page.goto(dashboard.url + "durable/?token=guess")
+    assert response is not None and response.status == 403
+
+    # raw HTTP: no token, and the right token from another origin
+    callback_id = re.search(r'name="callback_id" value="([^"]+)"', _get(dashboard, f"/durable/execution?arn={urllib.parse.quote(arn, safe='')}")[1]).group(1)
+    form_body = {"callback_id": callback_id, "arn": arn, "result": "mallory"}
+    assert _post(dashboard, "/durable/callback", form_body)[0] == 403
+    assert _post(dashboard, "/durable/callback", {**form_body, "token": dashboard.token},
+                 headers={"Origin": "http://rebound.test:%d" % dashboard.port})[0] == 403
+    assert _get(dashboard, "/durable/callback")[0] == 405  # never by GET
+    assert not future.done()
+    assert session.backend("durable").service.describe(arn)["Status"] == "RUNNING"
+
+    # with the token it goes through (and ends the execution this test started)
+    status, _ = _post(dashboard, "/durable/callback", {**form_body, "result": "trent", "token": dashboard.token})
+    assert status == 303
+    assert future.result(timeout=30)["approved_by"] == "trent"
+
+
+def _get(dashboard: DashboardServer, path: str, host: str | None = None) -> tuple[int, str]:
+    """GET with a given Host header ("" sends none at all)."""
+    conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
+    try:
+        if host == "":
+            conn.putrequest("GET", path, skip_host=True)
+            conn.endheaders()
+        else:
+            conn.request("GET", path, headers={"Host": host or f"127.0.0.1:{dashboard.port}"})
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def _post(dashboard: DashboardServer, path: str, form: dict[str, str], headers: dict[str, str] | None = None) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
+    try:
+        conn.request("POST", path, body=urllib.parse.urlencode(form), headers={
+            "Host": f"127.0.0.1:{dashboard.port}", "Content-Type": "application/x-www-form-urlencoded", **(headers or {}),
+        })
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def test_other_hosts_are_refused(dashboard: DashboardServer, page: Any) -> None:
+    port = dashboard.port
+    for host in (f"rebound.test:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}", f"evil.example:{port}", ""):
+        status, body = _get(dashboard, "/runs/", host=host)
+        assert status == 403, host
+        assert "refused" in body
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        assert _get(dashboard, "/runs/", host=host)[0] == 200
+    # a page on another name that resolves to 127.0.0.1 (DNS rebinding) gets nothing
+    response = page.goto(f"http://rebound.test:{port}/runs/")
+    assert response is not None and response.status == 403
+    assert "refused" in page.inner_text("body")
+    assert "Runs" not in page.inner_text("body")
