@@ -151,9 +151,12 @@ def test_warm_round_trip_tiny_task(benchmark: Any, headline: Any, record_rss: No
             "instead of the dispatcher's wrapper_fn; a fresh dispatch_id per task. "
             if config == "defaults" else ""
         ) + (
-            f"Reference head_object polls per task: {ref['polls_per_task']} (1 = the first poll found "
-            "the result, no poll_freq sleep paid; each of its S3/Lambda calls opens a new boto3 "
-            "Session, which takes long enough here for the warm local function to finish first)."
+            f"Reference per task (ms): {[round(x * 1000) for x in ref['samples_s']]}, mean "
+            f"{statistics.mean(ref['samples_s']) * 1000:,.0f} ms; head_object polls per task: "
+            f"{ref['polls_per_task']} (it polls the result key then the exception key, sleeping poll_freq "
+            "after each miss; 1 = the first poll found the result and no sleep was paid: each of its "
+            "S3/Lambda calls opens a new boto3 Session, slow enough here for the warm local function "
+            "to finish first)."
         ),
     )
 
