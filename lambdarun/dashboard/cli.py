@@ -47,13 +47,16 @@ def ui(port: int | None, no_browser: bool, state_dir: Path | None) -> None:
     from this process (attached to the shared stack, or with an embedded one) until Ctrl-C.
     Write actions need the token in the printed URL.
     """
-    from lambdarun.dashboard.server import read_dashboard_info, serve
-    from lambdarun.session import Session
+    from lambdarun.dashboard.server import dashboard_session, read_dashboard_info, serve
 
     overrides: dict[str, Any] = {"local": {"state_dir": str(state_dir)}} if state_dir else {}
-    session = Session(overrides=overrides or None)
     try:
-        show = session.settings.section("dashboard").open_browser and not no_browser
+        session = dashboard_session(overrides)
+    except LambdarunError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    try:
+        section = (getattr(session.settings, "sections", {}) or {}).get("dashboard")
+        show = bool(getattr(section, "open_browser", True)) and not no_browser
         if session.settings.target == "local":
             running = read_dashboard_info(session.settings.section("local").state_dir)
             if running is not None:

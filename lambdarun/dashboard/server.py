@@ -28,6 +28,7 @@ __all__ = [
     "start_for_stack",
     "read_dashboard_info",
     "DASHBOARD_FILE",
+    "dashboard_session",
 ]
 
 log = structlog.get_logger(__name__)
@@ -180,6 +181,18 @@ def read_dashboard_info(state_dir: str | os.PathLike[str], *, verify: bool = Tru
     return info
 
 
+def dashboard_session(overrides: dict[str, Any] | None = None) -> Session:
+    """A session like the user's (config files, environment, entry points) with the
+    dashboard's plugins registered."""
+    from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
+    from lambdarun.session import Session
+
+    from lambdarun.dashboard.app import transitional_plugins
+
+    pm = make_plugin_manager(transitional_plugins(DEFAULT_PLUGINS))
+    return Session(pm, overrides=overrides or None)
+
+
 def _dashboard_settings(session: Session) -> Any:
     return (getattr(session.settings, "sections", {}) or {}).get("dashboard")
 
@@ -212,9 +225,7 @@ def start_for_stack(stack: LocalStack, *, session: Session | None = None, port: 
     ``[durable]`` store as the processes using the stack.
     """
     if session is None:
-        from lambdarun.session import Session
-
-        session = Session(overrides={"target": "local", "local": {"state_dir": str(stack.state_dir)}})
+        session = dashboard_session({"target": "local", "local": {"state_dir": str(stack.state_dir)}})
     return serve(
         session,
         port=port,
