@@ -13,17 +13,10 @@ if TYPE_CHECKING:
 
 __all__ = ["functions_page", "invocations_page", "runs_page", "INVOCATION_STATUSES"]
 
-#: statuses the invocations filter offers (the local service's ``status`` query values)
-INVOCATION_STATUSES = ("running", "success", "error", "timeout")
+#: the local service's invocation statuses (lambdarun/local/README.md, extension API)
+INVOCATION_STATUSES = ("running", "succeeded", "failed", "timeout", "crashed", "throttled", "queued")
 PAGE_SIZE = 50
 TASKS_PAGE = 100
-
-
-def _pick(doc: dict[str, Any], *keys: str, default: Any = None) -> Any:
-    for key in keys:
-        if key in doc and doc[key] is not None:
-            return doc[key]
-    return default
 
 
 def _int_arg(request: Request, name: str) -> int | None:
@@ -51,29 +44,22 @@ def _needs_local(ctx: ViewContext) -> str | None:
 
 
 def _function_row(doc: dict[str, Any]) -> dict[str, Any]:
-    """One function of ``/_lambdarun/functions`` in the shape the template shows."""
-    cfg = doc.get("configuration") or doc.get("Configuration") or doc
-    envs = doc.get("environments")
-    env_list = envs if isinstance(envs, list) else []
-    warm = _pick(doc, "warm", "idle_environments")
-    busy = _pick(doc, "busy", "busy_environments", "in_use", "concurrency_in_use")
-    if warm is None and env_list:
-        warm = sum(1 for e in env_list if str(e.get("state", "")).lower() in ("idle", "warm"))
-    if busy is None and env_list:
-        busy = sum(1 for e in env_list if str(e.get("state", "")).lower() in ("busy", "running"))
+    """One function of ``GET /_lambdarun/functions`` as the templates show it."""
+    envs = [dict(e) for e in doc.get("environments") or []]
+    states = [str(e.get("state", "")) for e in envs]
     return {
-        "name": _pick(cfg, "FunctionName", "name", default="?"),
-        "handler": _pick(cfg, "Handler", "handler", default=""),
-        "runtime": _pick(cfg, "Runtime", "runtime", default=""),
-        "memory": _pick(cfg, "MemorySize", "memory_size", default=""),
-        "timeout": _pick(cfg, "Timeout", "timeout", default=""),
-        "reserved": _pick(doc, "reserved_concurrency", "ReservedConcurrentExecutions", "reserved"),
-        "warm": warm,
-        "busy": busy,
-        "environments": env_list,
-        "invocations": _pick(doc, "invocations", "invocation_count"),
-        "errors": _pick(doc, "errors", "error_count"),
-        "last_modified": _pick(cfg, "LastModified", "last_modified", default=""),
+        "name": doc.get("name", "?"),
+        "handler": doc.get("handler", ""),
+        "runtime": doc.get("runtime", ""),
+        "memory": doc.get("memory_size", ""),
+        "timeout": doc.get("timeout", ""),
+        "reserved": doc.get("reserved_concurrency"),
+        "code": doc.get("code", ""),
+        "cold": states.count("cold"),
+        "warm": states.count("warm"),
+        "busy": doc.get("concurrency_in_use", states.count("busy")),
+        "environments": envs,
+        "invocations": sum(int(e.get("invocations") or 0) for e in envs),
         "raw": doc,
     }
 
@@ -88,7 +74,7 @@ def functions_list(ctx: ViewContext, request: Request) -> str:
 def function_detail(ctx: ViewContext, request: Request, name: str) -> str:
     api = ctx.lambda_api
     assert api is not None
-    row = next((_function_row(d) for d in api.functions() if _function_row(d)["name"] == name), None)
+    row = next((_function_row(d) for d in api.functions() if d.get("name") == name), None)
     if row is None:
         raise NotFound(f"no function {name!r} on the local Lambda service")
     recent = api.invocations(function=name, limit=20)
@@ -114,18 +100,22 @@ def functions_page() -> Page:
 
 
 def _invocation_row(doc: dict[str, Any]) -> dict[str, Any]:
-    error = doc.get("error") or {}
+    """One record of ``GET /_lambdarun/invocations`` as the templates show it."""
+    init = doc.get("init_duration_ms")
     return {
-        "request_id": _pick(doc, "request_id", "requestId", default=""),
-        "function": _pick(doc, "function", "function_name", default=""),
-        "status": _pick(doc, "status", default=""),
-        "type": _pick(doc, "invocation_type", "type", default=""),
-        "started": _pick(doc, "started", "start", "start_time", "received"),
-        "duration_ms": _pick(doc, "duration_ms", "duration"),
-        "init_duration_ms": _pick(doc, "init_duration_ms", "init_duration"),
-        "cold": _pick(doc, "cold", "cold_start"),
-        "error_type": _pick(doc, "error_type", default=None) or (error.get("errorType") if isinstance(error, dict) else None),
-        "seq": _pick(doc, "seq"),
+        "request_id": doc.get("request_id", ""),
+        "function": doc.get("function", ""),
+        "status": doc.get("status", ""),
+        "type": doc.get("type", ""),
+        "started": doc.get("started_at"),
+        "duration_ms": doc.get("duration_ms"),
+        "billed_ms": doc.get("billed_ms"),
+        "init_duration_ms": init,
+        "cold": None if doc.get("duration_ms") is None else init is not None,
+        "error_type": doc.get("error_type"),
+        "error_message": doc.get("error_message"),
+        "attempts": doc.get("attempts"),
+        "seq": doc.get("seq"),
         "raw": doc,
     }
 
@@ -164,7 +154,7 @@ def invocation_detail(ctx: ViewContext, request: Request, request_id: str) -> st
         "detail.html",
         inv=_invocation_row(doc),
         doc=doc,
-        error=error if isinstance(error, dict) else None,
+        error=error if isinstance(error, (dict, str)) else None,
         stack=stack,
         log=doc.get("log") or "",
         response_preview=doc.get("response_preview"),

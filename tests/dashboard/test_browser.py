@@ -294,3 +294,89 @@ def test_other_hosts_are_refused(dashboard: DashboardServer, page: Any) -> None:
     assert response is not None and response.status == 403
     assert "refused" in page.inner_text("body")
     assert "Runs" not in page.inner_text("body")
+
+
+RAISER = """
+def divide(a, b):
+    return a / b
+
+
+def handler(event, context):
+    print("dividing", event)
+    return {"quotient": divide(event["a"], event["b"])}
+"""
+
+
+@pytest.fixture(scope="module")
+def raiser(local_stack: Any) -> str:
+    """A plain Lambda function (not lambdarun's) that raises for b == 0."""
+    from lambdarun.local.testing import create_function
+
+    name = "dashboard-raiser"
+    create_function(local_stack.client("lambda"), name, RAISER)
+    return name
+
+
+def _invoke(local_stack: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    response = local_stack.client("lambda").invoke(FunctionName=name, Payload=json.dumps(event).encode())
+    return {"error": response.get("FunctionError"), "request_id": response["ResponseMetadata"]["RequestId"],
+            "payload": json.loads(response["Payload"].read())}
+
+
+def test_functions_and_invocations_pages(
+    local_stack: Any, raiser: str, dashboard: DashboardServer, page: Any, screenshot: Callable[[str], Any]
+) -> None:
+    ok = _invoke(local_stack, raiser, {"a": 6, "b": 3})
+    assert ok["payload"] == {"quotient": 2.0}
+    failed = _invoke(local_stack, raiser, {"a": 1, "b": 0})
+    assert failed["error"] == "Unhandled"
+
+    page.goto(dashboard.url + "functions/")
+    row = page.locator(f"tr[data-function='{raiser}']")
+    row.wait_for()
+    assert row.locator("[data-col=warm]").inner_text() == "1"  # one idle environment after two calls
+    assert "app.handler" in row.inner_text()
+    screenshot("functions")
+    row.locator("a").first.click()
+    page.wait_for_selector("#environments")
+    assert page.locator("#environments tbody tr").count() == 1
+    assert "warm" in page.inner_text("#environments")
+    screenshot("function-detail")
+
+    page.goto(dashboard.url + f"invocations/?function={raiser}")
+    rows = page.locator("#invocations tbody tr")
+    assert rows.count() >= 2
+    newest = rows.first
+    assert newest.get_attribute("data-status") == "failed"
+    assert "ZeroDivisionError" in newest.inner_text()
+    # filter by status through the page's own control
+    page.select_option("#filter-status", "succeeded")
+    page.wait_for_url("**status=succeeded**")
+    statuses = set(page.locator("#invocations tbody tr").evaluate_all("rows => rows.map(r => r.dataset.status)"))
+    assert statuses == {"succeeded"}
+    page.select_option("#filter-status", "failed")
+    page.wait_for_url("**status=failed**")
+    screenshot("invocations")
+    page.locator(f"tr[data-request-id] a", has_text=failed["request_id"]).click()
+    page.wait_for_selector("#traceback")
+    assert page.inner_text("#error-type") == "ZeroDivisionError"
+    assert "division by zero" in page.inner_text("#error-message")
+    stack = page.inner_text("#traceback")
+    assert "in handler" in stack and "in divide" in stack
+    log = page.inner_text("#log")
+    assert f"START RequestId: {failed['request_id']}" in log and "dividing" in log and "REPORT RequestId" in log
+    screenshot("invocation-detail")
+
+
+def test_invocations_are_paged(local_stack: Any, raiser: str, dashboard: DashboardServer, page: Any) -> None:
+    for i in range(55):
+        _invoke(local_stack, raiser, {"a": i, "b": 1})
+    page.goto(dashboard.url + f"invocations/?function={raiser}")
+    first = page.locator("#invocations tbody tr").evaluate_all("rows => rows.map(r => r.dataset.requestId)")
+    assert len(first) == 50
+    page.click("#older")
+    page.wait_for_url("**before=**")
+    second = page.locator("#invocations tbody tr").evaluate_all("rows => rows.map(r => r.dataset.requestId)")
+    assert second and not set(first) & set(second)

@@ -1,8 +1,9 @@
 """The Temporal page of the lambdarun dashboard: the worker invocations of the temporal backend.
 
 Each worker invocation's response is its summary (``stop_reason``, ``workflow_activations``,
-``activities``, ``seconds``, see :mod:`lambdarun_temporal.worker`); its event names the task
-queue. Both are read from the local Lambda service's invocation records.
+``activities``, ``seconds``, see :mod:`lambdarun_temporal.worker`); both are read from the local
+Lambda service's invocation records. The task queue is the one the summary names, else the
+``[temporal] task_queue`` of the dashboard's session (marked "config").
 
 Registered through the ``lambdarun_dashboard_pages`` hook (see :mod:`lambdarun.dashboard`).
 """
@@ -52,7 +53,7 @@ class WorkerInvocation:
     duration_ms: Any
     init_duration_ms: Any
     task_queue: str | None
-    task_queue_from: str  # "event" or "config"
+    task_queue_from: str  # "worker" (its summary says) or "config" (this dashboard's [temporal] task_queue)
     stop_reason: str | None
     workflow_activations: int | None
     activities: int | None
@@ -72,8 +73,8 @@ class WorkerInvocation:
             return self.stop_reason
         if self.error:
             return f"failed: {self.error}"
-        if str(self.status).lower() in ("running", "started", "pending"):
-            return "running"
+        if self.status in ("running", "queued"):
+            return self.status
         return "unknown"
 
 
@@ -82,11 +83,8 @@ def worker_invocation(record: dict[str, Any], *, configured_queue: str | None) -
     summary = _json_object(record.get("response_preview") or record.get("response"))
     if summary is not None and WORKER_EVENT_KEY not in summary and "stop_reason" not in summary:
         summary = None
-    event = _json_object(
-        record.get("request_preview") or record.get("payload_preview") or record.get("event_preview")
-    )
-    queue = (summary or {}).get("task_queue") or (event or {}).get("task_queue")
-    source = "event" if queue else "config"
+    queue = (summary or {}).get("task_queue")  # when the worker reports it (see the README)
+    source = "worker" if queue else "config"
     error = record.get("error")
     error_text = None
     if isinstance(error, dict):
@@ -101,7 +99,7 @@ def worker_invocation(record: dict[str, Any], *, configured_queue: str | None) -
     return WorkerInvocation(
         request_id=str(record.get("request_id") or record.get("requestId") or ""),
         status=str(record.get("status") or ""),
-        started=record.get("started") or record.get("start"),
+        started=record.get("started_at"),
         duration_ms=record.get("duration_ms"),
         init_duration_ms=record.get("init_duration_ms"),
         task_queue=queue or configured_queue,
@@ -141,7 +139,7 @@ def workers_list(ctx: ViewContext, request: Request) -> str:
     page = api.invocations(function=function, limit=PAGE_SIZE, before=before)
     rows = []
     for record in page.invocations:
-        if not any(k in record for k in ("response_preview", "error", "request_preview", "payload_preview")):
+        if "response_preview" not in record:
             # the list omits the response: read the record itself (loopback, one call each)
             record = api.invocation(str(record.get("request_id") or "")) or record
         rows.append(worker_invocation(record, configured_queue=config.task_queue))
