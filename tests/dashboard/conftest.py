@@ -18,6 +18,7 @@ import lambdarun_durable.plugin
 from lambdarun.dashboard import DashboardServer, serve
 from lambdarun.local.testing import local_stack_fixture
 from lambdarun.plugins import DEFAULT_PLUGINS
+from lambdarun_temporal.testing import temporal_dev_server  # noqa: F401 - a fixture
 
 #: the real local target for this folder's tests
 local_stack = local_stack_fixture(scope="session", async_retry_delay=0.1)

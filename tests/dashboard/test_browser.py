@@ -380,3 +380,44 @@ def test_invocations_are_paged(local_stack: Any, raiser: str, dashboard: Dashboa
     page.wait_for_url("**before=**")
     second = page.locator("#invocations tbody tr").evaluate_all("rows => rows.map(r => r.dataset.requestId)")
     assert second and not set(first) & set(second)
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def test_temporal_worker_invocations_page(
+    make_session: Callable[..., Any], page: Any, screenshot: Callable[[str], Any], request: Any
+) -> None:
+    import uuid
+
+    import lambdarun_temporal.plugin
+    from lambdarun.dashboard import serve
+
+    server = request.getfixturevalue("temporal_dev_server")
+    queue = f"dashboard-{uuid.uuid4().hex[:8]}"
+    session = make_session(
+        lambdarun_temporal.plugin,
+        temporal={"address": server.address, "function_name": "lambdarun-dashboard-temporal-tests",
+                  "task_queue": queue, "function_timeout": 20},
+    )
+    assert list(lambdarun.map(double, range(5), backend="temporal", session=session)) == [0, 2, 4, 6, 8]
+    backend = session.backend("temporal")
+    deadline = time.monotonic() + 20
+    while not backend.worker_summaries and time.monotonic() < deadline:  # the worker leaves at idle
+        time.sleep(0.1)
+    (summary,) = backend.worker_summaries
+    dashboard = serve(session)
+    try:
+        page.goto(dashboard.url + "temporal/")
+        row = page.locator("#workers tbody tr[data-request-id]").first
+        row.wait_for()
+        assert row.get_attribute("data-stop-reason") == summary["stop_reason"] == "idle"
+        assert row.get_attribute("data-task-queue") == queue
+        cells = row.locator("td").all_inner_texts()
+        assert cells[5] == str(summary["activities"]) == "5"
+        assert int(cells[4]) == summary["workflow_activations"] >= 5
+        assert page.inner_text("#task-count") == str(summary["activities"] + summary["workflow_activations"])
+        screenshot("temporal")
+    finally:
+        dashboard.stop()
