@@ -24,7 +24,8 @@ from lambdarun_temporal.testing import temporal_dev_server  # noqa: F401 - a fix
 local_stack = local_stack_fixture(scope="session", async_retry_delay=0.1)
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
-CHROMIUM = os.environ.get("LAMBDARUN_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+#: Debian's chromium package (apt-get install -y chromium); never a browser Playwright downloads
+CHROMIUM = os.environ.get("_LAMBDARUN_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -50,6 +51,11 @@ def dashboard_plugins() -> list[Any]:
     if not hasattr(lambdarun_durable.plugin, "lambdarun_dashboard_pages"):
         out.append(lambdarun_durable.dashboard)
     return out
+
+
+@pytest.fixture(name="dashboard_plugins")
+def dashboard_plugins_fixture() -> list[Any]:
+    return dashboard_plugins()
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +99,12 @@ def dashboard(make_session: Callable[..., Any]) -> Iterator[DashboardServer]:
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install -y chromium) "
+            "or point _LAMBDARUN_TEST_CHROMIUM at a Chromium binary",
+            pytrace=False,
+        )
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:

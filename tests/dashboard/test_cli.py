@@ -72,3 +72,23 @@ def test_registry_refuses_duplicate_and_bad_pages() -> None:
         registry.add_page(Page(id="a/b", title="x", routes=page.routes))
     with pytest.raises(PluginError, match="no routes"):
         registry.add_page(Page(id="empty", title="x", routes=()))
+
+
+def test_plugins_add_their_pages_through_the_hook(lambdarun_plugin_manager: Any, dashboard_plugins: list[Any]) -> None:
+    import lambdarun_temporal.plugin
+
+    from lambdarun.dashboard.hookspecs import ensure_hookspec
+
+    plugins = [*dashboard_plugins, lambdarun_temporal.plugin]
+    if not hasattr(lambdarun_temporal.plugin, "lambdarun_dashboard_pages"):
+        import lambdarun_temporal.dashboard
+
+        plugins.append(lambdarun_temporal.dashboard)
+    pm = lambdarun_plugin_manager(*plugins)
+    ensure_hookspec(pm)
+    registry = DashboardRegistry()
+    pm.hook.lambdarun_dashboard_pages(register=registry)
+    assert [p.id for p in registry.pages()] == ["functions", "invocations", "runs", "durable", "temporal"]
+    (callback,) = [r for r in registry.get("durable").routes if r.write]  # the one write action
+    assert callback.rule == "/callback"
+    assert not any(r.write for p in registry.pages() if p.id != "durable" for r in p.routes)
