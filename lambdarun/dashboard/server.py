@@ -65,12 +65,16 @@ class DashboardServer:
     :param port: TCP port (0: any free port).
     :param runtime_file: where to record url, pid and token (mode 0600) so that
         ``lambdarun ui`` finds this dashboard; removed on :meth:`stop`.
+    :param close_session: close the app's session on :meth:`stop` (it was made for us).
     """
 
-    def __init__(self, app: DashboardApp, *, port: int = 0, runtime_file: Path | None = None) -> None:
+    def __init__(
+        self, app: DashboardApp, *, port: int = 0, runtime_file: Path | None = None, close_session: bool = False
+    ) -> None:
         self.app = app
         self.requested_port = port
         self.runtime_file = runtime_file
+        self.close_session = close_session
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -141,6 +145,8 @@ class DashboardServer:
             info = read_dashboard_info(self.runtime_file.parent, verify=False)
             if info is not None and info.pid == os.getpid() and info.url == url:
                 self.runtime_file.unlink(missing_ok=True)
+        if self.close_session:
+            self.app.session.close()
 
     def __enter__(self) -> DashboardServer:
         return self.start()
@@ -204,6 +210,7 @@ def serve(
     lambda_url: str | None = None,
     token: str | None = None,
     runtime_file: Path | None = None,
+    close_session: bool = False,
 ) -> DashboardServer:
     """Start a dashboard for ``session`` in a background thread of this process.
 
@@ -215,7 +222,7 @@ def serve(
         port = int(getattr(section, "port", 0) or 0)
     refresh = float(getattr(section, "refresh", 2.0) or 2.0)
     app = DashboardApp(session, lambda_url=lambda_url, token=token, refresh=refresh)
-    return DashboardServer(app, port=port, runtime_file=runtime_file).start()
+    return DashboardServer(app, port=port, runtime_file=runtime_file, close_session=close_session).start()
 
 
 def start_for_stack(stack: LocalStack, *, session: Session | None = None, port: int | None = None) -> DashboardServer:
@@ -224,11 +231,18 @@ def start_for_stack(stack: LocalStack, *, session: Session | None = None, port: 
     The dashboard's session reads the same ``[local] state_dir`` (journal) and
     ``[durable]`` store as the processes using the stack.
     """
+    owned = session is None
     if session is None:
         session = dashboard_session({"target": "local", "local": {"state_dir": str(stack.state_dir)}})
-    return serve(
-        session,
-        port=port,
-        lambda_url=stack.endpoints.lambda_,
-        runtime_file=stack.state_dir / DASHBOARD_FILE,
-    )
+    try:
+        return serve(
+            session,
+            port=port,
+            lambda_url=stack.endpoints.lambda_,
+            runtime_file=stack.state_dir / DASHBOARD_FILE,
+            close_session=owned,
+        )
+    except BaseException:
+        if owned:
+            session.close()
+        raise
