@@ -1,5 +1,6 @@
-"""Optional: with Covalent installed, the executor is found through Covalent's own plugin
-discovery and runs a task the way Covalent's dispatcher drives an async executor."""
+"""With Covalent installed (the test extra installs it), the executor is found through
+Covalent's own plugin discovery and runs a task the way Covalent's dispatcher drives an
+async executor."""
 
 from __future__ import annotations
 
@@ -9,17 +10,15 @@ import sys
 from typing import Any
 
 import cloudpickle
+import covalent
 import pytest
+from covalent._workflow.transport import TransportableObject
+from covalent.executor import _executor_manager
+from covalent.executor.utils import Signals
+from covalent.executor.utils.wrappers import wrapper_fn
 
-covalent = pytest.importorskip("covalent", reason="optional: needs lambdarun-covalent[covalent]")
-
-from covalent._workflow.transport import TransportableObject  # noqa: E402
-from covalent.executor import _executor_manager  # noqa: E402
-from covalent.executor.utils import Signals  # noqa: E402
-from covalent.executor.utils.wrappers import wrapper_fn  # noqa: E402
-
-from lambdarun.session import set_session  # noqa: E402
-from lambdarun_covalent.executor import AWSLambdaExecutor  # noqa: E402
+from lambdarun.session import set_session
+from lambdarun_covalent.executor import AWSLambdaExecutor
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
