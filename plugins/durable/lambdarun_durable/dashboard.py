@@ -392,6 +392,8 @@ DETAIL_HTML = """{% extends "base.html" %}
       {% if op.input is not none %}<div class="muted">input</div><pre>{{ op.input }}</pre>{% endif %}
       {% if op.result is not none %}<div class="muted">result</div><pre class="op-result">{{ op.result }}</pre>{% endif %}
       {% if op.error %}<div class="muted">error</div><pre class="traceback">{{ op.error }}</pre>{% endif %}
+      {% if op.details.get("DurableExecutionArn") %}<div class="muted">child execution</div>
+      <p class="mono"><a href="{{ url('execution_detail', arn=op.details.get('DurableExecutionArn')) }}">{{ op.details.get("DurableExecutionArn") }}</a></p>{% endif %}
       {% if op.details %}<div class="muted">details</div><pre>{{ op.details|pretty_json }}</pre>{% endif %}
       {% if op.attempts|length > 1 %}
       <div class="muted">attempts</div>
