@@ -123,6 +123,7 @@ def run_reference(env: dict[str, str], rounds: int, poll_freq: float | None, war
 
 # reference configurations: (label, poll_freq in full mode); smoke mode polls every 0.1 s
 REFERENCE_CONFIGS = {"defaults": None, "poll_freq=1": 1.0}
+_reference_runs: dict[tuple, dict] = {}
 
 
 @pytest.mark.parametrize("config", list(REFERENCE_CONFIGS))
@@ -133,8 +134,11 @@ def test_warm_round_trip_tiny_task(benchmark: Any, headline: Any, record_rss: No
     result = benchmark(lambdarun.run, abs, -1, backend="covalent", session=session)
     assert result == 1
     poll_freq = REFERENCE_CONFIGS[config] if full_bench else 0.1
-    ref = run_reference(reference_env, rounds=5 if full_bench else 1, poll_freq=poll_freq,
-                        warmup=1 if full_bench else 0)
+    key = (poll_freq, full_bench)
+    if key not in _reference_runs:  # smoke mode: both configurations poll at 0.1 s, one run serves both
+        _reference_runs[key] = run_reference(reference_env, rounds=5 if full_bench else 1, poll_freq=poll_freq,
+                                             warmup=1 if full_bench else 0)
+    ref = _reference_runs[key]
     median = headline.median_s()
     headline.set(
         f"covalent: warm round trip of a tiny task (reference: {config})",
