@@ -225,6 +225,7 @@ class JournalWriter:
         self._idle = threading.Condition()
         self._pending = 0  # items queued and not yet committed
         self._closed = False
+        self._batches: set[str] = set()  # recorded by this process: closed out at exit
         self._thread = threading.Thread(target=self._loop, name="lambdarun-journal", daemon=True)
         self._thread.start()
         self.rows_written = 0
@@ -238,6 +239,7 @@ class JournalWriter:
         self._queue.put(item)
 
     def add_batch(self, batch: tuple[Any, ...], tasks: list[tuple[Any, ...]]) -> None:
+        self._batches.add(batch[0])
         self._put(("batch", batch, tasks))
 
     def task_done(self, batch_id: str, index: int, finished: float, future: concurrent.futures.Future) -> None:
@@ -255,13 +257,31 @@ class JournalWriter:
         return True
 
     def close(self) -> None:
+        """Commit what is queued; tasks of this process still pending will never finish
+        (the process is ending): they are marked cancelled, so no run shows as running forever."""
         if self._closed:
             return
         self._closed = True
         self.flush()
         self._queue.put(None)
         self._thread.join(timeout=5)
-        self._conn.close()
+        try:
+            if self._batches:
+                ids = sorted(self._batches)
+                marks = ",".join("?" * len(ids))
+                self._conn.execute(
+                    "UPDATE tasks SET status = 'cancelled', error_type = 'ProcessExited', error_message ="
+                    " 'the calling process ended before the task finished'"
+                    f" WHERE status = 'pending' AND batch_id IN ({marks})",
+                    ids,
+                )
+        except sqlite3.Error:  # best effort at exit
+            log.warning("could not close out pending tasks in the run journal", path=str(self.path), exc_info=True)
+        finally:
+            self._conn.close()
+            with _writers_lock:
+                if _writers.get(self.path) is self:
+                    del _writers[self.path]
 
     # -- the writer thread ----------------------------------------------------------------
 

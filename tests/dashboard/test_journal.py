@@ -115,3 +115,16 @@ def test_bad_journal_path_never_breaks_the_call(session_for: Callable[..., Any],
     blocker.write_text("not a directory")
     session = session_for(journal_path=str(blocker / "journal.db"))
     assert journal.record_batch(session, "covalent", work, [LambdaFuture("t")]) is None
+
+
+def test_tasks_left_pending_at_exit_are_closed_out(tmp_path: Path) -> None:
+    path = tmp_path / "exit.db"
+    writer = journal.JournalWriter(path)
+    writer.add_batch(("b1", "map", "covalent", "m.f", 2, 0.0, 1, ""), [("b1", 0, "t0", 0.0), ("b1", 1, "t1", 0.0)])
+    done = LambdaFuture("t0")
+    done.finish(5)
+    writer.task_done("b1", 0, 1.0, done)
+    writer.close()  # what the process does at exit
+    finished, abandoned = journal.Journal(path).tasks("b1")
+    assert finished.status == "succeeded"
+    assert (abandoned.status, abandoned.error_type) == ("cancelled", "ProcessExited")
