@@ -72,6 +72,8 @@ class Attempt:
     outcome: str = "STARTED"
     error: str | None = None
     retry: dict[str, Any] | None = None
+    left: float = 0.0
+    width: float = 0.0
 
 
 @attrs.define
@@ -199,11 +201,16 @@ def build_timeline(events: list[dict[str, Any]], *, now: datetime.datetime | Non
     t0 = started or min((op.started for op in ops.values()), default=now)
     t1 = ended or now
     span = max((t1 - t0).total_seconds(), 1e-3)
+    def place(start: datetime.datetime, end: datetime.datetime | None) -> tuple[float, float]:
+        begin = (start - t0).total_seconds()
+        finish = ((end or t1) - t0).total_seconds()
+        left = max(0.0, min(100.0, 100.0 * begin / span))
+        return left, max(0.4, min(100.0 - left, 100.0 * (finish - begin) / span))
+
     for op in ops.values():
-        begin = (op.started - t0).total_seconds()
-        finish = ((op.ended or t1) - t0).total_seconds()
-        op.left = max(0.0, min(100.0, 100.0 * begin / span))
-        op.width = max(0.4, min(100.0 - op.left, 100.0 * (finish - begin) / span))
+        op.left, op.width = place(op.started, op.ended)
+        for attempt in op.attempts:
+            attempt.left, attempt.width = place(attempt.started, attempt.ended)
     ordered = sorted(ops.values(), key=lambda o: (o.started, o.depth))
     return Timeline(
         started=started, ended=ended, status=status, input=exec_input, result=exec_result, error=exec_error,
@@ -382,9 +389,13 @@ DETAIL_HTML = """{% extends "base.html" %}
     {% if op.retries %}<span class="badge status-waiting">{{ op.retries }} {{ "retry" if op.retries == 1 else "retries" }}</span>{% endif %}
   </div>
   <div class="tl-track">
-    <span class="tl-bar kind-{{ op.kind|lower }} status-{{ op.status|lower }} {{ 'open' if op.open else '' }}"
+    <span class="tl-bar kind-{{ op.kind|lower }} status-{{ op.status|lower }} {{ 'open' if op.open else '' }} {{ 'has-attempts' if op.attempts|length > 1 else '' }}"
           style="left: {{ '%.2f'|format(op.left) }}%; width: {{ '%.2f'|format(op.width) }}%"
           title="{{ op.started|time }} → {{ op.ended|time if op.ended else 'now' }}"></span>
+    {% if op.attempts|length > 1 %}{% for a in op.attempts %}
+    <span class="tl-bar tl-attempt status-{{ a.outcome|lower }}" style="left: {{ '%.2f'|format(a.left) }}%; width: {{ '%.2f'|format(a.width) }}%"
+          title="attempt {{ loop.index }}: {{ a.outcome }} {{ (a.error or '').split('\n')[0] }}"></span>
+    {% endfor %}{% endif %}
   </div>
   <div class="tl-details">
     <details id="op-{{ op.id[:16] }}">
