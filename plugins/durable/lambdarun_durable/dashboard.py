@@ -180,8 +180,8 @@ def build_timeline(events: list[dict[str, Any]], *, now: datetime.datetime | Non
         error = _error_text(_payload(details, "Error"))
         if attempt is not None:
             attempt.ended, attempt.outcome, attempt.error, attempt.retry = at, phase.upper(), error, retry
-        if retry and phase == "Failed":
-            op.status = "RETRYING"  # a next attempt is scheduled
+        if retry and phase == "Failed" and (retry.get("NextAttemptDelaySeconds") or 0) > 0:
+            op.status = "RETRYING"  # a next attempt is scheduled (the last failure says 0)
             op.error = error
             continue
         op.status = {"Succeeded": "SUCCEEDED", "Failed": "FAILED", "TimedOut": "TIMED_OUT",
