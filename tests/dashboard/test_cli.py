@@ -92,3 +92,29 @@ def test_plugins_add_their_pages_through_the_hook(lambdarun_plugin_manager: Any,
     (callback,) = [r for r in registry.get("durable").routes if r.write]  # the one write action
     assert callback.rule == "/callback"
     assert not any(r.write for p in registry.pages() if p.id != "durable" for r in p.routes)
+
+
+def test_temporal_worker_records_read_from_the_local_api_shape() -> None:
+    from lambdarun_temporal.dashboard import worker_invocation
+
+    base = {"seq": 7, "request_id": "r-1", "function": "w", "type": "Event", "started_at": 1.0,
+            "duration_ms": 1500.0, "billed_ms": 1500, "init_duration_ms": 250.0, "attempts": 1, "log": ""}
+    summary = '{"lambdarun_temporal": 1, "task_queue": "orders", "stop_reason": "deadline", ' \
+              '"workflow_activations": 4, "activities": 2, "seconds": 1.2}'
+    ok = worker_invocation({**base, "status": "succeeded", "error": None, "response_preview": summary},
+                           configured_queue="lambdarun")
+    assert (ok.task_queue, ok.task_queue_from, ok.exit_reason, ok.tasks) == ("orders", "worker", "deadline", 6)
+    older = worker_invocation({**base, "status": "succeeded", "error": None,
+                               "response_preview": '{"lambdarun_temporal": 1, "stop_reason": "idle", "activities": 0}'},
+                              configured_queue="lambdarun")
+    assert (older.task_queue, older.task_queue_from, older.exit_reason) == ("lambdarun", "config", "idle")
+    failed = worker_invocation(
+        {**base, "status": "failed", "response_preview": '{"errorType": "TemporalConnectError"}',
+         "error": {"errorType": "TemporalConnectError", "errorMessage": "no server at 127.0.0.1:1", "stackTrace": []}},
+        configured_queue="lambdarun",
+    )
+    assert failed.exit_reason == "failed: TemporalConnectError: no server at 127.0.0.1:1"
+    assert failed.tasks is None and failed.summary is None
+    running = worker_invocation({**base, "status": "running", "error": None, "response_preview": None},
+                                configured_queue="lambdarun")
+    assert running.exit_reason == "running"
