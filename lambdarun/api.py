@@ -41,7 +41,12 @@ def submit(
     keyword argument goes to ``func``.
     """
     chosen = _session_for(session, options)
-    return chosen.backend(backend).submit(func, args, kwargs)
+    chosen_backend = chosen.backend(backend)
+    future = chosen_backend.submit(func, args, kwargs)
+    from lambdarun.journal import record_batch
+
+    record_batch(chosen, chosen_backend.id, func, [future], kind="submit")
+    return future
 
 
 def run(
@@ -83,7 +88,11 @@ def map(  # noqa: A001 - mirrors the builtin on purpose
     """
     chosen = _session_for(session, options)
     workers = max_workers or chosen.settings.max_workers
-    futures = list(chosen.backend(backend).map(func, iterable, max_workers=workers))
+    chosen_backend = chosen.backend(backend)
+    futures = list(chosen_backend.map(func, iterable, max_workers=workers))
+    from lambdarun.journal import record_batch
+
+    record_batch(chosen, chosen_backend.id, func, futures, kind="map")
     show = chosen.settings.progress if progress is None else progress
     return _results(futures, return_exceptions, show and sys.stderr.isatty())
 

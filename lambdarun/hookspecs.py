@@ -25,6 +25,7 @@ import pluggy
 if TYPE_CHECKING:
     from lambdarun.backends import BackendRegistry
     from lambdarun.config import ConfigRegistry, Settings
+    from lambdarun.dashboard.pages import DashboardRegistry
     from lambdarun.session import Session
     from lambdarun.types import (
         CheckpointStore,
@@ -250,6 +251,30 @@ def lambdarun_add_commands(cli: Any) -> None:
     commands, not at plugin import time.
 
     :param cli: the root :class:`click.Group` of the ``lambdarun`` command.
+    :return: nothing; results are ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# dashboard
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def lambdarun_dashboard_pages(register: DashboardRegistry) -> None:
+    """Add pages to the local dashboard (``lambdarun ui``, ``lambdarun local up``).
+
+    Call ``register.add_page(page)`` with a :class:`lambdarun.dashboard.Page`: an id (its
+    URL prefix ``/<id>/``), a title for the navigation, its routes (views receiving a
+    :class:`lambdarun.dashboard.ViewContext` with the session, the Lambda API, the run
+    journal and template rendering) and its templates (Jinja2 source text extending
+    ``base.html``). A route marked ``write=True`` is only reachable by POST with the
+    dashboard token; every other route must not change anything. Import heavy modules
+    inside the views, not at plugin import time.
+
+    :param register: the :class:`lambdarun.dashboard.DashboardRegistry` being filled.
     :return: nothing; results are ignored.
 
     .. versionadded:: 0.1

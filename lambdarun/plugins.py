@@ -57,6 +57,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "lambdarun.runtime",
     "lambdarun.local.plugin",
     "lambdarun.deploy.plugin",
+    "lambdarun.dashboard.plugin",
 )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from lambdarun.errors import TargetError
+from lambdarun.errors import LambdarunError, TargetError
 from lambdarun.local.stack import LocalStack, default_state_dir, read_stack_info
 
 __all__ = ["local"]
@@ -68,9 +68,18 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     ep = stack.endpoints
+    from lambdarun.dashboard import start_for_stack
+
+    try:
+        dashboard = start_for_stack(stack)
+    except LambdarunError as e:  # never fatal: the stack works without its dashboard
+        dashboard = None
+        click.echo(f"warning: the dashboard did not start: {e}", err=True)
     click.echo(f"lambdarun local stack up (pid {os.getpid()}, state {stack.state_dir})")
     click.echo(f"  lambda:   {ep.lambda_}")
     click.echo(f"  s3, dynamodb, iam, sts (moto): {ep.moto}")
+    if dashboard is not None:
+        click.echo(f"  dashboard: {dashboard.url_with_token}")
     for line in ep.export_lines():
         click.echo(line)
     sys.stdout.flush()
@@ -78,6 +87,8 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
         while not stop.wait(0.5):
             pass
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         stack.stop()
     click.echo("lambdarun local stack stopped")
 

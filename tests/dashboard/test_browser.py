@@ -420,3 +420,21 @@ def test_temporal_worker_invocations_page(
         screenshot("temporal")
     finally:
         dashboard.stop()
+
+
+def test_map_is_journaled_and_linked_to_its_invocations(
+    make_session: Callable[..., Any], dashboard: DashboardServer, page: Any
+) -> None:
+    session = make_session()
+    results = list(lambdarun.map(shout, [1, 3], session=session, return_exceptions=True))
+    assert results[0] == 10 and isinstance(results[1], ValueError)
+    journal.flush()
+    page.goto(dashboard.url + "runs/")
+    page.locator("#runs tbody tr[data-status='failed'] a").first.click()
+    page.locator("tr[data-index='0'] a").first.click()
+    page.wait_for_selector("#stdout")
+    body = page.inner_text("main")
+    assert "request_id" in body and "result size" in body and " B" in body
+    page.locator("dd a").first.click()  # the request id: the invocation that ran the task
+    page.wait_for_selector("#log")
+    assert "task 1 says hello" in page.inner_text("#log")

@@ -621,6 +621,8 @@ class CovalentBackend(Backend):
             invocation_type=InvocationType.REQUEST_RESPONSE,
             client_context=self._client_context(attempt),
         )
+        if response.request_id:  # the dashboard links the task to its invocation
+            attempt.task.future.info["request_id"] = response.request_id
         if response.function_error:
             attempt.outcome_stored = None
             raise _environment_error(response.payload, attempt)
@@ -648,6 +650,7 @@ class CovalentBackend(Backend):
                 f"the Lambda function {self.function_name!r} returned {str(body)[:200]!r} instead "
                 "of a lambdarun outcome; is its handler lambdarun.runtime.handler?"
             )
+        attempt.task.future.info["result_bytes"] = len(data)  # the outcome envelope, for the run journal
         return self._decode(attempt, data)
 
     def _decode(self, attempt: _Attempt, data: bytes) -> Outcome:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from lambdarun.hookspecs import hookimpl
+from lambdarun_durable.dashboard import lambdarun_dashboard_pages  # noqa: F401 - its dashboard page
 
 if TYPE_CHECKING:
     from lambdarun.backends import BackendRegistry

@@ -145,4 +145,4 @@ def handle_worker_event(event: dict[str, Any], context: Any, session: Session) -
     """Run one worker invocation and return its summary (``stop_reason``, counts, seconds)."""
     summary = _handler_for(event, session)(event, context)
     log.info("temporal worker invocation done", **summary)
-    return {WORKER_EVENT_KEY: WORKER_EVENT_VERSION, **summary}
+    return {WORKER_EVENT_KEY: WORKER_EVENT_VERSION, "task_queue": event["task_queue"], **summary}
