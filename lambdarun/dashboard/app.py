@@ -17,7 +17,6 @@ from werkzeug.routing import Map, Rule
 from werkzeug.utils import redirect, safe_join
 from werkzeug.wrappers import Request, Response
 
-from lambdarun.dashboard.hookspecs import ensure_hookspec
 from lambdarun.dashboard.lambda_api import LambdaApi
 from lambdarun.dashboard.pages import FILTERS, DashboardRegistry, Page, ViewContext
 from lambdarun.errors import LambdarunError
@@ -26,7 +25,7 @@ from lambdarun.journal import Journal
 if TYPE_CHECKING:
     from lambdarun.session import Session
 
-__all__ = ["DashboardApp", "TOKEN_COOKIE", "TOKEN_FIELD", "collect_pages", "transitional_plugins"]
+__all__ = ["DashboardApp", "TOKEN_COOKIE", "TOKEN_FIELD", "collect_pages"]
 
 log = structlog.get_logger(__name__)
 
@@ -46,42 +45,10 @@ _SECURITY_HEADERS = {
 }
 
 
-def transitional_plugins(pm_default: tuple[str, ...]) -> list[Any]:
-    """Dashboard plugins not yet registered by the core or by their distribution's plugin.
-
-    Until ``lambdarun.dashboard.plugin`` is in ``DEFAULT_PLUGINS`` and the durable and
-    temporal plugins import their ``lambdarun_dashboard_pages`` hook, register them here;
-    afterwards this returns nothing.
-    """
-    import importlib
-
-    out: list[Any] = []
-    if "lambdarun.dashboard.plugin" not in pm_default:
-        out.append(importlib.import_module("lambdarun.dashboard.plugin"))
-    for dist in ("lambdarun_durable", "lambdarun_temporal"):
-        try:
-            plugin = importlib.import_module(f"{dist}.plugin")
-        except ImportError:
-            continue
-        if not hasattr(plugin, "lambdarun_dashboard_pages"):
-            try:
-                out.append(importlib.import_module(f"{dist}.dashboard"))
-            except ImportError:  # an older release of the plugin without a dashboard page
-                continue
-    return out
-
-
 def collect_pages(pm: Any) -> DashboardRegistry:
-    """Ask every plugin for its pages (and the dashboard plugins ``pm`` lacks, for now)."""
-    from lambdarun.plugins import DEFAULT_PLUGINS
-
-    ensure_hookspec(pm)
+    """Ask every plugin for its pages."""
     registry = DashboardRegistry()
     pm.hook.lambdarun_dashboard_pages(register=registry)
-    registered = set(pm.get_plugins())
-    for plugin in transitional_plugins(DEFAULT_PLUGINS):
-        if plugin not in registered:
-            plugin.lambdarun_dashboard_pages(register=registry)
     return registry
 
 

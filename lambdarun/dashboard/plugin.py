@@ -48,7 +48,7 @@ def lambdarun_register_config(register: ConfigRegistry) -> None:
     register.add_section("dashboard", DashboardConfig)
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 def lambdarun_dashboard_pages(register: DashboardRegistry) -> None:
     from lambdarun.dashboard.core_pages import functions_page, invocations_page, runs_page
 

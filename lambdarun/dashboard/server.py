@@ -188,15 +188,10 @@ def read_dashboard_info(state_dir: str | os.PathLike[str], *, verify: bool = Tru
 
 
 def dashboard_session(overrides: dict[str, Any] | None = None) -> Session:
-    """A session like the user's (config files, environment, entry points) with the
-    dashboard's plugins registered."""
-    from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
+    """A session like the user's (config files, environment, entry points)."""
     from lambdarun.session import Session
 
-    from lambdarun.dashboard.app import transitional_plugins
-
-    pm = make_plugin_manager(transitional_plugins(DEFAULT_PLUGINS))
-    return Session(pm, overrides=overrides or None)
+    return Session(overrides=overrides or None)
 
 
 def _dashboard_settings(session: Session) -> Any:

@@ -13,11 +13,9 @@ from typing import Any
 import pytest
 
 import lambdarun_covalent.plugin
-import lambdarun_durable.dashboard
 import lambdarun_durable.plugin
 from lambdarun.dashboard import DashboardServer, serve
 from lambdarun.local.testing import local_stack_fixture
-from lambdarun.plugins import DEFAULT_PLUGINS
 from lambdarun_temporal.testing import temporal_dev_server  # noqa: F401 - a fixture
 
 #: the real local target for this folder's tests
@@ -42,15 +40,8 @@ DURABLE_FUNCTION = "lambdarun-dashboard-durable-tests"
 
 
 def dashboard_plugins() -> list[Any]:
-    """The plugins under test, registered explicitly until the core and plugins list them."""
-    out: list[Any] = [lambdarun_covalent.plugin, lambdarun_durable.plugin]
-    if "lambdarun.dashboard.plugin" not in DEFAULT_PLUGINS:
-        import lambdarun.dashboard.plugin
-
-        out.append(lambdarun.dashboard.plugin)
-    if not hasattr(lambdarun_durable.plugin, "lambdarun_dashboard_pages"):
-        out.append(lambdarun_durable.dashboard)
-    return out
+    """The backend plugins the dashboard tests use (the dashboard itself is built in)."""
+    return [lambdarun_covalent.plugin, lambdarun_durable.plugin]
 
 
 @pytest.fixture(name="dashboard_plugins")

@@ -77,15 +77,7 @@ def test_registry_refuses_duplicate_and_bad_pages() -> None:
 def test_plugins_add_their_pages_through_the_hook(lambdarun_plugin_manager: Any, dashboard_plugins: list[Any]) -> None:
     import lambdarun_temporal.plugin
 
-    from lambdarun.dashboard.hookspecs import ensure_hookspec
-
-    plugins = [*dashboard_plugins, lambdarun_temporal.plugin]
-    if not hasattr(lambdarun_temporal.plugin, "lambdarun_dashboard_pages"):
-        import lambdarun_temporal.dashboard
-
-        plugins.append(lambdarun_temporal.dashboard)
-    pm = lambdarun_plugin_manager(*plugins)
-    ensure_hookspec(pm)
+    pm = lambdarun_plugin_manager(*dashboard_plugins, lambdarun_temporal.plugin)
     registry = DashboardRegistry()
     pm.hook.lambdarun_dashboard_pages(register=registry)
     assert [p.id for p in registry.pages()] == ["functions", "invocations", "runs", "durable", "temporal"]

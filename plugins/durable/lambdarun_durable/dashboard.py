@@ -456,6 +456,6 @@ def durable_page() -> Any:
     )
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 def lambdarun_dashboard_pages(register: DashboardRegistry) -> None:
     register.add_page(durable_page())

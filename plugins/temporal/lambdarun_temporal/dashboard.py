@@ -214,6 +214,6 @@ def temporal_page() -> Any:
     )
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 def lambdarun_dashboard_pages(register: DashboardRegistry) -> None:
     register.add_page(temporal_page())
