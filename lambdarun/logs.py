@@ -17,6 +17,11 @@ def in_lambda() -> bool:
     return "AWS_LAMBDA_FUNCTION_NAME" in os.environ
 
 
+def _stderr_logger(*args: object) -> structlog.PrintLogger:
+    # sys.stderr read at each use: it may be replaced (pytest capture, a redirecting app)
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(level: str = "INFO", *, force: bool = False) -> None:
     """Configure structlog once, unless the application configured it already."""
     global _configured_by_us
@@ -37,7 +42,7 @@ def configure_logging(level: str = "INFO", *, force: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     _configured_by_us = True

@@ -31,7 +31,7 @@ import pluggy
 import structlog
 
 from lambdarun import hookspecs
-from lambdarun.errors import PluginError
+from lambdarun.logs import configure_logging
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -142,6 +142,7 @@ def make_plugin_manager(
     :param environ: environment to read the control variables from (default ``os.environ``).
     """
     environ = os.environ if environ is None else environ
+    configure_logging()  # log lines go to stderr (never into a command's stdout)
     pm = LambdarunPluginManager()
     for name in (*block, *_csv(environ.get("LAMBDARUN_BLOCK_PLUGINS"))):
         pm.set_blocked(name)

@@ -21,7 +21,7 @@ def test_version():
 def test_plugins_all_json_lists_builtins_with_hooks():
     result = CliRunner().invoke(cli, ["plugins", "--all", "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     by_name = {p["name"]: p for p in data["plugins"]}
     assert by_name["lambdarun.storage"]["hooks"] == ["lambdarun_make_storage"]
     assert by_name["lambdarun.storage"]["builtin"] is True
@@ -33,7 +33,7 @@ def test_plugins_reports_a_broken_plugin(make_distribution):
     make_distribution("lambdarun-broken", "0.0.1", {"broken": "lr_no_such_module_anywhere"})
     result = CliRunner().invoke(cli, ["plugins", "--json"], env={"LAMBDARUN_PLUGINS": "broken"})
     assert result.exit_code == 0
-    assert json.loads(result.output)["failed"][0]["name"] == "broken"
+    assert json.loads(result.stdout)["failed"][0]["name"] == "broken"
 
 
 class CommandPlugin:
@@ -67,3 +67,23 @@ def test_console_script_entry_point_runs():
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0 and "lambdarun 0.1.0" in out.stdout
+
+
+def test_run_a_function_end_to_end_on_the_local_target(tmp_path, local_stack):
+    """`lambdarun run module:function ARGS` in a fresh process, on the local target."""
+    import os
+
+    (tmp_path / "lr_cli_tasks.py").write_text(
+        "import os\n"
+        "def describe(a, b, sep='-'):\n"
+        "    return {'joined': f'{a}{sep}{b}', 'in_lambda': 'AWS_LAMBDA_FUNCTION_NAME' in os.environ}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDARUN_")}
+    env.update(LAMBDARUN_TARGET="local", LAMBDARUN_LOCAL__STATE_DIR=str(local_stack.state_dir))
+    out = subprocess.run(
+        [sys.executable, "-c", "from lambdarun.cli import main; main()", "run", "lr_cli_tasks:describe",
+         "3", "[1, 2]", "sep=+", "--backend", "covalent", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"joined": "3+[1, 2]", "in_lambda": True}
