@@ -87,6 +87,24 @@ PASS_THROUGH_SERDES: SerDes[Any] = PassThroughSerDes()
 _BATCH_THREADS = 16
 
 
+class _ReplayFlag:
+    """A context's replay status, shared with its loggers.
+
+    The loggers hold this flag, not the context: a logger holding ``ctx.is_replaying`` (a bound
+    method) would make context -> logger -> context a reference cycle, which keeps the whole
+    execution state (every operation of the invocation) alive until the cyclic garbage collector
+    runs, so each invocation leaves its history behind for a later one's full collection.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __call__(self) -> bool:
+        return self.value
+
+
 @dataclass(frozen=True)
 class ExecutionContext:
     durable_execution_arn: str
@@ -235,10 +253,10 @@ class DurableContext:
         self._namespace = OperationIdNamespace(self._step_id_prefix)
         self._counter = 0
         self._counter_lock = threading.Lock()
-        self._replaying = replaying
+        self._replay = _ReplayFlag(replaying)
         self._orphan_flag = orphan_flag
         base = logger or Logger(default_logger(), {"durableExecutionArn": state.durable_execution_arn}, lambda: False)
-        self.logger: Logger = base.with_is_replaying(self.is_replaying)
+        self.logger: Logger = base.with_is_replaying(self._replay)
 
     # -- factories
     @staticmethod
@@ -270,7 +288,7 @@ class DurableContext:
         return self._parent_id != self._step_id_prefix
 
     def set_logger(self, new_logger: Any) -> None:
-        self.logger = Logger(new_logger, {"durableExecutionArn": self.state.durable_execution_arn}, self.is_replaying)
+        self.logger = Logger(new_logger, {"durableExecutionArn": self.state.durable_execution_arn}, self._replay)
 
     @staticmethod
     def _resolve_step_name(name: str | None, func: Callable) -> str | None:
@@ -279,7 +297,15 @@ class DurableContext:
     # -- replay status
     def is_replaying(self) -> bool:
         """True while this context re-executes operations already in the checkpoint."""
-        return self._replaying
+        return self._replay.value
+
+    @property
+    def _replaying(self) -> bool:
+        return self._replay.value
+
+    @_replaying.setter
+    def _replaying(self, value: bool) -> None:
+        self._replay.value = value
 
     def _next_id(self) -> str:
         with self._counter_lock:
