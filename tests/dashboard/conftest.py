@@ -86,8 +86,11 @@ def dashboard(make_session: Callable[..., Any]) -> Iterator[DashboardServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Headless Chromium for one test module. Module scope on purpose: Playwright's sync API
+    runs an event loop on the main thread until it stops, and later tests (Temporal's) call
+    asyncio.run() there."""
     from playwright.sync_api import sync_playwright
 
     if not os.path.exists(CHROMIUM):
