@@ -18,21 +18,47 @@ The server listens on 127.0.0.1 only, answers only requests whose Host is
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from lambdarun.dashboard.app import DashboardApp, collect_pages
-from lambdarun.dashboard.lambda_api import LambdaApi, LambdaApiError
-from lambdarun.dashboard.pages import DashboardRegistry, Page, Route, ViewContext
-from lambdarun.dashboard.server import (
-    DashboardError,
-    DashboardServer,
-    read_dashboard_info,
-    serve,
-    start_for_stack,
-)
-
 if TYPE_CHECKING:
+    from lambdarun.dashboard.app import DashboardApp, collect_pages
+    from lambdarun.dashboard.lambda_api import LambdaApi, LambdaApiError
+    from lambdarun.dashboard.pages import DashboardRegistry, Page, Route, ViewContext
+    from lambdarun.dashboard.server import (
+        DashboardError,
+        DashboardServer,
+        read_dashboard_info,
+        serve,
+        start_for_stack,
+    )
     from lambdarun.session import Session
+
+# Names resolve lazily: the dashboard's built-in plugin (``lambdarun.dashboard.plugin``) is
+# imported everywhere lambdarun runs, inside Lambda too, where werkzeug and Jinja2 (the
+# ``local`` extra) are not installed.
+_LAZY = {
+    "DashboardApp": "app",
+    "collect_pages": "app",
+    "LambdaApi": "lambda_api",
+    "LambdaApiError": "lambda_api",
+    "DashboardRegistry": "pages",
+    "Page": "pages",
+    "Route": "pages",
+    "ViewContext": "pages",
+    "DashboardError": "server",
+    "DashboardServer": "server",
+    "read_dashboard_info": "server",
+    "serve": "server",
+    "start_for_stack": "server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lambdarun.dashboard' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lambdarun.dashboard.{module}"), name)
 
 __all__ = [
     "DashboardApp",
@@ -60,6 +86,7 @@ def ui(session: Session | None = None, *, port: int | None = None, open_browser:
     runs in background threads until :meth:`DashboardServer.stop` or the process exits.
     """
     from lambdarun.dashboard.cli import open_in_browser
+    from lambdarun.dashboard.server import serve
 
     if session is None:
         from lambdarun.session import get_session
