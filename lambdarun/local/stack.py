@@ -186,7 +186,14 @@ class _NoDelayMotoHandler:
 
 def _start_moto(port: int) -> Any:
     """A ``ThreadedMotoServer`` on 127.0.0.1 whose connections use TCP_NODELAY."""
-    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    try:
+        import awslambdaric  # noqa: F401 - the runtime client every environment runs
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    except ImportError as exc:
+        raise TargetError(
+            f"the local target needs the 'local' extra ({exc.name} is not installed): "
+            "pip install 'lambdarun[local]', or set target = \"aws\""
+        ) from exc
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
