@@ -55,18 +55,8 @@ def _conflict(execution_id: str, expected: int, actual: int | None) -> Checkpoin
 # =====================================================================================
 
 
-_WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024  # about SQLite's own default (1000 pages)
-
-
 class SQLiteCheckpointStore:
-    """A single SQLite file in WAL mode; safe for threads and for several processes.
-
-    WAL checkpoints (copying committed pages from the ``-wal`` file into the database) run on a
-    background thread of the store, not inside the ``append`` that happens to cross SQLite's
-    auto-checkpoint threshold: that append used to take ~3x as long, once every ~4 MB written, a
-    cost an invocation paid for earlier invocations' writes. Durability is unchanged: a commit is
-    durable once its WAL frames are synced (``synchronous=FULL``); checkpointing only moves them.
-    """
+    """A single SQLite file in WAL mode; safe for threads and for several processes."""
 
     def __init__(self, path: str, *, synchronous: str = "FULL", url: str | None = None) -> None:
         self.path = path
@@ -75,11 +65,6 @@ class SQLiteCheckpointStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        self._wal_bytes = 0  # written since the last checkpoint request (estimate)
-        self._ckpt_wake = threading.Event()
-        self._ckpt_stop = threading.Event()
-        self._ckpt_thread: threading.Thread | None = None
-        self.checkpoints = 0  # background WAL checkpoints run
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
         conn = self._conn()
@@ -102,57 +87,23 @@ class SQLiteCheckpointStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # the store's checkpointer thread does it
             self._local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
         return conn
 
-    # -- WAL checkpoints off the writers' path
-    def _written(self, nbytes: int) -> None:
-        self._wal_bytes += nbytes + 512
-        if self._wal_bytes >= _WAL_CHECKPOINT_BYTES:
-            self._wal_bytes = 0
-            if self._ckpt_thread is None:
-                with self._all_lock:
-                    if self._ckpt_thread is None and not self._ckpt_stop.is_set():
-                        self._ckpt_thread = threading.Thread(
-                            target=self._checkpointer, name="durable-sqlite-checkpointer", daemon=True
-                        )
-                        self._ckpt_thread.start()
-            self._ckpt_wake.set()
-
-    def _checkpointer(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            while True:
-                self._ckpt_wake.wait()
-                self._ckpt_wake.clear()
-                if self._ckpt_stop.is_set():
-                    return
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.checkpoints += 1
-                except sqlite3.Error:  # the next request retries; SQLite also checkpoints on last close
-                    log.warning("durable.sqlite.checkpoint_failed", path=self.path, exc_info=True)
-        finally:
-            conn.close()
-
     def create(self, execution_id: str, state: Mapping[str, Any], records: Sequence[Mapping[str, Any]] = ()) -> Checkpoint:
         conn = self._conn()
-        state_text = _dumps(dict(state))
-        records_text = _dumps([dict(r) for r in records]) if records else ""
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 "INSERT INTO executions(id, version, state, status, created, nrecords) VALUES (?,?,?,?,?,?)",
-                (execution_id, 1, state_text, state.get("status"), time.time(), 1 if records else 0),
+                (execution_id, 1, _dumps(dict(state)), state.get("status"), time.time(), 1 if records else 0),
             )
             if records:
                 conn.execute(
                     "INSERT INTO records(execution_id, seq, data) VALUES (?,?,?)",
-                    (execution_id, 0, records_text),
+                    (execution_id, 0, _dumps([dict(r) for r in records])),
                 )
             conn.execute("COMMIT")
         except sqlite3.IntegrityError:
@@ -162,7 +113,6 @@ class SQLiteCheckpointStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._written(len(state_text) + len(records_text))
         return Checkpoint(execution_id, 1, dict(state), tuple(records))
 
     def load(self, execution_id: str) -> Checkpoint:
@@ -197,7 +147,6 @@ class SQLiteCheckpointStore:
         replace_records: bool,
     ) -> int:
         conn = self._conn()
-        written = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute("SELECT version, nrecords FROM executions WHERE id=?", (execution_id,)).fetchone()
@@ -210,19 +159,15 @@ class SQLiteCheckpointStore:
                 conn.execute("DELETE FROM records WHERE execution_id=?", (execution_id,))
                 nrecords = 0
             if records:  # one row per batch: one insert, one JSON array
-                data = _dumps([dict(r) for r in records])
-                written += len(data)
                 conn.execute(
                     "INSERT INTO records(execution_id, seq, data) VALUES (?,?,?)",
-                    (execution_id, nrecords, data),
+                    (execution_id, nrecords, _dumps([dict(r) for r in records])),
                 )
                 nrecords += 1
             if state is not None:
-                state_text = _dumps(dict(state))
-                written += len(state_text)
                 conn.execute(
                     "UPDATE executions SET version=?, state=?, status=?, nrecords=? WHERE id=?",
-                    (version + 1, state_text, state.get("status"), nrecords, execution_id),
+                    (version + 1, _dumps(dict(state)), state.get("status"), nrecords, execution_id),
                 )
             else:
                 conn.execute(
@@ -233,7 +178,6 @@ class SQLiteCheckpointStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._written(written)
         return version + 1
 
     def append(
@@ -278,14 +222,6 @@ class SQLiteCheckpointStore:
 
     def close(self) -> None:
         """Close every thread's connection (map branches write from worker threads)."""
-        self._ckpt_stop.set()
-        self._ckpt_wake.set()
-        thread = self._ckpt_thread
-        if thread is not None:
-            thread.join(timeout=30)
-        self._ckpt_thread = None
-        self._ckpt_wake.clear()
-        self._ckpt_stop.clear()  # a store used again after close() checkpoints again
         with self._all_lock:
             conns, self._all = self._all, []
         for conn in conns:
