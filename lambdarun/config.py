@@ -41,6 +41,9 @@ __all__ = [
     "find_config_file",
     "CONTROL_VARIABLES",
     "KNOWN_DISTRIBUTIONS",
+    "one_of",
+    "positive",
+    "non_negative",
 ]
 
 #: Environment variables that steer lambdarun itself and are not config keys.
@@ -62,7 +65,13 @@ KNOWN_DISTRIBUTIONS = {
 }
 
 
-def _one_of(*choices: str):
+# attrs validators for config fields, raising ValueError(message, attribute) so the error
+# names the key; plugins use them for their own sections.
+
+
+def one_of(*choices: str):
+    """Validator: the value is one of ``choices``."""
+
     def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(map(repr, choices))}", attribute)
@@ -70,9 +79,16 @@ def _one_of(*choices: str):
     return check
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator: greater than 0 (None passes, for optional fields)."""
     if value is not None and value <= 0:
         raise ValueError("must be greater than 0", attribute)
+
+
+def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator: 0 or more (None passes, for optional fields)."""
+    if value is not None and value < 0:
+        raise ValueError("must be 0 or more", attribute)
 
 
 @attrs.define(kw_only=True)
@@ -93,10 +109,10 @@ class CoreConfig:
     function_name: str = "lambdarun-runtime"
     #: log level of lambdarun's loggers
     log_level: str = attrs.field(
-        default="INFO", validator=_one_of("DEBUG", "INFO", "WARNING", "ERROR")
+        default="INFO", validator=one_of("DEBUG", "INFO", "WARNING", "ERROR")
     )
     #: threads used by map(); default: the target's concurrency
-    max_workers: int | None = attrs.field(default=None, validator=_positive)
+    max_workers: int | None = attrs.field(default=None, validator=positive)
     #: show a progress bar in map() when attached to a terminal
     progress: bool = True
 
@@ -113,16 +129,16 @@ class AwsConfig:
     s3_endpoint_url: str | None = None
     dynamodb_endpoint_url: str | None = None
     #: boto3 retry attempts (standard mode)
-    max_attempts: int = attrs.field(default=5, validator=_positive)
+    max_attempts: int = attrs.field(default=5, validator=positive)
 
 
 @attrs.define(kw_only=True)
 class PollingConfig:
     """``[polling]``: adaptive backoff of the default poller."""
 
-    initial_interval: float = attrs.field(default=0.01, validator=_positive)
-    max_interval: float = attrs.field(default=1.0, validator=_positive)
-    multiplier: float = attrs.field(default=1.6, validator=_positive)
+    initial_interval: float = attrs.field(default=0.01, validator=positive)
+    max_interval: float = attrs.field(default=1.0, validator=positive)
+    multiplier: float = attrs.field(default=1.6, validator=positive)
 
 
 class ConfigRegistry:

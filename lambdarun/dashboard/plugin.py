@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from lambdarun.config import one_of, positive
 from lambdarun.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -15,16 +16,6 @@ if TYPE_CHECKING:
 __all__ = ["DashboardConfig"]
 
 
-def _journal_mode(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    if value not in ("auto", "on", "off"):
-        raise ValueError("must be one of 'auto', 'on', 'off'", attribute)
-
-
-def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError("must be greater than 0", attribute)
-
-
 @attrs.define(kw_only=True)
 class DashboardConfig:
     """``[dashboard]``: the local dashboard and the run journal it shows."""
@@ -32,13 +23,13 @@ class DashboardConfig:
     #: port of the dashboard on 127.0.0.1 (0: any free port)
     port: int = 0
     #: record run/submit/map calls: "auto" (on for the local target), "on" or "off"
-    journal: str = attrs.field(default="auto", validator=_journal_mode)
+    journal: str = attrs.field(default="auto", validator=one_of("auto", "on", "off"))
     #: the journal's SQLite file; default: journal.db in the [local] state_dir
     journal_path: str | None = None
     #: runs kept in the journal (older ones are dropped)
-    journal_keep: int = attrs.field(default=500, validator=_positive)
+    journal_keep: int = attrs.field(default=500, validator=positive)
     #: seconds between live refreshes of a page
-    refresh: float = attrs.field(default=2.0, validator=_positive)
+    refresh: float = attrs.field(default=2.0, validator=positive)
     #: `lambdarun ui` opens a browser when a display is available
     open_browser: bool = True
 

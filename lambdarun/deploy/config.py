@@ -6,6 +6,8 @@ from typing import Any
 
 import attrs
 
+from lambdarun.config import positive
+
 __all__ = ["DeployConfig", "RUNTIME_PROVIDED", "ARCHITECTURES", "DIRECT_UPLOAD_LIMIT", "UNZIPPED_LIMIT"]
 
 #: Lambda's limit on a ZipFile sent in the CreateFunction/UpdateFunctionCode request
@@ -39,11 +41,6 @@ def _python(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         raise ValueError("must look like '3.11' (or be empty: this interpreter's version)", attribute)
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: int) -> None:
-    if value <= 0:
-        raise ValueError("must be greater than 0", attribute)
-
-
 @attrs.define(kw_only=True)
 class DeployConfig:
     """``[deploy]`` keys (every one optional)."""
@@ -62,8 +59,8 @@ class DeployConfig:
     python_version: str = attrs.field(default="", validator=_python)
     #: "x86_64" or "arm64"
     architecture: str = attrs.field(default="x86_64", validator=_arch)
-    memory_size: int = attrs.field(default=1024, validator=_positive)
-    timeout: int = attrs.field(default=900, validator=_positive)
+    memory_size: int = attrs.field(default=1024, validator=positive)
+    timeout: int = attrs.field(default=900, validator=positive)
     #: a pip requirements file of the user's dependencies
     requirements: str = ""
     #: user code (modules, packages or directories) copied to the root of the zip
@@ -75,6 +72,6 @@ class DeployConfig:
     #: distributions not packaged because the Lambda runtime provides them
     exclude: list[str] = attrs.field(factory=lambda: list(RUNTIME_PROVIDED))
     #: largest zip sent inline; larger ones go through the bucket
-    direct_upload_limit: int = attrs.field(default=DIRECT_UPLOAD_LIMIT, validator=_positive)
+    direct_upload_limit: int = attrs.field(default=DIRECT_UPLOAD_LIMIT, validator=positive)
     #: largest unzipped code + layers
-    unzipped_limit: int = attrs.field(default=UNZIPPED_LIMIT, validator=_positive)
+    unzipped_limit: int = attrs.field(default=UNZIPPED_LIMIT, validator=positive)

@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 
+from lambdarun.config import non_negative, positive
+
 __all__ = [
     "CovalentConfig",
     "ORIGINAL_DEFAULTS",
@@ -28,16 +30,6 @@ DEFAULT_INLINE_LIMIT = 256 * 1024
 DEFAULT_BUCKET = "covalent-lambda-job-resources"
 #: Lambda's longest function timeout
 MAX_TIMEOUT = 900.0
-
-
-def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and value < 0:
-        raise ValueError("must be 0 or more", attribute)
-
-
-def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError("must be greater than 0", attribute)
 
 
 def _timeout(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -92,7 +84,7 @@ class CovalentConfig:
     profile: str = ""
     region: str = ""
     execution_role: str = "CovalentLambdaExecutionRole"
-    poll_freq: float = attrs.field(default=5.0, validator=_positive)
+    poll_freq: float = attrs.field(default=5.0, validator=positive)
     timeout: float = attrs.field(default=900.0, validator=_timeout)
 
     #: the target to run on ("" = the core ``target`` key: "local" or "aws")
@@ -106,18 +98,18 @@ class CovalentConfig:
     #: "sync" / "async" force one mode
     mode: str = attrs.field(default="auto", validator=_mode)
     #: tasks expected to run longer than this (seconds) use an asynchronous (Event) invoke
-    async_threshold: float = attrs.field(default=60.0, validator=_non_negative)
+    async_threshold: float = attrs.field(default=60.0, validator=non_negative)
     #: how long tasks are expected to run (seconds); unset: short
-    expected_duration: float | None = attrs.field(default=None, validator=_non_negative)
+    expected_duration: float | None = attrs.field(default=None, validator=non_negative)
     #: MemorySize of the function on targets where lambdarun creates it
     memory: int = attrs.field(default=1024, validator=_memory)
     #: extra attempts after a failure of the Lambda environment (crash, throttling, invoke
     #: error); the task's own exceptions are never retried
-    retries: int = attrs.field(default=0, validator=_non_negative)
+    retries: int = attrs.field(default=0, validator=non_negative)
     #: keep the per-attempt storage objects (call, outcome) for debugging
     keep_objects: bool = False
     #: threads used for submissions (0 = the target's concurrency)
-    max_workers: int = attrs.field(default=0, validator=_non_negative)
+    max_workers: int = attrs.field(default=0, validator=non_negative)
 
 
 #: the original executor's defaults, as Covalent's config file holds them

@@ -7,16 +7,13 @@ from pathlib import Path
 
 import attrs
 
+from lambdarun.config import positive
+
 
 def default_state_dir() -> str:
     """``$XDG_CACHE_HOME/lambdarun/durable`` (``~/.cache/lambdarun/durable``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return str(Path(base) / "lambdarun" / "durable")
-
-
-def _positive(instance: object, attribute: attrs.Attribute, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError("must be greater than 0", attribute)
 
 
 @attrs.define(kw_only=True)
@@ -29,23 +26,23 @@ class DurableConfig:
     #: directory of the default SQLite store
     state_dir: str = attrs.field(factory=default_state_dir)
     #: records buffered before a checkpoint write is forced
-    batch_records: int = attrs.field(default=1000, validator=_positive)
+    batch_records: int = attrs.field(default=1000, validator=positive)
     #: seconds a buffered record may wait before a checkpoint write is forced
-    batch_age: float = attrs.field(default=1.0, validator=_positive)
+    batch_age: float = attrs.field(default=1.0, validator=positive)
     #: the Lambda function running durable handlers; default: the core function_name
     function_name: str | None = None
     #: "module:function" of the durable handler a deployed function runs for plain AWS events
     handler: str | None = None
     #: Lambda timeout (seconds) of the function the backend creates
-    timeout: int = attrs.field(default=900, validator=_positive)
+    timeout: int = attrs.field(default=900, validator=positive)
     #: Lambda memory (MB) of the function the backend creates
-    memory: int = attrs.field(default=1024, validator=_positive)
+    memory: int = attrs.field(default=1024, validator=positive)
     #: execution timeout (seconds); none by default
-    execution_timeout: int | None = attrs.field(default=None, validator=_positive)
+    execution_timeout: int | None = attrs.field(default=None, validator=positive)
     #: retries of an invocation that failed (crash, timeout) before the execution fails
-    max_invocation_retries: int = attrs.field(default=3, validator=_positive)
+    max_invocation_retries: int = attrs.field(default=3, validator=positive)
     #: seconds between store polls while an execution waits for a callback
-    poll_interval: float = attrs.field(default=0.2, validator=_positive)
+    poll_interval: float = attrs.field(default=0.2, validator=positive)
 
     def resolved_store_url(self) -> str:
         if self.store_url:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import attrs
+
+from lambdarun.config import positive
 
 __all__ = ["TemporalConfig", "DEFAULT_TASK_QUEUE"]
 
 DEFAULT_TASK_QUEUE = "lambdarun"
-
-
-def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError("must be greater than 0", attribute)
 
 
 @attrs.define(kw_only=True)
@@ -35,22 +31,22 @@ class TemporalConfig:
     #: Lambda function running the workers (handler lambdarun.runtime.handler)
     function_name: str = "lambdarun-temporal-worker"
     #: Lambda timeout of the worker function, seconds (a worker lives at most this long)
-    function_timeout: int = attrs.field(default=60, validator=_positive)
-    memory: int = attrs.field(default=1024, validator=_positive)
+    function_timeout: int = attrs.field(default=60, validator=positive)
+    memory: int = attrs.field(default=1024, validator=positive)
     #: a worker returns after the queue was idle this long (seconds)
-    idle_timeout: float = attrs.field(default=1.0, validator=_positive)
+    idle_timeout: float = attrs.field(default=1.0, validator=positive)
     #: worker invocations the controller keeps running at once while work is pending
-    max_workers: int = attrs.field(default=1, validator=_positive)
+    max_workers: int = attrs.field(default=1, validator=positive)
     #: calls one worker runs at once (threads)
-    max_concurrent_calls: int = attrs.field(default=32, validator=_positive)
+    max_concurrent_calls: int = attrs.field(default=32, validator=positive)
     #: per-call time limit (seconds); default: the worker function's timeout minus its
     #: shutdown buffer
-    timeout: float | None = attrs.field(default=None, validator=_positive)
+    timeout: float | None = attrs.field(default=None, validator=positive)
     #: attempts of a call cut short by the end of a worker invocation (its deadline); a
     #: call whose function raised is never retried
-    attempts: int = attrs.field(default=3, validator=_positive)
+    attempts: int = attrs.field(default=3, validator=positive)
     #: store every call envelope in lambdarun storage instead of the Temporal payload
     #: (always done above 1.5 MB; the server refuses payloads over 2 MB)
     always_spill: bool = False
     #: seconds between controller checks for pending work with no live worker
-    controller_interval: float = attrs.field(default=0.25, validator=_positive)
+    controller_interval: float = attrs.field(default=0.25, validator=positive)
