@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import urllib.request
 from pathlib import Path
@@ -44,18 +43,9 @@ class DashboardError(LambdarunError):
 def _quiet_handler() -> type:
     from werkzeug.serving import WSGIRequestHandler
 
-    class Handler(WSGIRequestHandler):
-        def setup(self) -> None:
-            super().setup()
-            try:
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # pragma: no cover
-                pass
+    from lambdarun.local.stack import NoDelayQuietHandler
 
-        def log_request(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-    return Handler
+    return type("DashboardRequestHandler", (NoDelayQuietHandler, WSGIRequestHandler), {})
 
 
 class DashboardServer:

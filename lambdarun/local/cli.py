@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from lambdarun.errors import LambdarunError, TargetError
-from lambdarun.local.stack import LocalStack, default_state_dir, read_stack_info
+from lambdarun.local.stack import LocalStack, default_state_dir, pid_running, read_stack_info
 
 __all__ = ["local"]
 
@@ -121,7 +121,7 @@ def down(timeout: float, state_dir: Path | None) -> None:
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _running(info.pid):
+        if not pid_running(info.pid):
             click.echo(f"stopped local stack (pid {info.pid})")
             return
         time.sleep(0.02)
@@ -158,21 +158,6 @@ def logs(function: str, follow: bool, lines: int, state_dir: Path | None) -> Non
             if chunk:
                 offsets[path] = offsets.get(path, 0) + len(chunk)
                 click.echo(chunk.decode("utf-8", "replace"), nl=False)
-
-
-def _running(pid: int) -> bool:
-    """True while ``pid`` runs (an exited process its parent has not reaped yet is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def main() -> None:

@@ -130,14 +130,19 @@ class StackInfo:
         )
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """True while ``pid`` runs (an exited process its parent has not reaped yet is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def read_stack_info(state_dir: str | os.PathLike[str] | None = None, *, verify: bool = True) -> StackInfo | None:
@@ -153,7 +158,7 @@ def read_stack_info(state_dir: str | os.PathLike[str] | None = None, *, verify: 
         return None
     if not verify:
         return info
-    if not _pid_alive(info.pid):
+    if not pid_running(info.pid):
         return None
     try:
         with urllib.request.urlopen(info.endpoints.lambda_ + "/_lambdarun/health", timeout=2) as r:
@@ -163,25 +168,20 @@ def read_stack_info(state_dir: str | os.PathLike[str] | None = None, *, verify: 
     return info if health.get("pid") == info.pid else None
 
 
-class _NoDelayMotoHandler:
-    """Mix-in factory: moto's werkzeug request handler with TCP_NODELAY (see FACTS: Nagle)."""
+class NoDelayQuietHandler:
+    """Mix-in for werkzeug request handlers: TCP_NODELAY on the connection (Nagle plus
+    delayed ACKs cost ~40 ms per response on loopback, see FACTS) and no access log.
+    Used by moto's server here and by the dashboard."""
 
-    @staticmethod
-    def make() -> type:
-        from moto.moto_server.werkzeug_app import MotoRequestHandler
+    def setup(self) -> None:
+        super().setup()  # type: ignore[misc]
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
+        except OSError:  # pragma: no cover
+            pass
 
-        class Handler(MotoRequestHandler):  # type: ignore[misc, valid-type]
-            def setup(self) -> None:
-                super().setup()
-                try:
-                    self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:  # pragma: no cover
-                    pass
-
-            def log_request(self, *args: Any, **kwargs: Any) -> None:
-                pass
-
-        return Handler
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 def _start_moto(port: int) -> Any:
@@ -194,10 +194,14 @@ def _start_moto(port: int) -> Any:
             f"the local target needs the 'local' extra ({exc.name} is not installed): "
             "pip install 'lambdarun[local]', or set target = \"aws\""
         ) from exc
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from werkzeug.serving import make_server
 
-    handler = _NoDelayMotoHandler.make()
+    handler = type("NoDelayMotoHandler", (NoDelayQuietHandler, MotoRequestHandler), {})
 
     class Server(ThreadedMotoServer):
         def _server_entry(self) -> None:
