@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs

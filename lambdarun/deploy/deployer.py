@@ -353,7 +353,6 @@ class Deployer:
             return None
 
     def existing_layer(self, spec: DeploySpec, code_sha256: str) -> str | None:
-        lam = self.client("lambda")
         description = f"{LAYER_DESCRIPTION} {code_sha256}"
         for version in self._layer_versions(spec):
             if version.get("Description") == description:
