@@ -130,6 +130,12 @@ class _Pipe:
             except OSError:
                 pass
             try:
+                # shutdown wakes the pump threads blocked in recv() (close alone may not), so
+                # both peers see the cut at once
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 s.close()
             except OSError:
                 pass
