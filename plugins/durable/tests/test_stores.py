@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
 
-from lambdarun.errors import CheckpointConflictError, ExecutionNotFoundError
+from lambdarun.errors import (
+    CheckpointConflictError,
+    CheckpointError,
+    ExecutionNotFoundError,
+    LeaseHeldError,
+    LeaseLostError,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -84,3 +92,78 @@ def test_sqlite_is_shared_between_processes(tmp_path: Any) -> None:
     assert store.load("e").records == ({"from": "child"},)
     with store._conn() as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --- the driver lease ------------------------------------------------------------------
+
+
+def test_lease_one_holder_renew_release(any_store: Any) -> None:
+    any_store.create("e", {"status": "RUNNING"})
+    assert any_store.get_lease("e") is None
+    lease = any_store.acquire_lease("e", "host-a/1/aa", 30)
+    assert (lease.holder, lease.execution_id) == ("host-a/1/aa", "e")
+    assert lease.acquired_at <= lease.heartbeat_at < lease.expires_at
+    assert any_store.get_lease("e") == lease
+    with pytest.raises(LeaseHeldError) as info:
+        any_store.acquire_lease("e", "host-b/2/bb", 30)
+    assert info.value.lease == lease  # the error names the holder, since when, until when
+    assert "host-a/1/aa" in str(info.value) and "since" in str(info.value)
+    renewed = any_store.renew_lease("e", "host-a/1/aa", 60)
+    assert renewed.acquired_at == lease.acquired_at and renewed.expires_at > lease.expires_at
+    again = any_store.acquire_lease("e", "host-a/1/aa", 30)  # re-acquiring one's own lease renews it
+    assert again.acquired_at == lease.acquired_at
+    with pytest.raises(LeaseLostError):
+        any_store.renew_lease("e", "host-b/2/bb", 30)  # a forged heartbeat does not take it over
+    any_store.release_lease("e", "host-b/2/bb")  # not the holder: nothing happens
+    assert any_store.get_lease("e").holder == "host-a/1/aa"
+    # leases never move the execution's version (handlers' optimistic concurrency is untouched)
+    assert any_store.load("e").version == 1
+    any_store.release_lease("e", "host-a/1/aa")
+    assert any_store.get_lease("e") is None
+    assert any_store.acquire_lease("e", "host-b/2/bb", 30).holder == "host-b/2/bb"
+    with pytest.raises(LeaseLostError):
+        any_store.renew_lease("e", "host-a/1/aa", 30)
+    any_store.delete("e")
+    assert any_store.get_lease("e") is None
+
+
+def test_expired_lease_is_taken_over(any_store: Any) -> None:
+    any_store.create("e", {"status": "RUNNING"})
+    dead = any_store.acquire_lease("e", "dead/1/aa", 0.3)
+    deadline = time.time() + 10
+    while time.time() < deadline and not dead.expired(time.time()):
+        time.sleep(0.05)
+    taken = any_store.acquire_lease("e", "live/2/bb", 30)
+    assert taken.holder == "live/2/bb" and taken.acquired_at >= dead.expires_at
+    with pytest.raises(LeaseLostError):  # the old holder wakes up: its heartbeat fails
+        any_store.renew_lease("e", "dead/1/aa", 30)
+    any_store.release_lease("e", "dead/1/aa")
+    assert any_store.get_lease("e").holder == "live/2/bb"
+
+
+def test_lease_race_has_one_winner(any_store: Any) -> None:
+    """Eight drivers race for one free lease, several rounds: exactly one wins each round."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    any_store.create("e", {"status": "RUNNING"})
+    for round_ in range(3):
+        barrier = threading.Barrier(8)
+
+        def take(i: int) -> str | None:
+            barrier.wait()
+            try:
+                return any_store.acquire_lease("e", f"h/{round_}/{i}", 30).holder
+            except LeaseHeldError:
+                return None
+
+        with ThreadPoolExecutor(8) as pool:
+            winners = [w for w in pool.map(take, range(8)) if w]
+        assert len(winners) == 1, winners
+        assert any_store.get_lease("e").holder == winners[0]
+        any_store.release_lease("e", winners[0])
+
+
+def test_lease_ttl_must_be_positive(any_store: Any) -> None:
+    for ttl in (0, -1):
+        with pytest.raises(CheckpointError):
+            any_store.acquire_lease("e", "h", ttl)
