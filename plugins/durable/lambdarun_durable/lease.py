@@ -50,7 +50,7 @@ class LeasePolicy:
     poll: float = attrs.field(default=0.5, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
-        if self.heartbeat * 3 > self.ttl:
+        if self.heartbeat * 3 > self.ttl * (1 + 1e-9):
             raise ValueError(
                 f"durable.lease_heartbeat ({self.heartbeat} s) must be at most a third of "
                 f"durable.lease_ttl ({self.ttl} s), so one slow heartbeat never loses the lease"
@@ -81,6 +81,7 @@ class DriverLease:
         """Take the lease, waiting up to ``policy.wait`` seconds; LeaseHeldError after that."""
         start = time.monotonic()
         deadline = start + self.policy.wait
+        holder_seen: str | None = None
         while True:
             try:
                 self.lease = self.store.acquire_lease(self.execution_id, self.holder, self.policy.ttl)
@@ -89,10 +90,12 @@ class DriverLease:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise
-                log.info(
-                    "durable.lease.waiting", arn=self.execution_id, holder=held.lease.holder,
-                    expires_at=held.lease.expires_at,
-                )
+                if holder_seen != held.lease.holder:  # once per holder, not once per poll
+                    holder_seen = held.lease.holder
+                    log.info(
+                        "durable.lease.waiting", arn=self.execution_id, holder=held.lease.holder,
+                        expires_at=held.lease.expires_at, wait=self.policy.wait,
+                    )
                 time.sleep(min(self.policy.poll, remaining))
         self.waited = time.monotonic() - start
         log.debug("durable.lease.acquired", arn=self.execution_id, holder=self.holder, waited=self.waited)

@@ -587,6 +587,7 @@ class Orchestrator:
             status = response.get("Status")
             if status in ("SUCCEEDED", "FAILED"):
                 return response
+            lease.check()  # no service work (timers, chained invokes) without the lease
             self._start_chained_invokes(arn)
             cp = service.store.load(arn)
             if self._has_unseen_updates(cp, v0):

@@ -54,7 +54,7 @@ class DurableConfig:
     lease_wait: float = attrs.field(default=0.0, validator=non_negative)
 
     def __attrs_post_init__(self) -> None:
-        if self.lease_heartbeat * 3 > self.lease_ttl:
+        if self.lease_heartbeat * 3 > self.lease_ttl * (1 + 1e-9):
             raise ValueError(
                 f"must be at most a third of durable.lease_ttl ({self.lease_ttl} s), "
                 "so one slow heartbeat never loses the lease",
