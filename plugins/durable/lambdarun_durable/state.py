@@ -405,8 +405,9 @@ class ExecutionState:
                     )
                     break
                 except CheckpointConflictError:
-                    if self._rebase():
-                        break  # our write had landed (a request retried after a lost response)
+                    if self._rebase():  # our write had landed (a request retried after a lost response)
+                        log.info("durable.checkpoint.landed", arn=self.durable_execution_arn, version=self.version)
+                        break
             else:  # pragma: no cover - pathological contention
                 raise CheckpointError("checkpoint kept conflicting with service updates; retry the invocation")
             self._buffer = []
