@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import structlog
 
-from lambdarun.errors import LeaseHeldError, LeaseLostError
+from lambdarun.errors import CheckpointError, LeaseHeldError, LeaseLostError
 from lambdarun.types import Lease
 
 from lambdarun_durable.stores import lease_lost_error
@@ -79,6 +79,12 @@ class DriverLease:
     # -- acquire / release
     def acquire(self) -> Lease:
         """Take the lease, waiting up to ``policy.wait`` seconds; LeaseHeldError after that."""
+        if not callable(getattr(self.store, "acquire_lease", None)):
+            raise CheckpointError(
+                f"The checkpoint store {getattr(self.store, 'url', self.store)!r} has no lease methods "
+                "(acquire_lease, renew_lease, release_lease, get_lease: see lambdarun.types.CheckpointStore); "
+                "update the plugin that provides it, so one driver at a time drives an execution."
+            )
         start = time.monotonic()
         deadline = start + self.policy.wait
         holder_seen: str | None = None

@@ -68,9 +68,24 @@ def _iso(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, tz=datetime.UTC).isoformat(timespec="seconds")
 
 
-def _check_ttl(ttl: float) -> None:
-    if not ttl > 0:
-        raise CheckpointError(f"A lease ttl must be a positive number of seconds, not {ttl!r}")
+_MAX_HOLDER = 256
+
+
+def _check_lease_args(holder: str, ttl: float | None = None) -> None:
+    if not isinstance(holder, str) or not holder or len(holder) > _MAX_HOLDER:
+        raise CheckpointError(
+            f"A lease holder id must be a non-empty string of at most {_MAX_HOLDER} characters, "
+            f"not {str(holder)[:80]!r}"
+        )
+    if ttl is not None and not (isinstance(ttl, (int, float)) and ttl > 0 and ttl < 86_400):
+        raise CheckpointError(f"A lease ttl must be a number of seconds in (0, 86400), not {ttl!r}")
+
+
+def _malformed_lease(execution_id: str, where: str) -> CheckpointError:
+    return CheckpointError(
+        f"The lease of execution {execution_id!r} ({where}) is malformed; if no driver is running it, "
+        "delete that lease entry and resume the execution."
+    )
 
 
 def lease_held_error(lease: Lease) -> LeaseHeldError:
@@ -272,7 +287,12 @@ class SQLiteCheckpointStore:
         row = conn.execute(
             "SELECT holder, acquired, expires, heartbeat FROM leases WHERE id=?", (execution_id,)
         ).fetchone()
-        return None if row is None else Lease(execution_id, row[0], row[1], row[2], row[3])
+        if row is None:
+            return None
+        try:
+            return Lease(execution_id, str(row[0]), float(row[1]), float(row[2]), float(row[3]))
+        except (TypeError, ValueError):
+            raise _malformed_lease(execution_id, f"row {execution_id!r} of table leases in {self.path}") from None
 
     def _lease_txn(self, execution_id: str, change: Any) -> Any:
         conn = self._conn()
@@ -294,7 +314,7 @@ class SQLiteCheckpointStore:
         return lease
 
     def acquire_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
-        _check_ttl(ttl)
+        _check_lease_args(holder, ttl)
 
         def change(conn: sqlite3.Connection, cur: Lease | None, now: float) -> Lease:
             if cur is not None and cur.holder != holder and not cur.expired(now):
@@ -305,7 +325,7 @@ class SQLiteCheckpointStore:
         return self._lease_txn(execution_id, change)
 
     def renew_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
-        _check_ttl(ttl)
+        _check_lease_args(holder, ttl)
 
         def change(conn: sqlite3.Connection, cur: Lease | None, now: float) -> Lease:
             if cur is None or cur.holder != holder:
@@ -315,6 +335,7 @@ class SQLiteCheckpointStore:
         return self._lease_txn(execution_id, change)
 
     def release_lease(self, execution_id: str, holder: str) -> None:
+        _check_lease_args(holder)
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("DELETE FROM leases WHERE id=? AND holder=?", (execution_id, holder))
@@ -546,15 +567,17 @@ class DynamoDBCheckpointStore:
     def _lease_key(self, execution_id: str) -> dict[str, Any]:
         return {"pk": {"S": execution_id}, "sk": {"S": "#LEASE"}}
 
-    @staticmethod
-    def _lease_of(execution_id: str, item: Mapping[str, Any]) -> Lease:
-        return Lease(
-            execution_id,
-            item["holder"]["S"],
-            float(item["acquired"]["N"]),
-            float(item["expires"]["N"]),
-            float(item["heartbeat"]["N"]),
-        )
+    def _lease_of(self, execution_id: str, item: Mapping[str, Any]) -> Lease:
+        try:
+            return Lease(
+                execution_id,
+                item["holder"]["S"],
+                float(item["acquired"]["N"]),
+                float(item["expires"]["N"]),
+                float(item["heartbeat"]["N"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise _malformed_lease(execution_id, f"item pk={execution_id!r} sk='#LEASE' in {self.url}") from None
 
     def get_lease(self, execution_id: str) -> Lease | None:
         item = self.client.get_item(
@@ -563,11 +586,18 @@ class DynamoDBCheckpointStore:
         return None if item is None else self._lease_of(execution_id, item)
 
     def acquire_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
-        _check_ttl(ttl)
-        cur = self.get_lease(execution_id)
-        now = time.time()
-        if cur is not None and cur.holder != holder and not cur.expired(now):
-            raise lease_held_error(cur)
+        _check_lease_args(holder, ttl)
+        for _ in range(3):
+            cur = self.get_lease(execution_id)
+            now = time.time()
+            if cur is not None and cur.holder != holder and not cur.expired(now):
+                raise lease_held_error(cur)
+            lease = self._put_lease_if_free(execution_id, holder, ttl, cur, now)
+            if lease is not None:
+                return lease
+        raise CheckpointError(f"Could not take the lease on {execution_id!r}: too much contention; retry")
+
+    def _put_lease_if_free(self, execution_id: str, holder: str, ttl: float, cur: Lease | None, now: float) -> Lease | None:
         acquired = cur.acquired_at if cur is not None and cur.holder == holder else now
         lease = Lease(execution_id, holder, acquired, now + ttl, now)
         try:
@@ -586,13 +616,13 @@ class DynamoDBCheckpointStore:
             )
         except self.client.exceptions.ConditionalCheckFailedException:
             cur = self.get_lease(execution_id)
-            if cur is None:  # released in between: try once more
-                return self.acquire_lease(execution_id, holder, ttl)
+            if cur is None:  # released in between: try again
+                return None
             raise lease_held_error(cur) from None
         return lease
 
     def renew_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
-        _check_ttl(ttl)
+        _check_lease_args(holder, ttl)
         now = time.time()
         try:
             item = self.client.update_item(
@@ -608,6 +638,7 @@ class DynamoDBCheckpointStore:
         return self._lease_of(execution_id, item)
 
     def release_lease(self, execution_id: str, holder: str) -> None:
+        _check_lease_args(holder)
         try:
             self.client.delete_item(
                 TableName=self.table,
@@ -758,8 +789,14 @@ class S3CheckpointStore:
             obj = self.client.get_object(Bucket=self.bucket, Key=self._key(execution_id) + "lease.json")
         except self.client.exceptions.NoSuchKey:
             return None, None
-        body = _loads(obj["Body"].read())
-        lease = Lease(execution_id, body["holder"], body["acquired"], body["expires"], body["heartbeat"])
+        try:
+            body = _loads(obj["Body"].read())
+            lease = Lease(
+                execution_id, str(body["holder"]), float(body["acquired"]), float(body["expires"]),
+                float(body["heartbeat"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise _malformed_lease(execution_id, f"s3://{self.bucket}/{self._key(execution_id)}lease.json") from None
         return lease, obj["ETag"]
 
     def _write_lease(self, lease: Lease, etag: str | None) -> bool:
@@ -787,7 +824,7 @@ class S3CheckpointStore:
         return self._read_lease(execution_id)[0]
 
     def acquire_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
-        _check_ttl(ttl)
+        _check_lease_args(holder, ttl)
         for _ in range(3):
             cur, etag = self._read_lease(execution_id)
             now = time.time()
@@ -803,7 +840,7 @@ class S3CheckpointStore:
         raise lease_held_error(cur)
 
     def renew_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
-        _check_ttl(ttl)
+        _check_lease_args(holder, ttl)
         cur, etag = self._read_lease(execution_id)
         if cur is None or cur.holder != holder:
             raise lease_lost_error(execution_id, holder, cur)
@@ -814,6 +851,7 @@ class S3CheckpointStore:
         return lease
 
     def release_lease(self, execution_id: str, holder: str) -> None:
+        _check_lease_args(holder)
         cur, etag = self._read_lease(execution_id)
         if cur is None or cur.holder != holder:
             return

@@ -167,3 +167,59 @@ def test_lease_ttl_must_be_positive(any_store: Any) -> None:
     for ttl in (0, -1):
         with pytest.raises(CheckpointError):
             any_store.acquire_lease("e", "h", ttl)
+
+
+def _forge_malformed_lease(store: Any, execution_id: str) -> None:
+    """Write a lease entry that is not a lease, straight into the store's backing service."""
+    from lambdarun_durable.stores import DynamoDBCheckpointStore, S3CheckpointStore
+
+    if isinstance(store, S3CheckpointStore):
+        store.client.put_object(Bucket=store.bucket, Key=store._key(execution_id) + "lease.json", Body=b'{"holder": 1}')
+    elif isinstance(store, DynamoDBCheckpointStore):
+        store.client.put_item(TableName=store.table, Item={"pk": {"S": execution_id}, "sk": {"S": "#LEASE"}, "holder": {"N": "7"}})
+    else:
+        with store._conn() as conn:
+            conn.execute("INSERT INTO leases VALUES (?,?,?,?,?)", (execution_id, "x", "never", "never", "never"))
+
+
+def test_malformed_or_oversized_lease_input_is_refused(any_store: Any) -> None:
+    """Forged lease entries and hostile holder ids raise typed errors; no lease is granted."""
+    any_store.create("e", {"status": "RUNNING"})
+    for bad in ("", "h" * 10_000, None):
+        with pytest.raises(CheckpointError):
+            any_store.acquire_lease("e", bad, 30)
+    with pytest.raises(CheckpointError):
+        any_store.acquire_lease("e", "h", float("nan"))
+    assert any_store.get_lease("e") is None
+    _forge_malformed_lease(any_store, "e")
+    for call in (
+        lambda: any_store.get_lease("e"),
+        lambda: any_store.acquire_lease("e", "h/1/a", 30),
+        lambda: any_store.renew_lease("e", "h/1/a", 30),
+    ):
+        with pytest.raises(CheckpointError, match="malformed"):
+            call()
+    assert any_store.load("e").version == 1  # the execution itself is untouched
+
+
+def test_orchestrator_refuses_a_store_without_leases(tmp_path: Any) -> None:
+    from lambdarun_durable.service import DurableService, Orchestrator
+    from lambdarun_durable.stores import SQLiteCheckpointStore
+
+    class OldStore:  # a store plugin written before the lease methods
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            if "lease" in name:
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    inner = SQLiteCheckpointStore(str(tmp_path / "old.db"))
+    service = DurableService(OldStore(inner))
+    arn = service.start_execution("fn", "{}")
+    invoked: list[Any] = []
+    with pytest.raises(CheckpointError, match="no lease methods"):
+        Orchestrator(service, lambda *a: invoked.append(a) or {"Status": "SUCCEEDED"}).run("fn", arn)
+    assert invoked == []  # nothing ran without a lease
+    inner.close()
