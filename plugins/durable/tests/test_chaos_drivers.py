@@ -289,3 +289,57 @@ def test_sigkill_driver_then_second_driver_after_lease_expiry(
     for i in range(steps):
         assert [e["EventType"] for e in step_events(service, arn, i)].count("StepSucceeded") == 1
     assert [p for k, s, _, p in effects if k == "done" and s == victim] != [proc.pid]
+
+
+def test_conflict_with_a_dead_drivers_invocation_never_fails_the_execution(chaos_store: Any, tmp_path: Path) -> None:
+    """The invocation a dead driver left running on Lambda keeps checkpointing while a new
+    driver drives: the new driver's invocation that loses the conflict is re-invoked (it
+    does not count toward max_invocation_retries), the execution SUCCEEDS, no step
+    succeeds twice and no at-most-once attempt starts twice."""
+    from structlog.testing import capture_logs
+
+    from lambdarun_durable.execution import DurableInvocationInput
+    from lambdarun_durable.state import decode_token
+
+    steps = 5
+    log = tmp_path / "effects.log"
+    service = DurableService(chaos_store)
+    arn = service.start_execution("fn", json.dumps({"log": str(log), "steps": steps, "pause": 0.3}))
+    # the orphan: an invocation whose driver is gone, running on its own
+    event, _ = service.invocation_event(arn)
+    orphan_out: dict[str, Any] = {}
+
+    def orphan() -> None:
+        inv = DurableInvocationInput.from_event(event)
+        inv.store = chaos_store
+        try:
+            orphan_out["result"] = chaos_handler.handler(inv, None)
+        except Exception as e:  # noqa: BLE001 - it loses a conflict to the new driver
+            orphan_out["error"] = e
+
+    thread = threading.Thread(target=orphan)
+    thread.start()
+    wait_for(lambda: any(k == "start" and s == 1 for k, s, *_ in side_effects(log)), what="the orphan's step 1")
+
+    inner = chaos_handler.in_process_invoke(chaos_store)
+    first = {"pending": True}
+
+    def invoke(name: str, ev: dict[str, Any]) -> dict[str, Any]:
+        if first.pop("pending", False):  # the orphan checkpoints after this event was built
+            loaded = int(decode_token(ev["CheckpointToken"])["v"])
+            wait_for(lambda: chaos_store.load(arn).version > loaded, what="the orphan's next checkpoint")
+        return inner(name, ev)
+
+    driver = Orchestrator(service, invoke, max_invocation_retries=1, lease=LeasePolicy(ttl=10, heartbeat=0.5))
+    with capture_logs() as logs:
+        out = driver.run("fn", arn)
+    thread.join(timeout=60)
+    assert out == {"Status": "SUCCEEDED", "Result": str(sum(range(steps)))}
+    assert service.describe(arn)["Status"] == "SUCCEEDED"
+    assert any(e["event"] == "durable.invocation.conflict" for e in logs), "the new driver never lost a conflict"
+    assert not any(e["event"] == "durable.invocation.failed" for e in logs)
+    effects = side_effects(log)
+    starts = Counter((step, attempt) for kind, step, attempt, _ in effects if kind == "start")
+    assert max(starts.values()) == 1, f"an at-most-once attempt started twice: {starts}"
+    for i in range(steps):
+        assert [e["EventType"] for e in step_events(service, arn, i)].count("StepSucceeded") == 1
