@@ -163,3 +163,16 @@ def test_resume_on_finished_executions(session: Any, local_stack: Any, store_url
     assert out.returncode != 0 and "card declined" in out.stderr and "ConfigError" not in out.stderr
     assert len(effects(log)) == before  # nothing ran again
     assert backend.service.describe(failed)["Status"] == "FAILED"
+
+
+def test_cli_resume_refuses_bad_lease_settings(monkeypatch: pytest.MonkeyPatch, store_url: str) -> None:
+    from click.testing import CliRunner
+
+    from lambdarun_durable.cli import durable as durable_cli
+
+    monkeypatch.setenv("LAMBDARUN_DURABLE__LEASE_HEARTBEAT", "20")  # more than lease_ttl / 3
+    out = CliRunner().invoke(durable_cli, ["resume", "arn:x", "--store-url", store_url])
+    assert out.exit_code != 0 and "ConfigError" in out.output and "lease_ttl" in out.output
+    monkeypatch.delenv("LAMBDARUN_DURABLE__LEASE_HEARTBEAT")
+    out = CliRunner().invoke(durable_cli, ["resume", "arn:x", "--store-url", store_url, "--wait", "-1"])
+    assert out.exit_code == 2 and "--wait" in out.output
