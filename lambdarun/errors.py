@@ -33,6 +33,8 @@ __all__ = [
     "CheckpointError",
     "CheckpointConflictError",
     "ExecutionNotFoundError",
+    "LeaseHeldError",
+    "LeaseLostError",
 ]
 
 
@@ -171,3 +173,19 @@ class ExecutionNotFoundError(CheckpointError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class LeaseHeldError(CheckpointError):
+    """Another driver holds the execution's lease (one driver per execution).
+
+    ``lease`` is the :class:`lambdarun.types.Lease` found in the store: who holds it, since
+    when, and when it expires unless its holder renews it.
+    """
+
+    def __init__(self, message: str, *, lease: object) -> None:
+        super().__init__(message)
+        self.lease = lease
+
+
+class LeaseLostError(CheckpointError):
+    """This driver's lease expired and another driver took it over; this one must stop."""

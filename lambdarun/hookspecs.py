@@ -226,7 +226,9 @@ def lambdarun_make_checkpoint_store(url: str, session: Session) -> CheckpointSto
     """Open a durable-execution checkpoint store for a URL.
 
     The durable backend provides ``sqlite:///path.db``, ``dynamodb://table`` and
-    ``s3://bucket/prefix`` stores.
+    ``s3://bucket/prefix`` stores. A store keeps each execution's checkpoints (optimistic
+    concurrency on a version) and its driver lease (``acquire_lease``/``renew_lease``/
+    ``release_lease``/``get_lease``, compare-and-set), so one driver drives an execution.
 
     :param url: the store URL; dispatch on its scheme.
     :param session: the :class:`lambdarun.session.Session`.
@@ -234,6 +236,8 @@ def lambdarun_make_checkpoint_store(url: str, session: Session) -> CheckpointSto
         when the scheme is not yours. Stops at the first non-None result.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       Stores also keep a lease per execution (:class:`lambdarun.types.Lease`).
     """
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "Poller",
     "Checkpoint",
     "CheckpointStore",
+    "Lease",
     "InvocationType",
 ]
 
@@ -244,8 +245,31 @@ class Checkpoint:
     records: tuple[Mapping[str, Any], ...] = ()
 
 
+@attrs.frozen
+class Lease:
+    """Who drives an execution: one holder at a time, until ``expires_at`` unless renewed.
+
+    ``holder`` is an opaque id (lambdarun uses ``host/pid/random``); times are epoch
+    seconds from the writer's clock (drivers on several hosts need synchronised clocks).
+    """
+
+    execution_id: str
+    holder: str
+    acquired_at: float
+    expires_at: float
+    heartbeat_at: float
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at
+
+
 class CheckpointStore(Protocol):
-    """Durable execution state with optimistic concurrency."""
+    """Durable execution state with optimistic concurrency, and a lease per execution.
+
+    The lease is kept apart from the execution: taking, renewing or releasing it never
+    changes the execution's ``version``. All lease writes are atomic compare-and-set
+    operations, so of two drivers racing for one lease exactly one wins.
+    """
 
     url: str
 
@@ -289,6 +313,21 @@ class CheckpointStore(Protocol):
 
     def delete(self, execution_id: str) -> None:
         """Remove an execution and its records."""
+
+    def acquire_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
+        """Take the execution's lease for ``ttl`` seconds if it is free, expired or already
+        ``holder``'s (then it is renewed); else raise :class:`~lambdarun.errors.LeaseHeldError`
+        carrying the current :class:`Lease`. Does not check that the execution exists."""
+
+    def renew_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
+        """Extend ``holder``'s lease to now + ``ttl`` (the heartbeat); raise
+        :class:`~lambdarun.errors.LeaseLostError` when ``holder`` no longer holds it."""
+
+    def release_lease(self, execution_id: str, holder: str) -> None:
+        """Give the lease up if ``holder`` holds it; otherwise do nothing."""
+
+    def get_lease(self, execution_id: str) -> Lease | None:
+        """The current lease (possibly expired), or None when nobody ever took one."""
 
     def close(self) -> None:
         """Release connections."""

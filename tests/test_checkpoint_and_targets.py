@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -11,19 +12,23 @@ from lambdarun.errors import (
     CheckpointConflictError,
     ExecutionNotFoundError,
     FunctionNotFoundError,
+    LeaseHeldError,
+    LeaseLostError,
     PayloadTooLargeError,
     StorageError,
     TargetError,
 )
-from lambdarun.types import Checkpoint, FunctionSpec, InvocationType
+from lambdarun.types import Checkpoint, FunctionSpec, InvocationType, Lease
 
 
 class DictCheckpointStore:
-    """The smallest store honouring the CheckpointStore contract (optimistic concurrency)."""
+    """The smallest store honouring the CheckpointStore contract (optimistic concurrency,
+    one lease per execution)."""
 
     def __init__(self, url):
         self.url = url
         self.data = {}
+        self.leases = {}
         self.lock = threading.Lock()
 
     def create(self, execution_id, state, records=()):
@@ -65,6 +70,34 @@ class DictCheckpointStore:
 
     def delete(self, execution_id):
         self.data.pop(execution_id, None)
+        self.leases.pop(execution_id, None)
+
+    def acquire_lease(self, execution_id, holder, ttl):
+        with self.lock:
+            now = time.time()
+            cur = self.leases.get(execution_id)
+            if cur is not None and cur.holder != holder and not cur.expired(now):
+                raise LeaseHeldError(f"{execution_id} is driven by {cur.holder}", lease=cur)
+            acquired = cur.acquired_at if cur is not None and cur.holder == holder else now
+            self.leases[execution_id] = Lease(execution_id, holder, acquired, now + ttl, now)
+            return self.leases[execution_id]
+
+    def renew_lease(self, execution_id, holder, ttl):
+        with self.lock:
+            cur = self.leases.get(execution_id)
+            if cur is None or cur.holder != holder:
+                raise LeaseLostError(f"{execution_id}: {holder} lost its lease")
+            now = time.time()
+            self.leases[execution_id] = Lease(execution_id, holder, cur.acquired_at, now + ttl, now)
+            return self.leases[execution_id]
+
+    def release_lease(self, execution_id, holder):
+        with self.lock:
+            if getattr(self.leases.get(execution_id), "holder", None) == holder:
+                del self.leases[execution_id]
+
+    def get_lease(self, execution_id):
+        return self.leases.get(execution_id)
 
     def close(self):
         pass
@@ -88,6 +121,16 @@ def test_checkpoint_store_hook_and_optimistic_concurrency(lambdarun_session):
     store.replace("exec-1", {"status": "SUCCEEDED"}, expected_version=v2)
     loaded = store.load("exec-1")
     assert loaded.records == ({"op": 1},) and loaded.state["status"] == "SUCCEEDED" and loaded.version == 3
+    # one driver at a time: the lease is the store's, and never moves the version
+    lease = store.acquire_lease("exec-1", "driver-a", 30)
+    with pytest.raises(LeaseHeldError) as info:
+        store.acquire_lease("exec-1", "driver-b", 30)
+    assert info.value.lease == lease
+    with pytest.raises(LeaseLostError):
+        store.renew_lease("exec-1", "driver-b", 30)
+    store.release_lease("exec-1", "driver-a")
+    assert store.acquire_lease("exec-1", "driver-b", 30).holder == "driver-b"
+    assert store.load("exec-1").version == 3
     with pytest.raises(StorageError, match="no checkpoint store plugin handles 'nope://'"):
         session.checkpoint_store("nope://")
 

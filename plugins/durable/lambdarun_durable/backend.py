@@ -26,12 +26,13 @@ import structlog
 
 from lambdarun.backends import Backend
 from lambdarun.calls import decode_call, encode_call
-from lambdarun.errors import ConfigError, InvocationError, RemoteExecutionError
+from lambdarun.errors import CheckpointConflictError, ConfigError, InvocationError, RemoteExecutionError
 from lambdarun.futures import LambdaFuture
 from lambdarun.runtime import function_environment
 from lambdarun.types import FunctionSpec
 
 from lambdarun_durable.execution import DurableInvocationInput, durable_execution, is_durable_handler
+from lambdarun_durable.lambda_service import TERMINAL_STATUSES
 from lambdarun_durable.plugin import HANDLER_KEY
 from lambdarun_durable.service import DurableService, Orchestrator, result_value
 from lambdarun_durable.settings import DurableConfig
@@ -83,6 +84,15 @@ def handle_durable_event(event: dict[str, Any], context: Any, session: Session) 
     inv.batch_records = config.batch_records
     inv.batch_age = config.batch_age
     return handler(inv, context)
+
+
+def _error_type(payload: bytes) -> str | None:
+    """``errorType`` of a Lambda function-error payload (None when it is not one)."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    return body.get("errorType") if isinstance(body, dict) else None
 
 
 class DurableExecutionFailed(RemoteExecutionError):
@@ -158,13 +168,20 @@ class DurableBackend(Backend):
             private={"Handlers": envelopes, "RuntimeFunction": function_name},
         )
 
-    def resume(self, arn: str) -> LambdaFuture:
-        """Drive an existing execution to its end in the background; return its future."""
+    def resume(self, arn: str, *, wait: float | None = None) -> LambdaFuture:
+        """Drive an existing execution to its end in the background; return its future.
+
+        One driver per execution: this driver takes the execution's lease first, waiting up
+        to ``wait`` seconds (default: the ``durable.lease_wait`` setting) while another
+        driver holds it; the future then raises :class:`~lambdarun.errors.LeaseHeldError`.
+        A finished execution resolves at once to its result (or raises its error).
+        """
         ops = self.service.operations(arn)
         exec_op = next(o for o in ops.values() if o["Type"] == "EXECUTION")
-        envelopes: dict[str, str] = exec_op.get("_Handlers") or {}
+        envelopes: dict[str, str] = exec_op.get("_Handlers") or {}  # gone once it finished
         function_name: str = exec_op.get("_RuntimeFunction") or self.function_name
-        if function_name not in envelopes and not self.config.handler:
+        finished = exec_op["Status"] in TERMINAL_STATUSES
+        if not finished and function_name not in envelopes and not self.config.handler:
             raise ConfigError(
                 f"execution {arn} was not started by the durable backend (no handler stored); "
                 "set durable.handler to drive it"
@@ -180,6 +197,11 @@ class DurableBackend(Backend):
                 target_fn = function_name
             response = self.session.invoker.invoke(target_fn, json.dumps(body).encode())
             if response.function_error:
+                if _error_type(response.payload) == CheckpointConflictError.__name__:
+                    raise CheckpointConflictError(  # another writer first: re-invoked, never fatal
+                        f"durable invocation of {target_fn!r} for {ev['DurableExecutionArn']} lost a "
+                        f"checkpoint conflict: {response.payload[:500].decode('utf-8', 'replace')}"
+                    )
                 raise InvocationError(
                     f"durable invocation of {target_fn!r} for {ev['DurableExecutionArn']} failed: "
                     f"{response.payload[:500].decode('utf-8', 'replace')}"
@@ -192,6 +214,7 @@ class DurableBackend(Backend):
             wait_external=self._waiter(arn),
             realtime=True,
             max_invocation_retries=self.config.max_invocation_retries,
+            lease=self.config.lease_policy(wait),
         )
 
         def drive() -> None:

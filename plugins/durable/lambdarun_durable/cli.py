@@ -97,20 +97,30 @@ def stop(arn: str, message: str, store_url: str | None) -> None:
 @durable.command()
 @click.argument("arn")
 @click.option("--timeout", default=None, type=float, help="Seconds to wait for the end (default: no limit).")
+@click.option(
+    "--wait", default=None, type=click.FloatRange(min=0),
+    help="Seconds to wait while another driver holds the execution's lease (default: durable.lease_wait).",
+)
 @store_option
-def resume(arn: str, timeout: float | None, store_url: str | None) -> None:
-    """Drive an execution started by the durable backend to its end; print its result."""
+def resume(arn: str, timeout: float | None, wait: float | None, store_url: str | None) -> None:
+    """Drive an execution started by the durable backend to its end; print its result.
+
+    One driver per execution: while another process drives it, this exits with
+    LeaseHeldError naming that driver (or waits, --wait). A finished execution prints
+    its result, or fails with its error, at once.
+    """
     from lambdarun.session import Session
 
     overrides = {"durable": {"store_url": store_url}} if store_url else None
-    session = Session(overrides=overrides)
-    try:
-        def go() -> None:
-            click.echo(_json(session.backend("durable").resume(arn).result(timeout=timeout)))
 
-        _run(go)
-    finally:
-        session.close()
+    def go() -> None:
+        session = Session(overrides=overrides)  # a bad setting is reported like any error
+        try:
+            click.echo(_json(session.backend("durable").resume(arn, wait=wait).result(timeout=timeout)))
+        finally:
+            session.close()
+
+    _run(go)
 
 
 @durable.command(name="send-callback-success")

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
+from lambdarun.errors import CheckpointError as StoreCheckpointError
+
 from lambdarun_durable.concurrency.models import (
     BatchItem,
     BatchResult,
@@ -428,8 +430,8 @@ class DurableContext:
             err = ErrorObject.from_exception(e)
             self._checkpoint(ident, "FAIL", error=err)
             err.raise_as_operation_error(StepError)
-        except ExecutionError:
-            raise
+        except (ExecutionError, StoreCheckpointError):
+            raise  # a store refusal (conflict) is the invocation's failure, not the step's
         except Exception as e:  # noqa: BLE001
             self._retry_handler(e, op, ident, config)
         raise ExecutionError("retry handler should have raised an exception, but did not.")
@@ -635,7 +637,7 @@ class DurableContext:
                 payload = config.summary_generator(raw) if config.summary_generator else ""
             self._checkpoint(ident, "SUCCEED", orphan_flag, payload=payload, options={"ReplayChildren": large})
             return value
-        except ExecutionError:
+        except (ExecutionError, StoreCheckpointError):
             raise
         except Exception as e:  # noqa: BLE001
             if isinstance(e, InvocationError) and e.is_retryable():
@@ -815,6 +817,8 @@ class DurableContext:
                     return deserialize(config.serdes, serialized, oid, arn)
                 delay = max(1, decision.delay_seconds)
                 self._checkpoint(ident, "RETRY", payload=serialized, options={"NextAttemptDelaySeconds": delay})
+            except StoreCheckpointError:
+                raise
             except Exception as e:  # noqa: BLE001
                 if isinstance(e, InvocationError) and e.is_retryable():
                     raise
@@ -909,7 +913,7 @@ class _BatchRunner:
                 events.put((i, "SUSPENDED", None))
             except OrphanedChildException:
                 events.put((i, "ORPHANED", None))
-            except ExecutionError as e:
+            except (ExecutionError, StoreCheckpointError) as e:
                 events.put((i, "FATAL", e))
             except Exception as e:  # noqa: BLE001
                 events.put((i, "FAILED", e))

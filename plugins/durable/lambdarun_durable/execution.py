@@ -26,6 +26,8 @@ from typing import Any
 
 import structlog
 
+from lambdarun.errors import CheckpointError as StoreCheckpointError
+
 from lambdarun_durable.context import DurableContext
 from lambdarun_durable.exceptions import (
     ExecutionError,
@@ -219,6 +221,8 @@ def _run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvo
             err = ErrorObject.from_exception(e)
             finish("FAILED", error=err)
             return DurableExecutionInvocationOutput(InvocationStatus.FAILED, error=err).to_dict()
+        except StoreCheckpointError:
+            raise  # the store refused a write (another writer first): the invocation fails, the execution does not
         except Exception as e:  # noqa: BLE001 - user errors fail the execution
             err = ErrorObject(
                 message=str(e),

@@ -21,6 +21,7 @@ import structlog
 from lambdarun.errors import CheckpointConflictError, LambdarunError
 
 from lambdarun_durable.lambda_service import TERMINAL_STATUSES, ErrorObject
+from lambdarun_durable.lease import DriverLease, LeasePolicy, new_holder_id
 from lambdarun_durable.state import (
     build_state,
     decode_callback_id,
@@ -41,6 +42,11 @@ class DurableServiceError(LambdarunError):
 
 class ExecutionStuckError(DurableServiceError):
     """The execution is PENDING but nothing can make progress (no timer, callback or invoke)."""
+
+
+class InvocationsConflictError(DurableServiceError):
+    """Invocations kept losing checkpoint conflicts to another writer (e.g. an invocation a
+    dead driver left running); the execution was left as it is, not failed."""
 
 
 #: private EXECUTION-operation keys kept out of invocation events (they can be large)
@@ -468,6 +474,12 @@ class Orchestrator:
     ``sleep_until(t)`` waits until the service clock reaches ``t`` (a virtual clock just
     jumps). ``wait_external(timeout)`` blocks until a callback/heartbeat arrives or the
     timeout passes; it returns True if something arrived.
+
+    One driver per execution: :meth:`run` holds the execution's lease in the store
+    (:class:`~lambdarun_durable.lease.DriverLease`, ``lease`` policy) while it drives, so a
+    second orchestrator waits or gets :class:`~lambdarun.errors.LeaseHeldError`. An
+    invocation that fails with a checkpoint conflict (another writer got there first) is
+    re-invoked from the stored state and never counts toward failing the execution.
     """
 
     def __init__(
@@ -480,6 +492,8 @@ class Orchestrator:
         callback_grace: float | None = 0.5,
         max_invocation_retries: int = 3,
         realtime: bool = False,
+        lease: LeasePolicy | None = None,
+        max_conflict_retries: int = 20,
     ) -> None:
         self.service = service
         self.invoke = invoke
@@ -490,6 +504,12 @@ class Orchestrator:
         self.realtime = realtime
         self.invocations = 0
         self.current: tuple[str, Any] | None = None
+        self.lease_policy = lease or LeasePolicy()
+        self.max_conflict_retries = max_conflict_retries
+        #: this driver's lease holder id (host/pid/random), the same for its chained children
+        self.holder = new_holder_id()
+        #: seconds the last run() waited for the lease
+        self.lease_waited = 0.0
 
     def _wait_changed(self, timeout: float | None) -> bool:
         with self.service.changed:
@@ -499,20 +519,57 @@ class Orchestrator:
         return self.service.start_execution(function_name, input_payload, execution_name=execution_name)
 
     def run(self, function_name: str, arn: str) -> dict[str, Any]:
-        """Invoke until SUCCEEDED/FAILED/STOPPED; return the final response dict."""
+        """Invoke until SUCCEEDED/FAILED/STOPPED; return the final response dict.
+
+        A finished execution returns its end at once (no lease, nothing invoked); otherwise
+        the execution's lease is held from the first to the last store write of this run.
+        """
+        done = self._terminal(arn)
+        if done is not None:
+            return done
+        lease = DriverLease(self.service.store, arn, self.lease_policy, self.holder)
+        with lease:
+            self.lease_waited = lease.waited
+            return self._drive(function_name, arn, lease)
+
+    def _terminal(self, arn: str) -> dict[str, Any] | None:
+        store = self.service.store
+        state = (store.load_state(arn) if hasattr(store, "load_state") else store.load(arn)).state
+        if state.get("Status") not in TERMINAL_STATUSES:
+            return None
+        records = store.load(arn).records if state.get("ResultInRecords") else ()
+        return _terminal_response(state, records)
+
+    def _drive(self, function_name: str, arn: str, lease: DriverLease) -> dict[str, Any]:
         service = self.service
         failures = 0
+        conflicts = 0
         while True:
+            lease.check()
             service.apply_due(arn)
             event, cp = service.invocation_event(arn)
             exec_op = next((o for o in fold(cp.records).values() if o["Type"] == "EXECUTION"), None)
             if exec_op is not None and exec_op["Status"] in TERMINAL_STATUSES:
                 return _terminal_response(cp.state, cp.records)
             v0 = cp.version
+            lease.check()  # never invoke without holding the lease
             self.invocations += 1
             self.current = (arn, cp)  # in-process invokers may reuse the loaded operations
             try:
                 response = self.invoke(function_name, event)
+            except CheckpointConflictError as e:
+                # another writer checkpointed first (an invocation a dead driver left running):
+                # what is stored stays; re-invoke from it, never fail the execution for it
+                conflicts += 1
+                log.warning("durable.invocation.conflict", arn=arn, error=str(e), attempt=conflicts)
+                if conflicts > self.max_conflict_retries:
+                    raise InvocationsConflictError(
+                        f"{conflicts} invocations of {arn} in a row lost checkpoint conflicts to another "
+                        "writer; the execution is left as stored (not failed). Resume it later with "
+                        "`lambdarun durable resume ARN`."
+                    ) from e
+                time.sleep(min(0.05 * 2 ** min(conflicts, 6), 2.0))  # backoff: let the other writer end
+                continue
             except Exception as e:  # noqa: BLE001 - the invocation failed: Lambda-style retry
                 failures += 1
                 log.warning("durable.invocation.failed", arn=arn, error=str(e), attempt=failures)
@@ -526,9 +583,11 @@ class Orchestrator:
                     return {"Status": "FAILED", "Error": err.to_dict()}
                 continue
             failures = 0
+            conflicts = 0
             status = response.get("Status")
             if status in ("SUCCEEDED", "FAILED"):
                 return response
+            lease.check()  # no service work (timers, chained invokes) without the lease
             self._start_chained_invokes(arn)
             cp = service.store.load(arn)
             if self._has_unseen_updates(cp, v0):
@@ -619,6 +678,7 @@ __all__ = [
     "DurableService",
     "DurableServiceError",
     "ExecutionStuckError",
+    "InvocationsConflictError",
     "Orchestrator",
     "history_events",
     "public_op",

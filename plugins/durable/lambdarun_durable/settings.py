@@ -7,7 +7,9 @@ from pathlib import Path
 
 import attrs
 
-from lambdarun.config import positive
+from lambdarun.config import non_negative, positive
+
+from lambdarun_durable.lease import LeasePolicy
 
 
 def default_state_dir() -> str:
@@ -43,6 +45,27 @@ class DurableConfig:
     max_invocation_retries: int = attrs.field(default=3, validator=positive)
     #: seconds between store polls while an execution waits for a callback
     poll_interval: float = attrs.field(default=0.2, validator=positive)
+    #: seconds a driver's lease on an execution lives without a heartbeat (a dead driver's
+    #: execution can be resumed by another one after this)
+    lease_ttl: float = attrs.field(default=30.0, validator=positive)
+    #: seconds between a driver's lease heartbeats; at most lease_ttl / 3
+    lease_heartbeat: float = attrs.field(default=5.0, validator=positive)
+    #: seconds a second driver waits for the lease before LeaseHeldError (0: fail at once)
+    lease_wait: float = attrs.field(default=0.0, validator=non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        if self.lease_heartbeat * 3 > self.lease_ttl * (1 + 1e-9):
+            raise ValueError(
+                f"must be at most a third of durable.lease_ttl ({self.lease_ttl} s), "
+                "so one slow heartbeat never loses the lease",
+                attrs.fields(DurableConfig).lease_heartbeat,
+            )
+
+    def lease_policy(self, wait: float | None = None) -> LeasePolicy:
+        """The driver's lease policy; ``wait`` overrides ``lease_wait``."""
+        return LeasePolicy(
+            ttl=self.lease_ttl, heartbeat=self.lease_heartbeat, wait=self.lease_wait if wait is None else wait
+        )
 
     def resolved_store_url(self) -> str:
         if self.store_url:

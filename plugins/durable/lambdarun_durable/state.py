@@ -405,7 +405,9 @@ class ExecutionState:
                     )
                     break
                 except CheckpointConflictError:
-                    self._rebase()
+                    if self._rebase():  # our write had landed (a request retried after a lost response)
+                        log.info("durable.checkpoint.landed", arn=self.durable_execution_arn, version=self.version)
+                        break
             else:  # pragma: no cover - pathological contention
                 raise CheckpointError("checkpoint kept conflicting with service updates; retry the invocation")
             self._buffer = []
@@ -413,18 +415,33 @@ class ExecutionState:
             self._buffer_bytes = 0
             self.flushes += 1
 
-    def _rebase(self) -> None:
-        """Someone wrote since we loaded. Accept service-side records; refuse other invocations."""
+    def _rebase(self) -> bool:
+        """Someone wrote since we loaded. Accept service-side records; refuse other invocations.
+
+        Returns True when the write that conflicted had in fact landed: a request whose
+        response was lost (dropped connection) and that the client retried finds its own
+        records at the version it wrote; they are not written twice.
+        """
         cp = self.store.load(self.durable_execution_arn)
+        mine = self.version + 1
+        landed = any(
+            rec.get("V") == mine and rec.get("S") == "i" and rec.get("I") == self.invocation_id for rec in cp.records
+        )
         ours = {rec["Op"]["Id"] for rec in self._buffer if rec.get("Op")}
         stored_exec = next((op for op in fold(cp.records).values() if op["Type"] == "EXECUTION"), None)
-        if stored_exec is not None and stored_exec["Status"] in TERMINAL_STATUSES:
+        last_exec = next(
+            (r for r in reversed(cp.records) if (r.get("Op") or {}).get("Type") == "EXECUTION"), None
+        )
+        closed_by_us = landed and last_exec is not None and last_exec.get("V") == mine and last_exec.get("I") == self.invocation_id
+        if stored_exec is not None and stored_exec["Status"] in TERMINAL_STATUSES and not closed_by_us:
             self._buffer = []
             self.operations[stored_exec["Id"]] = stored_exec
             raise ExecutionClosed(f"execution {self.durable_execution_arn} is {stored_exec['Status']}")
         for rec in cp.records:
             if rec.get("V", 0) <= self.version:
                 continue
+            if landed and rec.get("V") == mine:
+                continue  # our own landed write
             if rec.get("S") == "i" and rec.get("I") != self.invocation_id:
                 raise CheckpointConflictError(
                     f"Execution {self.durable_execution_arn} was checkpointed by another invocation "
@@ -435,10 +452,13 @@ class ExecutionState:
             if op is not None and op["Id"] not in ours:
                 self.operations[op["Id"]] = op
         self.version = cp.version
+        if landed:
+            return True
         exec_op = self.execution_operation()
         if exec_op is not None and exec_op["Status"] in TERMINAL_STATUSES:
             self._buffer = []
             raise ExecutionClosed(f"execution {self.durable_execution_arn} is {exec_op['Status']}")
+        return False
 
     @property
     def buffered(self) -> int:

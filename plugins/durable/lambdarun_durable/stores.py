@@ -11,12 +11,19 @@
 
 All raise :class:`~lambdarun.errors.CheckpointConflictError` on a version mismatch and
 :class:`~lambdarun.errors.ExecutionNotFoundError` for an unknown execution.
+
+Each store also keeps one driver lease per execution, apart from its versioned data
+(a ``leases`` row, a ``sk="#LEASE"`` item, a ``<id>/lease.json`` object), written with the
+store's compare-and-set (a SQLite write transaction, a DynamoDB condition, S3
+``IfNoneMatch``/``IfMatch``), so of two drivers racing for a lease exactly one wins.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -24,10 +31,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
+import attrs
 import structlog
 
-from lambdarun.errors import CheckpointConflictError, CheckpointError, ExecutionNotFoundError
-from lambdarun.types import Checkpoint
+from lambdarun.errors import (
+    CheckpointConflictError,
+    CheckpointError,
+    ExecutionNotFoundError,
+    LeaseHeldError,
+    LeaseLostError,
+)
+from lambdarun.types import Checkpoint, Lease
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +61,50 @@ def _conflict(execution_id: str, expected: int, actual: int | None) -> Checkpoin
         f"Execution {execution_id!r} is at version {actual}, not the expected {expected}: another "
         "writer checkpointed it first. Reload it and retry (the durable engine does this for "
         "service updates and refuses concurrent invocations)."
+    )
+
+
+def _iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, tz=datetime.UTC).isoformat(timespec="seconds")
+
+
+_MAX_HOLDER = 256
+
+
+def _check_lease_args(holder: str, ttl: float | None = None) -> None:
+    if not isinstance(holder, str) or not holder or len(holder) > _MAX_HOLDER:
+        raise CheckpointError(
+            f"A lease holder id must be a non-empty string of at most {_MAX_HOLDER} characters, "
+            f"not {str(holder)[:80]!r}"
+        )
+    if ttl is not None and not (isinstance(ttl, (int, float)) and ttl > 0 and ttl < 86_400):
+        raise CheckpointError(f"A lease ttl must be a number of seconds in (0, 86400), not {ttl!r}")
+
+
+def _malformed_lease(execution_id: str, where: str) -> CheckpointError:
+    return CheckpointError(
+        f"The lease of execution {execution_id!r} ({where}) is malformed; if no driver is running it, "
+        "delete that lease entry and resume the execution."
+    )
+
+
+def lease_held_error(lease: Lease) -> LeaseHeldError:
+    """The typed error a second driver gets: who holds the lease, since when, until when."""
+    return LeaseHeldError(
+        f"Execution {lease.execution_id!r} is driven by {lease.holder} since {_iso(lease.acquired_at)} "
+        f"(last heartbeat {_iso(lease.heartbeat_at)}; the lease expires {_iso(lease.expires_at)} unless "
+        "renewed). Only one driver may drive an execution: wait for it (`lambdarun durable resume ARN "
+        "--wait SECONDS`, or the durable.lease_wait setting) or follow it with `lambdarun durable describe ARN`.",
+        lease=lease,
+    )
+
+
+def lease_lost_error(execution_id: str, holder: str, current: Lease | None) -> LeaseLostError:
+    now = f"{current.holder} holds it since {_iso(current.acquired_at)}" if current else "nobody holds it"
+    return LeaseLostError(
+        f"The lease on execution {execution_id!r} is no longer held by {holder} ({now}): its heartbeat "
+        "stopped for longer than durable.lease_ttl and another driver may have taken over. This driver "
+        "stops; `lambdarun durable describe ARN` shows the execution."
     )
 
 
@@ -77,6 +135,9 @@ class SQLiteCheckpointStore:
             CREATE TABLE IF NOT EXISTS records (
                 execution_id TEXT NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL,
                 PRIMARY KEY (execution_id, seq)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS leases (
+                id TEXT PRIMARY KEY, holder TEXT NOT NULL, acquired REAL NOT NULL,
+                expires REAL NOT NULL, heartbeat REAL NOT NULL);
             """
         )
 
@@ -218,7 +279,70 @@ class SQLiteCheckpointStore:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("DELETE FROM records WHERE execution_id=?", (execution_id,))
         conn.execute("DELETE FROM executions WHERE id=?", (execution_id,))
+        conn.execute("DELETE FROM leases WHERE id=?", (execution_id,))
         conn.execute("COMMIT")
+
+    # -- lease: one write transaction (BEGIN IMMEDIATE) per change
+    def _lease_row(self, conn: sqlite3.Connection, execution_id: str) -> Lease | None:
+        row = conn.execute(
+            "SELECT holder, acquired, expires, heartbeat FROM leases WHERE id=?", (execution_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            return Lease(execution_id, str(row[0]), float(row[1]), float(row[2]), float(row[3]))
+        except (TypeError, ValueError):
+            raise _malformed_lease(execution_id, f"row {execution_id!r} of table leases in {self.path}") from None
+
+    def _lease_txn(self, execution_id: str, change: Any) -> Any:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = change(conn, self._lease_row(conn, execution_id), time.time())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return out
+
+    def _put_lease(self, conn: sqlite3.Connection, lease: Lease) -> Lease:
+        conn.execute(
+            "INSERT OR REPLACE INTO leases(id, holder, acquired, expires, heartbeat) VALUES (?,?,?,?,?)",
+            (lease.execution_id, lease.holder, lease.acquired_at, lease.expires_at, lease.heartbeat_at),
+        )
+        return lease
+
+    def acquire_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
+        _check_lease_args(holder, ttl)
+
+        def change(conn: sqlite3.Connection, cur: Lease | None, now: float) -> Lease:
+            if cur is not None and cur.holder != holder and not cur.expired(now):
+                raise lease_held_error(cur)
+            acquired = cur.acquired_at if cur is not None and cur.holder == holder else now
+            return self._put_lease(conn, Lease(execution_id, holder, acquired, now + ttl, now))
+
+        return self._lease_txn(execution_id, change)
+
+    def renew_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
+        _check_lease_args(holder, ttl)
+
+        def change(conn: sqlite3.Connection, cur: Lease | None, now: float) -> Lease:
+            if cur is None or cur.holder != holder:
+                raise lease_lost_error(execution_id, holder, cur)
+            return self._put_lease(conn, attrs.evolve(cur, expires_at=now + ttl, heartbeat_at=now))
+
+        return self._lease_txn(execution_id, change)
+
+    def release_lease(self, execution_id: str, holder: str) -> None:
+        _check_lease_args(holder)
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM leases WHERE id=? AND holder=?", (execution_id, holder))
+        conn.execute("COMMIT")
+
+    def get_lease(self, execution_id: str) -> Lease | None:
+        return self._lease_row(self._conn(), execution_id)
 
     def close(self) -> None:
         """Close every thread's connection (map branches write from worker threads)."""
@@ -439,6 +563,92 @@ class DynamoDBCheckpointStore:
             Checkpoint(m["pk"]["S"], int(m["version"]["N"]), _loads(m["state"]["S"]), ()) for m in metas[:limit]
         ]
 
+    # -- lease: the item sk="#LEASE", written with conditions
+    def _lease_key(self, execution_id: str) -> dict[str, Any]:
+        return {"pk": {"S": execution_id}, "sk": {"S": "#LEASE"}}
+
+    def _lease_of(self, execution_id: str, item: Mapping[str, Any]) -> Lease:
+        try:
+            return Lease(
+                execution_id,
+                item["holder"]["S"],
+                float(item["acquired"]["N"]),
+                float(item["expires"]["N"]),
+                float(item["heartbeat"]["N"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise _malformed_lease(execution_id, f"item pk={execution_id!r} sk='#LEASE' in {self.url}") from None
+
+    def get_lease(self, execution_id: str) -> Lease | None:
+        item = self.client.get_item(
+            TableName=self.table, Key=self._lease_key(execution_id), ConsistentRead=True
+        ).get("Item")
+        return None if item is None else self._lease_of(execution_id, item)
+
+    def acquire_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
+        _check_lease_args(holder, ttl)
+        for _ in range(3):
+            cur = self.get_lease(execution_id)
+            now = time.time()
+            if cur is not None and cur.holder != holder and not cur.expired(now):
+                raise lease_held_error(cur)
+            lease = self._put_lease_if_free(execution_id, holder, ttl, cur, now)
+            if lease is not None:
+                return lease
+        raise CheckpointError(f"Could not take the lease on {execution_id!r}: too much contention; retry")
+
+    def _put_lease_if_free(self, execution_id: str, holder: str, ttl: float, cur: Lease | None, now: float) -> Lease | None:
+        acquired = cur.acquired_at if cur is not None and cur.holder == holder else now
+        lease = Lease(execution_id, holder, acquired, now + ttl, now)
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    **self._lease_key(execution_id),
+                    "holder": {"S": holder},
+                    "acquired": {"N": repr(lease.acquired_at)},
+                    "expires": {"N": repr(lease.expires_at)},
+                    "heartbeat": {"N": repr(lease.heartbeat_at)},
+                },
+                # free, ours, or expired at the time of this write: the store decides, atomically
+                ConditionExpression="attribute_not_exists(pk) OR holder = :h OR expires <= :now",
+                ExpressionAttributeValues={":h": {"S": holder}, ":now": {"N": repr(now)}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            cur = self.get_lease(execution_id)
+            if cur is None:  # released in between: try again
+                return None
+            raise lease_held_error(cur) from None
+        return lease
+
+    def renew_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
+        _check_lease_args(holder, ttl)
+        now = time.time()
+        try:
+            item = self.client.update_item(
+                TableName=self.table,
+                Key=self._lease_key(execution_id),
+                UpdateExpression="SET expires = :e, heartbeat = :now",
+                ConditionExpression="holder = :h",
+                ExpressionAttributeValues={":h": {"S": holder}, ":e": {"N": repr(now + ttl)}, ":now": {"N": repr(now)}},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise lease_lost_error(execution_id, holder, self.get_lease(execution_id)) from None
+        return self._lease_of(execution_id, item)
+
+    def release_lease(self, execution_id: str, holder: str) -> None:
+        _check_lease_args(holder)
+        try:
+            self.client.delete_item(
+                TableName=self.table,
+                Key=self._lease_key(execution_id),
+                ConditionExpression="holder = :h",
+                ExpressionAttributeValues={":h": {"S": holder}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            pass  # not ours (any more): nothing to give up
+
     def delete(self, execution_id: str) -> None:
         paginator = self.client.get_paginator("query")
         for page in paginator.paginate(
@@ -559,7 +769,10 @@ class S3CheckpointStore:
             for cp in page.get("CommonPrefixes", []):
                 eid = cp["Prefix"][len(prefix):].rstrip("/")
                 eid = eid.replace("%2F", "/").replace("%3A", ":").replace("%24", "$")
-                c = self.load(eid)
+                try:
+                    c = self.load(eid)
+                except ExecutionNotFoundError:  # a lease without its execution
+                    continue
                 if status is None or c.state.get("status") == status:
                     out.append(Checkpoint(eid, c.version, c.state, ()))
         out.sort(key=lambda c: c.state.get("StartTimestamp") or 0, reverse=True)
@@ -567,8 +780,86 @@ class S3CheckpointStore:
 
     def delete(self, execution_id: str) -> None:
         keys = [{"Key": k} for _, k in self._versions(execution_id)]
-        if keys:
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+        keys.append({"Key": self._key(execution_id) + "lease.json"})
+        self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+
+    # -- lease: the object <id>/lease.json, written with IfNoneMatch="*" / IfMatch=<etag>
+    def _read_lease(self, execution_id: str) -> tuple[Lease | None, str | None]:
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(execution_id) + "lease.json")
+        except self.client.exceptions.NoSuchKey:
+            return None, None
+        try:
+            body = _loads(obj["Body"].read())
+            lease = Lease(
+                execution_id, str(body["holder"]), float(body["acquired"]), float(body["expires"]),
+                float(body["heartbeat"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise _malformed_lease(execution_id, f"s3://{self.bucket}/{self._key(execution_id)}lease.json") from None
+        return lease, obj["ETag"]
+
+    def _write_lease(self, lease: Lease, etag: str | None) -> bool:
+        """Compare-and-set: create (no etag) or replace the object read with ``etag``."""
+        body = {
+            "holder": lease.holder,
+            "acquired": lease.acquired_at,
+            "expires": lease.expires_at,
+            "heartbeat": lease.heartbeat_at,
+            "nonce": secrets.token_hex(8),  # every write gets a new ETag
+        }
+        cond = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(lease.execution_id) + "lease.json", Body=_dumps(body).encode(), **cond
+            )
+        except self.client.exceptions.ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey", "404"):
+                return False
+            raise
+        return True
+
+    def get_lease(self, execution_id: str) -> Lease | None:
+        return self._read_lease(execution_id)[0]
+
+    def acquire_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
+        _check_lease_args(holder, ttl)
+        for _ in range(3):
+            cur, etag = self._read_lease(execution_id)
+            now = time.time()
+            if cur is not None and cur.holder != holder and not cur.expired(now):
+                raise lease_held_error(cur)
+            acquired = cur.acquired_at if cur is not None and cur.holder == holder else now
+            lease = Lease(execution_id, holder, acquired, now + ttl, now)
+            if self._write_lease(lease, etag):
+                return lease
+        cur = self.get_lease(execution_id)
+        if cur is None:
+            raise CheckpointError(f"Could not take the lease on {execution_id!r}: too much contention; retry")
+        raise lease_held_error(cur)
+
+    def renew_lease(self, execution_id: str, holder: str, ttl: float) -> Lease:
+        _check_lease_args(holder, ttl)
+        cur, etag = self._read_lease(execution_id)
+        if cur is None or cur.holder != holder:
+            raise lease_lost_error(execution_id, holder, cur)
+        now = time.time()
+        lease = attrs.evolve(cur, expires_at=now + ttl, heartbeat_at=now)
+        if not self._write_lease(lease, etag):
+            raise lease_lost_error(execution_id, holder, self.get_lease(execution_id))
+        return lease
+
+    def release_lease(self, execution_id: str, holder: str) -> None:
+        _check_lease_args(holder)
+        cur, etag = self._read_lease(execution_id)
+        if cur is None or cur.holder != holder:
+            return
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(execution_id) + "lease.json", IfMatch=etag)
+        except self.client.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                raise
 
     def close(self) -> None:
         pass

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
 
-from lambdarun.errors import CheckpointConflictError, ExecutionNotFoundError
+from lambdarun.errors import (
+    CheckpointConflictError,
+    CheckpointError,
+    ExecutionNotFoundError,
+    LeaseHeldError,
+    LeaseLostError,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -84,3 +92,134 @@ def test_sqlite_is_shared_between_processes(tmp_path: Any) -> None:
     assert store.load("e").records == ({"from": "child"},)
     with store._conn() as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --- the driver lease ------------------------------------------------------------------
+
+
+def test_lease_one_holder_renew_release(any_store: Any) -> None:
+    any_store.create("e", {"status": "RUNNING"})
+    assert any_store.get_lease("e") is None
+    lease = any_store.acquire_lease("e", "host-a/1/aa", 30)
+    assert (lease.holder, lease.execution_id) == ("host-a/1/aa", "e")
+    assert lease.acquired_at <= lease.heartbeat_at < lease.expires_at
+    assert any_store.get_lease("e") == lease
+    with pytest.raises(LeaseHeldError) as info:
+        any_store.acquire_lease("e", "host-b/2/bb", 30)
+    assert info.value.lease == lease  # the error names the holder, since when, until when
+    assert "host-a/1/aa" in str(info.value) and "since" in str(info.value)
+    renewed = any_store.renew_lease("e", "host-a/1/aa", 60)
+    assert renewed.acquired_at == lease.acquired_at and renewed.expires_at > lease.expires_at
+    again = any_store.acquire_lease("e", "host-a/1/aa", 30)  # re-acquiring one's own lease renews it
+    assert again.acquired_at == lease.acquired_at
+    with pytest.raises(LeaseLostError):
+        any_store.renew_lease("e", "host-b/2/bb", 30)  # a forged heartbeat does not take it over
+    any_store.release_lease("e", "host-b/2/bb")  # not the holder: nothing happens
+    assert any_store.get_lease("e").holder == "host-a/1/aa"
+    # leases never move the execution's version (handlers' optimistic concurrency is untouched)
+    assert any_store.load("e").version == 1
+    any_store.release_lease("e", "host-a/1/aa")
+    assert any_store.get_lease("e") is None
+    assert any_store.acquire_lease("e", "host-b/2/bb", 30).holder == "host-b/2/bb"
+    with pytest.raises(LeaseLostError):
+        any_store.renew_lease("e", "host-a/1/aa", 30)
+    any_store.delete("e")
+    assert any_store.get_lease("e") is None
+
+
+def test_expired_lease_is_taken_over(any_store: Any) -> None:
+    any_store.create("e", {"status": "RUNNING"})
+    dead = any_store.acquire_lease("e", "dead/1/aa", 0.3)
+    deadline = time.time() + 10
+    while time.time() < deadline and not dead.expired(time.time()):
+        time.sleep(0.05)
+    taken = any_store.acquire_lease("e", "live/2/bb", 30)
+    assert taken.holder == "live/2/bb" and taken.acquired_at >= dead.expires_at
+    with pytest.raises(LeaseLostError):  # the old holder wakes up: its heartbeat fails
+        any_store.renew_lease("e", "dead/1/aa", 30)
+    any_store.release_lease("e", "dead/1/aa")
+    assert any_store.get_lease("e").holder == "live/2/bb"
+
+
+def test_lease_race_has_one_winner(any_store: Any) -> None:
+    """Eight drivers race for one free lease, several rounds: exactly one wins each round."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    any_store.create("e", {"status": "RUNNING"})
+    for round_ in range(3):
+        barrier = threading.Barrier(8)
+
+        def take(i: int) -> str | None:
+            barrier.wait()
+            try:
+                return any_store.acquire_lease("e", f"h/{round_}/{i}", 30).holder
+            except LeaseHeldError:
+                return None
+
+        with ThreadPoolExecutor(8) as pool:
+            winners = [w for w in pool.map(take, range(8)) if w]
+        assert len(winners) == 1, winners
+        assert any_store.get_lease("e").holder == winners[0]
+        any_store.release_lease("e", winners[0])
+
+
+def test_lease_ttl_must_be_positive(any_store: Any) -> None:
+    for ttl in (0, -1):
+        with pytest.raises(CheckpointError):
+            any_store.acquire_lease("e", "h", ttl)
+
+
+def _forge_malformed_lease(store: Any, execution_id: str) -> None:
+    """Write a lease entry that is not a lease, straight into the store's backing service."""
+    from lambdarun_durable.stores import DynamoDBCheckpointStore, S3CheckpointStore
+
+    if isinstance(store, S3CheckpointStore):
+        store.client.put_object(Bucket=store.bucket, Key=store._key(execution_id) + "lease.json", Body=b'{"holder": 1}')
+    elif isinstance(store, DynamoDBCheckpointStore):
+        store.client.put_item(TableName=store.table, Item={"pk": {"S": execution_id}, "sk": {"S": "#LEASE"}, "holder": {"N": "7"}})
+    else:
+        with store._conn() as conn:
+            conn.execute("INSERT INTO leases VALUES (?,?,?,?,?)", (execution_id, "x", "never", "never", "never"))
+
+
+def test_malformed_or_oversized_lease_input_is_refused(any_store: Any) -> None:
+    """Forged lease entries and hostile holder ids raise typed errors; no lease is granted."""
+    any_store.create("e", {"status": "RUNNING"})
+    for bad in ("", "h" * 10_000, None):
+        with pytest.raises(CheckpointError):
+            any_store.acquire_lease("e", bad, 30)
+    with pytest.raises(CheckpointError):
+        any_store.acquire_lease("e", "h", float("nan"))
+    assert any_store.get_lease("e") is None
+    _forge_malformed_lease(any_store, "e")
+    for call in (
+        lambda: any_store.get_lease("e"),
+        lambda: any_store.acquire_lease("e", "h/1/a", 30),
+        lambda: any_store.renew_lease("e", "h/1/a", 30),
+    ):
+        with pytest.raises(CheckpointError, match="malformed"):
+            call()
+    assert any_store.load("e").version == 1  # the execution itself is untouched
+
+
+def test_orchestrator_refuses_a_store_without_leases(tmp_path: Any) -> None:
+    from lambdarun_durable.service import DurableService, Orchestrator
+    from lambdarun_durable.stores import SQLiteCheckpointStore
+
+    class OldStore:  # a store plugin written before the lease methods
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            if "lease" in name:
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    inner = SQLiteCheckpointStore(str(tmp_path / "old.db"))
+    service = DurableService(OldStore(inner))
+    arn = service.start_execution("fn", "{}")
+    invoked: list[Any] = []
+    with pytest.raises(CheckpointError, match="no lease methods"):
+        Orchestrator(service, lambda *a: invoked.append(a) or {"Status": "SUCCEEDED"}).run("fn", arn)
+    assert invoked == []  # nothing ran without a lease
+    inner.close()
