@@ -26,7 +26,7 @@ import structlog
 
 from lambdarun.backends import Backend
 from lambdarun.calls import decode_call, encode_call
-from lambdarun.errors import ConfigError, InvocationError, RemoteExecutionError
+from lambdarun.errors import ConfigError, EventError, InvocationError, RemoteExecutionError
 from lambdarun.futures import LambdaFuture
 from lambdarun.runtime import function_environment
 from lambdarun.types import FunctionSpec
@@ -62,11 +62,18 @@ def handle_durable_event(event: dict[str, Any], context: Any, session: Session) 
     config: DurableConfig = session.settings.section("durable")
     envelope = event.get(HANDLER_KEY)
     if envelope:
-        data = base64.b64decode(envelope)
+        if not isinstance(envelope, str):
+            raise EventError(f"event field {HANDLER_KEY!r} must be a base64 string, not {type(envelope).__name__}")
+        try:
+            data = base64.b64decode(envelope, validate=True)
+        except ValueError as exc:
+            raise EventError(f"event field {HANDLER_KEY!r} is not valid base64 ({exc}); nothing ran") from exc
         with _HANDLERS_LOCK:
             handler = _HANDLERS.get(data)
         if handler is None:
-            handler = _as_durable(decode_call(session, data).func)  # verified like any call
+            # verified like any call; no age limit: the handler envelope is stored with its
+            # execution on purpose and sent again with every invocation (possibly days later)
+            handler = _as_durable(decode_call(session, data, max_age=None).func)
             with _HANDLERS_LOCK:
                 if len(_HANDLERS) > 64:
                     _HANDLERS.clear()
