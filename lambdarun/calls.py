@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from lambdarun.envelope import Envelope, pack, unpack
+from lambdarun.envelope import Envelope, check_age, pack, unpack
 from lambdarun import errors as _errors
 from lambdarun.errors import (
     EnvelopeError,
@@ -153,11 +153,14 @@ def decode_call(session: Session, data: bytes, *, max_age: Any = _CONFIGURED) ->
     An error raised once the envelope is verified carries ``call_meta`` (its task id and
     attempt), so the refusal can be bound to the task like any outcome.
     """
-    envelope = unpack(data, signing_key(session), max_age=_max_age(session, max_age))
+    envelope = unpack(data, signing_key(session))
     if envelope.kind != CALL:
         raise EnvelopeError(f"expected a call envelope, got {envelope.kind!r}")
     meta = dict(envelope.meta)
     try:
+        limit = _max_age(session, max_age)
+        if limit is not None:
+            check_age(envelope, limit)
         nargs, names = meta.get("nargs"), meta.get("kwargs")
         if not (
             isinstance(nargs, int)
@@ -421,8 +424,8 @@ def decode_outcome(
     if (meta.get("task_id"), meta.get("attempt")) != (task_id, attempt):
         raise OutcomeMismatchError(
             f"refused the outcome of task {meta.get('task_id')!r} attempt {meta.get('attempt')!r} "
-            f"while waiting for task {task_id!r} attempt {attempt!r}: a stale, replayed or "
-            "foreign result (nothing in it was loaded)"
+            f"while waiting for task {task_id!r} attempt {attempt!r}: a stale or foreign (replayed?) "
+            "result (nothing in it was loaded)"
         )
     stdout, stderr = meta.pop("stdout", ""), meta.pop("stderr", "")
     if not isinstance(stdout, str) or not isinstance(stderr, str):

@@ -35,7 +35,7 @@ from lambdarun.errors import (
 )
 from lambdarun.types import Encoded
 
-__all__ = ["Envelope", "pack", "unpack", "FORMAT_VERSION", "MAGIC", "PYTHON_VERSION", "CLOCK_SKEW"]
+__all__ = ["Envelope", "pack", "unpack", "check_age", "FORMAT_VERSION", "MAGIC", "PYTHON_VERSION", "CLOCK_SKEW"]
 
 MAGIC = "LRUN"
 FORMAT_VERSION = 1
@@ -159,7 +159,7 @@ def unpack(
         raise EnvelopeError(f"corrupt envelope body: {exc}") from exc
     envelope = _shaped(fields)
     if max_age is not None:
-        _check_age(envelope, max_age, time.time() if now is None else now)
+        check_age(envelope, max_age, now=now)
     return envelope
 
 
@@ -183,7 +183,11 @@ def _shaped(fields: Any) -> Envelope:
     return Envelope(kind=kind, parts=encoded, meta=meta, ref=ref, python=python)
 
 
-def _check_age(envelope: Envelope, max_age: float, now: float) -> None:
+def check_age(envelope: Envelope, max_age: float, *, now: float | None = None) -> None:
+    """Refuse (:class:`EnvelopeExpiredError`) an envelope issued more than ``max_age``
+    seconds before ``now`` (default: the clock), more than :data:`CLOCK_SKEW` seconds after
+    it, or without an issue time."""
+    now = time.time() if now is None else now
     issued = envelope.issued
     if issued is None:
         raise EnvelopeExpiredError(
