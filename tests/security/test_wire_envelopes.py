@@ -31,21 +31,17 @@ from lambdarun.errors import (
     EnvelopeExpiredError,
     EnvelopeSignatureError,
 )
-from lambdarun.local.testing import local_stack_fixture
 from lambdarun.plugins import make_plugin_manager
 from lambdarun.runtime import function_environment
 from lambdarun.session import Session
 from lambdarun.types import FunctionSpec
 
-wire_stack = local_stack_fixture(scope="module")
-
-
 @pytest.fixture(scope="module")
-def caller(wire_stack, tmp_path_factory):
+def caller(local_stack, tmp_path_factory):
     """A caller with no configuration at all on the local target (a fresh install)."""
     session = Session(
         make_plugin_manager(environ={}),
-        overrides={"target": "local", "local": {"state_dir": str(wire_stack.state_dir)}},
+        overrides={"target": "local", "local": {"state_dir": str(local_stack.state_dir)}},
         environ={},
         cwd=tmp_path_factory.mktemp("cfg"),
     )
@@ -55,8 +51,8 @@ def caller(wire_stack, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lam(wire_stack):
-    return wire_stack.client("lambda")
+def lam(local_stack):
+    return local_stack.client("lambda")
 
 
 @pytest.fixture
