@@ -181,3 +181,74 @@ def test_unpicklable_argument_names_its_position(lambdarun_session):
         encode_call(session, f, (1, threading.Lock()))
     with pytest.raises(UnpicklableArgumentError, match=r"keyword argument 'gen'"):
         encode_call(session, f, (), {"gen": (i for i in range(3))})
+
+
+def test_outcome_of_another_task_or_attempt_is_refused_before_unpickling(lambdarun_session, tmp_path):
+    from lambdarun.errors import OutcomeMismatchError
+    from lambdarun.testing.wire import marker_pickle
+
+    session = lambdarun_session(overrides={"signing_key": KEY})
+    marker = tmp_path / "marker"
+    meta = {"ok": True, "stdout": "", "stderr": "", "task_id": "t1", "attempt": 1}
+    data = pack(Envelope("outcome", (Encoded("cloudpickle", marker_pickle(marker)),), meta), session.signing_key)
+    for task_id, attempt in (("t2", 1), ("t1", 2), ("t1", None), (None, None)):
+        with pytest.raises(OutcomeMismatchError, match="stale or foreign"):
+            decode_outcome(session, data, task_id=task_id, attempt=attempt)
+    assert not marker.exists()
+    decode_outcome(session, data, task_id="t1", attempt=1)  # control: the right task loads it
+    assert marker.exists()
+
+
+def test_envelopes_expire_and_allow_clock_skew(lambdarun_session):
+    import time
+
+    from lambdarun.envelope import CLOCK_SKEW, check_age
+    from lambdarun.errors import EnvelopeExpiredError
+
+    session = lambdarun_session(overrides={"signing_key": KEY, "envelope_max_age": 60})
+    data = encode_call(session, pow, (2, 5))
+    envelope = unpack(data, session.signing_key)
+    issued = envelope.issued
+    assert abs(issued - time.time()) < 60
+    check_age(envelope, 60, now=issued + 59)
+    check_age(envelope, 60, now=issued - CLOCK_SKEW + 1)  # the receiver's clock is behind
+    with pytest.raises(EnvelopeExpiredError, match="issued 61 s ago.*envelope_max_age = 60"):
+        check_age(envelope, 60, now=issued + 61)
+    with pytest.raises(EnvelopeExpiredError, match="in the future"):
+        check_age(envelope, 60, now=issued - CLOCK_SKEW - 1)
+    # the issue time is inside the signed part: changing it breaks the signature
+    forged = data.replace(msgpack.packb(issued), msgpack.packb(issued + 1000))
+    assert forged != data
+    with pytest.raises(EnvelopeSignatureError):
+        decode_call(session, forged)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "message"),
+    [
+        (lambda h, b: (msgpack.packb([h[0], h[1], "not bytes"]), b), EnvelopeSignatureError, "signature field"),
+        (lambda h, b: (msgpack.packb([h[0], "1", h[2]]), b), EnvelopeVersionError, "version '1'"),
+        (lambda h, b: (msgpack.packb(["LRUN", 1]), b), Exception, "bad magic"),
+        (lambda h, b: (msgpack.packb(h), msgpack.packb({"a": 1})), Exception, "corrupt envelope body"),
+        (lambda h, b: (msgpack.packb(h), b"\xc1\xc1"), Exception, "corrupt envelope body"),
+    ],
+)
+def test_malformed_envelopes_are_typed_errors(lambdarun_session, mutate, error, message):
+    from lambdarun.errors import EnvelopeError
+
+    session = lambdarun_session(overrides={"allow_unsigned": True, "target": "aws"})
+    data = encode_call(session, pow, (2, 5))
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data[:64])
+    header = unpacker.unpack()
+    head, body = mutate(header, data[unpacker.tell():])
+    with pytest.raises(error, match=message) as info:
+        decode_call(session, head + body)
+    assert isinstance(info.value, EnvelopeError)
+
+
+def test_non_bytes_envelope_is_a_typed_error(lambdarun_session):
+    from lambdarun.errors import EnvelopeError
+
+    with pytest.raises(EnvelopeError, match="bytes, not str"):
+        unpack("text")
