@@ -55,6 +55,8 @@ CONTROL_VARIABLES = frozenset(
         "LAMBDARUN_DISABLE_PLUGIN_AUTOLOAD",
         "LAMBDARUN_BLOCK_PLUGINS",
         "LAMBDARUN_TRACE_PLUGINS",
+        # set by `lambdarun deploy`: the id (not the value) of the function's signing key
+        "LAMBDARUN_SIGNING_KEY_ID",
     }
 )
 
@@ -159,6 +161,7 @@ class AwsConfig:
     lambda_endpoint_url: str | None = None
     s3_endpoint_url: str | None = None
     dynamodb_endpoint_url: str | None = None
+    secretsmanager_endpoint_url: str | None = None
     #: boto3 retry attempts (standard mode)
     max_attempts: int = attrs.field(default=5, validator=positive)
 

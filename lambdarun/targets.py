@@ -54,9 +54,9 @@ class Boto3Target:
         self._endpoints: dict[str, str] = {}
         if aws.endpoint_url:
             self._endpoints.update(
-                {svc: aws.endpoint_url for svc in ("lambda", "s3", "dynamodb", "iam", "sts")}
+                {svc: aws.endpoint_url for svc in ("lambda", "s3", "dynamodb", "iam", "sts", "secretsmanager")}
             )
-        for svc in ("lambda", "s3", "dynamodb"):
+        for svc in ("lambda", "s3", "dynamodb", "secretsmanager"):
             url = getattr(aws, f"{svc}_endpoint_url")
             if url:
                 self._endpoints[svc] = url
