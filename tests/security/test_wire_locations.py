@@ -167,3 +167,24 @@ def test_forged_failure_record_writes_nothing(caller, lam, s3, tmp_path):
     record["requestPayload"]["result_url"] = url
     error, payload, _ = invoke(lam, record, function=FUNCTION)
     assert error is None and payload["recorded"] is True, json.dumps(payload)[:300]
+
+
+def test_durable_event_cannot_choose_the_checkpoint_store(caller, lam, tmp_path):
+    """The durable token names a store; the function only opens its configured one."""
+    pytest.importorskip("lambdarun_durable")
+    from lambdarun_durable.plugin import HANDLER_KEY
+    from lambdarun_durable.state import encode_token
+
+    evil = tmp_path / "elsewhere" / "durable.db"
+    evil.parent.mkdir()
+    marker = tmp_path / "marker"
+    event = {
+        "DurableExecutionArn": "arn:aws:lambda:us-east-1:123456789012:function:f/durable-execution/x/y",
+        "CheckpointToken": encode_token(f"sqlite:///{evil}", 1, "inv"),
+        HANDLER_KEY: base64.b64encode(legit_call(caller, marker)).decode(),
+    }
+    error, payload, _ = invoke(lam, event, function=FUNCTION)
+    assert error == "Unhandled" and payload["errorType"] == "UntrustedLocationError"
+    assert "checkpoint token names the store" in payload["errorMessage"]
+    assert not evil.exists() and list(evil.parent.iterdir()) == []
+    assert not marker.exists()
