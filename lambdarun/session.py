@@ -205,7 +205,12 @@ class Session:
         """
         with self._lock:
             if not self._signing_key_known:
-                self._signing_key = self.target.signing_key()
+                provider = getattr(self.target, "signing_key", None)
+                if provider is not None:
+                    self._signing_key = provider()
+                else:  # a third-party target written before Target.signing_key existed
+                    key = self.settings.signing_key
+                    self._signing_key = key.encode("utf-8") if key else None
                 self._signing_key_known = True
             return self._signing_key
 
