@@ -64,6 +64,7 @@ def test_control_inside_the_prefix_works(caller, lam, s3, tmp_path):
     storage, key = caller.open_url(url)
     assert decode_outcome(caller, storage.get(key), task_id="t", attempt=1).value == 3
     assert marker.exists()
+    storage.delete([key])
 
 
 def test_function_storage_prefix_comes_from_its_configuration(caller, lam):

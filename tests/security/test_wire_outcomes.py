@@ -24,6 +24,8 @@ pytest.importorskip("lambdarun_covalent")
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 FUNCTION = "lambdarun-wire-outcomes"
+#: a bucket of its own: nothing here can disturb other suites' storage checks
+BUCKET = "lambdarun-wire-outcomes"
 
 
 def wait_for(path, seconds):
@@ -35,10 +37,16 @@ def wait_for(path, seconds):
 
 @pytest.fixture
 def session(lambdarun_session, local_stack):
+    s3 = local_stack.client("s3")
+    try:
+        s3.create_bucket(Bucket=BUCKET)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
     return lambdarun_session(
         overrides={
             "target": "local",
             "local": {"state_dir": str(local_stack.state_dir)},
+            "storage_url": f"s3://{BUCKET}/lambdarun",
             "progress": False,
             "covalent": {"function_name": FUNCTION, "mode": "async", "timeout": 60},
         },
@@ -79,8 +87,14 @@ def test_forged_outcome_in_storage_is_refused_before_unpickling(session, tmp_pat
         with pytest.raises(error):
             future.result(timeout=30)
         assert not marker.exists()
+        # nothing is left behind: the refused object is deleted, the real attempt stopped and
+        # any late outcome of it cleaned up
+        deadline = time.monotonic() + 30
+        while backend.storage.list(backend.run_prefix) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert backend.storage.list(backend.run_prefix) == []
     finally:
-        gate.write_text("go")  # let the real task end
+        gate.write_text("go")  # let the real task end (where the target could not stop it)
 
 
 def test_control_the_real_outcome_is_accepted(session, tmp_path):

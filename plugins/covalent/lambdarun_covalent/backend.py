@@ -739,6 +739,10 @@ class CovalentBackend(Backend):
         except Exception as exc:
             self._cleanup_quietly(attempt)
             task.future.finish(exception=exc)
+            if isinstance(exc, EnvelopeError):
+                # a refused (forged, foreign, stale) object: the real attempt may still run and
+                # store its outcome later; stop it and have that late object deleted
+                self._stop(task, "its outcome was refused")
             return
         if (
             not outcome.ok
