@@ -189,3 +189,28 @@ def test_durable_event_cannot_choose_the_checkpoint_store(caller, lam, tmp_path)
     assert "checkpoint token names the store" in payload["errorMessage"]
     assert not evil.exists() and list(evil.parent.iterdir()) == []
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "url"),
+    [
+        ("call_url", "file:///etc/passwd"),
+        ("call_url", f"s3://{OTHER_BUCKET}/call"),
+        ("outcome_url", "file:///tmp/lambdarun-wire-victim"),
+        ("outcome_url", f"s3://{OTHER_BUCKET}/outcome"),
+    ],
+)
+def test_temporal_activity_cannot_choose_locations(caller, s3, tmp_path, field, url):
+    """The Temporal activity takes call_url/outcome_url from the workflow input (anyone who
+    can start workflows on the task queue): same rule, checked before anything runs."""
+    pytest.importorskip("lambdarun_temporal")
+    from lambdarun.errors import UntrustedLocationError
+    from lambdarun_temporal.worker import make_call_activity
+
+    marker = tmp_path / "marker"
+    activity = make_call_activity(caller)
+    envelope = b"" if field == "call_url" else legit_call(caller, marker)
+    with pytest.raises(UntrustedLocationError, match=field):
+        activity(envelope, **{field: url})
+    assert not marker.exists()
+    assert keys(s3, OTHER_BUCKET) == []
