@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from lambdarun.envelope import Envelope, check_age, pack, unpack
 from lambdarun import errors as _errors
+from lambdarun.envelope import Envelope, check_age, pack, unpack
 from lambdarun.errors import (
     EnvelopeError,
     OutcomeMismatchError,
@@ -296,7 +296,7 @@ def execute_call(session: Session, data: bytes, *, tee: bool = True) -> bytes:
     """Run a call envelope and return the outcome envelope (never raises for user errors)."""
     started = time.perf_counter()
     out = err = _Capture()
-    meta: dict[str, Any] = {}
+    meta: dict[str, Any] | None = None  # None until the call is verified and decoded
     try:
         call = decode_call(session, data)
         meta = bound_meta(call.meta)
@@ -305,7 +305,9 @@ def execute_call(session: Session, data: bytes, *, tee: bool = True) -> bytes:
     except BaseException as exc:  # the caller gets every failure, typed
         if isinstance(exc, KeyboardInterrupt):
             raise
-        meta = meta or getattr(exc, "call_meta", None) or {"refused": True}
+        if meta is None:  # refused: bound to the task only when the envelope was verified
+            meta = getattr(exc, "call_meta", None)
+            meta = {"refused": True} if meta is None else meta
         return pack_failure(session, exc, stdout=out.getvalue(), stderr=err.getvalue(), meta=meta, started=started)
     try:
         part = session.encode(value)

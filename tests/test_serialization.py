@@ -252,3 +252,16 @@ def test_non_bytes_envelope_is_a_typed_error(lambdarun_session):
 
     with pytest.raises(EnvelopeError, match="bytes, not str"):
         unpack("text")
+
+
+def _raises_value_error():
+    raise ValueError("mine")
+
+
+def test_failure_of_a_verified_call_is_never_taken_for_a_refusal(lambdarun_session):
+    """A call without task meta that raises comes back as the function's own exception."""
+    session = lambdarun_session(overrides={"signing_key": KEY})
+    data = execute_call(session, encode_call(session, _raises_value_error), tee=False)
+    outcome = decode_outcome(session, data, task_id=None, attempt=None)
+    assert isinstance(outcome.exception, ValueError) and str(outcome.exception) == "mine"
+    assert "refused" not in outcome.meta
