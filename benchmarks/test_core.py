@@ -60,7 +60,9 @@ def test_import_time_core_only_fresh_venv(benchmark, headline, record_rss, full_
 
 @pytest.fixture(scope="module")
 def session():
-    with Session(make_plugin_manager(load_entrypoints=False, environ={}), environ={}) as s:
+    # signed, as every envelope is by default (a key of its own: no local stack needed)
+    overrides = {"signing_key": "benchmark-signing-key-0123456789abcdefgh"}
+    with Session(make_plugin_manager(load_entrypoints=False, environ={}), overrides=overrides, environ={}) as s:
         yield s
 
 

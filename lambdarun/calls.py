@@ -8,6 +8,11 @@ with the remote traceback attached.
 Lambda side: :func:`execute_call` verifies and decodes a call envelope, runs it with
 stdout/stderr captured, and packs the outcome. An envelope that cannot be trusted or
 loaded becomes an outcome carrying the typed lambdarun error, so the caller sees why.
+
+Both directions are signed (the session's :attr:`~lambdarun.session.Session.signing_key`)
+and expire (``envelope_max_age``). An outcome carries the ``task_id`` and ``attempt`` of
+its call inside the signed part, and :func:`decode_outcome` checks them before anything
+is unpickled. Without a key nothing is sent or accepted unless ``allow_unsigned`` is set.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from lambdarun.envelope import Envelope, pack, unpack
+from lambdarun import errors as _errors
+from lambdarun.envelope import Envelope, check_age, pack, unpack
 from lambdarun.errors import (
     EnvelopeError,
+    OutcomeMismatchError,
     RemoteExecutionError,
     SerializationError,
+    SigningKeyMissingError,
     UnpicklableArgumentError,
 )
 from lambdarun.serializers import VERSION_SENSITIVE_TAGS
@@ -50,6 +58,32 @@ CALL = "call"
 OUTCOME = "outcome"
 #: stdout/stderr kept per task (the tail is kept when a task prints more)
 OUTPUT_LIMIT = 1_048_576
+#: ``max_age`` default: the session's ``envelope_max_age``
+_CONFIGURED = object()
+
+
+def signing_key(session: Session) -> bytes | None:
+    """The key to sign and verify with, or None when running unsigned is allowed.
+
+    Raises :class:`SigningKeyMissingError` when there is no key and ``allow_unsigned`` is
+    not set: nothing is then sent or accepted.
+    """
+    key = session.signing_key
+    if key is None and not session.settings.allow_unsigned:
+        raise SigningKeyMissingError(
+            "no signing key is configured, so lambdarun neither sends nor accepts envelopes "
+            "(unsigned ones would let anyone who can invoke the function run code in it). "
+            "Configure the key: signing_key_secret = '<secret ARN>' (the secret `lambdarun "
+            "deploy` created; a function gets it as LAMBDARUN_SIGNING_KEY_SECRET) or "
+            "signing_key = '<at least 32 bytes>' on the caller; on the local target the stack "
+            "provides one. To run unsigned anyway set allow_unsigned = true on both sides "
+            "(see docs/security.md)"
+        )
+    return key
+
+
+def _max_age(session: Session, max_age: Any) -> float | None:
+    return session.settings.envelope_max_age if max_age is _CONFIGURED else max_age
 
 
 def _describe_callable(func: Any) -> str:
@@ -90,7 +124,7 @@ def encode_call(
         parts=tuple(parts),
         meta={"function": name, "nargs": len(args), "kwargs": list(kwargs), **(meta or {})},
     )
-    return pack(envelope, session.signing_key)
+    return pack(envelope, signing_key(session))
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:
@@ -110,17 +144,50 @@ class Call:
     meta: dict[str, Any]
 
 
-def decode_call(session: Session, data: bytes) -> Call:
-    """Verify and decode a call envelope (refusing untrusted or unloadable ones)."""
-    envelope = unpack(data, session.signing_key)
+def decode_call(session: Session, data: bytes, *, max_age: Any = _CONFIGURED) -> Call:
+    """Verify and decode a call envelope (refusing untrusted, expired or unloadable ones).
+
+    :param max_age: seconds after its issue time the call is accepted (default: the
+        session's ``envelope_max_age``; None: no limit, for envelopes stored on purpose).
+
+    An error raised once the envelope is verified carries ``call_meta`` (its task id and
+    attempt), so the refusal can be bound to the task like any outcome.
+    """
+    envelope = unpack(data, signing_key(session))
     if envelope.kind != CALL:
         raise EnvelopeError(f"expected a call envelope, got {envelope.kind!r}")
-    envelope.check_python(VERSION_SENSITIVE_TAGS)
-    values = [session.decode(part) for part in envelope.parts]
-    nargs = envelope.meta["nargs"]
-    names = envelope.meta["kwargs"]
+    meta = dict(envelope.meta)
+    try:
+        limit = _max_age(session, max_age)
+        if limit is not None:
+            check_age(envelope, limit)
+        nargs, names = meta.get("nargs"), meta.get("kwargs")
+        if not (
+            isinstance(nargs, int)
+            and not isinstance(nargs, bool)
+            and nargs >= 0
+            and isinstance(names, list)
+            and all(isinstance(n, str) for n in names)
+            and len(envelope.parts) == 1 + nargs + len(names)
+        ):
+            raise EnvelopeError(
+                "corrupt call envelope: nargs/kwargs do not match its parts; both sides must run "
+                "the same lambdarun"
+            )
+        envelope.check_python(VERSION_SENSITIVE_TAGS)
+        values = [session.decode(part) for part in envelope.parts]
+    except BaseException as exc:
+        exc.call_meta = bound_meta(meta)  # type: ignore[attr-defined]
+        raise
     func, args, kw_values = values[0], tuple(values[1 : 1 + nargs]), values[1 + nargs :]
-    return Call(func, args, dict(zip(names, kw_values)), dict(envelope.meta))
+    return Call(func, args, dict(zip(names, kw_values)), meta)
+
+
+def bound_meta(meta: Any) -> dict[str, Any]:
+    """The task id and attempt of a call's meta, copied into its outcome."""
+    if not isinstance(meta, dict):
+        return {}
+    return {k: meta[k] for k in ("task_id", "attempt") if k in meta}
 
 
 class _Capture:
@@ -229,15 +296,18 @@ def execute_call(session: Session, data: bytes, *, tee: bool = True) -> bytes:
     """Run a call envelope and return the outcome envelope (never raises for user errors)."""
     started = time.perf_counter()
     out = err = _Capture()
-    meta: dict[str, Any] = {}
+    meta: dict[str, Any] | None = None  # None until the call is verified and decoded
     try:
         call = decode_call(session, data)
-        meta = {k: call.meta[k] for k in ("task_id", "attempt") if k in call.meta}
+        meta = bound_meta(call.meta)
         with _Routing.capture(tee) as (out, err):
             value = call.func(*call.args, **call.kwargs)
     except BaseException as exc:  # the caller gets every failure, typed
         if isinstance(exc, KeyboardInterrupt):
             raise
+        if meta is None:  # refused: bound to the task only when the envelope was verified
+            meta = getattr(exc, "call_meta", None)
+            meta = {"refused": True} if meta is None else meta
         return pack_failure(session, exc, stdout=out.getvalue(), stderr=err.getvalue(), meta=meta, started=started)
     try:
         part = session.encode(value)
@@ -255,7 +325,7 @@ def execute_call(session: Session, data: bytes, *, tee: bool = True) -> bytes:
             **meta,
         },
     )
-    return pack(envelope, session.signing_key)
+    return pack(envelope, signing_key(session))
 
 
 def pack_failure(
@@ -267,7 +337,15 @@ def pack_failure(
     meta: dict[str, Any] | None = None,
     started: float | None = None,
 ) -> bytes:
-    """An outcome envelope carrying ``exc`` (pickled when possible) and its traceback."""
+    """An outcome envelope carrying ``exc`` (pickled when possible) and its traceback.
+
+    ``meta`` binds it to its call (``task_id``, ``attempt``); a refusal of a call that could
+    not be verified carries ``{"refused": True}`` instead, and the caller rebuilds it from
+    its type name and message only (see :func:`decode_outcome`).
+
+    Without a usable signing key the outcome goes unsigned (the caller refuses it unless it
+    allows unsigned envelopes too): the reason still reaches the caller's error message.
+    """
     tb = "".join(traceback.format_exception(exc))
     parts: tuple = ()
     try:
@@ -289,7 +367,11 @@ def pack_failure(
             **(meta or {}),
         },
     )
-    return pack(envelope, session.signing_key)
+    try:
+        key = signing_key(session)
+    except Exception:
+        key = None
+    return pack(envelope, key)
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -318,17 +400,47 @@ class Outcome:
         raise self.exception
 
 
-def decode_outcome(session: Session, data: bytes) -> Outcome:
-    """Decode an outcome envelope; the exception (if any) gets the remote traceback attached."""
-    envelope = unpack(data, session.signing_key)
+def decode_outcome(
+    session: Session,
+    data: bytes,
+    *,
+    task_id: str | None,
+    attempt: int | None,
+    max_age: Any = _CONFIGURED,
+) -> Outcome:
+    """Verify, bind and decode an outcome envelope.
+
+    The signature, the issue time and the ``task_id``/``attempt`` inside the signed part are
+    checked before any part is unpickled: an outcome of another task or attempt raises
+    :class:`OutcomeMismatchError`. ``task_id``/``attempt`` are those the call was encoded
+    with (None when the call carried none). A refusal of a call the function could not
+    verify (no task binding) is raised as its lambdarun error type, rebuilt from its type
+    name and message only. The exception of a failed call gets the remote traceback attached.
+    """
+    envelope = unpack(data, signing_key(session), max_age=_max_age(session, max_age))
     if envelope.kind != OUTCOME:
         raise EnvelopeError(f"expected an outcome envelope, got {envelope.kind!r}")
     meta = dict(envelope.meta)
+    if meta.get("refused") is True and "task_id" not in meta and meta.get("ok") is False:
+        raise _refusal(meta)
+    if (meta.get("task_id"), meta.get("attempt")) != (task_id, attempt):
+        raise OutcomeMismatchError(
+            f"refused the outcome of task {meta.get('task_id')!r} attempt {meta.get('attempt')!r} "
+            f"while waiting for task {task_id!r} attempt {attempt!r}: a stale or foreign (replayed?) "
+            "result (nothing in it was loaded)"
+        )
     stdout, stderr = meta.pop("stdout", ""), meta.pop("stderr", "")
-    if meta.get("ok"):
+    if not isinstance(stdout, str) or not isinstance(stderr, str):
+        raise EnvelopeError("corrupt outcome envelope: stdout/stderr must be text")
+    if meta.get("ok") is True:
+        if len(envelope.parts) != 1:
+            raise EnvelopeError("corrupt outcome envelope: a value outcome has exactly one part")
         envelope.check_python(VERSION_SENSITIVE_TAGS)
         return Outcome(True, session.decode(envelope.parts[0]), stdout=stdout, stderr=stderr, meta=meta)
+    if meta.get("ok") is not False:
+        raise EnvelopeError("corrupt outcome envelope: 'ok' must be true or false")
     tb = meta.get("traceback", "")
+    tb = tb if isinstance(tb, str) else ""
     exc: BaseException | None = None
     if envelope.parts:
         try:
@@ -342,11 +454,26 @@ def decode_outcome(session: Session, data: bytes) -> Outcome:
         exc = RemoteExecutionError(
             f"remote {meta.get('exc_type')}: {meta.get('exc_message')} (the exception could "
             "not be rebuilt here; install the module that defines it to get the original type)",
-            original_type=meta.get("exc_type", ""),
+            original_type=str(meta.get("exc_type", "")),
             remote_traceback=tb,
         )
     attach_remote_traceback(exc, tb)
     return Outcome(False, exception=exc, stdout=stdout, stderr=stderr, remote_traceback=tb, meta=meta)
+
+
+def _refusal(meta: dict[str, Any]) -> BaseException:
+    """The error of an unbound refusal, rebuilt from text: a lambdarun error type of
+    :mod:`lambdarun.errors` by name (nothing is unpickled), else :class:`EnvelopeError`."""
+    type_name, message = str(meta.get("exc_type", "")), str(meta.get("exc_message", ""))
+    module, _, name = type_name.rpartition(".")
+    cls = getattr(_errors, name, None) if module == _errors.__name__ else None
+    text = f"the Lambda function refused the call: {message}"
+    if isinstance(cls, type) and issubclass(cls, _errors.LambdarunError):
+        try:
+            return cls(text)
+        except Exception:
+            pass
+    return EnvelopeError(f"{text} ({type_name})")
 
 
 def attach_remote_traceback(exc: BaseException, tb: str) -> None:

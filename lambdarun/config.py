@@ -44,6 +44,7 @@ __all__ = [
     "one_of",
     "positive",
     "non_negative",
+    "MIN_SIGNING_KEY_BYTES",
 ]
 
 #: Environment variables that steer lambdarun itself and are not config keys.
@@ -54,6 +55,8 @@ CONTROL_VARIABLES = frozenset(
         "LAMBDARUN_DISABLE_PLUGIN_AUTOLOAD",
         "LAMBDARUN_BLOCK_PLUGINS",
         "LAMBDARUN_TRACE_PLUGINS",
+        # set by `lambdarun deploy`: the id (not the value) of the function's signing key
+        "LAMBDARUN_SIGNING_KEY_ID",
     }
 )
 
@@ -91,6 +94,26 @@ def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise ValueError("must be 0 or more", attribute)
 
 
+#: shortest signing key accepted (bytes of its UTF-8 text): 256 bits
+MIN_SIGNING_KEY_BYTES = 32
+
+
+def _signing_key(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and len(value.encode("utf-8")) < MIN_SIGNING_KEY_BYTES:
+        raise ValueError(
+            f"a signing key must be at least {MIN_SIGNING_KEY_BYTES} bytes (this one has "
+            f"{len(value.encode('utf-8'))}); generate one with: python -c \"import secrets; "
+            "print(secrets.token_urlsafe(32))\", or remove the key to use the local stack's own "
+            "key / signing_key_secret",
+            attribute,
+        )
+
+
+def _non_empty(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and not value.strip():
+        raise ValueError("must not be empty (remove the key instead)", attribute)
+
+
 @attrs.define(kw_only=True)
 class CoreConfig:
     """Top-level keys of ``lambdarun.toml``."""
@@ -103,8 +126,18 @@ class CoreConfig:
     region: str = "us-east-1"
     #: scratch storage for spilled payloads; default: the target's own bucket
     storage_url: str | None = None
-    #: HMAC-SHA256 key signing every envelope; when set, unsigned envelopes are refused
-    signing_key: str | None = attrs.field(default=None, repr=False)
+    #: HMAC-SHA256 key signing every envelope (at least 32 bytes); default: the local
+    #: stack's own key, or the one in signing_key_secret
+    signing_key: str | None = attrs.field(default=None, repr=False, validator=_signing_key)
+    #: Secrets Manager secret (name or ARN) holding the signing key (`lambdarun deploy`
+    #: creates one); functions always read their key from such a secret
+    signing_key_secret: str | None = attrs.field(default=None, validator=_non_empty)
+    #: accept and send unsigned envelopes when no signing key is known (anyone who can invoke
+    #: the function then runs code in it); a warning is logged at every session start
+    allow_unsigned: bool = False
+    #: seconds an envelope is accepted after it was issued (calls and outcomes), plus a
+    #: clock-skew allowance of lambdarun.envelope.CLOCK_SKEW seconds
+    envelope_max_age: float = attrs.field(default=3600.0, validator=positive)
     #: the Lambda function running lambdarun.runtime.handler
     function_name: str = "lambdarun-runtime"
     #: log level of lambdarun's loggers
@@ -128,6 +161,7 @@ class AwsConfig:
     lambda_endpoint_url: str | None = None
     s3_endpoint_url: str | None = None
     dynamodb_endpoint_url: str | None = None
+    secretsmanager_endpoint_url: str | None = None
     #: boto3 retry attempts (standard mode)
     max_attempts: int = attrs.field(default=5, validator=positive)
 
@@ -229,6 +263,11 @@ def find_config_file(cwd: Path | None = None, environ: Mapping[str, str] | None 
         candidate = directory / "lambdarun.toml"
         if candidate.is_file():
             return candidate
+        if candidate.exists():
+            raise ConfigError(
+                f"{candidate} is not a regular file (a directory?); lambdarun reads its "
+                "configuration from a lambdarun.toml file: remove or rename it"
+            )
         pyproject = directory / "pyproject.toml"
         if pyproject.is_file() and b"[tool.lambdarun" in pyproject.read_bytes():
             return pyproject
@@ -240,6 +279,10 @@ def _read_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}; fix its permissions or remove it") from exc
     if path.name == "pyproject.toml":
         data = data.get("tool", {}).get("lambdarun", {})
     return data

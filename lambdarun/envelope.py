@@ -6,8 +6,11 @@ Layout (bytes)::
     body = msgpack([python "3.11", kind, [[tag, data], ...], meta, ref])
 
 The signature is HMAC-SHA256 over ``body``. The receiving side checks magic, format
-version and (when a signing key is configured) the signature before it decodes the body,
-and refuses pickled parts written by another Python major.minor before unpickling them.
+version and the signature before it reads the body, then the body's shape and its issue
+time (``meta["issued"]``, inside the signed part: an envelope older than ``max_age`` or
+issued more than :data:`CLOCK_SKEW` seconds in the future is refused), and refuses pickled
+parts written by another Python major.minor before unpickling them. Nothing here unpickles:
+parts stay bytes until a serializer decodes them.
 The header costs ~40 bytes, so 1 MiB of ``bytes`` travels with well under 1% overhead.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,18 +28,23 @@ import msgpack
 
 from lambdarun.errors import (
     EnvelopeError,
+    EnvelopeExpiredError,
     EnvelopeSignatureError,
     EnvelopeVersionError,
     PythonVersionMismatchError,
 )
 from lambdarun.types import Encoded
 
-__all__ = ["Envelope", "pack", "unpack", "FORMAT_VERSION", "MAGIC", "PYTHON_VERSION"]
+__all__ = ["Envelope", "pack", "unpack", "check_age", "FORMAT_VERSION", "MAGIC", "PYTHON_VERSION", "CLOCK_SKEW"]
 
 MAGIC = "LRUN"
 FORMAT_VERSION = 1
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 _HEADER_MAX = 64
+#: seconds an envelope's issue time may lie in the future (clocks of caller and Lambda differ)
+CLOCK_SKEW = 300.0
+#: the meta key holding the issue time (seconds since the epoch), set by :func:`pack`
+ISSUED = "issued"
 
 
 @attrs.frozen
@@ -50,6 +59,12 @@ class Envelope:
     meta: Mapping[str, Any] = attrs.field(factory=dict)
     ref: str | None = None
     python: str = PYTHON_VERSION
+
+    @property
+    def issued(self) -> float | None:
+        """When the sender packed it (seconds since the epoch; inside the signed part)."""
+        value = self.meta.get(ISSUED)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     def check_python(self, version_sensitive_tags: frozenset[str]) -> None:
         """Refuse pickled parts written by a different Python major.minor."""
@@ -69,12 +84,13 @@ def _sign(key: bytes, body: bytes | memoryview) -> bytes:
 
 
 def pack(envelope: Envelope, key: bytes | None = None) -> bytes:
+    """Frame ``envelope``, stamped with its issue time, and sign it when ``key`` is given."""
     body = msgpack.packb(
         [
             envelope.python,
             envelope.kind,
             [[p.tag, p.data] for p in envelope.parts],
-            dict(envelope.meta),
+            {**envelope.meta, ISSUED: time.time()},
             envelope.ref,
         ],
         use_bin_type=True,
@@ -83,7 +99,24 @@ def pack(envelope: Envelope, key: bytes | None = None) -> bytes:
     return header + body
 
 
-def unpack(data: bytes | bytearray | memoryview, key: bytes | None = None) -> Envelope:
+def unpack(
+    data: bytes | bytearray | memoryview,
+    key: bytes | None = None,
+    *,
+    max_age: float | None = None,
+    now: float | None = None,
+) -> Envelope:
+    """Verify and read an envelope; nothing in it is unpickled.
+
+    :param key: the signing key; with a key, an unsigned or wrongly signed envelope is
+        refused (:class:`EnvelopeSignatureError`). Without one, signatures are not checked:
+        callers decide whether that is allowed (``allow_unsigned``).
+    :param max_age: refuse (:class:`EnvelopeExpiredError`) an envelope issued longer ago
+        than this many seconds, or more than :data:`CLOCK_SKEW` seconds in the future, or
+        carrying no issue time. None: no age check.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise EnvelopeError(f"an envelope is bytes, not {type(data).__name__}")
     view = memoryview(data)
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(view[:_HEADER_MAX])
@@ -96,28 +129,81 @@ def unpack(data: bytes | bytearray | memoryview, key: bytes | None = None) -> En
     if not (isinstance(header, list) and len(header) == 3 and header[0] == MAGIC):
         raise EnvelopeError("not a lambdarun envelope (bad magic); both sides must run lambdarun")
     magic, version, signature = header
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or isinstance(version, bool):
         raise EnvelopeVersionError(
             f"envelope format version {version!r} is not supported by this lambdarun (it reads "
             f"version {FORMAT_VERSION}); install the same lambdarun version on both sides"
+        )
+    if signature is not None and not isinstance(signature, bytes):
+        raise EnvelopeSignatureError(
+            f"refused an envelope whose signature field is a {type(signature).__name__}, not "
+            "bytes: it was not written by lambdarun"
         )
     body = view[unpacker.tell() :]
     if key is not None:
         if signature is None:
             raise EnvelopeSignatureError(
-                "refused an unsigned envelope: signing is on here (signing_key is set) but the "
-                "sender signed nothing; configure the same LAMBDARUN_SIGNING_KEY on both sides"
+                "refused an unsigned envelope: signing is on here but the sender signed "
+                "nothing; give both sides the same key (signing_key / signing_key_secret, or "
+                "the local stack's own key)"
             )
         if not hmac.compare_digest(signature, _sign(key, body)):
             raise EnvelopeSignatureError(
                 "refused an envelope whose signature is wrong: it was tampered with or signed "
-                "with another key; configure the same LAMBDARUN_SIGNING_KEY on both sides"
+                "with another key; give both sides the same key (signing_key / "
+                "signing_key_secret, or the local stack's own key)"
             )
     try:
-        python, kind, parts, meta, ref = msgpack.unpackb(body, raw=False)
-        encoded = tuple(Encoded(tag, bytes(blob)) for tag, blob in parts)
+        fields = msgpack.unpackb(body, raw=False)
     except Exception as exc:
         raise EnvelopeError(f"corrupt envelope body: {exc}") from exc
+    envelope = _shaped(fields)
+    if max_age is not None:
+        check_age(envelope, max_age, now=now)
+    return envelope
+
+
+def _shaped(fields: Any) -> Envelope:
+    """The body as an :class:`Envelope`, or :class:`EnvelopeError` when its shape is wrong."""
+    if not (isinstance(fields, list) and len(fields) == 5):
+        raise EnvelopeError("corrupt envelope body: expected [python, kind, parts, meta, ref]")
+    python, kind, parts, meta, ref = fields
+    if not isinstance(python, str) or not isinstance(kind, str):
+        raise EnvelopeError("corrupt envelope body: python version and kind must be strings")
+    if not isinstance(parts, list) or not all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], bytes)
+        for p in parts
+    ):
+        raise EnvelopeError("corrupt envelope body: parts must be [tag, bytes] pairs")
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise EnvelopeError("corrupt envelope body: meta must be a map with string keys")
+    if ref is not None and not isinstance(ref, str):
+        raise EnvelopeError("corrupt envelope body: ref must be a string or nil")
+    encoded = tuple(Encoded(tag, blob) for tag, blob in parts)
     return Envelope(kind=kind, parts=encoded, meta=meta, ref=ref, python=python)
 
 
+def check_age(envelope: Envelope, max_age: float, *, now: float | None = None) -> None:
+    """Refuse (:class:`EnvelopeExpiredError`) an envelope issued more than ``max_age``
+    seconds before ``now`` (default: the clock), more than :data:`CLOCK_SKEW` seconds after
+    it, or without an issue time."""
+    now = time.time() if now is None else now
+    issued = envelope.issued
+    if issued is None:
+        raise EnvelopeExpiredError(
+            "refused an envelope without an issue time; install the same lambdarun version on "
+            "both sides"
+        )
+    age = now - issued
+    if age > max_age:
+        raise EnvelopeExpiredError(
+            f"refused an envelope issued {age:.0f} s ago: envelopes are accepted for "
+            f"envelope_max_age = {max_age:g} s. A replayed or long-queued message; if tasks "
+            "legitimately wait longer, raise envelope_max_age on both sides"
+        )
+    if -age > CLOCK_SKEW:
+        raise EnvelopeExpiredError(
+            f"refused an envelope issued {-age:.0f} s in the future (more than the "
+            f"{CLOCK_SKEW:g} s clock-skew allowance); synchronise the clocks of caller and "
+            "function (NTP)"
+        )

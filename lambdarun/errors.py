@@ -17,6 +17,12 @@ __all__ = [
     "EnvelopeError",
     "EnvelopeVersionError",
     "EnvelopeSignatureError",
+    "SigningKeyMissingError",
+    "EnvelopeExpiredError",
+    "OutcomeMismatchError",
+    "EventError",
+    "UntrustedLocationError",
+    "FunctionKeyConflictError",
     "PythonVersionMismatchError",
     "MissingModuleError",
     "StorageError",
@@ -87,12 +93,37 @@ class EnvelopeSignatureError(EnvelopeError):
     """Signing is on and the envelope's HMAC signature is missing or wrong."""
 
 
+class SigningKeyMissingError(EnvelopeSignatureError, ConfigError):
+    """No signing key is known and ``allow_unsigned`` is not set: nothing is sent or accepted."""
+
+
+class EnvelopeExpiredError(EnvelopeError):
+    """The envelope was issued longer ago than ``envelope_max_age`` (or in the future)."""
+
+
+class OutcomeMismatchError(EnvelopeError):
+    """A (correctly signed) outcome belongs to another task or attempt than the one awaited."""
+
+
 class PythonVersionMismatchError(EnvelopeError):
     """Pickled data was produced by another Python major.minor than the one decoding it."""
 
 
 class MissingModuleError(EnvelopeError, ModuleNotFoundError):
     """Decoding needs a module that is not importable on this side."""
+
+
+# --- Lambda events -------------------------------------------------------------------
+
+
+class EventError(LambdarunError, ValueError):
+    """A Lambda event was refused before anything in it ran (a field of the wrong type or
+    encoding, or a location it may not choose)."""
+
+
+class UntrustedLocationError(EventError):
+    """An event named a location (``call_url``, ``result_url``, ...) outside the storage
+    prefix the function is configured with; nothing was read or written there."""
 
 
 # --- storage ---------------------------------------------------------------------------
@@ -114,6 +145,11 @@ class StorageKeyError(StorageError, KeyError):
 
 class TargetError(LambdarunError):
     """The execution target (local Lambda service or AWS) is unusable as configured."""
+
+
+class FunctionKeyConflictError(TargetError):
+    """The function verifies envelopes with another signing key than this caller's; lambdarun
+    refuses to rewrite its key settings."""
 
 
 class InvocationError(LambdarunError):

@@ -6,23 +6,33 @@ Each event is offered to the ``lambdarun_handle_event`` hook; the core answers c
     {"lambdarun": 1, "call": "<base64 envelope>"}        # or "call_url": "s3://.../call"
      + optional "result_url": where to store the outcome (async invokes, large outcomes)
      + optional "inline_limit": largest outcome (bytes, before base64) returned inline
+     + optional "always_store": store the outcome at result_url even when it is small
 
 Response::
 
     {"lambdarun": 1, "outcome": "<base64 envelope>"}     # or "outcome_url": "s3://..."
+
+Every field is checked before anything runs: a field of the wrong type or encoding is an
+:class:`~lambdarun.errors.EventError`, and ``call_url``/``result_url`` must lie under the
+function's own storage prefix (its ``storage_url``; never ``file://``), else
+:class:`~lambdarun.errors.UntrustedLocationError`. Without a signing key (and without
+``allow_unsigned``) every call is refused with
+:class:`~lambdarun.errors.SigningKeyMissingError`.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from lambdarun.calls import execute_call, pack_failure
-from lambdarun.errors import LambdarunError, PayloadTooLargeError
+from lambdarun.calls import bound_meta, execute_call, pack_failure, signing_key
+from lambdarun.envelope import unpack
+from lambdarun.errors import EventError, LambdarunError, PayloadTooLargeError
 from lambdarun.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -51,16 +61,26 @@ class UnhandledEventError(LambdarunError):
     """No installed plugin recognised the Lambda event."""
 
 
-def function_environment(settings: Settings) -> dict[str, str]:
+def function_environment(settings: Settings, *, storage_url: str | None = None) -> dict[str, str]:
     """Environment variables a function running ``lambdarun.runtime.handler`` needs.
 
     Inside Lambda lambdarun reaches AWS services as plain AWS (target ``aws``): on the local
     target the ``AWS_ENDPOINT_URL_*`` variables of the environment point boto3 at the local
-    services. The signing key travels along so both sides sign and verify.
+    services. ``storage_url`` (default: the ``storage_url`` setting) is the only prefix the
+    function's events may name locations under. The signing key never travels in the
+    environment: only the name of the secret holding it (``signing_key_secret``; the local
+    target adds its own in :meth:`~lambdarun.types.Target.ensure_function`).
     """
     environment = {"LAMBDARUN_TARGET": "aws", "LAMBDARUN_REGION": settings.region}
-    if settings.signing_key:
-        environment["LAMBDARUN_SIGNING_KEY"] = settings.signing_key
+    storage_url = storage_url or settings.storage_url
+    if storage_url:
+        environment["LAMBDARUN_STORAGE_URL"] = storage_url
+    if settings.signing_key_secret:
+        environment["LAMBDARUN_SIGNING_KEY_SECRET"] = settings.signing_key_secret
+    if settings.source_of("envelope_max_age") != "default":
+        environment["LAMBDARUN_ENVELOPE_MAX_AGE"] = repr(settings.envelope_max_age)
+    if settings.allow_unsigned and settings.source_of("allow_unsigned") != "default":
+        environment["LAMBDARUN_ALLOW_UNSIGNED"] = "true"
     return environment
 
 
@@ -99,17 +119,41 @@ def is_call_event(event: Any) -> bool:
     )
 
 
+def _field(event: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    value = event.get(name, default)
+    if value is default:
+        return value
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise EventError(
+            f"event field {name!r} must be {expected}, not {type(value).__name__}; send calls "
+            "through lambdarun (the event was refused, nothing ran)"
+        )
+    return value
+
+
 def handle_call_event(event: dict[str, Any], session: Session) -> dict[str, Any]:
-    if "call" in event:
-        data = base64.b64decode(event["call"])
+    # everything the event says is checked before anything is read, run or written
+    signing_key(session)  # no key and no allow_unsigned: refuse every call, typed
+    call = _field(event, "call", str)
+    call_url = _field(event, "call_url", str)
+    result_url = _field(event, "result_url", str)
+    inline_limit = _field(event, "inline_limit", int, DEFAULT_INLINE_LIMIT)
+    always_store = _field(event, "always_store", bool, False)
+    if inline_limit < 0:
+        raise EventError(f"event field 'inline_limit' must be 0 or more, not {inline_limit}")
+    result_location = session.open_event_url(result_url, field="result_url") if result_url else None
+    if call is not None:
+        try:
+            data = base64.b64decode(call, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise EventError(f"event field 'call' is not valid base64 ({exc}); nothing ran") from exc
     else:
-        storage, key = session.open_url(event["call_url"])
+        storage, key = session.open_event_url(call_url, field="call_url")
         data = storage.get(key)
     outcome = execute_call(session, data)
-    result_url = event.get("result_url")
-    inline_limit = int(event.get("inline_limit", DEFAULT_INLINE_LIMIT))
-    if result_url and (event.get("always_store") or len(outcome) > inline_limit):
-        storage, key = session.open_url(result_url)
+    if result_location is not None and (always_store or len(outcome) > inline_limit):
+        storage, key = result_location
         storage.put(key, outcome)
         return {"lambdarun": CALL_EVENT_VERSION, "outcome_url": result_url}
     if len(outcome) > inline_limit:
@@ -120,6 +164,7 @@ def handle_call_event(event: dict[str, Any], session: Session) -> dict[str, Any]
                 f"the result ({len(outcome)} bytes) is over the inline limit ({inline_limit}) "
                 "and the call gave no result_url to store it; configure storage"
             ),
+            meta=bound_meta(unpack(outcome).meta) or {"refused": True},
         )
     return {"lambdarun": CALL_EVENT_VERSION, "outcome": base64.b64encode(outcome).decode("ascii")}
 

@@ -67,7 +67,18 @@ class Session:
         self._backends: dict[str, Backend] = {}
         self._registry: BackendRegistry | None = None
         self._derived: dict[str, Session] = {}
+        self._signing_key: bytes | None = None
+        self._signing_key_known = False
         self.closed = False
+        if settings.allow_unsigned:
+            import structlog
+
+            structlog.get_logger(__name__).warning(
+                "allow_unsigned = true: when no signing key is known, envelopes are sent and "
+                "accepted unsigned, and anyone who can invoke the function or write to its "
+                "storage can run code in it or in this process (see docs/security.md)",
+                source=settings.source_of("allow_unsigned"),
+            )
 
     # --- derived sessions ---------------------------------------------------------------
 
@@ -187,8 +198,62 @@ class Session:
 
     @property
     def signing_key(self) -> bytes | None:
-        key = self.settings.signing_key
-        return key.encode("utf-8") if key else None
+        """The HMAC key of this session's envelopes, from the target (``signing_key``,
+        ``signing_key_secret``, or the local stack's own key); None when none is known.
+
+        Resolved once (a secret is read once per session, i.e. once per Lambda environment).
+        """
+        with self._lock:
+            if not self._signing_key_known:
+                provider = getattr(self.target, "signing_key", None)
+                if provider is not None:
+                    self._signing_key = provider()
+                else:  # a third-party target written before Target.signing_key existed
+                    key = self.settings.signing_key
+                    self._signing_key = key.encode("utf-8") if key else None
+                self._signing_key_known = True
+            return self._signing_key
+
+    @property
+    def storage_prefix(self) -> str:
+        """The storage URL this session's events may name locations under (``storage_url``,
+        else the target's scratch storage); from configuration, never from an event."""
+        return (self.settings.storage_url or self.target.default_storage_url()).rstrip("/")
+
+    def open_event_url(self, url: Any, *, field: str) -> tuple[Storage, str]:
+        """(storage, key) of a location an event names, refused unless it lies under
+        :attr:`storage_prefix`.
+
+        ``file://`` locations are never taken from an event (whatever the prefix), and
+        ``.``/``..`` segments, empty segments, backslashes and control characters are
+        refused. Raises :class:`~lambdarun.errors.EventError` (wrong type) or
+        :class:`~lambdarun.errors.UntrustedLocationError`; nothing is read or written then.
+        """
+        from lambdarun.errors import EventError, UntrustedLocationError
+
+        if not isinstance(url, str):
+            raise EventError(f"event field {field!r} must be a string URL, not {type(url).__name__}")
+        shown = url[:200]
+        if url.lower().startswith("file:"):
+            raise UntrustedLocationError(
+                f"refused {field} = {shown!r}: file:// locations are never taken from an event; "
+                "the function reads and writes only under its configured storage_url"
+            )
+        prefix = self.storage_prefix
+        scheme, sep, rest = url.partition("://")
+        segments = rest.split("/")[1:] if sep else []
+        if (
+            not sep
+            or not url.startswith(prefix + "/")
+            or any(seg in ("", ".", "..") for seg in segments)
+            or any(ch == "\\" or ord(ch) < 32 or ord(ch) == 127 for ch in url)
+        ):
+            raise UntrustedLocationError(
+                f"refused {field} = {shown!r}: an event may only name locations under the "
+                f"function's storage prefix {prefix + '/'!r} (its storage_url); nothing was read "
+                "or written"
+            )
+        return self.open_url(url)
 
     def encode(self, value: Any) -> Encoded:
         encoded = self.pm.hook.lambdarun_encode(value=value, session=self)

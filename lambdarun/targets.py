@@ -54,9 +54,9 @@ class Boto3Target:
         self._endpoints: dict[str, str] = {}
         if aws.endpoint_url:
             self._endpoints.update(
-                {svc: aws.endpoint_url for svc in ("lambda", "s3", "dynamodb", "iam", "sts")}
+                {svc: aws.endpoint_url for svc in ("lambda", "s3", "dynamodb", "iam", "sts", "secretsmanager")}
             )
-        for svc in ("lambda", "s3", "dynamodb"):
+        for svc in ("lambda", "s3", "dynamodb", "secretsmanager"):
             url = getattr(aws, f"{svc}_endpoint_url")
             if url:
                 self._endpoints[svc] = url
@@ -68,6 +68,7 @@ class Boto3Target:
         self._lock = threading.Lock()
         self._boto_session: Any = None
         self._clients: dict[str, Any] = {}
+        self._secret_keys: dict[str, bytes] = {}
 
     # --- clients -------------------------------------------------------------------------
 
@@ -136,6 +137,27 @@ class Boto3Target:
                 "`lambdarun deploy` creates the bucket"
             )
         return url
+
+    def signing_key(self) -> bytes | None:
+        """``signing_key``, else the key in the secret ``signing_key_secret`` (read once)."""
+        if self.settings.signing_key:
+            return self.settings.signing_key.encode("utf-8")
+        secret = self.settings.signing_key_secret
+        if not secret:
+            return None
+        with self._lock:
+            cached = self._secret_keys.get(secret)
+        if cached is None:
+            from lambdarun.signing import read_secret
+
+            cached = read_secret(self.client("secretsmanager"), secret)
+            with self._lock:
+                self._secret_keys[secret] = cached
+        return cached
+
+    def signing_key_secret(self) -> str | None:
+        """``signing_key_secret`` (the function reads its key there; deploy creates it)."""
+        return self.settings.signing_key_secret
 
     def environment(self) -> dict[str, str]:
         env = {"AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region}

@@ -144,6 +144,16 @@ class Target(Protocol):
     def environment(self) -> dict[str, str]:
         """Environment variables a Lambda function needs to reach this target's services."""
 
+    def signing_key(self) -> bytes | None:
+        """The key signing this caller's envelopes: ``signing_key`` from the settings, else
+        the secret named by ``signing_key_secret`` (read once), else the target's own (the
+        local stack generates one per stack); None when none is known."""
+
+    def signing_key_secret(self) -> str | None:
+        """The Secrets Manager secret (name or ARN) holding :meth:`signing_key`, for a
+        function's ``LAMBDARUN_SIGNING_KEY_SECRET``; the local target stores its key (or the
+        configured one) in its own Secrets Manager. None when there is no key."""
+
     def close(self) -> None:
         """Release clients and, for an embedded stack, stop what this process started."""
 

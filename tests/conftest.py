@@ -4,6 +4,7 @@ lambdarun's own pytest plugin (``lambdarun.pytest_plugin``), as users get them."
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import textwrap
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from lambdarun import hookimpl
 from lambdarun.backends import Backend
 from lambdarun.calls import decode_outcome, encode_call, execute_call
 from lambdarun.futures import LambdaFuture
+
+
+#: a signing key for sessions that run no target (unit tests): at least 32 bytes
+TEST_KEY = "unit-test-signing-key-0123456789abcdef"
 
 
 class InProcessBackend(Backend):
@@ -27,14 +32,18 @@ class InProcessBackend(Backend):
     def __init__(self, session):
         super().__init__(session)
         self.pool = concurrent.futures.ThreadPoolExecutor(4)
+        self.counter = itertools.count()
 
     def submit(self, func, args, kwargs):
-        data = encode_call(self.session, func, args, kwargs)
+        task_id = f"inprocess-{next(self.counter)}"
+        data = encode_call(self.session, func, args, kwargs, meta={"task_id": task_id, "attempt": 1})
         future = LambdaFuture()
 
         def work():
             future.mark_running()
-            outcome = decode_outcome(self.session, execute_call(self.session, data, tee=False))
+            outcome = decode_outcome(
+                self.session, execute_call(self.session, data, tee=False), task_id=task_id, attempt=1
+            )
             future.finish(
                 outcome.value,
                 exception=outcome.exception,
@@ -60,7 +69,11 @@ class InProcessBackendPlugin:
 def inprocess_session(lambdarun_session, tmp_path):
     return lambdarun_session(
         InProcessBackendPlugin(),
-        overrides={"backend": "inprocess", "storage_url": (tmp_path / "store").as_uri()},
+        overrides={
+            "backend": "inprocess",
+            "storage_url": (tmp_path / "store").as_uri(),
+            "signing_key": TEST_KEY,
+        },
     )
 
 

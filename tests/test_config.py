@@ -118,3 +118,41 @@ def test_section_classes_need_defaults_and_unique_names():
     reg.add_section("widget", WidgetConfig)
     with pytest.raises(ConfigError, match="declared twice"):
         reg.add_section("widget", attrs.make_class("Other", {"a": attrs.field(default=1)}))
+
+
+@pytest.mark.parametrize(
+    ("content", "environ", "message"),
+    [
+        ('signing_key = ""\n', {}, r"signing_key = '' from .*lambdarun.toml: a signing key must be at least 32 bytes \(this one has 0\)"),
+        ('signing_key = "short"\n', {}, r"at least 32 bytes \(this one has 5\)"),
+        ("signing_key = 12345678901234567890123456789012345\n", {}, r"signing_key = .* expected a string"),
+        ("", {"LAMBDARUN_SIGNING_KEY": "x" * 31}, r"signing_key = 'x{31}' from LAMBDARUN_SIGNING_KEY: a signing key must be at least 32"),
+        ('signing_key_secret = "  "\n', {}, r"signing_key_secret = '  ' .*must not be empty"),
+        ("allow_unsigned = 'yes'\n", {}, r"allow_unsigned = 'yes' .*expected a boolean"),
+        ("envelope_max_age = 0\n", {}, r"envelope_max_age = 0.0 .*must be greater than 0"),
+    ],
+)
+def test_bad_signing_settings_are_config_errors(tmp_path, content, environ, message):
+    (tmp_path / "lambdarun.toml").write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(registry(), cwd=tmp_path, environ=environ)
+
+
+def test_signing_settings_are_read(tmp_path):
+    key = "k" * 32
+    (tmp_path / "lambdarun.toml").write_text(f'signing_key = "{key}"\nenvelope_max_age = 60\n')
+    settings = load_settings(registry(), cwd=tmp_path, environ={"LAMBDARUN_ALLOW_UNSIGNED": "true"})
+    assert (settings.signing_key, settings.envelope_max_age, settings.allow_unsigned) == (key, 60.0, True)
+    assert key not in repr(settings.core)  # the key never shows in a repr (logs, tracebacks)
+
+
+def test_unreadable_config_files_are_config_errors(tmp_path):
+    (tmp_path / "lambdarun.toml").write_bytes(b"backend = '\xff\xfe'\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_settings(registry(), cwd=tmp_path, environ={})
+    (tmp_path / "lambdarun.toml").unlink()
+    (tmp_path / "lambdarun.toml").mkdir()
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_settings(registry(), cwd=tmp_path, environ={})
+    with pytest.raises(ConfigError, match="does not name a file"):
+        load_settings(registry(), cwd=tmp_path, environ={"LAMBDARUN_CONFIG": str(tmp_path / "lambdarun.toml")})

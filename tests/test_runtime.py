@@ -13,46 +13,66 @@ from lambdarun import hookimpl
 from lambdarun.calls import decode_outcome, encode_call
 from lambdarun.errors import PayloadTooLargeError
 
+KEY = "runtime-test-signing-key-0123456789abcdef"
+BUCKET = "lambdarun-runtime-tests"
+
 
 def big(n):
     return b"x" * n
 
 
 def call_event(session, func, *args, **extra):
-    return {"lambdarun": 1, "call": base64.b64encode(encode_call(session, func, args)).decode(), **extra}
+    data = encode_call(session, func, args, meta={"task_id": "t1", "attempt": 1})
+    return {"lambdarun": 1, "call": base64.b64encode(data).decode(), **extra}
 
 
-def test_call_event_is_answered_inline(lambdarun_session):
-    session = lambdarun_session()
+def outcome_of(session, data):
+    return decode_outcome(session, data, task_id="t1", attempt=1)
+
+
+@pytest.fixture
+def session(aws_session, lambdarun_session, moto_endpoint):
+    """A Lambda-side session: signing key, and storage in moto's S3 (the only prefix its
+    events may name)."""
+    s3 = aws_session.target.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    return lambdarun_session(
+        overrides={
+            "target": "aws",
+            "aws": {"endpoint_url": moto_endpoint},
+            "signing_key": KEY,
+            "storage_url": f"s3://{BUCKET}/lr",
+        }
+    )
+
+
+def test_call_event_is_answered_inline(session):
     response = session.pm.hook.lambdarun_handle_event(event=call_event(session, pow, 2, 8), context=None, session=session)
-    assert decode_outcome(session, base64.b64decode(response["outcome"])).value == 256
+    assert outcome_of(session, base64.b64decode(response["outcome"])).value == 256
 
 
-def test_large_outcome_is_stored_at_result_url(lambdarun_session, tmp_path):
-    session = lambdarun_session()
-    url = (tmp_path / "attempt-1" / "outcome").as_uri()
+def test_large_outcome_is_stored_at_result_url(session):
+    url = f"s3://{BUCKET}/lr/attempt-1/outcome"
     event = call_event(session, big, 5000, result_url=url, inline_limit=1000)
     response = session.pm.hook.lambdarun_handle_event(event=event, context=None, session=session)
     assert response == {"lambdarun": 1, "outcome_url": url}
     storage, key = session.open_url(url)
-    assert decode_outcome(session, storage.get(key)).value == b"x" * 5000
+    assert outcome_of(session, storage.get(key)).value == b"x" * 5000
 
 
-def test_call_can_come_by_reference(lambdarun_session, tmp_path):
-    session = lambdarun_session()
-    storage = session.storage(tmp_path.as_uri())
-    storage.put("call", encode_call(session, sum, ([1, 2, 3],)))
-    event = {"lambdarun": 1, "call_url": storage.url_for("call")}
+def test_call_can_come_by_reference(session):
+    storage = session.storage()
+    storage.put("calls/call", encode_call(session, sum, ([1, 2, 3],), meta={"task_id": "t1", "attempt": 1}))
+    event = {"lambdarun": 1, "call_url": storage.url_for("calls/call")}
     response = session.pm.hook.lambdarun_handle_event(event=event, context=None, session=session)
-    assert decode_outcome(session, base64.b64decode(response["outcome"])).value == 6
+    assert outcome_of(session, base64.b64decode(response["outcome"])).value == 6
 
 
-def test_oversized_outcome_without_storage_is_a_typed_error(lambdarun_session):
-    session = lambdarun_session()
+def test_oversized_outcome_without_storage_is_a_typed_error(session):
     event = call_event(session, big, 5000, inline_limit=1000)
     response = session.pm.hook.lambdarun_handle_event(event=event, context=None, session=session)
     with pytest.raises(PayloadTooLargeError, match="over the inline limit"):
-        decode_outcome(session, base64.b64decode(response["outcome"])).unwrap()
+        outcome_of(session, base64.b64decode(response["outcome"])).unwrap()
 
 
 class EchoPlugin:
@@ -68,7 +88,7 @@ class FakeContext:
 
 
 def test_handler_dispatches_to_plugins_and_refuses_unknown_events(lambdarun_session, monkeypatch):
-    session = lambdarun_session(EchoPlugin())
+    session = lambdarun_session(EchoPlugin(), overrides={"signing_key": KEY})
     monkeypatch.setattr(runtime, "_session", session)
     assert runtime.handler({"echo": 5}, FakeContext()) == {"echoed": 5, "request": "req-1"}
     assert "outcome" in runtime.handler(call_event(session, abs, -3), FakeContext())
@@ -104,14 +124,14 @@ def test_concurrent_calls_keep_their_output_apart(lambdarun_session):
 
     from lambdarun.calls import execute_call
 
-    session = lambdarun_session()
+    session = lambdarun_session(overrides={"signing_key": KEY})
     original = sys.stdout
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = [
             pool.submit(execute_call, session, encode_call(session, chatty, (f"c{k}", 50)), tee=False)
             for k in range(4)
         ]
-        outcomes = [decode_outcome(session, f.result()) for f in futures]
+        outcomes = [decode_outcome(session, f.result(), task_id=None, attempt=None) for f in futures]
     for k, outcome in enumerate(outcomes):
         assert outcome.stdout == "".join(f"c{k}-{i}\n" for i in range(50))
     assert sys.stdout is original
@@ -120,6 +140,7 @@ def test_concurrent_calls_keep_their_output_apart(lambdarun_session):
 def test_output_of_threads_started_by_the_call_is_captured(lambdarun_session):
     from lambdarun.calls import execute_call
 
-    session = lambdarun_session()
-    outcome = decode_outcome(session, execute_call(session, encode_call(session, spawns_a_thread), tee=False))
+    session = lambdarun_session(overrides={"signing_key": KEY})
+    data = execute_call(session, encode_call(session, spawns_a_thread), tee=False)
+    outcome = decode_outcome(session, data, task_id=None, attempt=None)
     assert outcome.stdout == "from a thread\n"

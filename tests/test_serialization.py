@@ -21,6 +21,9 @@ from lambdarun.errors import (
 )
 from lambdarun.types import Decoded, Encoded
 
+KEY = "serialization-test-key-0123456789abcdef"
+OTHER_KEY = "another-serialization-key-0123456789abc"
+
 
 class Point:
     def __init__(self, x, y):
@@ -72,19 +75,19 @@ def test_default_serializers_pick_by_type_and_round_trip(lambdarun_session, valu
 
 def test_user_serializer_is_used_and_picked_by_tag(lambdarun_session):
     plugin = PointSerializer()
-    session = lambdarun_session(plugin)
+    session = lambdarun_session(plugin, overrides={"signing_key": KEY})
     data = encode_call(session, max, (Point(1, 2), 3))
     assert plugin.encoded == 1
     call = decode_call(session, data)
     assert call.args == (Point(1, 2), 3)
     # a side without the plugin cannot decode the tag, and says which plugin is missing
-    other = lambdarun_session()
+    other = lambdarun_session(overrides={"signing_key": KEY})
     with pytest.raises(Exception, match="no serializer plugin decodes the tag 'point'"):
         decode_call(other, data)
 
 
 def test_one_mib_of_bytes_costs_under_one_percent(lambdarun_session):
-    session = lambdarun_session(overrides={"signing_key": "k"})
+    session = lambdarun_session(overrides={"signing_key": KEY})
     payload = bytes(range(256)) * 4096
     assert len(payload) == 1 << 20
     data = pack(Envelope("outcome", (session.encode(payload),)), session.signing_key)
@@ -93,17 +96,17 @@ def test_one_mib_of_bytes_costs_under_one_percent(lambdarun_session):
 
 
 def test_signed_envelopes_refuse_tampering_and_missing_signatures(lambdarun_session):
-    signer = lambdarun_session(overrides={"signing_key": "secret"})
+    signer = lambdarun_session(overrides={"signing_key": KEY})
     data = encode_call(signer, pow, (2, 5))
     assert decode_call(signer, data).args == (2, 5)
     tampered = bytearray(data)
     tampered[-1] ^= 1
     with pytest.raises(EnvelopeSignatureError, match="signature is wrong"):
         decode_call(signer, bytes(tampered))
-    other_key = lambdarun_session(overrides={"signing_key": "other"})
+    other_key = lambdarun_session(overrides={"signing_key": OTHER_KEY})
     with pytest.raises(EnvelopeSignatureError, match="signature is wrong"):
         decode_call(other_key, data)
-    unsigned = encode_call(lambdarun_session(), pow, (2, 5))
+    unsigned = encode_call(lambdarun_session(overrides={"target": "aws", "allow_unsigned": True}), pow, (2, 5))
     with pytest.raises(EnvelopeSignatureError, match="unsigned envelope"):
         decode_call(signer, unsigned)
 
@@ -118,39 +121,41 @@ def test_refused_envelope_never_unpickles(lambdarun_session, tmp_path):
 
     payload = Envelope("call", (Encoded("cloudpickle", pickle.dumps(Evil())),), {"nargs": 0, "kwargs": []})
     with pytest.raises(EnvelopeSignatureError):
-        decode_call(lambdarun_session(overrides={"signing_key": "k"}), pack(payload))
+        decode_call(lambdarun_session(overrides={"signing_key": KEY}), pack(payload))
     assert not marker.exists()
 
 
 def test_refused_envelope_reaches_the_caller_as_a_typed_error(lambdarun_session):
-    lambda_side = lambdarun_session(overrides={"signing_key": "k"})
-    caller = lambdarun_session()
-    outcome = decode_outcome(caller, execute_call(lambda_side, encode_call(caller, pow, (2, 3)), tee=False))
-    # the Lambda side signs its answer; the unsigned caller can still read it
-    assert not outcome.ok
-    with pytest.raises(EnvelopeSignatureError, match="unsigned envelope"):
-        outcome.unwrap()
+    lambda_side = lambdarun_session(overrides={"signing_key": KEY})
+    caller = lambdarun_session(overrides={"signing_key": OTHER_KEY})
+    call = encode_call(caller, pow, (2, 3), meta={"task_id": "t", "attempt": 1})
+    outcome = execute_call(lambda_side, call, tee=False)
+    # the refusal is not bound to the task (the call's meta could not be trusted): the caller
+    # rebuilds the lambdarun error from its type name and message, unpickling nothing
+    caller_with_lambda_key = lambdarun_session(overrides={"signing_key": KEY})
+    with pytest.raises(EnvelopeSignatureError, match="refused the call: refused an envelope whose signature is wrong"):
+        decode_outcome(caller_with_lambda_key, outcome, task_id="t", attempt=1)
 
 
 def test_unknown_format_version_is_refused(lambdarun_session):
-    data = encode_call(lambdarun_session(), pow, (2, 3))
+    data = encode_call(lambdarun_session(overrides={"signing_key": KEY}), pow, (2, 3))
     header = msgpack.Unpacker()
     header.feed(data[:64])
     magic, _version, sig = header.unpack()
     forged = msgpack.packb([magic, 99, sig]) + data[header.tell():]
     with pytest.raises(EnvelopeVersionError, match="version 99"):
-        decode_call(lambdarun_session(), forged)
+        decode_call(lambdarun_session(overrides={"signing_key": KEY}), forged)
 
 
 def test_python_version_mismatch_names_both_versions(lambdarun_session):
-    session = lambdarun_session()
+    session = lambdarun_session(overrides={"signing_key": KEY})
     env = Envelope("call", (session.encode(Point),), {"nargs": 0, "kwargs": []}, python="3.9")
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     with pytest.raises(PythonVersionMismatchError, match=rf"Python 3\.9 .* Python {here}"):
-        decode_call(session, pack(env))
+        decode_call(session, pack(env, session.signing_key))
     # plain msgpack data does not depend on the Python version
     plain = Envelope("call", (session.encode(1),), {"nargs": 0, "kwargs": []}, python="3.9")
-    assert decode_call(session, pack(plain)).func == 1
+    assert decode_call(session, pack(plain, session.signing_key)).func == 1
 
 
 def test_missing_module_is_named(lambdarun_session, tmp_path, monkeypatch):
@@ -158,7 +163,7 @@ def test_missing_module_is_named(lambdarun_session, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     import lr_vanishing_mod
 
-    session = lambdarun_session()
+    session = lambdarun_session(overrides={"signing_key": KEY})
     data = encode_call(session, len, (lr_vanishing_mod.Thing(),))
     monkeypatch.delitem(sys.modules, "lr_vanishing_mod")
     (tmp_path / "lr_vanishing_mod.py").unlink()
@@ -167,7 +172,7 @@ def test_missing_module_is_named(lambdarun_session, tmp_path, monkeypatch):
 
 
 def test_unpicklable_argument_names_its_position(lambdarun_session):
-    session = lambdarun_session()
+    session = lambdarun_session(overrides={"signing_key": KEY})
 
     def f(*args, **kwargs):
         return args
@@ -176,3 +181,87 @@ def test_unpicklable_argument_names_its_position(lambdarun_session):
         encode_call(session, f, (1, threading.Lock()))
     with pytest.raises(UnpicklableArgumentError, match=r"keyword argument 'gen'"):
         encode_call(session, f, (), {"gen": (i for i in range(3))})
+
+
+def test_outcome_of_another_task_or_attempt_is_refused_before_unpickling(lambdarun_session, tmp_path):
+    from lambdarun.errors import OutcomeMismatchError
+    from lambdarun.testing.wire import marker_pickle
+
+    session = lambdarun_session(overrides={"signing_key": KEY})
+    marker = tmp_path / "marker"
+    meta = {"ok": True, "stdout": "", "stderr": "", "task_id": "t1", "attempt": 1}
+    data = pack(Envelope("outcome", (Encoded("cloudpickle", marker_pickle(marker)),), meta), session.signing_key)
+    for task_id, attempt in (("t2", 1), ("t1", 2), ("t1", None), (None, None)):
+        with pytest.raises(OutcomeMismatchError, match="stale or foreign"):
+            decode_outcome(session, data, task_id=task_id, attempt=attempt)
+    assert not marker.exists()
+    decode_outcome(session, data, task_id="t1", attempt=1)  # control: the right task loads it
+    assert marker.exists()
+
+
+def test_envelopes_expire_and_allow_clock_skew(lambdarun_session):
+    import time
+
+    from lambdarun.envelope import CLOCK_SKEW, check_age
+    from lambdarun.errors import EnvelopeExpiredError
+
+    session = lambdarun_session(overrides={"signing_key": KEY, "envelope_max_age": 60})
+    data = encode_call(session, pow, (2, 5))
+    envelope = unpack(data, session.signing_key)
+    issued = envelope.issued
+    assert abs(issued - time.time()) < 60
+    check_age(envelope, 60, now=issued + 59)
+    check_age(envelope, 60, now=issued - CLOCK_SKEW + 1)  # the receiver's clock is behind
+    with pytest.raises(EnvelopeExpiredError, match="issued 61 s ago.*envelope_max_age = 60"):
+        check_age(envelope, 60, now=issued + 61)
+    with pytest.raises(EnvelopeExpiredError, match="in the future"):
+        check_age(envelope, 60, now=issued - CLOCK_SKEW - 1)
+    # the issue time is inside the signed part: changing it breaks the signature
+    forged = data.replace(msgpack.packb(issued), msgpack.packb(issued + 1000))
+    assert forged != data
+    with pytest.raises(EnvelopeSignatureError):
+        decode_call(session, forged)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "message"),
+    [
+        (lambda h, b: (msgpack.packb([h[0], h[1], "not bytes"]), b), EnvelopeSignatureError, "signature field"),
+        (lambda h, b: (msgpack.packb([h[0], "1", h[2]]), b), EnvelopeVersionError, "version '1'"),
+        (lambda h, b: (msgpack.packb(["LRUN", 1]), b), Exception, "bad magic"),
+        (lambda h, b: (msgpack.packb(h), msgpack.packb({"a": 1})), Exception, "corrupt envelope body"),
+        (lambda h, b: (msgpack.packb(h), b"\xc1\xc1"), Exception, "corrupt envelope body"),
+    ],
+)
+def test_malformed_envelopes_are_typed_errors(lambdarun_session, mutate, error, message):
+    from lambdarun.errors import EnvelopeError
+
+    session = lambdarun_session(overrides={"allow_unsigned": True, "target": "aws"})
+    data = encode_call(session, pow, (2, 5))
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data[:64])
+    header = unpacker.unpack()
+    head, body = mutate(header, data[unpacker.tell():])
+    with pytest.raises(error, match=message) as info:
+        decode_call(session, head + body)
+    assert isinstance(info.value, EnvelopeError)
+
+
+def test_non_bytes_envelope_is_a_typed_error(lambdarun_session):
+    from lambdarun.errors import EnvelopeError
+
+    with pytest.raises(EnvelopeError, match="bytes, not str"):
+        unpack("text")
+
+
+def _raises_value_error():
+    raise ValueError("mine")
+
+
+def test_failure_of_a_verified_call_is_never_taken_for_a_refusal(lambdarun_session):
+    """A call without task meta that raises comes back as the function's own exception."""
+    session = lambdarun_session(overrides={"signing_key": KEY})
+    data = execute_call(session, encode_call(session, _raises_value_error), tee=False)
+    outcome = decode_outcome(session, data, task_id=None, attempt=None)
+    assert isinstance(outcome.exception, ValueError) and str(outcome.exception) == "mine"
+    assert "refused" not in outcome.meta

@@ -67,16 +67,18 @@ def plan_deploy(
     layer: bool | None = None,
     echo: Callable[[str], None] | None = None,
     package: BuiltPackage | None = None,
+    rotate_key: bool = False,
 ) -> DeployPlan:
     """Build the package (or reuse the cached build) and compare with what exists. No writes.
 
     ``package`` deploys an already built package as is (its layer decides the layer mode).
+    ``rotate_key`` replaces the key in the signing key secret (deploy never does otherwise).
     """
     settings = _settings_with_deploy(session)
     deployer = Deployer(session.target, echo=echo)
     if package is not None:
         layer = package.layer is not None
-    spec = resolve_spec(settings, session.target, function_name=function_name, layer=layer)
+    spec = resolve_spec(settings, session.target, function_name=function_name, layer=layer, rotate_key=rotate_key)
     deployer.preflight(spec)
     if package is None:
         package = build_package(package_spec(settings, requirements=requirements, include=include, layer=spec.layer))
@@ -93,6 +95,7 @@ def deploy(
     layer: bool | None = None,
     echo: Callable[[str], None] | None = None,
     package: BuiltPackage | None = None,
+    rotate_key: bool = False,
 ) -> DeployPlan | ApplyResult:
     """Plan, then (unless ``dry_run``) apply. Returns the plan or the apply result."""
     plan = plan_deploy(
@@ -103,6 +106,7 @@ def deploy(
         layer=layer,
         echo=echo,
         package=package,
+        rotate_key=rotate_key,
     )
     if dry_run:
         return plan

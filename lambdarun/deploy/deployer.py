@@ -41,13 +41,14 @@ from lambdarun.deploy.plan import (
     DeploySpec,
 )
 from lambdarun.deploy.policy import POLICY_NAME, execution_policy, partition_of, trust_policy
+from lambdarun.signing import SECRET_VARIABLE, check_key, generate_key, key_id
 
 if TYPE_CHECKING:
     from lambdarun.config import Settings
     from lambdarun.deploy.package import BuiltPackage
     from lambdarun.types import Target
 
-__all__ = ["Deployer", "resolve_spec", "function_environment", "LAYER_DESCRIPTION"]
+__all__ = ["Deployer", "resolve_spec", "function_environment", "default_secret_name", "LAYER_DESCRIPTION", "KEY_ID_VARIABLE"]
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +66,7 @@ _SERVICE_OF_KIND = {
     "objects": "s3",
     "code-upload": "s3",
     "table": "dynamodb",
+    "secret": "secretsmanager",
     "role": "iam",
     "role-policy": "iam",
     "layer": "lambda",
@@ -73,6 +75,9 @@ _SERVICE_OF_KIND = {
     "function-configuration": "lambda",
 }
 _NOT_FORWARDED_SECTIONS = {"aws", "local", "deploy", "polling"}
+#: the function variable naming its key's id (not the key): a new key changes the function's
+#: configuration, so Lambda starts fresh environments that read the new key
+KEY_ID_VARIABLE = "LAMBDARUN_SIGNING_KEY_ID"
 #: seconds to wait for a new IAM role to become assumable by Lambda (IAM is eventually consistent)
 ROLE_PROPAGATION_TIMEOUT = 60.0
 
@@ -126,7 +131,9 @@ def function_environment(settings: Settings, *, function_name: str, storage_url:
         "LAMBDARUN_STORAGE_URL": storage_url,
         "LAMBDARUN_FUNCTION_NAME": function_name,
     }
-    for key in ("backend", "signing_key", "log_level"):
+    # the signing key never goes into the environment: the function reads it from the secret
+    # named in LAMBDARUN_SIGNING_KEY_SECRET (set by resolve_spec)
+    for key in ("backend", "log_level", "envelope_max_age"):
         if settings.source_of(key) != "default":
             value = getattr(settings, key)
             if value is not None:
@@ -145,12 +152,18 @@ def function_environment(settings: Settings, *, function_name: str, storage_url:
     return env
 
 
+def default_secret_name(function_name: str) -> str:
+    """The secret deploy creates for a function's signing key (unless signing_key_secret names one)."""
+    return f"lambdarun/{function_name}/signing-key"
+
+
 def resolve_spec(
     settings: Settings,
     target: Target,
     *,
     function_name: str | None = None,
     layer: bool | None = None,
+    rotate_key: bool = False,
 ) -> DeploySpec:
     """The :class:`DeploySpec` for ``settings`` on ``target`` (asks STS for the account)."""
     config: DeployConfig = settings.section("deploy")
@@ -188,6 +201,13 @@ def resolve_spec(
                 f"{url} (a backend setting) is outside {storage_url}/, which is all the function's "
                 "role may use: move it under that prefix, or grant the role access yourself"
             )
+    secret = settings.signing_key_secret or default_secret_name(name)
+    if settings.signing_key_secret != secret:
+        notes.append(
+            f"callers need signing_key_secret = {secret!r} (lambdarun.toml or "
+            "LAMBDARUN_SIGNING_KEY_SECRET) to sign their calls with this function's key"
+            + (", or the same signing_key" if settings.signing_key else "")
+        )
     section = settings.sections.get(settings.backend)
     backend_fn = getattr(section, "function_name", None) if section is not None else None
     if isinstance(backend_fn, str) and backend_fn and backend_fn != name:
@@ -207,10 +227,16 @@ def resolve_spec(
         architecture=config.architecture,
         memory_size=config.memory_size,
         timeout=config.timeout,
-        environment=function_environment(settings, function_name=name, storage_url=storage_url),
+        environment={
+            **function_environment(settings, function_name=name, storage_url=storage_url),
+            SECRET_VARIABLE: secret,
+        },
         layer=config.layer if layer is None else layer,
         direct_upload_limit=config.direct_upload_limit,
         notes=tuple(notes),
+        signing_secret=secret,
+        signing_key=settings.signing_key,
+        rotate_key=rotate_key,
     )
 
 
@@ -324,6 +350,27 @@ class Deployer:
             tags = []
         return True, self._managed({t["Key"]: t["Value"] for t in tags}, spec)
 
+    def secret_state(self, spec: DeploySpec) -> tuple[dict[str, Any] | None, bool]:
+        """(description, managed) of the signing key secret; (None, False) when missing."""
+        sm = self.client("secretsmanager")
+        try:
+            desc = self._read(
+                "DescribeSecret", "secretsmanager:DescribeSecret",
+                lambda: sm.describe_secret(SecretId=spec.signing_secret),
+            )
+        except sm.exceptions.ResourceNotFoundException:
+            return None, False
+        tags = {t["Key"]: t["Value"] for t in desc.get("Tags") or []}
+        return desc, self._managed(tags, spec)
+
+    def secret_key(self, spec: DeploySpec) -> bytes:
+        sm = self.client("secretsmanager")
+        value = self._read(
+            "GetSecretValue", "secretsmanager:GetSecretValue",
+            lambda: sm.get_secret_value(SecretId=spec.signing_secret),
+        )
+        return check_key(value.get("SecretString") or value.get("SecretBinary"), f"secret {spec.signing_secret!r}")
+
     def role_state(self, spec: DeploySpec) -> dict[str, Any] | None:
         iam = self.client("iam")
         try:
@@ -379,7 +426,37 @@ class Deployer:
             bucket=spec.bucket,
             prefix=spec.prefix,
             table=spec.table,
+            signing_secret=spec.signing_secret or None,
         )
+
+    def _plan_secret(self, spec: DeploySpec) -> tuple[Action, str]:
+        """The signing key secret's action and the id of the key the function will use."""
+        desc, managed = self.secret_state(spec)
+        wanted = spec.signing_key
+        if desc is None:
+            key = wanted or generate_key()
+            what = "the configured signing_key" if wanted else "a new 256-bit signing key"
+            return Action(Change.CREATE, "secret", spec.signing_secret, what, {"key": key}), key_id(key.encode())
+        current = self.secret_key(spec)
+        if spec.rotate_key or (wanted and wanted.encode() != current):
+            if not spec.rotate_key:
+                raise DeployError(
+                    f"the secret {spec.signing_secret!r} holds another key than the configured "
+                    "signing_key; deploy with --rotate-key to replace it (callers then need the "
+                    "new key), or remove signing_key to use the secret's. Nothing was changed."
+                )
+            if not managed:
+                raise DeployError(
+                    f"the secret {spec.signing_secret!r} was not created by lambdarun deploy: "
+                    "rotate its value yourself (PutSecretValue), then deploy again. Nothing was changed."
+                )
+            key = wanted or generate_key()
+            return (
+                Action(Change.UPDATE, "secret", spec.signing_secret, "new signing key (--rotate-key)", {"key": key}),
+                key_id(key.encode()),
+            )
+        reason = "exists; deploy --rotate-key replaces the key" + ("" if managed else "; not created by deploy, kept by destroy")
+        return Action(Change.NOOP, "secret", spec.signing_secret, reason), key_id(current)
 
     def preflight(self, spec: DeploySpec) -> None:
         """Cheap checks worth failing on before a package is built (no writes)."""
@@ -406,6 +483,8 @@ class Deployer:
                 actions.append(Action(Change.NOOP, "table", spec.table, "exists" + ("" if table_managed else "; not created by deploy, kept by destroy")))
             else:
                 actions.append(Action(Change.CREATE, "table", spec.table, "durable checkpoints (pk, sk), on demand"))
+        secret_action, kid = self._plan_secret(spec)
+        actions.append(secret_action)
 
         policy = self.policy(spec)
         role = self.role_state(spec)
@@ -457,7 +536,7 @@ class Deployer:
             "Runtime": spec.runtime,
             "Timeout": spec.timeout,
             "MemorySize": spec.memory_size,
-            "Environment": {"Variables": dict(spec.environment)},
+            "Environment": {"Variables": {**spec.environment, KEY_ID_VARIABLE: kid}},
             "Layers": layers,
         }
         if current is None:
@@ -509,6 +588,14 @@ class Deployer:
         for version in self._layer_versions(spec):
             if str(version.get("Description", "")).startswith(LAYER_DESCRIPTION):
                 actions.append(Action(Change.DELETE, "layer", version["LayerVersionArn"], params={"version": version["Version"]}))
+        if spec.signing_secret:
+            desc, managed = self.secret_state(spec)
+            if desc is not None:
+                actions.append(
+                    Action(Change.DELETE, "secret", spec.signing_secret, "the function's signing key")
+                    if managed
+                    else Action(Change.NOOP, "secret", spec.signing_secret, "not created by deploy: kept")
+                )
         role = self.role_state(spec)
         if role is not None:
             if role["_managed"]:
@@ -693,6 +780,28 @@ class Deployer:
 
     def _delete_table(self, spec: DeploySpec, action: Action, state: dict[str, Any]) -> None:
         self.client("dynamodb").delete_table(TableName=spec.table)
+
+    # signing key secret
+    def _create_secret(self, spec: DeploySpec, action: Action, state: dict[str, Any]) -> Callable[[], None]:
+        sm = self.client("secretsmanager")
+        sm.create_secret(
+            Name=spec.signing_secret,
+            SecretString=action.params["key"],
+            Description=f"lambdarun envelope signing key of the function {spec.function_name}",
+            Tags=[{"Key": k, "Value": v} for k, v in spec.tags.items()],
+        )
+
+        def revert() -> None:
+            sm.delete_secret(SecretId=spec.signing_secret, ForceDeleteWithoutRecovery=True)
+
+        return revert
+
+    def _update_secret(self, spec: DeploySpec, action: Action, state: dict[str, Any]) -> None:
+        self.client("secretsmanager").put_secret_value(SecretId=spec.signing_secret, SecretString=action.params["key"])
+
+    def _delete_secret(self, spec: DeploySpec, action: Action, state: dict[str, Any]) -> None:
+        # no recovery window: deploy can create the same name again right away
+        self.client("secretsmanager").delete_secret(SecretId=spec.signing_secret, ForceDeleteWithoutRecovery=True)
 
     # role
     def _create_role(self, spec: DeploySpec, action: Action, state: dict[str, Any]) -> Callable[[], None]:

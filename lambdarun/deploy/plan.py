@@ -32,8 +32,9 @@ class Action:
     """One step of a plan.
 
     :param change: create, update, no-op or delete.
-    :param kind: ``bucket``, ``table``, ``role``, ``role-policy``, ``layer``, ``code-upload``,
-        ``function``, ``function-code``, ``function-configuration`` or ``objects``.
+    :param kind: ``bucket``, ``table``, ``secret``, ``role``, ``role-policy``, ``layer``,
+        ``code-upload``, ``function``, ``function-code``, ``function-configuration`` or
+        ``objects``.
     :param name: the resource (bucket name, role name, function name, ``s3://`` URL...).
     :param reason: why (what differs, or why nothing needs doing).
     :param params: what applying needs (request parameters), not shown in the plan.
@@ -71,6 +72,12 @@ class DeploySpec:
     direct_upload_limit: int = 50 * 1024 * 1024
     #: advice shown with the plan (settings the caller's side needs to use this function)
     notes: tuple[str, ...] = ()
+    #: Secrets Manager secret (name or ARN) holding the envelope signing key
+    signing_secret: str = ""
+    #: the configured signing_key to store in that secret (None: generate one)
+    signing_key: str | None = attrs.field(default=None, repr=False)
+    #: replace the key of an existing secret (``lambdarun deploy --rotate-key``)
+    rotate_key: bool = False
 
     @property
     def tags(self) -> dict[str, str]:

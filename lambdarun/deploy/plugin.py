@@ -81,6 +81,7 @@ _function_option = click.option("--function", "function_name", default=None, hel
 @click.option("--include", "-i", multiple=True, type=click.Path(exists=True), help="Your code (module, package or directory) to put in the zip; repeatable.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--layer/--no-layer", default=None, help="Dependencies as a Lambda layer, code in the function zip.")
+@click.option("--rotate-key", is_flag=True, help="Replace the signing key in the function's secret (callers then sign with the new key).")
 @click.pass_context
 def deploy_command(
     ctx: click.Context,
@@ -90,12 +91,14 @@ def deploy_command(
     include: tuple[str, ...],
     dry_run: bool,
     layer: bool | None,
+    rotate_key: bool,
 ) -> None:
     """Build the deployment zip and create or update the lambdarun Lambda function.
 
     Creates what is missing (execution role with a least-privilege policy, S3 bucket,
-    DynamoDB table of the durable backend), then the function; a second deploy with no
-    change does nothing.
+    DynamoDB table of the durable backend, the Secrets Manager secret holding the envelope
+    signing key), then the function; a second deploy with no change does nothing. An
+    existing key is never replaced unless --rotate-key.
     """
     from lambdarun.deploy.api import deploy
     from lambdarun.deploy.plan import ApplyResult
@@ -111,6 +114,7 @@ def deploy_command(
                 include=list(include) if include else None,
                 layer=layer,
                 echo=lambda line: click.echo(line, err=True),
+                rotate_key=rotate_key,
             )
         )
     finally:

@@ -5,14 +5,15 @@ The inline policy grants exactly three things:
 * objects under the lambdarun prefix of the bucket (get/put/delete), and listing that
   prefix only (``s3:prefix`` condition);
 * items of the durable table (and its indexes), when there is one;
-* CloudWatch Logs for the function's own log group.
+* CloudWatch Logs for the function's own log group;
+* ``secretsmanager:GetSecretValue`` on the one secret holding the envelope signing key.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["trust_policy", "execution_policy", "partition_of", "POLICY_NAME"]
+__all__ = ["trust_policy", "execution_policy", "partition_of", "secret_arn", "POLICY_NAME"]
 
 POLICY_NAME = "lambdarun-execution"
 
@@ -41,6 +42,15 @@ def partition_of(region: str) -> str:
     return "aws"
 
 
+def secret_arn(secret: str, *, region: str, account: str) -> str:
+    """The ARN of the secret ``secret`` (a name or an ARN). Secrets Manager appends six
+    random characters to a secret's name in its ARN: ``NAME-??????`` matches exactly that
+    secret (and no other name)."""
+    if secret.startswith("arn:"):
+        return secret
+    return f"arn:{partition_of(region)}:secretsmanager:{region}:{account}:secret:{secret}-??????"
+
+
 def trust_policy() -> dict[str, Any]:
     """Only the Lambda service may assume the role."""
     return {
@@ -63,6 +73,7 @@ def execution_policy(
     bucket: str,
     prefix: str,
     table: str | None,
+    signing_secret: str | None = None,
 ) -> dict[str, Any]:
     """The role's inline policy for ``function_name`` (see the module docstring)."""
     part = partition_of(region)
@@ -91,6 +102,15 @@ def execution_policy(
                 "Effect": "Allow",
                 "Action": list(DYNAMODB_ACTIONS),
                 "Resource": [table_arn, f"{table_arn}/index/*"],
+            }
+        )
+    if signing_secret:
+        statements.append(
+            {
+                "Sid": "LambdarunSigningKey",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": secret_arn(signing_secret, region=region, account=account),
             }
         )
     statements += [

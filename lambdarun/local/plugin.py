@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import structlog
 
-from lambdarun.errors import TargetError
+from lambdarun.errors import FunctionKeyConflictError, TargetError
 from lambdarun.hookspecs import hookimpl
 from lambdarun.local.stack import DUMMY_CREDENTIALS, LocalStack, default_state_dir
 from lambdarun.session import at_exit_after_sessions
+from lambdarun.signing import SECRET_VARIABLE, key_id
 from lambdarun.targets import Boto3Target
 from lambdarun.types import FunctionSpec
 
@@ -38,6 +39,11 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_BUCKET = "lambdarun-local"
 LOCAL_CODE_BUCKET = "__local__"
+#: the local Secrets Manager secret holding a signing key is named after the key's id
+LOCAL_SECRET_PREFIX = "lambdarun/signing-key/"
+#: caller variables never forwarded into a function: the function gets its key from the
+#: secret set by ensure_function, never from plain environment
+_NOT_FORWARDED = frozenset({"LAMBDARUN_SIGNING_KEY", SECRET_VARIABLE, "LAMBDARUN_ALLOW_UNSIGNED"})
 
 
 @attrs.define(kw_only=True)
@@ -167,6 +173,30 @@ class LocalTarget(Boto3Target):
         self.stack  # noqa: B018 - make sure endpoints are known
         return super().environment()
 
+    def signing_key(self) -> bytes | None:
+        """``signing_key`` / ``signing_key_secret`` when configured, else the stack's own key."""
+        return super().signing_key() or self.stack.signing_key
+
+    def signing_key_secret(self) -> str | None:
+        """The secret in the stack's Secrets Manager holding :meth:`signing_key` (created when
+        missing, e.g. after a moto reset), or ``signing_key_secret`` when configured."""
+        if self.settings.signing_key_secret:
+            return self.settings.signing_key_secret
+        key = self.signing_key()
+        if key is None:
+            return None
+        name = LOCAL_SECRET_PREFIX + key_id(key)
+        sm = self.client("secretsmanager")
+        try:
+            sm.create_secret(
+                Name=name,
+                SecretString=key.decode("utf-8"),
+                Description="lambdarun envelope signing key (local stack)",
+            )
+        except sm.exceptions.ResourceExistsException:
+            pass  # the same id is the same key
+        return name
+
     def ensure_function(self, spec: FunctionSpec) -> str:
         """Create (or bring up to date) ``spec`` from the current environment.
 
@@ -175,7 +205,11 @@ class LocalTarget(Boto3Target):
 
         The code is the current working directory, used in place; ``PYTHONPATH`` carries
         this process's extra import paths so whatever imports here imports there, and this
-        process's ``LAMBDARUN_*`` variables are passed on (``spec.environment`` wins).
+        process's ``LAMBDARUN_*`` variables are passed on (``spec.environment`` wins), except
+        any signing key setting: the function reads the caller's key from the secret named
+        in ``LAMBDARUN_SIGNING_KEY_SECRET`` (see :meth:`signing_key_secret`), and an existing
+        function that verifies with another key is never rewritten
+        (:class:`~lambdarun.errors.FunctionKeyConflictError`).
         """
         from lambdarun.deploy.plan import MANAGED_TAG, MANAGED_VALUE  # ~20 ms: only when needed
 
@@ -183,8 +217,15 @@ class LocalTarget(Boto3Target):
         code_dir = os.path.realpath(os.getcwd())
         # the caller's lambdarun configuration from the environment travels with the code
         # (a lambdarun.toml in the working directory is found by the function anyway)
-        forwarded = {k: v for k, v in os.environ.items() if k.startswith("LAMBDARUN_")}
+        forwarded = {
+            k: v for k, v in os.environ.items() if k.startswith("LAMBDARUN_") and k not in _NOT_FORWARDED
+        }
         variables = {**forwarded, **dict(spec.environment)}
+        variables.pop("LAMBDARUN_SIGNING_KEY", None)
+        secret = self.signing_key_secret()
+        if secret:
+            variables[SECRET_VARIABLE] = secret
+        variables.setdefault("LAMBDARUN_STORAGE_URL", self.default_storage_url())
         paths = _import_paths()
         if variables.get("PYTHONPATH"):
             paths.append(variables["PYTHONPATH"])
@@ -217,6 +258,7 @@ class LocalTarget(Boto3Target):
                 current = lam.get_function(FunctionName=spec.name)  # created concurrently
         if current is not None:
             cfg = current["Configuration"]
+            _check_key_settings(spec.name, (cfg.get("Environment") or {}).get("Variables") or {}, secret)
             have = {
                 "Handler": cfg.get("Handler"),
                 "Timeout": cfg.get("Timeout"),
@@ -293,6 +335,20 @@ class LocalTarget(Boto3Target):
         the constructor belongs to the caller and is left alone."""
         super().close()
         self._endpoints = {}
+
+
+def _check_key_settings(function: str, have: dict[str, str], secret: str | None) -> None:
+    """Refuse to strip or replace the key settings of an existing function."""
+    current = have.get(SECRET_VARIABLE)
+    if "LAMBDARUN_SIGNING_KEY" in have or (current and current != secret):
+        what = "a plain LAMBDARUN_SIGNING_KEY" if "LAMBDARUN_SIGNING_KEY" in have else f"the key in secret {current!r}"
+        mine = f"the key in secret {secret!r}" if secret else "no key"
+        raise FunctionKeyConflictError(
+            f"the function {function!r} verifies envelopes with {what}, but this caller signs "
+            f"with {mine}; lambdarun does not rewrite a function's key settings. Use the same "
+            "key (signing_key / signing_key_secret, or the same local stack), another "
+            "function_name, or delete the function first"
+        )
 
 
 @hookimpl

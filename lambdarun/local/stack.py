@@ -45,6 +45,8 @@ DUMMY_CREDENTIALS: Mapping[str, str] = {
     "aws_session_token": "testing",
 }
 STATE_FILE = "stack.json"
+#: the stack's envelope signing key, in its run directory (mode 0600)
+SIGNING_KEY_FILE = "signing-key"
 #: services a function reaches through moto's single endpoint
 MOTO_SERVICES = ("s3", "dynamodb", "iam", "sts")
 
@@ -184,6 +186,24 @@ class NoDelayQuietHandler:
         pass
 
 
+def _new_signing_key(run_dir: Path) -> bytes:
+    """Generate a signing key and keep it in ``run_dir`` (0700) as ``signing-key`` (0600)."""
+    from lambdarun.signing import generate_key
+
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = generate_key().encode("ascii")
+    path = run_dir / SIGNING_KEY_FILE
+    tmp = run_dir / f".{SIGNING_KEY_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, key)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return key
+
+
 def _start_moto(port: int) -> Any:
     """A ``ThreadedMotoServer`` on 127.0.0.1 whose connections use TCP_NODELAY."""
     try:
@@ -277,6 +297,7 @@ class LocalStack:
         self._attached: StackInfo | None = None
         self._run_dir: Path | None = None
         self._clients: dict[str, Any] = {}
+        self._signing_key: bytes | None = None
 
     @classmethod
     def attached(cls, endpoints: Endpoints, region: str = "us-east-1") -> LocalStack:
@@ -322,6 +343,7 @@ class LocalStack:
                 self._run_dir = self.state_dir / "shared"
             else:
                 self._run_dir = self.state_dir / f"embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self._signing_key = _new_signing_key(self._run_dir)
             started = False
             try:
                 try:
@@ -398,6 +420,7 @@ class LocalStack:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
+            self._signing_key = None
             if self._attached is not None:
                 self._attached = None
                 self._endpoints = None
@@ -475,6 +498,22 @@ class LocalStack:
     def run_dir(self) -> Path | None:
         """Where this stack keeps extracted code and ``logs/<function>/`` (owned stacks)."""
         return self._run_dir
+
+    @property
+    def signing_key(self) -> bytes | None:
+        """The envelope signing key of this stack: generated (32 random bytes) each time an
+        owned stack starts and kept in ``<run_dir>/signing-key`` (0600); an attached process
+        reads it from the shared stack's run dir. None for a stack known only by endpoints."""
+        if self._signing_key is None and self._attached is not None and self._attached.state_dir:
+            path = Path(self._attached.state_dir) / "shared" / SIGNING_KEY_FILE
+            try:
+                self._signing_key = path.read_bytes().strip() or None
+            except OSError as exc:
+                raise TargetError(
+                    f"cannot read the local stack's signing key {path} ({exc}); only the user "
+                    "who ran `lambdarun local up` can use that stack"
+                ) from exc
+        return self._signing_key
 
     @property
     def concurrency_limit(self) -> int:

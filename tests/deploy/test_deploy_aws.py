@@ -46,6 +46,7 @@ def test_dry_run_plans_everything_and_creates_nothing(aws_session, boto, built):
     assert _kinds(plan) == [
         ("create", "bucket"),
         ("create", "table"),
+        ("create", "secret"),
         ("create", "role"),
         ("create", "role-policy"),
         ("create", "function"),
@@ -70,6 +71,7 @@ def test_deploy_update_noop_destroy(aws_session, boto, built, unique_name):
     assert _kinds(result) == [
         ("create", "bucket"),
         ("create", "table"),
+        ("create", "secret"),
         ("create", "role"),
         ("create", "role-policy"),
         ("create", "function"),
@@ -116,7 +118,7 @@ def test_deploy_update_noop_destroy(aws_session, boto, built, unique_name):
     # 5. destroy removes exactly what deploy created
     gone = destroy(bigger)
     assert sorted(_kinds(gone)) == sorted(
-        [("delete", "function"), ("delete", "role"), ("delete", "table"), ("delete", "bucket")]
+        [("delete", "function"), ("delete", "secret"), ("delete", "role"), ("delete", "table"), ("delete", "bucket")]
     )
     assert not _exists(lambda: lam.get_function(FunctionName=fn), "ResourceNotFoundException")
     assert not _exists(lambda: iam.get_role(RoleName=f"{fn}-role"), "NoSuchEntity")
@@ -155,12 +157,12 @@ def test_destroy_keeps_what_deploy_did_not_create(aws_session, boto, unique_name
     iam.create_role(RoleName=f"{fn}-role", AssumeRolePolicyDocument=json.dumps(trust_policy()))
 
     result = deploy(session, package=built)
-    assert _kinds(result) == [("create", "function")]
+    assert _kinds(result) == [("create", "secret"), ("create", "function")]
     plan = result.plan
     assert any(a.kind == "role" and "used as is" in a.reason for a in plan.actions)
 
     gone = destroy(session)
-    assert _kinds(gone) == [("delete", "function")]
+    assert _kinds(gone) == [("delete", "function"), ("delete", "secret")]
     assert not _exists(lambda: lam.get_function(FunctionName=fn), "ResourceNotFoundException")
     assert iam.get_role(RoleName=f"{fn}-role")["Role"]["RoleName"] == f"{fn}-role"
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
@@ -188,6 +190,7 @@ def test_large_zip_goes_through_s3_and_destroy_removes_it(aws_session, boto, bui
     result = deploy(session, package=built)
     assert _kinds(result) == [
         ("create", "bucket"),
+        ("create", "secret"),
         ("create", "role"),
         ("create", "role-policy"),
         ("create", "code-upload"),
@@ -231,8 +234,11 @@ def test_names_follow_the_default_backends_explicit_settings(aws_session):
         backend="covalent",
         function_name=None,
         covalent={"function_name": "covalent-awslambda-executor", "execution_role": "CovalentLambdaExecutionRole"},
+        signing_key_secret="lambdarun/covalent-awslambda-executor/signing-key",
     )
     spec = resolve_spec(session.settings, session.target)
+    assert spec.signing_secret == "lambdarun/covalent-awslambda-executor/signing-key"
+    assert spec.environment["LAMBDARUN_SIGNING_KEY_SECRET"] == spec.signing_secret
     assert spec.function_name == "covalent-awslambda-executor"
     assert spec.role_name == "CovalentLambdaExecutionRole"
     assert spec.environment["LAMBDARUN_COVALENT__FUNCTION_NAME"] == "covalent-awslambda-executor"
@@ -246,6 +252,10 @@ def test_names_follow_the_default_backends_explicit_settings(aws_session):
     bare = resolve_spec(session.settings.with_overrides({"storage_url": None}), session.target)
     assert bare.bucket == "lambdarun-123456789012-us-east-1"
     assert any("storage_url = 's3://lambdarun-123456789012-us-east-1/lambdarun'" in n for n in bare.notes)
+    # no signing_key_secret: deploy's own secret, and a note saying how callers get the key
+    keyless = resolve_spec(session.settings.with_overrides({"signing_key_secret": None}), session.target)
+    assert keyless.signing_secret == "lambdarun/covalent-awslambda-executor/signing-key"
+    assert any("signing_key_secret = 'lambdarun/covalent-awslambda-executor/signing-key'" in n for n in keyless.notes)
 
 
 def test_durable_store_url_gives_the_table_and_notes_outside_buckets(aws_session, unique_name):

@@ -43,7 +43,9 @@ def test_deploy_noop_update_destroy_on_the_local_target(local_session, local_sta
     lam = local_stack.client("lambda")
 
     first = deploy(session, package=built)
-    assert _kinds(first) == [("create", "bucket"), ("create", "role"), ("create", "role-policy"), ("create", "function")]
+    assert _kinds(first) == [
+        ("create", "bucket"), ("create", "secret"), ("create", "role"), ("create", "role-policy"), ("create", "function")
+    ]
     cfg = lam.get_function(FunctionName=fn)["Configuration"]
     assert cfg["CodeSha256"] == built.function.code_sha256 and cfg["CodeSize"] == built.function.size
 
@@ -54,7 +56,9 @@ def test_deploy_noop_update_destroy_on_the_local_target(local_session, local_sta
     assert lam.get_function_configuration(FunctionName=fn)["Timeout"] == 60
 
     gone = destroy(shorter)
-    assert sorted(_kinds(gone)) == sorted([("delete", "function"), ("delete", "role"), ("delete", "bucket")])
+    assert sorted(_kinds(gone)) == sorted(
+        [("delete", "function"), ("delete", "secret"), ("delete", "role"), ("delete", "bucket")]
+    )
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function(FunctionName=fn)
 
@@ -91,11 +95,14 @@ def test_lambdarun_run_through_the_deployed_zip(
             "function_name": fn,
             "storage_url": bucket_url,
             "progress": False,
+            # the key deploy generated, read from its secret (as the plan's note says)
+            "signing_key_secret": result.plan.spec.signing_secret,
             "aws": {
                 **aws_credentials,
                 "lambda_endpoint_url": endpoints.lambda_,
                 "s3_endpoint_url": endpoints.moto,
                 "dynamodb_endpoint_url": endpoints.moto,
+                "secretsmanager_endpoint_url": endpoints.moto,
             },
             "covalent": {"function_name": fn},
         },

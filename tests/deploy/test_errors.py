@@ -91,22 +91,27 @@ def test_denied_create_role_rolls_back_what_was_created(aws_session, boto, uniqu
     bucket = session.settings.storage_url.split("/")[2]
 
     # plan with enforcement off (moto cannot verify signatures of Lambda's REST paths), then
-    # apply as the restricted user: bucket, table, then CreateRole is refused
+    # apply as the restricted user: bucket, table, signing key secret, then CreateRole is refused
     plan = plan_deploy(session)
-    assert [(a.change.value, a.kind) for a in plan.changes][:3] == [("create", "bucket"), ("create", "table"), ("create", "role")]
+    assert [(a.change.value, a.kind) for a in plan.changes][:4] == [
+        ("create", "bucket"), ("create", "table"), ("create", "secret"), ("create", "role")
+    ]
     moto_auth()
     with pytest.raises(DeployPermissionError) as info:
         Deployer(session.target).apply(plan)
     err = info.value
     assert err.action == "iam:CreateRole" and err.operation == "CreateRole"
     assert "grant iam:CreateRole" in str(err)
-    # the bucket and the table had been created before CreateRole was refused: both rolled back
-    assert sorted(err.rolled_back) == sorted([f"bucket {bucket}", f"table {table}"])
+    # the bucket, the table and the secret had been created before CreateRole was refused:
+    # all rolled back
+    secret = plan.spec.signing_secret
+    assert sorted(err.rolled_back) == sorted([f"bucket {bucket}", f"table {table}", f"secret {secret}"])
     assert "Rolled back" in str(err)
     moto_auth.off()
     assert _gone(lambda: boto("s3").head_bucket(Bucket=bucket), "404", "NoSuchBucket")
     assert _gone(lambda: boto("dynamodb").describe_table(TableName=table), "ResourceNotFoundException")
     assert _gone(lambda: iam.get_role(RoleName=f"{fn}-role"), "NoSuchEntity")
+    assert _gone(lambda: boto("secretsmanager").describe_secret(SecretId=secret), "ResourceNotFoundException")
 
 
 

@@ -12,6 +12,7 @@ from lambdarun.deploy.plugin import DeployContext, lambdarun_add_commands
 from lambdarun.deploy.policy import POLICY_NAME, execution_policy
 
 ALLOWED_ACTIONS = {
+    "secretsmanager:GetSecretValue",
     "s3:GetObject",
     "s3:PutObject",
     "s3:DeleteObject",
@@ -37,7 +38,9 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def check_least_privilege(doc: dict[str, Any], *, fn: str, bucket: str, prefix: str, table: str | None) -> None:
+def check_least_privilege(
+    doc: dict[str, Any], *, fn: str, bucket: str, prefix: str, table: str | None, secret: str | None = None
+) -> None:
     account, region = "123456789012", "us-east-1"
     log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{fn}"
     allowed_resources = {
@@ -51,6 +54,10 @@ def check_least_privilege(doc: dict[str, Any], *, fn: str, bucket: str, prefix: 
         dynamo = {a for a in ALLOWED_ACTIONS if a.startswith("dynamodb:")}
         allowed_resources[table_arn] = dynamo
         allowed_resources[f"{table_arn}/index/*"] = dynamo
+    if secret:  # exactly the one secret holding the signing key (NAME + Secrets Manager's 6 characters)
+        allowed_resources[f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}-??????"] = {
+            "secretsmanager:GetSecretValue"
+        }
     seen_resources = set()
     for statement in doc["Statement"]:
         assert statement["Effect"] == "Allow"
@@ -75,6 +82,11 @@ def test_policy_document_grants_nothing_beyond_the_listed_resources():
             function_name="fn", region="us-east-1", account="123456789012", bucket="b", prefix="lambdarun", table=table
         )
         check_least_privilege(doc, fn="fn", bucket="b", prefix="lambdarun", table=table)
+    doc = execution_policy(
+        function_name="fn", region="us-east-1", account="123456789012", bucket="b", prefix="lambdarun", table=None,
+        signing_secret="lambdarun/fn/signing-key",
+    )
+    check_least_privilege(doc, fn="fn", bucket="b", prefix="lambdarun", table=None, secret="lambdarun/fn/signing-key")
 
 
 def test_deployed_role_policy_is_least_privilege(aws_session, boto, unique_name, built):
@@ -88,7 +100,7 @@ def test_deployed_role_policy_is_least_privilege(aws_session, boto, unique_name,
     doc = boto("iam").get_role_policy(RoleName=f"{fn}-role", PolicyName=POLICY_NAME)["PolicyDocument"]
     if isinstance(doc, str):
         doc = json.loads(doc)
-    check_least_privilege(doc, fn=fn, bucket=bucket, prefix="lambdarun", table=table)
+    check_least_privilege(doc, fn=fn, bucket=bucket, prefix="lambdarun", table=table, secret=f"lambdarun/{fn}/signing-key")
     assert boto("iam").list_attached_role_policies(RoleName=f"{fn}-role")["AttachedPolicies"] == []
     destroy(session)
 

@@ -388,6 +388,9 @@ class CovalentBackend(Backend):
     @property
     def function_name(self) -> str:
         """The function, created on targets that can create it (once per backend)."""
+        if self._function_name is not None:
+            return self._function_name
+        storage_url = self.storage_url  # the only prefix the function's events may name
         with self._lock:
             if self._function_name is None:
                 settings = self.runtime_session.settings
@@ -397,7 +400,7 @@ class CovalentBackend(Backend):
                     name=self.config.function_name or settings.function_name,
                     timeout=int(MAX_TIMEOUT),  # per-task timeouts are enforced by the caller
                     memory_size=self.config.memory,
-                    environment=function_environment(settings),
+                    environment=function_environment(settings, storage_url=storage_url),
                 )
                 self._function_name = self.runtime_session.target.ensure_function(spec)
             return self._function_name
@@ -635,7 +638,13 @@ class CovalentBackend(Backend):
             ) from exc
         if isinstance(body, dict) and "outcome" in body:
             attempt.outcome_stored = False
-            data = base64.b64decode(body["outcome"])
+            try:
+                data = base64.b64decode(body["outcome"], validate=True)
+            except (TypeError, ValueError) as exc:
+                raise RemoteEnvironmentError(
+                    f"the Lambda function {self.function_name!r} returned an outcome that is not "
+                    f"base64 ({exc}); is its handler lambdarun.runtime.handler?"
+                ) from exc
         elif isinstance(body, dict) and "outcome_url" in body:
             attempt.outcome_stored = True
             expected = self.storage.url_for(attempt.outcome_key)
@@ -654,14 +663,8 @@ class CovalentBackend(Backend):
         return self._decode(attempt, data)
 
     def _decode(self, attempt: _Attempt, data: bytes) -> Outcome:
-        outcome = decode_outcome(self.runtime_session, data)
-        task_id, number = outcome.meta.get("task_id"), outcome.meta.get("attempt")
-        if (outcome.ok or task_id is not None) and (task_id, number) != (attempt.task.id, attempt.number):
-            raise EnvelopeError(
-                f"received the outcome of task {task_id} attempt {number} while waiting for task "
-                f"{attempt.task.id} attempt {attempt.number}; refusing a stale or foreign result"
-            )
-        return outcome
+        # signature, age, task id and attempt are checked before anything is unpickled
+        return decode_outcome(self.runtime_session, data, task_id=attempt.task.id, attempt=attempt.number)
 
     def _finish(self, attempt: _Attempt, outcome: Outcome) -> None:
         attempt.finished = True
@@ -736,6 +739,10 @@ class CovalentBackend(Backend):
         except Exception as exc:
             self._cleanup_quietly(attempt)
             task.future.finish(exception=exc)
+            if isinstance(exc, EnvelopeError):
+                # a refused (forged, foreign, stale) object: the real attempt may still run and
+                # store its outcome later; stop it and have that late object deleted
+                self._stop(task, "its outcome was refused")
             return
         if (
             not outcome.ok

@@ -6,6 +6,11 @@ makes the function its own *on-failure destination* (Lambda's ``EventInvokeConfi
 by AWS and the local target): Lambda then invokes the function with a destination record,
 and this hook turns the record into a failure outcome
 (:class:`~lambdarun.errors.RemoteEnvironmentError`) stored where the caller is polling.
+
+Anyone who can invoke the function can send something shaped like a destination record,
+so a record is honoured only when the request it carries holds a correctly signed call of
+the very task and attempt it names, and its ``result_url`` lies under the function's
+storage prefix; otherwise :class:`~lambdarun.errors.EventError` and nothing is written.
 """
 
 from __future__ import annotations
@@ -14,8 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from lambdarun.calls import pack_failure
-from lambdarun.errors import RemoteEnvironmentError
+import base64
+import binascii
+
+from lambdarun.calls import pack_failure, signing_key
+from lambdarun.envelope import unpack
+from lambdarun.errors import EventError, RemoteEnvironmentError
 
 if TYPE_CHECKING:
     from lambdarun.session import Session
@@ -43,6 +52,31 @@ def is_failure_record(event: Any) -> bool:
     )
 
 
+def _verify_request(request: dict[str, Any], session: Session) -> tuple[Any, str]:
+    """(result location, task) of a failure record, or :class:`EventError`."""
+    task = request[TASK_FIELD]
+    location = session.open_event_url(request.get("result_url"), field="result_url")
+    call, call_url = request.get("call"), request.get("call_url")
+    if isinstance(call, str):
+        try:
+            data = base64.b64decode(call, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise EventError(f"the failure record's call is not valid base64 ({exc})") from exc
+    elif call_url is not None:
+        storage, key = session.open_event_url(call_url, field="call_url")
+        data = storage.get(key)
+    else:
+        raise EventError("a failure record without its call was refused; nothing was written")
+    # the call's signature proves the record describes a call this caller sent; no age
+    # limit: Lambda reports failures after its own retries
+    meta = unpack(data, signing_key(session)).meta
+    if (meta.get("task_id"), meta.get("attempt")) != (task.get("task_id"), task.get("attempt")):
+        raise EventError(
+            "a failure record naming another task than its signed call was refused; nothing was written"
+        )
+    return location, task
+
+
 def handle_failure_record(event: dict[str, Any], session: Session) -> dict[str, Any]:
     request = event["requestPayload"]
     context = event.get("requestContext") or {}
@@ -53,7 +87,7 @@ def handle_failure_record(event: dict[str, Any], session: Session) -> dict[str, 
         message = str(response.get("errorMessage") or "")
         stack = response.get("stackTrace") or []
         trace = "".join(stack) if isinstance(stack, list) else str(stack)
-    task = request[TASK_FIELD]
+    (storage, key), task = _verify_request(request, session)
     what = "its execution environment died" if error_type == "Runtime.ExitError" else "its invocation failed"
     failure = RemoteEnvironmentError(
         f"task {task.get('task_id')} failed because {what} ({error_type}: {message or context.get('condition')}); "
@@ -62,7 +96,6 @@ def handle_failure_record(event: dict[str, Any], session: Session) -> dict[str, 
         original_type=error_type,
         remote_traceback=trace,
     )
-    storage, key = session.open_url(request["result_url"])
     if storage.exists(key):  # the task did finish (e.g. the failure came after it stored)
         return {"lambdarun": 1, "outcome_url": request["result_url"], "recorded": False}
     outcome = pack_failure(session, failure, meta={"task_id": task.get("task_id"), "attempt": task.get("attempt")})

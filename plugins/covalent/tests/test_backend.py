@@ -335,7 +335,7 @@ def test_outcome_of_another_attempt_is_refused(session):
 
 
 def test_signed_envelopes_round_trip(make_session):
-    session = make_session(core={"signing_key": "s3cret"}, function_name="lambdarun-covalent-signed")
+    session = make_session(core={"signing_key": "covalent-test-signing-key-0123456789abcd"}, function_name="lambdarun-covalent-signed")
     assert lambdarun.run(double, 5, backend="covalent", session=session) == 10
 
 

@@ -26,7 +26,14 @@ import structlog
 
 from lambdarun.backends import Backend
 from lambdarun.calls import decode_call, encode_call
-from lambdarun.errors import CheckpointConflictError, ConfigError, InvocationError, RemoteExecutionError
+from lambdarun.errors import (
+    CheckpointConflictError,
+    ConfigError,
+    EventError,
+    InvocationError,
+    RemoteExecutionError,
+    UntrustedLocationError,
+)
 from lambdarun.futures import LambdaFuture
 from lambdarun.runtime import function_environment
 from lambdarun.types import FunctionSpec
@@ -61,13 +68,31 @@ def _import_handler(spec: str) -> Callable:
 def handle_durable_event(event: dict[str, Any], context: Any, session: Session) -> dict[str, Any]:
     """Run one invocation of the durable handler named by the event (Lambda side)."""
     config: DurableConfig = session.settings.section("durable")
+    inv = DurableInvocationInput.from_event(event)
+    # the token names the checkpoint store; an event never chooses where state is written:
+    # only the store this function is configured with (LAMBDARUN_DURABLE__STORE_URL)
+    token = decode_token(inv.checkpoint_token)
+    store_url, configured = token.get("s") if isinstance(token, dict) else None, config.resolved_store_url()
+    if store_url != configured:
+        raise UntrustedLocationError(
+            f"refused a durable event whose checkpoint token names the store {str(store_url)[:200]!r}: "
+            f"this function uses {configured!r} (durable.store_url); nothing was read or written"
+        )
+    inv.store = session.checkpoint_store(configured)
     envelope = event.get(HANDLER_KEY)
     if envelope:
-        data = base64.b64decode(envelope)
+        if not isinstance(envelope, str):
+            raise EventError(f"event field {HANDLER_KEY!r} must be a base64 string, not {type(envelope).__name__}")
+        try:
+            data = base64.b64decode(envelope, validate=True)
+        except ValueError as exc:
+            raise EventError(f"event field {HANDLER_KEY!r} is not valid base64 ({exc}); nothing ran") from exc
         with _HANDLERS_LOCK:
             handler = _HANDLERS.get(data)
         if handler is None:
-            handler = _as_durable(decode_call(session, data).func)  # verified like any call
+            # verified like any call; no age limit: the handler envelope is stored with its
+            # execution on purpose and sent again with every invocation (possibly days later)
+            handler = _as_durable(decode_call(session, data, max_age=None).func)
             with _HANDLERS_LOCK:
                 if len(_HANDLERS) > 64:
                     _HANDLERS.clear()
@@ -79,8 +104,6 @@ def handle_durable_event(event: dict[str, Any], context: Any, session: Session) 
             "durable invocation event without a handler: send it through the durable backend, "
             "or set durable.handler = 'module:function' for this function"
         )
-    inv = DurableInvocationInput.from_event(event)
-    inv.store = session.checkpoint_store(decode_token(inv.checkpoint_token)["s"])
     inv.batch_records = config.batch_records
     inv.batch_age = config.batch_age
     return handler(inv, context)
@@ -131,6 +154,8 @@ class DurableBackend(Backend):
             if self._function_name is None:
                 settings = self.session.settings
                 environment = function_environment(settings)
+                # the only checkpoint store the function's events may name
+                environment["LAMBDARUN_DURABLE__STORE_URL"] = self.store_url
                 spec = FunctionSpec(
                     name=self.config.function_name or settings.function_name,
                     timeout=self.config.timeout,

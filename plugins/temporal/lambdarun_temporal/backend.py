@@ -291,7 +291,8 @@ class TemporalBackend(Backend):
             if stored:
                 await asyncio.to_thread(self._delete_stored, stored)
         try:
-            outcome = decode_outcome(self.session, data)
+            # signature, age and task id are checked before anything is unpickled
+            outcome = decode_outcome(self.session, data, task_id=task_id, attempt=None)
         except Exception as exc:  # noqa: BLE001
             future.finish(exception=exc)
             return

@@ -53,13 +53,17 @@ def is_worker_event(event: Any) -> bool:
 
 def make_call_activity(session: Session) -> Callable[[bytes], bytes]:
     """The activity running one call envelope; user errors come back inside the outcome."""
-    from lambdarun.calls import decode_outcome, execute_call, pack_failure
+    from lambdarun.calls import bound_meta, execute_call, pack_failure
+    from lambdarun.envelope import unpack
     from lambdarun.errors import PayloadTooLargeError
 
     @activity.defn(name=ACTIVITY_NAME)
     def execute_lambdarun_call(envelope: bytes, call_url: str = "", outcome_url: str = "") -> bytes:
+        # locations come from the workflow input: only under this function's storage prefix
+        # (never file://), checked before anything is read, run or written
+        location = session.open_event_url(outcome_url, field="outcome_url") if outcome_url else None
         if call_url:
-            storage, key = session.open_url(call_url)
+            storage, key = session.open_event_url(call_url, field="call_url")
             envelope = storage.get(key)
         # Heartbeats carry cancellation: when the caller cancels (or the worker shuts down),
         # the SDK interrupts this thread and the call stops instead of running to its end.
@@ -78,7 +82,7 @@ def make_call_activity(session: Session) -> Callable[[bytes], bytes]:
             outcome = execute_call(session, envelope)
         finally:
             stop.set()
-        if activity.is_cancelled() and not decode_outcome(session, outcome).ok:
+        if activity.is_cancelled() and unpack(outcome).meta.get("ok") is not True:
             # The worker invocation ended under the call (its deadline came): the exception
             # is the SDK's cancellation, not the function's. Fail the attempt so Temporal
             # retries it on the next worker instead of reporting a bogus error.
@@ -93,8 +97,10 @@ def make_call_activity(session: Session) -> Callable[[bytes], bytes]:
                         f"the result ({len(outcome)} bytes) is over the Temporal payload limit "
                         "and the call gave no outcome_url to store it; configure storage"
                     ),
+                    meta=bound_meta(unpack(outcome).meta) or {"refused": True},
                 )
-            storage, key = session.open_url(outcome_url)
+            assert location is not None
+            storage, key = location
             storage.put(key, outcome)
             return b""
         return outcome
