@@ -137,6 +137,10 @@ class Boto3Target:
             )
         return url
 
+    def ensure_storage(self, url: str) -> str:
+        """AWS: buckets are created by ``lambdarun deploy`` (never silently in an account)."""
+        return url
+
     def environment(self) -> dict[str, str]:
         env = {"AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region}
         for svc, url in self._endpoints.items():
