@@ -110,6 +110,9 @@ class CovalentConfig:
     keep_objects: bool = False
     #: threads used for submissions (0 = the target's concurrency)
     max_workers: int = attrs.field(default=0, validator=non_negative)
+    #: extra directories on the function's PYTHONPATH where lambdarun creates the function
+    #: (the local target); the executor sets it for an electron's ``DepsPip`` layer
+    python_path: list[str] = attrs.field(factory=list, converter=list)
 
 
 #: the original executor's defaults, as Covalent's config file holds them

@@ -430,9 +430,27 @@ def test_unloadable_call_is_refused_with_a_typed_error(session, tmp_path, monkey
         sys.modules.pop("only_here_module", None)
 
 
-def test_missing_bucket_is_a_clear_storage_error(make_session):
+def test_custom_bucket_is_created_on_the_local_target(make_session, leftovers):
+    """A bucket of the user's choosing (the original's s3_bucket_name) is created by the
+    local target; calls and results over the inline limit go through it both ways."""
+    session = make_session(s3_bucket_name="my-covalent-bucket", inline_limit=2048)
+    assert lambdarun.run(len, b"x" * 300_000, backend="covalent", session=session) == 300_000
+    assert lambdarun.run(bytes, 300_000, backend="covalent", session=session) == bytes(300_000)
+    s3 = session.backend("covalent").runtime_session.target.client("s3")
+    assert "my-covalent-bucket" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert s3.list_objects_v2(Bucket="my-covalent-bucket").get("KeyCount", 0) == 0  # cleaned up
+
+
+def test_unwritable_bucket_blames_the_bucket_not_the_runtime(make_session):
+    """The bucket vanished under a running backend: a large result cannot be stored. The
+    error says so (and what to do), instead of blaming the runtime function."""
     from lambdarun.errors import StorageError
 
-    session = make_session(s3_bucket_name="no-such-bucket-for-lambdarun", inline_limit=2048)
-    with pytest.raises(StorageError, match="create the bucket"):
-        lambdarun.run(len, b"x" * 10_000, backend="covalent", session=session)
+    session = make_session(s3_bucket_name="vanishing-covalent-bucket", inline_limit=2048)
+    assert lambdarun.run(len, b"x" * 10_000, backend="covalent", session=session) == 10_000  # bucket created
+    s3 = session.backend("covalent").runtime_session.target.client("s3")
+    s3.delete_bucket(Bucket="vanishing-covalent-bucket")
+    with pytest.raises(StorageError, match="could not store its large result") as info:
+        lambdarun.run(bytes, 10_000, backend="covalent", session=session)
+    assert "NoSuchBucket" in str(info.value) and "vanishing-covalent-bucket" in str(info.value)
+    assert "lambdarun.runtime.handler" not in str(info.value)
