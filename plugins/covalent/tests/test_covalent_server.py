@@ -9,14 +9,7 @@ module; the test then checks that none of its processes is left.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
-import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +19,7 @@ import psutil
 import pytest
 
 from lambdarun_covalent.executor import AWSLambdaExecutor
+from lambdarun_covalent.testing import covalent_server_fixture, lattice_nodes
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -37,118 +31,22 @@ SERVER_FUNCTION = "lambdarun-covalent-server-tests"
 DEP = "mergedeep==1.3.4"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _covalent_cli() -> str:
-    cli = Path(sys.executable).with_name("covalent")
-    return str(cli) if cli.exists() else shutil.which("covalent") or "covalent"
-
-
-class CovalentServer:
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.root, self.env = root, env
-        self.address = ""
-        self.pids: set[int] = set()
-
-    @property
-    def config_file(self) -> Path:
-        return Path(self.env["COVALENT_CONFIG_DIR"]) / "covalent.conf"
-
-    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [_covalent_cli(), *args, "--no-header", "--no-footer"],
-            env=self.env, cwd=self.root, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-        )
-
-    def start(self, port: int) -> None:
-        proc = self.cli("start", "--port", str(port), "--no-cluster")
-        pidfile = Path(self.env["COVALENT_CACHE_DIR"]) / "ui.pid"
-        if pidfile.exists():  # remember every process of the server, to check none is left
-            with_children = psutil.Process(int(pidfile.read_text().strip()))
-            self.pids = {with_children.pid, *(c.pid for c in with_children.children(recursive=True))}
-        if proc.returncode != 0 or "Running" not in proc.stdout:
-            log = Path(self.env["COVALENT_LOGDIR"]) / "covalent_ui.log"
-            tail = log.read_text()[-3000:] if log.exists() else ""
-            raise RuntimeError(f"covalent start failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{tail}")
-        config = tomllib.loads(self.config_file.read_text())
-        self.address = f"http://127.0.0.1:{config['dispatcher']['port']}"
-
-    def stop(self) -> list[int]:
-        self.cli("stop", timeout=60)
-        deadline = time.monotonic() + 30
-        alive = [p for p in self.pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        while alive and time.monotonic() < deadline:
-            time.sleep(0.1)
-            alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        for pid in alive:  # never leave an orphan, but report it
-            psutil.Process(pid).kill()
-        return alive
-
-
-@pytest.fixture(scope="module")
-def covalent_server(tmp_path_factory: pytest.TempPathFactory, local_stack: Any) -> Iterator[CovalentServer]:
-    root = tmp_path_factory.mktemp("covalent-server")
-    home = root / "home"
-    covalent_dirs = {
-        "COVALENT_CONFIG_DIR": "config",
-        "COVALENT_CACHE_DIR": "cache",
-        "COVALENT_DATA_DIR": "data",
-        "COVALENT_LOGDIR": "logs",
-        "COVALENT_DISPATCH_CACHE_DIR": "dispatches",
-        "COVALENT_EXECUTOR_DIR": "executors",
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COVALENT_", "LAMBDARUN_", "XDG_"))}
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_CACHE_HOME=str(home / ".cache"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        COVALENT_DISPATCHER_ADDR="127.0.0.1",
-        COVALENT_DATABASE=str(root / "data" / "dispatcher_db.sqlite"),
-        COVALENT_HEARTBEAT_FILE=str(root / "cache" / "heartbeat"),
-        LAMBDARUN_TARGET="local",
-        LAMBDARUN_LOCAL__STATE_DIR=str(local_stack.state_dir),
-    )
-    for var, sub in covalent_dirs.items():
-        env[var] = str(root / sub)
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    home.mkdir()
+covalent_server = covalent_server_fixture(
+    "module",
     # Covalent passes [executors.awslambda] to by-name electrons as constructor arguments
-    (root / "config" / "covalent.conf").write_text(
-        f'[executors.awslambda]\nfunction_name = "{SERVER_FUNCTION}"\ntimeout = 120\n'
-    )
+    executor_config={"function_name": SERVER_FUNCTION, "timeout": 120},
     # the server's working directory is Covalent's package: a project's lambdarun.toml is
     # found through LAMBDARUN_CONFIG (README: "Which settings win")
-    (root / "lambdarun.toml").write_text("[covalent]\nmemory = 512\n")
-    env["LAMBDARUN_CONFIG"] = str(root / "lambdarun.toml")
-    server = CovalentServer(root, env)
-    try:
-        server.start(_free_port())
-        yield server
-    finally:
-        left = server.stop()
-        assert not left, f"covalent stop left processes {left}"
-
-
-def _nodes(result: Any) -> dict[str, dict[str, Any]]:
-    graph = result.lattice.transport_graph
-    out = {}
-    for node in graph._graph.nodes:
-        name = graph.get_node_value(node, "name")
-        out[name] = {key: graph.get_node_value(node, key) for key in ("status", "error", "stdout", "stderr")}
-        out[name]["output"] = graph.get_node_value(node, "output")
-    return out
+    lambdarun_toml="[covalent]\nmemory = 512\n",
+)
+_nodes = lattice_nodes
 
 
 # The server runs without a Dask cluster: lattices post-process with Covalent's "local"
 # executor (the default would follow this process's Covalent config)
 
 
-def _run(server: CovalentServer, lattice: Any, *args: Any) -> Any:
+def _run(server: Any, lattice: Any, *args: Any) -> Any:
     dispatch_id = ct.dispatch(lattice, dispatcher_addr=server.address)(*args)
     return ct.get_result(dispatch_id, wait=True, dispatcher_addr=server.address)
 
