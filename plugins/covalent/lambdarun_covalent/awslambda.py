@@ -40,6 +40,7 @@ import structlog
 
 from lambdarun.errors import (
     ConfigError,
+    FunctionNotFoundError,
     LambdarunError,
     RemoteEnvironmentError,
     TaskCancelledError,
@@ -417,8 +418,20 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
         """
         task = electron_task(function)
         overrides = await asyncio.to_thread(self.layer_overrides, task)
-        if task.covalent_wrapper:
-            await asyncio.to_thread(self._check_covalent, overrides)
+        try:
+            if task.covalent_wrapper:
+                await asyncio.to_thread(self._check_covalent, overrides)
+        except FunctionNotFoundError as exc:
+            if not task.requirements:
+                raise
+            name = overrides["function_name"]
+            raise FunctionNotFoundError(
+                f"electron {task.name!r} needs DepsPip {', '.join(task.requirements)}: it runs on the "
+                f"function {name!r}, which holds those packages, and that function does not exist on "
+                f"this target. Deploy it with those requirements (a requirements file in [deploy] "
+                f"requirements, then `lambdarun deploy --function {name}`), or drop DepsPip and "
+                f"deploy {self.function_name!r} with the packages."
+            ) from exc
         future = await asyncio.to_thread(self.submit, task.function, args, kwargs, task_metadata, overrides)
         await self.set_job_handle(self.job_handle(future))
         failed = False

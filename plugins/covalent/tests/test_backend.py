@@ -454,3 +454,37 @@ def test_unwritable_bucket_blames_the_bucket_not_the_runtime(make_session):
         lambdarun.run(bytes, 10_000, backend="covalent", session=session)
     assert "NoSuchBucket" in str(info.value) and "vanishing-covalent-bucket" in str(info.value)
     assert "lambdarun.runtime.handler" not in str(info.value)
+
+
+_REGION_RUN = """
+import json, sys
+import lambdarun
+from lambdarun.local.plugin import stop_embedded_stacks
+from lambdarun_covalent.executor import AWSLambdaExecutor
+
+big = b"x" * 300_000  # over the 256 KiB inline limit: call and result go through the bucket
+out = {"plain": lambdarun.run(bytes.upper, big) == big.upper()}
+executor = AWSLambdaExecutor(function_name="lambdarun-covalent-region-tests", region=sys.argv[1],
+                             s3_bucket_name="my-covalent-bucket-" + sys.argv[1])
+out["executor"] = executor.run_sync(len, [big], {}) == len(big)
+out["stack_region"] = executor.backend.runtime_session.target.stack.region
+stop_embedded_stacks()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("region", ["eu-west-1", "ap-southeast-2"])
+def test_tasks_run_in_any_region(region, tmp_path):
+    """Outside us-east-1 every task used to fail (a bucket without its LocationConstraint):
+    plain lambdarun.run and the executor (region argument, custom bucket), in a fresh
+    process with its own embedded stack in that region."""
+    import json
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDARUN_")}
+    env.update(LAMBDARUN_TARGET="local", LAMBDARUN_REGION=region, LAMBDARUN_LOCAL__STATE_DIR=str(tmp_path / "state"),
+               LAMBDARUN_PROGRESS="false", COVALENT_CONFIG_DIR=str(tmp_path / "covalent"))
+    proc = subprocess.run([sys.executable, "-c", _REGION_RUN, region], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"plain": True, "executor": True, "stack_region": region}

@@ -116,3 +116,35 @@ def test_covalent_version_mismatch_stops_an_electron(session, tmp_path, monkeypa
     with pytest.raises(VersionMismatchError, match=r"runs Covalent \d+\.\d+.*this Covalent server runs 0\.999\.0"):
         asyncio.run(executor.run(call, [TransportableObject(str(marker))], {}, {"dispatch_id": "d", "node_id": 0}))
     assert not marker.exists()
+
+
+def test_deps_pip_on_a_target_that_cannot_create_the_function_says_what_to_deploy(
+    make_session, local_stack, tmp_path, monkeypatch
+):
+    """The aws target never creates functions: the layer's function must be deployed."""
+    import asyncio
+
+    import covalent as ct
+    from covalent._workflow.transport import TransportableObject
+    from covalent.executor.utils.wrappers import wrapper_fn
+
+    from lambdarun.errors import FunctionNotFoundError
+    from lambdarun_covalent.executor import AWSLambdaExecutor
+
+    for key, value in local_stack.environment().items():  # the aws target, on the local stack's endpoints
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("COVALENT_CONFIG_DIR", str(tmp_path / "covalent"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    session = make_session(core={"target": "aws", "aws": {
+        "lambda_endpoint_url": local_stack.endpoints.url("lambda"), "s3_endpoint_url": local_stack.endpoints.url("s3"),
+    }})
+    executor = AWSLambdaExecutor(session=session, function_name="lambdarun-covalent-tests")
+    marker = tmp_path / "ran"
+    pip = ct.DepsPip(packages=["mergedeep==1.3.4"]).apply()
+    call = functools.partial(wrapper_fn, TransportableObject(touch), [pip], [])
+    with pytest.raises(FunctionNotFoundError) as info:
+        asyncio.run(executor.run(call, [TransportableObject(str(marker))], {}, {"dispatch_id": "d", "node_id": 0}))
+    message = str(info.value)
+    assert "electron 'touch' needs DepsPip mergedeep==1.3.4" in message
+    assert "lambdarun deploy --function lambdarun-covalent-tests-deps-" in message
+    assert not marker.exists()
