@@ -160,6 +160,13 @@ def test_invalid_value_is_a_config_error(session, no_covalent_config):
         AWSLambdaExecutor(session=session, timeout=1000)
 
 
+@pytest.mark.parametrize("bucket", ["s3://bucket", "Upper_Case", "a", "dots..dots", "192.168.0.1", "../../etc", "b/prefix"])
+def test_bad_bucket_name_is_a_config_error_up_front(session, no_covalent_config, bucket):
+    """Not an S3 error inside the first large task, and nothing created."""
+    with pytest.raises(ConfigError, match="s3_bucket_name .*must be an S3 bucket name"):
+        AWSLambdaExecutor(session=session, s3_bucket_name=bucket)
+
+
 def test_to_dict_from_dict_round_trip_is_json(executor, session):
     data = executor.to_dict()
     assert data["short_name"] == "awslambda"

@@ -148,3 +148,29 @@ def test_deps_pip_on_a_target_that_cannot_create_the_function_says_what_to_deplo
     assert "electron 'touch' needs DepsPip mergedeep==1.3.4" in message
     assert "lambdarun deploy --function lambdarun-covalent-tests-deps-" in message
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {versions.PROBE_FIELD: "1"},
+        {versions.PROBE_FIELD: 1, "lambdarun": 1, "call": "Zm9yZ2Vk", "result_url": "s3://elsewhere/x"},
+        {versions.PROBE_FIELD: 1, "lambdarun_covalent": {"task_id": "t", "attempt": 1}},
+    ],
+)
+def test_only_the_exact_probe_is_answered(session, event):
+    """The probe runs nothing and answers only ``{probe: 1}``: a probe field riding on another
+    event (a forged call, a task record) is not a probe, and the call is still verified."""
+    backend = session.backend("covalent")
+    lam = backend.runtime_session.target.client("lambda")
+    response = lam.invoke(FunctionName=backend.function_name, Payload=json.dumps(event).encode())
+    body = json.loads(response["Payload"].read())
+    assert versions.PROBE_FIELD not in body
+    assert response.get("FunctionError") or body.get("outcome") or "errorType" in body
+
+
+def test_a_requirement_is_never_run_through_a_shell(tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(DependencyInstallError):
+        ensure_layer((f"nothing; touch {marker}", f"$(touch {marker})"), root=tmp_path / "layers")
+    assert not marker.exists()
