@@ -11,6 +11,8 @@ process.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import sys
 import threading
@@ -48,11 +50,20 @@ class VersionMismatchError(LambdarunError):
     """The runtime function runs other versions than the caller; no task was run."""
 
 
-def _version(distribution: str) -> str:
+def _version(distribution: str, module: str | None = None) -> str:
+    """The installed version; the module's ``__version__`` where a package was copied without
+    its metadata (a deployment zip may be); "" when it is not installed."""
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
+        pass
+    name = module or distribution
+    if importlib.util.find_spec(name) is None:
         return ""
+    try:
+        return str(getattr(importlib.import_module(name), "__version__", "") or "unknown")
+    except Exception:  # installed but broken: say so rather than "not installed"
+        return "unknown"
 
 
 def local_versions() -> dict[str, str]:
@@ -60,7 +71,7 @@ def local_versions() -> dict[str, str]:
     return {
         "python": f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}",
         "lambdarun": _version("lambdarun"),
-        "lambdarun_covalent": _version("lambdarun-covalent"),
+        "lambdarun_covalent": _version("lambdarun-covalent", "lambdarun_covalent"),
         "cloudpickle": _version("cloudpickle"),
         "covalent": _version("covalent"),
     }
