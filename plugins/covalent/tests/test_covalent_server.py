@@ -95,6 +95,14 @@ def with_dependency(a, b):
     return mergedeep.merge({}, a, b), mergedeep.__file__
 
 
+@ct.electron(executor=AWSLambdaExecutor(function_name="lambdarun-covalent-instance-tests", timeout=1))
+def too_slow(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
 @ct.electron(executor="local")
 def plain(x):
     return x + 1
@@ -118,6 +126,11 @@ def failing(x):
 @ct.lattice(workflow_executor="local")
 def needs_a_package(a, b):
     return with_dependency(a, b)
+
+
+@ct.lattice(workflow_executor="local")
+def slow_lattice(seconds):
+    return too_slow(seconds)
 
 
 @ct.lattice(workflow_executor="local")
@@ -188,3 +201,12 @@ def test_deps_pip_electron_runs_from_a_cached_layer(covalent_server):
     again = _run(covalent_server, needs_a_package, {"c": 3}, {})
     assert str(again.status) == "COMPLETED" and again.result[0] == {"c": 3}
     assert sorted(p.name for p in layers.iterdir() if p.is_dir()) == before
+
+
+def test_timeout_names_the_electron_and_covalents_settings(covalent_server):
+    result = _run(covalent_server, slow_lattice, 30)
+    node = _nodes(result)["too_slow"]
+    assert str(node["status"]) == "FAILED"
+    assert "electron 'too_slow'" in node["error"] and "timeout of 1 s" in node["error"]
+    assert "AWSLambdaExecutor(timeout=...)" in node["error"] and "[executors.awslambda]" in node["error"]
+    assert "partial" not in node["error"]
