@@ -425,12 +425,13 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
             if not task.requirements:
                 raise
             name = overrides["function_name"]
+            requirements = Path(overrides["python_path"][-1]).parent / "requirements.txt"
             raise FunctionNotFoundError(
                 f"electron {task.name!r} needs DepsPip {', '.join(task.requirements)}: it runs on the "
                 f"function {name!r}, which holds those packages, and that function does not exist on "
-                f"this target. Deploy it with those requirements (a requirements file in [deploy] "
-                f"requirements, then `lambdarun deploy --function {name}`), or drop DepsPip and "
-                f"deploy {self.function_name!r} with the packages."
+                f"this target. Deploy it with those requirements: `LAMBDARUN_DEPLOY__REQUIREMENTS="
+                f"{requirements} lambdarun deploy --function {name}`; or drop DepsPip and deploy "
+                f"{self.function_name!r} with the packages."
             ) from exc
         future = await asyncio.to_thread(self.submit, task.function, args, kwargs, task_metadata, overrides)
         await self.set_job_handle(self.job_handle(future))

@@ -147,6 +147,8 @@ def test_deps_pip_on_a_target_that_cannot_create_the_function_says_what_to_deplo
     message = str(info.value)
     assert "electron 'touch' needs DepsPip mergedeep==1.3.4" in message
     assert "lambdarun deploy --function lambdarun-covalent-tests-deps-" in message
+    requirements = Path(message.split("LAMBDARUN_DEPLOY__REQUIREMENTS=", 1)[1].split()[0])
+    assert requirements.read_text() == "mergedeep==1.3.4\n"  # the layer's own file, ready for deploy
     assert not marker.exists()
 
 
