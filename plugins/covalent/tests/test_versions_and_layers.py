@@ -73,7 +73,8 @@ def test_requirement_sets_are_normalized():
     assert requirement_set([], "") == ()
 
 
-def test_a_requirement_that_cannot_install_is_a_clear_error(tmp_path):
+def test_a_requirement_that_cannot_install_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # fail offline and at once: no index is asked
     with pytest.raises(DependencyInstallError, match="pip could not install.*no-such-package-for-lambdarun-xyz") as info:
         ensure_layer(("no-such-package-for-lambdarun-xyz==0.0.1",), root=tmp_path, what="electron 'needy'")
     assert "electron 'needy'" in str(info.value) and "did not run" in str(info.value)
@@ -171,7 +172,8 @@ def test_only_the_exact_probe_is_answered(session, event):
     assert response.get("FunctionError") or body.get("outcome") or "errorType" in body
 
 
-def test_a_requirement_is_never_run_through_a_shell(tmp_path):
+def test_a_requirement_is_never_run_through_a_shell(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
     marker = tmp_path / "pwned"
     with pytest.raises(DependencyInstallError):
         ensure_layer((f"nothing; touch {marker}", f"$(touch {marker})"), root=tmp_path / "layers")
