@@ -158,6 +158,9 @@ class Boto3Target:
     def signing_key_secret(self) -> str | None:
         """``signing_key_secret`` (the function reads its key there; deploy creates it)."""
         return self.settings.signing_key_secret
+    def ensure_storage(self, url: str) -> str:
+        """AWS: buckets are created by ``lambdarun deploy`` (never silently in an account)."""
+        return url
 
     def environment(self) -> dict[str, str]:
         env = {"AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region}

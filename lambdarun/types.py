@@ -141,6 +141,11 @@ class Target(Protocol):
     def default_storage_url(self) -> str:
         """The URL of lambdarun's scratch storage on this target (bucket created if needed)."""
 
+    def ensure_storage(self, url: str) -> str:
+        """Make sure the storage at ``url`` exists where this target creates storage (the
+        local target creates an ``s3://`` bucket in its region; AWS leaves buckets to
+        ``lambdarun deploy``) and return ``url``."""
+
     def environment(self) -> dict[str, str]:
         """Environment variables a Lambda function needs to reach this target's services."""
 

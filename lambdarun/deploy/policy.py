@@ -1,12 +1,15 @@
 """IAM documents of the execution role: trust Lambda, grant only what lambdarun uses.
 
-The inline policy grants exactly three things:
+The inline policy grants exactly four things:
 
 * objects under the lambdarun prefix of the bucket (get/put/delete), and listing that
   prefix only (``s3:prefix`` condition);
 * items of the durable table (and its indexes), when there is one;
 * CloudWatch Logs for the function's own log group;
 * ``secretsmanager:GetSecretValue`` on the one secret holding the envelope signing key.
+* ``lambda:InvokeFunction`` on the function itself, and nothing else: an asynchronous
+  (``Event``) call whose environment dies reaches its caller because the function is its
+  own on-failure destination, and Lambda delivers to a destination with the function's role.
 """
 
 from __future__ import annotations
@@ -113,6 +116,14 @@ def execution_policy(
                 "Resource": secret_arn(signing_secret, region=region, account=account),
             }
         )
+    statements.append(
+        {
+            "Sid": "LambdarunSelfDestination",
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": f"arn:{part}:lambda:{region}:{account}:function:{function_name}",
+        }
+    )
     statements += [
         {
             "Sid": "LambdarunLogGroup",

@@ -33,7 +33,7 @@ from lambdarun.types import FunctionSpec
 if TYPE_CHECKING:
     from lambdarun.config import ConfigRegistry, Settings
 
-__all__ = ["LocalConfig", "LocalTarget", "embedded_stack", "stop_embedded_stacks"]
+__all__ = ["LocalConfig", "LocalTarget", "create_bucket", "embedded_stack", "stop_embedded_stacks"]
 
 log = structlog.get_logger(__name__)
 
@@ -319,15 +319,19 @@ class LocalTarget(Boto3Target):
         return bool(doc.get("stopped") or doc.get("dropped"))
 
     def default_storage_url(self) -> str:
-        """``storage_url`` when set, else ``s3://lambdarun-local/lambdarun`` in moto (created)."""
+        """``storage_url`` when set, else ``s3://lambdarun-local/lambdarun`` in moto (created
+        in this target's region)."""
         if self.settings.storage_url:
             return self.settings.storage_url
-        s3 = self.client("s3")
-        try:
-            s3.create_bucket(Bucket=DEFAULT_BUCKET)
-        except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-            pass
-        return f"s3://{DEFAULT_BUCKET}/lambdarun"
+        return self.ensure_storage(f"s3://{DEFAULT_BUCKET}/lambdarun")
+
+    def ensure_storage(self, url: str) -> str:
+        """Create the bucket of an ``s3://`` URL in moto, in this target's region (S3 wants a
+        ``LocationConstraint`` everywhere but us-east-1); other URLs are returned as is."""
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme == "s3" and parsed.netloc:
+            create_bucket(self.client("s3"), parsed.netloc, self.region)
+        return url
 
     def close(self) -> None:
         """Close the clients. The embedded stack keeps running until the process exits (other
@@ -349,6 +353,15 @@ def _check_key_settings(function: str, have: dict[str, str], secret: str | None)
             "key (signing_key / signing_key_secret, or the same local stack), another "
             "function_name, or delete the function first"
         )
+def create_bucket(s3: Any, bucket: str, region: str) -> None:
+    """Create ``bucket`` in ``region`` unless this stack already has it."""
+    kwargs: dict[str, Any] = {"Bucket": bucket}
+    if region and region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**kwargs)
+    except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        pass
 
 
 @hookimpl

@@ -16,6 +16,7 @@ ALLOWED_ACTIONS = {
     "s3:GetObject",
     "s3:PutObject",
     "s3:DeleteObject",
+    "lambda:InvokeFunction",
     "s3:ListBucket",
     "logs:CreateLogGroup",
     "logs:CreateLogStream",
@@ -48,6 +49,8 @@ def check_least_privilege(
         f"arn:aws:s3:::{bucket}": {"s3:ListBucket"},
         f"{log_group}:*": {"logs:CreateLogGroup"},
         f"{log_group}:log-stream:*": {"logs:CreateLogStream", "logs:PutLogEvents"},
+        # the async on-failure destination is the function itself (Lambda delivers with its role)
+        f"arn:aws:lambda:{region}:{account}:function:{fn}": {"lambda:InvokeFunction"},
     }
     if table:
         table_arn = f"arn:aws:dynamodb:{region}:{account}:table/{table}"

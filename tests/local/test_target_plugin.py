@@ -80,6 +80,57 @@ def test_default_storage_url_is_a_moto_bucket(session: Session) -> None:
     assert "lambdarun-local" in names
 
 
+_REGION_PROBE = """
+import json, sys
+from lambdarun.local import plugin as local_plugin
+from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
+from lambdarun.session import Session
+extra = [] if "lambdarun.local.plugin" in DEFAULT_PLUGINS else [local_plugin]
+s = Session(make_plugin_manager(plugins=extra, load_entrypoints=False),
+            overrides={"target": "local", "region": sys.argv[1], "local": {"state_dir": sys.argv[2]}})
+try:
+    target = s.target
+    s3 = target.client("s3")
+    url = target.default_storage_url()
+    storage = s.storage(url)
+    storage.put("probe", b"x" * 300_000)
+    custom = [target.ensure_storage("s3://my-own-bucket/prefix"), target.ensure_storage("s3://my-own-bucket")]
+    print(json.dumps({
+        "url": url,
+        "default_location": s3.get_bucket_location(Bucket="lambdarun-local")["LocationConstraint"],
+        "roundtrip": storage.get("probe") == b"x" * 300_000,
+        "custom": custom,
+        "custom_location": s3.get_bucket_location(Bucket="my-own-bucket")["LocationConstraint"],
+        "aws_region": target.environment()["AWS_REGION"],
+    }))
+finally:
+    s.close()
+    local_plugin.stop_embedded_stacks()
+"""
+
+
+@pytest.mark.parametrize("region", ["eu-west-1", "ap-southeast-2"])
+def test_storage_works_in_any_region(region: str, tmp_path: Path) -> None:
+    """S3 refuses a bucket outside us-east-1 without its LocationConstraint (moto too): the
+    local target's buckets are created in the session's region. A fresh process, as a user's
+    would be (moto's state is per process)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _REGION_PROBE, region, str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {
+        "url": "s3://lambdarun-local/lambdarun",
+        "default_location": region,
+        "roundtrip": True,
+        "custom": ["s3://my-own-bucket/prefix", "s3://my-own-bucket"],
+        "custom_location": region,
+        "aws_region": region,
+    }
+
+
 def test_local_target_on_a_given_stack(local_stack: Any, session: Session) -> None:
     target = LocalTarget(session.settings, stack=local_stack)
     assert target.endpoint_url("lambda") == local_stack.endpoints.lambda_

@@ -38,8 +38,16 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import structlog
 
-from lambdarun.errors import ConfigError, LambdarunError, TaskCancelledError
+from lambdarun.errors import (
+    ConfigError,
+    FunctionNotFoundError,
+    LambdarunError,
+    RemoteEnvironmentError,
+    TaskCancelledError,
+    TaskTimeoutError,
+)
 from lambdarun_covalent.config import ORIGINAL_DEFAULTS, CovalentConfig
+from lambdarun_covalent.electrons import ElectronTask, electron_task
 
 if TYPE_CHECKING:
     from lambdarun.futures import LambdaFuture
@@ -74,12 +82,14 @@ _SETTING_KEYS: tuple[str, ...] = tuple(f.name for f in attrs.fields(CovalentConf
 
 try:  # Covalent is optional and heavy (~1 s to import, writes ~/.config/covalent)
     from covalent._shared_files.exceptions import TaskCancelledError as _CovalentTaskCancelled
+    from covalent._shared_files.exceptions import TaskRuntimeError as _CovalentTaskRuntimeError
     from covalent.executor.executor_plugins.remote_executor import RemoteExecutor as _Base
 
     COVALENT_AVAILABLE = True
 except Exception:  # ImportError, or a broken Covalent install: work standalone
     COVALENT_AVAILABLE = False
     _CovalentTaskCancelled = None  # type: ignore[assignment,misc]
+    _CovalentTaskRuntimeError = None  # type: ignore[assignment,misc]
     _Base = None  # type: ignore[assignment,misc]
 
 
@@ -201,7 +211,7 @@ def read_covalent_section(path: Path | None = None) -> dict[str, Any]:
 # sessions shared by executor instances (Covalent builds one executor per task)
 # --------------------------------------------------------------------------------------
 
-_sessions: dict[tuple[int, tuple[tuple[str, Any], ...]], Session] = {}
+_sessions: dict[tuple[int, str], Session] = {}
 _sessions_lock = threading.Lock()
 
 
@@ -210,7 +220,7 @@ def _session_for(base: Session | None, values: Mapping[str, Any]) -> Session:
         from lambdarun.session import get_session
 
         base = get_session()
-    key = (id(base), tuple(sorted(values.items())))
+    key = (id(base), json.dumps(dict(values), sort_keys=True, default=str))
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None or session.closed or base.closed:
@@ -249,13 +259,15 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
 
     lambdarun's (see :class:`~lambdarun_covalent.config.CovalentConfig`): ``target``,
     ``endpoint_url``, ``inline_limit``, ``mode``, ``async_threshold``,
-    ``expected_duration``, ``memory``, ``retries``, ``keep_objects``, ``max_workers``.
+    ``expected_duration``, ``memory``, ``retries``, ``keep_objects``, ``max_workers``,
+    ``python_path``.
 
     :param session: the lambdarun session to run on (default: the process-wide one). Not
         serialized by :meth:`to_dict`.
 
-    Other keyword arguments (``log_stdout``, ``log_stderr``, ``cache_dir``, ``time_limit``)
-    go to Covalent's base class.
+    Covalent's base class takes ``log_stdout``, ``log_stderr``, ``cache_dir``,
+    ``time_limit``, ``remote_cache`` and ``covalent_version``; any other keyword raises
+    ``TypeError`` as the original does (``memory_size``? the key is ``memory``).
     """
 
     def __init__(
@@ -279,9 +291,11 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
         retries: int | None = None,
         keep_objects: bool | None = None,
         max_workers: int | None = None,
+        python_path: list[str] | None = None,
         session: Session | None = None,
         **kwargs: Any,
     ) -> None:
+        _refuse_unknown_arguments(kwargs)
         given = {
             "function_name": function_name,
             "s3_bucket_name": s3_bucket_name,
@@ -301,6 +315,7 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
             "retries": retries,
             "keep_objects": keep_objects,
             "max_workers": max_workers,
+            "python_path": python_path,
         }
         values = resolve_settings(given, _lambdarun_settings(session), read_covalent_section())
         super().__init__(
@@ -343,14 +358,32 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
     @property
     def backend(self) -> CovalentBackend:
         """The lambdarun ``covalent`` backend these settings select (shared between instances)."""
-        session = _session_for(self.__dict__.get("_session"), self.settings())
+        return self.backend_for()
+
+    def backend_for(self, overrides: Mapping[str, Any] | None = None) -> CovalentBackend:
+        """The backend of these settings with ``overrides`` (e.g. a DepsPip layer's function)."""
+        session = _session_for(self.__dict__.get("_session"), {**self.settings(), **(overrides or {})})
         return session.backend("covalent")  # type: ignore[return-value]
 
+    def layer_overrides(self, task: ElectronTask) -> dict[str, Any]:
+        """Settings that run ``task`` with its DepsPip requirements installed: a function per
+        requirement set, with the layer on its ``PYTHONPATH`` (built here on first use)."""
+        if not task.requirements:
+            return {}
+        from lambdarun_covalent.layers import ensure_layer
+
+        layer = ensure_layer(task.requirements, what=f"electron {task.name!r}")
+        return {
+            "function_name": f"{self.function_name}-deps-{layer.key[:12]}",
+            "python_path": [*self.python_path, str(layer.path)],
+        }
+
     def submit(self, function: Callable[..., Any], args: Any, kwargs: Any,
-               task_metadata: Mapping[str, Any] | None = None) -> LambdaFuture:
+               task_metadata: Mapping[str, Any] | None = None,
+               overrides: Mapping[str, Any] | None = None) -> LambdaFuture:
         """Start the task and return its :class:`~lambdarun.futures.LambdaFuture`."""
         self._cancel_requested = False
-        future = self.backend.submit(function, tuple(args or ()), dict(kwargs or {}))
+        future = self.backend_for(overrides).submit(function, tuple(args or ()), dict(kwargs or {}))
         future.info["task_metadata"] = dict(task_metadata or {})
         self._future = future
         return future
@@ -375,9 +408,34 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
         await asyncio.to_thread(self.setup_sync, task_metadata)
 
     async def run(self, function: Callable[..., Any], args: list, kwargs: dict, task_metadata: dict) -> Any:
-        """Run the task on Lambda; return its result or raise its own exception type."""
-        future = await asyncio.to_thread(self.submit, function, args, kwargs, task_metadata)
+        """Run the task on Lambda and return its result.
+
+        A task that raises ends the way Covalent's own executors end it: its stdout and
+        stderr, then the remote traceback (ending with the exception's type and message), go
+        to the task's streams (the node's ``stdout``/``stderr``) and ``TaskRuntimeError`` marks
+        the node FAILED. Without Covalent the task's own exception type is raised.
+        An electron's ``DepsPip`` runs from a cached layer (:mod:`lambdarun_covalent.layers`).
+        """
+        task = electron_task(function)
+        overrides = await asyncio.to_thread(self.layer_overrides, task)
+        try:
+            if task.covalent_wrapper:
+                await asyncio.to_thread(self._check_covalent, overrides)
+        except FunctionNotFoundError as exc:
+            if not task.requirements:
+                raise
+            name = overrides["function_name"]
+            requirements = Path(overrides["python_path"][-1]).parent / "requirements.txt"
+            raise FunctionNotFoundError(
+                f"electron {task.name!r} needs DepsPip {', '.join(task.requirements)}: it runs on the "
+                f"function {name!r}, which holds those packages, and that function does not exist on "
+                f"this target. Deploy it with those requirements: `LAMBDARUN_DEPLOY__REQUIREMENTS="
+                f"{requirements} lambdarun deploy --function {name}`; or drop DepsPip and deploy "
+                f"{self.function_name!r} with the packages."
+            ) from exc
+        future = await asyncio.to_thread(self.submit, task.function, args, kwargs, task_metadata, overrides)
         await self.set_job_handle(self.job_handle(future))
+        failed = False
         try:
             return await asyncio.wrap_future(future)
         except (asyncio.CancelledError, concurrent.futures.CancelledError):
@@ -388,8 +446,38 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
                 ) from None
             future.cancel()  # our caller was cancelled: stop the task too
             raise
-        finally:
+        except TaskTimeoutError as exc:
+            raise TaskTimeoutError(self._timeout_message(task, task_metadata, future)) from exc
+        except Exception as exc:
+            trace = future.remote_traceback
+            if _CovalentTaskRuntimeError is None or not trace or isinstance(exc, RemoteEnvironmentError):
+                raise
+            failed = True
             self._write_streams(future)
+            stream = self.task_stderr
+            if stream is not None:
+                print(trace, end="" if trace.endswith("\n") else "\n", file=stream)
+            raise _CovalentTaskRuntimeError(trace) from None
+        finally:
+            if not failed:
+                self._write_streams(future)
+
+    def _check_covalent(self, overrides: Mapping[str, Any]) -> None:
+        """Before an electron runs: the function runs this process's Covalent major.minor."""
+        from lambdarun_covalent.versions import check_covalent_version, check_versions
+
+        backend = self.backend_for(overrides)
+        name = backend.function_name
+        check_covalent_version(check_versions(backend.runtime_session, name), name)
+
+    def _timeout_message(self, task: ElectronTask, task_metadata: Mapping[str, Any], future: LambdaFuture) -> str:
+        return (
+            f"electron {task.name!r} (dispatch {task_metadata.get('dispatch_id')}, node "
+            f"{task_metadata.get('node_id')}, lambdarun task {future.task_id}) did not finish within "
+            f"its timeout of {self.timeout:g} s on Lambda function {self.function_name!r}. Raise it "
+            "with @ct.electron(executor=AWSLambdaExecutor(timeout=...)) or `timeout` under "
+            "[executors.awslambda] in covalent.conf (at most 900 s, Lambda's limit)."
+        )
 
     async def teardown(self, task_metadata: dict) -> None:
         """Nothing to release per task: each attempt deletes its own objects as it ends."""
@@ -511,6 +599,32 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
         return COVALENT_AVAILABLE and "_send_queue" in self.__dict__
 
 
+#: keyword arguments Covalent's executor base classes take (everything else is refused)
+_BASE_KEYWORDS = frozenset({"log_stdout", "log_stderr", "cache_dir", "time_limit", "remote_cache", "covalent_version"})
+#: names people reach for, and the key that means it
+_ALIASES = {"memory_size": "memory", "memorysize": "memory", "memory_mb": "memory", "bucket": "s3_bucket_name",
+            "s3_bucket": "s3_bucket_name", "role": "execution_role", "function": "function_name"}
+
+
+def _refuse_unknown_arguments(kwargs: Mapping[str, Any]) -> None:
+    """The original executor raises ``TypeError`` for an argument it does not take; so do we
+    (a setting silently ignored is worse than an error), with the key that was meant."""
+    import difflib
+
+    unknown = sorted(set(kwargs) - _BASE_KEYWORDS)
+    if not unknown:
+        return
+    name = unknown[0]
+    known = sorted({*_SETTING_KEYS, *_BASE_KEYWORDS})
+    meant = _ALIASES.get(name.lower()) or next(iter(difflib.get_close_matches(name, known, n=1)), None)
+    hint = f"; did you mean {meant!r}?" if meant else ""
+    raise TypeError(
+        f"AWSLambdaExecutor() got an unexpected keyword argument {name!r}{hint} (it takes: "
+        f"{', '.join(known)}; by name, Covalent passes every key of [executors.awslambda] in "
+        "covalent.conf as an argument too)"
+    )
+
+
 def _task_id(handle: Any) -> str | None:
     if handle is None:
         return None
@@ -555,12 +669,16 @@ def resolve_settings(
 def _register_with_covalent() -> None:
     """If Covalent's executor manager scanned its plugins while this module was still being
     imported (``import lambdarun_covalent.awslambda`` before ``import covalent``), it saw no
-    class yet; register it now so ``executor="awslambda"`` works in either import order."""
+    class yet; register it now so ``executor="awslambda"`` works in either import order. With
+    covalent-awslambda-plugin also installed, this executor takes the name."""
     try:
         from covalent.executor import _executor_manager
     except Exception:
         return
-    if _executor_manager.executor_plugins_map.get("awslambda") is None:
+    current = _executor_manager.executor_plugins_map.get("awslambda")
+    if current is None or str(getattr(current, "__module__", "")).startswith("covalent_awslambda_plugin"):
+        # nothing yet, or the original executor (covalent-awslambda-plugin, same short name)
+        # took the name while this module was still importing: the drop-in replacement wins
         _executor_manager._populate_executor_map_from_module(sys.modules[__name__])
 
 

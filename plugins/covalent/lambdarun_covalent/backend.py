@@ -54,6 +54,7 @@ from lambdarun.types import FunctionSpec, InvocationType, InvokeHandle, StorageH
 
 from lambdarun_covalent.config import DEFAULT_BUCKET, MAX_TIMEOUT, CovalentConfig
 from lambdarun_covalent.runtime import TASK_FIELD
+from lambdarun_covalent.versions import check_versions
 
 if TYPE_CHECKING:
     from lambdarun.calls import Outcome
@@ -396,11 +397,14 @@ class CovalentBackend(Backend):
                 settings = self.runtime_session.settings
                 # inside Lambda the runtime reaches storage as plain AWS (the endpoints, if
                 # any, come from the target's AWS_ENDPOINT_URL_* variables)
+                environment = function_environment(settings, storage_url=storage_url)
+                if self.config.python_path:  # e.g. a DepsPip layer (lambdarun_covalent.layers)
+                    environment["PYTHONPATH"] = os.pathsep.join(self.config.python_path)
                 spec = FunctionSpec(
                     name=self.config.function_name or settings.function_name,
                     timeout=int(MAX_TIMEOUT),  # per-task timeouts are enforced by the caller
                     memory_size=self.config.memory,
-                    environment=function_environment(settings, storage_url=storage_url),
+                    environment=environment,
                 )
                 self._function_name = self.runtime_session.target.ensure_function(spec)
             return self._function_name
@@ -426,6 +430,9 @@ class CovalentBackend(Backend):
             # storage (the local target's moto bucket) and fall back to it only on AWS
             if self.config.s3_bucket_name != DEFAULT_BUCKET:
                 url = f"s3://{self.config.s3_bucket_name}"
+                ensure = getattr(self.runtime_session.target, "ensure_storage", None)
+                if ensure is not None:  # the local target creates it; AWS leaves it to deploy
+                    ensure(url)
             elif settings.storage_url:
                 url = settings.storage_url
             else:
@@ -616,6 +623,7 @@ class CovalentBackend(Backend):
         return {"custom": {"lambdarun_attempt": attempt.id}}
 
     def _attempt_sync(self, attempt: _Attempt) -> Outcome:
+        check_versions(self.runtime_session, self.function_name)  # once per function and process
         payload = self._event(attempt)
         attempt.invoked = True
         response = self.runtime_session.invoker.invoke(
@@ -711,6 +719,7 @@ class CovalentBackend(Backend):
             )
 
     def _start_async(self, attempt: _Attempt) -> None:
+        check_versions(self.runtime_session, self.function_name)  # once per function and process
         self._ensure_failure_destination()
         payload = self._event(attempt)
         handle = StorageHandle(self.storage, self.run_prefix, attempt.outcome_key)
@@ -844,6 +853,9 @@ def _environment_error(payload: bytes, attempt: _Attempt) -> LambdarunError:
     message = str(body.get("errorMessage", ""))
     trace = body.get("stackTrace") or []
     remote_tb = "".join(trace) if isinstance(trace, list) else str(trace)
+    storage_failure = _storage_failure(error_type, message, remote_tb, attempt)
+    if storage_failure is not None:
+        return storage_failure
     if error_type == "Sandbox.Timedout":
         return TaskTimeoutError(
             f"the Lambda function timed out running task {attempt.task.id}: {message}; raise the "
@@ -862,6 +874,24 @@ def _environment_error(payload: bytes, attempt: _Attempt) -> LambdarunError:
             "lambdarun plugins installed"
         )
     return RemoteEnvironmentError(text, original_type=error_type, remote_traceback=remote_tb)
+
+
+def _storage_failure(error_type: str, message: str, remote_tb: str, attempt: _Attempt) -> StorageError | None:
+    """The function could not read the call or store the outcome of a large task: a storage
+    problem (bucket missing, not writable), not a broken runtime."""
+    if "storage.put(" in remote_tb or "PutObject" in message:
+        what = f"ran task {attempt.task.id} but could not store its large result at {attempt.outcome_key!r}"
+    elif "storage.get(" in remote_tb or "GetObject" in message:
+        what = f"could not read the large call of task {attempt.task.id} at {attempt.call_key!r}"
+    else:
+        return None
+    backend = attempt.task.backend
+    return StorageError(
+        f"the Lambda function {what} in {backend.storage_url} ({error_type}: {message}). The "
+        "bucket must exist and the function must be allowed to read and write it: on AWS, "
+        "`lambdarun deploy` creates the bucket and grants it (set [covalent] s3_bucket_name / "
+        "AWSLambdaExecutor(s3_bucket_name=...) to that bucket); the local target creates it."
+    )
 
 
 def _runtime_session(session: Session, cfg: CovalentConfig) -> Session:

@@ -8,6 +8,7 @@ call options (``options={"covalent": {"timeout": 30}}``).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -51,6 +52,25 @@ def _mode(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise ValueError("must be 'auto', 'sync' or 'async'", attribute)
 
 
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _bucket_name(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """S3's naming rules (3-63 of a-z 0-9 . -, no "..", not an IP address): a bad name is a
+    config error up front, not an S3 error inside a task."""
+    if not (
+        isinstance(value, str)
+        and _BUCKET_NAME.match(value)
+        and ".." not in value
+        and not re.match(r"^\d+\.\d+\.\d+\.\d+$", value)
+    ):
+        raise ValueError(
+            "must be an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-', starting "
+            "and ending with a letter or digit (no 's3://', no prefix)",
+            attribute,
+        )
+
+
 def _memory(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if not 128 <= value <= 10_240:
         raise ValueError("must be between 128 and 10240 MB (Lambda's limits)", attribute)
@@ -79,7 +99,7 @@ class CovalentConfig:
     """
 
     function_name: str = "covalent-awslambda-executor"
-    s3_bucket_name: str = DEFAULT_BUCKET
+    s3_bucket_name: str = attrs.field(default=DEFAULT_BUCKET, validator=_bucket_name)
     credentials_file: str = ""
     profile: str = ""
     region: str = ""
@@ -110,6 +130,9 @@ class CovalentConfig:
     keep_objects: bool = False
     #: threads used for submissions (0 = the target's concurrency)
     max_workers: int = attrs.field(default=0, validator=non_negative)
+    #: extra directories on the function's PYTHONPATH where lambdarun creates the function
+    #: (the local target); the executor sets it for an electron's ``DepsPip`` layer
+    python_path: list[str] = attrs.field(factory=list, converter=list)
 
 
 #: the original executor's defaults, as Covalent's config file holds them

@@ -28,9 +28,11 @@ def lambdarun_register_config(register: ConfigRegistry) -> None:
 
 @hookimpl
 def lambdarun_handle_event(event: Any, context: Any, session: Session) -> Any:
-    """Lambda side: turn the failure record of an asynchronous call into its outcome."""
+    """Lambda side: turn the failure record of an asynchronous call into its outcome, and
+    answer the version probe (:mod:`lambdarun_covalent.versions`)."""
     from lambdarun_covalent.runtime import handle_failure_record, is_failure_record
+    from lambdarun_covalent.versions import answer_probe
 
     if is_failure_record(event):
         return handle_failure_record(event, session)
-    return None
+    return answer_probe(event)

@@ -430,9 +430,61 @@ def test_unloadable_call_is_refused_with_a_typed_error(session, tmp_path, monkey
         sys.modules.pop("only_here_module", None)
 
 
-def test_missing_bucket_is_a_clear_storage_error(make_session):
+def test_custom_bucket_is_created_on_the_local_target(make_session, leftovers):
+    """A bucket of the user's choosing (the original's s3_bucket_name) is created by the
+    local target; calls and results over the inline limit go through it both ways."""
+    session = make_session(s3_bucket_name="my-covalent-bucket", inline_limit=2048)
+    assert lambdarun.run(len, b"x" * 300_000, backend="covalent", session=session) == 300_000
+    assert lambdarun.run(bytes, 300_000, backend="covalent", session=session) == bytes(300_000)
+    s3 = session.backend("covalent").runtime_session.target.client("s3")
+    assert "my-covalent-bucket" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert s3.list_objects_v2(Bucket="my-covalent-bucket").get("KeyCount", 0) == 0  # cleaned up
+
+
+def test_unwritable_bucket_blames_the_bucket_not_the_runtime(make_session):
+    """The bucket vanished under a running backend: a large result cannot be stored. The
+    error says so (and what to do), instead of blaming the runtime function."""
     from lambdarun.errors import StorageError
 
-    session = make_session(s3_bucket_name="no-such-bucket-for-lambdarun", inline_limit=2048)
-    with pytest.raises(StorageError, match="create the bucket"):
-        lambdarun.run(len, b"x" * 10_000, backend="covalent", session=session)
+    session = make_session(s3_bucket_name="vanishing-covalent-bucket", inline_limit=2048)
+    assert lambdarun.run(len, b"x" * 10_000, backend="covalent", session=session) == 10_000  # bucket created
+    s3 = session.backend("covalent").runtime_session.target.client("s3")
+    s3.delete_bucket(Bucket="vanishing-covalent-bucket")
+    with pytest.raises(StorageError, match="could not store its large result") as info:
+        lambdarun.run(bytes, 10_000, backend="covalent", session=session)
+    assert "NoSuchBucket" in str(info.value) and "vanishing-covalent-bucket" in str(info.value)
+    assert "lambdarun.runtime.handler" not in str(info.value)
+
+
+_REGION_RUN = """
+import json, sys
+import lambdarun
+from lambdarun.local.plugin import stop_embedded_stacks
+from lambdarun_covalent.executor import AWSLambdaExecutor
+
+big = b"x" * 300_000  # over the 256 KiB inline limit: call and result go through the bucket
+out = {"plain": lambdarun.run(bytes.upper, big) == big.upper()}
+executor = AWSLambdaExecutor(function_name="lambdarun-covalent-region-tests", region=sys.argv[1],
+                             s3_bucket_name="my-covalent-bucket-" + sys.argv[1])
+out["executor"] = executor.run_sync(len, [big], {}) == len(big)
+out["stack_region"] = executor.backend.runtime_session.target.stack.region
+stop_embedded_stacks()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("region", ["eu-west-1", "ap-southeast-2"])
+def test_tasks_run_in_any_region(region, tmp_path):
+    """Outside us-east-1 every task used to fail (a bucket without its LocationConstraint):
+    plain lambdarun.run and the executor (region argument, custom bucket), in a fresh
+    process with its own embedded stack in that region."""
+    import json
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDARUN_")}
+    env.update(LAMBDARUN_TARGET="local", LAMBDARUN_REGION=region, LAMBDARUN_LOCAL__STATE_DIR=str(tmp_path / "state"),
+               LAMBDARUN_PROGRESS="false", COVALENT_CONFIG_DIR=str(tmp_path / "covalent"))
+    proc = subprocess.run([sys.executable, "-c", _REGION_RUN, region], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"plain": True, "executor": True, "stack_region": region}

@@ -17,6 +17,7 @@ from covalent.executor import _executor_manager
 from covalent.executor.utils import Signals
 from covalent.executor.utils.wrappers import wrapper_fn
 
+from lambdarun.errors import TaskTimeoutError
 from lambdarun.session import set_session
 from lambdarun_covalent.executor import AWSLambdaExecutor
 
@@ -33,7 +34,15 @@ class ElectronError(KeyError):
 
 
 def broken(x):
+    print("about to break")
     raise ElectronError(x)
+
+
+def sleepy(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
 
 
 @pytest.fixture
@@ -97,8 +106,22 @@ def test_runs_a_task_as_covalents_dispatcher_would(default_session, tmp_path):
     assert puts and puts[0][0] == "job_handle" and "task_id" in puts[0][1]
 
 
-def test_task_exception_reaches_the_dispatcher_with_its_type(default_session, tmp_path):
+def test_task_exception_reaches_the_dispatcher_as_covalent_records_it(default_session, tmp_path):
+    """As for Covalent's dask executor: status FAILED, the task's output in stdout, the remote
+    traceback (ending with the type and message) in stderr."""
     executor = _executor_manager.get_executor("awslambda")
-    with pytest.raises(ElectronError) as info:
-        asyncio.run(_dispatch(executor, broken, ["boom"], str(tmp_path)))
-    assert "ElectronError" in info.value.remote_traceback
+    (output, stdout, stderr, status), _ = asyncio.run(_dispatch(executor, broken, ["boom"], str(tmp_path)))
+    assert str(status) == "FAILED" and output is None
+    assert stdout == "about to break\n"
+    assert stderr.startswith("Traceback (most recent call last):\n")
+    assert "in broken\n" in stderr and stderr.rstrip().endswith("ElectronError: 'boom'")
+
+
+def test_timeout_names_the_electron_and_covalents_settings(default_session, tmp_path):
+    executor = AWSLambdaExecutor(timeout=1)
+    with pytest.raises(TaskTimeoutError) as info:
+        asyncio.run(_dispatch(executor, sleepy, [30], str(tmp_path)))
+    message = str(info.value)
+    assert "electron 'sleepy' (dispatch dispatch-discovery, node 0" in message
+    assert "AWSLambdaExecutor(timeout=...)" in message and "[executors.awslambda]" in message
+    assert "partial" not in message and "options=" not in message

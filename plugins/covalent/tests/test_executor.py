@@ -160,6 +160,13 @@ def test_invalid_value_is_a_config_error(session, no_covalent_config):
         AWSLambdaExecutor(session=session, timeout=1000)
 
 
+@pytest.mark.parametrize("bucket", ["s3://bucket", "Upper_Case", "a", "dots..dots", "192.168.0.1", "../../etc", "b/prefix"])
+def test_bad_bucket_name_is_a_config_error_up_front(session, no_covalent_config, bucket):
+    """Not an S3 error inside the first large task, and nothing created."""
+    with pytest.raises(ConfigError, match="s3_bucket_name .*must be an S3 bucket name"):
+        AWSLambdaExecutor(session=session, s3_bucket_name=bucket)
+
+
 def test_to_dict_from_dict_round_trip_is_json(executor, session):
     data = executor.to_dict()
     assert data["short_name"] == "awslambda"
@@ -182,53 +189,39 @@ def test_async_execute_returns_result_streams_and_status(executor):
     assert str(status) == "COMPLETED"
 
 
-def test_exception_keeps_its_type_and_streams_reach_covalent(executor):
+def test_exception_keeps_its_type_in_plain_code(executor):
+    with pytest.raises(NodeError, match="node failed") as info:
+        executor.run_sync(broken, [], {}, META)
+    assert "NodeError: node failed" in info.value.remote_traceback
+
+
+def test_task_failure_reaches_covalent_as_its_own_executors_report_it(executor):
+    """Covalent's dask/local executors print the task's output, then its traceback, to the
+    task's streams and raise TaskRuntimeError (the node ends FAILED with stdout/stderr)."""
     import io
 
+    from covalent._shared_files.exceptions import TaskRuntimeError
+
     executor._task_stdout, executor._task_stderr = io.StringIO(), io.StringIO()
-    with pytest.raises(NodeError, match="node failed") as info:
+    with pytest.raises(TaskRuntimeError) as info:
         asyncio.run(executor.run(broken, [], {}, META))
-    assert "NodeError: node failed" in info.value.remote_traceback
-    assert executor.task_stderr.getvalue() == "doomed\n"
+    stderr = executor.task_stderr.getvalue()
+    assert stderr.startswith("doomed\nTraceback (most recent call last):\n")
+    assert stderr.rstrip().endswith("NodeError: node failed")
+    assert ", in broken\n" in stderr  # the remote frames
+    assert str(info.value) in stderr
 
 
-def test_timeout(session, no_covalent_config):
-    ex = AWSLambdaExecutor(session=session, function_name="lambdarun-covalent-tests", timeout=1)
-    with pytest.raises(TaskTimeoutError):
-        ex.run_sync(nap, [5], {}, META)
-
-
-def test_rerun_of_same_node_gives_fresh_result(executor):
-    # the original keyed objects by dispatch and node id and returned the previous result
-    assert executor.run_sync(token, [], {}, META) != executor.run_sync(token, [], {}, META)
-
-
-def test_cancel_from_another_instance_with_the_job_handle(executor, session):
-    async def scenario():
-        task = asyncio.create_task(executor.run(nap, [3], {}, META))
-        while executor._job_handle is None:
-            await asyncio.sleep(0.01)
-        handle = json.dumps(executor._job_handle)  # as Covalent stores it
-        other = AWSLambdaExecutor(session=session).from_dict(executor.to_dict())
-        assert await other.get_status(handle) in ("PENDING", "RUNNING")
-        assert await other.cancel(META, json.loads(handle)) is True
-        assert await other.get_cancel_requested() is True
-        with pytest.raises(ExecutorTaskCancelledError):
-            await task
-        return await other.get_status(handle)
-
-    assert asyncio.run(scenario()) == "CANCELLED"
-
-
-def test_cancel_of_unknown_handle_is_false(executor):
-    assert executor.cancel_sync(META, {"task_id": "not-in-this-process"}) is False
-    assert executor.get_status_sync({"task_id": "not-in-this-process"}) == "UNKNOWN"
-
-
-def test_setup_and_teardown(executor):
-    asyncio.run(executor.setup(META))
-    asyncio.run(executor.teardown(META))
-    executor.setup_sync(META)
-    executor.teardown_sync(META)
-    assert asyncio.run(executor.set_job_handle({"task_id": "x"})) is True
-    assert executor._job_handle == {"task_id": "x"}
+@pytest.mark.parametrize(
+    ("argument", "meant"), [("memory_size", "memory"), ("functon_name", "function_name"), ("nonsense_key", None)]
+)
+def test_unknown_constructor_argument_is_a_type_error(session, no_covalent_config, argument, meant):
+    """The original raises TypeError for an argument it does not take; a silently ignored
+    setting (memory_size=512 running with 1024 MB) is worse."""
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{argument}'") as info:
+        AWSLambdaExecutor(session=session, **{argument: 512})
+    if meant:
+        assert f"did you mean '{meant}'" in str(info.value)
+    # Covalent's own base-class keywords are still accepted
+    ex = AWSLambdaExecutor(session=session, log_stdout="out.log", cache_dir="/tmp/x", time_limit=5)
+    assert (ex.log_stdout, ex.cache_dir, ex.time_limit) == ("out.log", "/tmp/x", 5)
