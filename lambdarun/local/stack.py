@@ -25,6 +25,15 @@ import attrs
 import structlog
 
 from lambdarun.errors import TargetError
+from lambdarun.local.persist import (
+    JournalMiddleware,
+    MotoJournal,
+    ServiceState,
+    quarantine,
+    secure_dir,
+    sweep,
+    write_private,
+)
 from lambdarun.local.service import LOCAL_ENDPOINTS_VAR, LambdaService, ServiceOptions
 
 __all__ = [
@@ -184,8 +193,11 @@ class NoDelayQuietHandler:
         pass
 
 
-def _start_moto(port: int) -> Any:
-    """A ``ThreadedMotoServer`` on 127.0.0.1 whose connections use TCP_NODELAY."""
+def _start_moto(port: int, journal: MotoJournal | None = None) -> Any:
+    """A ``ThreadedMotoServer`` on 127.0.0.1 whose connections use TCP_NODELAY.
+
+    With a ``journal``, its entries are replayed into moto before the server listens, and
+    every successful write is appended to it from then on (see :mod:`.persist`)."""
     try:
         import awslambdaric  # noqa: F401 - the runtime client every environment runs
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -205,7 +217,19 @@ def _start_moto(port: int) -> Any:
 
     class Server(ThreadedMotoServer):
         def _server_entry(self) -> None:
-            app = DomainDispatcherApplication(create_backend_app)
+            app: Any = DomainDispatcherApplication(create_backend_app)
+            if journal is not None:
+                try:
+                    replayed, failed = journal.replay(app)
+                except Exception as e:  # never keep the server from starting: set it aside
+                    log.error("moto journal could not be replayed; moved aside, moto starts empty",
+                              error=f"{type(e).__name__}: {e}")
+                    quarantine(journal.path, f"replay failed: {type(e).__name__}: {e}")
+                    replayed = failed = 0
+                if replayed or failed:
+                    log.info("moto state restored from its journal", replayed=replayed, failed=failed)
+                journal.open()
+                app = JournalMiddleware(app, journal)
             self._server = make_server(
                 self._ip_address, self._port, app, True, request_handler=handler
             )
@@ -234,6 +258,9 @@ class LocalStack:
     :param reuse: attach to the shared stack recorded in ``state_dir`` when one is up.
     :param shared: record this stack in ``stack.json`` for other processes (``local up``).
     :param stop_at_exit: stop at interpreter exit (embedded mode).
+    :param persist: keep functions, queued Event invocations and moto's state in
+        ``<state_dir>/shared/state/`` and restore them on the next start (default: on for
+        shared stacks; embedded ones never persist).
 
     Embedded stacks (``shared=False``) keep code and logs in
     ``<state_dir>/embedded-<pid>-<id>/``, removed when they stop; shared ones in
@@ -256,6 +283,7 @@ class LocalStack:
         reuse: bool = True,
         shared: bool = False,
         stop_at_exit: bool = True,
+        persist: bool | None = None,
     ) -> None:
         self.state_dir = Path(state_dir or default_state_dir()).expanduser().resolve()
         self.port = port
@@ -270,6 +298,9 @@ class LocalStack:
         self.reuse = reuse
         self.shared = shared
         self.stop_at_exit = stop_at_exit
+        #: keep functions, queued Events and moto's state across restarts (shared stacks)
+        self.persist = shared if persist is None else persist and shared
+        self._journal: MotoJournal | None = None
         self._lock = threading.RLock()
         self._service: LambdaService | None = None
         self._moto: Any = None
@@ -311,6 +342,8 @@ class LocalStack:
                     self.region = info.region
                     log.debug("attached to running local stack", pid=info.pid, lambda_=info.endpoints.lambda_)
                     return self
+            secure_dir(self.state_dir)
+            sweep(self.state_dir)  # run directories of embedded stacks that were killed
             if self.shared:
                 running = read_stack_info(self.state_dir)
                 if running is not None:
@@ -323,9 +356,13 @@ class LocalStack:
             else:
                 self._run_dir = self.state_dir / f"embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             started = False
+            state = None
+            if self.persist:
+                state = ServiceState.open(secure_dir(self._run_dir) / "state")
+                self._journal = MotoJournal(state.directory / "moto.jsonl")
             try:
                 try:
-                    self._moto = _start_moto(self.moto_port)
+                    self._moto = _start_moto(self.moto_port, self._journal)
                 except OSError as e:
                     raise TargetError(
                         f"cannot start the moto server on 127.0.0.1:{self.moto_port}: {e}; "
@@ -347,7 +384,7 @@ class LocalStack:
                     service_endpoints=endpoints,
                 )
                 try:
-                    self._service = LambdaService(options).start()
+                    self._service = LambdaService(options, state).start()
                 except OSError as e:
                     raise TargetError(
                         f"cannot start the local Lambda service on 127.0.0.1:{self.port}: {e}; "
@@ -374,9 +411,7 @@ class LocalStack:
             state_dir=str(self.state_dir),
             started=time.time(),
         )
-        tmp = self.state_dir / f".{STATE_FILE}.{os.getpid()}"
-        tmp.write_text(info.to_json())
-        os.replace(tmp, self.state_dir / STATE_FILE)
+        write_private(self.state_dir / STATE_FILE, info.to_json().encode())
 
     def _shutdown_servers(self) -> None:
         if self._service is not None:
@@ -388,6 +423,9 @@ class LocalStack:
             except Exception:  # pragma: no cover - best effort at shutdown
                 log.warning("moto server did not stop cleanly", exc_info=True)
             self._moto = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
     def stop(self) -> None:
         """Stop what this object started (nothing when attached to a shared stack).
