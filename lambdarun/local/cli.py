@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from lambdarun.errors import LambdarunError, TargetError
+from lambdarun.local.persist import sweep
 from lambdarun.local.stack import LocalStack, default_state_dir, pid_running, read_stack_info
 
 __all__ = ["local"]
@@ -113,20 +114,31 @@ def status(state_dir: Path | None) -> None:
               help="Seconds to wait for a clean stop before killing it.")
 @_state_dir_option
 def down(timeout: float, state_dir: Path | None) -> None:
-    """Stop the running stack and every execution environment it started."""
-    info = read_stack_info(state_dir)
+    """Stop the running stack and every execution environment it started.
+
+    Its functions, queued Event invocations and S3/DynamoDB data stay in the state directory
+    for the next `up`. Run directories of killed embedded stacks and extracted code no
+    function uses are removed (also when no stack is up).
+    """
+    directory = Path(state_dir or default_state_dir()).expanduser()
+    info = read_stack_info(directory)
     if info is None:
-        click.echo(f"no local stack is up in {state_dir or default_state_dir()}")
-        return
-    os.kill(info.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_running(info.pid):
+        click.echo(f"no local stack is up in {directory}")
+    else:
+        os.kill(info.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pid_running(info.pid):
+            time.sleep(0.02)
+        if pid_running(info.pid):
+            os.kill(info.pid, signal.SIGKILL)
+            click.echo(f"killed local stack (pid {info.pid}) after {timeout:.0f} s")
+        else:
             click.echo(f"stopped local stack (pid {info.pid})")
-            return
-        time.sleep(0.02)
-    os.kill(info.pid, signal.SIGKILL)
-    click.echo(f"killed local stack (pid {info.pid}) after {timeout:.0f} s")
+    if directory.is_dir() and read_stack_info(directory) is None:
+        removed = sweep(directory, shared_code=True)
+        if removed["run_dirs"] or removed["code_dirs"]:
+            click.echo(f"removed {removed['run_dirs']} stale run directories and "
+                       f"{removed['code_dirs']} unused code directories")
 
 
 @local.command()

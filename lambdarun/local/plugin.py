@@ -133,7 +133,8 @@ class LocalTarget(Boto3Target):
         super().__init__(settings, endpoints={}, credentials=DUMMY_CREDENTIALS, name="local")
         self._endpoints = {}  # ignore [aws] endpoint settings: the local stack decides
         self._stack = stack
-        self._start_lock = threading.Lock()
+        self._start_lock = threading.RLock()
+        self._followed: dict[str, Any] = {}
 
     @property
     def stack(self) -> LocalStack:
@@ -158,7 +159,58 @@ class LocalTarget(Boto3Target):
     def client(self, service: str) -> Any:
         endpoints = self.stack.endpoints
         self._endpoints.setdefault(service, endpoints.url(service))
-        return super().client(service)
+        client = super().client(service)
+        with self._start_lock:
+            if self._followed.get(service) is not client:
+                self._follow(service, client)
+                self._followed[service] = client
+        return client
+
+    # -- following a restarted shared stack --------------------------------------------
+
+    def _follow(self, service: str, client: Any) -> None:
+        """Make ``client`` survive a restart of the shared stack it talks to: every request
+        is sent to the stack's current endpoint, and a failed connection re-reads
+        ``stack.json``: a request that never reached the old stack goes to the new one; one
+        that may have reached it (an Invoke in flight when it died), or any request when no
+        stack is up, raises :class:`~lambdarun.local.stack.LocalStackUnavailableError`
+        instead of retrying a dead port."""
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, HTTPClientError
+
+        def to_current_endpoint(request: Any, **kwargs: Any) -> None:
+            stack = self._stack
+            if stack is None or not stack.running:
+                return
+            current = stack.endpoints.url(service)
+            if not request.url.startswith(current + "/") and request.url != current:
+                parts = urllib.parse.urlsplit(request.url)
+                base = urllib.parse.urlsplit(current)
+                request.url = urllib.parse.urlunsplit(parts._replace(scheme=base.scheme, netloc=base.netloc))
+
+        def on_failure(caught_exception: BaseException | None = None, operation: Any = None,
+                       attempts: int = 1, **kwargs: Any) -> int | None:
+            if not isinstance(caught_exception, (HTTPClientError, BotoConnectionError)):
+                return None
+            stack = self._stack
+            if stack is None:
+                return None
+            not_sent = isinstance(caught_exception, (EndpointConnectionError, ConnectTimeoutError))
+            name = getattr(operation, "name", "the request")
+            state = stack.refresh()
+            if state == "same":
+                return None  # the stack is up: botocore's retry policy decides
+            if not not_sent and name == "Invoke":
+                raise stack.unavailable(f"{name} ({service})", maybe_ran=True) from caught_exception
+            if state == "gone":
+                raise stack.unavailable(f"{name} ({service})") from caught_exception
+            self._endpoints = dict(stack.endpoints.as_dict())
+            return 0  # "moved": send it again now, to the new stack
+
+        client.meta.events.register("before-sign", to_current_endpoint,
+                                    unique_id="lambdarun-local-endpoint")
+        client.meta.events.register_first("needs-retry", on_failure,
+                                          unique_id="lambdarun-local-follow")
 
     def endpoint_url(self, service: str) -> str | None:
         return self.stack.endpoints.url(service)
@@ -293,6 +345,7 @@ class LocalTarget(Boto3Target):
         the constructor belongs to the caller and is left alone."""
         super().close()
         self._endpoints = {}
+        self._followed.clear()
 
 
 @hookimpl

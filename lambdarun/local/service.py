@@ -317,7 +317,7 @@ class _Invocation:
     __slots__ = (
         "request_id", "payload", "client_context", "deadline_ms", "timeout", "started",
         "done", "result", "function_error", "log_start", "started_at", "_lock",
-        "marker", "env", "cancelled", "record",
+        "marker", "env", "cancelled", "record", "on_start",
     )
 
     def __init__(self, payload: bytes, client_context: str | None, timeout: int,
@@ -331,6 +331,8 @@ class _Invocation:
         self.env: _Environment | None = None
         self.cancelled = False
         self.record = record
+        #: called once an environment is reserved for it (before the handler gets it)
+        self.on_start: Any = None
         self.timeout = timeout
         self.deadline_ms = 0
         self.started = threading.Event()
@@ -1061,6 +1063,8 @@ class LambdaService:
         except BaseException:
             self._forget(fn, inv)
             raise
+        if inv.on_start is not None:
+            inv.on_start()
         cold = not env.initialized.is_set()
         rec = inv.record
         if rec is not None and rec.status != "running":  # an Event leaving the queue
@@ -1217,8 +1221,9 @@ class LambdaService:
                     self._async_failed(fn, event, None, "EventAgeExceeded")
                     self._forget_events([event.request_id])
                     continue
-                if self._state is not None:  # this attempt counts, even if the service dies
-                    self._keep_event(fn, event, running=True)
+                if self._state is not None and inv is not None:
+                    # from when it has an environment, this attempt counts even if the service dies
+                    inv.on_start = lambda fn=fn, event=event: self._keep_event(fn, event, running=True)
                 try:
                     self._run(fn, inv, wait=True)
                 except ApiError:  # function deleted or service stopping
@@ -1465,9 +1470,12 @@ class LambdaService:
                                 received=stored.received, attempts=stored.attempts,
                                 marker=stored.marker)
             retries = (fn.event_invoke_config or {}).get("MaximumRetryAttempts", self.options.async_retries)
+            event.record = self._record(event.request_id, fn.name, "Event", "queued")
+            event.record.attempts = event.attempts  # attempts made before the restart count
             if stored.running and stored.attempts > retries:
-                event.record = self._record(event.request_id, fn.name, "Event", "crashed")
-                event.record.attempts = event.attempts
+                event.record.status = "crashed"
+                event.record.error_type = "Runtime.ExitError"
+                event.record.error_message = "the local service stopped during its last attempt"
                 self._forget_events([event.request_id])
                 self._async_failed(fn, event, None, "RetriesExhausted")
                 continue

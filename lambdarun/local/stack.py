@@ -40,6 +40,7 @@ __all__ = [
     "DUMMY_CREDENTIALS",
     "Endpoints",
     "LocalStack",
+    "LocalStackUnavailableError",
     "StackInfo",
     "default_state_dir",
     "read_stack_info",
@@ -56,6 +57,21 @@ DUMMY_CREDENTIALS: Mapping[str, str] = {
 STATE_FILE = "stack.json"
 #: services a function reaches through moto's single endpoint
 MOTO_SERVICES = ("s3", "dynamodb", "iam", "sts")
+
+
+class LocalStackUnavailableError(TargetError):
+    """The shared local stack a process attached to went down (and no new one is up, or the
+    call may already have reached the old one, so it is not sent again).
+
+    :ivar state_dir: the stack's state directory (``lambdarun local up --state-dir``).
+    :ivar maybe_ran: True when the request may have reached the stack before it went down
+        (an ``Invoke`` then may or may not have run).
+    """
+
+    def __init__(self, message: str, *, state_dir: str = "", maybe_ran: bool = False) -> None:
+        super().__init__(message)
+        self.state_dir = state_dir
+        self.maybe_ran = maybe_ran
 
 
 def default_state_dir() -> Path:
@@ -455,6 +471,49 @@ class LocalStack:
             self._endpoints = None
             if self.stop_at_exit:
                 atexit.unregister(self.stop)
+
+    def refresh(self) -> str:
+        """After a failed connection: is the stack still there?
+
+        ``"same"`` (it still answers, same endpoints), ``"moved"`` (attached through
+        ``stack.json`` and a new stack is up there: :attr:`endpoints` now points at it) or
+        ``"gone"`` (nothing answers). An owned stack is ``"same"`` while it runs.
+        """
+        with self._lock:
+            if self._service is not None:
+                return "same"
+            attached = self._attached
+            if attached is None or self._endpoints is None:
+                return "gone"
+            if not attached.state_dir:  # attached to explicit endpoints: nothing to re-read
+                return "same" if self.alive() else "gone"
+            info = read_stack_info(attached.state_dir)
+            if info is None:
+                return "gone"
+            if info.pid == attached.pid and info.endpoints == attached.endpoints:
+                return "same"
+            log.info("local stack restarted: following it", old_pid=attached.pid, pid=info.pid,
+                     lambda_=info.endpoints.lambda_)
+            self._attached = info
+            self._endpoints = info.endpoints
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+        return "moved"
+
+    def unavailable(self, doing: str, *, maybe_ran: bool = False) -> LocalStackUnavailableError:
+        """The error to raise when the stack went down while ``doing`` something."""
+        info = self._attached
+        state_dir = (info.state_dir if info is not None and info.state_dir else str(self.state_dir))
+        where = f" (pid {info.pid}, {info.endpoints.lambda_})" if info is not None and info.pid else ""
+        if maybe_ran:
+            message = (f"the local stack in {state_dir}{where} went down during {doing}; it may "
+                       "have run and is not sent again (at most once). ")
+        else:
+            message = f"the local stack in {state_dir}{where} is down ({doing} failed). "
+        message += (f"Start it with `lambdarun local up --state-dir {state_dir}` (its functions, "
+                    "queued events and S3/DynamoDB data are restored), then call again.")
+        return LocalStackUnavailableError(message, state_dir=state_dir, maybe_ran=maybe_ran)
 
     def __enter__(self) -> LocalStack:
         return self.start()
