@@ -1,0 +1,381 @@
+"""What a shared stack keeps in its state directory, and what it refuses to load from there.
+
+The kill-and-restart scenarios (SIGKILL of `lambdarun local up`) are in
+``tests/chaos/test_local_restart.py``; here the stacks run in this process and stop cleanly,
+and the state files are attacked directly (forged, malformed, oversized, linked, writable by
+others): whatever is refused is moved aside, never loaded, and nothing it names runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambdarun.local import LocalStack
+from lambdarun.local.persist import (
+    EVENT_FILE_LIMIT,
+    MotoJournal,
+    StoredEvent,
+    compact_entries,
+    is_write,
+)
+from lambdarun.local.testing import create_function
+
+pytestmark = pytest.mark.timeout(120)
+
+COUNTING_APP = """
+import json, os
+
+def handler(event, context):
+    with open(os.environ["COUNT_FILE"], "a") as f:
+        f.write(json.dumps({"id": event.get("id"), "request": context.aws_request_id}) + "\\n")
+    return event.get("id")
+"""
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[Callable[[], LocalStack]]:
+    """``shared()`` starts a shared (persisting) stack on one state directory, in this
+    process; each is stopped at the end."""
+    stacks: list[LocalStack] = []
+
+    def start() -> LocalStack:
+        stack = LocalStack(tmp_path / "state", reuse=False, shared=True, stop_at_exit=False,
+                           async_retry_delay=0.1)
+        stacks.append(stack.start())
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def state_of(stack: LocalStack) -> Path:
+    assert stack.run_dir is not None
+    return stack.run_dir / "state"
+
+
+def test_state_files_are_private_and_written_atomically(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
+    stack = shared()
+    lam = stack.client("lambda")
+    create_function(lam, "private", COUNTING_APP, environment={"COUNT_FILE": str(tmp_path / "c")})
+    lam.put_function_concurrency(FunctionName="private", ReservedConcurrentExecutions=0)
+    lam.invoke(FunctionName="private", InvocationType="Event", Payload=b'{"id": 1}')
+    state = state_of(stack)
+    assert mode(stack.state_dir) == 0o700
+    assert mode(stack.state_dir / "stack.json") == 0o600
+    for directory in (state, state / "events"):
+        assert mode(directory) == 0o700
+    files = [state / "functions.json", state / "moto.jsonl", *(state / "events").glob("*.json")]
+    assert len(files) == 3
+    for path in files:
+        assert mode(path) == 0o600, path
+    # atomic writes leave no temporary files behind
+    assert not [p for p in state.rglob("*") if p.name.endswith(".tmp")]
+    doc = json.loads((state / "functions.json").read_text())
+    assert [f["name"] for f in doc["functions"]] == ["private"] and doc["functions"][0]["reserved"] == 0
+
+
+def test_a_clean_stop_keeps_queued_events_for_the_next_start(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
+    count = tmp_path / "count.jsonl"
+    first = shared()
+    lam = first.client("lambda")
+    create_function(lam, "later", COUNTING_APP, environment={"COUNT_FILE": str(count)},
+                    Tags={"kept": "yes"})
+    lam.put_function_concurrency(FunctionName="later", ReservedConcurrentExecutions=0)  # all wait
+    lam.put_function_event_invoke_config(FunctionName="later", MaximumRetryAttempts=0)
+    for i in range(3):
+        lam.invoke(FunctionName="later", InvocationType="Event", Payload=json.dumps({"id": i}))
+    first.stop()
+    assert len(list((state_of(first) / "events").glob("*.json"))) == 3
+
+    second = shared()
+    lam = second.client("lambda")
+    fn = lam.get_function(FunctionName="later")
+    assert fn["Tags"] == {"kept": "yes"} and fn["Concurrency"] == {"ReservedConcurrentExecutions": 0}
+    assert lam.get_function_event_invoke_config(FunctionName="later")["MaximumRetryAttempts"] == 0
+    assert not count.exists()
+    lam.put_function_concurrency(FunctionName="later", ReservedConcurrentExecutions=1)
+    wait_for(lambda: not list((state_of(second) / "events").glob("*.json")), "the events to run")
+    assert sorted(json.loads(line)["id"] for line in count.read_text().splitlines()) == [0, 1, 2]
+
+
+def test_deleting_a_function_forgets_its_queued_events_and_code(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
+    stack = shared()
+    lam = stack.client("lambda")
+    create_function(lam, "gone", COUNTING_APP, environment={"COUNT_FILE": str(tmp_path / "c")})
+    lam.put_function_concurrency(FunctionName="gone", ReservedConcurrentExecutions=0)
+    lam.invoke(FunctionName="gone", InvocationType="Event", Payload=b"{}")
+    code_dir = Path(json.loads((state_of(stack) / "functions.json").read_text())["functions"][0]["code_dir"])
+    assert code_dir.is_dir()
+    lam.delete_function(FunctionName="gone")
+    assert not list((state_of(stack) / "events").glob("*.json"))
+    assert not code_dir.exists() and not code_dir.parent.exists()
+    assert json.loads((state_of(stack) / "functions.json").read_text())["functions"] == []
+
+
+def test_a_conflicting_create_leaves_no_extracted_code(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
+    stack = shared()
+    lam = stack.client("lambda")
+    create_function(lam, "twice", COUNTING_APP)
+    with pytest.raises(lam.exceptions.ResourceConflictException):
+        create_function(lam, "twice", COUNTING_APP)
+    assert len(list((stack.run_dir / "functions" / "twice").iterdir())) == 1  # type: ignore[operator]
+
+
+def _saved_record(name: str, code_dir: Path, *, local_code: bool = False) -> dict[str, Any]:
+    return {
+        "name": name, "handler": "app.handler", "runtime": "python3.11", "role": "r",
+        "timeout": 3, "memory_size": 128, "environment": {}, "description": "",
+        "code_dir": str(code_dir), "local_code": local_code, "code_sha256": "x", "code_size": 1,
+        "tags": {}, "reserved": None, "revision_id": str(uuid.uuid4()),
+        "last_modified": "2026-01-01T00:00:00.000+0000", "event_invoke_config": None,
+    }
+
+
+def _write_state(state_dir: Path, name: str, data: bytes, mode: int = 0o600) -> Path:
+    directory = state_dir / "shared" / "state"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    return path
+
+
+MARKER_APP = """
+import os
+open(os.environ.get("MARKER", "/tmp/never"), "w").close()  # runs at import: must never happen
+def handler(event, context):
+    return "ran"
+"""
+
+
+def test_a_forged_zip_function_outside_the_code_directory_is_not_restored(
+        shared: Callable[[], LocalStack], tmp_path: Path) -> None:
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    marker = tmp_path / "marker"
+    (evil / "app.py").write_text(MARKER_APP.replace('os.environ.get("MARKER", "/tmp/never")', repr(str(marker))))
+    record = _saved_record("forged", evil)
+    _write_state(tmp_path / "state", "functions.json",
+                 json.dumps({"version": 1, "functions": [record]}).encode())
+    stack = shared()
+    lam = stack.client("lambda")
+    assert lam.list_functions()["Functions"] == []
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.invoke(FunctionName="forged", Payload=b"{}")
+    assert not marker.exists()
+    assert evil.is_dir()  # not ours: not removed either
+
+
+@pytest.mark.parametrize("attack", ["writable-by-others", "symlink", "malformed", "wrong-version",
+                                    "not-a-list"])
+def test_an_untrusted_functions_file_is_set_aside_not_loaded(
+        shared: Callable[[], LocalStack], tmp_path: Path, attack: str) -> None:
+    code = tmp_path / "state" / "shared" / "functions" / "victim" / "code-000000000000"
+    code.mkdir(parents=True)
+    marker = tmp_path / "marker"
+    (code / "app.py").write_text(MARKER_APP.replace('os.environ.get("MARKER", "/tmp/never")', repr(str(marker))))
+    good = json.dumps({"version": 1, "functions": [_saved_record("victim", code)]}).encode()
+    if attack == "writable-by-others":
+        path = _write_state(tmp_path / "state", "functions.json", good, mode=0o666)
+    elif attack == "symlink":
+        elsewhere = tmp_path / "elsewhere.json"
+        elsewhere.write_bytes(good)
+        os.chmod(elsewhere, 0o600)
+        path = _write_state(tmp_path / "state", "placeholder", b"")
+        path = path.with_name("functions.json")
+        path.symlink_to(elsewhere)
+    elif attack == "malformed":
+        path = _write_state(tmp_path / "state", "functions.json", good[: len(good) // 2])
+    elif attack == "wrong-version":
+        path = _write_state(tmp_path / "state", "functions.json", good.replace(b'"version": 1', b'"version": 99'))
+    else:
+        path = _write_state(tmp_path / "state", "functions.json", b'{"version": 1, "functions": {"a": 1}}')
+    stack = shared()
+    lam = stack.client("lambda")
+    assert lam.list_functions()["Functions"] == []
+    assert not marker.exists()
+    refused = list(path.parent.glob("functions.json.refused-*"))
+    assert len(refused) == 1  # set aside, not lost
+    # the stack works and saves a fresh, private file
+    create_function(lam, "fresh", COUNTING_APP)
+    assert mode(path) == 0o600 and not path.is_symlink()
+
+
+def _event_file(state_dir: Path, function: str, *, request_id: str | None = None,
+                name: str | None = None) -> Path:
+    event = StoredEvent(function=function, request_id=request_id or str(uuid.uuid4()), payload=b'{"id": "forged"}',
+                        client_context=None, received=0.0, attempts=0, marker=None, running=False)
+    return _write_state(state_dir, f"events/{name or event.request_id + '.json'}", event.to_json())
+
+
+def test_untrusted_event_files_are_set_aside_and_do_not_run(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
+    count = tmp_path / "count.jsonl"
+    first = shared()
+    create_function(first.client("lambda"), "target", COUNTING_APP, environment={"COUNT_FILE": str(count)})
+    first.stop()
+    state = tmp_path / "state"
+    attacks = [
+        _event_file(state, "target", name=f"{uuid.uuid4()}.json"),  # name and id differ
+        _write_state(state, f"events/{uuid.uuid4()}.json", b"{not json"),
+        _write_state(state, f"events/{uuid.uuid4()}.json", b'{"version": 1, "function": "target"}'),
+    ]
+    writable = _event_file(state, "target")
+    os.chmod(writable, 0o666)
+    oversized = _event_file(state, "target")
+    with open(oversized, "ab") as f:
+        f.truncate(EVENT_FILE_LIMIT + 1)
+    unknown_function = _event_file(state, "no-such-function")
+    second = shared()
+    lam = second.client("lambda")
+    assert lam.invoke(FunctionName="target", Payload=b'{"id": "real"}')["StatusCode"] == 200
+    events = state / "shared" / "state" / "events"
+    assert not list(events.glob("*.json"))  # nothing left to run
+    refused = list(events.glob("*.refused-*"))
+    assert len(refused) == len(attacks) + 2  # the writable and the oversized one too
+    assert not unknown_function.exists()  # dropped: its function does not exist
+    assert [json.loads(line)["id"] for line in count.read_text().splitlines()] == ["real"]
+
+
+def test_moto_journal_records_writes_only_and_forgets_on_reset(shared: Callable[[], LocalStack]) -> None:
+    stack = shared()
+    journal = state_of(stack) / "moto.jsonl"
+    s3 = stack.client("s3")
+    bucket = f"journal-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"v")
+    s3.get_object(Bucket=bucket, Key="k")["Body"].read()
+    s3.list_objects_v2(Bucket=bucket)
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        s3.get_object(Bucket=bucket, Key="missing")
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [(e["m"], e["p"]) for e in entries] == [("PUT", f"/{bucket}"), ("PUT", f"/{bucket}/k")]
+    stack.reset_aws()
+    assert journal.read_text() == ""
+
+
+def test_moto_journal_skips_a_torn_line(tmp_path: Path) -> None:
+    journal = MotoJournal(tmp_path / "state" / "moto.jsonl")
+    journal.open()
+    journal.append("PUT", "/bucket", "", {"Host": "127.0.0.1:1"}, b"")
+    journal.close()
+    with open(journal.path, "ab") as f:
+        f.write(b'{"m": "PUT", "p": "/bucket/torn", "h": {}, "b": "aGVs')  # killed mid-write
+    assert [e["p"] for e in journal.entries()] == ["/bucket"]
+
+
+S3_AUTH = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"
+
+
+def s3_entry(method: str, path: str, query: str = "", body: bytes = b"", **headers: str) -> dict[str, Any]:
+    return {"m": method, "p": path, "q": query, "body": body,
+            "h": {"Host": "127.0.0.1:5000", "Authorization": S3_AUTH, **headers}}
+
+
+def delete_objects(*keys: str, version: str | None = None) -> bytes:
+    objects = "".join(
+        f"<Object><Key>{k}</Key>{f'<VersionId>{version}</VersionId>' if version else ''}</Object>" for k in keys
+    )
+    return f'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{objects}<Quiet>true</Quiet></Delete>'.encode()
+
+
+def test_compaction_drops_objects_written_then_deleted() -> None:
+    entries = [
+        s3_entry("PUT", "/b"),  # 0 bucket
+        s3_entry("PUT", "/b/tmp1"),  # 1 dropped: deleted by 3
+        s3_entry("PUT", "/b/tmp2"),  # 2 dropped: deleted by 3
+        s3_entry("POST", "/b", "delete=", delete_objects("tmp1", "tmp2")),  # 3 dropped: deletes nothing kept
+        s3_entry("PUT", "/b/kept"),  # 4 dropped: overwritten by 5
+        s3_entry("PUT", "/b/kept"),  # 5 kept
+        s3_entry("PUT", "/b/src"),  # 6 kept: copied by 7
+        s3_entry("PUT", "/b/dst", **{"x-amz-copy-source": "/b/src"}),  # 7 kept
+        s3_entry("DELETE", "/b/src"),  # 8 kept: src had kept content
+        s3_entry("PUT", "/b/single"),  # 9 dropped
+        s3_entry("DELETE", "/b/single"),  # 10 dropped
+        s3_entry("PUT", "/b/tagged"),  # 11 kept: tagged by 12
+        s3_entry("PUT", "/b/tagged", "tagging="),  # 12 kept
+        s3_entry("POST", "/b", "delete=", delete_objects("tagged")),  # 13 kept
+        s3_entry("POST", "/b", "delete=", delete_objects("kept", version="v1")),  # 14 kept: versions
+        {"m": "POST", "p": "/", "q": "", "body": b"", "h": {"X-Amz-Target": "DynamoDB_20120810.PutItem"}},  # 15
+    ]
+    assert compact_entries(entries) == [0, 5, 6, 7, 8, 11, 12, 13, 14, 15]
+
+
+def test_compaction_leaves_versioned_buckets_alone() -> None:
+    entries = [
+        s3_entry("PUT", "/v"),
+        s3_entry("PUT", "/v", "versioning=", b"<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>"),
+        s3_entry("PUT", "/v/k"),
+        s3_entry("PUT", "/v/k"),
+        s3_entry("DELETE", "/v/k"),
+    ]
+    assert compact_entries(entries) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("method", "path", "query", "headers", "body", "expected"), [
+    ("GET", "/b/k", "", {}, b"", False),
+    ("PUT", "/b/k", "", {}, b"data", True),
+    ("DELETE", "/b/k", "", {}, b"", True),
+    ("POST", "/b/k", "select=&select-type=2", {}, b"<x/>", False),
+    ("POST", "/", "", {"X-Amz-Target": "DynamoDB_20120810.GetItem"}, b"{}", False),
+    ("POST", "/", "", {"X-Amz-Target": "DynamoDB_20120810.Query"}, b"{}", False),
+    ("POST", "/", "", {"X-Amz-Target": "DynamoDB_20120810.PutItem"}, b"{}", True),
+    ("POST", "/", "", {"Content-Type": "application/x-www-form-urlencoded"}, b"Action=ListRoles&Version=2010-05-08", False),
+    ("POST", "/", "", {"Content-Type": "application/x-www-form-urlencoded"}, b"Action=CreateRole&RoleName=r", True),
+    ("POST", "/", "", {"Content-Type": "application/x-www-form-urlencoded"}, b"Action=AssumeRole&RoleArn=a", False),
+    ("POST", "/moto-api/reset", "", {}, b"", False),
+])
+def test_only_writes_are_journaled(method: str, path: str, query: str, headers: dict[str, str],
+                                   body: bytes, expected: bool) -> None:
+    assert is_write(method, path, query, headers, body) is expected
+
+
+def test_sweep_keeps_live_embedded_run_dirs(tmp_path: Path) -> None:
+    from lambdarun.local.persist import sweep
+
+    live = tmp_path / f"embedded-{os.getpid()}-abcdef12"
+    dead = tmp_path / "embedded-999999999-abcdef12"  # beyond pid_max: never alive
+    other = tmp_path / "embedded-notes"
+    for d in (live, dead, other):
+        d.mkdir()
+    assert sweep(tmp_path) == {"run_dirs": 1, "code_dirs": 0}
+    assert live.is_dir() and other.is_dir() and not dead.exists()
+
+
+def test_sweep_removes_no_code_when_the_saved_functions_are_unreadable(tmp_path: Path) -> None:
+    from lambdarun.local.persist import sweep
+
+    code = tmp_path / "shared" / "functions" / "f" / "code-0123456789ab"
+    code.mkdir(parents=True)
+    _write_state(tmp_path, "functions.json", b"garbage")
+    assert sweep(tmp_path, shared_code=True)["code_dirs"] == 0
+    assert code.is_dir()
+    _write_state(tmp_path, "functions.json", json.dumps({"version": 1, "functions": []}).encode())
+    assert sweep(tmp_path, shared_code=True)["code_dirs"] == 1
+    assert not code.exists()
+
