@@ -304,15 +304,26 @@ class LocalTarget(Boto3Target):
         Uses the service's ``POST /_lambdarun/functions/{name}/stop``, so it works for an
         attached (shared) stack too.
         """
-        url = (f"{self.stack.endpoints.lambda_}/_lambdarun/functions/"
-               f"{urllib.parse.quote(function_name, safe='')}/stop")
-        req = urllib.request.Request(
-            url, data=json.dumps({"marker": marker}).encode(), method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        try:
+        def request() -> Any:
+            url = (f"{self.stack.endpoints.lambda_}/_lambdarun/functions/"
+                   f"{urllib.parse.quote(function_name, safe='')}/stop")
+            req = urllib.request.Request(
+                url, data=json.dumps({"marker": marker}).encode(), method="POST",
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(req, timeout=10) as response:
-                doc = json.loads(response.read())
+                return json.loads(response.read())
+
+        try:
+            try:
+                doc = request()
+            except urllib.error.URLError as e:
+                if isinstance(e, urllib.error.HTTPError) or not isinstance(e.reason, ConnectionRefusedError):
+                    raise
+                state = self.stack.refresh()  # the shared stack may have restarted elsewhere
+                if state == "gone":
+                    raise self.stack.unavailable(f"stopping invocation {marker} of {function_name!r}") from e
+                doc = request()
         except urllib.error.HTTPError as e:
             if e.code == 404:
                 return False

@@ -285,9 +285,13 @@ def test_attached_caller_gets_a_typed_error_when_no_stack_is_up(
         lam.list_functions()
     assert not caught.value.maybe_ran
     assert time.monotonic() - t0 < 30
+    with pytest.raises(LocalStackUnavailableError, match="lambdarun local up"):
+        target.stop_invocation("no-such-function", "some-marker")
     # up again: the same client works without being rebuilt
-    up()
+    second = up()
+    assert target.stop_invocation("no-such-function", "some-marker") is False  # follows it
     assert lam.list_functions()["Functions"] == []
+    assert target.stack.endpoints.lambda_ == second.lambda_url
 
 
 def code_usage(state: Path) -> tuple[int, list[str]]:
