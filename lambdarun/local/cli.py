@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from lambdarun.errors import LambdarunError, TargetError
-from lambdarun.local.persist import sweep
+from lambdarun.local.persist import forget_saved_state, sweep
 from lambdarun.local.stack import LocalStack, default_state_dir, pid_running, read_stack_info
 
 __all__ = ["local"]
@@ -43,11 +43,16 @@ def local() -> None:
 @click.option("--async-retry-delay", type=float, default=1.0, show_default=True)
 @click.option("--no-memory-limit", is_flag=True, help="Do not enforce MemorySize with RLIMIT_AS.")
 @click.option("--cloudwatch-logs", is_flag=True, help="Also ship invocation logs to CloudWatch Logs (moto).")
+@click.option("--fresh", is_flag=True,
+              help="Forget the saved functions, queued events and S3/DynamoDB data first.")
 @_state_dir_option
 def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeout: float,
        async_retries: int, async_retry_delay: float, no_memory_limit: bool, cloudwatch_logs: bool,
-       state_dir: Path | None) -> None:
-    """Start the stack in the foreground; Ctrl-C (or `down`) stops it."""
+       fresh: bool, state_dir: Path | None) -> None:
+    """Start the stack in the foreground; Ctrl-C (or `down`) stops it.
+
+    Functions, queued Event invocations and S3/DynamoDB/IAM data saved by the previous stack in
+    the same state directory are restored (unless --fresh)."""
     from lambdarun.logs import configure_logging
 
     configure_logging(os.environ.get("LAMBDARUN_LOG_LEVEL", "INFO"))
@@ -57,6 +62,10 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
         async_retries=async_retries, async_retry_delay=async_retry_delay,
         memory_limit=not no_memory_limit, cloudwatch_logs=cloudwatch_logs, reuse=False, shared=True, stop_at_exit=True,
     )
+    if fresh:
+        if read_stack_info(stack.state_dir) is not None:
+            raise click.ClickException(f"a local stack is up in {stack.state_dir}: `lambdarun local down` first")
+        forget_saved_state(stack.state_dir)
     try:
         stack.start()
     except TargetError as e:

@@ -50,6 +50,12 @@ __all__ = [
     "PersistError",
     "ServiceState",
     "StoredEvent",
+    "compact_entries",
+    "forget_saved_state",
+    "is_write",
+    "quarantine",
+    "read_trusted",
+    "remove_orphan_code",
     "secure_dir",
     "sweep",
     "write_private",
@@ -612,6 +618,21 @@ def sweep(state_dir: Path, *, shared_code: bool = False) -> dict[str, int]:
     if removed_runs or removed_code:
         log.info("removed stale local stack files", run_dirs=removed_runs, code_dirs=removed_code)
     return {"run_dirs": removed_runs, "code_dirs": removed_code}
+
+
+def forget_saved_state(state_dir: Path) -> None:
+    """Remove what a shared stack saved for the next start (functions, queued events, moto's
+    journal, extracted code), and nothing else of ``state_dir``."""
+    shared = state_dir / "shared"
+    state = shared / "state"
+    for name in ("functions.json", "moto.jsonl"):
+        try:
+            (state / name).unlink()
+        except FileNotFoundError:
+            pass
+    shutil.rmtree(state / "events", ignore_errors=True)
+    shutil.rmtree(shared / "functions", ignore_errors=True)
+    log.info("saved local stack state forgotten", state_dir=str(state_dir))
 
 
 class JournalMiddleware:

@@ -49,8 +49,9 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE)
 class Up:
     """`python -m lambdarun.local up` in a subprocess on one state directory."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, *args: str) -> None:
         self.state = state
+        self.args = args
         self.proc: subprocess.Popen[str] | None = None
         self.exports: dict[str, str] = {}
         self.worker_pids: list[int] = []
@@ -58,7 +59,7 @@ class Up:
     def start(self) -> Up:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lambdarun.local", "up", "--state-dir", str(self.state),
-             "--async-retry-delay", "0.1", "--max-concurrency", "4"],
+             "--async-retry-delay", "0.1", "--max-concurrency", "4", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         assert self.proc.stdout is not None
@@ -114,13 +115,13 @@ class Up:
 
 
 @pytest.fixture
-def up(tmp_path: Path) -> Iterator[Callable[[], Up]]:
-    """``up()`` starts `local up` on one state directory (again after a kill)."""
+def up(tmp_path: Path) -> Iterator[Callable[..., Up]]:
+    """``up(*args)`` starts `local up` on one state directory (again after a kill)."""
     state = tmp_path / "state"
     started: list[Up] = []
 
-    def start() -> Up:
-        stack = Up(state).start()
+    def start(*args: str) -> Up:
+        stack = Up(state, *args).start()
         started.append(stack)
         return stack
 
@@ -330,6 +331,16 @@ def test_restarts_do_not_grow_extracted_code(up: Callable[[], Up], tmp_path: Pat
     stack.kill()
     stack = up()
     assert code_usage(stack.state) == (usage, dirs)
+    s3 = stack.client("s3")
+    s3.create_bucket(Bucket="forgotten-bucket")
+    # --fresh forgets all of it (other files of the state directory stay)
+    (stack.state / "keep-me").write_text("someone else's")
+    stack.kill()
+    stack = up("--fresh")
+    assert stack.client("lambda").list_functions()["Functions"] == []
+    assert stack.client("s3").list_buckets()["Buckets"] == []
+    assert code_usage(stack.state) == (0, [])
+    assert (stack.state / "keep-me").read_text() == "someone else's"
 
 
 def test_down_removes_run_dirs_of_killed_embedded_stacks(tmp_path: Path) -> None:
