@@ -53,6 +53,7 @@ __all__ = [
     "compact_entries",
     "forget_saved_state",
     "is_write",
+    "open_trusted",
     "quarantine",
     "read_trusted",
     "remove_orphan_code",
@@ -106,14 +107,17 @@ def write_private(path: Path, data: bytes, *, fsync: bool = False) -> None:
         raise
 
 
-def read_trusted(path: Path, limit: int) -> bytes:
-    """The bytes of ``path`` if this user owns it, nobody else may write it, it is a regular
-    file (not a link) and at most ``limit`` bytes; else :class:`PersistError`."""
+def open_trusted(path: Path) -> io.BufferedReader:
+    """``path`` opened for reading if this user owns it, nobody else may write it and it is a
+    regular file (not a link); else :class:`PersistError` (FileNotFoundError if absent)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
     except OSError as e:
         raise PersistError(f"cannot open {path}: {e}") from e
-    with os.fdopen(fd, "rb") as f:
+    f = os.fdopen(fd, "rb")
+    try:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise PersistError(f"{path} is not a regular file")
@@ -121,9 +125,26 @@ def read_trusted(path: Path, limit: int) -> bytes:
             raise PersistError(f"{path} belongs to uid {st.st_uid}, not to this user")
         if st.st_mode & 0o022:
             raise PersistError(f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):o})")
-        if st.st_size > limit:
+    except BaseException:
+        f.close()
+        raise
+    return f  # type: ignore[return-value]
+
+
+def read_trusted(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` (see :func:`open_trusted`) if at most ``limit`` bytes; else
+    :class:`PersistError`."""
+    try:
+        f = open_trusted(path)
+    except FileNotFoundError as e:
+        raise PersistError(f"cannot open {path}: {e}") from e
+    with f:
+        if os.fstat(f.fileno()).st_size > limit:
             raise PersistError(f"{path} is larger than {limit} bytes")
-        return f.read()
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise PersistError(f"{path} is larger than {limit} bytes")
+    return data
 
 
 def quarantine(path: Path, reason: str) -> None:
@@ -374,24 +395,35 @@ class MotoJournal:
 
     # -- reading -----------------------------------------------------------------------
 
-    def entries(self) -> Iterator[dict[str, Any]]:
-        """The journal's entries (a torn or malformed line is skipped)."""
+    def _scan(self, body: Callable[[dict[str, Any]], bool]) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """(line, entry) of every well-formed line, streamed; ``entry["body"]`` is decoded
+        when ``body(entry)`` says so. A torn or malformed line is skipped; a journal that is
+        not this user's own private file is set aside, not read."""
         try:
-            data = read_trusted(self.path, 1 << 40)
-        except PersistError as e:
-            if self.path.exists():
-                quarantine(self.path, str(e))
+            f = open_trusted(self.path)
+        except FileNotFoundError:
             return
-        for n, line in enumerate(data.splitlines(), 1):
-            try:
-                entry = json.loads(line)
-                if not (isinstance(entry, dict) and isinstance(entry.get("m"), str)
-                        and isinstance(entry.get("p"), str) and isinstance(entry.get("h"), dict)):
-                    raise ValueError("not a journal entry")
-                entry["body"] = base64.b64decode(entry.get("b") or "")
-            except ValueError as e:
-                log.warning("skipping a malformed moto journal line", line=n, error=str(e))
-                continue
+        except PersistError as e:
+            quarantine(self.path, str(e))
+            return
+        with f:
+            for n, line in enumerate(f, 1):
+                try:
+                    entry = json.loads(line)
+                    if not (isinstance(entry, dict) and isinstance(entry.get("m"), str)
+                            and isinstance(entry.get("p"), str) and isinstance(entry.get("h"), dict)
+                            and isinstance(entry.get("q", ""), str) and isinstance(entry.get("b", ""), str)):
+                        raise ValueError("not a journal entry")
+                    raw_body = entry.pop("b", "")
+                    entry["body"] = base64.b64decode(raw_body, validate=True) if body(entry) else b""
+                except ValueError as e:
+                    log.warning("skipping a malformed moto journal line", line=n, error=str(e))
+                    continue
+                yield line if line.endswith(b"\n") else line + b"\n", entry
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """The journal's entries, with their bodies (see :meth:`_scan`)."""
+        for _line, entry in self._scan(lambda e: True):
             yield entry
 
     def replay(self, app: Any) -> tuple[int, int]:
@@ -425,22 +457,37 @@ class MotoJournal:
             self._compact_locked()
 
     def _compact_locked(self) -> None:
-        entries = list(self.entries())
-        keep = compact_entries(entries)
-        if len(keep) == len(entries) and self.path.exists():
+        # first pass: what to keep (bodies only where compaction reads them: DeleteObjects)
+        light = [entry for _line, entry in self._scan(
+            lambda e: e["m"] == "POST" and "delete" in parse_qs(e.get("q") or "", keep_blank_values=True))]
+        keep = compact_entries(light)
+        if len(keep) == len(light) and self.path.exists():
             self._compacted_size = self.path.stat().st_size
             return
-        data = b"".join(
-            json.dumps({k: v for k, v in entries[i].items() if k != "body"}).encode() + b"\n"
-            for i in keep
-        )
-        write_private(self.path, data)
+        # second pass: copy the kept lines as they are
+        wanted = set(keep)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.compact.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for i, (line, _entry) in enumerate(self._scan(lambda e: False)):
+                    if i in wanted:
+                        out.write(line)
+                        size += len(line)
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         if self._file is not None:  # keep appending to the new file
             self._file.close()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
             self._file = os.fdopen(fd, "ab", buffering=0)  # type: ignore[assignment]
-        self._compacted_size = len(data)
-        log.debug("moto journal compacted", kept=len(keep), dropped=len(entries) - len(keep))
+        self._compacted_size = size
+        log.debug("moto journal compacted", kept=len(keep), dropped=len(light) - len(keep))
 
 
 def _s3_target(entry: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -379,3 +379,23 @@ def test_sweep_removes_no_code_when_the_saved_functions_are_unreadable(tmp_path:
     assert sweep(tmp_path, shared_code=True)["code_dirs"] == 1
     assert not code.exists()
 
+
+
+def test_online_compaction_keeps_a_busy_journal_bounded(tmp_path: Path) -> None:
+    journal = MotoJournal(tmp_path / "state" / "moto.jsonl", compact_above=64 * 1024)
+    journal.open()
+    s3 = {"Host": "127.0.0.1:5000", "Authorization": S3_AUTH}
+    journal.append("PUT", "/bucket", "", s3, b"")
+    journal.append("PUT", "/bucket/kept", "", s3, b"k" * 1000)
+    for i in range(500):  # lambdarun's pattern: a payload object per call, deleted afterwards
+        journal.append("PUT", f"/bucket/calls/{i}", "", s3, b"x" * 1000)
+        journal.append("POST", "/bucket", "delete=", s3, delete_objects(f"calls/{i}"))
+    journal.close()
+    assert journal.path.stat().st_size < 3 * 64 * 1024  # ~2.5 MB without compaction
+    paths = [e["p"] for e in journal.entries()]
+    assert paths[:2] == ["/bucket", "/bucket/kept"]
+    assert all(p.startswith("/bucket/calls/") or p == "/bucket" for p in paths[2:])
+    assert mode(journal.path) == 0o600
+    # what is left still means the same: the last objects written and not yet compacted
+    journal.compact()
+    assert [e["p"] for e in journal.entries()] == ["/bucket", "/bucket/kept"]
