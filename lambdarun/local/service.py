@@ -862,6 +862,8 @@ class LambdaService:
                     pass
             env.runtime.close()
             env.close_log()
+        if self._state is not None:
+            self._state.close()
 
     def runtime_dir(self) -> Path:
         """This service's directory of the packages Lambda's runtime provides (zip functions

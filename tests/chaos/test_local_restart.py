@@ -25,6 +25,7 @@ import pytest
 
 import lambdarun.local.plugin as local_plugin
 from lambdarun.local import LocalStack, LocalStackUnavailableError
+from lambdarun.local.persist import EventStore, StoredEvent
 from lambdarun.local.plugin import LocalTarget
 from lambdarun.local.stack import pid_running
 from lambdarun.local.testing import make_zip
@@ -44,6 +45,11 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE)
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def pending_events(state: Path) -> list[StoredEvent]:
+    """The undelivered Event invocations the stack in ``state`` keeps for a restart."""
+    return EventStore.read(state / "shared" / "state")
 
 
 class Up:
@@ -209,7 +215,7 @@ def test_killed_service_keeps_functions_data_and_queued_events(
     for event_id in ids:
         assert lam.invoke(FunctionName="effects", InvocationType="Event",
                           Payload=json.dumps({"id": event_id}))["StatusCode"] == 202
-    assert len(list((first.state / "shared" / "state" / "events").glob("*.json"))) == 5
+    assert len(pending_events(first.state)) == 5
 
     first.kill()
     caller.join(timeout=30)  # well within the client's 905 s read timeout: no hang
@@ -232,8 +238,7 @@ def test_killed_service_keeps_functions_data_and_queued_events(
     assert ddb.get_item(TableName="chaos", Key={"k": {"S": "row"}})["Item"]["n"] == {"N": "7"}
 
     # the queued events run, each exactly once; the interrupted sync call is not re-run
-    events_dir = second.state / "shared" / "state" / "events"
-    wait_for(lambda: not list(events_dir.glob("*.json")), "the restored events to be delivered")
+    wait_for(lambda: not pending_events(second.state), "the restored events to be delivered")
     records = second.extension("invocations?function=effects&limit=100")["invocations"]
     assert sorted(r["status"] for r in records) == ["succeeded"] * 5
     assert all(r["attempts"] == 1 for r in records)
@@ -267,8 +272,7 @@ def test_an_event_running_when_the_service_dies_is_retried_once(up: Callable[[],
 
     second = up()
     wait_for(count_file.exists, "the retried attempt")
-    events_dir = second.state / "shared" / "state" / "events"
-    wait_for(lambda: not list(events_dir.glob("*.json")), "the event to be delivered")
+    wait_for(lambda: not pending_events(second.state), "the event to be delivered")
     record = second.extension(f"invocations/{request_id}")
     assert record["status"] == "succeeded" and record["attempts"] == 2
     assert [json.loads(line)["request"] for line in count_file.read_text().splitlines()] == [request_id]

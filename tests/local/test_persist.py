@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from lambdarun.local import LocalStack
 from lambdarun.local.persist import (
     EVENT_FILE_LIMIT,
+    EventStore,
     MotoJournal,
     StoredEvent,
     compact_entries,
@@ -87,10 +89,8 @@ def test_state_files_are_private_and_written_atomically(shared: Callable[[], Loc
     state = state_of(stack)
     assert mode(stack.state_dir) == 0o700
     assert mode(stack.state_dir / "stack.json") == 0o600
-    for directory in (state, state / "events"):
-        assert mode(directory) == 0o700
-    files = [state / "functions.json", state / "moto.jsonl", *(state / "events").glob("*.json")]
-    assert len(files) == 3
+    assert mode(state) == 0o700
+    files = [state / "functions.json", state / "moto.jsonl", state / "events.jsonl"]
     for path in files:
         assert mode(path) == 0o600, path
     # atomic writes leave no temporary files behind
@@ -110,7 +110,7 @@ def test_a_clean_stop_keeps_queued_events_for_the_next_start(shared: Callable[[]
     for i in range(3):
         lam.invoke(FunctionName="later", InvocationType="Event", Payload=json.dumps({"id": i}))
     first.stop()
-    assert len(list((state_of(first) / "events").glob("*.json"))) == 3
+    assert len(EventStore.read(state_of(first))) == 3
 
     second = shared()
     lam = second.client("lambda")
@@ -119,7 +119,7 @@ def test_a_clean_stop_keeps_queued_events_for_the_next_start(shared: Callable[[]
     assert lam.get_function_event_invoke_config(FunctionName="later")["MaximumRetryAttempts"] == 0
     assert not count.exists()
     lam.put_function_concurrency(FunctionName="later", ReservedConcurrentExecutions=1)
-    wait_for(lambda: not list((state_of(second) / "events").glob("*.json")), "the events to run")
+    wait_for(lambda: not EventStore.read(state_of(second)), "the events to run")
     assert sorted(json.loads(line)["id"] for line in count.read_text().splitlines()) == [0, 1, 2]
 
 
@@ -132,7 +132,7 @@ def test_deleting_a_function_forgets_its_queued_events_and_code(shared: Callable
     code_dir = Path(json.loads((state_of(stack) / "functions.json").read_text())["functions"][0]["code_dir"])
     assert code_dir.is_dir()
     lam.delete_function(FunctionName="gone")
-    assert not list((state_of(stack) / "events").glob("*.json"))
+    assert EventStore.read(state_of(stack)) == []
     assert not code_dir.exists() and not code_dir.parent.exists()
     assert json.loads((state_of(stack) / "functions.json").read_text())["functions"] == []
 
@@ -227,39 +227,67 @@ def test_an_untrusted_functions_file_is_set_aside_not_loaded(
     assert mode(path) == 0o600 and not path.is_symlink()
 
 
-def _event_file(state_dir: Path, function: str, *, request_id: str | None = None,
-                name: str | None = None) -> Path:
-    event = StoredEvent(function=function, request_id=request_id or str(uuid.uuid4()), payload=b'{"id": "forged"}',
-                        client_context=None, received=0.0, attempts=0, marker=None, running=False)
-    return _write_state(state_dir, f"events/{name or event.request_id + '.json'}", event.to_json())
+def _event_line(function: str, *, request_id: str | None = None, payload: bytes = b'{"id": "forged"}') -> bytes:
+    return StoredEvent(function=function, request_id=request_id or str(uuid.uuid4()), payload=payload,
+                       client_context=None, received=0.0, attempts=0, marker=None,
+                       running=False).to_json() + b"\n"
 
 
-def test_untrusted_event_files_are_set_aside_and_do_not_run(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
+def test_malformed_event_lines_are_skipped_and_nothing_else_is_lost(
+        shared: Callable[[], LocalStack], tmp_path: Path) -> None:
+    count = tmp_path / "count.jsonl"
+    first = shared()
+    lam = first.client("lambda")
+    create_function(lam, "target", COUNTING_APP, environment={"COUNT_FILE": str(count)})
+    lam.put_function_concurrency(FunctionName="target", ReservedConcurrentExecutions=0)
+    lam.invoke(FunctionName="target", InvocationType="Event", Payload=b'{"id": "queued"}')
+    first.stop()
+    log = state_of(first) / "events.jsonl"
+    removed = str(uuid.uuid4())
+    with open(log, "ab") as f:
+        f.write(b"{not json\n")
+        f.write(b'{"version": 1, "function": "target"}\n')  # fields missing
+        f.write(_event_line("target").replace(b'"version": 1', b'"version": 7'))
+        f.write(_event_line("target", request_id="../../etc/passwd"))
+        f.write(b'{"version": 1, "request_id": "' + b"a" * EVENT_FILE_LIMIT + b'"}\n')  # oversized
+        f.write(_event_line("no-such-function"))  # dropped: its function does not exist
+        f.write(_event_line("target", request_id=removed, payload=b'{"id": "removed"}'))
+        f.write(json.dumps({"version": 1, "removed": removed}).encode() + b"\n")
+        f.write(_event_line("target", payload=b'{"id": "torn"}')[:-20])  # killed mid-write
+    second = shared()
+    lam = second.client("lambda")
+    lam.put_function_concurrency(FunctionName="target", ReservedConcurrentExecutions=1)
+    wait_for(lambda: not EventStore.read(state_of(second)), "the queued event to run")
+    assert [json.loads(line)["id"] for line in count.read_text().splitlines()] == ["queued"]
+
+
+@pytest.mark.parametrize("attack", ["writable-by-others", "symlink"])
+def test_an_untrusted_event_log_is_set_aside_not_loaded(
+        shared: Callable[[], LocalStack], tmp_path: Path, attack: str) -> None:
     count = tmp_path / "count.jsonl"
     first = shared()
     create_function(first.client("lambda"), "target", COUNTING_APP, environment={"COUNT_FILE": str(count)})
     first.stop()
-    state = tmp_path / "state"
-    attacks = [
-        _event_file(state, "target", name=f"{uuid.uuid4()}.json"),  # name and id differ
-        _write_state(state, f"events/{uuid.uuid4()}.json", b"{not json"),
-        _write_state(state, f"events/{uuid.uuid4()}.json", b'{"version": 1, "function": "target"}'),
-    ]
-    writable = _event_file(state, "target")
-    os.chmod(writable, 0o666)
-    oversized = _event_file(state, "target")
-    with open(oversized, "ab") as f:
-        f.truncate(EVENT_FILE_LIMIT + 1)
-    unknown_function = _event_file(state, "no-such-function")
+    log = state_of(first) / "events.jsonl"
+    forged = _event_line("target")
+    if attack == "writable-by-others":
+        log.write_bytes(forged)
+        os.chmod(log, 0o666)
+    else:
+        elsewhere = tmp_path / "elsewhere.jsonl"
+        elsewhere.write_bytes(forged)
+        os.chmod(elsewhere, 0o600)
+        log.unlink(missing_ok=True)
+        log.symlink_to(elsewhere)
     second = shared()
-    lam = second.client("lambda")
-    assert lam.invoke(FunctionName="target", Payload=b'{"id": "real"}')["StatusCode"] == 200
-    events = state / "shared" / "state" / "events"
-    assert not list(events.glob("*.json"))  # nothing left to run
-    refused = list(events.glob("*.refused-*"))
-    assert len(refused) == len(attacks) + 2  # the writable and the oversized one too
-    assert not unknown_function.exists()  # dropped: its function does not exist
+    assert second.client("lambda").invoke(FunctionName="target", Payload=b'{"id": "real"}')["StatusCode"] == 200
+    assert len(list(log.parent.glob("events.jsonl.refused-*"))) == 1  # set aside, not lost
+    assert EventStore.read(state_of(second)) == []
     assert [json.loads(line)["id"] for line in count.read_text().splitlines()] == ["real"]
+    # events are kept again, in a fresh private log
+    second.client("lambda").invoke(FunctionName="target", InvocationType="Event", Payload=b'{"id": "later"}')
+    assert mode(log) == 0o600 and not log.is_symlink()
+    wait_for(lambda: len(count.read_text().splitlines()) == 2, "the new event to run")
 
 
 def test_moto_journal_records_writes_only_and_forgets_on_reset(shared: Callable[[], LocalStack]) -> None:
@@ -399,3 +427,21 @@ def test_online_compaction_keeps_a_busy_journal_bounded(tmp_path: Path) -> None:
     # what is left still means the same: the last objects written and not yet compacted
     journal.compact()
     assert [e["p"] for e in journal.entries()] == ["/bucket", "/bucket/kept"]
+
+
+def test_event_log_keeps_the_latest_state_and_stays_bounded(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "state", compact_above=16 * 1024)
+    kept = StoredEvent(function="f", request_id=str(uuid.uuid4()), payload=b'{"keep": 1}',
+                       client_context=None, received=1.0, attempts=0, marker=None, running=False)
+    store.put(kept)
+    store.put(attrs.evolve(kept, attempts=1, running=True))
+    for i in range(2000):  # delivered events come and go
+        event = attrs.evolve(kept, request_id=str(uuid.uuid4()), received=2.0 + i)
+        store.put(event)
+        store.remove(event.request_id)
+    store.remove(str(uuid.uuid4()))  # unknown: nothing written
+    assert store.path.stat().st_size < 3 * 16 * 1024
+    assert EventStore.read(tmp_path / "state") == [attrs.evolve(kept, attempts=1, running=True)]
+    store.close()
+    assert EventStore(tmp_path / "state").load() == [attrs.evolve(kept, attempts=1, running=True)]
+    assert len(store.path.read_bytes().splitlines()) == 1  # load rewrote it with the live event only
