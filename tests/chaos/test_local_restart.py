@@ -195,6 +195,11 @@ def test_killed_service_keeps_functions_data_and_queued_events(
                      AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
                      BillingMode="PAY_PER_REQUEST")
     ddb.put_item(TableName="chaos", Item={"k": {"S": "row"}, "n": {"N": "7"}})
+    iam = target.client("iam")
+    iam.create_role(RoleName="chaos-role", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                       "Action": "sts:AssumeRole"}]}))
 
     # a synchronous call occupies the function's only slot ...
     outcome: dict[str, Any] = {}
@@ -236,6 +241,7 @@ def test_killed_service_keeps_functions_data_and_queued_events(
     assert lam.get_function_event_invoke_config(FunctionName="effects")["MaximumRetryAttempts"] == 1
     assert s3.get_object(Bucket="chaos-bucket", Key="before/kill.txt")["Body"].read() == b"written before the kill"
     assert ddb.get_item(TableName="chaos", Key={"k": {"S": "row"}})["Item"]["n"] == {"N": "7"}
+    assert iam.get_role(RoleName="chaos-role")["Role"]["RoleName"] == "chaos-role"
 
     # the queued events run, each exactly once; the interrupted sync call is not re-run
     wait_for(lambda: not pending_events(second.state), "the restored events to be delivered")
