@@ -75,8 +75,9 @@ def embedded_stack(config: LocalConfig, region: str) -> LocalStack:
     key = attrs.astuple(config) + (region,)
     with _embedded_lock:
         stack = _embedded.get(key)
-        if stack is not None and stack.running and not stack.owned and not stack.alive():
-            stack.stop()  # the shared stack it attached to went down: attach/start anew
+        if (stack is not None and stack.running and not stack.owned and not stack.alive()
+                and stack.refresh() != "moved"):
+            stack.stop()  # the shared stack it attached to is down: attach/start anew
         if stack is None or not stack.running:
             stack = LocalStack(
                 config.state_dir,

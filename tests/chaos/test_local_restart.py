@@ -373,3 +373,21 @@ os.kill(os.getpid(), 9)
                           capture_output=True, text=True, timeout=60)
     assert down.returncode == 0, down.stderr
     assert not run_dir.exists()
+
+
+def test_the_process_wide_stack_follows_a_restart_instead_of_starting_its_own(up: Callable[..., Up]) -> None:
+    from lambdarun.local.plugin import LocalConfig, embedded_stack
+
+    first = up()
+    config = LocalConfig(state_dir=str(first.state), idle_timeout=301.0)  # a key of its own
+    stack = embedded_stack(config, "us-east-1")
+    try:
+        assert not stack.owned and stack.pid == first.proc.pid  # type: ignore[union-attr]
+        first.kill()
+        second = up()
+        again = embedded_stack(config, "us-east-1")
+        assert again is stack and not again.owned
+        assert again.pid == second.proc.pid  # type: ignore[union-attr]
+        assert again.endpoints.lambda_ == second.lambda_url
+    finally:
+        stack.stop()  # detaches; the shared stack keeps running
