@@ -49,6 +49,7 @@ __all__ = [
     "MotoJournal",
     "PersistError",
     "ServiceState",
+    "StateInUseError",
     "StoredEvent",
     "compact_entries",
     "forget_saved_state",
@@ -832,18 +833,42 @@ class JournalMiddleware:
         return result
 
 
-@attrs.frozen
+class StateInUseError(PersistError):
+    """Another live process holds the state directory (another ``local up`` on it)."""
+
+
+@attrs.define(eq=False)
 class ServiceState:
-    """The persistent state of one local Lambda service (``<run_dir>/state/``)."""
+    """The persistent state of one local Lambda service (``<run_dir>/state/``), held with an
+    exclusive ``flock`` on ``state/.lock`` from :meth:`open` to :meth:`close` (the kernel
+    releases it when the process dies, however it dies)."""
 
     directory: Path
     functions: FunctionStore
     events: EventStore
+    lock_fd: int
+    _closed: bool = False
+    _close_lock: threading.Lock = attrs.field(factory=threading.Lock)
 
     @classmethod
     def open(cls, directory: Path) -> ServiceState:
+        """Lock and open ``directory``; :class:`StateInUseError` when another process has it."""
+        import fcntl
+
         directory = secure_dir(directory)
-        return cls(directory, FunctionStore(directory), EventStore(directory))
+        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateInUseError(f"{directory} is in use by another local stack") from None
+        return cls(directory, FunctionStore(directory), EventStore(directory), fd)
 
     def close(self) -> None:
+        """Close the files and release the lock (once; later calls do nothing)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         self.events.close()
+        os.close(self.lock_fd)

@@ -29,6 +29,7 @@ from lambdarun.local.persist import (
     JournalMiddleware,
     MotoJournal,
     ServiceState,
+    StateInUseError,
     quarantine,
     secure_dir,
     sweep,
@@ -317,6 +318,7 @@ class LocalStack:
         #: keep functions, queued Events and moto's state across restarts (shared stacks)
         self.persist = shared if persist is None else persist and shared
         self._journal: MotoJournal | None = None
+        self._state: ServiceState | None = None
         self._lock = threading.RLock()
         self._service: LambdaService | None = None
         self._moto: Any = None
@@ -374,8 +376,15 @@ class LocalStack:
             started = False
             state = None
             if self.persist:
-                state = ServiceState.open(secure_dir(self._run_dir) / "state")
+                try:
+                    state = ServiceState.open(secure_dir(self._run_dir) / "state")
+                except StateInUseError as e:
+                    raise TargetError(
+                        f"a local stack is already up in {self.state_dir} ({e}); stop it with "
+                        f"`lambdarun local down --state-dir {self.state_dir}` or use another --state-dir"
+                    ) from e
                 self._journal = MotoJournal(state.directory / "moto.jsonl")
+            self._state = state
             try:
                 try:
                     self._moto = _start_moto(self.moto_port, self._journal)
@@ -442,6 +451,9 @@ class LocalStack:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+        if self._state is not None:
+            self._state.close()  # releases the state directory's lock
+            self._state = None
 
     def stop(self) -> None:
         """Stop what this object started (nothing when attached to a shared stack).

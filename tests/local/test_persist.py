@@ -445,3 +445,17 @@ def test_event_log_keeps_the_latest_state_and_stays_bounded(tmp_path: Path) -> N
     store.close()
     assert EventStore(tmp_path / "state").load() == [attrs.evolve(kept, attempts=1, running=True)]
     assert len(store.path.read_bytes().splitlines()) == 1  # load rewrote it with the live event only
+
+
+def test_a_second_stack_on_the_same_state_is_refused(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
+    from lambdarun.errors import TargetError
+
+    first = shared()
+    # even when stack.json does not tell (e.g. two `up`s racing): the state directory is locked
+    (first.state_dir / "stack.json").unlink()
+    with pytest.raises(TargetError, match="already up"):
+        LocalStack(first.state_dir, reuse=False, shared=True, stop_at_exit=False).start()
+    assert first.client("lambda").list_functions()["Functions"] == []  # untouched
+    first.stop()
+    second = shared()  # the lock went with the first stack
+    assert second.running
