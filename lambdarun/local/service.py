@@ -1232,8 +1232,8 @@ class LambdaService:
                     if fn.deleted:
                         self._forget_events([event.request_id])
                     return
-                if self._stopping.is_set():  # killed by the stop: kept, retried after a restart
-                    return
+                if self._stopping.is_set() and self._state is not None:
+                    return  # killed by the stop: kept, retried after the next start
                 if inv.cancelled:  # stopped through the extension API: no retry, no destination
                     log.info("async invocation stopped", function=fn.name, request_id=event.request_id)
                     self._forget_events([event.request_id])
@@ -1442,8 +1442,11 @@ class LambdaService:
                 fn = _function_from_record(doc, self.options.region)
                 if not fn.code_dir.is_dir():
                     raise ValueError(f"its code directory {fn.code_dir} is gone")
-                if not fn.local_code and not fn.code_dir.resolve().is_relative_to(code_root):
-                    raise ValueError(f"its code directory {fn.code_dir} is outside {code_root}")
+                resolved = fn.code_dir.resolve()
+                if not fn.local_code and (resolved.parent.parent != code_root
+                                          or not resolved.name.startswith("code-")):
+                    raise ValueError(f"its code directory {fn.code_dir} is not one of "
+                                     f"{code_root}/<name>/code-<id>")
             except (KeyError, TypeError, ValueError, ApiError) as e:
                 log.warning("saved function not restored", function=doc.get("name"),
                             error=getattr(e, "message", None) or str(e))
@@ -1997,6 +2000,8 @@ def _function_from_record(doc: Mapping[str, Any], region: str) -> _Function:
     if not isinstance(environment, dict) or not isinstance(tags, dict):
         raise ValueError("environment and tags must be maps")
     reserved = doc.get("reserved")
+    if reserved is not None and int(reserved) < 0:
+        raise ValueError(f"reserved concurrency {reserved!r} is negative")
     eic = doc.get("event_invoke_config")
     if eic is not None and not isinstance(eic, dict):
         raise ValueError("event_invoke_config must be a map")

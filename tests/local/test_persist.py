@@ -174,10 +174,16 @@ def handler(event, context):
 """
 
 
+@pytest.mark.parametrize("where", ["outside", "dot-dot", "functions-root"])
 def test_a_forged_zip_function_outside_the_code_directory_is_not_restored(
-        shared: Callable[[], LocalStack], tmp_path: Path) -> None:
-    evil = tmp_path / "evil"
-    evil.mkdir()
+        shared: Callable[[], LocalStack], tmp_path: Path, where: str) -> None:
+    functions = tmp_path / "state" / "shared" / "functions"
+    evil = {"outside": tmp_path / "evil",
+            "dot-dot": functions / "x" / "code-1" / ".." / ".." / ".." / "evil",
+            "functions-root": functions}[where]
+    (functions / "x" / "code-1").mkdir(parents=True, exist_ok=True)
+    evil.mkdir(parents=True, exist_ok=True)
+    evil_file = (evil / "app.py").resolve()
     marker = tmp_path / "marker"
     (evil / "app.py").write_text(MARKER_APP.replace('os.environ.get("MARKER", "/tmp/never")', repr(str(marker))))
     record = _saved_record("forged", evil)
@@ -189,7 +195,7 @@ def test_a_forged_zip_function_outside_the_code_directory_is_not_restored(
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.invoke(FunctionName="forged", Payload=b"{}")
     assert not marker.exists()
-    assert evil.is_dir()  # not ours: not removed either
+    assert evil_file.is_file()  # not removed either
 
 
 @pytest.mark.parametrize("attack", ["writable-by-others", "symlink", "malformed", "wrong-version",
