@@ -383,7 +383,11 @@ class EventStore:
 # ---------------------------------------------------------------------------------------
 
 _READ_PREFIXES = ("Get", "List", "Describe", "Query", "Scan", "BatchGet", "TransactGet",
-                  "Filter", "Head", "Select", "Search", "Lookup", "Check", "Test", "Simulate")
+                  "Filter", "Head", "Select", "Search", "Lookup", "Check", "Test", "Simulate",
+                  "Receive", "Poll")
+#: JSON-protocol services not journaled: CloudWatch Logs (``cloudwatch_logs`` ships every
+#: log line there; the log files stay in ``logs/``)
+_SKIP_TARGETS = ("Logs_",)
 _STS_ACTIONS = frozenset({"AssumeRole", "AssumeRoleWithWebIdentity", "AssumeRoleWithSAML",
                           "GetSessionToken", "GetFederationToken", "GetCallerIdentity",
                           "GetAccessKeyInfo", "DecodeAuthorizationMessage"})
@@ -410,6 +414,9 @@ def _operation(method: str, query: str, headers: Mapping[str, str], body: bytes)
 def is_write(method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> bool:
     """Whether a request to moto changes its state (and so belongs in the journal)."""
     if method in ("GET", "HEAD", "OPTIONS") or path.startswith("/moto-api"):
+        return False
+    target = headers.get("X-Amz-Target") or headers.get("x-amz-target") or ""
+    if target.startswith(_SKIP_TARGETS):
         return False
     op = _operation(method, query, headers, body)
     if op is None:  # REST (S3): every PUT/POST/DELETE except SelectObjectContent

@@ -383,6 +383,9 @@ def test_compaction_leaves_versioned_buckets_alone() -> None:
     ("POST", "/", "", {"Content-Type": "application/x-www-form-urlencoded"}, b"Action=CreateRole&RoleName=r", True),
     ("POST", "/", "", {"Content-Type": "application/x-www-form-urlencoded"}, b"Action=AssumeRole&RoleArn=a", False),
     ("POST", "/moto-api/reset", "", {}, b"", False),
+    ("POST", "/", "", {"X-Amz-Target": "Logs_20140328.PutLogEvents"}, b"{}", False),
+    ("POST", "/", "", {"X-Amz-Target": "AmazonSQS.ReceiveMessage"}, b"{}", False),
+    ("POST", "/", "", {"X-Amz-Target": "AmazonSQS.SendMessage"}, b"{}", True),
 ])
 def test_only_writes_are_journaled(method: str, path: str, query: str, headers: dict[str, str],
                                    body: bytes, expected: bool) -> None:
