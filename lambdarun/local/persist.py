@@ -171,13 +171,11 @@ class FunctionStore:
     def __init__(self, directory: Path) -> None:
         self.path = secure_dir(directory) / "functions.json"
         self._lock = threading.Lock()
-        self._generation = 0
 
     def save(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
         """Write what ``snapshot()`` returns. Concurrent saves never write an older
         snapshot over a newer one: each takes its snapshot under the store's lock."""
         with self._lock:
-            self._generation += 1
             doc = {"version": FORMAT_VERSION, "saved": time.time(), "functions": snapshot()}
             write_private(self.path, json.dumps(doc, indent=1).encode(), fsync=True)
 
@@ -704,20 +702,6 @@ def compact_entries(entries: list[Mapping[str, Any]]) -> list[int]:
 # ---------------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def remove_orphan_code(functions_dir: Path, referenced: Iterable[Path]) -> int:
     """Remove ``functions_dir/<name>/code-*`` directories not in ``referenced`` (and the
     emptied ``<name>`` directories). Returns the number of code directories removed."""
@@ -750,11 +734,13 @@ def sweep(state_dir: Path, *, shared_code: bool = False) -> dict[str, int]:
 
     Nothing else (``stack.json``, keys, logs, saved state) is touched. Returns the counts.
     """
+    from lambdarun.local.stack import pid_running  # the one zombie-aware check (stack imports us)
+
     removed_runs = 0
     if state_dir.is_dir():
         for entry in state_dir.iterdir():
             match = _EMBEDDED_DIR.match(entry.name)
-            if match and entry.is_dir() and not entry.is_symlink() and not _pid_alive(int(match.group(1))):
+            if match and entry.is_dir() and not entry.is_symlink() and not pid_running(int(match.group(1))):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed_runs += 1
     removed_code = 0

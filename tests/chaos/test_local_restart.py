@@ -9,7 +9,6 @@ follow the new ports, and restarts do not pile up extracted code.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
