@@ -468,3 +468,30 @@ def test_a_second_stack_on_the_same_state_is_refused(shared: Callable[[], LocalS
     first.stop()
     second = shared()  # the lock went with the first stack
     assert second.running
+
+
+def test_an_attempt_cut_by_a_crash_counts_as_failed(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
+    count = tmp_path / "count.jsonl"
+    first = shared()
+    create_function(first.client("lambda"), "crashy", COUNTING_APP, environment={"COUNT_FILE": str(count)})
+    first.stop()
+    retried, exhausted, waiting = (str(uuid.uuid4()) for _ in range(3))
+    lines = [  # as a service killed mid-attempt leaves them (async_retries: 2)
+        StoredEvent("crashy", retried, b'{"id": "retried"}', None, 1.0, attempts=2, marker=None, running=True),
+        StoredEvent("crashy", exhausted, b'{"id": "exhausted"}', None, 2.0, attempts=3, marker=None, running=True),
+        StoredEvent("crashy", waiting, b'{"id": "waiting"}', None, 3.0, attempts=1, marker=None, running=False),
+    ]
+    (state_of(first) / "events.jsonl").write_bytes(b"".join(e.to_json() + b"\n" for e in lines))
+    second = shared()
+    wait_for(lambda: not EventStore.read(state_of(second)), "the restored events")
+    wait_for(lambda: count.exists() and len(count.read_text().splitlines()) == 2, "two runs")
+    assert sorted(json.loads(line)["id"] for line in count.read_text().splitlines()) == ["retried", "waiting"]
+    failures = (second.run_dir / "logs" / "crashy" / "async-failures.jsonl").read_text().splitlines()  # type: ignore[operator]
+    assert [json.loads(f)["requestContext"]["requestId"] for f in failures] == [exhausted]
+    assert json.loads(failures[0])["requestContext"]["condition"] == "RetriesExhausted"
+    service = second.service
+    assert service is not None
+    by_id = {r.request_id: r for r in service.records()}
+    assert by_id[retried].attempts == 3 and by_id[retried].status == "succeeded"
+    assert by_id[waiting].attempts == 2 and by_id[waiting].status == "succeeded"
+    assert by_id[exhausted].status == "crashed"
