@@ -4,6 +4,11 @@ Embedded (the default): ``LocalStack(state_dir).start()`` runs both servers in b
 threads of the calling process and stops them at exit. Shared: ``lambdarun local up`` runs
 one in the foreground and records ``<state_dir>/stack.json`` (pid + endpoints); any
 ``LocalStack(state_dir, reuse=True)`` then attaches to it instead of starting its own.
+
+A shared stack keeps its functions, queued Event invocations and moto's data in
+``<state_dir>/shared/state/`` and the next one restores them (:mod:`.persist`); an attached
+stack follows a restarted one (:meth:`LocalStack.refresh`) or reports
+:class:`LocalStackUnavailableError`.
 """
 
 from __future__ import annotations
