@@ -800,9 +800,11 @@ class JournalMiddleware:
             except ValueError:
                 length = 0
             body = stream.read(length) if length > 0 else b""
+        # the body is read whole: from here on it has a length and is not chunked any more
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("wsgi.input_terminated", None)
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
         headers = {
             key[5:].replace("_", "-").title(): value
             for key, value in environ.items() if key.startswith("HTTP_")

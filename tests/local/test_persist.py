@@ -495,3 +495,26 @@ def test_an_attempt_cut_by_a_crash_counts_as_failed(shared: Callable[[], LocalSt
     assert by_id[retried].attempts == 3 and by_id[retried].status == "succeeded"
     assert by_id[waiting].attempts == 2 and by_id[waiting].status == "succeeded"
     assert by_id[exhausted].status == "crashed"
+
+
+def test_a_chunked_upload_is_journaled_with_its_whole_body(shared: Callable[[], LocalStack]) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    stack = shared()
+    bucket = f"chunked-{uuid.uuid4().hex[:8]}"
+    stack.client("s3").create_bucket(Bucket=bucket)
+    url = urlsplit(stack.endpoints.moto)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    body = [b"first chunk, ", b"second chunk"]
+    conn.request("PUT", f"/{bucket}/streamed", body=iter(body), encode_chunked=True, headers={
+        "Authorization": S3_AUTH, "Transfer-Encoding": "chunked", "Content-Type": "text/plain"})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert response.status == 200
+    assert stack.client("s3").get_object(Bucket=bucket, Key="streamed")["Body"].read() == b"".join(body)
+    journal = MotoJournal(state_of(stack) / "moto.jsonl")
+    entry = [e for e in journal.entries() if e["p"] == f"/{bucket}/streamed"][0]
+    assert entry["body"] == b"".join(body)
+    assert "Transfer-Encoding" not in entry["h"]
