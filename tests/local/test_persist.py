@@ -518,3 +518,24 @@ def test_a_chunked_upload_is_journaled_with_its_whole_body(shared: Callable[[], 
     entry = [e for e in journal.entries() if e["p"] == f"/{bucket}/streamed"][0]
     assert entry["body"] == b"".join(body)
     assert "Transfer-Encoding" not in entry["h"]
+
+
+def test_a_moto_journal_others_may_write_is_set_aside_not_replayed(tmp_path: Path) -> None:
+    from werkzeug.wrappers import Response
+
+    seen: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:  # stands in for moto
+        seen.append(environ["PATH_INFO"])
+        return Response("ok")(environ, start_response)
+
+    journal = MotoJournal(tmp_path / "state" / "moto.jsonl")
+    journal.open()
+    journal.append("PUT", "/bucket", "", {"Host": "127.0.0.1:1"}, b"")
+    journal.close()
+    assert journal.replay(app) == (1, 0) and seen == ["/bucket"]
+    os.chmod(journal.path, 0o666)
+    seen.clear()
+    assert journal.replay(app) == (0, 0) and seen == []
+    assert len(list(journal.path.parent.glob("moto.jsonl.refused-*"))) == 1
+    assert journal.path.read_bytes() == b"" and mode(journal.path) == 0o600  # a fresh one
