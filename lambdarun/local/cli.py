@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from lambdarun.errors import LambdarunError, TargetError
-from lambdarun.local.persist import forget_saved_state, sweep
+from lambdarun.local.persist import forget_saved_state, saved_state_summary, sweep
 from lambdarun.local.stack import LocalStack, default_state_dir, pid_running, read_stack_info
 
 __all__ = ["local"]
@@ -108,10 +108,16 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
 def status(state_dir: Path | None) -> None:
     """Print the running stack's pid and endpoints (exit status 1 when none is up)."""
     info = read_stack_info(state_dir)
+    directory = Path(state_dir or default_state_dir()).expanduser()
+    saved = saved_state_summary(directory)
     if info is None:
-        click.echo(f"no local stack is up in {state_dir or default_state_dir()}")
+        click.echo(f"no local stack is up in {directory}")
+        if saved:
+            click.echo(f"  saved for the next `up`: {saved}")
         sys.exit(1)
     click.echo(f"lambdarun local stack up (pid {info.pid}, state {info.state_dir})")
+    if saved:
+        click.echo(f"  saved: {saved}")
     click.echo(f"  lambda:   {info.endpoints.lambda_}")
     click.echo(f"  s3, dynamodb, iam, sts (moto): {info.endpoints.moto}")
     for line in info.endpoints.export_lines():

@@ -58,6 +58,7 @@ __all__ = [
     "quarantine",
     "read_trusted",
     "remove_orphan_code",
+    "saved_state_summary",
     "secure_dir",
     "sweep",
     "write_private",
@@ -776,6 +777,30 @@ def forget_saved_state(state_dir: Path) -> None:
     shutil.rmtree(state / "events", ignore_errors=True)
     shutil.rmtree(shared / "functions", ignore_errors=True)
     log.info("saved local stack state forgotten", state_dir=str(state_dir))
+
+
+def saved_state_summary(state_dir: Path) -> str:
+    """What a shared stack saved in ``state_dir``, in words ("" when nothing): for
+    ``lambdarun local status``. Reads only; an unreadable file counts as nothing."""
+    state = state_dir / "shared" / "state"
+    parts = []
+    try:
+        doc = json.loads(read_trusted(state / "functions.json", FUNCTIONS_FILE_LIMIT))
+        functions = len(doc["functions"])
+    except (PersistError, ValueError, KeyError, TypeError):
+        functions = 0
+    if functions:
+        parts.append(f"{functions} function{'s' if functions != 1 else ''}")
+    try:
+        events = len(EventStore.read(state))
+    except PersistError:
+        events = 0
+    if events:
+        parts.append(f"{events} queued event{'s' if events != 1 else ''}")
+    journal = state / "moto.jsonl"
+    if journal.is_file() and journal.stat().st_size:
+        parts.append(f"moto data ({journal.stat().st_size / 1e6:.1f} MB journal)")
+    return ", ".join(parts)
 
 
 class JournalMiddleware:

@@ -539,3 +539,22 @@ def test_a_moto_journal_others_may_write_is_set_aside_not_replayed(tmp_path: Pat
     assert journal.replay(app) == (0, 0) and seen == []
     assert len(list(journal.path.parent.glob("moto.jsonl.refused-*"))) == 1
     assert journal.path.read_bytes() == b"" and mode(journal.path) == 0o600  # a fresh one
+
+
+def test_status_tells_what_is_saved_for_the_next_up(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lambdarun.local.cli import local
+
+    stack = shared()
+    lam = stack.client("lambda")
+    for name in ("one", "two"):
+        create_function(lam, name, COUNTING_APP, environment={"COUNT_FILE": str(tmp_path / "c")})
+    lam.put_function_concurrency(FunctionName="one", ReservedConcurrentExecutions=0)
+    lam.invoke(FunctionName="one", InvocationType="Event", Payload=b"{}")
+    stack.client("s3").create_bucket(Bucket=f"status-{uuid.uuid4().hex[:8]}")
+    stack.stop()
+    result = CliRunner().invoke(local, ["status", "--state-dir", str(stack.state_dir)])
+    assert result.exit_code == 1
+    assert "no local stack is up" in result.output
+    assert "saved for the next `up`: 2 functions, 1 queued event, moto data" in result.output
