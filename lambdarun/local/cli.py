@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from lambdarun.errors import LambdarunError, TargetError
+from lambdarun.local.persist import forget_saved_state, saved_state_summary, sweep
 from lambdarun.local.stack import LocalStack, default_state_dir, pid_running, read_stack_info
 
 __all__ = ["local"]
@@ -42,11 +43,16 @@ def local() -> None:
 @click.option("--async-retry-delay", type=float, default=1.0, show_default=True)
 @click.option("--no-memory-limit", is_flag=True, help="Do not enforce MemorySize with RLIMIT_AS.")
 @click.option("--cloudwatch-logs", is_flag=True, help="Also ship invocation logs to CloudWatch Logs (moto).")
+@click.option("--fresh", is_flag=True,
+              help="Forget the saved functions, queued events and S3/DynamoDB data first.")
 @_state_dir_option
 def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeout: float,
        async_retries: int, async_retry_delay: float, no_memory_limit: bool, cloudwatch_logs: bool,
-       state_dir: Path | None) -> None:
-    """Start the stack in the foreground; Ctrl-C (or `down`) stops it."""
+       fresh: bool, state_dir: Path | None) -> None:
+    """Start the stack in the foreground; Ctrl-C (or `down`) stops it.
+
+    Functions, queued Event invocations and S3/DynamoDB/IAM data saved by the previous stack in
+    the same state directory are restored (unless --fresh)."""
     from lambdarun.logs import configure_logging
 
     configure_logging(os.environ.get("LAMBDARUN_LOG_LEVEL", "INFO"))
@@ -56,6 +62,10 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
         async_retries=async_retries, async_retry_delay=async_retry_delay,
         memory_limit=not no_memory_limit, cloudwatch_logs=cloudwatch_logs, reuse=False, shared=True, stop_at_exit=True,
     )
+    if fresh:
+        if read_stack_info(stack.state_dir) is not None:
+            raise click.ClickException(f"a local stack is up in {stack.state_dir}: `lambdarun local down` first")
+        forget_saved_state(stack.state_dir)
     try:
         stack.start()
     except TargetError as e:
@@ -98,10 +108,16 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
 def status(state_dir: Path | None) -> None:
     """Print the running stack's pid and endpoints (exit status 1 when none is up)."""
     info = read_stack_info(state_dir)
+    directory = Path(state_dir or default_state_dir()).expanduser()
+    saved = saved_state_summary(directory)
     if info is None:
-        click.echo(f"no local stack is up in {state_dir or default_state_dir()}")
+        click.echo(f"no local stack is up in {directory}")
+        if saved:
+            click.echo(f"  saved for the next `up`: {saved}")
         sys.exit(1)
     click.echo(f"lambdarun local stack up (pid {info.pid}, state {info.state_dir})")
+    if saved:
+        click.echo(f"  saved: {saved}")
     click.echo(f"  lambda:   {info.endpoints.lambda_}")
     click.echo(f"  s3, dynamodb, iam, sts (moto): {info.endpoints.moto}")
     for line in info.endpoints.export_lines():
@@ -113,20 +129,31 @@ def status(state_dir: Path | None) -> None:
               help="Seconds to wait for a clean stop before killing it.")
 @_state_dir_option
 def down(timeout: float, state_dir: Path | None) -> None:
-    """Stop the running stack and every execution environment it started."""
-    info = read_stack_info(state_dir)
+    """Stop the running stack and every execution environment it started.
+
+    Its functions, queued Event invocations and S3/DynamoDB data stay in the state directory
+    for the next `up`. Run directories of killed embedded stacks and extracted code no
+    function uses are removed (also when no stack is up).
+    """
+    directory = Path(state_dir or default_state_dir()).expanduser()
+    info = read_stack_info(directory)
     if info is None:
-        click.echo(f"no local stack is up in {state_dir or default_state_dir()}")
-        return
-    os.kill(info.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_running(info.pid):
+        click.echo(f"no local stack is up in {directory}")
+    else:
+        os.kill(info.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pid_running(info.pid):
+            time.sleep(0.02)
+        if pid_running(info.pid):
+            os.kill(info.pid, signal.SIGKILL)
+            click.echo(f"killed local stack (pid {info.pid}) after {timeout:.0f} s")
+        else:
             click.echo(f"stopped local stack (pid {info.pid})")
-            return
-        time.sleep(0.02)
-    os.kill(info.pid, signal.SIGKILL)
-    click.echo(f"killed local stack (pid {info.pid}) after {timeout:.0f} s")
+    if directory.is_dir() and read_stack_info(directory) is None:
+        removed = sweep(directory, shared_code=True)
+        if removed["run_dirs"] or removed["code_dirs"]:
+            click.echo(f"removed {removed['run_dirs']} stale run directories and "
+                       f"{removed['code_dirs']} unused code directories")
 
 
 @local.command()

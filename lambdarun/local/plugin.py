@@ -81,8 +81,9 @@ def embedded_stack(config: LocalConfig, region: str) -> LocalStack:
     key = attrs.astuple(config) + (region,)
     with _embedded_lock:
         stack = _embedded.get(key)
-        if stack is not None and stack.running and not stack.owned and not stack.alive():
-            stack.stop()  # the shared stack it attached to went down: attach/start anew
+        if (stack is not None and stack.running and not stack.owned and not stack.alive()
+                and stack.refresh() != "moved"):
+            stack.stop()  # the shared stack it attached to is down: attach/start anew
         if stack is None or not stack.running:
             stack = LocalStack(
                 config.state_dir,
@@ -139,7 +140,8 @@ class LocalTarget(Boto3Target):
         super().__init__(settings, endpoints={}, credentials=DUMMY_CREDENTIALS, name="local")
         self._endpoints = {}  # ignore [aws] endpoint settings: the local stack decides
         self._stack = stack
-        self._start_lock = threading.Lock()
+        self._start_lock = threading.RLock()
+        self._followed: dict[str, Any] = {}
 
     @property
     def stack(self) -> LocalStack:
@@ -164,7 +166,58 @@ class LocalTarget(Boto3Target):
     def client(self, service: str) -> Any:
         endpoints = self.stack.endpoints
         self._endpoints.setdefault(service, endpoints.url(service))
-        return super().client(service)
+        client = super().client(service)
+        with self._start_lock:
+            if self._followed.get(service) is not client:
+                self._follow(service, client)
+                self._followed[service] = client
+        return client
+
+    # -- following a restarted shared stack --------------------------------------------
+
+    def _follow(self, service: str, client: Any) -> None:
+        """Make ``client`` survive a restart of the shared stack it talks to: every request
+        is sent to the stack's current endpoint, and a failed connection re-reads
+        ``stack.json``: a request that never reached the old stack goes to the new one; one
+        that may have reached it (an Invoke in flight when it died), or any request when no
+        stack is up, raises :class:`~lambdarun.local.stack.LocalStackUnavailableError`
+        instead of retrying a dead port."""
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, HTTPClientError
+
+        def to_current_endpoint(request: Any, **kwargs: Any) -> None:
+            stack = self._stack
+            if stack is None or not stack.running:
+                return
+            current = stack.endpoints.url(service)
+            if not request.url.startswith(current + "/") and request.url != current:
+                parts = urllib.parse.urlsplit(request.url)
+                base = urllib.parse.urlsplit(current)
+                request.url = urllib.parse.urlunsplit(parts._replace(scheme=base.scheme, netloc=base.netloc))
+
+        def on_failure(caught_exception: BaseException | None = None, operation: Any = None,
+                       attempts: int = 1, **kwargs: Any) -> int | None:
+            if not isinstance(caught_exception, (HTTPClientError, BotoConnectionError)):
+                return None
+            stack = self._stack
+            if stack is None:
+                return None
+            not_sent = isinstance(caught_exception, (EndpointConnectionError, ConnectTimeoutError))
+            name = getattr(operation, "name", "the request")
+            state = stack.refresh()
+            if state == "same":
+                return None  # the stack is up: botocore's retry policy decides
+            if not not_sent and name == "Invoke":
+                raise stack.unavailable(f"{name} ({service})", maybe_ran=True) from caught_exception
+            if state == "gone":
+                raise stack.unavailable(f"{name} ({service})") from caught_exception
+            self._endpoints = dict(stack.endpoints.as_dict())
+            return 0  # "moved": send it again now, to the new stack
+
+        client.meta.events.register("before-sign", to_current_endpoint,
+                                    unique_id="lambdarun-local-endpoint")
+        client.meta.events.register_first("needs-retry", on_failure,
+                                          unique_id="lambdarun-local-follow")
 
     def endpoint_url(self, service: str) -> str | None:
         return self.stack.endpoints.url(service)
@@ -294,15 +347,26 @@ class LocalTarget(Boto3Target):
         Uses the service's ``POST /_lambdarun/functions/{name}/stop``, so it works for an
         attached (shared) stack too.
         """
-        url = (f"{self.stack.endpoints.lambda_}/_lambdarun/functions/"
-               f"{urllib.parse.quote(function_name, safe='')}/stop")
-        req = urllib.request.Request(
-            url, data=json.dumps({"marker": marker}).encode(), method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        try:
+        def request() -> Any:
+            url = (f"{self.stack.endpoints.lambda_}/_lambdarun/functions/"
+                   f"{urllib.parse.quote(function_name, safe='')}/stop")
+            req = urllib.request.Request(
+                url, data=json.dumps({"marker": marker}).encode(), method="POST",
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(req, timeout=10) as response:
-                doc = json.loads(response.read())
+                return json.loads(response.read())
+
+        try:
+            try:
+                doc = request()
+            except urllib.error.URLError as e:
+                if isinstance(e, urllib.error.HTTPError) or not isinstance(e.reason, ConnectionRefusedError):
+                    raise
+                state = self.stack.refresh()  # the shared stack may have restarted elsewhere
+                if state == "gone":
+                    raise self.stack.unavailable(f"stopping invocation {marker} of {function_name!r}") from e
+                doc = request()
         except urllib.error.HTTPError as e:
             if e.code == 404:
                 return False
@@ -339,6 +403,7 @@ class LocalTarget(Boto3Target):
         the constructor belongs to the caller and is left alone."""
         super().close()
         self._endpoints = {}
+        self._followed.clear()
 
 
 def _check_key_settings(function: str, have: dict[str, str], secret: str | None) -> None:

@@ -44,6 +44,7 @@ import structlog
 
 from lambdarun.local._http import FastHandler, LoopbackServer
 from lambdarun.local._sandbox import ISOLATED_FLAGS, SYS_PATH_VAR, build_runtime_dir
+from lambdarun.local.persist import ServiceState, StoredEvent, remove_orphan_code
 
 __all__ = [
     "ServiceOptions",
@@ -316,7 +317,7 @@ class _Invocation:
     __slots__ = (
         "request_id", "payload", "client_context", "deadline_ms", "timeout", "started",
         "done", "result", "function_error", "log_start", "started_at", "_lock",
-        "marker", "env", "cancelled", "record",
+        "marker", "env", "cancelled", "record", "on_start",
     )
 
     def __init__(self, payload: bytes, client_context: str | None, timeout: int,
@@ -330,6 +331,8 @@ class _Invocation:
         self.env: _Environment | None = None
         self.cancelled = False
         self.record = record
+        #: called once an environment is reserved for it (before the handler gets it)
+        self.on_start: Any = None
         self.timeout = timeout
         self.deadline_ms = 0
         self.started = threading.Event()
@@ -772,8 +775,10 @@ class LambdaService:
     ``boto3.client("lambda", endpoint_url=...)``. :meth:`stop` kills every environment.
     """
 
-    def __init__(self, options: ServiceOptions) -> None:
+    def __init__(self, options: ServiceOptions, state: ServiceState | None = None) -> None:
         self.options = options
+        #: where functions and queued Events are kept across restarts (None: memory only)
+        self._state = state
         self._lock = threading.RLock()
         self._capacity = threading.Condition(self._lock)
         self._functions: dict[str, _Function] = {}
@@ -796,9 +801,13 @@ class LambdaService:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> LambdaService:
+        if self._state is not None:
+            self._restore_functions()
         self._server = LoopbackServer(_ApiHandler, self, port=self.options.port, name="lambda-api")
         port = self._server.port
         self.allowed_hosts = frozenset({f"127.0.0.1:{port}", f"localhost:{port}"})
+        if self._state is not None:
+            self._restore_events()
         self._server.start()
         self._reaper = threading.Thread(target=self._reap_loop, name="lambda-reaper", daemon=True)
         self._reaper.start()
@@ -839,8 +848,10 @@ class LambdaService:
             t.cancel()
         if self._shipper is not None:
             self._shipper.stop()
-        if dropped:
+        if dropped and self._state is None:
             log.warning("local lambda stopped with queued async events dropped", count=dropped)
+        elif dropped:
+            log.info("local lambda stopped; queued async events kept for the next start", count=dropped)
         for env in envs:
             env.kill("service stopped")
         for env in envs:
@@ -851,6 +862,8 @@ class LambdaService:
                     pass
             env.runtime.close()
             env.close_log()
+        if self._state is not None:
+            self._state.close()
 
     def runtime_dir(self) -> Path:
         """This service's directory of the packages Lambda's runtime provides (zip functions
@@ -1052,6 +1065,8 @@ class LambdaService:
         except BaseException:
             self._forget(fn, inv)
             raise
+        if inv.on_start is not None:
+            inv.on_start()
         cold = not env.initialized.is_set()
         rec = inv.record
         if rec is not None and rec.status != "running":  # an Event leaving the queue
@@ -1169,6 +1184,8 @@ class LambdaService:
             event.record = self._record(event.request_id, fn.name, "Event", "queued")
         else:
             event.record.status = "queued"
+        if self._state is not None and not fn.deleted:
+            self._keep_event(fn, event, running=False)  # before 202: accepted means kept
         with self._lock:
             if fn.deleted or self._stopping.is_set():
                 return event.request_id
@@ -1204,15 +1221,25 @@ class LambdaService:
                         rec.status, rec.error_type = "failed", "EventAgeExceeded"
                         rec.error_message = f"Event older than MaximumEventAgeInSeconds ({max_age} s)"
                     self._async_failed(fn, event, None, "EventAgeExceeded")
+                    self._forget_events([event.request_id])
                     continue
+                if self._state is not None and inv is not None:
+                    # from when it has an environment, this attempt counts even if the service dies
+                    inv.on_start = lambda fn=fn, event=event: self._keep_event(fn, event, running=True)
                 try:
                     self._run(fn, inv, wait=True)
                 except ApiError:  # function deleted or service stopping
+                    if fn.deleted:
+                        self._forget_events([event.request_id])
                     return
+                if self._stopping.is_set() and self._state is not None:
+                    return  # killed by the stop: kept, retried after the next start
                 if inv.cancelled:  # stopped through the extension API: no retry, no destination
                     log.info("async invocation stopped", function=fn.name, request_id=event.request_id)
+                    self._forget_events([event.request_id])
                     continue
                 if inv.function_error is None:
+                    self._forget_events([event.request_id])
                     self._async_succeeded(fn, event, inv)
                     continue
                 retries = config.get("MaximumRetryAttempts", self.options.async_retries)
@@ -1223,6 +1250,7 @@ class LambdaService:
                         rec.status = "queued"  # keeps the failed attempt's error until the next
                     self._schedule_retry(fn, event)
                 else:
+                    self._forget_events([event.request_id])
                     self._async_failed(fn, event, inv, "RetriesExhausted")
         finally:
             with self._lock:
@@ -1238,7 +1266,7 @@ class LambdaService:
             with self._lock:
                 self._timers.discard(timer)
                 fn.retrying.discard(event)
-                if event.cancelled:
+                if event.cancelled or self._stopping.is_set():
                     return
             self._enqueue_async(fn, event)
 
@@ -1378,6 +1406,89 @@ class LambdaService:
             return self._extension(method, path, query, body)
         raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} {path}")
 
+    # -- persistence (see lambdarun.local.persist) -------------------------------------
+
+    def _save_functions(self) -> None:
+        """Write the control plane to the state directory (after every change)."""
+        if self._state is None:
+            return
+
+        def snapshot() -> list[dict[str, Any]]:
+            with self._lock:
+                return [_function_record(f) for f in self._functions.values()]
+
+        self._state.functions.save(snapshot)
+
+    def _keep_event(self, fn: _Function, event: _AsyncEvent, *, running: bool) -> None:
+        assert self._state is not None
+        self._state.events.put(StoredEvent(
+            function=fn.name, request_id=event.request_id, payload=event.payload,
+            client_context=event.client_context, received=event.received,
+            attempts=event.attempts, marker=event.marker, running=running,
+        ))
+
+    def _forget_events(self, request_ids: list[str]) -> None:
+        if self._state is not None:
+            for request_id in request_ids:
+                self._state.events.remove(request_id)
+
+    def _restore_functions(self) -> None:
+        """Recreate the saved functions (before the API serves). A saved function whose
+        code is gone, or whose record is invalid, is left out and logged."""
+        assert self._state is not None
+        code_root = (self.options.state_dir / "functions").resolve()
+        for doc in self._state.functions.load():
+            try:
+                fn = _function_from_record(doc, self.options.region)
+                if not fn.code_dir.is_dir():
+                    raise ValueError(f"its code directory {fn.code_dir} is gone")
+                resolved = fn.code_dir.resolve()
+                if not fn.local_code and (resolved.parent.parent != code_root
+                                          or not resolved.name.startswith("code-")):
+                    raise ValueError(f"its code directory {fn.code_dir} is not one of "
+                                     f"{code_root}/<name>/code-<id>")
+            except (KeyError, TypeError, ValueError, ApiError) as e:
+                log.warning("saved function not restored", function=doc.get("name"),
+                            error=getattr(e, "message", None) or str(e))
+                continue
+            self._functions[fn.name] = fn
+        if self._functions:
+            log.info("functions restored", count=len(self._functions))
+        self._save_functions()  # drop what was left out
+        # extracted code no restored function uses (deleted or updated before a crash)
+        remove_orphan_code(code_root, [f.code_dir for f in self._functions.values() if not f.local_code])
+
+    def _restore_events(self) -> None:
+        """Queue the saved Event invocations again. One that was running when the service
+        died counts as a failed attempt: retried if attempts remain, else it fails
+        (``RetriesExhausted``, on-failure destination) like any other."""
+        assert self._state is not None
+        requeued = 0
+        for stored in self._state.events.load():
+            fn = self._functions.get(stored.function)
+            if fn is None:
+                log.warning("queued event of a function that no longer exists dropped",
+                            function=stored.function, request_id=stored.request_id)
+                self._forget_events([stored.request_id])
+                continue
+            event = _AsyncEvent(stored.payload, stored.client_context, request_id=stored.request_id,
+                                received=stored.received, attempts=stored.attempts,
+                                marker=stored.marker)
+            retries = (fn.event_invoke_config or {}).get("MaximumRetryAttempts", self.options.async_retries)
+            event.record = self._record(event.request_id, fn.name, "Event", "queued")
+            event.record.attempts = event.attempts  # attempts made before the restart count
+            if stored.running and stored.attempts > retries:
+                event.record.status = "crashed"
+                event.record.error_type = "Runtime.ExitError"
+                event.record.error_message = "the local service stopped during its last attempt"
+                self._forget_events([event.request_id])
+                self._async_failed(fn, event, None, "RetriesExhausted")
+                continue
+            self._enqueue_async(fn, event)
+            requeued += 1
+        if requeued:
+            log.info("queued events restored", count=requeued)
+
     # -- the extension API (/_lambdarun/...) -------------------------------------------
 
     def _extension(self, method: str, path: str, query: dict[str, str],
@@ -1428,6 +1539,7 @@ class LambdaService:
                 env.write_log(f"{_now_iso()} {inv.request_id} Invocation stopped "
                               f"({STOP_MARKER_KEY} {marker})\n")
                 env.kill("stopped")
+        self._forget_events([e.request_id for e in dropped])
         for event in dropped:
             rec = event.record
             if rec is not None:
@@ -1606,9 +1718,14 @@ class LambdaService:
             tags=dict(req.get("Tags") or {}),
         )
         with self._lock:
-            if name in self._functions:
-                raise ApiError(409, "ResourceConflictException", f"Function already exist: {name}")
-            self._functions[name] = fn
+            conflict = name in self._functions
+            if not conflict:
+                self._functions[name] = fn
+        if conflict:
+            if not local:
+                shutil.rmtree(code_dir, ignore_errors=True)
+            raise ApiError(409, "ResourceConflictException", f"Function already exist: {name}")
+        self._save_functions()
         log.debug("function created", function=name, code_dir=str(code_dir))
         return 201, json.dumps(fn.configuration()).encode(), {}
 
@@ -1660,6 +1777,7 @@ class LambdaService:
                 if key in req:
                     setattr(fn, attr, req[key])
         self._retire(fn)
+        self._save_functions()
         return fn.configuration()
 
     def _update_code(self, name: str, req: dict[str, Any]) -> dict[str, Any]:
@@ -1671,6 +1789,7 @@ class LambdaService:
         with self._lock:
             fn.code_dir, fn.local_code, fn.code_sha256, fn.code_size = code_dir, local, sha, size
         self._retire(fn)
+        self._save_functions()
         if old is not None and old != code_dir:
             # running environments keep their cwd open; removing the files is safe on POSIX
             shutil.rmtree(old, ignore_errors=True)
@@ -1681,13 +1800,21 @@ class LambdaService:
         with self._lock:
             self._functions.pop(name, None)
             fn.deleted = True
+            forgotten = [e.request_id for e in (*fn.async_queue, *fn.retrying)]
             fn.async_queue.clear()
             idle, fn.idle = fn.idle, []
             self._capacity.notify_all()
+        self._save_functions()
+        self._forget_events(forgotten)
         for env in idle:
             env.kill("deleted")
         if not fn.local_code:
-            shutil.rmtree(fn.code_dir.parent, ignore_errors=True)
+            # its own code only: a function created anew under this name has another code-<id>
+            shutil.rmtree(fn.code_dir, ignore_errors=True)
+            try:
+                fn.code_dir.parent.rmdir()
+            except OSError:
+                pass
         return 204, b"", {}
 
     def _tags(self, method: str, arn: str, body: bytes, raw_query: str) -> tuple[int, bytes, dict[str, str]]:
@@ -1706,12 +1833,14 @@ class LambdaService:
                 raise ApiError(400, "InvalidParameterValueException", "Tags must be a map of strings.")
             with self._lock:
                 fn.tags.update({str(k): str(v) for k, v in new.items()})
+            self._save_functions()
             return 204, b"", {}
         if method == "DELETE":
             keys = parse_qs(raw_query).get("tagKeys", [])
             with self._lock:
                 for key in keys:
                     fn.tags.pop(key, None)
+            self._save_functions()
             return 204, b"", {}
         raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} tags")
 
@@ -1725,11 +1854,13 @@ class LambdaService:
             with self._capacity:
                 fn.reserved = n
                 self._capacity.notify_all()
+            self._save_functions()
             return _ok({"ReservedConcurrentExecutions": n})
         if method == "DELETE":
             with self._capacity:
                 fn.reserved = None
                 self._capacity.notify_all()
+            self._save_functions()
             return 204, b"", {}
         if method == "GET":
             return _ok({} if fn.reserved is None else {"ReservedConcurrentExecutions": fn.reserved})
@@ -1770,6 +1901,7 @@ class LambdaService:
                                    f"functions and SQS queues only, not {arn}.")
             base["LastModified"] = time.time()
             fn.event_invoke_config = base
+            self._save_functions()
             return _ok(shaped(base))
         if method == "GET":
             if fn.event_invoke_config is None:
@@ -1778,6 +1910,7 @@ class LambdaService:
             return _ok(shaped(fn.event_invoke_config))
         if method == "DELETE":
             fn.event_invoke_config = None
+            self._save_functions()
             return 204, b"", {}
         raise ApiError(404, "UnknownOperationException", f"Unknown operation {method} event-invoke-config")
 
@@ -1840,6 +1973,54 @@ class LambdaService:
 
 
 _STATUSES = ("running", "succeeded", "failed", "timeout", "crashed", "throttled", "queued")
+
+
+_RECORD_FIELDS = ("name", "handler", "runtime", "role", "timeout", "memory_size", "environment",
+                  "description", "local_code", "code_sha256", "code_size", "tags", "reserved",
+                  "revision_id", "last_modified", "event_invoke_config")
+
+
+def _function_record(fn: _Function) -> dict[str, Any]:
+    """The persistent fields of ``fn`` (see :class:`~lambdarun.local.persist.FunctionStore`)."""
+    out = {k: getattr(fn, k) for k in _RECORD_FIELDS}
+    out["code_dir"] = str(fn.code_dir)
+    out["environment"] = dict(fn.environment)
+    out["tags"] = dict(fn.tags)
+    return out
+
+
+def _function_from_record(doc: Mapping[str, Any], region: str) -> _Function:
+    """A function from a saved record, validated like CreateFunction's input."""
+    name = str(doc["name"])
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        raise ValueError(f"invalid function name {name!r}")
+    timeout, memory = int(doc["timeout"]), int(doc["memory_size"])
+    _check_limits(timeout, memory)
+    environment, tags = doc.get("environment") or {}, doc.get("tags") or {}
+    if not isinstance(environment, dict) or not isinstance(tags, dict):
+        raise ValueError("environment and tags must be maps")
+    reserved = doc.get("reserved")
+    if reserved is not None and int(reserved) < 0:
+        raise ValueError(f"reserved concurrency {reserved!r} is negative")
+    eic = doc.get("event_invoke_config")
+    if eic is not None and not isinstance(eic, dict):
+        raise ValueError("event_invoke_config must be a map")
+    code_dir = Path(str(doc["code_dir"]))
+    if not code_dir.is_absolute():
+        raise ValueError(f"code directory {code_dir} is not absolute")
+    return _Function(
+        name=name, handler=str(doc["handler"]), runtime=str(doc["runtime"]), role=str(doc.get("role", "")),
+        timeout=timeout, memory_size=memory,
+        environment={str(k): str(v) for k, v in environment.items()},
+        description=str(doc.get("description", "")), code_dir=code_dir,
+        local_code=bool(doc["local_code"]), code_sha256=str(doc["code_sha256"]),
+        code_size=int(doc["code_size"]), region=region,
+        tags={str(k): str(v) for k, v in tags.items()},
+        reserved=None if reserved is None else int(reserved),
+        revision_id=str(doc.get("revision_id") or uuid.uuid4()),
+        last_modified=str(doc.get("last_modified") or _now_iso()),
+        event_invoke_config=eic,
+    )
 
 
 def _refuse_layers(req: Mapping[str, Any]) -> None:

@@ -4,6 +4,11 @@ Embedded (the default): ``LocalStack(state_dir).start()`` runs both servers in b
 threads of the calling process and stops them at exit. Shared: ``lambdarun local up`` runs
 one in the foreground and records ``<state_dir>/stack.json`` (pid + endpoints); any
 ``LocalStack(state_dir, reuse=True)`` then attaches to it instead of starting its own.
+
+A shared stack keeps its functions, queued Event invocations and moto's data in
+``<state_dir>/shared/state/`` and the next one restores them (:mod:`.persist`); an attached
+stack follows a restarted one (:meth:`LocalStack.refresh`) or reports
+:class:`LocalStackUnavailableError`.
 """
 
 from __future__ import annotations
@@ -25,12 +30,25 @@ import attrs
 import structlog
 
 from lambdarun.errors import TargetError
+from lambdarun.local.persist import (
+    JournalMiddleware,
+    MotoJournal,
+    PersistError,
+    ServiceState,
+    StateInUseError,
+    quarantine,
+    read_trusted,
+    secure_dir,
+    sweep,
+    write_private,
+)
 from lambdarun.local.service import LOCAL_ENDPOINTS_VAR, LambdaService, ServiceOptions
 
 __all__ = [
     "DUMMY_CREDENTIALS",
     "Endpoints",
     "LocalStack",
+    "LocalStackUnavailableError",
     "StackInfo",
     "default_state_dir",
     "read_stack_info",
@@ -49,6 +67,21 @@ STATE_FILE = "stack.json"
 SIGNING_KEY_FILE = "signing-key"
 #: services a function reaches through moto's single endpoint
 MOTO_SERVICES = ("s3", "dynamodb", "iam", "sts")
+
+
+class LocalStackUnavailableError(TargetError):
+    """The shared local stack a process attached to went down (and no new one is up, or the
+    call may already have reached the old one, so it is not sent again).
+
+    :ivar state_dir: the stack's state directory (``lambdarun local up --state-dir``).
+    :ivar maybe_ran: True when the request may have reached the stack before it went down
+        (an ``Invoke`` then may or may not have run).
+    """
+
+    def __init__(self, message: str, *, state_dir: str = "", maybe_ran: bool = False) -> None:
+        super().__init__(message)
+        self.state_dir = state_dir
+        self.maybe_ran = maybe_ran
 
 
 def default_state_dir() -> Path:
@@ -186,6 +219,20 @@ class NoDelayQuietHandler:
         pass
 
 
+def _kept_signing_key(run_dir: Path) -> bytes | None:
+    """The key an earlier start of this (persisting) stack kept in ``run_dir``, if it is this
+    user's private regular file and a valid key; None otherwise (a new one is made)."""
+    from lambdarun.config import MIN_SIGNING_KEY_BYTES
+
+    try:
+        key = read_trusted(run_dir / SIGNING_KEY_FILE, 4096).strip()
+    except (PersistError, OSError):
+        return None
+    if len(key) < MIN_SIGNING_KEY_BYTES or os.stat(run_dir / SIGNING_KEY_FILE).st_mode & 0o077:
+        return None
+    return key
+
+
 def _new_signing_key(run_dir: Path) -> bytes:
     """Generate a signing key and keep it in ``run_dir`` (0700) as ``signing-key`` (0600)."""
     from lambdarun.signing import generate_key
@@ -204,8 +251,11 @@ def _new_signing_key(run_dir: Path) -> bytes:
     return key
 
 
-def _start_moto(port: int) -> Any:
-    """A ``ThreadedMotoServer`` on 127.0.0.1 whose connections use TCP_NODELAY."""
+def _start_moto(port: int, journal: MotoJournal | None = None) -> Any:
+    """A ``ThreadedMotoServer`` on 127.0.0.1 whose connections use TCP_NODELAY.
+
+    With a ``journal``, its entries are replayed into moto before the server listens, and
+    every successful write is appended to it from then on (see :mod:`.persist`)."""
     try:
         import awslambdaric  # noqa: F401 - the runtime client every environment runs
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -225,7 +275,19 @@ def _start_moto(port: int) -> Any:
 
     class Server(ThreadedMotoServer):
         def _server_entry(self) -> None:
-            app = DomainDispatcherApplication(create_backend_app)
+            app: Any = DomainDispatcherApplication(create_backend_app)
+            if journal is not None:
+                try:
+                    replayed, failed = journal.replay(app)
+                except Exception as e:  # never keep the server from starting: set it aside
+                    log.error("moto journal could not be replayed; moved aside, moto starts empty",
+                              error=f"{type(e).__name__}: {e}")
+                    quarantine(journal.path, f"replay failed: {type(e).__name__}: {e}")
+                    replayed = failed = 0
+                if replayed or failed:
+                    log.info("moto state restored from its journal", replayed=replayed, failed=failed)
+                journal.open()
+                app = JournalMiddleware(app, journal)
             self._server = make_server(
                 self._ip_address, self._port, app, True, request_handler=handler
             )
@@ -254,6 +316,9 @@ class LocalStack:
     :param reuse: attach to the shared stack recorded in ``state_dir`` when one is up.
     :param shared: record this stack in ``stack.json`` for other processes (``local up``).
     :param stop_at_exit: stop at interpreter exit (embedded mode).
+    :param persist: keep functions, queued Event invocations and moto's state in
+        ``<state_dir>/shared/state/`` and restore them on the next start (default: on for
+        shared stacks; embedded ones never persist).
 
     Embedded stacks (``shared=False``) keep code and logs in
     ``<state_dir>/embedded-<pid>-<id>/``, removed when they stop; shared ones in
@@ -276,6 +341,7 @@ class LocalStack:
         reuse: bool = True,
         shared: bool = False,
         stop_at_exit: bool = True,
+        persist: bool | None = None,
     ) -> None:
         self.state_dir = Path(state_dir or default_state_dir()).expanduser().resolve()
         self.port = port
@@ -290,6 +356,10 @@ class LocalStack:
         self.reuse = reuse
         self.shared = shared
         self.stop_at_exit = stop_at_exit
+        #: keep functions, queued Events and moto's state across restarts (shared stacks)
+        self.persist = shared if persist is None else persist and shared
+        self._journal: MotoJournal | None = None
+        self._state: ServiceState | None = None
         self._lock = threading.RLock()
         self._service: LambdaService | None = None
         self._moto: Any = None
@@ -332,6 +402,8 @@ class LocalStack:
                     self.region = info.region
                     log.debug("attached to running local stack", pid=info.pid, lambda_=info.endpoints.lambda_)
                     return self
+            secure_dir(self.state_dir)
+            sweep(self.state_dir)  # run directories of embedded stacks that were killed
             if self.shared:
                 running = read_stack_info(self.state_dir)
                 if running is not None:
@@ -343,11 +415,26 @@ class LocalStack:
                 self._run_dir = self.state_dir / "shared"
             else:
                 self._run_dir = self.state_dir / f"embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            self._signing_key = _new_signing_key(self._run_dir)
+            # a persisting stack keeps its key across restarts: its restored functions read
+            # the key from the secret it was stored in, and callers attached before still sign
+            self._signing_key = (_kept_signing_key(self._run_dir) if self.persist else None) or (
+                _new_signing_key(self._run_dir)
+            )
             started = False
+            state = None
+            if self.persist:
+                try:
+                    state = ServiceState.open(secure_dir(self._run_dir) / "state")
+                except StateInUseError as e:
+                    raise TargetError(
+                        f"a local stack is already up in {self.state_dir} ({e}); stop it with "
+                        f"`lambdarun local down --state-dir {self.state_dir}` or use another --state-dir"
+                    ) from e
+                self._journal = MotoJournal(state.directory / "moto.jsonl")
+            self._state = state
             try:
                 try:
-                    self._moto = _start_moto(self.moto_port)
+                    self._moto = _start_moto(self.moto_port, self._journal)
                 except OSError as e:
                     raise TargetError(
                         f"cannot start the moto server on 127.0.0.1:{self.moto_port}: {e}; "
@@ -369,7 +456,7 @@ class LocalStack:
                     service_endpoints=endpoints,
                 )
                 try:
-                    self._service = LambdaService(options).start()
+                    self._service = LambdaService(options, state).start()
                 except OSError as e:
                     raise TargetError(
                         f"cannot start the local Lambda service on 127.0.0.1:{self.port}: {e}; "
@@ -396,9 +483,7 @@ class LocalStack:
             state_dir=str(self.state_dir),
             started=time.time(),
         )
-        tmp = self.state_dir / f".{STATE_FILE}.{os.getpid()}"
-        tmp.write_text(info.to_json())
-        os.replace(tmp, self.state_dir / STATE_FILE)
+        write_private(self.state_dir / STATE_FILE, info.to_json().encode())
 
     def _shutdown_servers(self) -> None:
         if self._service is not None:
@@ -410,6 +495,12 @@ class LocalStack:
             except Exception:  # pragma: no cover - best effort at shutdown
                 log.warning("moto server did not stop cleanly", exc_info=True)
             self._moto = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if self._state is not None:
+            self._state.close()  # releases the state directory's lock
+            self._state = None
 
     def stop(self) -> None:
         """Stop what this object started (nothing when attached to a shared stack).
@@ -440,6 +531,49 @@ class LocalStack:
             self._endpoints = None
             if self.stop_at_exit:
                 atexit.unregister(self.stop)
+
+    def refresh(self) -> str:
+        """After a failed connection: is the stack still there?
+
+        ``"same"`` (it still answers, same endpoints), ``"moved"`` (attached through
+        ``stack.json`` and a new stack is up there: :attr:`endpoints` now points at it) or
+        ``"gone"`` (nothing answers). An owned stack is ``"same"`` while it runs.
+        """
+        with self._lock:
+            if self._service is not None:
+                return "same"
+            attached = self._attached
+            if attached is None or self._endpoints is None:
+                return "gone"
+            if not attached.state_dir:  # attached to explicit endpoints: nothing to re-read
+                return "same" if self.alive() else "gone"
+            info = read_stack_info(attached.state_dir)
+            if info is None:
+                return "gone"
+            if info.pid == attached.pid and info.endpoints == attached.endpoints:
+                return "same"
+            log.info("local stack restarted: following it", old_pid=attached.pid, pid=info.pid,
+                     lambda_=info.endpoints.lambda_)
+            self._attached = info
+            self._endpoints = info.endpoints
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+        return "moved"
+
+    def unavailable(self, doing: str, *, maybe_ran: bool = False) -> LocalStackUnavailableError:
+        """The error to raise when the stack went down while ``doing`` something."""
+        info = self._attached
+        state_dir = (info.state_dir if info is not None and info.state_dir else str(self.state_dir))
+        where = f" (pid {info.pid}, {info.endpoints.lambda_})" if info is not None and info.pid else ""
+        if maybe_ran:
+            message = (f"the local stack in {state_dir}{where} went down during {doing}; it may "
+                       "have run and is not sent again (at most once). ")
+        else:
+            message = f"the local stack in {state_dir}{where} is down ({doing} failed). "
+        message += (f"Start it with `lambdarun local up --state-dir {state_dir}` (its functions, "
+                    "queued events and S3/DynamoDB data are restored), then call again.")
+        return LocalStackUnavailableError(message, state_dir=state_dir, maybe_ran=maybe_ran)
 
     def __enter__(self) -> LocalStack:
         return self.start()
