@@ -71,12 +71,14 @@ class DashboardApp:
         lambda_url: str | None = None,
         token: str | None = None,
         refresh: float = 2.0,
+        lambda_credentials: Any = None,
     ) -> None:
         self.session = session
         self.registry = registry if registry is not None else collect_pages(session.pm)
         self.token = token or secrets.token_urlsafe(24)
         self.refresh = refresh
         self._lambda_url = lambda_url
+        self._lambda_credentials = lambda_credentials
         self._lambda_api: LambdaApi | None = None
         self.journal = Journal.for_settings(session.settings)
         self.allowed_hosts: frozenset[str] = frozenset()
@@ -120,10 +122,15 @@ class DashboardApp:
     def lambda_api(self) -> LambdaApi | None:
         if self._lambda_api is None:
             url = self._lambda_url
+            credentials = self._lambda_credentials
+            region = self.session.settings.region
             if url is None and self.session.settings.target == "local":
                 url = self.session.target.endpoint_url("lambda")
+                stack = getattr(self.session.target, "stack", None)
+                credentials = getattr(stack, "credentials", None)
+                region = getattr(stack, "region", region)
             if url:
-                self._lambda_api = LambdaApi(url)
+                self._lambda_api = LambdaApi(url, credentials=credentials, region=region)
         return self._lambda_api
 
     # -- helpers for views and templates -------------------------------------------------

@@ -15,7 +15,13 @@ from pathlib import Path
 import click
 
 from lambdarun.errors import LambdarunError, TargetError
-from lambdarun.local.stack import LocalStack, default_state_dir, pid_running, read_stack_info
+from lambdarun.local.stack import (
+    LocalStack,
+    default_state_dir,
+    pid_running,
+    read_stack_info,
+    shared_credentials,
+)
 
 __all__ = ["local"]
 
@@ -80,7 +86,8 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
     click.echo(f"  s3, dynamodb, iam, sts (moto): {ep.moto}")
     if dashboard is not None:
         click.echo(f"  dashboard: {dashboard.url_with_token}")
-    for line in ep.export_lines():
+    # endpoints, region and the stack's credentials: the only ones its endpoints accept
+    for line in stack.export_lines():
         click.echo(line)
     sys.stdout.flush()
     try:
@@ -104,8 +111,12 @@ def status(state_dir: Path | None) -> None:
     click.echo(f"lambdarun local stack up (pid {info.pid}, state {info.state_dir})")
     click.echo(f"  lambda:   {info.endpoints.lambda_}")
     click.echo(f"  s3, dynamodb, iam, sts (moto): {info.endpoints.moto}")
+    credentials = shared_credentials(state_dir)
     for line in info.endpoints.export_lines():
         click.echo(line)
+    if credentials is not None:
+        for key, value in credentials.environment().items():
+            click.echo(f"export {key}={value}")
 
 
 @local.command()

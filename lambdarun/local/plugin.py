@@ -24,7 +24,7 @@ import structlog
 
 from lambdarun.errors import TargetError
 from lambdarun.hookspecs import hookimpl
-from lambdarun.local.stack import DUMMY_CREDENTIALS, LocalStack, default_state_dir
+from lambdarun.local.stack import LocalStack, default_state_dir
 from lambdarun.session import at_exit_after_sessions
 from lambdarun.targets import Boto3Target
 from lambdarun.types import FunctionSpec
@@ -121,7 +121,8 @@ def _import_paths() -> list[str]:
 
 
 class LocalTarget(Boto3Target):
-    """Target ``local``: boto3 against the local stack, with dummy credentials.
+    """Target ``local``: boto3 against the local stack, with the stack's own credentials
+    (never the user's).
 
     :param settings: resolved settings (``region`` and the ``[local]`` section).
     :param stack: use this (started or not) stack instead of the process-wide embedded one.
@@ -130,7 +131,10 @@ class LocalTarget(Boto3Target):
     name = "local"
 
     def __init__(self, settings: Settings, *, stack: LocalStack | None = None) -> None:
-        super().__init__(settings, endpoints={}, credentials=DUMMY_CREDENTIALS, name="local")
+        # placeholder credentials until the stack is known (see _session): never the user's
+        super().__init__(settings, endpoints={}, credentials={"aws_access_key_id": "pending",
+                                                             "aws_secret_access_key": "pending"},
+                         name="local")
         self._endpoints = {}  # ignore [aws] endpoint settings: the local stack decides
         self._stack = stack
         self._start_lock = threading.Lock()
@@ -155,6 +159,15 @@ class LocalTarget(Boto3Target):
         """How many invocations the local stack runs at once (more synchronous ones get 429)."""
         return self.stack.concurrency_limit
 
+    def _session(self) -> Any:
+        # the stack's credentials: the only ones its endpoints accept (a new stack, after
+        # the shared one went down, has new ones)
+        credentials = self.stack.credentials.boto3_kwargs()
+        if credentials != self._credentials:
+            self._credentials = credentials
+            self._boto_session = None
+        return super()._session()
+
     def client(self, service: str) -> Any:
         endpoints = self.stack.endpoints
         self._endpoints.setdefault(service, endpoints.url(service))
@@ -164,8 +177,9 @@ class LocalTarget(Boto3Target):
         return self.stack.endpoints.url(service)
 
     def environment(self) -> dict[str, str]:
-        self.stack  # noqa: B018 - make sure endpoints are known
-        return super().environment()
+        """Endpoints, region and the stack's credentials for a boto3 user of the stack."""
+        stack = self.stack
+        return {**super().environment(), **stack.credentials.environment()}
 
     def ensure_function(self, spec: FunctionSpec) -> str:
         """Create (or bring up to date) ``spec`` from the current environment.
@@ -254,7 +268,7 @@ class LocalTarget(Boto3Target):
         """
         url = (f"{self.stack.endpoints.lambda_}/_lambdarun/functions/"
                f"{urllib.parse.quote(function_name, safe='')}/stop")
-        req = urllib.request.Request(
+        req = self.stack.signed_request(
             url, data=json.dumps({"marker": marker}).encode(), method="POST",
             headers={"Content-Type": "application/json"},
         )
