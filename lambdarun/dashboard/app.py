@@ -145,7 +145,7 @@ class DashboardApp:
             return "#"
 
     def cookie_has_token(self, request: Request) -> bool:
-        return hmac.compare_digest(request.cookies.get(TOKEN_COOKIE, ""), self.token)
+        return _same_token(request.cookies.get(TOKEN_COOKIE, ""), self.token)
 
     def template_globals(self, ctx: ViewContext) -> dict[str, Any]:
         has_token = self.cookie_has_token(ctx.request)
@@ -238,7 +238,7 @@ class DashboardApp:
         if request.headers.get("Sec-Fetch-Site") not in (None, "same-origin", "none"):
             raise Forbidden("refused: a write action from another site")
         given = request.form.get(TOKEN_FIELD) or request.headers.get("X-Lambdarun-Token") or ""
-        if not given or not hmac.compare_digest(given, self.token):
+        if not given or not _same_token(given, self.token):
             raise Forbidden(
                 "refused: this action needs the dashboard token printed when the dashboard started "
                 "(open the printed URL with ?token=..., or paste the token into the form)"
@@ -249,7 +249,7 @@ class DashboardApp:
         args = [(k, v) for k, v in request.args.items(multi=True) if k != TOKEN_FIELD]
         target = request.path + ("?" + urllib.parse.urlencode(args) if args else "")
         response = redirect(target, code=303)
-        if hmac.compare_digest(given, self.token):
+        if _same_token(given, self.token):
             response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="Strict", path="/")
         else:
             response = self._error_page(request, 403, "refused: wrong dashboard token")
@@ -277,3 +277,9 @@ class DashboardApp:
             log.exception("dashboard error page failed")
             html = f"{status}: {message}"
         return Response(html, status=status, mimetype="text/html")
+
+
+def _same_token(given: str, token: str) -> bool:
+    """Constant-time comparison that also takes any text a client sends (``compare_digest``
+    raises TypeError on non-ASCII str: that must be a 403, never a 500)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8"))

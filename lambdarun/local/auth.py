@@ -40,6 +40,8 @@ from xml.sax.saxutils import escape
 import attrs
 import structlog
 
+from lambdarun.private_files import private_dir, write_private
+
 __all__ = [
     "AuthFailure",
     "BROWSER_HEADERS",
@@ -76,37 +78,6 @@ _UNVERIFIED_PAYLOADS = frozenset({
     "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
     "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
 })
-
-
-# ---------------------------------------------------------------------------------------
-# private files
-# ---------------------------------------------------------------------------------------
-
-
-def private_dir(path: Path) -> Path:
-    """Create ``path`` (and missing parents) as 0700; an existing one we own is set to 0700."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid == os.getuid() and st.st_mode & 0o077:
-        os.chmod(path, 0o700)
-    return path
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, created 0600 (never readable by others, not
-    even between create and chmod)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ---------------------------------------------------------------------------------------

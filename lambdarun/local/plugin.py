@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import structlog
 
+from lambdarun.config import port_number
 from lambdarun.errors import TargetError
 from lambdarun.hookspecs import hookimpl
 from lambdarun.local.stack import LocalStack, default_state_dir
@@ -47,9 +48,9 @@ class LocalConfig:
     #: stack.json, extracted code and logs
     state_dir: str = str(default_state_dir())
     #: Lambda API port of an embedded stack (0: a free port)
-    port: int = 0
+    port: int = attrs.field(default=0, validator=port_number)
     #: moto server port of an embedded stack (0: a free port)
-    moto_port: int = 0
+    moto_port: int = attrs.field(default=0, validator=port_number)
     #: global concurrency limit (0: CPU count x 4)
     max_concurrency: int = 0
     #: seconds an idle execution environment stays warm

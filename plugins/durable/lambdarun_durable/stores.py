@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import structlog
 
 from lambdarun.errors import CheckpointConflictError, CheckpointError, ExecutionNotFoundError
+from lambdarun.private_files import private_file
 from lambdarun.types import Checkpoint
 
 log = structlog.get_logger(__name__)
@@ -65,8 +66,9 @@ class SQLiteCheckpointStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
+        # 0600 in a 0700 folder: checkpoints hold step results and inputs
+        if path != ":memory:" and not path.startswith("file:"):
+            private_file(path)
         conn = self._conn()
         conn.executescript(
             """
