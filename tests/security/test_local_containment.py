@@ -26,8 +26,7 @@ import os, subprocess, sys, time
 
 def handler(event, context):
     # a child in a session of its own, and a double-forked daemon (re-parented away)
-    child = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)"],
-                             start_new_session=True)
+    child = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)"])
     r, w = os.pipe()
     if os.fork() == 0:
         os.setsid()
@@ -53,6 +52,20 @@ def alive(pid: int) -> bool:
         return False
 
 
+def in_own_session(pid: int, deadline: float = 20.0) -> bool:
+    """True once ``pid`` leads a session of its own (it called setsid())."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return False
+        if int(fields[3]) == pid:  # field 6 of stat: the session id
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def wait_gone(pids: list[int], deadline: float = 20.0) -> list[int]:
     """The pids still alive after ``deadline`` seconds (polling; [] when all are gone)."""
     end = time.monotonic() + deadline
@@ -68,6 +81,7 @@ def _spawned(local_stack: LocalStack, name: str, **kwargs: Any) -> dict[str, Any
     lam = local_stack.client("lambda")
     create_function(lam, name, SPAWNER, timeout=kwargs.pop("timeout", 30))
     out = json.loads(lam.invoke(FunctionName=name, Payload=json.dumps(kwargs))["Payload"].read())
+    assert in_own_session(out["pids"][0])  # the child really left the environment's session
     assert all(alive(p) for p in out["pids"])  # they outlive the invocation, as on Lambda
     return out
 
