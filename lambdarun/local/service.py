@@ -497,18 +497,24 @@ class _Environment:
     def kill(self, reason: str | None = None) -> None:
         """Kill the worker and everything it started, ``setsid()`` children included.
 
-        SIGTERM to the environment's supervisor (see ``_bootstrap.py``: a child subreaper
-        that SIGKILLs the runtime and every descendant, then exits); should it not be gone
+        SIGKILL to the runtime and SIGTERM to the environment's supervisor (see
+        ``_bootstrap.py``: a child subreaper that SIGKILLs every descendant, then exits with
+        the runtime's status); should it not be gone
         within :data:`KILL_GRACE` seconds, SIGKILL to its whole process group."""
         if reason and not self.exit_reason:
             self.exit_reason = reason
         self.dead = True
         proc = self.proc
         if proc is not None and proc.returncode is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+            runtime = self.runtime_pid()
+            # the runtime at once (it may be burning CPU the next environment needs), then
+            # the supervisor, which sweeps whatever else the handler started
+            for pid, sig in ((runtime, signal.SIGKILL), (proc.pid, signal.SIGTERM)):
+                if pid:
+                    try:
+                        os.kill(pid, sig)
+                    except (ProcessLookupError, PermissionError):
+                        pass
 
             def force() -> None:
                 if proc.poll() is None:
