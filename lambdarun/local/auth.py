@@ -450,7 +450,7 @@ class MotoFront:
         from http import HTTPStatus
 
         start_response(f"{status} {HTTPStatus(status).phrase}", [
-            ("Content-Type", ctype), ("Content-Length", str(len(body))), ("Connection", "close"),
+            ("Content-Type", ctype), ("Content-Length", str(len(body))),
         ])
         return [body]
 

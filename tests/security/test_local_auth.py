@@ -315,3 +315,24 @@ def test_a_handler_reaches_moto_and_lambda_with_its_injected_credentials(local_s
     finally:
         lam.delete_function(FunctionName="inside-client")
     assert local_stack.client("s3").get_object(Bucket="from-inside", Key="k")["Body"].read() == b"v"
+
+
+def test_a_refused_body_is_never_taken_for_the_next_request(local_stack: LocalStack) -> None:
+    """The body of a refused request (unread) must not be parsed as a request of its own."""
+    import socket
+
+    for url, path in ((local_stack.endpoints.moto, "/smuggle/k"), (local_stack.endpoints.lambda_, API)):
+        host = url.split("//", 1)[1]
+        inner = f"GET /_lambdarun/health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        outer = (f"PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(inner)}\r\n\r\n").encode()
+        hostname, port = host.split(":")
+        with socket.create_connection((hostname, int(port)), timeout=15) as s:
+            s.sendall(outer + inner)
+            data = b""
+            while True:  # until the server closes the connection (or the timeout fails the test)
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        assert data.count(b"HTTP/1.1 ") == 1, data
+        assert data.startswith(b"HTTP/1.1 403"), data
