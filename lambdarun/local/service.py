@@ -587,6 +587,15 @@ class _Environment:
         except OSError:
             return b""
 
+    def is_runtime_connection(self, conn: Any) -> bool:
+        """True when ``conn`` (accepted on this environment's Runtime API) comes from this
+        environment's runtime process."""
+        pid = self.runtime_pid()
+        if pid is None:
+            return False
+        held = auth.peer_held_by(conn, pid)
+        return True if held is None else held  # None: no /proc here, nothing to check with
+
     def runtime_pid(self) -> int | None:
         """Pid of the runtime (the supervisor's first child), found once."""
         if self._runtime_pid is None and self.pid:
@@ -682,20 +691,26 @@ _RUNTIME_PREFIX = "/2018-06-01/runtime/"
 
 
 class _RuntimeHandler(FastHandler):
-    """One environment's Runtime API. Only its own runtime client talks to it: browsers
-    (``Origin``/``Sec-Fetch-*``, preflights) and other Host names are refused, and it answers
-    on 127.0.0.1 only; invocation ids are random UUIDs."""
+    """One environment's Runtime API. Only its own runtime client talks to it: a connection
+    from any other process (checked once per connection: the peer socket must be held by the
+    environment's runtime process), browsers (``Origin``/``Sec-Fetch-*``, preflights) and
+    other Host names are refused; it answers on 127.0.0.1 only."""
 
     server_version = "lambdarun-local-runtime"
+
+    _peer_ok: bool | None = None
 
     def _refused(self) -> bool:
         env: _Environment = self.server.app
         marker = auth.browser_marker(self.headers.get)
         host = self.headers.get("Host")
-        if marker is None and self.command != "OPTIONS" and (host is None or host == env.runtime.address):
+        if self._peer_ok is None:  # once per connection (the runtime client keeps one alive)
+            self._peer_ok = env.is_runtime_connection(self.connection)
+        if (self._peer_ok and marker is None and self.command != "OPTIONS"
+                and (host is None or host == env.runtime.address)):
             return False
         log.warning("runtime API refused a request", function=env.function.name,
-                    header=marker, host=host, method=self.command)
+                    header=marker, host=host, method=self.command, own_runtime=self._peer_ok)
         self.close_connection = True
         self.reply(403, b'{"errorMessage":"refused","errorType":"AccessDenied"}')
         self.discard_input()

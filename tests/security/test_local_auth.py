@@ -187,6 +187,12 @@ def test_runtime_api_refuses_browsers_and_other_hosts(local_stack: LocalStack) -
     try:
         address = json.loads(lam.invoke(FunctionName="runtime-address")["Payload"].read())
         url = f"http://{address}"
+        # another process of this very user, clean headers: not the environment's runtime
+        resp = raw_http(url, "GET", "/2018-06-01/runtime/invocation/next", headers={"Host": address})
+        assert resp.status == 403
+        resp = raw_http(url, "POST", "/2018-06-01/runtime/invocation/x/response",
+                        headers={"Host": address, "Content-Length": "4"}, body=b'"no"')
+        assert resp.status == 403
         for headers in ({"Host": address, "Origin": "http://evil.example"},
                         {"Host": address, "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Site": "cross-site"},
                         {"Host": f"rebound.test:{address.split(':')[1]}"}):
