@@ -40,7 +40,7 @@ from xml.sax.saxutils import escape
 import attrs
 import structlog
 
-from lambdarun.private_files import private_dir, write_private
+from lambdarun.private_files import write_private
 
 __all__ = [
     "AuthFailure",
@@ -54,8 +54,6 @@ __all__ = [
     "content_length",
     "peer_held_by",
     "signed_request",
-    "write_private",
-    "private_dir",
 ]
 
 log = structlog.get_logger(__name__)

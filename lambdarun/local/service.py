@@ -47,6 +47,7 @@ import structlog
 from lambdarun.local import auth
 from lambdarun.local._http import FastHandler, LoopbackServer
 from lambdarun.local._sandbox import ISOLATED_FLAGS, SYS_PATH_VAR, build_runtime_dir
+from lambdarun.private_files import private_dir
 
 __all__ = [
     "ServiceOptions",
@@ -416,7 +417,7 @@ class _Environment:
         self.last_used = time.monotonic()
         day = datetime.now(timezone.utc).strftime("%Y/%m/%d")
         self.log_stream = f"{day}/[$LATEST]{self.id}"
-        log_dir = auth.private_dir(service.options.state_dir / "logs" / fn.name)
+        log_dir = private_dir(service.options.state_dir / "logs" / fn.name)
         self.log_path = log_dir / f"{day.replace('/', '-')}-{self.id}.log"
         # 0600 from the start: logs hold the function's output, tracebacks, payloads
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -901,14 +902,8 @@ class _ApiHandler(FastHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
-    def do_OPTIONS(self) -> None:
+    def do_OPTIONS(self) -> None:  # a CORS preflight: refused, no CORS headers
         self._dispatch("OPTIONS")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_HEAD(self) -> None:
-        self._dispatch("HEAD")
 
 
 def _auth_error(failure: auth.AuthFailure) -> ApiError:
@@ -972,9 +967,9 @@ class LambdaService:
         self._seq = itertools.count(1)
         #: checks every API request's signature against ``options.credentials``
         self.verifier = auth.SigV4Verifier(options.credentials)
-        auth.private_dir(options.state_dir)
-        auth.private_dir(options.state_dir / "functions")
-        auth.private_dir(options.state_dir / "logs")
+        private_dir(options.state_dir)
+        private_dir(options.state_dir / "functions")
+        private_dir(options.state_dir / "logs")
         options.credentials.save(options.state_dir / auth.CREDENTIALS_FILE)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -1473,7 +1468,7 @@ class LambdaService:
         record = self._destination_record(fn, event, inv, condition)
         log.warning("async invocation failed", function=fn.name, request_id=event.request_id,
                     attempts=event.attempts, condition=condition)
-        path = auth.private_dir(self.options.state_dir / "logs" / fn.name) / "async-failures.jsonl"
+        path = private_dir(self.options.state_dir / "logs" / fn.name) / "async-failures.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with open(fd, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -2049,7 +2044,7 @@ def _extract_zip(data: bytes, target: Path) -> None:
             raise ApiError(400, "InvalidParameterValueException",
                            f"Unzipped size must be smaller than {UNZIPPED_CODE_LIMIT} bytes")
         created_parent = not target.parent.exists()
-        auth.private_dir(target.parent)
+        private_dir(target.parent)
         target.mkdir(mode=0o700)
         written = 0
         try:

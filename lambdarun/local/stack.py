@@ -28,6 +28,7 @@ from lambdarun.errors import TargetError
 from lambdarun.local import auth
 from lambdarun.local.auth import CREDENTIALS_FILE, StackCredentials
 from lambdarun.local.service import LOCAL_ENDPOINTS_VAR, LambdaService, ServiceOptions
+from lambdarun.private_files import private_dir, write_private
 
 __all__ = [
     "Endpoints",
@@ -326,7 +327,7 @@ class LocalStack:
         with self._lock:
             if self._endpoints is not None:
                 return self
-            auth.private_dir(self.state_dir)
+            private_dir(self.state_dir)
             if self.reuse:
                 info = read_stack_info(self.state_dir)
                 credentials = shared_credentials(self.state_dir)
@@ -348,7 +349,7 @@ class LocalStack:
                 self._run_dir = self.state_dir / SHARED_DIR
             else:
                 self._run_dir = self.state_dir / f"embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            auth.private_dir(self._run_dir)
+            private_dir(self._run_dir)
             credentials = self._credentials = StackCredentials.generate()
             started = False
             try:
@@ -403,7 +404,7 @@ class LocalStack:
             state_dir=str(self.state_dir),
             started=time.time(),
         )
-        auth.write_private(self.state_dir / STATE_FILE, info.to_json().encode())
+        write_private(self.state_dir / STATE_FILE, info.to_json().encode())
 
     def _shutdown_servers(self) -> None:
         if self._service is not None:
