@@ -231,3 +231,29 @@ def test_the_per_operation_payload_limits_still_hold(local_stack: LocalStack) ->
         assert err.value.response["Error"]["Code"] == "RequestEntityTooLargeException"
     finally:
         lam.delete_function(FunctionName="limits-echo")
+
+
+def test_zip_whose_directory_understates_the_size_is_refused(local_stack: LocalStack) -> None:
+    """A central directory (and local header) that claim 10 bytes for a member that inflates
+    to 50 MB: extraction never writes beyond the claim, the zip is refused, nothing stays."""
+    import struct
+    import zlib
+
+    payload = b"\0" * (50 << 20)
+    data = bytearray(_zip([("app.py", b"def handler(e, c):\n    return 1\n"), ("blob.bin", payload)]))
+    crc = zlib.crc32(payload)
+    # patch the uncompressed size of blob.bin in its local header and its directory entry
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        start = 0
+        while (start := data.find(signature, start)) >= 0:
+            crc_at = offset - 8
+            if struct.unpack_from("<I", data, start + crc_at)[0] == crc:
+                struct.pack_into("<I", data, start + offset, 10)
+            start += 4
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        assert zf.getinfo("blob.bin").file_size == 10  # the lie is in place
+    err = _create(local_stack, "zip-lying", bytes(data))
+    assert err.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert err.response["Error"]["Code"] == "InvalidParameterValueException"
+    assert not function_exists(local_stack, "zip-lying")
+    assert _code_dirs(local_stack, "zip-lying") == []
