@@ -88,6 +88,12 @@ def positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise ValueError("must be greater than 0", attribute)
 
 
+def port_number(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator: a TCP port, 0 (any free port) to 65535 (None passes)."""
+    if value is not None and not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port from 0 (any free port) to 65535", attribute)
+
+
 def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """Validator: 0 or more (None passes, for optional fields)."""
     if value is not None and value < 0:

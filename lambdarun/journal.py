@@ -38,6 +38,7 @@ import attrs
 import structlog
 
 from lambdarun.errors import LambdarunError
+from lambdarun.private_files import private_file
 
 __all__ = [
     "JournalError",
@@ -154,7 +155,7 @@ def _keep(settings: Any) -> int:
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # 0600 in a 0700 folder: runs hold arguments, outputs, tracebacks
         conn = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")

@@ -33,7 +33,7 @@ class Boto3Target:
     :param settings: resolved settings (region, ``[aws]`` section).
     :param endpoints: service name -> endpoint URL overrides (``{"lambda": "http://..."}``).
     :param credentials: explicit ``aws_access_key_id``/``aws_secret_access_key`` (the local
-        target passes dummy ones so the user's real credentials are never used).
+        target passes its stack's own, so the user's real credentials are never used).
     """
 
     name = "aws"

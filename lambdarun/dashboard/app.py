@@ -71,12 +71,14 @@ class DashboardApp:
         lambda_url: str | None = None,
         token: str | None = None,
         refresh: float = 2.0,
+        lambda_credentials: Any = None,
     ) -> None:
         self.session = session
         self.registry = registry if registry is not None else collect_pages(session.pm)
         self.token = token or secrets.token_urlsafe(24)
         self.refresh = refresh
         self._lambda_url = lambda_url
+        self._lambda_credentials = lambda_credentials
         self._lambda_api: LambdaApi | None = None
         self.journal = Journal.for_settings(session.settings)
         self.allowed_hosts: frozenset[str] = frozenset()
@@ -120,10 +122,15 @@ class DashboardApp:
     def lambda_api(self) -> LambdaApi | None:
         if self._lambda_api is None:
             url = self._lambda_url
+            credentials = self._lambda_credentials
+            region = self.session.settings.region
             if url is None and self.session.settings.target == "local":
                 url = self.session.target.endpoint_url("lambda")
+                stack = getattr(self.session.target, "stack", None)
+                credentials = getattr(stack, "credentials", None)
+                region = getattr(stack, "region", region)
             if url:
-                self._lambda_api = LambdaApi(url)
+                self._lambda_api = LambdaApi(url, credentials=credentials, region=region)
         return self._lambda_api
 
     # -- helpers for views and templates -------------------------------------------------
@@ -138,7 +145,7 @@ class DashboardApp:
             return "#"
 
     def cookie_has_token(self, request: Request) -> bool:
-        return hmac.compare_digest(request.cookies.get(TOKEN_COOKIE, ""), self.token)
+        return _same_token(request.cookies.get(TOKEN_COOKIE, ""), self.token)
 
     def template_globals(self, ctx: ViewContext) -> dict[str, Any]:
         has_token = self.cookie_has_token(ctx.request)
@@ -231,7 +238,7 @@ class DashboardApp:
         if request.headers.get("Sec-Fetch-Site") not in (None, "same-origin", "none"):
             raise Forbidden("refused: a write action from another site")
         given = request.form.get(TOKEN_FIELD) or request.headers.get("X-Lambdarun-Token") or ""
-        if not given or not hmac.compare_digest(given, self.token):
+        if not given or not _same_token(given, self.token):
             raise Forbidden(
                 "refused: this action needs the dashboard token printed when the dashboard started "
                 "(open the printed URL with ?token=..., or paste the token into the form)"
@@ -242,7 +249,7 @@ class DashboardApp:
         args = [(k, v) for k, v in request.args.items(multi=True) if k != TOKEN_FIELD]
         target = request.path + ("?" + urllib.parse.urlencode(args) if args else "")
         response = redirect(target, code=303)
-        if hmac.compare_digest(given, self.token):
+        if _same_token(given, self.token):
             response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="Strict", path="/")
         else:
             response = self._error_page(request, 403, "refused: wrong dashboard token")
@@ -270,3 +277,9 @@ class DashboardApp:
             log.exception("dashboard error page failed")
             html = f"{status}: {message}"
         return Response(html, status=status, mimetype="text/html")
+
+
+def _same_token(given: str, token: str) -> bool:
+    """Constant-time comparison that also takes any text a client sends (``compare_digest``
+    raises TypeError on non-ASCII str: that must be a 403, never a 500)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8"))

@@ -31,19 +31,29 @@ class LambdaApi:
     """``GET /_lambdarun/functions``, ``/_lambdarun/invocations[/{request_id}]``.
 
     :param base_url: the Lambda endpoint of the local stack (``http://127.0.0.1:PORT``).
+    :param credentials: the stack's :class:`~lambdarun.local.auth.StackCredentials` (the
+        service answers SigV4-signed requests only).
     """
 
-    def __init__(self, base_url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 5.0, credentials: Any = None,
+                 region: str = "us-east-1") -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.credentials = credentials
+        self.region = region
 
     def _get(self, path: str, query: dict[str, Any] | None = None) -> Any:
         params = {k: v for k, v in (query or {}).items() if v not in (None, "")}
         url = f"{self.base_url}/_lambdarun/{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
+        request: Any = url
+        if self.credentials is not None:
+            from lambdarun.local.auth import signed_request
+
+            request = signed_request(url, self.credentials, region=self.region)
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             if exc.code == 404:

@@ -196,17 +196,20 @@ def serve(
     token: str | None = None,
     runtime_file: Path | None = None,
     close_session: bool = False,
+    lambda_credentials: Any = None,
 ) -> DashboardServer:
     """Start a dashboard for ``session`` in a background thread of this process.
 
     ``port`` defaults to ``[dashboard] port`` (0: any free port); ``lambda_url`` to the
-    session's local target.
+    session's local target; ``lambda_credentials`` (a
+    :class:`~lambdarun.local.auth.StackCredentials`) sign its requests to ``lambda_url``.
     """
     section = _dashboard_settings(session)
     if port is None:
         port = int(getattr(section, "port", 0) or 0)
     refresh = float(getattr(section, "refresh", 2.0) or 2.0)
-    app = DashboardApp(session, lambda_url=lambda_url, token=token, refresh=refresh)
+    app = DashboardApp(session, lambda_url=lambda_url, token=token, refresh=refresh,
+                       lambda_credentials=lambda_credentials)
     return DashboardServer(app, port=port, runtime_file=runtime_file, close_session=close_session).start()
 
 
@@ -224,6 +227,7 @@ def start_for_stack(stack: LocalStack, *, session: Session | None = None, port: 
             session,
             port=port,
             lambda_url=stack.endpoints.lambda_,
+            lambda_credentials=stack.credentials,
             runtime_file=stack.state_dir / DASHBOARD_FILE,
             close_session=owned,
         )

@@ -5,7 +5,7 @@ Public surface::
     from lambdarun.local import LocalStack
 
     with LocalStack(state_dir="/tmp/lr") as stack:
-        lam = stack.client("lambda")          # boto3, dummy credentials
+        lam = stack.client("lambda")          # boto3, the stack's own credentials
         stack.endpoints.lambda_, stack.endpoints.s3
 
 See :mod:`lambdarun.local.service` for what the Lambda API supports,
@@ -13,9 +13,9 @@ See :mod:`lambdarun.local.service` for what the Lambda API supports,
 for pytest fixtures.
 """
 
+from lambdarun.local.auth import StackCredentials
 from lambdarun.local.service import LOCAL_CODE_BUCKETS, LambdaService, ServiceOptions
 from lambdarun.local.stack import (
-    DUMMY_CREDENTIALS,
     Endpoints,
     LocalStack,
     LocalStackUnavailableError,
@@ -25,13 +25,13 @@ from lambdarun.local.stack import (
 )
 
 __all__ = [
-    "DUMMY_CREDENTIALS",
     "Endpoints",
     "LOCAL_CODE_BUCKETS",
     "LambdaService",
     "LocalStack",
     "LocalStackUnavailableError",
     "ServiceOptions",
+    "StackCredentials",
     "StackInfo",
     "default_state_dir",
     "read_stack_info",

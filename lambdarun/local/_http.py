@@ -18,6 +18,8 @@ from typing import Any
 
 import structlog
 
+from lambdarun.local.auth import content_length
+
 __all__ = ["FastHandler", "LoopbackServer"]
 
 log = structlog.get_logger(__name__)
@@ -35,26 +37,62 @@ class FastHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         pass
 
-    def read_body(self) -> bytes:
-        """The request body (Content-Length or chunked transfer encoding)."""
+    def read_body(self, limit: int = 6_291_456) -> bytes:
+        """The request body (Content-Length or chunked transfer encoding), at most ``limit``
+        bytes: a declared length beyond it raises ``OverflowError`` before anything is read;
+        a malformed or negative one raises ``ValueError`` (then the connection is closed,
+        since the unread body would be taken for the next request)."""
         length = self.headers.get("Content-Length")
-        if length is not None:
-            n = int(length)
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        if length is not None and not chunked:
+            try:
+                n = content_length(length, limit, required=False)
+            except (ValueError, OverflowError):
+                self.close_connection = True
+                raise
             return self.rfile.read(n) if n else b""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+        if chunked:
             chunks = []
-            while True:
-                size_line = self.rfile.readline(65537)
-                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    # trailers up to the empty line
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(65537)
+            total = 0
+            try:
+                while True:
+                    size_line = self.rfile.readline(65537)
+                    size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                    if size < 0:
+                        raise ValueError("negative chunk size")
+                    if size == 0:
+                        # trailers up to the empty line
+                        while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                            pass
+                        break
+                    total += size
+                    if total > limit:
+                        raise OverflowError(total)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline(65537)
+            except (ValueError, OverflowError):
+                self.close_connection = True
+                raise
             return b"".join(chunks)
         return b""
+
+    def discard_input(self, max_bytes: int = 64 * 1024 * 1024, timeout: float = 2.0) -> None:
+        """After a refusal that left the body unread: stop writing, then read and drop what
+        the client is still sending (bounded in bytes and time, nothing kept), so that the
+        client sees the response instead of a reset connection."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(timeout)
+            left = max_bytes
+            while left > 0:
+                chunk = self.connection.recv(min(65536, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
 
     def reply(
         self,

@@ -16,7 +16,13 @@ import click
 
 from lambdarun.errors import LambdarunError, TargetError
 from lambdarun.local.persist import forget_saved_state, saved_state_summary, sweep
-from lambdarun.local.stack import LocalStack, default_state_dir, pid_running, read_stack_info
+from lambdarun.local.stack import (
+    LocalStack,
+    default_state_dir,
+    pid_running,
+    read_stack_info,
+    shared_credentials,
+)
 
 __all__ = ["local"]
 
@@ -90,7 +96,8 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
     click.echo(f"  s3, dynamodb, iam, sts (moto): {ep.moto}")
     if dashboard is not None:
         click.echo(f"  dashboard: {dashboard.url_with_token}")
-    for line in ep.export_lines():
+    # endpoints, region and the stack's credentials: the only ones its endpoints accept
+    for line in stack.export_lines():
         click.echo(line)
     sys.stdout.flush()
     try:
@@ -120,8 +127,12 @@ def status(state_dir: Path | None) -> None:
         click.echo(f"  saved: {saved}")
     click.echo(f"  lambda:   {info.endpoints.lambda_}")
     click.echo(f"  s3, dynamodb, iam, sts (moto): {info.endpoints.moto}")
+    credentials = shared_credentials(state_dir)
     for line in info.endpoints.export_lines():
         click.echo(line)
+    if credentials is not None:
+        for key, value in credentials.environment().items():
+            click.echo(f"export {key}={value}")
 
 
 @local.command()

@@ -41,6 +41,8 @@ from urllib.parse import parse_qs, unquote
 import attrs
 import structlog
 
+from lambdarun.private_files import private_dir, write_private
+
 __all__ = [
     "EVENT_FILE_LIMIT",
     "EventStore",
@@ -84,29 +86,10 @@ class PersistError(Exception):
 
 
 def secure_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it 0700; returns it."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    """Create ``path`` (and parents) and make it 0700; returns it (see :func:`private_dir`)."""
+    path = private_dir(path)
+    os.chmod(path, 0o700)  # also a folder of another mode we own: state is never shared
     return path
-
-
-def write_private(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` atomically (a 0600 temporary file renamed over it)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def open_trusted(path: Path) -> io.BufferedReader:

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import structlog
 
+from lambdarun.config import port_number
 from lambdarun.errors import FunctionKeyConflictError, TargetError
 from lambdarun.hookspecs import hookimpl
-from lambdarun.local.stack import DUMMY_CREDENTIALS, LocalStack, default_state_dir
+from lambdarun.local.stack import LocalStack, default_state_dir
 from lambdarun.session import at_exit_after_sessions
 from lambdarun.signing import SECRET_VARIABLE, key_id
 from lambdarun.targets import Boto3Target
@@ -53,9 +54,9 @@ class LocalConfig:
     #: stack.json, extracted code and logs
     state_dir: str = str(default_state_dir())
     #: Lambda API port of an embedded stack (0: a free port)
-    port: int = 0
+    port: int = attrs.field(default=0, validator=port_number)
     #: moto server port of an embedded stack (0: a free port)
-    moto_port: int = 0
+    moto_port: int = attrs.field(default=0, validator=port_number)
     #: global concurrency limit (0: CPU count x 4)
     max_concurrency: int = 0
     #: seconds an idle execution environment stays warm
@@ -128,7 +129,8 @@ def _import_paths() -> list[str]:
 
 
 class LocalTarget(Boto3Target):
-    """Target ``local``: boto3 against the local stack, with dummy credentials.
+    """Target ``local``: boto3 against the local stack, with the stack's own credentials
+    (never the user's).
 
     :param settings: resolved settings (``region`` and the ``[local]`` section).
     :param stack: use this (started or not) stack instead of the process-wide embedded one.
@@ -137,7 +139,10 @@ class LocalTarget(Boto3Target):
     name = "local"
 
     def __init__(self, settings: Settings, *, stack: LocalStack | None = None) -> None:
-        super().__init__(settings, endpoints={}, credentials=DUMMY_CREDENTIALS, name="local")
+        # placeholder credentials until the stack is known (see _session): never the user's
+        super().__init__(settings, endpoints={}, credentials={"aws_access_key_id": "pending",
+                                                             "aws_secret_access_key": "pending"},
+                         name="local")
         self._endpoints = {}  # ignore [aws] endpoint settings: the local stack decides
         self._stack = stack
         self._start_lock = threading.RLock()
@@ -162,6 +167,15 @@ class LocalTarget(Boto3Target):
     def concurrency_limit(self) -> int:
         """How many invocations the local stack runs at once (more synchronous ones get 429)."""
         return self.stack.concurrency_limit
+
+    def _session(self) -> Any:
+        # the stack's credentials: the only ones its endpoints accept (a new stack, after
+        # the shared one went down, has new ones)
+        credentials = self.stack.credentials.boto3_kwargs()
+        if credentials != self._credentials:
+            self._credentials = credentials
+            self._boto_session = None
+        return super()._session()
 
     def client(self, service: str) -> Any:
         endpoints = self.stack.endpoints
@@ -223,8 +237,9 @@ class LocalTarget(Boto3Target):
         return self.stack.endpoints.url(service)
 
     def environment(self) -> dict[str, str]:
-        self.stack  # noqa: B018 - make sure endpoints are known
-        return super().environment()
+        """Endpoints, region and the stack's credentials for a boto3 user of the stack."""
+        stack = self.stack
+        return {**super().environment(), **stack.credentials.environment()}
 
     def signing_key(self) -> bytes | None:
         """``signing_key`` / ``signing_key_secret`` when configured, else the stack's own key."""
@@ -350,7 +365,7 @@ class LocalTarget(Boto3Target):
         def request() -> Any:
             url = (f"{self.stack.endpoints.lambda_}/_lambdarun/functions/"
                    f"{urllib.parse.quote(function_name, safe='')}/stop")
-            req = urllib.request.Request(
+            req = self.stack.signed_request(
                 url, data=json.dumps({"marker": marker}).encode(), method="POST",
                 headers={"Content-Type": "application/json"},
             )

@@ -27,12 +27,14 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
 import uuid
 import zipfile
+import zlib
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,9 +44,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import attrs
 import structlog
 
+from lambdarun.local import auth
 from lambdarun.local._http import FastHandler, LoopbackServer
 from lambdarun.local._sandbox import ISOLATED_FLAGS, SYS_PATH_VAR, build_runtime_dir
 from lambdarun.local.persist import ServiceState, StoredEvent, remove_orphan_code
+from lambdarun.private_files import private_dir
 
 __all__ = [
     "ServiceOptions",
@@ -65,8 +69,16 @@ SYNC_REQUEST_LIMIT = 6_291_456
 SYNC_RESPONSE_LIMIT = 6_291_556
 ASYNC_REQUEST_LIMIT = 1_048_576
 ZIP_UPLOAD_LIMIT = 50 * 1024 * 1024
+#: Lambda's quota on a function's unzipped code (250 MB)
+UNZIPPED_CODE_LIMIT = 262_144_000
+#: largest CreateFunction / UpdateFunctionCode request (a base64 zip in JSON), as on AWS
+CODE_REQUEST_LIMIT = 70_167_211
+#: largest request of any other operation
+OTHER_REQUEST_LIMIT = SYNC_REQUEST_LIMIT
 LOG_TAIL_BYTES = 4096
 INIT_TIMEOUT = 10.0  # Lambda's init phase limit
+#: seconds an environment's supervisor gets to end its process tree before SIGKILL
+KILL_GRACE = 5.0
 #: errorType of an invocation stopped through ``POST /_lambdarun/functions/{name}/stop``
 CANCELLED_ERROR = "Runtime.Cancelled"
 RESPONSE_PREVIEW_BYTES = 4096
@@ -107,6 +119,7 @@ class ServiceOptions:
         packages are importable).
     :param record_limit: invocation records kept for ``GET /_lambdarun/invocations`` (the
         oldest are dropped beyond it).
+    :param credentials: see :mod:`lambdarun.local.auth`.
     """
 
     state_dir: Path = attrs.field(converter=lambda p: Path(p).expanduser().resolve())
@@ -122,6 +135,9 @@ class ServiceOptions:
     service_endpoints: Mapping[str, str] = attrs.field(factory=dict)
     python: str = sys.executable
     record_limit: int = 10_000
+    #: the only credentials the API accepts (SigV4); also every function's runtime
+    #: credentials. Generated when not given; saved 0600 as ``state_dir/credentials.json``.
+    credentials: auth.StackCredentials = attrs.field(factory=auth.StackCredentials.generate)
 
     @property
     def concurrency_limit(self) -> int:
@@ -404,13 +420,15 @@ class _Environment:
         self.last_used = time.monotonic()
         day = datetime.now(timezone.utc).strftime("%Y/%m/%d")
         self.log_stream = f"{day}/[$LATEST]{self.id}"
-        log_dir = service.options.state_dir / "logs" / fn.name
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = private_dir(service.options.state_dir / "logs" / fn.name)
         self.log_path = log_dir / f"{day.replace('/', '-')}-{self.id}.log"
-        self.log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed by the service
+        # 0600 from the start: logs hold the function's output, tracebacks, payloads
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.log_file = open(fd, "ab", buffering=0)  # noqa: SIM115 - closed by the service
         self.in_use = False
         self.runtime = LoopbackServer(_RuntimeHandler, self, name=f"runtime-{fn.name}")
         self.proc: subprocess.Popen[bytes] | None = None
+        self._runtime_pid: int | None = None
         self.spawned_at = 0.0
         self.started_at = time.time()
         self.invocations = 0
@@ -481,15 +499,37 @@ class _Environment:
         self.service._environment_died(self)
 
     def kill(self, reason: str | None = None) -> None:
-        """Kill the worker and everything it started (its own process group)."""
+        """Kill the worker and everything it started, ``setsid()`` children included.
+
+        SIGKILL to the runtime and SIGTERM to the environment's supervisor (see
+        ``_bootstrap.py``: a child subreaper that SIGKILLs every descendant, then exits with
+        the runtime's status); should it not be gone
+        within :data:`KILL_GRACE` seconds, SIGKILL to its whole process group."""
         if reason and not self.exit_reason:
             self.exit_reason = reason
         self.dead = True
-        if self.proc is not None and self.proc.returncode is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            runtime = self.runtime_pid()
+            # the runtime at once (it may be burning CPU the next environment needs), then
+            # the supervisor, which sweeps whatever else the handler started
+            for pid, sig in ((runtime, signal.SIGKILL), (proc.pid, signal.SIGTERM)):
+                if pid:
+                    try:
+                        os.kill(pid, sig)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+
+            def force() -> None:
+                if proc.poll() is None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+
+            timer = threading.Timer(KILL_GRACE, force)
+            timer.daemon = True
+            timer.start()
         with self.inbox_ready:
             self.inbox_ready.notify_all()
 
@@ -551,9 +591,29 @@ class _Environment:
         except OSError:
             return b""
 
+    def is_runtime_connection(self, conn: Any) -> bool:
+        """True when ``conn`` (accepted on this environment's Runtime API) comes from this
+        environment's runtime process."""
+        pid = self.runtime_pid()
+        if pid is None:
+            return False
+        held = auth.peer_held_by(conn, pid)
+        return True if held is None else held  # None: no /proc here, nothing to check with
+
+    def runtime_pid(self) -> int | None:
+        """Pid of the runtime (the supervisor's first child), found once."""
+        if self._runtime_pid is None and self.pid:
+            try:
+                with open(f"/proc/{self.pid}/task/{self.pid}/children", "rb") as f:
+                    first = f.read().split()[:1]
+                self._runtime_pid = int(first[0]) if first else None
+            except (OSError, ValueError):
+                pass
+        return self._runtime_pid
+
     def max_memory_mb(self) -> int:
         try:
-            with open(f"/proc/{self.pid}/status", "rb") as f:
+            with open(f"/proc/{self.runtime_pid() or self.pid}/status", "rb") as f:
                 for line in f:
                     if line.startswith(b"VmHWM:"):
                         return math.ceil(int(line.split()[1]) / 1024)
@@ -635,10 +695,38 @@ _RUNTIME_PREFIX = "/2018-06-01/runtime/"
 
 
 class _RuntimeHandler(FastHandler):
+    """One environment's Runtime API. Only its own runtime client talks to it: a connection
+    from any other process (checked once per connection: the peer socket must be held by the
+    environment's runtime process), browsers (``Origin``/``Sec-Fetch-*``, preflights) and
+    other Host names are refused; it answers on 127.0.0.1 only."""
+
     server_version = "lambdarun-local-runtime"
+
+    _peer_ok: bool | None = None
+
+    def _refused(self) -> bool:
+        env: _Environment = self.server.app
+        marker = auth.browser_marker(self.headers.get)
+        host = self.headers.get("Host")
+        if self._peer_ok is None:  # once per connection (the runtime client keeps one alive)
+            self._peer_ok = env.is_runtime_connection(self.connection)
+        if (self._peer_ok and marker is None and self.command != "OPTIONS"
+                and (host is None or host == env.runtime.address)):
+            return False
+        log.warning("runtime API refused a request", function=env.function.name,
+                    header=marker, host=host, method=self.command, own_runtime=self._peer_ok)
+        self.close_connection = True
+        self.reply(403, b'{"errorMessage":"refused","errorType":"AccessDenied"}')
+        self.discard_input()
+        return True
+
+    def do_OPTIONS(self) -> None:
+        self._refused()
 
     def do_GET(self) -> None:
         env: _Environment = self.server.app
+        if self._refused():
+            return
         if self.path != _RUNTIME_PREFIX + "invocation/next":
             self.reply(404, b'{"errorMessage":"not found","errorType":"InvalidRequest"}')
             return
@@ -660,8 +748,25 @@ class _RuntimeHandler(FastHandler):
 
     def do_POST(self) -> None:
         env: _Environment = self.server.app
-        body = self.read_body()
+        if self._refused():
+            return
         path = self.path
+        try:
+            body = self.read_body(SYNC_RESPONSE_LIMIT)
+        except OverflowError:
+            inv = env.current
+            if inv is not None and path.endswith(f"/{inv.request_id}/response"):
+                inv.fail(
+                    "Function.ResponseSizeTooLarge",
+                    f"Response payload size exceeded maximum allowed payload size ({SYNC_RESPONSE_LIMIT} bytes).",
+                )
+            self.reply(413, b'{"errorMessage":"payload too large","errorType":"RequestEntityTooLarge"}')
+            self.discard_input()
+            return
+        except ValueError:
+            self.reply(400, b'{"errorMessage":"bad Content-Length","errorType":"InvalidRequest"}')
+            self.discard_input()
+            return
         if path == _RUNTIME_PREFIX + "init/error":
             env.init_error = _normalise_error(body, self.headers, "")
             env.initialized.set()
@@ -715,19 +820,56 @@ def _normalise_error(body: bytes, headers: Any, request_id: str) -> bytes:
 class _ApiHandler(FastHandler):
     server_version = "lambdarun-local-lambda"
 
+    def _refuse(self, err: ApiError, *, close: bool = True) -> None:
+        # the body may be unread: never take it for the next request
+        self.close_connection = self.close_connection or close
+        self.reply(err.status, err.body(), {"X-Amzn-ErrorType": err.code,
+                                            "x-amzn-RequestId": str(uuid.uuid4())})
+        if close:
+            self.discard_input()
+
     def _dispatch(self, method: str) -> None:
         service: LambdaService = self.server.app
-        split = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-        body = self.read_body()
+        marker = auth.browser_marker(self.headers.get)
+        if marker is not None or method == "OPTIONS":
+            # a web page must never reach this API (CORS "simple" requests need no preflight)
+            log.warning("local lambda API refused a browser request", header=marker or "OPTIONS")
+            self._refuse(ApiError(403, "AccessDeniedException",
+                                  "Refused: a browser request; the local Lambda API answers "
+                                  "signed API calls only."))
+            return
         host = self.headers.get("Host")
         if host is not None and host not in service.allowed_hosts:
             # DNS rebinding: a web page must not reach this API through a name of its own
-            err = ApiError(403, "AccessDeniedException",
-                           f"Host {host!r} refused: address this service as {service.url}")
             log.warning("local lambda API refused a request for another host", host=host)
-            self.reply(403, err.body(), {"X-Amzn-ErrorType": err.code})
+            self._refuse(ApiError(403, "AccessDeniedException",
+                                  f"Host {host!r} refused: address this service as {service.url}"))
             return
+        split = urlsplit(self.path)
+        try:
+            authz = service.verifier.authorization(self.headers.get("Authorization"), split.query)
+        except auth.AuthFailure as failure:
+            self._refuse(_auth_error(failure))
+            return
+        limit, operation = _request_limit(method, split.path, self.headers)
+        try:
+            if method in ("POST", "PUT") and self.headers.get("Content-Length") is None and \
+                    "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower():
+                raise ValueError("Content-Length is required")
+            body = self.read_body(limit)
+        except OverflowError:
+            self._refuse(ApiError(413, "RequestEntityTooLargeException",
+                                  f"Request must be smaller than {limit} bytes for the {operation} operation"))
+            return
+        except ValueError as e:
+            self._refuse(ApiError(400, "InvalidRequestContentException", f"Invalid request body: {e}"))
+            return
+        try:
+            service.verifier.verify(authz, method, self.path, self.headers.items(), body)
+        except auth.AuthFailure as failure:
+            self._refuse(_auth_error(failure), close=False)
+            return
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         try:
             status, payload, headers = service.route(method, split.path, query, self.headers, body,
                                                      raw_query=split.query)
@@ -736,6 +878,13 @@ class _ApiHandler(FastHandler):
             if e.status == 429:
                 headers["Retry-After"] = "1"
             self.reply(e.status, e.body(), headers)
+            return
+        except (TypeError, ValueError, AttributeError) as e:
+            # a field of the wrong type or shape that no specific check caught
+            log.warning("local lambda API refused a malformed request", path=split.path,
+                        error=f"{type(e).__name__}: {e}")
+            self._refuse(ApiError(400, "InvalidParameterValueException",
+                                  f"A request field has the wrong type or shape: {e}"), close=False)
             return
         except Exception as e:  # pragma: no cover - report bugs as AWS ServiceException
             log.exception("local lambda API error", path=self.path)
@@ -755,6 +904,32 @@ class _ApiHandler(FastHandler):
 
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
+
+    def do_OPTIONS(self) -> None:  # a CORS preflight: refused, no CORS headers
+        self._dispatch("OPTIONS")
+
+
+def _auth_error(failure: auth.AuthFailure) -> ApiError:
+    """A refused signature as Lambda answers it (403)."""
+    if failure.kind in ("missing", "unknown_key"):
+        return ApiError(403, "UnrecognizedClientException",
+                        "The security token included in the request is invalid.")
+    return ApiError(403, "InvalidSignatureException", failure.message)
+
+
+def _request_limit(method: str, path: str, headers: Any) -> tuple[int, str]:
+    """(largest body, operation name) of a request, known before its body is read."""
+    if path.startswith(_API):
+        rest = path[len(_API):].strip("/")
+        if method == "POST" and rest.endswith("/invocations"):
+            if (headers.get("X-Amz-Invocation-Type") or "") == "Event":
+                return ASYNC_REQUEST_LIMIT, "InvokeAsync"
+            return SYNC_REQUEST_LIMIT, "InvokeFunction"
+        if method == "POST" and not rest:
+            return CODE_REQUEST_LIMIT, "CreateFunction"
+        if method == "PUT" and rest.endswith("/code"):
+            return CODE_REQUEST_LIMIT, "UpdateFunctionCode"
+    return OTHER_REQUEST_LIMIT, f"{method} {path.split('?', 1)[0][:100]}"
 
 
 def _function_name(raw: str) -> tuple[str, str | None]:
@@ -795,8 +970,12 @@ class LambdaService:
         self.allowed_hosts: frozenset[str] = frozenset()
         self._records: collections.deque[InvocationRecord] = collections.deque(maxlen=options.record_limit)
         self._seq = itertools.count(1)
-        (options.state_dir / "functions").mkdir(parents=True, exist_ok=True)
-        (options.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        #: checks every API request's signature against ``options.credentials``
+        self.verifier = auth.SigV4Verifier(options.credentials)
+        private_dir(options.state_dir)
+        private_dir(options.state_dir / "functions")
+        private_dir(options.state_dir / "logs")
+        options.credentials.save(options.state_dir / auth.CREDENTIALS_FILE)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -898,10 +1077,9 @@ class LambdaService:
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
             "HOME": "/tmp",
-            # dummy credentials: a local function never sees the user's real ones
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
+            # the stack's own credentials, as Lambda injects the role's: a local function
+            # never sees the user's real ones, and they are all the local stack accepts
+            **opts.credentials.environment(),
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_REGION": opts.region,
@@ -1318,9 +1496,9 @@ class LambdaService:
         record = self._destination_record(fn, event, inv, condition)
         log.warning("async invocation failed", function=fn.name, request_id=event.request_id,
                     attempts=event.attempts, condition=condition)
-        path = self.options.state_dir / "logs" / fn.name / "async-failures.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
+        path = private_dir(self.options.state_dir / "logs" / fn.name) / "async-failures.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(fd, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         dest = ((fn.event_invoke_config or {}).get("DestinationConfig") or {}).get("OnFailure") or {}
         if dest.get("Destination"):
@@ -1357,8 +1535,7 @@ class LambdaService:
                 import boto3
 
                 client = boto3.session.Session(
-                    aws_access_key_id="testing", aws_secret_access_key="testing",
-                    region_name=self.options.region,
+                    **self.options.credentials.boto3_kwargs(), region_name=self.options.region,
                 ).client(service, endpoint_url=endpoint)
                 self._clients[service] = client
             return client
@@ -1656,19 +1833,7 @@ class LambdaService:
             raise ApiError(413, "RequestEntityTooLargeException",
                            f"Zipped code must be smaller than {ZIP_UPLOAD_LIMIT} bytes.")
         target = self.options.state_dir / "functions" / name / f"code-{uuid.uuid4().hex[:12]}"
-        target.mkdir(parents=True)
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                for info in zf.infolist():
-                    dest = (target / info.filename).resolve()
-                    if not dest.is_relative_to(target.resolve()):
-                        raise ApiError(400, "InvalidParameterValueException",
-                                       f"Zip member escapes the code directory: {info.filename}")
-                zf.extractall(target)
-        except zipfile.BadZipFile as e:
-            shutil.rmtree(target, ignore_errors=True)
-            raise ApiError(400, "InvalidParameterValueException",
-                           f"Could not unzip uploaded file: {e}") from e
+        _extract_zip(data, target)
         return target, False, base64.b64encode(hashlib.sha256(data).digest()).decode(), len(data)
 
     def _fetch_s3(self, bucket: str, key: str, version: str | None) -> bytes:
@@ -2021,6 +2186,77 @@ def _function_from_record(doc: Mapping[str, Any], region: str) -> _Function:
         last_modified=str(doc.get("last_modified") or _now_iso()),
         event_invoke_config=eic,
     )
+def _zip_member_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why a zip member cannot be part of a function's code, or None."""
+    name = info.filename
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts or "\x00" in name:
+        return f"Zip member {name!r} has an absolute path or escapes the code directory."
+    mode = info.external_attr >> 16
+    if info.create_system == 3 and mode:  # made on Unix: the member's file type is known
+        kind = stat.S_IFMT(mode)
+        if kind == stat.S_IFLNK:
+            return f"Zip member {name!r} is a symbolic link; symlinks are not accepted."
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+            return f"Zip member {name!r} is a special file; only files and directories are accepted."
+    return None
+
+
+def _extract_zip(data: bytes, target: Path) -> None:
+    """Extract a deployment package into ``target`` (created 0700), or refuse it whole.
+
+    Checked before anything is written: a readable zip, no absolute/``..`` paths, no
+    symlinks or special files, and a declared unzipped size within Lambda's quota; the size
+    is enforced again while extracting (the central directory can lie). On any refusal
+    nothing is left on disk."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as e:
+        raise ApiError(400, "InvalidParameterValueException", f"Could not unzip uploaded file: {e}") from e
+    with zf:
+        infos = zf.infolist()
+        for info in infos:
+            problem = _zip_member_problem(info)
+            if problem is not None:
+                raise ApiError(400, "InvalidParameterValueException", problem)
+        if sum(i.file_size for i in infos) > UNZIPPED_CODE_LIMIT:
+            raise ApiError(400, "InvalidParameterValueException",
+                           f"Unzipped size must be smaller than {UNZIPPED_CODE_LIMIT} bytes")
+        created_parent = not target.parent.exists()
+        private_dir(target.parent)
+        target.mkdir(mode=0o700)
+        written = 0
+        try:
+            for info in infos:
+                dest = target.joinpath(*[p for p in info.filename.split("/") if p not in ("", ".")])
+                if not dest.resolve().is_relative_to(target.resolve()):
+                    raise ApiError(400, "InvalidParameterValueException",
+                                   f"Zip member escapes the code directory: {info.filename}")
+                if info.is_dir():
+                    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                executable = (info.external_attr >> 16) & 0o111
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             0o700 if executable else 0o600)
+                with zf.open(info) as src, open(fd, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > UNZIPPED_CODE_LIMIT:
+                            raise ApiError(400, "InvalidParameterValueException",
+                                           f"Unzipped size must be smaller than {UNZIPPED_CODE_LIMIT} bytes")
+                        out.write(chunk)
+        except BaseException as e:
+            shutil.rmtree(target, ignore_errors=True)
+            if created_parent:
+                try:
+                    target.parent.rmdir()
+                except OSError:
+                    pass
+            if isinstance(e, (zipfile.BadZipFile, OSError, EOFError, zlib.error)):
+                raise ApiError(400, "InvalidParameterValueException",
+                               f"Could not unzip uploaded file: {e}") from e
+            raise
 
 
 def _refuse_layers(req: Mapping[str, Any]) -> None:

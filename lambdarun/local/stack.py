@@ -40,12 +40,13 @@ from lambdarun.local.persist import (
     read_trusted,
     secure_dir,
     sweep,
-    write_private,
 )
+from lambdarun.local import auth
+from lambdarun.local.auth import CREDENTIALS_FILE, StackCredentials
 from lambdarun.local.service import LOCAL_ENDPOINTS_VAR, LambdaService, ServiceOptions
+from lambdarun.private_files import private_dir, write_private
 
 __all__ = [
-    "DUMMY_CREDENTIALS",
     "Endpoints",
     "LocalStack",
     "LocalStackUnavailableError",
@@ -56,15 +57,11 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-#: the only credentials the local stack ever uses or hands to functions
-DUMMY_CREDENTIALS: Mapping[str, str] = {
-    "aws_access_key_id": "testing",
-    "aws_secret_access_key": "testing",
-    "aws_session_token": "testing",
-}
 STATE_FILE = "stack.json"
 #: the stack's envelope signing key, in its run directory (mode 0600)
 SIGNING_KEY_FILE = "signing-key"
+#: run directory of the shared stack (``lambdarun local up``) in its state directory
+SHARED_DIR = "shared"
 #: services a function reaches through moto's single endpoint
 MOTO_SERVICES = ("s3", "dynamodb", "iam", "sts")
 
@@ -180,11 +177,30 @@ def pid_running(pid: int) -> bool:
         return True
 
 
+def shared_credentials(state_dir: str | os.PathLike[str] | None = None) -> StackCredentials | None:
+    """The credentials of the shared stack of ``state_dir`` (None when absent/unreadable)."""
+    base = Path(state_dir or default_state_dir()).expanduser()
+    return StackCredentials.load(base / SHARED_DIR / CREDENTIALS_FILE)
+
+
+def health(lambda_url: str, credentials: StackCredentials | None, region: str = "us-east-1",
+           timeout: float = 2) -> dict[str, Any]:
+    """The Lambda service's ``GET /_lambdarun/health`` (signed); raises OSError/ValueError."""
+    if credentials is None:
+        raise OSError("no credentials for the local stack")
+    req = auth.signed_request(lambda_url + "/_lambdarun/health", credentials, region=region)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        doc = json.loads(r.read())
+    if not isinstance(doc, dict):
+        raise ValueError("health answer is not an object")
+    return doc
+
+
 def read_stack_info(state_dir: str | os.PathLike[str] | None = None, *, verify: bool = True) -> StackInfo | None:
     """The shared stack recorded in ``state_dir``, or None when none is up.
 
-    With ``verify`` the pid must be alive and the Lambda endpoint must answer its health
-    check with that pid; a stale file is ignored.
+    With ``verify`` the pid must be alive and the Lambda endpoint must answer its (signed)
+    health check with that pid; a stale file is ignored.
     """
     path = Path(state_dir or default_state_dir()).expanduser() / STATE_FILE
     try:
@@ -196,11 +212,10 @@ def read_stack_info(state_dir: str | os.PathLike[str] | None = None, *, verify: 
     if not pid_running(info.pid):
         return None
     try:
-        with urllib.request.urlopen(info.endpoints.lambda_ + "/_lambdarun/health", timeout=2) as r:
-            health = json.loads(r.read())
+        doc = health(info.endpoints.lambda_, shared_credentials(state_dir), info.region)
     except (OSError, ValueError):
         return None
-    return info if health.get("pid") == info.pid else None
+    return info if doc.get("pid") == info.pid else None
 
 
 class NoDelayQuietHandler:
@@ -237,25 +252,17 @@ def _new_signing_key(run_dir: Path) -> bytes:
     """Generate a signing key and keep it in ``run_dir`` (0700) as ``signing-key`` (0600)."""
     from lambdarun.signing import generate_key
 
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = generate_key().encode("ascii")
-    path = run_dir / SIGNING_KEY_FILE
-    tmp = run_dir / f".{SIGNING_KEY_FILE}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, key)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_private(private_dir(run_dir) / SIGNING_KEY_FILE, key)
     return key
 
 
-def _start_moto(port: int, journal: MotoJournal | None = None) -> Any:
-    """A ``ThreadedMotoServer`` on 127.0.0.1 whose connections use TCP_NODELAY.
+def _start_moto(port: int, credentials: StackCredentials, journal: MotoJournal | None = None) -> Any:
+    """A ``ThreadedMotoServer`` on 127.0.0.1 whose connections use TCP_NODELAY, behind
+    :class:`~lambdarun.local.auth.MotoFront` (signed requests only, no browsers, no CORS).
 
     With a ``journal``, its entries are replayed into moto before the server listens, and
-    every successful write is appended to it from then on (see :mod:`.persist`)."""
+    every successful (authenticated) write is appended to it from then on (see :mod:`.persist`)."""
     try:
         import awslambdaric  # noqa: F401 - the runtime client every environment runs
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -288,6 +295,7 @@ def _start_moto(port: int, journal: MotoJournal | None = None) -> Any:
                     log.info("moto state restored from its journal", replayed=replayed, failed=failed)
                 journal.open()
                 app = JournalMiddleware(app, journal)
+            app = auth.MotoFront(app, auth.SigV4Verifier(credentials))
             self._server = make_server(
                 self._ip_address, self._port, app, True, request_handler=handler
             )
@@ -368,23 +376,30 @@ class LocalStack:
         self._run_dir: Path | None = None
         self._clients: dict[str, Any] = {}
         self._signing_key: bytes | None = None
+        self._credentials: StackCredentials | None = None
 
     @classmethod
-    def attached(cls, endpoints: Endpoints, region: str = "us-east-1") -> LocalStack:
+    def attached(cls, endpoints: Endpoints, region: str = "us-east-1", *,
+                 credentials: StackCredentials) -> LocalStack:
         """A stack object for endpoints served elsewhere (nothing to start or stop)."""
         stack = cls(reuse=False, region=region, stop_at_exit=False)
         stack._attached = StackInfo(pid=0, endpoints=endpoints, region=region, state_dir="", started=0.0)
         stack._endpoints = endpoints
+        stack._credentials = credentials
         return stack
 
     @classmethod
     def from_function_environment(cls, environ: Mapping[str, str] | None = None) -> LocalStack | None:
-        """Inside a function run by the local service: the stack that runs it, else None."""
-        raw = (os.environ if environ is None else environ).get(LOCAL_ENDPOINTS_VAR)
-        if not raw:
+        """Inside a function run by the local service: the stack that runs it (with the
+        credentials the service injected), else None."""
+        env = os.environ if environ is None else environ
+        raw = env.get(LOCAL_ENDPOINTS_VAR)
+        credentials = StackCredentials.from_environment(env)
+        if not raw or credentials is None:
             return None
         doc = json.loads(raw)
-        return cls.attached(Endpoints(lambda_=doc["lambda"], moto=doc["moto"]), doc.get("region", "us-east-1"))
+        return cls.attached(Endpoints(lambda_=doc["lambda"], moto=doc["moto"]),
+                            doc.get("region", "us-east-1"), credentials=credentials)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -393,12 +408,14 @@ class LocalStack:
         with self._lock:
             if self._endpoints is not None:
                 return self
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.state_dir)
             if self.reuse:
                 info = read_stack_info(self.state_dir)
-                if info is not None:
+                credentials = shared_credentials(self.state_dir)
+                if info is not None and credentials is not None:
                     self._attached = info
                     self._endpoints = info.endpoints
+                    self._credentials = credentials
                     self.region = info.region
                     log.debug("attached to running local stack", pid=info.pid, lambda_=info.endpoints.lambda_)
                     return self
@@ -412,11 +429,15 @@ class LocalStack:
                         f"{running.endpoints.lambda_}); stop it with `lambdarun local down "
                         f"--state-dir {self.state_dir}` or use another --state-dir"
                     )
-                self._run_dir = self.state_dir / "shared"
+                self._run_dir = self.state_dir / SHARED_DIR
             else:
                 self._run_dir = self.state_dir / f"embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            # a persisting stack keeps its key across restarts: its restored functions read
-            # the key from the secret it was stored in, and callers attached before still sign
+            private_dir(self._run_dir)
+            # a persisting stack keeps its key and credentials across restarts: its restored
+            # functions read the key from the secret it was stored in, and callers attached
+            # before (or using the printed export lines) still sign with them
+            kept = StackCredentials.load(self._run_dir / CREDENTIALS_FILE) if self.persist else None
+            credentials = self._credentials = kept or StackCredentials.generate()
             self._signing_key = (_kept_signing_key(self._run_dir) if self.persist else None) or (
                 _new_signing_key(self._run_dir)
             )
@@ -434,7 +455,7 @@ class LocalStack:
             self._state = state
             try:
                 try:
-                    self._moto = _start_moto(self.moto_port, self._journal)
+                    self._moto = _start_moto(self.moto_port, credentials, self._journal)
                 except OSError as e:
                     raise TargetError(
                         f"cannot start the moto server on 127.0.0.1:{self.moto_port}: {e}; "
@@ -454,6 +475,7 @@ class LocalStack:
                     memory_limit=self.memory_limit,
                     cloudwatch_logs=self.cloudwatch_logs,
                     service_endpoints=endpoints,
+                    credentials=credentials,
                 )
                 try:
                     self._service = LambdaService(options, state).start()
@@ -515,6 +537,7 @@ class LocalStack:
             if self._attached is not None:
                 self._attached = None
                 self._endpoints = None
+                self._credentials = None
                 return
             if self._endpoints is None:
                 return
@@ -526,9 +549,15 @@ class LocalStack:
                         state.unlink()
                 except (OSError, ValueError, KeyError):
                     pass
+                if self._run_dir is not None and not self.persist:  # logs stay; keys die with the stack
+                    try:
+                        (self._run_dir / CREDENTIALS_FILE).unlink()
+                    except OSError:
+                        pass
             elif self._run_dir is not None:
                 shutil.rmtree(self._run_dir, ignore_errors=True)
             self._endpoints = None
+            self._credentials = None
             if self.stop_at_exit:
                 atexit.unregister(self.stop)
 
@@ -556,6 +585,8 @@ class LocalStack:
                      lambda_=info.endpoints.lambda_)
             self._attached = info
             self._endpoints = info.endpoints
+            # a restarted stack keeps its credentials unless its state was forgotten: re-read
+            self._credentials = shared_credentials(attached.state_dir) or self._credentials
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             client.close()
@@ -592,8 +623,7 @@ class LocalStack:
         if self._endpoints is None:
             return False
         try:
-            with urllib.request.urlopen(self._endpoints.lambda_ + "/_lambdarun/health", timeout=2) as r:
-                return bool(json.loads(r.read()).get("pid"))
+            return bool(health(self._endpoints.lambda_, self._credentials, self.region).get("pid"))
         except (OSError, ValueError):
             return False
 
@@ -607,6 +637,20 @@ class LocalStack:
         if self._endpoints is None:
             raise TargetError("the local stack is not running: call LocalStack.start() first")
         return self._endpoints
+
+    @property
+    def credentials(self) -> StackCredentials:
+        """The stack's access key id and secret: the only ones its endpoints accept."""
+        if self._credentials is None:
+            raise TargetError("the local stack is not running: call LocalStack.start() first")
+        return self._credentials
+
+    def signed_request(self, url: str, *, method: str = "GET", data: bytes | None = None,
+                       headers: Mapping[str, str] | None = None) -> urllib.request.Request:
+        """A ``urllib`` request to one of this stack's endpoints, signed with its credentials
+        (for the ``/_lambdarun/...`` extension API and moto's ``/moto-api/``)."""
+        return auth.signed_request(url, self.credentials, method=method, data=data,
+                                   headers=headers, region=self.region)
 
     @property
     def lambda_url(self) -> str:
@@ -655,8 +699,7 @@ class LocalStack:
         if self._service is not None:
             return self._service.options.concurrency_limit
         try:
-            with urllib.request.urlopen(self.endpoints.lambda_ + "/_lambdarun/health", timeout=2) as r:
-                return int(json.loads(r.read())["concurrency_limit"])
+            return int(health(self.endpoints.lambda_, self._credentials, self.region)["concurrency_limit"])
         except (OSError, ValueError, KeyError):
             return (os.cpu_count() or 1) * 4
 
@@ -666,23 +709,25 @@ class LocalStack:
         moto keeps its state per process, so stacks started in one process share it.
         Lambda functions are not affected.
         """
-        req = urllib.request.Request(self.endpoints.moto + "/moto-api/reset", method="POST", data=b"")
+        req = self.signed_request(self.endpoints.moto + "/moto-api/reset", method="POST", data=b"")
         with urllib.request.urlopen(req, timeout=10) as r:
             r.read()
 
     def environment(self) -> dict[str, str]:
-        """``AWS_ENDPOINT_URL_*``, region and dummy credentials for a boto3 user of this stack."""
+        """``AWS_ENDPOINT_URL_*``, region and the stack's credentials for a boto3 user of it."""
         return {
             **self.endpoints.environment(),
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"],
-            "AWS_SESSION_TOKEN": DUMMY_CREDENTIALS["aws_session_token"],
+            **self.credentials.environment(),
         }
 
+    def export_lines(self) -> list[str]:
+        """``export NAME=value`` lines of :meth:`environment` (what ``local up`` prints)."""
+        return [f"export {k}={v}" for k, v in self.environment().items()]
+
     def client(self, service: str, **config: Any) -> Any:
-        """A boto3 client for ``service`` on this stack (dummy credentials), cached per name.
+        """A boto3 client for ``service`` on this stack (its credentials), cached per name.
 
         Keyword arguments become a ``botocore.config.Config`` (then the client is not cached).
         """
@@ -697,7 +742,7 @@ class LocalStack:
                 "read_timeout": 905 if service == "lambda" else 60,
                 **config,
             })
-            session = boto3.session.Session(region_name=self.region, **DUMMY_CREDENTIALS)
+            session = boto3.session.Session(region_name=self.region, **self.credentials.boto3_kwargs())
             client = session.client(service, endpoint_url=self.endpoints.url(service), config=cfg)
             if not config:
                 self._clients[service] = client

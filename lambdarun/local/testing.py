@@ -93,7 +93,7 @@ def local_dynamodb_client(local_stack: LocalStack) -> Any:
 def local_aws_env(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> LocalStack:
     """Point plain ``boto3.client(...)`` calls in the test at ``local_stack``.
 
-    Sets ``AWS_ENDPOINT_URL_*``, the region and dummy credentials, and hides the user's
+    Sets ``AWS_ENDPOINT_URL_*``, the region and the stack's credentials, and hides the user's
     AWS profile and credential files for the duration of the test.
     """
     for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):

@@ -70,7 +70,7 @@ def test_layers_are_refused_on_the_local_target(local_session):
 
 @pytest.mark.timeout(120)
 def test_lambdarun_run_through_the_deployed_zip(
-    local_session, local_stack, lambdarun_session, monkeypatch, tmp_path, unique_name, aws_credentials
+    local_session, local_stack, lambdarun_session, monkeypatch, tmp_path, unique_name
 ):
     session = local_session()
     fn = session.settings.function_name
@@ -88,6 +88,13 @@ def test_lambdarun_run_through_the_deployed_zip(
     import lambdarun_covalent.plugin
 
     endpoints = local_stack.endpoints
+    # the local stack's own credentials (the only ones its endpoints accept), from a file
+    # of their own as a user would configure them for the aws target
+    creds = local_stack.credentials
+    credentials_file = tmp_path / "stack-credentials"
+    credentials_file.write_text(f"[local-stack]\naws_access_key_id = {creds.access_key_id}\n"
+                                f"aws_secret_access_key = {creds.secret_access_key}\n")
+    aws_credentials = {"profile": "local-stack", "credentials_file": str(credentials_file)}
     client = lambdarun_session(
         lambdarun_covalent.plugin,
         overrides={

@@ -16,6 +16,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from lambdarun.local.auth import signed_request
 from lambdarun.local.service import LambdaService, ServiceOptions
 from lambdarun.local.testing import create_function
 
@@ -42,19 +43,24 @@ def handler(event, context):
 """
 
 
-def get(base: str, path: str, **query: Any) -> tuple[int, Any]:
+def get(base: Any, path: str, **query: Any) -> tuple[int, Any]:
+    """A signed GET of ``path`` on ``base`` (a LocalStack or a LambdaService)."""
+    if isinstance(base, LambdaService):
+        root, credentials = base.url, base.options.credentials
+    else:
+        root, credentials = base.endpoints.lambda_, base.credentials
     params = {k: v for k, v in query.items() if v is not None}
-    url = base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+    url = root + path + ("?" + urllib.parse.urlencode(params) if params else "")
     try:
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with urllib.request.urlopen(signed_request(url, credentials), timeout=10) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
 
 
 @pytest.fixture
-def base(local_stack: Any) -> str:
-    return local_stack.endpoints.lambda_
+def base(local_stack: Any) -> Any:
+    return local_stack
 
 
 def invoke(lam: Any, name: str, event: dict[str, Any], **kwargs: Any) -> tuple[str, dict[str, Any]]:
@@ -222,14 +228,14 @@ def test_paging_with_before(lam: Any, make_function: Any, base: str) -> None:
 def test_only_the_last_records_are_kept(tmp_path: Path) -> None:
     service = LambdaService(ServiceOptions(state_dir=tmp_path, record_limit=3)).start()
     try:
-        lam = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+        lam = boto3.session.Session(**service.options.credentials.boto3_kwargs(),
                                     region_name="us-east-1").client(
             "lambda", endpoint_url=service.url, config=Config(retries={"total_max_attempts": 1}))
         create_function(lam, "kept", SOURCE)
         ids = [invoke(lam, "kept", {})[0] for _ in range(5)]
-        status, doc = get(service.url, "/_lambdarun/invocations")
+        status, doc = get(service, "/_lambdarun/invocations")
         assert [r["request_id"] for r in doc["invocations"]] == ids[:1:-1]
-        assert get(service.url, f"/_lambdarun/invocations/{ids[0]}")[0] == 404
+        assert get(service, f"/_lambdarun/invocations/{ids[0]}")[0] == 404
         lam.close()
     finally:
         service.stop()
@@ -242,8 +248,9 @@ def test_requests_for_another_host_are_refused(local_stack: Any, path: str) -> N
     for host, expected in ((f"evil.example:{url.port}", 403), (f"localhost:{url.port}", 200),
                            (f"127.0.0.1:{url.port}", 200)):
         conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        signed = signed_request(f"http://{host}{path}", local_stack.credentials)
         try:
-            conn.request("GET", path, headers={"Host": host})
+            conn.request("GET", path, headers={**dict(signed.header_items()), "Host": host})
             resp = conn.getresponse()
             body = resp.read()
         finally:

@@ -32,7 +32,8 @@ def handler(event, context):
         "env": {k: os.environ.get(k) for k in (
             "AWS_LAMBDA_FUNCTION_NAME", "_HANDLER", "LAMBDA_TASK_ROOT", "AWS_REGION",
             "AWS_DEFAULT_REGION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
-            "AWS_LAMBDA_RUNTIME_API", "AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL_S3",
+            "AWS_LAMBDA_RUNTIME_API", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3",
             "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_LAMBDA", "MY_VAR")},
         "cwd": os.getcwd(),
     }
@@ -66,7 +67,13 @@ def test_sync_invoke_gets_the_real_lambda_context(lam: Any, make_function: Any, 
     assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
     assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "256" and env["AWS_LAMBDA_FUNCTION_VERSION"] == "$LATEST"
     assert env["AWS_LAMBDA_RUNTIME_API"].startswith("127.0.0.1:")
-    assert env["AWS_ACCESS_KEY_ID"] == "testing"
+    # the stack's own credentials are the function's runtime credentials (as Lambda injects
+    # the role's), and they are not among its visible Environment.Variables
+    assert env["AWS_ACCESS_KEY_ID"] == local_stack.credentials.access_key_id
+    assert env["AWS_SECRET_ACCESS_KEY"] == local_stack.credentials.secret_access_key
+    assert env["AWS_SESSION_TOKEN"] is None
+    variables = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+    assert "AWS_ACCESS_KEY_ID" not in variables and "AWS_SECRET_ACCESS_KEY" not in variables
     assert env["AWS_ENDPOINT_URL_S3"] == env["AWS_ENDPOINT_URL_DYNAMODB"] == local_stack.endpoints.moto
     assert env["AWS_ENDPOINT_URL_LAMBDA"] == local_stack.endpoints.lambda_
     assert env["MY_VAR"] == "x"

@@ -49,7 +49,7 @@ def shared_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[s
         if line.startswith("export "):
             key, _, value = line[len("export "):].strip().partition("=")
             exports[key] = value
-            if key == "AWS_ENDPOINT_URL_STS":
+            if key == "AWS_SECRET_ACCESS_KEY":  # the last export line
                 break
     try:
         yield proc, exports, state
@@ -66,7 +66,8 @@ def test_up_serves_other_processes_and_down_leaves_no_process(shared_stack: Any)
     assert set(exports) >= {"AWS_ENDPOINT_URL_LAMBDA", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"}
     status = cli("status", "--state-dir", str(state))
     assert status.returncode == 0 and str(proc.pid) in status.stdout
-    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+    session = boto3.session.Session(aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
                                     region_name="us-east-1")
     lam = session.client("lambda", endpoint_url=exports["AWS_ENDPOINT_URL_LAMBDA"])
     s3 = session.client("s3", endpoint_url=exports["AWS_ENDPOINT_URL_S3"])
@@ -135,7 +136,8 @@ def test_stale_state_file_is_ignored(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_workers_die_with_a_killed_service(shared_stack: Any) -> None:
     proc, exports, state = shared_stack
-    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+    session = boto3.session.Session(aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
                                     region_name="us-east-1")
     lam = session.client("lambda", endpoint_url=exports["AWS_ENDPOINT_URL_LAMBDA"])
     lam.create_function(FunctionName="orphan-check", Runtime="python3.11", Role="r", Handler="app.handler",

@@ -121,7 +121,7 @@ def test_stop_endpoint_shape_and_errors(lam: Any, make_function: Any, local_stac
     base = local_stack.endpoints.lambda_
 
     def post(path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        req = urllib.request.Request(base + path, data=body, method="POST")
+        req = local_stack.signed_request(base + path, data=body, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, json.loads(r.read())
@@ -145,7 +145,8 @@ def test_a_target_attached_to_a_stack_it_did_not_start_stops_too(
 ) -> None:
     from lambdarun.local import LocalStack
 
-    attached = LocalTarget(target.settings, stack=LocalStack.attached(local_stack.endpoints))
+    attached = LocalTarget(target.settings, stack=LocalStack.attached(local_stack.endpoints,
+                                                                    credentials=local_stack.credentials))
     assert not attached.stack.owned
     name = make_function(SLEEPER, timeout=30)
     path = tmp_path / "pids"

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import lambdarun
 import lambdarun.local.plugin as local_plugin
 from lambdarun.local.plugin import LocalTarget, stop_embedded_stacks
 from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
@@ -175,6 +176,8 @@ def test_local_target_inside_a_function_uses_the_stack_running_it(local_stack: A
         FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::123456789012:role/x",
         Handler="app.handler", Code={"S3Bucket": "__local__", "S3Key": str(tmp_path)},
         Timeout=30, MemorySize=1024,
+        # the same lambdarun as this test process (not another copy installed in the venv)
+        Environment={"Variables": {"PYTHONPATH": str(Path(lambdarun.__file__).parent.parent)}},
     )
     try:
         out = json.loads(lam.invoke(FunctionName=name)["Payload"].read())

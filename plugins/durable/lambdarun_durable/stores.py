@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import secrets
 import sqlite3
 import threading
@@ -41,6 +40,7 @@ from lambdarun.errors import (
     LeaseHeldError,
     LeaseLostError,
 )
+from lambdarun.private_files import private_file
 from lambdarun.types import Checkpoint, Lease
 
 log = structlog.get_logger(__name__)
@@ -123,8 +123,9 @@ class SQLiteCheckpointStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
+        # 0600 in a 0700 folder: checkpoints hold step results and inputs
+        if path != ":memory:" and not path.startswith("file:"):
+            private_file(path)
         conn = self._conn()
         conn.executescript(
             """
