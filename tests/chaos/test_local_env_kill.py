@@ -53,7 +53,8 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> 
 
 def busy_pid(stack: LocalStack, function: str) -> int | None:
     """The pid of ``function``'s busy environment, through the extension API."""
-    with urllib.request.urlopen(stack.endpoints.lambda_ + "/_lambdarun/functions", timeout=10) as r:
+    with urllib.request.urlopen(stack.signed_request(stack.endpoints.lambda_ + "/_lambdarun/functions"),
+                                timeout=10) as r:
         doc = json.loads(r.read())
     for fn in doc["functions"]:
         if fn["name"] == function:
@@ -118,7 +119,7 @@ def test_sigkill_of_an_event_environment_retries_it_once(
 
     def record() -> dict[str, Any] | None:
         url = f"{env_kill_stack.endpoints.lambda_}/_lambdarun/invocations/{request_id}"
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with urllib.request.urlopen(env_kill_stack.signed_request(url), timeout=10) as r:
             doc = json.loads(r.read())
         return doc if doc["status"] == "succeeded" else None
 

@@ -73,7 +73,7 @@ class Up:
             if line.startswith("export "):
                 key, _, value = line[len("export "):].strip().partition("=")
                 self.exports[key] = value
-                if key == "AWS_ENDPOINT_URL_STS":
+                if {"AWS_ENDPOINT_URL_STS", "AWS_SECRET_ACCESS_KEY"} <= self.exports.keys():
                     break
         assert "AWS_ENDPOINT_URL_LAMBDA" in self.exports, "`local up` did not start"
         return self
@@ -83,7 +83,8 @@ class Up:
         return self.exports["AWS_ENDPOINT_URL_LAMBDA"]
 
     def client(self, service: str) -> Any:
-        session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+        session = boto3.session.Session(aws_access_key_id=self.exports["AWS_ACCESS_KEY_ID"],
+                                        aws_secret_access_key=self.exports["AWS_SECRET_ACCESS_KEY"],
                                         region_name="us-east-1")
         key = "AWS_ENDPOINT_URL_LAMBDA" if service == "lambda" else "AWS_ENDPOINT_URL_S3"
         from botocore.config import Config
@@ -92,7 +93,11 @@ class Up:
                               config=Config(retries={"total_max_attempts": 1}, read_timeout=60))
 
     def extension(self, path: str) -> Any:
-        with urllib.request.urlopen(self.lambda_url + "/_lambdarun/" + path, timeout=10) as r:
+        from lambdarun.local.auth import StackCredentials, signed_request
+
+        credentials = StackCredentials(self.exports["AWS_ACCESS_KEY_ID"], self.exports["AWS_SECRET_ACCESS_KEY"])
+        with urllib.request.urlopen(signed_request(self.lambda_url + "/_lambdarun/" + path, credentials),
+                                    timeout=10) as r:
             return json.loads(r.read())
 
     def environment_pids(self) -> list[int]:
