@@ -28,6 +28,8 @@ __all__ = [
     "temporal_dev_server",
     "with_client",
     "set_current_version",
+    "start_workflows",
+    "workflow_results",
 ]
 
 T = TypeVar("T")
@@ -83,3 +85,25 @@ async def workflow_statuses(client: Any, workflow_ids: Sequence[str]) -> dict[st
         return wid, desc.status.name if desc.status else "UNKNOWN"
 
     return dict(await asyncio.gather(*(one(w) for w in workflow_ids)))
+
+
+def start_workflows(address: str, task_queue: str, workflow: str, args: Sequence[Any]) -> list[str]:
+    """Start ``workflow(arg)`` once per arg on ``task_queue``; return the workflow ids
+    (``<task_queue>-<workflow>-<index>``)."""
+    ids = [f"{task_queue}-{workflow}-{i}" for i in range(len(args))]
+
+    async def start(client: Any) -> None:
+        for wid, arg in zip(ids, args):
+            await client.start_workflow(workflow, arg, id=wid, task_queue=task_queue)
+
+    with_client(address, start)
+    return ids
+
+
+def workflow_results(address: str, ids: Sequence[str]) -> list[Any]:
+    """The results of the given workflows (waits for each to close)."""
+
+    async def fetch(client: Any) -> list[Any]:
+        return [await client.get_workflow_handle(wid).result() for wid in ids]
+
+    return with_client(address, fetch)
