@@ -83,34 +83,67 @@ def run_handler(tmp_path: Path) -> Callable[..., dict[str, Any]]:
     return run
 
 
-@pytest.fixture
-def hanging_server() -> Iterator[str]:
-    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
-    import socket
-    import threading
+class Listener:
+    """A TCP server on 127.0.0.1 that accepts connections, records them and never answers."""
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
+    def __init__(self) -> None:
+        import socket
+        import threading
 
-    def serve() -> None:
-        sock.settimeout(0.1)
-        while not stop.is_set():
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._accepted: list[Any] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="test-listener")
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self._sock.getsockname()[1]}"
+
+    @property
+    def connections(self) -> int:
+        return len(self._accepted)
+
+    def _serve(self) -> None:
+        self._sock.settimeout(0.1)
+        while not self._stop.is_set():
             try:
-                conn, _ = sock.accept()
-                accepted.append(conn)
+                conn, _ = self._sock.accept()
+                self._accepted.append(conn)
             except OSError:
                 continue
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in accepted:
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for conn in self._accepted:
             conn.close()
-        sock.close()
+        self._sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    """A :class:`Listener`: where a test expects (or forbids) connections."""
+    server = Listener()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def attacker() -> Iterator[Listener]:
+    """A second :class:`Listener`, standing for a server an attacker controls."""
+    server = Listener()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def hanging_server(listener: Listener) -> str:
+    """``host:port`` of a TCP server on 127.0.0.1 that accepts connections and never answers."""
+    return listener.address
