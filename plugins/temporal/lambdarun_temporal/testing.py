@@ -30,6 +30,7 @@ __all__ = [
     "set_current_version",
     "start_workflows",
     "workflow_results",
+    "activity_outcomes",
 ]
 
 T = TypeVar("T")
@@ -105,5 +106,32 @@ def workflow_results(address: str, ids: Sequence[str]) -> list[Any]:
 
     async def fetch(client: Any) -> list[Any]:
         return [await client.get_workflow_handle(wid).result() for wid in ids]
+
+    return with_client(address, fetch)
+
+
+def activity_outcomes(address: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per workflow: ``status`` (name), ``result`` (when completed) and ``completed_attempt``,
+    the attempt number of the activity attempt the server recorded as completed (None if
+    none), from the workflow's history. For workflows with one activity."""
+
+    async def one(client: Any, wid: str) -> tuple[str, dict[str, Any]]:
+        handle = client.get_workflow_handle(wid)
+        desc = await handle.describe()
+        history = await handle.fetch_history()
+        started: dict[int, int] = {}
+        completed_attempt = None
+        for event in history.events:
+            if event.HasField("activity_task_started_event_attributes"):
+                started[event.event_id] = event.activity_task_started_event_attributes.attempt
+            if event.HasField("activity_task_completed_event_attributes"):
+                attrs_ = event.activity_task_completed_event_attributes
+                completed_attempt = started.get(attrs_.started_event_id)
+        status = desc.status.name if desc.status else "UNKNOWN"
+        result = await handle.result() if status == "COMPLETED" else None
+        return wid, {"status": status, "result": result, "completed_attempt": completed_attempt}
+
+    async def fetch(client: Any) -> dict[str, dict[str, Any]]:
+        return dict(await asyncio.gather(*(one(client, wid) for wid in ids)))
 
     return with_client(address, fetch)
