@@ -1,8 +1,14 @@
-"""Chaos: the Temporal server dies (SIGKILL) while a worker invocation drains a queue.
+"""Chaos while a worker invocation drains a queue: the Temporal server dies (SIGKILL), or
+the connection between worker and server is cut.
 
-A dev server keeps its state in a SQLite file; the test kills it once the worker has run a
-few activities, restarts it on the same port and file 2 s later, and lets the invocation
-end. Every activity body appends one line (workflow id, attempt) to an effects file.
+* server: a dev server keeps its state in a SQLite file; the test kills it once the worker
+  has run a few activities and restarts it on the same port and file (2 s later, or only
+  after the invocation ended);
+* link: the worker reaches the server through :class:`lambdarun.testing.FaultProxy`; the
+  test cuts every connection (``drop_all``) mid-drain, twice.
+
+Every activity body appends one line (workflow id, attempt) to an effects file; the
+activity has ``start_to_close_timeout`` 4 s and retries without limit (200 ms, up to 1 s).
 
 What must hold:
 
@@ -28,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from lambdarun.testing import FaultProxy
 from lambdarun_temporal.devserver import DevServer
 from lambdarun_temporal.testing import activity_outcomes, set_current_version, start_workflows, with_client
 
@@ -151,3 +158,27 @@ def test_server_down_until_the_deadline(crashable_server, task_queue, start_hand
     assert stored, "no completion survived the kill: the test did not test durability"
     for e in stored:
         assert [x for x in effects if x["wid"] == e["wid"]] == [e], e["wid"]
+
+
+@pytest.mark.timeout(240)
+def test_connection_dropped_mid_drain(temporal_server, task_queue, start_handler, tmp_path):
+    """Every worker<->server connection is cut twice while activities run: the worker
+    reconnects (a new connection through the proxy) and finishes, or exits cleanly; either
+    way before its deadline, and no body runs more than once per attempt."""
+    effects_file = tmp_path / f"effects-{uuid.uuid4().hex[:6]}.jsonl"
+    ids = start_workflows(temporal_server.address, task_queue, "Effect", range(WORKFLOWS))
+    with FaultProxy(("127.0.0.1", temporal_server.port)) as proxy:
+        env = {"TEMPORAL_ADDRESS": f"127.0.0.1:{proxy.port}", "TEMPORAL_TASK_QUEUE": task_queue,
+               "SCENARIO_EFFECTS": str(effects_file), "SCENARIO_ACTIVITY_SECONDS": "1"}
+        run = start_handler("chaos", TIMEOUT, {**env, "SCENARIO_INVOCATION": "first"})
+        wait_until(lambda: len(read_effects(effects_file)) >= 4, 60, "4 activities to run")
+        proxy.drop_all()
+        wait_until(lambda: len(read_effects(effects_file)) >= 8 or run.proc.poll() is not None, 60,
+                   "more activities after the first cut (or the invocation's end)")
+        proxy.drop_all()
+        first = run.result()
+        check_invocation_ended_cleanly(first)
+        assert proxy.drops >= 1
+        outcomes = drain(start_handler, env, temporal_server.address, ids)
+    effects = read_effects(effects_file)
+    check_at_least_once(outcomes, effects)
