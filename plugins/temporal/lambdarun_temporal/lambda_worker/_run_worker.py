@@ -82,6 +82,9 @@ ConfigureCallback: TypeAlias = Callable[
 _TICK = 0.05  # seconds between idle / deadline checks
 _POLLERS_RETRY = 0.1  # seconds between "has the server seen our pollers?" questions
 _BACKLOG_RETRY = 0.5  # seconds between backlog questions while the server reports one
+# A server that answers but does not list this worker's pollers after this long (a poller
+# list kept per partition, say) starts the idle clock anyway; the backlog check still holds.
+_POLLERS_WAIT_LIMIT = 5.0
 
 
 @attrs.frozen
@@ -414,11 +417,13 @@ async def _supervise(
     """Wait for the worker to stop, the deadline, or idle.
 
     Idle needs, in order: the server listing this worker's pollers (the idle clock starts
-    then), ``idle_timeout`` without a task starting or ending, and a backlog report asked
-    after that quiet period began reading 0. At most one question to the server is in
-    flight; its answer is ignored if a task started or ended meanwhile.
+    then; or after ``_POLLERS_WAIT_LIMIT`` of answers without them), ``idle_timeout``
+    without a task starting or ending, and a backlog report asked after that quiet period
+    began reading 0. At most one question to the server is in flight; its answer is ignored
+    if a task started or ended meanwhile. No answer (server down) is never idle.
     """
     idle = idle_timeout.total_seconds() if idle_timeout is not None else None
+    started = time.monotonic()
     ready = False
     question: asyncio.Task[Any] | None = None
     asked_at_generation = 0
@@ -437,10 +442,18 @@ async def _supervise(
             if question is not None and question.done():
                 answer, question = question.result(), None
                 if not ready:
-                    if answer or view.unsupported:
+                    waited = time.monotonic() - started
+                    if answer or view.unsupported or (answer is False and waited > _POLLERS_WAIT_LIMIT):
                         ready = True
                         tracker.reset_clock()
-                        log.debug("the server lists this worker's pollers; idle clock started")
+                        if answer:
+                            log.debug("the server lists this worker's pollers; idle clock started")
+                        elif not view.unsupported:
+                            log.warning(
+                                "the server does not list this worker's pollers; idle clock "
+                                "started anyway (the backlog check still applies)",
+                                seconds=round(waited, 2),
+                            )
                     else:
                         next_question = time.monotonic() + _POLLERS_RETRY
                 else:
