@@ -21,11 +21,14 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, WorkerConfig
 # in parallel while staying far below Lambda's 1,024 file descriptors / threads limits.
 DEFAULT_MAX_CONCURRENT_ACTIVITIES: int = 100
 # A workflow task holds its slot from the poll until its completion is acknowledged, i.e. at
-# least two round trips to the server: with 0.25 s one-way latency a slot turns over about
-# once a second. 100 slots (mostly waiting on the network, not on Lambda's 1-2 vCPUs) keep
-# ~100 workflow tasks/s flowing, enough to drain 200 queued workflows (400 workflow tasks)
-# in one 10 s invocation at that latency; 50 slots drained 88.
-DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS: int = 100
+# least two round trips to the server (a sticky poll waiting for its workflow's next task
+# holds one too): with 0.25 s one-way latency a slot turns over about once a second. 150
+# slots (mostly waiting on the network, not on Lambda's 1-2 vCPUs) drained 200 queued
+# workflows (400 workflow tasks) in one 10 s invocation at that latency with the last one
+# done ~7.7 s in; 100 slots ~8.5 s in (a few hundred ms before the worker stops), 50 slots
+# 88 of 200. (Eager activities would save another ~1 s there, but stay off as in the
+# reference, which always disables them in Lambda.)
+DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS: int = 150
 DEFAULT_MAX_CONCURRENT_LOCAL_ACTIVITIES: int = 50
 DEFAULT_MAX_CONCURRENT_NEXUS_TASKS: int = 10
 # Pollers: each poll is one long-poll RPC that brings one task per round trip, so over a
