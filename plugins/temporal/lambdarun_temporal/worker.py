@@ -34,6 +34,7 @@ from temporalio.common import WorkerDeploymentVersion
 from temporalio.exceptions import ApplicationError
 
 from lambdarun_temporal._workflow import ACTIVITY_NAME, INLINE_LIMIT, WORKER_SHUTDOWN, CallWorkflow
+from lambdarun_temporal.config import MAX_CONCURRENT_CALLS, MAX_IDLE_TIMEOUT
 from lambdarun_temporal.errors import LambdaWorkerConfigError, WorkerEventError
 from lambdarun_temporal.lambda_worker import LambdaWorkerConfig, run_worker
 
@@ -56,8 +57,6 @@ WORKER_EVENT_VERSION = 1
 #: longest task queue / deployment / build id name an event may carry (Temporal's own
 #: limit for identifiers is 1000 bytes)
 MAX_NAME_LENGTH = 1000
-#: most calls one worker may run at once (threads; Lambda allows 1,024 processes/threads)
-MAX_CALLS = 1000
 
 #: seconds between heartbeats of a running call (how fast a cancel reaches it)
 HEARTBEAT_INTERVAL = 1.0
@@ -112,7 +111,8 @@ def check_worker_event(event: dict[str, Any], section: Any) -> None:
                 f"the worker event's {key} must be a non-empty string of at most "
                 f"{MAX_NAME_LENGTH} characters; send events built by the temporal backend"
             )
-    for key, low, high in (("idle_timeout", 0.0, 900.0), ("max_concurrent_calls", 1, MAX_CALLS)):
+    for key, low, high in (("idle_timeout", 0.0, MAX_IDLE_TIMEOUT),
+                           ("max_concurrent_calls", 0, MAX_CONCURRENT_CALLS)):
         value = event.get(key)
         if value is None:
             continue

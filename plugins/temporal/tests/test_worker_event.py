@@ -170,3 +170,11 @@ def test_worker_function_connects_only_where_its_configuration_says(backend, tem
     # the same address as configured (what older controllers sent) is accepted
     error, summary = invoke(backend, {**legit, "address": temporal_server.address})
     assert error is None and summary["stop_reason"] == "idle", summary
+
+
+@pytest.mark.parametrize(("key", "value"), [("max_concurrent_calls", 5000), ("idle_timeout", 901.0)])
+def test_config_refuses_what_the_worker_would_refuse(lambdarun_session, key, value):
+    from lambdarun.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"temporal.{key}.*at most"):
+        lambdarun_session(*plugins(), overrides={"temporal": {key: value}}).settings.section("temporal")
