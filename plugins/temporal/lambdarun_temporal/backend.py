@@ -166,6 +166,11 @@ class TemporalBackend(Backend):
             if self._function_name is None:
                 settings = self.session.settings
                 environment = function_environment(settings)
+                # the worker connects where its own configuration says, never where an
+                # event says (see lambdarun_temporal.worker)
+                environment["LAMBDARUN_TEMPORAL__ADDRESS"] = self.address
+                environment["LAMBDARUN_TEMPORAL__NAMESPACE"] = self.config.namespace
+                environment["LAMBDARUN_TEMPORAL__TLS"] = "true" if self.config.tls else "false"
                 if self.config.api_key:
                     environment["LAMBDARUN_TEMPORAL__API_KEY"] = self.config.api_key
                 spec = FunctionSpec(
@@ -178,15 +183,13 @@ class TemporalBackend(Backend):
             return self._function_name
 
     def worker_event(self) -> dict[str, Any]:
-        """The event a worker invocation receives."""
+        """The event a worker invocation receives: what to serve, never where the server is
+        (the function's environment has that, see :attr:`function_name`)."""
         return {
             WORKER_EVENT_KEY: WORKER_EVENT_VERSION,
-            "address": self.address,
-            "namespace": self.config.namespace,
             "task_queue": self.config.task_queue,
             "deployment_name": self.config.deployment_name,
             "build_id": self.config.build_id,
-            "tls": bool(self.config.tls or self.config.api_key),
             "idle_timeout": self.config.idle_timeout,
             "max_concurrent_calls": self.config.max_concurrent_calls,
         }

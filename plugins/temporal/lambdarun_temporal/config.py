@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+from typing import Any
+
 import attrs
 
 from lambdarun.config import positive
@@ -10,6 +12,19 @@ from lambdarun.config import positive
 __all__ = ["TemporalConfig", "DEFAULT_TASK_QUEUE"]
 
 DEFAULT_TASK_QUEUE = "lambdarun"
+#: upper bounds the worker function accepts in its event (see lambdarun_temporal.worker)
+MAX_IDLE_TIMEOUT = 900.0
+MAX_CONCURRENT_CALLS = 1000
+
+
+def at_most(limit: float):
+    """Validator: no more than ``limit`` (what the worker function accepts)."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value is not None and value > limit:
+            raise ValueError(f"must be at most {limit:g} (the worker function refuses more)", attribute)
+
+    return check
 
 
 @attrs.define(kw_only=True)
@@ -34,11 +49,13 @@ class TemporalConfig:
     function_timeout: int = attrs.field(default=60, validator=positive)
     memory: int = attrs.field(default=1024, validator=positive)
     #: a worker returns after the queue was idle this long (seconds)
-    idle_timeout: float = attrs.field(default=1.0, validator=positive)
+    idle_timeout: float = attrs.field(default=1.0, validator=[positive, at_most(MAX_IDLE_TIMEOUT)])
     #: worker invocations the controller keeps running at once while work is pending
     max_workers: int = attrs.field(default=1, validator=positive)
     #: calls one worker runs at once (threads)
-    max_concurrent_calls: int = attrs.field(default=32, validator=positive)
+    max_concurrent_calls: int = attrs.field(
+        default=32, validator=[positive, at_most(MAX_CONCURRENT_CALLS)]
+    )
     #: per-call time limit (seconds); default: the worker function's timeout minus its
     #: shutdown buffer
     timeout: float | None = attrs.field(default=None, validator=positive)

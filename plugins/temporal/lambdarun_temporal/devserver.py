@@ -197,6 +197,19 @@ class DevServer:
             self._log_file.close()
             self._log_file = None
 
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL, as a crash would) and reap it. Port and
+        ``db_filename`` are kept, so :meth:`start` brings the same server back (with its
+        state when ``db_filename`` is set); for chaos tests."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+            log.info("temporal dev server killed", pid=process.pid)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
     def __enter__(self) -> DevServer:
         return self.start()
 

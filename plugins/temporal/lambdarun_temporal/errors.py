@@ -11,6 +11,7 @@ __all__ = [
     "LambdaTimeoutTooShortError",
     "TemporalConnectError",
     "WorkerStartError",
+    "WorkerEventError",
 ]
 
 
@@ -36,3 +37,8 @@ class TemporalConnectError(TemporalBackendError, ConnectionError):
 
 class WorkerStartError(TemporalBackendError):
     """The Temporal worker could not be created with the configured options."""
+
+
+class WorkerEventError(TemporalBackendError, ValueError):
+    """A worker event tried to choose what only the worker function's own configuration
+    decides (the Temporal server, namespace, TLS, credentials); nothing was connected."""

@@ -28,6 +28,9 @@ __all__ = [
     "temporal_dev_server",
     "with_client",
     "set_current_version",
+    "start_workflows",
+    "workflow_results",
+    "activity_outcomes",
 ]
 
 T = TypeVar("T")
@@ -83,3 +86,52 @@ async def workflow_statuses(client: Any, workflow_ids: Sequence[str]) -> dict[st
         return wid, desc.status.name if desc.status else "UNKNOWN"
 
     return dict(await asyncio.gather(*(one(w) for w in workflow_ids)))
+
+
+def start_workflows(address: str, task_queue: str, workflow: str, args: Sequence[Any]) -> list[str]:
+    """Start ``workflow(arg)`` once per arg on ``task_queue``; return the workflow ids
+    (``<task_queue>-<workflow>-<index>``)."""
+    ids = [f"{task_queue}-{workflow}-{i}" for i in range(len(args))]
+
+    async def start(client: Any) -> None:
+        for wid, arg in zip(ids, args):
+            await client.start_workflow(workflow, arg, id=wid, task_queue=task_queue)
+
+    with_client(address, start)
+    return ids
+
+
+def workflow_results(address: str, ids: Sequence[str]) -> list[Any]:
+    """The results of the given workflows (waits for each to close)."""
+
+    async def fetch(client: Any) -> list[Any]:
+        return [await client.get_workflow_handle(wid).result() for wid in ids]
+
+    return with_client(address, fetch)
+
+
+def activity_outcomes(address: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per workflow: ``status`` (name), ``result`` (when completed) and ``completed_attempt``,
+    the attempt number of the activity attempt the server recorded as completed (None if
+    none), from the workflow's history. For workflows with one activity."""
+
+    async def one(client: Any, wid: str) -> tuple[str, dict[str, Any]]:
+        handle = client.get_workflow_handle(wid)
+        desc = await handle.describe()
+        history = await handle.fetch_history()
+        started: dict[int, int] = {}
+        completed_attempt = None
+        for event in history.events:
+            if event.HasField("activity_task_started_event_attributes"):
+                started[event.event_id] = event.activity_task_started_event_attributes.attempt
+            if event.HasField("activity_task_completed_event_attributes"):
+                attrs_ = event.activity_task_completed_event_attributes
+                completed_attempt = started.get(attrs_.started_event_id)
+        status = desc.status.name if desc.status else "UNKNOWN"
+        result = await handle.result() if status == "COMPLETED" else None
+        return wid, {"status": status, "result": result, "completed_attempt": completed_attempt}
+
+    async def fetch(client: Any) -> dict[str, dict[str, Any]]:
+        return dict(await asyncio.gather(*(one(client, wid) for wid in ids)))
+
+    return with_client(address, fetch)

@@ -2,15 +2,21 @@
 
 The controller (client side) invokes the worker function with a *worker event*::
 
-    {"lambdarun_temporal": 1, "address": "host:port", "namespace": "default",
-     "task_queue": "lambdarun", "deployment_name": "lambdarun", "build_id": "...",
-     "tls": false, "idle_timeout": 1.0, "max_concurrent_calls": 32}
+    {"lambdarun_temporal": 1, "task_queue": "lambdarun", "deployment_name": "lambdarun",
+     "build_id": "...", "idle_timeout": 1.0, "max_concurrent_calls": 32}
 
 ``lambdarun_handle_event`` (in :mod:`lambdarun_temporal.plugin`) passes it here; we run
 :func:`lambdarun_temporal.lambda_worker.run_worker` with the built-in workflow and an
 activity that executes lambdarun call envelopes with :func:`lambdarun.calls.execute_call`.
-The API key, which must not travel in the event, comes from this side's ``[temporal]``
-config (``LAMBDARUN_TEMPORAL__API_KEY`` in the function's environment).
+
+Which server the worker connects to, and how, comes from this side's ``[temporal]`` config
+only (``LAMBDARUN_TEMPORAL__ADDRESS`` / ``__NAMESPACE`` / ``__TLS`` / ``__API_KEY`` in the
+function's environment, set by the backend on the local target and by ``lambdarun
+deploy``): whoever may invoke the function must not be able to send the worker, and its
+API key, to a server of their choice. An event that carries ``api_key``, or an
+``address`` / ``namespace`` / ``tls`` different from the configured ones, is refused with
+:class:`~lambdarun_temporal.errors.WorkerEventError` before anything connects (the same
+values, as older controllers sent them, are accepted and unused).
 """
 
 from __future__ import annotations
@@ -28,27 +34,101 @@ from temporalio.common import WorkerDeploymentVersion
 from temporalio.exceptions import ApplicationError
 
 from lambdarun_temporal._workflow import ACTIVITY_NAME, INLINE_LIMIT, WORKER_SHUTDOWN, CallWorkflow
+from lambdarun_temporal.config import MAX_CONCURRENT_CALLS, MAX_IDLE_TIMEOUT
+from lambdarun_temporal.errors import LambdaWorkerConfigError, WorkerEventError
 from lambdarun_temporal.lambda_worker import LambdaWorkerConfig, run_worker
 
 if TYPE_CHECKING:
     from lambdarun.session import Session
 
-__all__ = ["WORKER_EVENT_KEY", "WORKER_EVENT_VERSION", "is_worker_event", "handle_worker_event"]
+__all__ = [
+    "WORKER_EVENT_KEY",
+    "WORKER_EVENT_VERSION",
+    "check_worker_event",
+    "is_worker_event",
+    "handle_worker_event",
+]
 
 log = structlog.get_logger(__name__)
 
 WORKER_EVENT_KEY = "lambdarun_temporal"
 WORKER_EVENT_VERSION = 1
 
+#: longest task queue / deployment / build id name an event may carry (Temporal's own
+#: limit for identifiers is 1000 bytes)
+MAX_NAME_LENGTH = 1000
+
 #: seconds between heartbeats of a running call (how fast a cancel reaches it)
 HEARTBEAT_INTERVAL = 1.0
 
+_HANDLER_FIELDS = ("task_queue", "deployment_name", "build_id", "idle_timeout", "max_concurrent_calls")
 _handlers: dict[tuple[Any, ...], Callable[[Any, Any], dict[str, Any]]] = {}
 _handlers_lock = threading.Lock()
 
 
 def is_worker_event(event: Any) -> bool:
     return isinstance(event, dict) and event.get(WORKER_EVENT_KEY) == WORKER_EVENT_VERSION
+
+
+def _server_settings(section: Any) -> dict[str, Any]:
+    """What the worker connects with, from its ``[temporal]`` section only."""
+    return {
+        "address": section.address,
+        "namespace": section.namespace,
+        "tls": bool(section.tls or section.api_key),
+    }
+
+
+def check_worker_event(event: dict[str, Any], section: Any) -> None:
+    """Refuse an event that tries to choose the server, namespace, TLS or credentials.
+
+    Raises :class:`WorkerEventError` for an ``api_key`` in the event, or an ``address`` /
+    ``namespace`` / ``tls`` that differs from the worker's configuration (the values are
+    not echoed: the caller may be the attacker), and :class:`LambdaWorkerConfigError`
+    when the worker function has no server configured.
+    """
+    if "api_key" in event:
+        raise WorkerEventError(
+            "the worker event carries an api_key: credentials never travel in events; the "
+            "worker uses [temporal] api_key of its own function (LAMBDARUN_TEMPORAL__API_KEY)"
+        )
+    configured = _server_settings(section)
+    conflicts = sorted(
+        key for key in ("address", "namespace", "tls")
+        if key in event and (bool(event[key]) if key == "tls" else event[key]) != configured[key]
+    )
+    if conflicts:
+        raise WorkerEventError(
+            f"the worker event sets {', '.join(conflicts)} differently from the worker function's "
+            "[temporal] configuration; the worker connects only where its own configuration "
+            "says (LAMBDARUN_TEMPORAL__ADDRESS / __NAMESPACE / __TLS in the function's "
+            "environment). Refused: nothing was connected."
+        )
+    for key in ("task_queue", "deployment_name", "build_id"):
+        value = event.get(key)
+        if not isinstance(value, str) or not value or len(value) > MAX_NAME_LENGTH:
+            raise WorkerEventError(
+                f"the worker event's {key} must be a non-empty string of at most "
+                f"{MAX_NAME_LENGTH} characters; send events built by the temporal backend"
+            )
+    for key, low, high in (("idle_timeout", 0.0, MAX_IDLE_TIMEOUT),
+                           ("max_concurrent_calls", 0, MAX_CONCURRENT_CALLS)):
+        value = event.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high \
+                or (key == "max_concurrent_calls" and not isinstance(value, int)):
+            raise WorkerEventError(
+                f"the worker event's {key} must be a number in ({low:g}, {high:g}]"
+                f"{' (an integer)' if key == 'max_concurrent_calls' else ''}; got {type(value).__name__}"
+            )
+    if not configured["address"]:
+        raise LambdaWorkerConfigError(
+            "the worker function has no Temporal server configured: set "
+            "LAMBDARUN_TEMPORAL__ADDRESS (and __NAMESPACE, __API_KEY) in its environment; the "
+            "temporal backend sets it on the local target and `lambdarun deploy` forwards "
+            "[temporal] address from lambdarun.toml"
+        )
 
 
 def make_call_activity(session: Session) -> Callable[[bytes], bytes]:
@@ -109,7 +189,9 @@ def make_call_activity(session: Session) -> Callable[[bytes], bytes]:
 
 
 def _handler_for(event: dict[str, Any], session: Session) -> Callable[[Any, Any], dict[str, Any]]:
-    key = tuple(sorted((k, str(v)) for k, v in event.items())) + (id(session),)
+    # only the fields the handler uses: an invoker adding other keys cannot make it build
+    # (and keep) a new handler per event
+    key = tuple(str(event.get(k)) for k in _HANDLER_FIELDS) + (id(session),)
     with _handlers_lock:
         handler = _handlers.get(key)
         if handler is not None:
@@ -118,13 +200,15 @@ def _handler_for(event: dict[str, Any], session: Session) -> Callable[[Any, Any]
         calls = int(event.get("max_concurrent_calls") or section.max_concurrent_calls)
         call_activity = make_call_activity(session)
 
+        server = _server_settings(section)
+
         def configure(config: LambdaWorkerConfig) -> None:
             connect = config.client_connect_config
-            connect["target_host"] = event["address"]
-            connect["namespace"] = event.get("namespace", "default")
+            connect["target_host"] = server["address"]
+            connect["namespace"] = server["namespace"]
             if section.api_key:
                 connect["api_key"] = section.api_key
-            if event.get("tls") or section.tls or section.api_key:
+            if server["tls"]:
                 connect["tls"] = True
             config.worker_config["task_queue"] = event["task_queue"]
             config.worker_config["workflows"] = [CallWorkflow]
@@ -149,6 +233,7 @@ def _handler_for(event: dict[str, Any], session: Session) -> Callable[[Any, Any]
 
 def handle_worker_event(event: dict[str, Any], context: Any, session: Session) -> dict[str, Any]:
     """Run one worker invocation and return its summary (``stop_reason``, counts, seconds)."""
+    check_worker_event(event, session.settings.section("temporal"))
     summary = _handler_for(event, session)(event, context)
     log.info("temporal worker invocation done", **summary)
     return {WORKER_EVENT_KEY: WORKER_EVENT_VERSION, "task_queue": event["task_queue"], **summary}

@@ -50,67 +50,139 @@ def _pythonpath() -> str:
     return os.pathsep.join(roots)
 
 
-@pytest.fixture
-def run_handler(tmp_path: Path) -> Callable[..., dict[str, Any]]:
-    """Run one invocation of ``scenarios.<scenario>`` in a subprocess; return its JSON line
-    plus ``markers`` (lines written by hooks/teardowns) and ``returncode``."""
+class HandlerRun:
+    """One invocation of ``scenarios.<scenario>`` running in a subprocess."""
 
-    def run(scenario: str, timeout: float, env: dict[str, str], cwd: Path | None = None) -> dict[str, Any]:
-        markers = tmp_path / f"markers-{uuid.uuid4().hex[:6]}.txt"
+    def __init__(self, scenario: str, timeout: float, env: dict[str, str], cwd: Path, markers: Path) -> None:
         full_env = {
             k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_") and k != "LAMBDA_TASK_ROOT"
         }
         full_env.update(env)
         full_env["SCENARIO_MARKERS"] = str(markers)
         full_env["PYTHONPATH"] = _pythonpath()
-        proc = subprocess.run(
+        self.timeout = timeout
+        self.markers = markers
+        self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "scenarios.py"), scenario, str(timeout)],
             env=full_env,
-            cwd=str(cwd or tmp_path),
-            capture_output=True,
+            cwd=str(cwd),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout + 30,
         )
-        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-        assert lines, f"no result line; rc={proc.returncode}\nstdout={proc.stdout}\nstderr={proc.stderr}"
+
+    def result(self) -> dict[str, Any]:
+        """Wait for the process; its JSON line plus ``markers``, ``returncode``, ``log``."""
+        try:
+            stdout, stderr = self.proc.communicate(timeout=self.timeout + 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            stdout, stderr = self.proc.communicate()
+            raise AssertionError(f"the invocation did not end; stderr={stderr[-3000:]}") from None
+        lines = [l for l in stdout.splitlines() if l.startswith("{")]
+        assert lines, f"no result line; rc={self.proc.returncode}\nstdout={stdout}\nstderr={stderr}"
         out = json.loads(lines[-1])
-        out["returncode"] = proc.returncode
-        out["stderr"] = proc.stderr
-        out["log"] = proc.stdout + proc.stderr
-        out["markers"] = markers.read_text().splitlines() if markers.exists() else []
+        out["returncode"] = self.proc.returncode
+        out["stderr"] = stderr
+        out["log"] = stdout + stderr
+        out["markers"] = self.markers.read_text().splitlines() if self.markers.exists() else []
         return out
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def start_handler(tmp_path: Path) -> Iterator[Callable[..., HandlerRun]]:
+    """Start one invocation of ``scenarios.<scenario>`` in a subprocess; ``.result()`` waits
+    for it. Processes still running at teardown are killed (no orphan)."""
+    runs: list[HandlerRun] = []
+
+    def start(scenario: str, timeout: float, env: dict[str, str], cwd: Path | None = None) -> HandlerRun:
+        markers = tmp_path / f"markers-{uuid.uuid4().hex[:6]}.txt"
+        run = HandlerRun(scenario, timeout, env, cwd or tmp_path, markers)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.kill()
+
+
+@pytest.fixture
+def run_handler(start_handler: Callable[..., HandlerRun]) -> Callable[..., dict[str, Any]]:
+    """Run one invocation of ``scenarios.<scenario>`` in a subprocess; return its JSON line
+    plus ``markers`` (lines written by hooks/teardowns) and ``returncode``."""
+
+    def run(scenario: str, timeout: float, env: dict[str, str], cwd: Path | None = None) -> dict[str, Any]:
+        return start_handler(scenario, timeout, env, cwd).result()
 
     return run
 
 
-@pytest.fixture
-def hanging_server() -> Iterator[str]:
-    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
-    import socket
-    import threading
+class Listener:
+    """A TCP server on 127.0.0.1 that accepts connections, records them and never answers."""
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
+    def __init__(self) -> None:
+        import socket
+        import threading
 
-    def serve() -> None:
-        sock.settimeout(0.1)
-        while not stop.is_set():
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._accepted: list[Any] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="test-listener")
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self._sock.getsockname()[1]}"
+
+    @property
+    def connections(self) -> int:
+        return len(self._accepted)
+
+    def _serve(self) -> None:
+        self._sock.settimeout(0.1)
+        while not self._stop.is_set():
             try:
-                conn, _ = sock.accept()
-                accepted.append(conn)
+                conn, _ = self._sock.accept()
+                self._accepted.append(conn)
             except OSError:
                 continue
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in accepted:
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for conn in self._accepted:
             conn.close()
-        sock.close()
+        self._sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    """A :class:`Listener`: where a test expects (or forbids) connections."""
+    server = Listener()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def attacker() -> Iterator[Listener]:
+    """A second :class:`Listener`, standing for a server an attacker controls."""
+    server = Listener()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def hanging_server(listener: Listener) -> str:
+    """``host:port`` of a TCP server on 127.0.0.1 that accepts connections and never answers."""
+    return listener.address

@@ -21,7 +21,7 @@ import time
 from datetime import timedelta
 
 from temporalio import activity, workflow
-from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.common import RetryPolicy, VersioningBehavior, WorkerDeploymentVersion
 
 DEPLOYMENT = "lambdarun-temporal-tests"
 BUILD_ID = "v1"
@@ -57,6 +57,35 @@ class Shout:
         )
 
 
+@activity.defn
+async def effect(x: int) -> int:
+    """A side effect counted in the file ``SCENARIO_EFFECTS``: one JSON line per body that
+    ran to its end (workflow id, attempt, invocation tag, wall time)."""
+    await asyncio.sleep(float(os.environ.get("SCENARIO_ACTIVITY_SECONDS", "1")))
+    info = activity.info()
+    line = json.dumps({"wid": info.workflow_id, "attempt": info.attempt,
+                       "inv": os.environ.get("SCENARIO_INVOCATION", ""), "t": time.time()})
+    with open(os.environ["SCENARIO_EFFECTS"], "a") as f:  # O_APPEND: whole lines
+        f.write(line + "\n")
+    return x + 1
+
+
+@workflow.defn(versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+class Effect:
+    """One activity with a side effect; retried quickly when an attempt is lost."""
+
+    @workflow.run
+    async def run(self, x: int) -> int:
+        return await workflow.execute_activity(
+            effect,
+            x,
+            start_to_close_timeout=timedelta(seconds=4),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=1)
+            ),
+        )
+
+
 def mark(text: str) -> None:
     path = os.environ.get("SCENARIO_MARKERS")
     if path:
@@ -67,8 +96,8 @@ def mark(text: str) -> None:
 def _register(config) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    config.worker_config["workflows"] = [AddOne, Shout]
-    config.worker_config["activities"] = [add_one, shout]
+    config.worker_config["workflows"] = [AddOne, Shout, Effect]
+    config.worker_config["activities"] = [add_one, shout, effect]
     config.worker_config["activity_executor"] = ThreadPoolExecutor(16)
     config.worker_config["max_concurrent_activities"] = 16
 
@@ -116,6 +145,12 @@ async def configure_asyncgen(config):
 async def configure_context_manager(config):
     async for _ in configure_asyncgen(config):
         yield
+
+
+def configure_chaos(config) -> None:
+    """Four activities at a time, so a queue of slow ``Effect`` workflows drains for a while."""
+    _register(config)
+    config.worker_config["max_concurrent_activities"] = 4
 
 
 def configure_no_idle(config) -> None:

@@ -156,11 +156,13 @@ def test_worker_returns_before_its_lambda_deadline(make_session):
 
 @pytest.mark.timeout(90)
 def test_failing_worker_function_fails_pending_calls(make_session):
-    """A worker function that cannot run (1 s timeout < shutdown buffer) fails every time;
-    after three failures the pending call gets the worker's error instead of hanging."""
+    """A worker function that cannot run (2 s timeout < 1.5 s shutdown buffer + 1 s of work)
+    fails every time; after three failures the pending call gets the worker's error instead
+    of hanging. (2 s, not 1 s: a cold start under load can take more than 1 s, and then the
+    function times out before the handler can say why.)"""
     from lambdarun_temporal.backend import WorkerInvocationError
 
-    session = make_session(function_timeout=1)
+    session = make_session(function_timeout=2)
     with pytest.raises(WorkerInvocationError, match="LambdaTimeoutTooShortError"):
         lambdarun.run(double, 1, backend="temporal", session=session)
 

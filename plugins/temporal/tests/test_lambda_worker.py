@@ -6,26 +6,17 @@ from typing import Any
 
 import pytest
 
+from lambdarun_temporal import testing
 from lambdarun_temporal.testing import with_client
 
 
 def start_workflows(address: str, task_queue: str, count: int, workflow: str = "AddOne") -> list[str]:
-    ids = [f"{task_queue}-{workflow}-{i}" for i in range(count)]
-
-    async def start(client: Any) -> None:
-        for i, wid in enumerate(ids):
-            arg: Any = i if workflow == "AddOne" else f"text {i}"
-            await client.start_workflow(workflow, arg, id=wid, task_queue=task_queue)
-
-    with_client(address, start)
-    return ids
+    args: list[Any] = list(range(count)) if workflow == "AddOne" else [f"text {i}" for i in range(count)]
+    return testing.start_workflows(address, task_queue, workflow, args)
 
 
 def results(address: str, ids: list[str]) -> list[Any]:
-    async def fetch(client: Any) -> list[Any]:
-        return [await client.get_workflow_handle(wid).result() for wid in ids]
-
-    return with_client(address, fetch)
+    return testing.workflow_results(address, ids)
 
 
 def identities(address: str, workflow_id: str) -> set[str]:

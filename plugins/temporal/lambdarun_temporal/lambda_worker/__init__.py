@@ -3,7 +3,9 @@
 Same user-facing names as ``temporalio.contrib.aws.lambda_worker`` (``run_worker``,
 ``LambdaWorkerConfig``, the ``otel`` helper module), with these differences:
 
-* the handler returns once the task queue has been idle for ``idle_timeout`` (default 1 s);
+* the handler returns once the task queue has been idle for ``idle_timeout`` (default 1 s),
+  counted from when the server listed the worker's pollers, and the server reports no
+  backlog (``_idle``);
 * throughput defaults (pollers, concurrency, 1 s graceful shutdown) drain a backlog quickly;
 * the shutdown buffer follows graceful shutdown + hook budget, a too-short timeout is a
   clear error and the handler never returns after the Lambda deadline, hooks included;

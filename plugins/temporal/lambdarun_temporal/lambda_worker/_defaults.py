@@ -20,15 +20,26 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, WorkerConfig
 # Activities are mostly I/O bound (calls to other services); 100 slots let a backlog drain
 # in parallel while staying far below Lambda's 1,024 file descriptors / threads limits.
 DEFAULT_MAX_CONCURRENT_ACTIVITIES: int = 100
-# Workflow tasks are CPU-bound Python; more than a few dozen in flight only adds queueing
-# on Lambda's 1-2 vCPUs, but enough are needed to keep the pollers' results flowing.
-DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS: int = 50
+# A workflow task holds its slot from the poll until its completion is acknowledged, i.e. at
+# least two round trips to the server (a sticky poll waiting for its workflow's next task
+# holds one too): with 0.25 s one-way latency a slot turns over about once a second. 150
+# slots (mostly waiting on the network, not on Lambda's 1-2 vCPUs) drained 200 queued
+# workflows (400 workflow tasks) in one 10 s invocation at that latency with the last one
+# done ~7.7 s in; 100 slots ~8.5 s in (a few hundred ms before the worker stops), 50 slots
+# 88 of 200. (Eager activities would save another ~1 s there, but stay off as in the
+# reference, which always disables them in Lambda.)
+DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS: int = 150
 DEFAULT_MAX_CONCURRENT_LOCAL_ACTIVITIES: int = 50
 DEFAULT_MAX_CONCURRENT_NEXUS_TASKS: int = 10
-# Pollers: each poll is one long-poll RPC; 2/1 (reference) caps dispatch at a few tasks per
-# round trip. 8 of each drains a backlog at the speed the CPU allows.
-DEFAULT_WORKFLOW_TASK_POLLER_BEHAVIOR = PollerBehaviorSimpleMaximum(maximum=8)
-DEFAULT_ACTIVITY_TASK_POLLER_BEHAVIOR = PollerBehaviorSimpleMaximum(maximum=8)
+# Pollers: each poll is one long-poll RPC that brings one task per round trip, so over a
+# slow link the poller count, not the CPU, caps throughput. 8 workflow pollers (of which
+# the default 0.2 non-sticky ratio left 1 for new workflows) drained 30 of 200 queued
+# workflows at 0.25 s one-way latency; 100 workflow / 50 activity pollers with half of
+# the workflow pollers on the non-sticky queue drained 200 (1.0 starved the sticky queue:
+# 5 of 200; autoscaling pollers: 22-26 of 200). Open long polls cost the server little.
+DEFAULT_WORKFLOW_TASK_POLLER_BEHAVIOR = PollerBehaviorSimpleMaximum(maximum=100)
+DEFAULT_ACTIVITY_TASK_POLLER_BEHAVIOR = PollerBehaviorSimpleMaximum(maximum=50)
+DEFAULT_NONSTICKY_TO_STICKY_POLL_RATIO: float = 0.5
 DEFAULT_NEXUS_TASK_POLLER_BEHAVIOR = PollerBehaviorSimpleMaximum(maximum=1)
 # The cache only has to hold the workflows this invocation touches; evictions force a full
 # history replay, so keep it larger than the concurrency above.
@@ -46,7 +57,9 @@ DEFAULT_SHUTDOWN_HOOK_BUDGET: timedelta = timedelta(seconds=1)
 SHUTDOWN_MARGIN: timedelta = timedelta(milliseconds=500)
 # The handler never plans to return later than this before the Lambda deadline.
 RETURN_SAFETY: timedelta = timedelta(milliseconds=150)
-# Return when no task has been running or received for this long (None: run to deadline).
+# Return when no task has been running or received for this long, counted from when the
+# server listed this worker's pollers, and the server then reports no backlog (None: run to
+# the deadline).
 DEFAULT_IDLE_TIMEOUT: timedelta | None = timedelta(seconds=1)
 # A connection that takes longer than this is treated as failed (bounded by the deadline).
 DEFAULT_CONNECT_TIMEOUT: timedelta = timedelta(seconds=5)
@@ -77,6 +90,7 @@ def apply_lambda_worker_defaults(config: WorkerConfig) -> None:
     config.setdefault("workflow_task_poller_behavior", DEFAULT_WORKFLOW_TASK_POLLER_BEHAVIOR)
     config.setdefault("activity_task_poller_behavior", DEFAULT_ACTIVITY_TASK_POLLER_BEHAVIOR)
     config.setdefault("nexus_task_poller_behavior", DEFAULT_NEXUS_TASK_POLLER_BEHAVIOR)
+    config.setdefault("nonsticky_to_sticky_poll_ratio", DEFAULT_NONSTICKY_TO_STICKY_POLL_RATIO)
     config["disable_eager_activity_execution"] = True
 
 

@@ -1,20 +1,36 @@
 """Knowing when the worker has nothing to do.
 
-The worker counts, with public temporalio extension points only, every workflow activation
-(a wrapping :class:`~temporalio.worker.WorkflowRunner`, whose instances' ``activate`` runs
-once per workflow task) and every activity execution (a worker
-:class:`~temporalio.worker.Interceptor`). The queue is idle when nothing is running and
-nothing started or finished for ``idle_timeout``.
+Two views, both needed before an invocation returns ``idle``:
+
+* this process: the worker counts, with public temporalio extension points only, every
+  workflow activation (a wrapping :class:`~temporalio.worker.WorkflowRunner`, whose
+  instances' ``activate`` runs once per workflow task) and every activity execution (a
+  worker :class:`~temporalio.worker.Interceptor`) in a :class:`TaskTracker`;
+* the server (:class:`ServerView`): ``DescribeTaskQueue`` says whether this worker's pollers
+  have reached the server (its identity is among the task queue's pollers, for every task
+  type it polls) and how large the backlog is.
+
+The idle clock starts only once the server has listed the worker's pollers (so a slow
+connection, namespace validation or a first poll still in flight is never mistaken for an
+empty queue), and the worker returns ``idle`` only when nothing ran for ``idle_timeout``
+*and* a backlog report asked after that reads 0 for every polled task type.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
+import structlog
 import temporalio.worker
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -24,7 +40,12 @@ from temporalio.worker import (
     WorkflowRunner,
 )
 
-__all__ = ["TaskTracker", "TrackingInterceptor", "TrackingWorkflowRunner"]
+__all__ = ["ServerView", "TaskTracker", "TrackingInterceptor", "TrackingWorkflowRunner"]
+
+log = structlog.get_logger(__name__)
+
+#: one DescribeTaskQueue call may take this long (it is a unary call, answered at once)
+DESCRIBE_TIMEOUT = timedelta(seconds=5)
 
 
 class TaskTracker:
@@ -35,6 +56,9 @@ class TaskTracker:
         self._lock = threading.Lock()
         self._running = 0
         self._last_change = clock()
+        self._floor = clock()
+        self.ready_at: float | None = None  # when reset_clock ran (the server saw the pollers)
+        self.generation = 0  # bumped by every begin/end: "did anything happen since?"
         self.workflow_activations = 0
         self.activities = 0
 
@@ -42,6 +66,7 @@ class TaskTracker:
         with self._lock:
             self._running += 1
             self._last_change = self._clock()
+            self.generation += 1
             if kind == "workflow":
                 self.workflow_activations += 1
             else:
@@ -51,18 +76,103 @@ class TaskTracker:
         with self._lock:
             self._running -= 1
             self._last_change = self._clock()
+            self.generation += 1
 
     def reset_clock(self) -> None:
-        """Start the idle clock now (when the worker starts polling)."""
+        """Start the idle clock now: idle time never counts from before this call (used
+        once the server has confirmed the worker's pollers)."""
         with self._lock:
-            self._last_change = self._clock()
+            self._floor = self._clock()
+            self.ready_at = self._floor
 
     def idle_for(self) -> float:
-        """Seconds since the last task started or ended; 0 while one is running."""
+        """Seconds since the last task started or ended (or the clock was reset, whichever
+        is later); 0 while one is running."""
         with self._lock:
             if self._running:
                 return 0.0
-            return self._clock() - self._last_change
+            return self._clock() - max(self._last_change, self._floor)
+
+
+class ServerView:
+    """What the Temporal server says about this worker's task queue (``DescribeTaskQueue``).
+
+    :param types: the task types this worker polls (workflow when it has workflows,
+        activity when it has activities).
+    :param identity: the worker's identity, as its pollers send it; it must be unique to
+        this invocation (the default ``<request id>@<function ARN>`` is).
+
+    Each call returns None when the server could not answer (unreachable, timed out): the
+    caller then must not conclude anything. A server that refuses the call itself
+    (``PERMISSION_DENIED``, ``UNIMPLEMENTED``: an API key without the right, an old server)
+    makes :attr:`unsupported` true; the worker then falls back to its own view only.
+    """
+
+    def __init__(self, client: Any, task_queue: str, identity: str, types: Sequence[int]) -> None:
+        self._service = client.workflow_service
+        self._namespace = client.namespace
+        self._task_queue = task_queue
+        self._identity = identity
+        self._types = tuple(types)
+        self.unsupported = False
+
+    async def _describe(self, task_type: int, *, stats: bool) -> Any:
+        request = DescribeTaskQueueRequest(
+            namespace=self._namespace,
+            task_queue=TaskQueue(name=self._task_queue),
+            task_queue_type=task_type,  # type: ignore[arg-type]
+            report_pollers=not stats,
+            report_stats=stats,
+        )
+        return await self._service.describe_task_queue(request, timeout=DESCRIBE_TIMEOUT)
+
+    async def _each(self, stats: bool) -> list[Any] | None:
+        if self.unsupported:
+            return None
+        try:
+            return list(await asyncio.gather(*(self._describe(t, stats=stats) for t in self._types)))
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+                log.warning(
+                    "the Temporal server refuses DescribeTaskQueue; idle is judged from this "
+                    "worker's own tasks only (give the worker's API key read access to the "
+                    "namespace to restore the backlog check)",
+                    status=exc.status.name,
+                    message=exc.message,
+                )
+                self.unsupported = True
+            else:
+                log.debug("DescribeTaskQueue failed", status=exc.status.name, message=exc.message)
+            return None
+        except Exception as exc:  # noqa: BLE001 - timeouts, a closed connection: no answer
+            log.debug("DescribeTaskQueue failed", error=repr(exc))
+            return None
+
+    async def pollers_seen(self) -> bool | None:
+        """True once the server lists this worker's identity among the pollers of every
+        task type it polls (the long polls reached the server after namespace validation)."""
+        answers = await self._each(stats=False)
+        if answers is None:
+            return None
+        return all(any(p.identity == self._identity for p in a.pollers) for a in answers)
+
+    async def backlog(self) -> int | None:
+        """Tasks waiting in the queue (all task types this worker polls), per the server's
+        approximate backlog count (which the server caches for a few seconds)."""
+        answers = await self._each(stats=True)
+        if answers is None:
+            return None
+        return sum(int(a.stats.approximate_backlog_count) for a in answers)
+
+
+def polled_types(worker_config: dict[str, Any]) -> list[int]:
+    """The task queue types a worker built from ``worker_config`` polls."""
+    types = []
+    if worker_config.get("workflows"):
+        types.append(TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+    if worker_config.get("activities"):
+        types.append(TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+    return types
 
 
 class _TrackingActivityInbound(ActivityInboundInterceptor):

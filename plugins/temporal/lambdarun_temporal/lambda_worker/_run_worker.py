@@ -6,13 +6,19 @@ Per invocation the handler
    async generator or async context manager);
 2. checks that the Lambda has enough time left for the shutdown budget plus some work;
 3. connects (bounded by ``connect_timeout`` and the deadline) with a runtime of its own;
-4. runs the worker until the task queue is idle for ``idle_timeout``, the deadline minus
-   the shutdown buffer arrives, or the worker stops by itself;
+4. runs the worker until the task queue is idle (see below), the deadline minus the
+   shutdown buffer arrives, or the worker stops by itself;
 5. on *every* path, also after a failure in 1-4: shuts the worker down (bounded), runs the
    shutdown hooks (each failure logged, each hook bounded by a slice of the hook budget),
    then the async-generator teardown, and re-raises the first error;
 6. drops worker, client and runtime and collects garbage before returning, so no temporalio
    object is finalized during interpreter shutdown (the ``PyGILState_Release`` crash).
+
+Idle means idle (see :mod:`._idle`): the idle clock starts only once the server lists this
+worker's pollers for every task type it polls, and the worker returns ``idle`` only after
+nothing ran for ``idle_timeout`` and the server then reports an empty backlog. A server
+that cannot answer (down, unreachable) never makes a worker idle: it works on until the
+deadline.
 """
 
 from __future__ import annotations
@@ -57,7 +63,12 @@ from lambdarun_temporal.lambda_worker._defaults import (
     build_lambda_identity,
     lambda_default_config_file_path,
 )
-from lambdarun_temporal.lambda_worker._idle import TaskTracker, install_tracking
+from lambdarun_temporal.lambda_worker._idle import (
+    ServerView,
+    TaskTracker,
+    install_tracking,
+    polled_types,
+)
 
 __all__ = ["ConfigureCallback", "InvocationSummary", "run_worker", "load_client_profile"]
 
@@ -69,6 +80,11 @@ ConfigureCallback: TypeAlias = Callable[
 ]
 
 _TICK = 0.05  # seconds between idle / deadline checks
+_POLLERS_RETRY = 0.1  # seconds between "has the server seen our pollers?" questions
+_BACKLOG_RETRY = 0.5  # seconds between backlog questions while the server reports one
+# A server that answers but does not list this worker's pollers after this long (a poller
+# list kept per partition, say) starts the idle clock anyway; the backlog check still holds.
+_POLLERS_WAIT_LIMIT = 5.0
 
 
 @attrs.frozen
@@ -79,6 +95,11 @@ class InvocationSummary:
     workflow_activations: int
     activities: int
     seconds: float
+    #: seconds from the invocation's start until the server listed this worker's pollers
+    #: (the idle clock's start); None when it never did (or idle_timeout is None)
+    ready_seconds: float | None = None
+    #: seconds from the invocation's start until the worker was told to stop
+    stop_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -218,6 +239,7 @@ async def _invocation(
     worker: temporalio.worker.Worker | None = None
     run_task: asyncio.Task[None] | None = None
     stop_reason = "error"
+    stopped_at: float | None = None
     try:
         configure_cm = await _bounded_configure(configure, config, deadline)
         if not config.worker_config.get("task_queue"):
@@ -252,10 +274,17 @@ async def _invocation(
         worker_kwargs: dict[str, Any] = {**config.worker_config}
         install_tracking(worker_kwargs, tracker)
         worker = temporalio.worker.Worker(client, **worker_kwargs)
+        view = ServerView(
+            client,
+            worker_kwargs["task_queue"],
+            worker_kwargs.get("identity") or client.identity,
+            polled_types(worker_kwargs),
+        )
         del client, connect_kwargs
         run_task = asyncio.create_task(worker.run(), name="temporal-worker")
-        tracker.reset_clock()
-        stop_reason = await _supervise(run_task, tracker, stop_at, config.idle_timeout)
+        stop_reason = await _supervise(run_task, tracker, stop_at, config.idle_timeout, view)
+        stopped_at = time.monotonic()
+        del view
         log.info(
             "temporal lambda worker stopping",
             reason=stop_reason,
@@ -280,6 +309,8 @@ async def _invocation(
         workflow_activations=tracker.workflow_activations,
         activities=tracker.activities,
         seconds=round(time.monotonic() - start, 3),
+        ready_seconds=None if tracker.ready_at is None else round(tracker.ready_at - start, 3),
+        stop_seconds=None if stopped_at is None else round(stopped_at - start, 3),
     ).to_dict()
 
 
@@ -381,18 +412,67 @@ async def _supervise(
     tracker: TaskTracker,
     stop_at: float | None,
     idle_timeout: timedelta | None,
+    view: ServerView,
 ) -> str:
+    """Wait for the worker to stop, the deadline, or idle.
+
+    Idle needs, in order: the server listing this worker's pollers (the idle clock starts
+    then; or after ``_POLLERS_WAIT_LIMIT`` of answers without them), ``idle_timeout``
+    without a task starting or ending, and a backlog report asked after that quiet period
+    began reading 0. At most one question to the server is in flight; its answer is ignored
+    if a task started or ended meanwhile. No answer (server down) is never idle.
+    """
     idle = idle_timeout.total_seconds() if idle_timeout is not None else None
-    while True:
-        wait = min(_TICK, max(0.0, _left(stop_at)))
-        await asyncio.wait({run_task}, timeout=wait)
-        if run_task.done():
-            run_task.result()  # raises the worker's fatal error
-            return "worker_stopped"
-        if stop_at is not None and time.monotonic() >= stop_at:
-            return "deadline"
-        if idle is not None and tracker.idle_for() >= idle:
-            return "idle"
+    started = time.monotonic()
+    ready = False
+    question: asyncio.Task[Any] | None = None
+    asked_at_generation = 0
+    next_question = 0.0
+    try:
+        while True:
+            wait = min(_TICK, max(0.0, _left(stop_at)))
+            await asyncio.wait({run_task}, timeout=wait)
+            if run_task.done():
+                run_task.result()  # raises the worker's fatal error
+                return "worker_stopped"
+            if stop_at is not None and time.monotonic() >= stop_at:
+                return "deadline"
+            if idle is None:
+                continue
+            if question is not None and question.done():
+                answer, question = question.result(), None
+                if not ready:
+                    waited = time.monotonic() - started
+                    if answer or view.unsupported or (answer is False and waited > _POLLERS_WAIT_LIMIT):
+                        ready = True
+                        tracker.reset_clock()
+                        if answer:
+                            log.debug("the server lists this worker's pollers; idle clock started")
+                        elif not view.unsupported:
+                            log.warning(
+                                "the server does not list this worker's pollers; idle clock "
+                                "started anyway (the backlog check still applies)",
+                                seconds=round(waited, 2),
+                            )
+                    else:
+                        next_question = time.monotonic() + _POLLERS_RETRY
+                else:
+                    quiet = asked_at_generation == tracker.generation and tracker.idle_for() >= idle
+                    if quiet and (answer == 0 or view.unsupported):
+                        return "idle"
+                    if answer:
+                        log.debug("idle, but the server reports a backlog", backlog=answer)
+                    next_question = time.monotonic() + _BACKLOG_RETRY
+            if question is None and time.monotonic() >= next_question:
+                if not ready:
+                    question = asyncio.create_task(view.pollers_seen(), name="temporal-pollers")
+                elif tracker.idle_for() >= idle:
+                    asked_at_generation = tracker.generation
+                    question = asyncio.create_task(view.backlog(), name="temporal-backlog")
+    finally:
+        if question is not None and not question.done():
+            question.cancel()
+            await asyncio.wait({question}, timeout=0.05)
 
 
 async def _shutdown_worker(
