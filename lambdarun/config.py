@@ -103,6 +103,9 @@ class CoreConfig:
     region: str = "us-east-1"
     #: scratch storage for spilled payloads; default: the target's own bucket
     storage_url: str | None = None
+    #: where call attempts are claimed (at most one run each, lambdarun.claims); default:
+    #: the target's claim store (local: a 0700 folder of its state dir), else storage_url
+    claims_url: str | None = None
     #: HMAC-SHA256 key signing every envelope; when set, unsigned envelopes are refused
     signing_key: str | None = attrs.field(default=None, repr=False)
     #: the Lambda function running lambdarun.runtime.handler

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -99,13 +100,14 @@ def is_call_event(event: Any) -> bool:
     )
 
 
-def handle_call_event(event: dict[str, Any], session: Session) -> dict[str, Any]:
+def handle_call_event(event: dict[str, Any], session: Session, context: Any = None) -> dict[str, Any]:
     if "call" in event:
         data = base64.b64decode(event["call"])
     else:
         storage, key = session.open_url(event["call_url"])
         data = storage.get(key)
-    outcome = execute_call(session, data)
+    deadline, request_id = _delivery(context)
+    outcome = execute_call(session, data, deadline=deadline, request_id=request_id)
     result_url = event.get("result_url")
     inline_limit = int(event.get("inline_limit", DEFAULT_INLINE_LIMIT))
     if result_url and (event.get("always_store") or len(outcome) > inline_limit):
@@ -124,8 +126,26 @@ def handle_call_event(event: dict[str, Any], session: Session) -> dict[str, Any]
     return {"lambdarun": CALL_EVENT_VERSION, "outcome": base64.b64encode(outcome).decode("ascii")}
 
 
+#: seconds of a delivery's remaining time kept to answer (a duplicate stops waiting then)
+ANSWER_MARGIN = 1.0
+
+
+def _delivery(context: Any) -> tuple[float | None, str | None]:
+    """(deadline as time.monotonic(), request id) of this invocation, from its Lambda context."""
+    if context is None:
+        return None, None
+    deadline = None
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if callable(remaining):
+        try:
+            deadline = time.monotonic() + max(0.0, remaining() / 1000 - ANSWER_MARGIN)
+        except Exception:
+            deadline = None
+    return deadline, getattr(context, "aws_request_id", None)
+
+
 @hookimpl(trylast=True)
 def lambdarun_handle_event(event: Any, context: Any, session: Session) -> dict[str, Any] | None:
     if is_call_event(event):
-        return handle_call_event(event, session)
+        return handle_call_event(event, session, context)
     return None

@@ -1,0 +1,353 @@
+"""At most one run per call attempt: claims.
+
+Every call carries a task id and an attempt number (:func:`lambdarun.calls.encode_call`).
+Before the function runs, the Lambda side *claims* that attempt with one atomic conditional
+write (:meth:`lambdarun.types.Storage.create`: S3 ``PutObject`` with ``If-None-Match: *``, a
+directory's ``O_EXCL``/``link``). Only the delivery whose create succeeded runs the function;
+when it finishes it stores its outcome with the claim. Any other delivery of the same
+attempt (botocore or a proxy re-sending the Invoke, a replayed envelope, Lambda's own retry
+of an Event) never runs the function again: it returns the first delivery's outcome, waits
+for it (bounded by its own remaining time), or answers with a typed error
+(:class:`~lambdarun.errors.AttemptInProgressError`, :class:`~lambdarun.errors.AttemptCompletedError`,
+:class:`~lambdarun.errors.DuplicateDeliveryError`).
+
+Semantics follow aws-lambda-powertools' idempotency records (in progress / completed, with
+an expiry), with one deliberate difference: an in-progress claim whose delivery died is
+**never** taken over (powertools re-runs once its ``in_progress_expiration`` passes). A
+caller that wants another run makes a new attempt (attempt number + 1), recorded as such.
+
+A record (the object ``lambdarun-claims/<task id>-<attempt>``) is one JSON line, followed
+by the outcome envelope once completed::
+
+    {"state": "claimed" | "completed" | "released", "task_id": ..., "attempt": n,
+     "request_id": ..., "claimed_at": epoch s, "expires": epoch s, "digest": sha256 hex}\\n
+    <outcome envelope bytes>
+
+The caller *releases* an attempt once it has its outcome (the outcome bytes are dropped, a
+tombstone stays until ``expires``, so a late duplicate still cannot run it), and
+:meth:`ClaimStore.sweep` deletes expired records.
+
+Where the records live: ``claims_url`` (config key / ``LAMBDARUN_CLAIMS_URL``), else the
+target's own claim store (``target.claims_url()``, optional: the local target keeps them in
+a 0700 directory of its state folder that caller and functions share, so a claim costs a few
+file operations instead of S3 round trips), else the scratch storage (``storage_url``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import structlog
+
+from lambdarun.errors import (
+    AttemptCompletedError,
+    AttemptInProgressError,
+    DuplicateDeliveryError,
+    StorageError,
+    StorageKeyError,
+    TargetError,
+)
+
+if TYPE_CHECKING:
+    from lambdarun.session import Session
+    from lambdarun.types import Storage
+
+__all__ = [
+    "CLAIMS_PREFIX",
+    "CLAIM_TTL",
+    "CLAIMS_URL_VAR",
+    "ClaimRecord",
+    "ClaimStore",
+    "AttemptGuard",
+    "claims_url",
+    "claim_store",
+    "claims_environment",
+    "release",
+]
+
+log = structlog.get_logger(__name__)
+
+#: every claim record lives under this key prefix of its store
+CLAIMS_PREFIX = "lambdarun-claims"
+#: seconds a claim record is kept (longer than any function runs, and than a call envelope
+#: is accepted), so a late duplicate of an attempt still finds it
+CLAIM_TTL = 24 * 3600
+#: the function's environment variable naming the claim store
+CLAIMS_URL_VAR = "LAMBDARUN_CLAIMS_URL"
+
+CLAIMED, COMPLETED, RELEASED = "claimed", "completed", "released"
+_TASK_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+#: polling of a running first delivery by a duplicate: first and largest interval (s)
+_POLL_FIRST, _POLL_MAX = 0.01, 0.25
+
+
+@attrs.frozen
+class ClaimRecord:
+    """One attempt's claim as stored."""
+
+    state: str
+    task_id: str
+    attempt: int
+    request_id: str | None = None
+    claimed_at: float = 0.0
+    expires: float = 0.0
+    digest: str | None = None
+
+    def header(self) -> bytes:
+        return json.dumps(attrs.asdict(self), separators=(",", ":")).encode() + b"\n"
+
+
+def _parse(data: bytes) -> tuple[ClaimRecord, bytes]:
+    head, _, body = data.partition(b"\n")
+    try:
+        doc = json.loads(head)
+        record = ClaimRecord(**{f.name: doc.get(f.name) for f in attrs.fields(ClaimRecord) if f.name in doc})
+    except (ValueError, TypeError) as exc:
+        raise StorageError(f"unreadable claim record ({exc}); delete it to re-enable the attempt") from exc
+    return record, body
+
+
+class ClaimStore:
+    """Claim records of call attempts in one :class:`~lambdarun.types.Storage`."""
+
+    def __init__(self, storage: Storage, *, ttl: float = CLAIM_TTL) -> None:
+        if not callable(getattr(storage, "create", None)):
+            raise StorageError(
+                f"storage {storage.url!r} has no create(key, data) (conditional create): it "
+                "cannot hold claims; use a file:// or s3:// claims_url"
+            )
+        self.storage = storage
+        self.ttl = ttl
+
+    @property
+    def url(self) -> str:
+        return self.storage.url
+
+    @staticmethod
+    def key(task_id: str, attempt: int) -> str:
+        if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
+            raise StorageError(f"invalid task id {task_id!r} for a claim: use [A-Za-z0-9._-], 1-200 characters")
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+            raise StorageError(f"invalid attempt number {attempt!r} for a claim: use an integer >= 1")
+        return f"{CLAIMS_PREFIX}/{task_id}-{attempt}"
+
+    def claim(self, task_id: str, attempt: int, *, request_id: str | None = None) -> ClaimRecord | None:
+        """Claim the attempt: None when this delivery got it (run the function), else the
+        record already there (do not run)."""
+        now = time.time()
+        record = ClaimRecord(CLAIMED, task_id, attempt, request_id, now, now + self.ttl)
+        key = self.key(task_id, attempt)
+        if self.storage.create(key, record.header()):
+            return None
+        found = self.read(task_id, attempt)
+        if found is None:  # deleted in between (swept): still not ours to run
+            return ClaimRecord(RELEASED, task_id, attempt, None, 0.0, 0.0)
+        return found[0]
+
+    def complete(self, record_task_id: str, attempt: int, outcome: bytes, *, request_id: str | None = None,
+                 claimed_at: float = 0.0) -> None:
+        """Store the outcome of the delivery that holds the claim."""
+        now = time.time()
+        record = ClaimRecord(
+            COMPLETED, record_task_id, attempt, request_id, claimed_at or now, now + self.ttl,
+            hashlib.sha256(outcome).hexdigest(),
+        )
+        self.storage.put(self.key(record_task_id, attempt), record.header() + outcome)
+
+    def read(self, task_id: str, attempt: int) -> tuple[ClaimRecord, bytes | None] | None:
+        """The record and, when completed, the outcome (digest checked); None when absent."""
+        try:
+            data = self.storage.get(self.key(task_id, attempt))
+        except StorageKeyError:
+            return None
+        record, body = _parse(data)
+        if record.state != COMPLETED:
+            return record, None
+        if hashlib.sha256(body).hexdigest() != record.digest:
+            raise StorageError(
+                f"the stored outcome of task {task_id} attempt {attempt} does not match its digest "
+                "(truncated or tampered); refusing it"
+            )
+        return record, body
+
+    def release(self, task_id: str, attempt: int) -> None:
+        """The caller has the outcome: drop it, keep a tombstone until the record expires."""
+        now = time.time()
+        tombstone = ClaimRecord(RELEASED, task_id, attempt, None, now, now + self.ttl)
+        self.storage.put(self.key(task_id, attempt), tombstone.header())
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete expired records; returns how many."""
+        now = time.time() if now is None else now
+        expired = []
+        for key in self.storage.list(CLAIMS_PREFIX + "/"):
+            try:
+                record, _ = _parse(self.storage.get(key))
+            except (StorageKeyError, StorageError):
+                continue
+            if record.expires and record.expires <= now:
+                expired.append(key)
+        if expired:
+            self.storage.delete(expired)
+        return len(expired)
+
+
+# --------------------------------------------------------------------------------------
+# where the claims live
+# --------------------------------------------------------------------------------------
+
+
+def claims_url(session: Session) -> str | None:
+    """The claim store's URL for ``session``, or None when there is none (no claims_url,
+    no target store, no scratch storage)."""
+    settings = session.settings
+    url = getattr(settings, "claims_url", None)
+    if url:
+        return url
+    target_store = getattr(session.target, "claims_url", None)
+    if callable(target_store):
+        url = target_store()
+        if url:
+            return url
+    if settings.storage_url:
+        return settings.storage_url
+    try:
+        return session.target.default_storage_url()
+    except TargetError:
+        return None
+
+
+_stores: weakref.WeakKeyDictionary[Any, ClaimStore | None] = weakref.WeakKeyDictionary()
+_stores_lock = threading.Lock()
+_warned = False
+
+
+def claim_store(session: Session) -> ClaimStore | None:
+    """The session's claim store (opened once per session), or None when it has none."""
+    global _warned
+    with _stores_lock:
+        if session in _stores:
+            return _stores[session]
+    url = claims_url(session)
+    store = ClaimStore(session.storage(url)) if url else None
+    if store is None and not _warned:
+        _warned = True
+        log.warning(
+            "no claim store: calls run without an at-most-once claim; set claims_url (or "
+            "storage_url) so a re-delivered call cannot run twice"
+        )
+    with _stores_lock:
+        _stores[session] = store
+    return store
+
+
+def claims_environment(session: Session) -> dict[str, str]:
+    """What a function needs in its environment to find the caller's claim store."""
+    url = claims_url(session)
+    return {CLAIMS_URL_VAR: url} if url else {}
+
+
+def release(session: Session, task_id: str, attempt: int) -> None:
+    """Caller side: the attempt's outcome was delivered; drop the copy kept with its claim."""
+    store = claim_store(session)
+    if store is not None:
+        store.release(task_id, attempt)
+
+
+# --------------------------------------------------------------------------------------
+# the Lambda side: one delivery of one call
+# --------------------------------------------------------------------------------------
+
+
+class AttemptGuard:
+    """One delivery of a call on the Lambda side (used by :func:`lambdarun.calls.execute_call`).
+
+    :meth:`claim` returns None when this delivery may run the function, or the outcome
+    envelope to answer with instead; :meth:`finish` stores the outcome with the claim.
+
+    :param deadline: ``time.monotonic()`` by which this delivery must answer (from the
+        Lambda context's remaining time); a duplicate waits for the first delivery's outcome
+        until then. None: do not wait.
+    :param request_id: the Lambda request id of this delivery (Lambda's own retries of an
+        Event keep the request id: such a retry is recognised and never runs the function).
+    """
+
+    def __init__(self, session: Session, *, deadline: float | None = None, request_id: str | None = None) -> None:
+        self.session = session
+        self.deadline = deadline
+        self.request_id = request_id
+        self.store: ClaimStore | None = None
+        self.task_id: str | None = None
+        self.attempt: int | None = None
+        self.claimed_at = 0.0
+
+    def claim(self, meta: dict[str, Any]) -> bytes | None:
+        task_id, attempt = meta.get("task_id"), meta.get("attempt", 1)
+        if task_id is None:
+            return None  # a call without identity (an older client): nothing to claim
+        store = claim_store(self.session)
+        if store is None:
+            return None
+        self.claimed_at = time.time()
+        existing = store.claim(task_id, attempt, request_id=self.request_id)
+        if existing is None:
+            self.store, self.task_id, self.attempt = store, task_id, attempt
+            return None
+        log.warning("duplicate delivery of a call attempt: not run again", task_id=task_id, attempt=attempt,
+                    state=existing.state, request_id=self.request_id, first_request_id=existing.request_id)
+        return self._answer_duplicate(store, existing, task_id, attempt)
+
+    def _answer_duplicate(self, store: ClaimStore, record: ClaimRecord, task_id: str, attempt: int) -> bytes:
+        from lambdarun.calls import pack_failure
+
+        meta = {"task_id": task_id, "attempt": attempt, "duplicate": True}
+        interval = _POLL_FIRST
+        while record.state == CLAIMED:
+            if self.request_id and record.request_id == self.request_id:
+                # Lambda retries an Event only after the delivery ended in error: the first
+                # delivery is over and recorded nothing (its environment died)
+                return pack_failure(self.session, DuplicateDeliveryError(
+                    f"Lambda re-delivered task {task_id} attempt {attempt} (request {self.request_id}) after "
+                    "its first delivery ended without an outcome (its environment died); the attempt is "
+                    "not run twice. Submit the call again if running it twice is safe."), meta=meta)
+            remaining = None if self.deadline is None else self.deadline - time.monotonic()
+            if remaining is None or remaining <= 0:
+                return pack_failure(self.session, AttemptInProgressError(
+                    f"task {task_id} attempt {attempt} is already running in another delivery "
+                    f"(request {record.request_id}) and did not finish while this duplicate could wait; "
+                    "it runs at most once. Wait for the first delivery's outcome, or submit the call "
+                    "again (a new attempt) if running it twice is safe."), meta=meta)
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 2, _POLL_MAX)
+            found = store.read(task_id, attempt)
+            if found is None:
+                break
+            record, body = found
+            if body is not None:
+                return body
+        if record.state == COMPLETED:
+            found = store.read(task_id, attempt)
+            if found is not None and found[1] is not None:
+                return found[1]
+        return pack_failure(self.session, AttemptCompletedError(
+            f"task {task_id} attempt {attempt} already ran and its outcome was delivered; a late "
+            "duplicate delivery does not run it again"), meta=meta)
+
+    def finish(self, outcome: bytes) -> bytes:
+        """Store the outcome with the claim (when this delivery holds one); returns it."""
+        if self.store is not None and self.task_id is not None and self.attempt is not None:
+            try:
+                self.store.complete(self.task_id, self.attempt, outcome, request_id=self.request_id,
+                                    claimed_at=self.claimed_at)
+            except Exception:
+                # the caller still gets this outcome in the response; only a duplicate would miss it
+                log.warning("could not store the outcome with the claim", task_id=self.task_id,
+                            attempt=self.attempt, exc_info=True)
+        return outcome
