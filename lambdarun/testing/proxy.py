@@ -130,6 +130,13 @@ class _Pipe:
             except OSError:
                 pass
             try:
+                # wakes the pump thread blocked in recv() on this socket: close() alone does
+                # not (Linux keeps the socket open until that recv returns, so an idle
+                # connection - a client waiting for its answer - would never see the cut)
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 s.close()
             except OSError:
                 pass

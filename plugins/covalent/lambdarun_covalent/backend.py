@@ -37,10 +37,14 @@ import structlog
 
 from lambdarun.backends import Backend
 from lambdarun.calls import decode_outcome, encode_call
+from lambdarun.claims import claims_environment
+from lambdarun.claims import release as release_claim
 from lambdarun.errors import (
+    DuplicateDeliveryError,
     EnvelopeError,
     FunctionNotFoundError,
     InvocationError,
+    InvocationOutcomeUnknownError,
     LambdarunError,
     PayloadTooLargeError,
     RemoteEnvironmentError,
@@ -73,6 +77,9 @@ _EVENT_OVERHEAD = 512
 #: how long after a cancelled/timed-out asynchronous attempt we still watch for its late
 #: outcome object, to delete it (the function's own timeout bounds it)
 _JANITOR_GRACE = 5.0
+#: how many times a synchronous attempt whose answer was lost (connection dropped after the
+#: Invoke was sent) is re-delivered; the claim keeps it to one run
+_REDELIVERIES = 3
 
 
 # --------------------------------------------------------------------------------------
@@ -397,7 +404,7 @@ class CovalentBackend(Backend):
                     name=self.config.function_name or settings.function_name,
                     timeout=int(MAX_TIMEOUT),  # per-task timeouts are enforced by the caller
                     memory_size=self.config.memory,
-                    environment=function_environment(settings),
+                    environment={**function_environment(settings), **claims_environment(self.runtime_session)},
                 )
                 self._function_name = self.runtime_session.target.ensure_function(spec)
             return self._function_name
@@ -557,7 +564,8 @@ class CovalentBackend(Backend):
 
     @staticmethod
     def _retryable(exc: BaseException) -> bool:
-        if isinstance(exc, (FunctionNotFoundError, PayloadTooLargeError, TaskTimeoutError)):
+        if isinstance(exc, (FunctionNotFoundError, PayloadTooLargeError, TaskTimeoutError,
+                            InvocationOutcomeUnknownError, DuplicateDeliveryError)):
             return False
         return isinstance(exc, (RemoteEnvironmentError, InvocationError))
 
@@ -573,11 +581,7 @@ class CovalentBackend(Backend):
         """The invoke payload; the call goes by reference when it is over the inline limit."""
         task = attempt.task
         envelope = encode_call(
-            self.runtime_session,
-            task.func,
-            task.args,
-            task.kwargs,
-            meta={"task_id": task.id, "attempt": attempt.number},
+            self.runtime_session, task.func, task.args, task.kwargs, task_id=task.id, attempt=attempt.number
         )
         limit = self.config.inline_limit
         if attempt.mode is InvocationType.EVENT:
@@ -615,12 +619,23 @@ class CovalentBackend(Backend):
     def _attempt_sync(self, attempt: _Attempt) -> Outcome:
         payload = self._event(attempt)
         attempt.invoked = True
-        response = self.runtime_session.invoker.invoke(
-            self.function_name,
-            payload,
-            invocation_type=InvocationType.REQUEST_RESPONSE,
-            client_context=self._client_context(attempt),
-        )
+        for delivery in range(1, _REDELIVERIES + 2):
+            try:
+                response = self.runtime_session.invoker.invoke(
+                    self.function_name,
+                    payload,
+                    invocation_type=InvocationType.REQUEST_RESPONSE,
+                    client_context=self._client_context(attempt),
+                )
+                break
+            except InvocationOutcomeUnknownError as exc:
+                # the request reached Lambda and the answer was lost: re-deliver the *same*
+                # attempt; its claim runs it at most once and hands back the first outcome
+                if delivery > _REDELIVERIES or attempt.task.future.done():
+                    raise
+                log.info("re-delivering a call attempt whose answer was lost", task_id=attempt.task.id,
+                         attempt=attempt.number, delivery=delivery + 1, error=str(exc))
+                time.sleep(min(0.05 * 2**delivery, 1.0))
         if response.request_id:  # the dashboard links the task to its invocation
             attempt.task.future.info["request_id"] = response.request_id
         if response.function_error:
@@ -814,6 +829,8 @@ class CovalentBackend(Backend):
             keys.append(attempt.outcome_key)
         if keys:
             self.storage.delete(keys)
+        if attempt.invoked:  # the outcome kept with the attempt's claim is no longer needed
+            release_claim(self.runtime_session, attempt.task.id, attempt.number)
 
     def _cleanup_quietly(self, attempt: _Attempt) -> None:
         try:
