@@ -167,3 +167,21 @@ def test_map_with_return_exceptions_returns_a_remote_exit_and_the_other_results(
     results = list(lambdarun.map(maybe_exit, range(5), return_exceptions=True, session=session))
     assert [r for i, r in enumerate(results) if i != 2] == [0, 10, 30, 40]
     assert isinstance(results[2], RemoteSystemExit) and results[2].code == 7
+
+
+def test_first_call_timeout_runs_from_the_invoke(make_session):
+    """A new function on a new backend: its creation is reported apart
+    (``info["prepare_seconds"]``) and not charged; the typed error comes within timeout + 1 s
+    of the deadline's start (the invoke), never before the timeout."""
+    from lambdarun.errors import TaskTimeoutError
+
+    session = make_session(timeout=2, function_name=f"lambdarun-chaos-first-{uuid.uuid4().hex[:6]}")
+    future = lambdarun.submit(time.sleep, 30, session=session)
+    done_at: list[float] = []
+    future.add_done_callback(lambda _f: done_at.append(time.monotonic()))
+    with pytest.raises(TaskTimeoutError, match="timeout of 2 s"):
+        future.result(timeout=60)
+    wait_for(lambda: bool(done_at), what="the done callback")
+    assert future.info["prepare_seconds"] > 0  # the function was created first, outside the deadline
+    elapsed = done_at[0] - future.info["deadline_started"]
+    assert 2.0 <= elapsed <= 3.0, elapsed
