@@ -204,13 +204,19 @@ class ClaimStore:
 # --------------------------------------------------------------------------------------
 
 
-def claims_url(session: Session) -> str | None:
-    """The claim store's URL for ``session``, or None when there is none (no claims_url,
-    no target store, no scratch storage)."""
+def claims_url(session: Session, *, configured_only: bool = False) -> str | None:
+    """The claim store's URL for ``session``, or None when there is none.
+
+    ``claims_url``, else the target's claim store, else the scratch storage. The Lambda side
+    passes ``configured_only``: it uses what its environment configures (``claims_url`` /
+    ``storage_url``, set by the caller when it created the function), never starts a target.
+    """
     settings = session.settings
     url = getattr(settings, "claims_url", None)
     if url:
         return url
+    if configured_only:
+        return settings.storage_url or None
     target_store = getattr(session.target, "claims_url", None)
     if callable(target_store):
         url = target_store()
@@ -224,18 +230,19 @@ def claims_url(session: Session) -> str | None:
         return None
 
 
-_stores: weakref.WeakKeyDictionary[Any, ClaimStore | None] = weakref.WeakKeyDictionary()
+_stores: weakref.WeakKeyDictionary[Any, dict[bool, ClaimStore | None]] = weakref.WeakKeyDictionary()
 _stores_lock = threading.Lock()
 _warned = False
 
 
-def claim_store(session: Session) -> ClaimStore | None:
+def claim_store(session: Session, *, configured_only: bool = False) -> ClaimStore | None:
     """The session's claim store (opened once per session), or None when it has none."""
     global _warned
     with _stores_lock:
-        if session in _stores:
-            return _stores[session]
-    url = claims_url(session)
+        cached = _stores.get(session, {})
+        if configured_only in cached:
+            return cached[configured_only]
+    url = claims_url(session, configured_only=configured_only)
     store = ClaimStore(session.storage(url)) if url else None
     if store is None and not _warned:
         _warned = True
@@ -244,7 +251,7 @@ def claim_store(session: Session) -> ClaimStore | None:
             "storage_url) so a re-delivered call cannot run twice"
         )
     with _stores_lock:
-        _stores[session] = store
+        _stores.setdefault(session, {})[configured_only] = store
     return store
 
 
@@ -292,7 +299,7 @@ class AttemptGuard:
         task_id, attempt = meta.get("task_id"), meta.get("attempt", 1)
         if task_id is None:
             return None  # a call without identity (an older client): nothing to claim
-        store = claim_store(self.session)
+        store = claim_store(self.session, configured_only=True)
         if store is None:
             return None
         self.claimed_at = time.time()
