@@ -16,16 +16,17 @@ an expiry), with one deliberate difference: an in-progress claim whose delivery 
 **never** taken over (powertools re-runs once its ``in_progress_expiration`` passes). A
 caller that wants another run makes a new attempt (attempt number + 1), recorded as such.
 
-A record (the object ``lambdarun-claims/<task id>-<attempt>``) is one JSON line, followed
-by the outcome envelope once completed::
+A claim is the object ``lambdarun-claims/<task id>-<attempt>`` (created once, never
+rewritten), one JSON line::
 
-    {"state": "claimed" | "completed" | "released", "task_id": ..., "attempt": n,
-     "request_id": ..., "claimed_at": epoch s, "expires": epoch s, "digest": sha256 hex}\\n
-    <outcome envelope bytes>
+    {"state": "claimed", "task_id": ..., "attempt": n, "request_id": ...,
+     "claimed_at": epoch s, "expires": epoch s, "digest": null}
 
-The caller *releases* an attempt once it has its outcome (the outcome bytes are dropped, a
-tombstone stays until ``expires``, so a late duplicate still cannot run it), and
-:meth:`ClaimStore.sweep` deletes expired records.
+Completion writes ``<claim>.outcome`` (the same header with ``"state": "completed"`` and the
+outcome's sha256 ``digest``, then the outcome envelope). The caller *releases* the attempt
+once it has the outcome: ``<claim>.released`` (a tombstone) is written and the outcome
+deleted, so a late duplicate still cannot run it. :meth:`ClaimStore.sweep` deletes claims
+past ``expires`` with their other objects.
 
 Where the records live: ``claims_url`` (config key / ``LAMBDARUN_CLAIMS_URL``), else the
 target's own claim store (``target.claims_url()``, optional: the local target keeps them in
@@ -70,6 +71,7 @@ __all__ = [
     "claim_store",
     "claims_environment",
     "release",
+    "sweep_local",
 ]
 
 log = structlog.get_logger(__name__)
@@ -83,6 +85,8 @@ CLAIM_TTL = 24 * 3600
 CLAIMS_URL_VAR = "LAMBDARUN_CLAIMS_URL"
 
 CLAIMED, COMPLETED, RELEASED = "claimed", "completed", "released"
+#: the objects next to a claim: its outcome once completed, its tombstone once released
+OUTCOME_SUFFIX, RELEASED_SUFFIX = ".outcome", ".released"
 _TASK_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 #: polling of a running first delivery by a duplicate: first and largest interval (s)
 _POLL_FIRST, _POLL_MAX = 0.01, 0.25
@@ -151,51 +155,67 @@ class ClaimStore:
             return ClaimRecord(RELEASED, task_id, attempt, None, 0.0, 0.0)
         return found[0]
 
-    def complete(self, record_task_id: str, attempt: int, outcome: bytes, *, request_id: str | None = None,
+    def complete(self, task_id: str, attempt: int, outcome: bytes, *, request_id: str | None = None,
                  claimed_at: float = 0.0) -> None:
-        """Store the outcome of the delivery that holds the claim."""
+        """Store the outcome of the delivery that holds the claim (a new object next to the
+        claim: never a rewrite of an existing one, which costs a flush on some filesystems)."""
         now = time.time()
         record = ClaimRecord(
-            COMPLETED, record_task_id, attempt, request_id, claimed_at or now, now + self.ttl,
+            COMPLETED, task_id, attempt, request_id, claimed_at or now, now + self.ttl,
             hashlib.sha256(outcome).hexdigest(),
         )
-        self.storage.put(self.key(record_task_id, attempt), record.header() + outcome)
+        self.storage.put(self.key(task_id, attempt) + OUTCOME_SUFFIX, record.header() + outcome)
 
     def read(self, task_id: str, attempt: int) -> tuple[ClaimRecord, bytes | None] | None:
         """The record and, when completed, the outcome (digest checked); None when absent."""
+        key = self.key(task_id, attempt)
         try:
-            data = self.storage.get(self.key(task_id, attempt))
+            record, _ = _parse(self.storage.get(key))
         except StorageKeyError:
             return None
-        record, body = _parse(data)
-        if record.state != COMPLETED:
-            return record, None
-        if hashlib.sha256(body).hexdigest() != record.digest:
-            raise StorageError(
-                f"the stored outcome of task {task_id} attempt {attempt} does not match its digest "
-                "(truncated or tampered); refusing it"
-            )
-        return record, body
+        for suffix in (RELEASED_SUFFIX, OUTCOME_SUFFIX):
+            try:
+                data = self.storage.get(key + suffix)
+            except StorageKeyError:
+                continue
+            found, body = _parse(data)
+            if found.state != COMPLETED:
+                return found, None
+            if hashlib.sha256(body).hexdigest() != found.digest:
+                raise StorageError(
+                    f"the stored outcome of task {task_id} attempt {attempt} does not match its "
+                    "digest (truncated or tampered); refusing it"
+                )
+            return found, body
+        return record, None
 
     def release(self, task_id: str, attempt: int) -> None:
         """The caller has the outcome: drop it, keep a tombstone until the record expires."""
         now = time.time()
+        key = self.key(task_id, attempt)
         tombstone = ClaimRecord(RELEASED, task_id, attempt, None, now, now + self.ttl)
-        self.storage.put(self.key(task_id, attempt), tombstone.header())
+        self.storage.put(key + RELEASED_SUFFIX, tombstone.header())
+        self.storage.delete([key + OUTCOME_SUFFIX])
 
     def sweep(self, now: float | None = None) -> int:
-        """Delete expired records; returns how many."""
+        """Delete expired claims (with their outcome and tombstone); returns how many."""
         now = time.time() if now is None else now
+        keys = self.storage.list(CLAIMS_PREFIX + "/")
+        present = set(keys)
         expired = []
-        for key in self.storage.list(CLAIMS_PREFIX + "/"):
+        for key in keys:
+            if key.endswith((OUTCOME_SUFFIX, RELEASED_SUFFIX)):
+                continue
             try:
                 record, _ = _parse(self.storage.get(key))
             except (StorageKeyError, StorageError):
                 continue
             if record.expires and record.expires <= now:
                 expired.append(key)
-        if expired:
-            self.storage.delete(expired)
+        doomed = [k + suffix for k in expired for suffix in ("", OUTCOME_SUFFIX, RELEASED_SUFFIX)
+                  if k + suffix in present]
+        if doomed:
+            self.storage.delete(doomed)
         return len(expired)
 
 
@@ -266,6 +286,21 @@ def release(session: Session, task_id: str, attempt: int) -> None:
     store = claim_store(session)
     if store is not None:
         store.release(task_id, attempt)
+
+
+def sweep_local(session: Session) -> int:
+    """Delete the expired claims of a claim store on this machine (``file://``: cheap to
+    list); stores elsewhere (S3) expire them with a lifecycle rule on ``lambdarun-claims/``.
+    Never raises; returns how many were deleted."""
+    try:
+        url = claims_url(session)
+        if not url or not url.startswith("file:"):
+            return 0
+        store = claim_store(session)
+        return store.sweep() if store is not None else 0
+    except Exception as exc:
+        log.debug("could not sweep expired claims", error=str(exc))
+        return 0
 
 
 # --------------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def test_tampered_stored_outcome_is_refused(session, tmp_path):
     store = ClaimStore(session.storage((tmp_path / "c").as_uri()))
     store.claim("t", 1)
     store.complete("t", 1, b"GOOD")
-    key = store.key("t", 1)
+    key = store.key("t", 1) + ".outcome"
     store.storage.put(key, store.storage.get(key).replace(b"GOOD", b"EVIL"))
     with pytest.raises(StorageError, match="digest"):
         store.read("t", 1)

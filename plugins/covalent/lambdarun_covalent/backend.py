@@ -39,6 +39,7 @@ from lambdarun.backends import Backend
 from lambdarun.calls import decode_outcome, encode_call
 from lambdarun.claims import claims_environment
 from lambdarun.claims import release as release_claim
+from lambdarun.claims import sweep_local as sweep_claims
 from lambdarun.errors import (
     DuplicateDeliveryError,
     EnvelopeError,
@@ -491,6 +492,8 @@ class CovalentBackend(Backend):
                     self._storage.delete(leftovers)
             except Exception:
                 log.warning("could not delete leftover objects", prefix=self.run_prefix, exc_info=True)
+        if self._storage is not None and not self.config.keep_objects:
+            sweep_claims(self.runtime_session)
         if self._engine is not None and getattr(self.runtime_session, "_owns_target", True):
             self._engine.close()  # the target goes away with this session
         if self.runtime_session is not self.session:
@@ -705,7 +708,7 @@ class CovalentBackend(Backend):
 
     def _finish(self, attempt: _Attempt, outcome: Outcome) -> None:
         attempt.finished = True
-        self._cleanup_quietly(attempt)
+        self._cleanup_quietly(attempt, release=False)
         attempt.task.future.finish(
             outcome.value,
             exception=None if outcome.ok else outcome.exception,
@@ -713,6 +716,7 @@ class CovalentBackend(Backend):
             stderr=outcome.stderr,
             remote_traceback=outcome.remote_traceback,
         )
+        self._release_quietly(attempt)  # after the caller has its result: off its latency
 
     # -- asynchronous attempts -----------------------------------------------------------------
 
@@ -854,10 +858,8 @@ class CovalentBackend(Backend):
             keys.append(attempt.outcome_key)
         if keys:
             self.storage.delete(keys)
-        if attempt.invoked:  # the outcome kept with the attempt's claim is no longer needed
-            release_claim(self.runtime_session, attempt.task.id, attempt.number)
 
-    def _cleanup_quietly(self, attempt: _Attempt) -> None:
+    def _cleanup_quietly(self, attempt: _Attempt, *, release: bool = True) -> None:
         try:
             self.cleanup(attempt)
         except Exception as exc:
@@ -865,6 +867,18 @@ class CovalentBackend(Backend):
                 log.debug("could not delete the objects of an attempt", prefix=attempt.prefix, error=str(exc))
             else:
                 log.warning("could not delete the objects of an attempt", prefix=attempt.prefix, exc_info=True)
+        if release:
+            self._release_quietly(attempt)
+
+    def _release_quietly(self, attempt: _Attempt) -> None:
+        """The attempt is over for the caller: drop the outcome kept with its claim (a
+        tombstone stays until the claim expires, so a late duplicate still cannot run it)."""
+        if not attempt.invoked or self.config.keep_objects:
+            return
+        try:
+            release_claim(self.runtime_session, attempt.task.id, attempt.number)
+        except Exception as exc:
+            log.debug("could not release the claim of an attempt", prefix=attempt.prefix, error=str(exc))
 
 
 def _environment_error(payload: bytes, attempt: _Attempt) -> LambdarunError:
