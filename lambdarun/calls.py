@@ -252,15 +252,18 @@ def execute_call(
     tee: bool = True,
     deadline: float | None = None,
     request_id: str | None = None,
+    attempt: int | None = None,
 ) -> bytes:
     """Run a call envelope and return the outcome envelope (never raises for user errors).
 
     The call's attempt is claimed first (:mod:`lambdarun.claims`): a second delivery of
     the same attempt does not run the function, it gets the first delivery's outcome (waiting
     until ``deadline``, a ``time.monotonic()`` value) or a typed error. ``request_id`` is
-    the Lambda request id of this delivery.
+    the Lambda request id of this delivery. ``attempt`` replaces the envelope's attempt
+    number when the runner numbers its retries itself (a Temporal activity's attempt: each
+    retry is a new attempt, claimed as such).
     """
-    guard = AttemptGuard(session, deadline=deadline, request_id=request_id)
+    guard = AttemptGuard(session, deadline=deadline, request_id=request_id, attempt=attempt)
     return guard.finish(_execute_call(session, data, tee, guard))
 
 

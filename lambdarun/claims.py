@@ -319,10 +319,14 @@ class AttemptGuard:
         until then. None: do not wait.
     :param request_id: the Lambda request id of this delivery (Lambda's own retries of an
         Event keep the request id: such a retry is recognised and never runs the function).
+    :param attempt: the attempt number to claim instead of the envelope's (a runner that
+        numbers its own retries, e.g. Temporal's activity attempt).
     """
 
-    def __init__(self, session: Session, *, deadline: float | None = None, request_id: str | None = None) -> None:
+    def __init__(self, session: Session, *, deadline: float | None = None, request_id: str | None = None,
+                 attempt: int | None = None) -> None:
         self.session = session
+        self.attempt_override = attempt
         self.deadline = deadline
         self.request_id = request_id
         self.store: ClaimStore | None = None
@@ -331,7 +335,8 @@ class AttemptGuard:
         self.claimed_at = 0.0
 
     def claim(self, meta: dict[str, Any]) -> bytes | None:
-        task_id, attempt = meta.get("task_id"), meta.get("attempt", 1)
+        task_id = meta.get("task_id")
+        attempt = self.attempt_override if self.attempt_override is not None else meta.get("attempt", 1)
         if task_id is None:
             return None  # a call without identity (an older client): nothing to claim
         store = claim_store(self.session, configured_only=True)

@@ -352,3 +352,13 @@ def test_other_lambda_operations_keep_standard_retries(fake_lambda):
     lam = session.target.client("lambda")
     lam.list_functions()  # a GET: the standard mode re-sends it after the dropped connection
     assert server.requests == 2
+
+
+def test_runner_numbered_attempts_are_claimed_as_new_attempts(session, tmp_path):
+    """A runner that retries the same envelope (Temporal: the activity attempt) passes its
+    own attempt number: each retry is a new attempt; the same number stays one run."""
+    marker = tmp_path / "runs"
+    data = encode_call(session, append, (str(marker),), task_id="activity")
+    for attempt in (1, 2, 2):
+        assert decode_outcome(session, execute_call(session, data, tee=False, attempt=attempt)).value == "done"
+    assert runs(marker) == ["run", "run"]
