@@ -185,3 +185,31 @@ def test_first_call_timeout_runs_from_the_invoke(make_session):
     assert future.info["prepare_seconds"] > 0  # the function was created first, outside the deadline
     elapsed = done_at[0] - future.info["deadline_started"]
     assert 2.0 <= elapsed <= 3.0, elapsed
+
+
+def append_and_die(path: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    os._exit(1)  # the environment dies mid-call: Lambda retries the Event (same request id)
+
+
+def test_lambda_retry_of_an_event_whose_environment_died_does_not_run_again(session, tmp_path):
+    from lambdarun.errors import DuplicateDeliveryError
+
+    marker = tmp_path / "runs"
+    name = "lambdarun-chaos-retry"
+    assert lambdarun.run(os.getpid, session=session.derive({"covalent": {"function_name": name}})) > 0
+    lam = session.target.client("lambda")
+    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=1)
+    storage = session.storage(session.target.default_storage_url())
+    key = f"chaos/{uuid.uuid4().hex}/outcome"
+    envelope = encode_call(session, append_and_die, (str(marker),), task_id=uuid.uuid4().hex)
+    event = {"lambdarun": 1, "call": base64.b64encode(envelope).decode("ascii"),
+             "result_url": storage.url_for(key), "always_store": True}
+    assert lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps(event).encode())["StatusCode"] == 202
+    wait_for(lambda: storage.exists(key), what="the retry's outcome")
+    outcome = decode_outcome(session, storage.get(key))
+    storage.delete([key])
+    assert type(outcome.exception) is DuplicateDeliveryError
+    assert "environment died" in str(outcome.exception)
+    assert len(runs(marker)) == 1
