@@ -362,3 +362,32 @@ def test_runner_numbered_attempts_are_claimed_as_new_attempts(session, tmp_path)
     for attempt in (1, 2, 2):
         assert decode_outcome(session, execute_call(session, data, tee=False, attempt=attempt)).value == "done"
     assert runs(marker) == ["run", "run"]
+
+
+def test_malformed_claim_record_blocks_the_attempt_and_nothing_runs(session, tmp_path):
+    marker = tmp_path / "runs"
+    store = ClaimStore(session.storage((tmp_path / "claims").as_uri()))
+    store.storage.put(store.key("planted", 1), b"\x00not json at all")
+    data = encode_call(session, append, (str(marker),), task_id="planted")
+    outcome = decode_outcome(session, execute_call(session, data, tee=False, deadline=time.monotonic() + 5))
+    assert isinstance(outcome.exception, StorageError) and "unreadable claim record" in str(outcome.exception)
+    assert runs(marker) == []
+
+
+def test_planted_outcome_signed_with_another_key_is_refused(lambdarun_session, tmp_path):
+    """Someone who can write the claim store plants a 'completed' outcome for an attempt: the
+    duplicate delivery hands it back, and the caller refuses it (not signed with its key)."""
+    from lambdarun.calls import pack_failure
+    from lambdarun.errors import EnvelopeSignatureError
+
+    claims = {"claims_url": (tmp_path / "claims").as_uri()}
+    session = lambdarun_session(overrides={**claims, "signing_key": "k" * 32})
+    forger = lambdarun_session(overrides={**claims, "signing_key": "f" * 32})
+    marker = tmp_path / "runs"
+    store = ClaimStore(session.storage((tmp_path / "claims").as_uri()))
+    store.claim("victim", 1)
+    store.complete("victim", 1, pack_failure(forger, ValueError("forged"), meta={"task_id": "victim", "attempt": 1}))
+    data = encode_call(session, append, (str(marker),), task_id="victim")
+    with pytest.raises(EnvelopeSignatureError):
+        decode_outcome(session, execute_call(session, data, tee=False))
+    assert runs(marker) == []

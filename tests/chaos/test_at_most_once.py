@@ -213,3 +213,15 @@ def test_lambda_retry_of_an_event_whose_environment_died_does_not_run_again(sess
     assert type(outcome.exception) is DuplicateDeliveryError
     assert "environment died" in str(outcome.exception)
     assert len(runs(marker)) == 1
+
+
+def test_local_claims_are_private_to_the_user(session, tmp_path):
+    marker = tmp_path / "runs"
+    task = uuid.uuid4().hex
+    assert lambdarun.run(os.getpid, session=session)
+    envelope = encode_call(session, append_and_sleep, (str(marker), 0.0), task_id=task)
+    _invoke(session, "lambdarun-chaos", envelope)
+    root = Path(session.target.claims_url().removeprefix("file://"))
+    assert (root.stat().st_mode & 0o777) == 0o700
+    records = [p for p in root.rglob(f"{task}-1*")]
+    assert records and all((p.stat().st_mode & 0o777) == 0o600 for p in records)
