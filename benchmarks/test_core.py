@@ -122,21 +122,21 @@ def test_attempt_claim(benchmark, headline, record_rss, session, tmp_path, store
         storage = s3.storage("s3://claims-bench")
     claims = ClaimStore(storage)
     outcome = os.urandom(200)  # a tiny call's outcome envelope
-    done: list[str] = []
+    done: list[tuple[str, int]] = []
 
     def on_the_call_path():
-        task = uuid.uuid4().hex
-        assert claims.claim(task, 1, request_id="r") is None
-        claims.complete(task, 1, outcome, request_id="r")
-        done.append(task)
+        task, issued = uuid.uuid4().hex, int(time.time())
+        assert claims.claim(task, 1, request_id="r", issued_at=issued) is None
+        claims.complete(task, 1, outcome, request_id="r", issued_at=issued)
+        done.append((task, issued))
 
     rounds = 200 if full_bench else 2
     try:
         benchmark.pedantic(on_the_call_path, rounds=rounds, warmup_rounds=5 if full_bench else 0)
         releases = []
-        for task in done:
+        for task, issued in done:
             started = time.perf_counter()
-            claims.release(task, 1)
+            claims.release(task, 1, issued_at=issued)
             releases.append(time.perf_counter() - started)
     finally:
         if server is not None:

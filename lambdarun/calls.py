@@ -72,13 +72,15 @@ def encode_call(
     *,
     task_id: str | None = None,
     attempt: int = 1,
+    issued_at: int | None = None,
     meta: dict[str, Any] | None = None,
 ) -> bytes:
     """Pack a call; an unserializable argument raises :class:`UnpicklableArgumentError`
     naming its position (or keyword) and the object.
 
     Every call carries its identity: ``task_id`` (a fresh random id when not given) and
-    ``attempt`` (1 for the first try; a retry the caller makes is ``attempt + 1``). The
+    ``attempt`` (1 for the first try; a retry the caller makes is ``attempt + 1``), and
+    ``issued_at`` (epoch seconds, now when not given: where the claim is filed). The
     Lambda side runs each (task id, attempt) at most once (:mod:`lambdarun.claims`).
     """
     kwargs = kwargs or {}
@@ -107,6 +109,7 @@ def encode_call(
             "kwargs": list(kwargs),
             "task_id": task_id or uuid.uuid4().hex,
             "attempt": attempt,
+            "issued_at": int(time.time()) if issued_at is None else issued_at,
             **(meta or {}),
         },
     )

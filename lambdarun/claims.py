@@ -16,7 +16,8 @@ an expiry), with one deliberate difference: an in-progress claim whose delivery 
 **never** taken over (powertools re-runs once its ``in_progress_expiration`` passes). A
 caller that wants another run makes a new attempt (attempt number + 1), recorded as such.
 
-A claim is the object ``lambdarun-claims/<task id>-<attempt>`` (created once, never
+A claim is the object ``lambdarun-claims/<hour>/<task id>-<attempt>`` (``<hour>``: the UTC
+hour the call was issued, ``YYYYMMDDHH`` from the call's ``issued_at``; created once, never
 rewritten), one JSON line::
 
     {"state": "claimed", "task_id": ..., "attempt": n, "request_id": ...,
@@ -25,8 +26,8 @@ rewritten), one JSON line::
 Completion writes ``<claim>.outcome`` (the same header with ``"state": "completed"`` and the
 outcome's sha256 ``digest``, then the outcome envelope). The caller *releases* the attempt
 once it has the outcome: ``<claim>.released`` (a tombstone) is written and the outcome
-deleted, so a late duplicate still cannot run it. :meth:`ClaimStore.sweep` deletes claims
-past ``expires`` with their other objects.
+deleted, so a late duplicate still cannot run it. :meth:`ClaimStore.sweep` deletes the
+hour buckets past the TTL, a listing per bucket, no reads.
 
 Where the records live: ``claims_url`` (config key / ``LAMBDARUN_CLAIMS_URL``), else the
 target's own claim store (``target.claims_url()``, optional: the local target keeps them in
@@ -87,6 +88,8 @@ CLAIMS_URL_VAR = "LAMBDARUN_CLAIMS_URL"
 CLAIMED, COMPLETED, RELEASED = "claimed", "completed", "released"
 #: the objects next to a claim: its outcome once completed, its tombstone once released
 OUTCOME_SUFFIX, RELEASED_SUFFIX = ".outcome", ".released"
+#: claim buckets: the UTC hour a call was issued; calls without an issue time share one
+_HOUR, UNDATED = "%Y%m%d%H", "undated"
 _TASK_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 #: polling of a running first delivery by a duplicate: first and largest interval (s)
 _POLL_FIRST, _POLL_MAX = 0.01, 0.25
@@ -106,6 +109,14 @@ class ClaimRecord:
 
     def header(self) -> bytes:
         return json.dumps(attrs.asdict(self), separators=(",", ":")).encode() + b"\n"
+
+
+def _bucket(issued_at: float | None) -> str:
+    if issued_at is None:
+        return UNDATED
+    if isinstance(issued_at, bool) or not isinstance(issued_at, (int, float)) or not 0 < issued_at < 32503680000:
+        raise StorageError(f"invalid issue time {issued_at!r} for a claim")
+    return time.strftime(_HOUR, time.gmtime(issued_at))
 
 
 def _parse(data: bytes) -> tuple[ClaimRecord, bytes]:
@@ -135,28 +146,31 @@ class ClaimStore:
         return self.storage.url
 
     @staticmethod
-    def key(task_id: str, attempt: int) -> str:
+    def key(task_id: str, attempt: int, issued_at: float | None = None) -> str:
+        """``lambdarun-claims/<hour the call was issued, UTC>/<task id>-<attempt>``: both sides
+        derive it from the call, and expired claims go by whole hours (:meth:`sweep`)."""
         if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
             raise StorageError(f"invalid task id {task_id!r} for a claim: use [A-Za-z0-9._-], 1-200 characters")
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise StorageError(f"invalid attempt number {attempt!r} for a claim: use an integer >= 1")
-        return f"{CLAIMS_PREFIX}/{task_id}-{attempt}"
+        return f"{CLAIMS_PREFIX}/{_bucket(issued_at)}/{task_id}-{attempt}"
 
-    def claim(self, task_id: str, attempt: int, *, request_id: str | None = None) -> ClaimRecord | None:
+    def claim(self, task_id: str, attempt: int, *, request_id: str | None = None,
+              issued_at: float | None = None) -> ClaimRecord | None:
         """Claim the attempt: None when this delivery got it (run the function), else the
         record already there (do not run)."""
         now = time.time()
         record = ClaimRecord(CLAIMED, task_id, attempt, request_id, now, now + self.ttl)
-        key = self.key(task_id, attempt)
+        key = self.key(task_id, attempt, issued_at)
         if self.storage.create(key, record.header()):
             return None
-        found = self.read(task_id, attempt)
+        found = self.read(task_id, attempt, issued_at=issued_at)
         if found is None:  # deleted in between (swept): still not ours to run
             return ClaimRecord(RELEASED, task_id, attempt, None, 0.0, 0.0)
         return found[0]
 
     def complete(self, task_id: str, attempt: int, outcome: bytes, *, request_id: str | None = None,
-                 claimed_at: float = 0.0) -> None:
+                 claimed_at: float = 0.0, issued_at: float | None = None) -> None:
         """Store the outcome of the delivery that holds the claim (a new object next to the
         claim: never a rewrite of an existing one, which costs a flush on some filesystems)."""
         now = time.time()
@@ -164,11 +178,12 @@ class ClaimStore:
             COMPLETED, task_id, attempt, request_id, claimed_at or now, now + self.ttl,
             hashlib.sha256(outcome).hexdigest(),
         )
-        self.storage.put(self.key(task_id, attempt) + OUTCOME_SUFFIX, record.header() + outcome)
+        self.storage.put(self.key(task_id, attempt, issued_at) + OUTCOME_SUFFIX, record.header() + outcome)
 
-    def read(self, task_id: str, attempt: int) -> tuple[ClaimRecord, bytes | None] | None:
+    def read(self, task_id: str, attempt: int, *, issued_at: float | None = None
+             ) -> tuple[ClaimRecord, bytes | None] | None:
         """The record and, when completed, the outcome (digest checked); None when absent."""
-        key = self.key(task_id, attempt)
+        key = self.key(task_id, attempt, issued_at)
         try:
             record, _ = _parse(self.storage.get(key))
         except StorageKeyError:
@@ -189,21 +204,28 @@ class ClaimStore:
             return found, body
         return record, None
 
-    def release(self, task_id: str, attempt: int) -> None:
+    def release(self, task_id: str, attempt: int, *, issued_at: float | None = None) -> None:
         """The caller has the outcome: drop it, keep a tombstone until the record expires."""
         now = time.time()
-        key = self.key(task_id, attempt)
+        key = self.key(task_id, attempt, issued_at)
         tombstone = ClaimRecord(RELEASED, task_id, attempt, None, now, now + self.ttl)
         self.storage.put(key + RELEASED_SUFFIX, tombstone.header())
         self.storage.delete([key + OUTCOME_SUFFIX])
 
-    def sweep(self, now: float | None = None) -> int:
-        """Delete expired claims (with their outcome and tombstone); returns how many."""
+    def sweep(self, now: float | None = None, *, hours: int = 24 * 7) -> int:
+        """Delete expired claims with their outcome and tombstone; returns how many objects.
+
+        Dated claims go by whole hour buckets past the TTL (one listing per bucket of the
+        ``hours`` before the cut-off, no reads); undated ones (calls without an issue time)
+        by the ``expires`` of each record."""
         now = time.time() if now is None else now
-        keys = self.storage.list(CLAIMS_PREFIX + "/")
-        present = set(keys)
-        expired = []
-        for key in keys:
+        cutoff = now - self.ttl - 3600  # a bucket is over once its last hour is past the TTL
+        doomed: list[str] = []
+        for back in range(hours):
+            doomed.extend(self.storage.list(f"{CLAIMS_PREFIX}/{_bucket(cutoff - back * 3600)}/"))
+        undated = self.storage.list(f"{CLAIMS_PREFIX}/{UNDATED}/")
+        present = set(undated)
+        for key in undated:
             if key.endswith((OUTCOME_SUFFIX, RELEASED_SUFFIX)):
                 continue
             try:
@@ -211,12 +233,10 @@ class ClaimStore:
             except (StorageKeyError, StorageError):
                 continue
             if record.expires and record.expires <= now:
-                expired.append(key)
-        doomed = [k + suffix for k in expired for suffix in ("", OUTCOME_SUFFIX, RELEASED_SUFFIX)
-                  if k + suffix in present]
+                doomed.extend(k for k in (key, key + OUTCOME_SUFFIX, key + RELEASED_SUFFIX) if k in present)
         if doomed:
             self.storage.delete(doomed)
-        return len(expired)
+        return len(doomed)
 
 
 # --------------------------------------------------------------------------------------
@@ -281,11 +301,11 @@ def claims_environment(session: Session) -> dict[str, str]:
     return {CLAIMS_URL_VAR: url} if url else {}
 
 
-def release(session: Session, task_id: str, attempt: int) -> None:
+def release(session: Session, task_id: str, attempt: int, *, issued_at: float | None = None) -> None:
     """Caller side: the attempt's outcome was delivered; drop the copy kept with its claim."""
     store = claim_store(session)
     if store is not None:
-        store.release(task_id, attempt)
+        store.release(task_id, attempt, issued_at=issued_at)
 
 
 def sweep_local(session: Session) -> int:
@@ -332,6 +352,7 @@ class AttemptGuard:
         self.store: ClaimStore | None = None
         self.task_id: str | None = None
         self.attempt: int | None = None
+        self.issued_at: float | None = None
         self.claimed_at = 0.0
 
     def claim(self, meta: dict[str, Any]) -> bytes | None:
@@ -343,15 +364,17 @@ class AttemptGuard:
         if store is None:
             return None
         self.claimed_at = time.time()
-        existing = store.claim(task_id, attempt, request_id=self.request_id)
+        issued_at = meta.get("issued_at")
+        existing = store.claim(task_id, attempt, request_id=self.request_id, issued_at=issued_at)
         if existing is None:
-            self.store, self.task_id, self.attempt = store, task_id, attempt
+            self.store, self.task_id, self.attempt, self.issued_at = store, task_id, attempt, issued_at
             return None
         log.warning("duplicate delivery of a call attempt: not run again", task_id=task_id, attempt=attempt,
                     state=existing.state, request_id=self.request_id, first_request_id=existing.request_id)
-        return self._answer_duplicate(store, existing, task_id, attempt)
+        return self._answer_duplicate(store, existing, task_id, attempt, issued_at)
 
-    def _answer_duplicate(self, store: ClaimStore, record: ClaimRecord, task_id: str, attempt: int) -> bytes:
+    def _answer_duplicate(self, store: ClaimStore, record: ClaimRecord, task_id: str, attempt: int,
+                          issued_at: float | None) -> bytes:
         from lambdarun.calls import pack_failure
 
         meta = {"task_id": task_id, "attempt": attempt, "duplicate": True}
@@ -373,14 +396,14 @@ class AttemptGuard:
                     "again (a new attempt) if running it twice is safe."), meta=meta)
             time.sleep(min(interval, remaining))
             interval = min(interval * 2, _POLL_MAX)
-            found = store.read(task_id, attempt)
+            found = store.read(task_id, attempt, issued_at=issued_at)
             if found is None:
                 break
             record, body = found
             if body is not None:
                 return body
         if record.state == COMPLETED:
-            found = store.read(task_id, attempt)
+            found = store.read(task_id, attempt, issued_at=issued_at)
             if found is not None and found[1] is not None:
                 return found[1]
         return pack_failure(self.session, AttemptCompletedError(
@@ -392,7 +415,7 @@ class AttemptGuard:
         if self.store is not None and self.task_id is not None and self.attempt is not None:
             try:
                 self.store.complete(self.task_id, self.attempt, outcome, request_id=self.request_id,
-                                    claimed_at=self.claimed_at)
+                                    claimed_at=self.claimed_at, issued_at=self.issued_at)
             except Exception:
                 # the caller still gets this outcome in the response; only a duplicate would miss it
                 log.warning("could not store the outcome with the claim", task_id=self.task_id,

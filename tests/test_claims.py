@@ -100,15 +100,29 @@ def test_claim_record_lifecycle(session, tmp_path):
     assert record.state == "released" and body is None
     assert store.claim("t1", 1) is not None  # a released attempt is still never run again
     assert store.sweep(now=time.time()) == 0
-    assert store.sweep(now=time.time() + 61) == 2
+    assert store.sweep(now=time.time() + 61) == 3  # t1-1 and its tombstone, t1-2
     assert store.storage.list(CLAIMS_PREFIX + "/") == []
+
+
+def test_dated_claims_are_swept_by_the_hour(session, tmp_path):
+    store = ClaimStore(session.storage((tmp_path / "c").as_uri()), ttl=60)
+    old, new = time.time() - 3 * 3600, time.time()
+    for task, issued in (("old", old), ("new", new)):
+        assert store.claim(task, 1, issued_at=issued) is None
+        store.complete(task, 1, b"OUT", issued_at=issued)
+    assert store.key("old", 1, old).split("/")[1] == time.strftime("%Y%m%d%H", time.gmtime(old))
+    assert store.sweep() == 2  # old's claim and outcome; the current hour is kept
+    assert store.read("old", 1, issued_at=old) is None
+    assert store.read("new", 1, issued_at=new)[1] == b"OUT"
+    with pytest.raises(StorageError, match="issue time"):
+        store.key("x", 1, "yesterday")
 
 
 def test_tampered_stored_outcome_is_refused(session, tmp_path):
     store = ClaimStore(session.storage((tmp_path / "c").as_uri()))
     store.claim("t", 1)
     store.complete("t", 1, b"GOOD")
-    key = store.key("t", 1) + ".outcome"
+    key = store.key("t", 1) + ".outcome"  # an undated claim (no issued_at)
     store.storage.put(key, store.storage.get(key).replace(b"GOOD", b"EVIL"))
     with pytest.raises(StorageError, match="digest"):
         store.read("t", 1)
@@ -176,9 +190,9 @@ def test_concurrent_duplicate_waits_for_the_first_or_reports_in_progress(session
 
 def test_lambda_retry_of_the_same_request_is_not_run(session, tmp_path):
     marker = tmp_path / "runs"
-    data = encode_call(session, append, (str(marker),), task_id="lambda-retry")
+    data = encode_call(session, append, (str(marker),), task_id="lambda-retry", issued_at=1_700_000_000)
     store = ClaimStore(session.storage((tmp_path / "claims").as_uri()))
-    assert store.claim("lambda-retry", 1, request_id="req-1") is None  # a delivery that then died
+    assert store.claim("lambda-retry", 1, request_id="req-1", issued_at=1_700_000_000) is None  # a delivery that then died
     retry = execute_call(session, data, tee=False, request_id="req-1", deadline=time.monotonic() + 30)
     outcome = decode_outcome(session, retry)
     assert type(outcome.exception) is DuplicateDeliveryError
@@ -188,9 +202,9 @@ def test_lambda_retry_of_the_same_request_is_not_run(session, tmp_path):
 
 def test_late_duplicate_after_release_is_refused(session, tmp_path):
     marker = tmp_path / "runs"
-    data = encode_call(session, append, (str(marker),), task_id="late")
+    data = encode_call(session, append, (str(marker),), task_id="late", issued_at=1_700_000_000)
     execute_call(session, data, tee=False)
-    ClaimStore(session.storage((tmp_path / "claims").as_uri())).release("late", 1)
+    ClaimStore(session.storage((tmp_path / "claims").as_uri())).release("late", 1, issued_at=1_700_000_000)
     outcome = decode_outcome(session, execute_call(session, data, tee=False))
     assert isinstance(outcome.exception, AttemptCompletedError)
     assert runs(marker) == ["run"]
@@ -367,8 +381,8 @@ def test_runner_numbered_attempts_are_claimed_as_new_attempts(session, tmp_path)
 def test_malformed_claim_record_blocks_the_attempt_and_nothing_runs(session, tmp_path):
     marker = tmp_path / "runs"
     store = ClaimStore(session.storage((tmp_path / "claims").as_uri()))
-    store.storage.put(store.key("planted", 1), b"\x00not json at all")
-    data = encode_call(session, append, (str(marker),), task_id="planted")
+    data = encode_call(session, append, (str(marker),), task_id="planted", issued_at=1_700_000_000)
+    store.storage.put(store.key("planted", 1, 1_700_000_000), b"\x00not json at all")
     outcome = decode_outcome(session, execute_call(session, data, tee=False, deadline=time.monotonic() + 5))
     assert isinstance(outcome.exception, StorageError) and "unreadable claim record" in str(outcome.exception)
     assert runs(marker) == []
@@ -385,9 +399,19 @@ def test_planted_outcome_signed_with_another_key_is_refused(lambdarun_session, t
     forger = lambdarun_session(overrides={**claims, "signing_key": "f" * 32})
     marker = tmp_path / "runs"
     store = ClaimStore(session.storage((tmp_path / "claims").as_uri()))
-    store.claim("victim", 1)
-    store.complete("victim", 1, pack_failure(forger, ValueError("forged"), meta={"task_id": "victim", "attempt": 1}))
-    data = encode_call(session, append, (str(marker),), task_id="victim")
+    store.claim("victim", 1, issued_at=1_700_000_000)
+    store.complete("victim", 1, pack_failure(forger, ValueError("forged"), meta={"task_id": "victim", "attempt": 1}),
+                   issued_at=1_700_000_000)
+    data = encode_call(session, append, (str(marker),), task_id="victim", issued_at=1_700_000_000)
     with pytest.raises(EnvelopeSignatureError):
         decode_outcome(session, execute_call(session, data, tee=False))
+    assert runs(marker) == []
+
+
+@pytest.mark.parametrize("issued_at", ["../../x", -5, 1e20, True])
+def test_forged_issue_time_is_refused_and_nothing_runs(session, tmp_path, issued_at):
+    marker = tmp_path / "runs"
+    data = encode_call(session, append, (str(marker),), meta={"issued_at": issued_at})
+    outcome = decode_outcome(session, execute_call(session, data, tee=False))
+    assert isinstance(outcome.exception, StorageError) and "issue time" in str(outcome.exception)
     assert runs(marker) == []

@@ -172,6 +172,8 @@ class _Attempt:
     spilled: bool = False
     outcome_stored: bool | None = None  # None: unknown (delete to be sure)
     started: float = attrs.field(factory=time.monotonic)
+    #: epoch seconds carried in the call (files its claim, see lambdarun.claims)
+    issued_at: int = attrs.field(factory=lambda: int(time.time()))
     invoked: bool = False  # the invoke request was accepted (Event) or sent (sync)
     finished: bool = False
 
@@ -609,7 +611,8 @@ class CovalentBackend(Backend):
         """The invoke payload; the call goes by reference when it is over the inline limit."""
         task = attempt.task
         envelope = encode_call(
-            self.runtime_session, task.func, task.args, task.kwargs, task_id=task.id, attempt=attempt.number
+            self.runtime_session, task.func, task.args, task.kwargs, task_id=task.id, attempt=attempt.number,
+            issued_at=attempt.issued_at,
         )
         limit = self.config.inline_limit
         if attempt.mode is InvocationType.EVENT:
@@ -876,7 +879,7 @@ class CovalentBackend(Backend):
         if not attempt.invoked or self.config.keep_objects:
             return
         try:
-            release_claim(self.runtime_session, attempt.task.id, attempt.number)
+            release_claim(self.runtime_session, attempt.task.id, attempt.number, issued_at=attempt.issued_at)
         except Exception as exc:
             log.debug("could not release the claim of an attempt", prefix=attempt.prefix, error=str(exc))
 
