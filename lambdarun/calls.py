@@ -357,6 +357,9 @@ def remote_control_flow(exc: BaseException, tb: str = "") -> BaseException:
     name = f"{type(exc).__module__}.{type(exc).__qualname__}"
     if kind is RemoteSystemExit:
         code = getattr(exc, "code", None)
+        args = getattr(exc, "args", ())
+        if code is None and args:  # SystemExit's code is its argument(s); some picklers
+            code = args[0] if len(args) == 1 else args  # (tblib's, via Covalent) lose .code
         return RemoteSystemExit(
             f"the remote function raised {type(exc).__qualname__} (exit code {code!r}); the "
             "caller does not exit. Return a value or raise an exception instead of exiting.",
