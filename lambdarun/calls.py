@@ -280,6 +280,8 @@ def _execute_call(session: Session, data: bytes, tee: bool, guard: AttemptGuard)
         duplicate = guard.claim(call.meta)
         if duplicate is not None:
             return duplicate
+        if guard.retry:  # Lambda's own retry N of this request: a new attempt, recorded as such
+            meta["lambda_retry"] = guard.retry
         with _Routing.capture(tee) as (out, err):
             value = call.func(*call.args, **call.kwargs)
     except BaseException as exc:  # the caller gets every failure, typed; control flow stays here

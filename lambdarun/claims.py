@@ -5,16 +5,24 @@ Before the function runs, the Lambda side *claims* that attempt with one atomic 
 write (:meth:`lambdarun.types.Storage.create`: S3 ``PutObject`` with ``If-None-Match: *``, a
 directory's ``O_EXCL``/``link``). Only the delivery whose create succeeded runs the function;
 when it finishes it stores its outcome with the claim. Any other delivery of the same
-attempt (botocore or a proxy re-sending the Invoke, a replayed envelope, Lambda's own retry
-of an Event) never runs the function again: it returns the first delivery's outcome, waits
-for it (bounded by its own remaining time), or answers with a typed error
-(:class:`~lambdarun.errors.AttemptInProgressError`, :class:`~lambdarun.errors.AttemptCompletedError`,
+attempt (botocore or a proxy re-sending the Invoke, a replayed envelope) never runs the
+function again: it returns the first delivery's outcome, waits for it (bounded by its own
+remaining time), or answers with a typed error (:class:`~lambdarun.errors.AttemptInProgressError`,
+:class:`~lambdarun.errors.AttemptCompletedError`, both
 :class:`~lambdarun.errors.DuplicateDeliveryError`).
 
+Retries are new attempts, recorded as such: the caller's (attempt number + 1), a runner's
+own numbering (a Temporal activity's attempt, ``execute_call(attempt=...)``), and Lambda's
+own retry of an ``Event`` after a function error. Lambda retries an Event with the *same*
+request id and only after the delivery ended in error; a delivery whose request id is the
+claim holder's while the claim shows no outcome is therefore Lambda's retry N: it claims
+``<attempt>.r<N>`` and runs, and its outcome carries ``lambda_retry: N``. (Covalent's
+asynchronous tasks turn Lambda's retries off: its ``retries`` are its own.)
+
 Semantics follow aws-lambda-powertools' idempotency records (in progress / completed, with
-an expiry), with one deliberate difference: an in-progress claim whose delivery died is
-**never** taken over (powertools re-runs once its ``in_progress_expiration`` passes). A
-caller that wants another run makes a new attempt (attempt number + 1), recorded as such.
+an expiry), with one deliberate difference: an in-progress claim is never taken over after
+a time-out (powertools re-runs once its ``in_progress_expiration`` passes); only a new
+attempt, as above, runs again.
 
 A claim is the object ``lambdarun-claims/<hour>/<task id>-<attempt>`` (``<hour>``: the UTC
 hour the call was issued, ``YYYYMMDDHH`` from the call's ``issued_at``; created once, never
@@ -51,7 +59,6 @@ import structlog
 from lambdarun.errors import (
     AttemptCompletedError,
     AttemptInProgressError,
-    DuplicateDeliveryError,
     StorageError,
     StorageKeyError,
     TargetError,
@@ -93,6 +100,8 @@ _HOUR, UNDATED = "%Y%m%d%H", "undated"
 _TASK_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 #: polling of a running first delivery by a duplicate: first and largest interval (s)
 _POLL_FIRST, _POLL_MAX = 0.01, 0.25
+#: Lambda retries an Event at most twice; more retry claims than this are not Lambda's
+_MAX_LAMBDA_RETRIES = 5
 
 
 @attrs.frozen
@@ -146,31 +155,33 @@ class ClaimStore:
         return self.storage.url
 
     @staticmethod
-    def key(task_id: str, attempt: int, issued_at: float | None = None) -> str:
-        """``lambdarun-claims/<hour the call was issued, UTC>/<task id>-<attempt>``: both sides
-        derive it from the call, and expired claims go by whole hours (:meth:`sweep`)."""
+    def key(task_id: str, attempt: int, issued_at: float | None = None, retry: int = 0) -> str:
+        """``lambdarun-claims/<hour the call was issued, UTC>/<task id>-<attempt>[.r<retry>]``:
+        both sides derive it from the call (``retry``: Lambda's own retry N of an Event), and
+        expired claims go by whole hours (:meth:`sweep`)."""
         if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
             raise StorageError(f"invalid task id {task_id!r} for a claim: use [A-Za-z0-9._-], 1-200 characters")
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise StorageError(f"invalid attempt number {attempt!r} for a claim: use an integer >= 1")
-        return f"{CLAIMS_PREFIX}/{_bucket(issued_at)}/{task_id}-{attempt}"
+        suffix = f".r{retry}" if retry else ""
+        return f"{CLAIMS_PREFIX}/{_bucket(issued_at)}/{task_id}-{attempt}{suffix}"
 
     def claim(self, task_id: str, attempt: int, *, request_id: str | None = None,
-              issued_at: float | None = None) -> ClaimRecord | None:
+              issued_at: float | None = None, retry: int = 0) -> ClaimRecord | None:
         """Claim the attempt: None when this delivery got it (run the function), else the
         record already there (do not run)."""
         now = time.time()
         record = ClaimRecord(CLAIMED, task_id, attempt, request_id, now, now + self.ttl)
-        key = self.key(task_id, attempt, issued_at)
+        key = self.key(task_id, attempt, issued_at, retry)
         if self.storage.create(key, record.header()):
             return None
-        found = self.read(task_id, attempt, issued_at=issued_at)
+        found = self.read(task_id, attempt, issued_at=issued_at, retry=retry)
         if found is None:  # deleted in between (swept): still not ours to run
             return ClaimRecord(RELEASED, task_id, attempt, None, 0.0, 0.0)
         return found[0]
 
     def complete(self, task_id: str, attempt: int, outcome: bytes, *, request_id: str | None = None,
-                 claimed_at: float = 0.0, issued_at: float | None = None) -> None:
+                 claimed_at: float = 0.0, issued_at: float | None = None, retry: int = 0) -> None:
         """Store the outcome of the delivery that holds the claim (a new object next to the
         claim: never a rewrite of an existing one, which costs a flush on some filesystems)."""
         now = time.time()
@@ -178,12 +189,12 @@ class ClaimStore:
             COMPLETED, task_id, attempt, request_id, claimed_at or now, now + self.ttl,
             hashlib.sha256(outcome).hexdigest(),
         )
-        self.storage.put(self.key(task_id, attempt, issued_at) + OUTCOME_SUFFIX, record.header() + outcome)
+        self.storage.put(self.key(task_id, attempt, issued_at, retry) + OUTCOME_SUFFIX, record.header() + outcome)
 
-    def read(self, task_id: str, attempt: int, *, issued_at: float | None = None
+    def read(self, task_id: str, attempt: int, *, issued_at: float | None = None, retry: int = 0
              ) -> tuple[ClaimRecord, bytes | None] | None:
         """The record and, when completed, the outcome (digest checked); None when absent."""
-        key = self.key(task_id, attempt, issued_at)
+        key = self.key(task_id, attempt, issued_at, retry)
         try:
             record, _ = _parse(self.storage.get(key))
         except StorageKeyError:
@@ -353,6 +364,7 @@ class AttemptGuard:
         self.task_id: str | None = None
         self.attempt: int | None = None
         self.issued_at: float | None = None
+        self.retry = 0
         self.claimed_at = 0.0
 
     def claim(self, meta: dict[str, Any]) -> bytes | None:
@@ -365,28 +377,36 @@ class AttemptGuard:
             return None
         self.claimed_at = time.time()
         issued_at = meta.get("issued_at")
-        existing = store.claim(task_id, attempt, request_id=self.request_id, issued_at=issued_at)
-        if existing is None:
-            self.store, self.task_id, self.attempt, self.issued_at = store, task_id, attempt, issued_at
-            return None
+        retry = 0
+        while True:
+            existing = store.claim(task_id, attempt, request_id=self.request_id, issued_at=issued_at, retry=retry)
+            if existing is None:
+                self.store, self.task_id, self.attempt, self.issued_at = store, task_id, attempt, issued_at
+                self.retry = retry
+                if retry:
+                    log.info("Lambda retried the call's request: running it as a new attempt", task_id=task_id,
+                             attempt=attempt, lambda_retry=retry, request_id=self.request_id)
+                return None
+            if (existing.state == CLAIMED and self.request_id and existing.request_id == self.request_id
+                    and retry < _MAX_LAMBDA_RETRIES):
+                # Lambda retries an Event only after the delivery ended in error (its environment
+                # died, or it timed out) with no outcome recorded: Lambda's own retry N is a new
+                # attempt, claimed as "<attempt>.r<N>" and recorded in the outcome
+                retry += 1
+                continue
+            break
         log.warning("duplicate delivery of a call attempt: not run again", task_id=task_id, attempt=attempt,
-                    state=existing.state, request_id=self.request_id, first_request_id=existing.request_id)
-        return self._answer_duplicate(store, existing, task_id, attempt, issued_at)
+                    lambda_retry=retry, state=existing.state, request_id=self.request_id,
+                    first_request_id=existing.request_id)
+        return self._answer_duplicate(store, existing, task_id, attempt, issued_at, retry)
 
     def _answer_duplicate(self, store: ClaimStore, record: ClaimRecord, task_id: str, attempt: int,
-                          issued_at: float | None) -> bytes:
+                          issued_at: float | None, retry: int = 0) -> bytes:
         from lambdarun.calls import pack_failure
 
         meta = {"task_id": task_id, "attempt": attempt, "duplicate": True}
         interval = _POLL_FIRST
         while record.state == CLAIMED:
-            if self.request_id and record.request_id == self.request_id:
-                # Lambda retries an Event only after the delivery ended in error: the first
-                # delivery is over and recorded nothing (its environment died)
-                return pack_failure(self.session, DuplicateDeliveryError(
-                    f"Lambda re-delivered task {task_id} attempt {attempt} (request {self.request_id}) after "
-                    "its first delivery ended without an outcome (its environment died); the attempt is "
-                    "not run twice. Submit the call again if running it twice is safe."), meta=meta)
             remaining = None if self.deadline is None else self.deadline - time.monotonic()
             if remaining is None or remaining <= 0:
                 return pack_failure(self.session, AttemptInProgressError(
@@ -396,14 +416,14 @@ class AttemptGuard:
                     "again (a new attempt) if running it twice is safe."), meta=meta)
             time.sleep(min(interval, remaining))
             interval = min(interval * 2, _POLL_MAX)
-            found = store.read(task_id, attempt, issued_at=issued_at)
+            found = store.read(task_id, attempt, issued_at=issued_at, retry=retry)
             if found is None:
                 break
             record, body = found
             if body is not None:
                 return body
         if record.state == COMPLETED:
-            found = store.read(task_id, attempt, issued_at=issued_at)
+            found = store.read(task_id, attempt, issued_at=issued_at, retry=retry)
             if found is not None and found[1] is not None:
                 return found[1]
         return pack_failure(self.session, AttemptCompletedError(
@@ -415,7 +435,7 @@ class AttemptGuard:
         if self.store is not None and self.task_id is not None and self.attempt is not None:
             try:
                 self.store.complete(self.task_id, self.attempt, outcome, request_id=self.request_id,
-                                    claimed_at=self.claimed_at, issued_at=self.issued_at)
+                                    claimed_at=self.claimed_at, issued_at=self.issued_at, retry=self.retry)
             except Exception:
                 # the caller still gets this outcome in the response; only a duplicate would miss it
                 log.warning("could not store the outcome with the claim", task_id=self.task_id,

@@ -22,7 +22,6 @@ from lambdarun.envelope import Envelope, pack
 from lambdarun.errors import (
     AttemptCompletedError,
     AttemptInProgressError,
-    DuplicateDeliveryError,
     InvocationOutcomeUnknownError,
     RemoteControlFlowError,
     RemoteGeneratorExit,
@@ -188,16 +187,19 @@ def test_concurrent_duplicate_waits_for_the_first_or_reports_in_progress(session
     assert runs(marker) == ["run"]
 
 
-def test_lambda_retry_of_the_same_request_is_not_run(session, tmp_path):
+def test_lambda_retry_of_the_same_request_is_a_new_attempt_recorded_as_such(session, tmp_path):
     marker = tmp_path / "runs"
     data = encode_call(session, append, (str(marker),), task_id="lambda-retry", issued_at=1_700_000_000)
     store = ClaimStore(session.storage((tmp_path / "claims").as_uri()))
-    assert store.claim("lambda-retry", 1, request_id="req-1", issued_at=1_700_000_000) is None  # a delivery that then died
+    assert store.claim("lambda-retry", 1, request_id="req-1", issued_at=1_700_000_000) is None  # it then died
     retry = execute_call(session, data, tee=False, request_id="req-1", deadline=time.monotonic() + 30)
     outcome = decode_outcome(session, retry)
-    assert type(outcome.exception) is DuplicateDeliveryError
-    assert "environment died" in str(outcome.exception)
-    assert runs(marker) == []
+    assert outcome.value == "done" and outcome.meta["lambda_retry"] == 1 and outcome.meta["attempt"] == 1
+    assert store.read("lambda-retry", 1, issued_at=1_700_000_000, retry=1)[1] == retry
+    # a duplicate of that request under another request id is still a duplicate, not a run
+    again = decode_outcome(session, execute_call(session, data, tee=False, request_id="req-2"))
+    assert isinstance(again.exception, AttemptInProgressError)  # the first delivery never finished
+    assert runs(marker) == ["run"]
 
 
 def test_late_duplicate_after_release_is_refused(session, tmp_path):
