@@ -212,12 +212,9 @@ class RemoteGeneratorExit(RemoteControlFlowError):
 
 
 class DuplicateDeliveryError(LambdarunError):
-    """A call attempt was delivered again and was not run again (at most once per attempt).
-
-    Raised as such when the earlier delivery ended without recording an outcome (its
-    environment died: Lambda's own retry of an asynchronous event). Submit the call again
-    (a new attempt) if running it twice is safe.
-    """
+    """A call attempt was delivered again and was not run again (at most once per attempt);
+    the base of :class:`AttemptInProgressError` and :class:`AttemptCompletedError`. Submit
+    the call again (a new attempt) if running it twice is safe."""
 
 
 class AttemptInProgressError(DuplicateDeliveryError):
