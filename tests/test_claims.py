@@ -417,3 +417,20 @@ def test_forged_issue_time_is_refused_and_nothing_runs(session, tmp_path, issued
     outcome = decode_outcome(session, execute_call(session, data, tee=False))
     assert isinstance(outcome.exception, StorageError) and "issue time" in str(outcome.exception)
     assert runs(marker) == []
+
+
+def test_claims_in_s3_on_moto_run_a_replayed_call_once(lambdarun_session, moto_endpoint, monkeypatch, tmp_path):
+    """The aws target's default: claims next to the scratch storage in S3 (conditional PutObject)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bucket = f"lr-claims-{uuid.uuid4().hex[:8]}"
+    session = lambdarun_session(overrides={"target": "aws", "aws": {"endpoint_url": moto_endpoint},
+                                           "storage_url": f"s3://{bucket}/lambdarun"})
+    session.target.client("s3").create_bucket(Bucket=bucket)
+    marker = tmp_path / "runs"
+    data = encode_call(session, append, (str(marker),), task_id="s3-claimed")
+    first = execute_call(session, data, tee=False)
+    assert execute_call(session, data, tee=False) == first
+    assert runs(marker) == ["run"]
+    keys = session.storage(f"s3://{bucket}/lambdarun").list(CLAIMS_PREFIX + "/")
+    assert len(keys) == 2 and keys[0].endswith("/s3-claimed-1")  # the claim and its outcome
