@@ -87,3 +87,66 @@ def test_envelope_decode(benchmark, headline, record_rss, session, size, bench_s
     call = benchmark(decode_call, session, data)
     assert call.args[0] == payload
     headline.set(f"core: envelope decode + verify, {size} argument", payload_bytes=len(payload))
+
+
+#: issue 14: what the at-most-once claim may add to a warm tiny call on the local target
+CLAIM_TARGET_MS = 1.0
+
+
+@pytest.mark.parametrize("store", ["local file store", "S3 on moto's server"])
+def test_attempt_claim(benchmark, headline, record_rss, session, tmp_path, store, full_bench):
+    """What the at-most-once claim adds to one call. On the call's path (the Lambda side,
+    before the response): the conditional create of the claim and the outcome stored with it.
+    After the caller has its result (off its latency): the release (tombstone + delete of the
+    outcome copy), reported as a second row. The local target keeps claims in a folder
+    (``LocalTarget.claims_url``); the aws target in S3 (conditional PutObject), measured here
+    against moto's server."""
+    import statistics
+    import time
+    import uuid
+
+    from lambdarun.claims import ClaimStore
+
+    if store == "local file store":
+        storage = session.storage((tmp_path / "claims").as_uri())
+        server = None
+    else:
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        s3 = Session(make_plugin_manager(load_entrypoints=False, environ={}), environ={}, overrides={
+            "target": "aws", "aws": {"endpoint_url": f"http://{host}:{port}"}})
+        s3.target.client("s3").create_bucket(Bucket="claims-bench")
+        storage = s3.storage("s3://claims-bench")
+    claims = ClaimStore(storage)
+    outcome = os.urandom(200)  # a tiny call's outcome envelope
+    done: list[tuple[str, int]] = []
+
+    def on_the_call_path():
+        task, issued = uuid.uuid4().hex, int(time.time())
+        assert claims.claim(task, 1, request_id="r", issued_at=issued) is None
+        claims.complete(task, 1, outcome, request_id="r", issued_at=issued)
+        done.append((task, issued))
+
+    rounds = 200 if full_bench else 2
+    try:
+        benchmark.pedantic(on_the_call_path, rounds=rounds, warmup_rounds=5 if full_bench else 0)
+        releases = []
+        for task, issued in done:
+            started = time.perf_counter()
+            claims.release(task, 1, issued_at=issued)
+            releases.append(time.perf_counter() - started)
+    finally:
+        if server is not None:
+            s3.close()
+            server.stop()
+    median = headline.median_s()
+    local = store == "local file store"
+    headline.set(f"core: attempt claim on the call's path (claim + outcome), {store}",
+                 median * 1000 if median is not None else None, target=CLAIM_TARGET_MS if local else None)
+    headline.also(f"core: attempt claim release after the result, {store}",
+                  statistics.median(releases) * 1000 if full_bench else None)

@@ -14,15 +14,23 @@ from __future__ import annotations
 
 from lambdarun.api import map, run, submit
 from lambdarun.errors import (
+    AttemptCompletedError,
+    AttemptInProgressError,
     BackendNotInstalledError,
     ConfigError,
+    DuplicateDeliveryError,
     EnvelopeError,
     EnvelopeSignatureError,
     InvocationError,
+    InvocationOutcomeUnknownError,
     LambdarunError,
     PluginError,
     PythonVersionMismatchError,
+    RemoteControlFlowError,
     RemoteExecutionError,
+    RemoteGeneratorExit,
+    RemoteKeyboardInterrupt,
+    RemoteSystemExit,
     SerializationError,
     TaskCancelledError,
     TaskTimeoutError,
@@ -57,6 +65,14 @@ __all__ = [
     "TaskTimeoutError",
     "TaskCancelledError",
     "RemoteExecutionError",
+    "RemoteControlFlowError",
+    "RemoteSystemExit",
+    "RemoteKeyboardInterrupt",
+    "RemoteGeneratorExit",
+    "InvocationOutcomeUnknownError",
+    "DuplicateDeliveryError",
+    "AttemptInProgressError",
+    "AttemptCompletedError",
 ]
 
 

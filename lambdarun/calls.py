@@ -24,17 +24,23 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from lambdarun import errors as _errors
-from lambdarun.envelope import Envelope, check_age, pack, unpack
+from lambdarun.claims import AttemptGuard
+from lambdarun.envelope import ISSUED, Envelope, check_age, pack, unpack
 from lambdarun.errors import (
     EnvelopeError,
     OutcomeMismatchError,
+    RemoteControlFlowError,
     RemoteExecutionError,
+    RemoteGeneratorExit,
+    RemoteKeyboardInterrupt,
+    RemoteSystemExit,
     SerializationError,
     SigningKeyMissingError,
     UnpicklableArgumentError,
@@ -98,10 +104,19 @@ def encode_call(
     args: tuple = (),
     kwargs: dict[str, Any] | None = None,
     *,
+    task_id: str | None = None,
+    attempt: int = 1,
+    issued_at: int | None = None,
     meta: dict[str, Any] | None = None,
 ) -> bytes:
     """Pack a call; an unserializable argument raises :class:`UnpicklableArgumentError`
-    naming its position (or keyword) and the object."""
+    naming its position (or keyword) and the object.
+
+    Every call carries its identity: ``task_id`` (a fresh random id when not given) and
+    ``attempt`` (1 for the first try; a retry the caller makes is ``attempt + 1``), and
+    ``issued_at`` (epoch seconds, now when not given: where the claim is filed). The
+    Lambda side runs each (task id, attempt) at most once (:mod:`lambdarun.claims`).
+    """
     kwargs = kwargs or {}
     if not callable(func):
         raise TypeError(f"lambdarun needs a callable, got {type(func).__qualname__}")
@@ -122,7 +137,15 @@ def encode_call(
     envelope = Envelope(
         kind=CALL,
         parts=tuple(parts),
-        meta={"function": name, "nargs": len(args), "kwargs": list(kwargs), **(meta or {})},
+        meta={
+            "function": name,
+            "nargs": len(args),
+            "kwargs": list(kwargs),
+            "task_id": task_id or uuid.uuid4().hex,
+            "attempt": attempt,
+            ISSUED: int(time.time()) if issued_at is None else issued_at,  # also the envelope's
+            **(meta or {}),
+        },
     )
     return pack(envelope, signing_key(session))
 
@@ -292,19 +315,43 @@ class _Routing:
                     cls.saved = None
 
 
-def execute_call(session: Session, data: bytes, *, tee: bool = True) -> bytes:
-    """Run a call envelope and return the outcome envelope (never raises for user errors)."""
+def execute_call(
+    session: Session,
+    data: bytes,
+    *,
+    tee: bool = True,
+    deadline: float | None = None,
+    request_id: str | None = None,
+    attempt: int | None = None,
+) -> bytes:
+    """Run a call envelope and return the outcome envelope (never raises for user errors).
+
+    The call's attempt is claimed first (:mod:`lambdarun.claims`): a second delivery of
+    the same attempt does not run the function, it gets the first delivery's outcome (waiting
+    until ``deadline``, a ``time.monotonic()`` value) or a typed error. ``request_id`` is
+    the Lambda request id of this delivery. ``attempt`` replaces the envelope's attempt
+    number when the runner numbers its retries itself (a Temporal activity's attempt: each
+    retry is a new attempt, claimed as such).
+    """
+    guard = AttemptGuard(session, deadline=deadline, request_id=request_id, attempt=attempt)
+    return guard.finish(_execute_call(session, data, tee, guard))
+
+
+def _execute_call(session: Session, data: bytes, tee: bool, guard: AttemptGuard) -> bytes:
     started = time.perf_counter()
     out = err = _Capture()
     meta: dict[str, Any] | None = None  # None until the call is verified and decoded
     try:
         call = decode_call(session, data)
         meta = bound_meta(call.meta)
+        duplicate = guard.claim(call.meta)
+        if duplicate is not None:
+            return duplicate
+        if guard.retry:  # Lambda's own retry N of this request: a new attempt, recorded as such
+            meta["lambda_retry"] = guard.retry
         with _Routing.capture(tee) as (out, err):
             value = call.func(*call.args, **call.kwargs)
-    except BaseException as exc:  # the caller gets every failure, typed
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+    except BaseException as exc:  # the caller gets every failure, typed; control flow stays here
         if meta is None:  # refused: bound to the task only when the envelope was verified
             meta = getattr(exc, "call_meta", None)
             meta = {"refused": True} if meta is None else meta
@@ -347,6 +394,8 @@ def pack_failure(
     allows unsigned envelopes too): the reason still reaches the caller's error message.
     """
     tb = "".join(traceback.format_exception(exc))
+    exc_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    exc = remote_control_flow(exc, tb)
     parts: tuple = ()
     try:
         exc.__traceback__ = None
@@ -358,7 +407,7 @@ def pack_failure(
         parts=parts,
         meta={
             "ok": False,
-            "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "exc_type": exc_type,
             "exc_message": _safe_str(exc),
             "traceback": tb,
             "stdout": stdout,
@@ -372,6 +421,39 @@ def pack_failure(
     except Exception:
         key = None
     return pack(envelope, key)
+
+
+_CONTROL_FLOW: dict[type[BaseException], type[RemoteControlFlowError]] = {
+    SystemExit: RemoteSystemExit,
+    KeyboardInterrupt: RemoteKeyboardInterrupt,
+    GeneratorExit: RemoteGeneratorExit,
+}
+
+
+def remote_control_flow(exc: BaseException, tb: str = "") -> BaseException:
+    """``exc`` itself, or, for an exception that is not an ``Exception`` (``SystemExit``,
+    ``KeyboardInterrupt``, ``GeneratorExit``, other ``BaseException`` subclasses), the
+    :class:`~lambdarun.errors.RemoteControlFlowError` standing for it: control flow raised
+    by the remote function never acts as control flow on either side."""
+    if isinstance(exc, Exception):
+        return exc
+    kind = next((cls for base, cls in _CONTROL_FLOW.items() if isinstance(exc, base)), RemoteControlFlowError)
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    if kind is RemoteSystemExit:
+        code = getattr(exc, "code", None)
+        args = getattr(exc, "args", ())
+        if code is None and args:  # SystemExit's code is its argument(s); some picklers
+            code = args[0] if len(args) == 1 else args  # (tblib's, via Covalent) lose .code
+        return RemoteSystemExit(
+            f"the remote function raised {type(exc).__qualname__} (exit code {code!r}); the "
+            "caller does not exit. Return a value or raise an exception instead of exiting.",
+            code=code, original_type=name, remote_traceback=tb,
+        )
+    return kind(
+        f"the remote function raised {type(exc).__qualname__}({_safe_str(exc)!r}) on Lambda; it "
+        "is reported here as an error and did not interrupt the caller",
+        original_type=name, remote_traceback=tb,
+    )
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -447,7 +529,7 @@ def decode_outcome(
             envelope.check_python(VERSION_SENSITIVE_TAGS)
             candidate = session.decode(envelope.parts[0])
             if isinstance(candidate, BaseException):
-                exc = candidate
+                exc = remote_control_flow(candidate, tb)
         except Exception:
             exc = None
     if exc is None:

@@ -132,6 +132,9 @@ class CoreConfig:
     region: str = "us-east-1"
     #: scratch storage for spilled payloads; default: the target's own bucket
     storage_url: str | None = None
+    #: where call attempts are claimed (at most one run each, lambdarun.claims); default:
+    #: the target's claim store (local: a 0700 folder of its state dir), else storage_url
+    claims_url: str | None = None
     #: HMAC-SHA256 key signing every envelope (at least 32 bytes); default: the local
     #: stack's own key, or the one in signing_key_secret
     signing_key: str | None = attrs.field(default=None, repr=False, validator=_signing_key)

@@ -84,13 +84,14 @@ def _sign(key: bytes, body: bytes | memoryview) -> bytes:
 
 
 def pack(envelope: Envelope, key: bytes | None = None) -> bytes:
-    """Frame ``envelope``, stamped with its issue time, and sign it when ``key`` is given."""
+    """Frame ``envelope``, stamped with its issue time (now, unless its meta already has one),
+    and sign it when ``key`` is given."""
     body = msgpack.packb(
         [
             envelope.python,
             envelope.kind,
             [[p.tag, p.data] for p in envelope.parts],
-            {**envelope.meta, ISSUED: time.time()},
+            {ISSUED: time.time(), **envelope.meta},  # a sender may fix it (a re-sent call)
             envelope.ref,
         ],
         use_bin_type=True,

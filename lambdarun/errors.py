@@ -36,6 +36,14 @@ __all__ = [
     "TaskCancelledError",
     "RemoteExecutionError",
     "RemoteEnvironmentError",
+    "RemoteControlFlowError",
+    "RemoteSystemExit",
+    "RemoteKeyboardInterrupt",
+    "RemoteGeneratorExit",
+    "InvocationOutcomeUnknownError",
+    "DuplicateDeliveryError",
+    "AttemptInProgressError",
+    "AttemptCompletedError",
     "CheckpointError",
     "CheckpointConflictError",
     "ExecutionNotFoundError",
@@ -168,6 +176,14 @@ class ThrottledError(InvocationError):
     """The function's concurrency limit was reached (Lambda's TooManyRequestsException)."""
 
 
+class InvocationOutcomeUnknownError(InvocationError):
+    """The connection was lost after the Invoke request was sent: the function may have run.
+
+    Never re-sent blindly; a backend re-delivers the *same* attempt, whose claim makes the
+    function run at most once (see :mod:`lambdarun.claims`).
+    """
+
+
 class TaskTimeoutError(LambdarunError, TimeoutError):
     """A task did not finish within its timeout."""
 
@@ -191,6 +207,62 @@ class RemoteExecutionError(LambdarunError):
 
 class RemoteEnvironmentError(RemoteExecutionError):
     """The Lambda environment failed around the function (timeout, crash, init error)."""
+
+
+class RemoteControlFlowError(RemoteExecutionError):
+    """The remote function raised a control-flow exception (``SystemExit``,
+    ``KeyboardInterrupt``, ``GeneratorExit``); it stays remote: the caller gets this
+    ordinary exception, never the control flow itself."""
+
+    def __reduce__(self):  # picklable with its keyword-only fields
+        return (_rebuild_remote, (type(self), str(self), self.original_type, self.remote_traceback, self._extra()))
+
+    def _extra(self) -> dict:
+        return {}
+
+
+def _rebuild_remote(cls, message, original_type, remote_traceback, extra):
+    return cls(message, original_type=original_type, remote_traceback=remote_traceback, **extra)
+
+
+class RemoteSystemExit(RemoteControlFlowError):
+    """The remote function called ``sys.exit(code)`` (or raised ``SystemExit``); ``code``
+    is its exit code. The caller's process does not exit."""
+
+    def __init__(self, message: str, *, code: object = None, original_type: str = "builtins.SystemExit",
+                 remote_traceback: str = "") -> None:
+        super().__init__(message, original_type=original_type, remote_traceback=remote_traceback)
+        self.code = code
+
+    def _extra(self) -> dict:
+        return {"code": self.code}
+
+
+class RemoteKeyboardInterrupt(RemoteControlFlowError):
+    """``KeyboardInterrupt`` was raised in the remote function (not in the caller)."""
+
+
+class RemoteGeneratorExit(RemoteControlFlowError):
+    """``GeneratorExit`` escaped the remote function."""
+
+
+# --- delivery (at most once per attempt) -------------------------------------------------
+
+
+class DuplicateDeliveryError(LambdarunError):
+    """A call attempt was delivered again and was not run again (at most once per attempt);
+    the base of :class:`AttemptInProgressError` and :class:`AttemptCompletedError`. Submit
+    the call again (a new attempt) if running it twice is safe."""
+
+
+class AttemptInProgressError(DuplicateDeliveryError):
+    """A second delivery of a call attempt arrived while the first was still running and
+    the first did not finish within the second's remaining time."""
+
+
+class AttemptCompletedError(DuplicateDeliveryError):
+    """A delivery arrived for a call attempt that already ran and whose outcome was already
+    delivered to the caller (and released)."""
 
 
 # --- checkpointing ---------------------------------------------------------------------

@@ -134,6 +134,13 @@ def lambdarun_make_storage(url: str, session: Session) -> Storage | None:
     Defaults (trylast): ``file:///path`` (a local directory) and ``s3://bucket/prefix``
     (boto3, through the session's target so the local target's moto server is used).
 
+    The storage object has ``put``, ``get``, ``exists``, ``list``, ``delete``, ``url_for``
+    and ``create(key, data) -> bool``: store only if ``key`` holds nothing yet, atomically
+    (of two concurrent creates exactly one returns True). Claims (at most one run per call
+    attempt, :mod:`lambdarun.claims`) rely on it: S3 does it with a conditional
+    ``PutObject`` (``If-None-Match: *``), a directory with ``O_EXCL``/``link``; a store that
+    cannot do it atomically must not pretend to.
+
     :param url: the base URL; dispatch on its scheme.
     :param session: the :class:`lambdarun.session.Session` (target, config).
     :return: an object satisfying :class:`lambdarun.types.Storage`, or ``None`` when the

@@ -14,6 +14,7 @@ import structlog
 from lambdarun.errors import (
     FunctionNotFoundError,
     InvocationError,
+    InvocationOutcomeUnknownError,
     PayloadTooLargeError,
     ThrottledError,
 )
@@ -87,6 +88,13 @@ class Boto3Invoker:
                 raise PayloadTooLargeError(str(exc)) from exc
             if isinstance(exc, InvocationError):
                 raise
+            if _sent_then_lost(exc):
+                raise InvocationOutcomeUnknownError(
+                    f"the connection to {self.target.name!r} was lost after the Invoke of "
+                    f"{function_name!r} was sent ({type(exc).__name__}: {exc}); the function may "
+                    "have run. It is not re-sent blindly: re-deliver the same call attempt (its "
+                    "claim returns the first delivery's outcome) or make a new attempt"
+                ) from exc
             raise InvocationError(
                 f"invoking {function_name!r} on target {self.target.name!r} failed: "
                 f"{type(exc).__name__}: {exc}"
@@ -115,8 +123,19 @@ class Boto3Invoker:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _sent_then_lost(exc: Exception) -> bool:
+    """A connection error after the request was (or may have been) sent."""
+    from botocore.exceptions import ConnectionClosedError, HTTPClientError, ReadTimeoutError
+
+    from lambdarun.targets import _NOT_SENT
+
+    if {cls.__name__ for cls in type(exc).__mro__} & set(_NOT_SENT):
+        return False
+    return isinstance(exc, (ConnectionClosedError, ReadTimeoutError, HTTPClientError))
+
+
 def _is_payload_too_large(exc: Exception) -> bool:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
     return code in ("RequestEntityTooLargeException", "RequestTooLargeException")
 
 

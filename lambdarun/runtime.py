@@ -26,6 +26,7 @@ import base64
 import binascii
 import os
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -132,7 +133,7 @@ def _field(event: dict[str, Any], name: str, kind: type | tuple[type, ...], defa
     return value
 
 
-def handle_call_event(event: dict[str, Any], session: Session) -> dict[str, Any]:
+def handle_call_event(event: dict[str, Any], session: Session, context: Any = None) -> dict[str, Any]:
     # everything the event says is checked before anything is read, run or written
     signing_key(session)  # no key and no allow_unsigned: refuse every call, typed
     call = _field(event, "call", str)
@@ -151,7 +152,8 @@ def handle_call_event(event: dict[str, Any], session: Session) -> dict[str, Any]
     else:
         storage, key = session.open_event_url(call_url, field="call_url")
         data = storage.get(key)
-    outcome = execute_call(session, data)
+    deadline, request_id = _delivery(context)
+    outcome = execute_call(session, data, deadline=deadline, request_id=request_id)
     if result_location is not None and (always_store or len(outcome) > inline_limit):
         storage, key = result_location
         storage.put(key, outcome)
@@ -169,8 +171,26 @@ def handle_call_event(event: dict[str, Any], session: Session) -> dict[str, Any]
     return {"lambdarun": CALL_EVENT_VERSION, "outcome": base64.b64encode(outcome).decode("ascii")}
 
 
+#: seconds of a delivery's remaining time kept to answer (a duplicate stops waiting then)
+ANSWER_MARGIN = 1.0
+
+
+def _delivery(context: Any) -> tuple[float | None, str | None]:
+    """(deadline as time.monotonic(), request id) of this invocation, from its Lambda context."""
+    if context is None:
+        return None, None
+    deadline = None
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if callable(remaining):
+        try:
+            deadline = time.monotonic() + max(0.0, remaining() / 1000 - ANSWER_MARGIN)
+        except Exception:
+            deadline = None
+    return deadline, getattr(context, "aws_request_id", None)
+
+
 @hookimpl(trylast=True)
 def lambdarun_handle_event(event: Any, context: Any, session: Session) -> dict[str, Any] | None:
     if is_call_event(event):
-        return handle_call_event(event, session)
+        return handle_call_event(event, session, context)
     return None

@@ -50,6 +50,22 @@ class FileStorage:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Store ``data`` under ``key`` only if ``key`` holds nothing yet (atomic: the
+        complete file is hard-linked into place, which fails when the name exists)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
+
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
@@ -106,6 +122,22 @@ class S3Storage:
 
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Store ``data`` under ``key`` only if ``key`` holds nothing yet: a conditional
+        ``PutObject`` (``If-None-Match: *``); False when S3 answers 412 PreconditionFailed
+        (or 409 ConditionalRequestConflict for a concurrent conditional write)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if error.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return False
+            raise
+        return True
 
     def get(self, key: str) -> bytes:
         try:

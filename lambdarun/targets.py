@@ -27,6 +27,42 @@ log = structlog.get_logger(__name__)
 LAMBDA_READ_TIMEOUT = 905
 
 
+#: connection errors raised before any byte of the request was sent: retrying cannot run
+#: the function twice
+_NOT_SENT = ("EndpointConnectionError", "ConnectTimeoutError", "ProxyConnectionError")
+
+
+def _invoke_needs_retry(response: Any = None, caught_exception: Any = None, **_: Any) -> bool | None:
+    """``needs-retry.lambda.Invoke``: veto botocore's retry unless the answer proves that
+    nothing ran. None lets the standard retry mode decide (throttling: HTTP 429
+    TooManyRequestsException; a connection that could not be opened), False forbids the
+    retry (a connection lost or timed out after the request was sent, an HTTP 5xx: the
+    function may have run; the backend re-delivers the same attempt, whose claim makes it
+    run at most once). Handlers of the more specific event run first and the first
+    non-None answer wins, so this vetoes the standard handler."""
+    if caught_exception is not None:
+        names = {cls.__name__ for cls in type(caught_exception).__mro__}
+        if names & set(_NOT_SENT) and not names & {"SSLError"}:
+            return None
+        return False
+    if response is not None:
+        status = getattr(response[0], "status_code", 0) if response[0] is not None else 0
+        if status == 429:
+            return None
+        if status >= 500:
+            return False
+    return None
+
+
+def guard_invoke_retries(client: Any) -> None:
+    """Make botocore re-send ``Invoke`` only when nothing can have run (see
+    :func:`_invoke_needs_retry`); every other Lambda operation keeps the standard mode."""
+    service = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register(
+        f"needs-retry.{service}.Invoke", _invoke_needs_retry, unique_id="lambdarun-invoke-retries"
+    )
+
+
 class Boto3Target:
     """A target reached through boto3: real AWS, or any endpoint URLs.
 
@@ -101,6 +137,8 @@ class Boto3Target:
                 client = self._session().client(
                     service, endpoint_url=self._endpoints.get(service), config=config
                 )
+                if service == "lambda":
+                    guard_invoke_retries(client)
                 self._clients[service] = client
             return client
 

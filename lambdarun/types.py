@@ -65,6 +65,12 @@ class Storage(Protocol):
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing any previous value."""
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Store ``data`` under ``key`` only if ``key`` holds nothing yet, atomically (two
+        concurrent creates: exactly one returns True); False when ``key`` exists. S3: a
+        conditional ``PutObject`` with ``If-None-Match: *``; a directory: ``O_EXCL``/link.
+        Used for claims (:mod:`lambdarun.claims`)."""
+
     def get(self, key: str) -> bytes:
         """Return the bytes under ``key``; raise :class:`~lambdarun.errors.StorageKeyError`."""
 

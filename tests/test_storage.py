@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import uuid
 
 import pytest
@@ -26,6 +27,10 @@ def exercise(storage):
     with pytest.raises(StorageKeyError, match="runs/a/1"):
         storage.get("runs/a/1")
     assert storage.url_for("runs/b/1") == storage.url + "/runs/b/1"
+    assert storage.create("runs/c/1", b"first") is True
+    assert storage.create("runs/c/1", b"second") is False
+    assert storage.get("runs/c/1") == b"first"
+    storage.delete(["runs/c/1"])
 
 
 def test_file_storage(lambdarun_session, tmp_path):
@@ -66,9 +71,17 @@ def test_s3_storage_deletes_more_than_one_batch(aws_session):
 class MemoryStorage:
     def __init__(self, url):
         self.url, self.blobs = url, {}
+        self.lock = threading.Lock()
 
     def put(self, key, data):
         self.blobs[key] = bytes(data)
+
+    def create(self, key, data):
+        with self.lock:
+            if key in self.blobs:
+                return False
+            self.blobs[key] = bytes(data)
+            return True
 
     def get(self, key):
         try:

@@ -397,6 +397,16 @@ class LocalTarget(Boto3Target):
             ) from e
         return bool(doc.get("stopped") or doc.get("dropped"))
 
+    def claims_url(self) -> str:
+        """Where call attempts are claimed (:mod:`lambdarun.claims`): a 0700 directory of the
+        stack's state folder. The caller and the functions of a local stack run on this
+        machine and share it, so a claim costs a few file operations (not S3 round trips
+        to moto); records are 0600 files."""
+        path = self.stack.state_dir / "claims"
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        return path.as_uri()
+
     def default_storage_url(self) -> str:
         """``storage_url`` when set, else ``s3://lambdarun-local/lambdarun`` in moto (created
         in this target's region)."""

@@ -130,8 +130,9 @@ class _Pipe:
             except OSError:
                 pass
             try:
-                # shutdown wakes the pump threads blocked in recv() (close alone may not), so
-                # both peers see the cut at once
+                # wakes the pump thread blocked in recv() on this socket: close() alone does
+                # not (Linux keeps the socket open until that recv returns, so an idle
+                # connection - a client waiting for its answer - would never see the cut)
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass

@@ -37,10 +37,15 @@ import structlog
 
 from lambdarun.backends import Backend
 from lambdarun.calls import decode_outcome, encode_call
+from lambdarun.claims import claims_environment
+from lambdarun.claims import release as release_claim
+from lambdarun.claims import sweep_local as sweep_claims
 from lambdarun.errors import (
+    DuplicateDeliveryError,
     EnvelopeError,
     FunctionNotFoundError,
     InvocationError,
+    InvocationOutcomeUnknownError,
     LambdarunError,
     PayloadTooLargeError,
     RemoteEnvironmentError,
@@ -74,6 +79,9 @@ _EVENT_OVERHEAD = 512
 #: how long after a cancelled/timed-out asynchronous attempt we still watch for its late
 #: outcome object, to delete it (the function's own timeout bounds it)
 _JANITOR_GRACE = 5.0
+#: how many times a synchronous attempt whose answer was lost (connection dropped after the
+#: Invoke was sent) is re-delivered; the claim keeps it to one run
+_REDELIVERIES = 3
 
 
 # --------------------------------------------------------------------------------------
@@ -165,6 +173,8 @@ class _Attempt:
     spilled: bool = False
     outcome_stored: bool | None = None  # None: unknown (delete to be sure)
     started: float = attrs.field(factory=time.monotonic)
+    #: epoch seconds carried in the call (files its claim, see lambdarun.claims)
+    issued_at: int = attrs.field(factory=lambda: int(time.time()))
     invoked: bool = False  # the invoke request was accepted (Event) or sent (sync)
     finished: bool = False
 
@@ -397,7 +407,8 @@ class CovalentBackend(Backend):
                 settings = self.runtime_session.settings
                 # inside Lambda the runtime reaches storage as plain AWS (the endpoints, if
                 # any, come from the target's AWS_ENDPOINT_URL_* variables)
-                environment = function_environment(settings, storage_url=storage_url)
+                environment = {**function_environment(settings, storage_url=storage_url),
+                               **claims_environment(self.runtime_session)}
                 if self.config.python_path:  # e.g. a DepsPip layer (lambdarun_covalent.layers)
                     environment["PYTHONPATH"] = os.pathsep.join(self.config.python_path)
                 spec = FunctionSpec(
@@ -494,6 +505,8 @@ class CovalentBackend(Backend):
                     self._storage.delete(leftovers)
             except Exception:
                 log.warning("could not delete leftover objects", prefix=self.run_prefix, exc_info=True)
+        if self._storage is not None and not self.config.keep_objects:
+            sweep_claims(self.runtime_session)
         if self._engine is not None and getattr(self.runtime_session, "_owns_target", True):
             self._engine.close()  # the target goes away with this session
         if self.runtime_session is not self.session:
@@ -534,12 +547,17 @@ class CovalentBackend(Backend):
         if future.done():
             return  # cancelled while pending
         future.mark_running()
+        if not self._prepare(task):
+            return
         with task.lock:
             if future.done():
                 return
-            task.deadline_token = _deadlines.add(
-                time.monotonic() + task.timeout, lambda: self._time_out(task)
-            )
+            # the deadline runs from the invoke: the target's own start-up and the function's
+            # creation (done by _prepare, reported apart) are not the task's time; the
+            # function's cold start is, as on AWS
+            started = time.monotonic()
+            future.info["deadline_started"] = started
+            task.deadline_token = _deadlines.add(started + task.timeout, lambda: self._time_out(task))
         if future.done():  # cancelled in between: its done callback may have missed the token
             task.release()
             return
@@ -565,9 +583,30 @@ class CovalentBackend(Backend):
             self._finish(attempt, outcome)
             return
 
+    def _prepare(self, task: _Task) -> bool:
+        """Before the task's deadline starts: the function (created on the local target),
+        the storage, and for asynchronous tasks the failure destination. Their time goes to
+        ``future.info["prepare_seconds"]`` (and a debug log), not to the task's timeout.
+        False when the task ended (a preparation error finishes it)."""
+        started = time.monotonic()
+        try:
+            self.function_name  # noqa: B018
+            self.storage  # noqa: B018
+            if task.mode is InvocationType.EVENT:
+                self._ensure_failure_destination()
+        except BaseException as exc:  # noqa: BLE001 - every failure reaches the future
+            task.future.finish(exception=exc if isinstance(exc, Exception) else LambdarunError(repr(exc)))
+            return False
+        took = time.monotonic() - started
+        task.future.info["prepare_seconds"] = took
+        if took > 0.05:
+            log.debug("prepared the target before the task's deadline", task_id=task.id, seconds=round(took, 3))
+        return not task.future.done()
+
     @staticmethod
     def _retryable(exc: BaseException) -> bool:
-        if isinstance(exc, (FunctionNotFoundError, PayloadTooLargeError, TaskTimeoutError)):
+        if isinstance(exc, (FunctionNotFoundError, PayloadTooLargeError, TaskTimeoutError,
+                            InvocationOutcomeUnknownError, DuplicateDeliveryError)):
             return False
         return isinstance(exc, (RemoteEnvironmentError, InvocationError))
 
@@ -583,11 +622,8 @@ class CovalentBackend(Backend):
         """The invoke payload; the call goes by reference when it is over the inline limit."""
         task = attempt.task
         envelope = encode_call(
-            self.runtime_session,
-            task.func,
-            task.args,
-            task.kwargs,
-            meta={"task_id": task.id, "attempt": attempt.number},
+            self.runtime_session, task.func, task.args, task.kwargs, task_id=task.id, attempt=attempt.number,
+            issued_at=attempt.issued_at,
         )
         limit = self.config.inline_limit
         if attempt.mode is InvocationType.EVENT:
@@ -626,12 +662,23 @@ class CovalentBackend(Backend):
         check_versions(self.runtime_session, self.function_name)  # once per function and process
         payload = self._event(attempt)
         attempt.invoked = True
-        response = self.runtime_session.invoker.invoke(
-            self.function_name,
-            payload,
-            invocation_type=InvocationType.REQUEST_RESPONSE,
-            client_context=self._client_context(attempt),
-        )
+        for delivery in range(1, _REDELIVERIES + 2):
+            try:
+                response = self.runtime_session.invoker.invoke(
+                    self.function_name,
+                    payload,
+                    invocation_type=InvocationType.REQUEST_RESPONSE,
+                    client_context=self._client_context(attempt),
+                )
+                break
+            except InvocationOutcomeUnknownError as exc:
+                # the request reached Lambda and the answer was lost: re-deliver the *same*
+                # attempt; its claim runs it at most once and hands back the first outcome
+                if delivery > _REDELIVERIES or attempt.task.future.done():
+                    raise
+                log.info("re-delivering a call attempt whose answer was lost", task_id=attempt.task.id,
+                         attempt=attempt.number, delivery=delivery + 1, error=str(exc))
+                time.sleep(min(0.05 * 2**delivery, 1.0))
         if response.request_id:  # the dashboard links the task to its invocation
             attempt.task.future.info["request_id"] = response.request_id
         if response.function_error:
@@ -676,7 +723,7 @@ class CovalentBackend(Backend):
 
     def _finish(self, attempt: _Attempt, outcome: Outcome) -> None:
         attempt.finished = True
-        self._cleanup_quietly(attempt)
+        self._cleanup_quietly(attempt, release=False)
         attempt.task.future.finish(
             outcome.value,
             exception=None if outcome.ok else outcome.exception,
@@ -684,6 +731,7 @@ class CovalentBackend(Backend):
             stderr=outcome.stderr,
             remote_traceback=outcome.remote_traceback,
         )
+        self._release_quietly(attempt)  # after the caller has its result: off its latency
 
     # -- asynchronous attempts -----------------------------------------------------------------
 
@@ -831,7 +879,7 @@ class CovalentBackend(Backend):
         if keys:
             self.storage.delete(keys)
 
-    def _cleanup_quietly(self, attempt: _Attempt) -> None:
+    def _cleanup_quietly(self, attempt: _Attempt, *, release: bool = True) -> None:
         try:
             self.cleanup(attempt)
         except Exception as exc:
@@ -839,6 +887,18 @@ class CovalentBackend(Backend):
                 log.debug("could not delete the objects of an attempt", prefix=attempt.prefix, error=str(exc))
             else:
                 log.warning("could not delete the objects of an attempt", prefix=attempt.prefix, exc_info=True)
+        if release:
+            self._release_quietly(attempt)
+
+    def _release_quietly(self, attempt: _Attempt) -> None:
+        """The attempt is over for the caller: drop the outcome kept with its claim (a
+        tombstone stays until the claim expires, so a late duplicate still cannot run it)."""
+        if not attempt.invoked or self.config.keep_objects:
+            return
+        try:
+            release_claim(self.runtime_session, attempt.task.id, attempt.number, issued_at=attempt.issued_at)
+        except Exception as exc:
+            log.debug("could not release the claim of an attempt", prefix=attempt.prefix, error=str(exc))
 
 
 def _environment_error(payload: bytes, attempt: _Attempt) -> LambdarunError:

@@ -159,7 +159,8 @@ def make_call_activity(session: Session) -> Callable[[bytes], bytes]:
 
         threading.Thread(target=beat, name="lambdarun-call-heartbeat", daemon=True).start()
         try:
-            outcome = execute_call(session, envelope)
+            # each Temporal retry of the activity is a new attempt of the call (claimed as such)
+            outcome = execute_call(session, envelope, attempt=activity.info().attempt)
         finally:
             stop.set()
         if activity.is_cancelled() and unpack(outcome).meta.get("ok") is not True:
