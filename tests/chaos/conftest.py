@@ -85,6 +85,8 @@ def proxied(make_session: Callable[..., Any], lambdarun_session: Callable[..., A
                     "max_attempts": 3},
             "storage_url": storage,
             "claims_url": claims,
+            # the aws target signs with the key the local stack's functions verify with
+            "signing_key": local.target.signing_key().decode(),
             "progress": False,
             "covalent": {"function_name": FUNCTION},
         })
@@ -117,7 +119,8 @@ def environment_pids(chaos_stack: Any) -> Callable[[str], list[int]]:
 
 def functions_view(stack: Any) -> list[dict[str, Any]]:
     """The local service's ``GET /_lambdarun/functions`` (environments with their pids)."""
-    with urllib.request.urlopen(stack.endpoints.lambda_ + "/_lambdarun/functions", timeout=10) as r:
+    request = stack.signed_request(stack.endpoints.lambda_ + "/_lambdarun/functions")
+    with urllib.request.urlopen(request, timeout=10) as r:
         return json.loads(r.read())["functions"]
 
 
