@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import uuid
 import threading
 import time
 
@@ -21,13 +22,23 @@ def big(n):
     return b"x" * n
 
 
+#: the task id of this test's calls: each attempt runs at most once (a claim), so every test
+#: calls under a task id of its own
+TASK = {"id": "t1"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_task_id():
+    TASK["id"] = uuid.uuid4().hex
+
+
 def call_event(session, func, *args, **extra):
-    data = encode_call(session, func, args, meta={"task_id": "t1", "attempt": 1})
+    data = encode_call(session, func, args, task_id=TASK["id"])
     return {"lambdarun": 1, "call": base64.b64encode(data).decode(), **extra}
 
 
 def outcome_of(session, data):
-    return decode_outcome(session, data, task_id="t1", attempt=1)
+    return decode_outcome(session, data, task_id=TASK["id"], attempt=1)
 
 
 @pytest.fixture
@@ -62,7 +73,7 @@ def test_large_outcome_is_stored_at_result_url(session):
 
 def test_call_can_come_by_reference(session):
     storage = session.storage()
-    storage.put("calls/call", encode_call(session, sum, ([1, 2, 3],), meta={"task_id": "t1", "attempt": 1}))
+    storage.put("calls/call", encode_call(session, sum, ([1, 2, 3],), task_id=TASK["id"]))
     event = {"lambdarun": 1, "call_url": storage.url_for("calls/call")}
     response = session.pm.hook.lambdarun_handle_event(event=event, context=None, session=session)
     assert outcome_of(session, base64.b64decode(response["outcome"])).value == 6
@@ -128,10 +139,10 @@ def test_concurrent_calls_keep_their_output_apart(lambdarun_session):
     original = sys.stdout
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = [
-            pool.submit(execute_call, session, encode_call(session, chatty, (f"c{k}", 50)), tee=False)
+            pool.submit(execute_call, session, encode_call(session, chatty, (f"c{k}", 50), task_id=f"c{k}"), tee=False)
             for k in range(4)
         ]
-        outcomes = [decode_outcome(session, f.result(), task_id=None, attempt=None) for f in futures]
+        outcomes = [decode_outcome(session, f.result(), task_id=f"c{k}", attempt=1) for k, f in enumerate(futures)]
     for k, outcome in enumerate(outcomes):
         assert outcome.stdout == "".join(f"c{k}-{i}\n" for i in range(50))
     assert sys.stdout is original
@@ -141,6 +152,6 @@ def test_output_of_threads_started_by_the_call_is_captured(lambdarun_session):
     from lambdarun.calls import execute_call
 
     session = lambdarun_session(overrides={"signing_key": KEY})
-    data = execute_call(session, encode_call(session, spawns_a_thread), tee=False)
-    outcome = decode_outcome(session, data, task_id=None, attempt=None)
+    data = execute_call(session, encode_call(session, spawns_a_thread, task_id="threads"), tee=False)
+    outcome = decode_outcome(session, data, task_id="threads", attempt=1)
     assert outcome.stdout == "from a thread\n"

@@ -217,7 +217,8 @@ def test_envelopes_expire_and_allow_clock_skew(lambdarun_session):
     with pytest.raises(EnvelopeExpiredError, match="in the future"):
         check_age(envelope, 60, now=issued - CLOCK_SKEW - 1)
     # the issue time is inside the signed part: changing it breaks the signature
-    forged = data.replace(msgpack.packb(issued), msgpack.packb(issued + 1000))
+    raw = envelope.meta["issued"]  # as packed (a call's is whole seconds: its claim is filed by it)
+    forged = data.replace(msgpack.packb(raw), msgpack.packb(raw + 1000))
     assert forged != data
     with pytest.raises(EnvelopeSignatureError):
         decode_call(session, forged)
@@ -259,9 +260,9 @@ def _raises_value_error():
 
 
 def test_failure_of_a_verified_call_is_never_taken_for_a_refusal(lambdarun_session):
-    """A call without task meta that raises comes back as the function's own exception."""
+    """A verified call that raises comes back as the function's own exception."""
     session = lambdarun_session(overrides={"signing_key": KEY})
-    data = execute_call(session, encode_call(session, _raises_value_error), tee=False)
-    outcome = decode_outcome(session, data, task_id=None, attempt=None)
+    data = execute_call(session, encode_call(session, _raises_value_error, task_id="t-mine"), tee=False)
+    outcome = decode_outcome(session, data, task_id="t-mine", attempt=1)
     assert isinstance(outcome.exception, ValueError) and str(outcome.exception) == "mine"
     assert "refused" not in outcome.meta

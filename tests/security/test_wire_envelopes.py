@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 
 import msgpack
 import pytest
@@ -61,21 +62,31 @@ def marker(tmp_path):
     yield path
 
 
+#: the task id of this test's attack calls: each attempt runs at most once (a claim on the
+#: shared stack), so every test attacks under a task id of its own
+TASK = {"id": "attack"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_task_id():
+    TASK["id"] = f"attack-{uuid.uuid4().hex}"
+
+
 def refusal(caller, payload):
     """The outcome in ``payload`` decoded as the caller would (raises the refusal)."""
     data = base64.b64decode(payload["outcome"])
-    return decode_outcome(caller, data, task_id="attack", attempt=1)
+    return decode_outcome(caller, data, task_id=TASK["id"], attempt=1)
 
 
 def test_control_a_correctly_signed_call_does_run(caller, lam, marker):
     """The marker mechanism works: the same pickle, signed with the stack's key, is loaded."""
-    error, payload, _ = invoke(lam, call_event(marker_call(marker, key=caller.signing_key)))
+    error, payload, _ = invoke(lam, call_event(marker_call(marker, task_id=TASK["id"], key=caller.signing_key)))
     assert error is None and "outcome" in payload
     assert marker.exists()
 
 
 def test_unsigned_call_is_refused_before_unpickling(caller, lam, marker):
-    error, payload, _ = invoke(lam, call_event(marker_call(marker)))
+    error, payload, _ = invoke(lam, call_event(marker_call(marker, task_id=TASK["id"])))
     assert error is None
     with pytest.raises(EnvelopeSignatureError, match="unsigned envelope"):
         refusal(caller, payload)
@@ -83,7 +94,7 @@ def test_unsigned_call_is_refused_before_unpickling(caller, lam, marker):
 
 
 def test_bit_flipped_signature_is_refused(caller, lam, marker):
-    good = marker_call(marker, key=caller.signing_key)
+    good = marker_call(marker, task_id=TASK["id"], key=caller.signing_key)
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(good[:64])
     magic, version, signature = unpacker.unpack()
@@ -96,7 +107,7 @@ def test_bit_flipped_signature_is_refused(caller, lam, marker):
 
 
 def test_bit_flipped_body_is_refused(caller, lam, marker):
-    good = bytearray(marker_call(marker, key=caller.signing_key))
+    good = bytearray(marker_call(marker, task_id=TASK["id"], key=caller.signing_key))
     good[-3] ^= 0x01  # inside the body (meta), signature unchanged
     error, payload, _ = invoke(lam, call_event(bytes(good)))
     with pytest.raises(EnvelopeSignatureError, match="signature is wrong"):
@@ -105,7 +116,7 @@ def test_bit_flipped_body_is_refused(caller, lam, marker):
 
 
 def test_call_signed_with_a_foreign_key_is_refused(caller, lam, marker):
-    error, payload, _ = invoke(lam, call_event(marker_call(marker, key=FOREIGN_KEY)))
+    error, payload, _ = invoke(lam, call_event(marker_call(marker, task_id=TASK["id"], key=FOREIGN_KEY)))
     with pytest.raises(EnvelopeSignatureError, match="signature is wrong"):
         refusal(caller, payload)
     assert not marker.exists()
@@ -113,7 +124,7 @@ def test_call_signed_with_a_foreign_key_is_refused(caller, lam, marker):
 
 def test_expired_call_is_refused_but_still_answered_for_its_task(caller, lam, marker):
     old = time.time() - caller.settings.envelope_max_age - 60
-    error, payload, _ = invoke(lam, call_event(marker_call(marker, key=caller.signing_key, issued=old)))
+    error, payload, _ = invoke(lam, call_event(marker_call(marker, task_id=TASK["id"], key=caller.signing_key, issued=old)))
     # the signature was good, so the refusal is bound to the task like any outcome
     outcome = refusal(caller, payload)
     assert not outcome.ok
@@ -123,7 +134,7 @@ def test_expired_call_is_refused_but_still_answered_for_its_task(caller, lam, ma
 
 
 def test_call_issued_in_the_future_is_refused(caller, lam, marker):
-    error, payload, _ = invoke(lam, call_event(marker_call(marker, key=caller.signing_key, issued=time.time() + 3600)))
+    error, payload, _ = invoke(lam, call_event(marker_call(marker, task_id=TASK["id"], key=caller.signing_key, issued=time.time() + 3600)))
     with pytest.raises(EnvelopeExpiredError, match="in the future"):
         refusal(caller, payload).unwrap()
     assert not marker.exists()
@@ -131,7 +142,7 @@ def test_call_issued_in_the_future_is_refused(caller, lam, marker):
 
 def test_call_without_issue_time_is_refused(caller, lam, marker):
     body = [PYTHON_VERSION, "call", [["cloudpickle", marker_pickle(marker)]],
-            {"nargs": 0, "kwargs": [], "task_id": "attack", "attempt": 1}, None]
+            {"nargs": 0, "kwargs": [], "task_id": TASK["id"], "attempt": 1}, None]
     error, payload, _ = invoke(lam, call_event(forge("call", [], {}, key=caller.signing_key, body=body)))
     with pytest.raises(EnvelopeExpiredError, match="without an issue time"):
         refusal(caller, payload).unwrap()
@@ -143,7 +154,7 @@ def test_replayed_captured_call_is_refused_once_expired(caller, lam, marker, mon
     window are the at-most-once claim's job)."""
     # a legitimate call that leaves the marker when it runs (a bound method of pathlib, so
     # the function can load it by reference)
-    captured = encode_call(caller, marker.write_text, ("ran",), meta={"task_id": "attack", "attempt": 1})
+    captured = encode_call(caller, marker.write_text, ("ran",), meta={"task_id": TASK["id"], "attempt": 1})
     error, payload, _ = invoke(lam, call_event(captured))
     assert refusal(caller, payload).value == 3 and marker.read_text() == "ran"
     marker.unlink()
@@ -161,7 +172,7 @@ def test_replayed_captured_call_is_refused_once_expired(caller, lam, marker, mon
     [("a string", EnvelopeSignatureError), (12345, EnvelopeSignatureError), ([1, 2], EnvelopeSignatureError)],
 )
 def test_signature_field_of_the_wrong_type_is_refused(caller, lam, marker, signature, error):
-    data = marker_call(marker, signature=signature)
+    data = marker_call(marker, task_id=TASK["id"], signature=signature)
     _, payload, _ = invoke(lam, call_event(data))
     with pytest.raises(error, match="signature field"):
         refusal(caller, payload)
@@ -189,7 +200,7 @@ def test_signed_body_of_the_wrong_shape_is_refused(caller, lam, marker, body):
 
 
 def test_signed_call_whose_meta_does_not_match_its_parts_is_refused(caller, lam, marker):
-    meta = {"nargs": 3, "kwargs": [], "task_id": "attack", "attempt": 1}
+    meta = {"nargs": 3, "kwargs": [], "task_id": TASK["id"], "attempt": 1}
     data = forge("call", [("cloudpickle", marker_pickle(marker))], meta, key=caller.signing_key)
     _, payload, _ = invoke(lam, call_event(data))
     with pytest.raises(EnvelopeError, match="nargs/kwargs do not match"):
@@ -211,7 +222,7 @@ def test_signed_call_whose_meta_does_not_match_its_parts_is_refused(caller, lam,
     ],
 )
 def test_event_fields_of_the_wrong_type_or_encoding_are_refused(caller, lam, marker, field, value, message):
-    event = call_event(marker_call(marker, key=caller.signing_key))
+    event = call_event(marker_call(marker, task_id=TASK["id"], key=caller.signing_key))
     event[field] = value
     error, payload, _ = invoke(lam, event)
     assert error == "Unhandled"
