@@ -235,7 +235,7 @@ class TemporalBackend(Backend):
 
     def submit(self, func: Callable[..., Any], args: tuple, kwargs: dict) -> LambdaFuture:
         task_id = f"lambdarun-{self.run_id}-{next(self._counter)}"
-        envelope = encode_call(self.session, func, args, kwargs, meta={"task_id": task_id})
+        envelope = encode_call(self.session, func, args, kwargs, task_id=task_id)
         future = LambdaFuture(task_id=task_id)
         ready = self._start()
         assert self._loop is not None
@@ -295,7 +295,7 @@ class TemporalBackend(Backend):
                 await asyncio.to_thread(self._delete_stored, stored)
         try:
             # signature, age and task id are checked before anything is unpickled
-            outcome = decode_outcome(self.session, data, task_id=task_id, attempt=None)
+            outcome = decode_outcome(self.session, data, task_id=task_id, attempt=1)  # the call's attempt (Temporal retries are claimed apart)
         except Exception as exc:  # noqa: BLE001
             future.finish(exception=exc)
             return
