@@ -92,11 +92,11 @@ def test_policy_document_grants_nothing_beyond_the_listed_resources():
     check_least_privilege(doc, fn="fn", bucket="b", prefix="lambdarun", table=None, secret="lambdarun/fn/signing-key")
 
 
-def test_deployed_role_policy_is_least_privilege(aws_session, boto, unique_name, built):
+def test_deployed_role_policy_is_least_privilege(aws_session, boto, unique_name, built, durable_tables):
     from lambdarun.deploy import deploy, destroy
 
     table = unique_name("durable")
-    session = aws_session(deploy={"table": table})
+    session = aws_session(durable_tables, deploy={"table": table})
     fn = session.settings.function_name
     bucket = session.settings.storage_url.split("/")[2]
     deploy(session, package=built)
