@@ -25,6 +25,7 @@ and environment variables never replace the ones deploy sets itself.
 from __future__ import annotations
 
 import re
+import string
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -165,20 +166,26 @@ class PolicyStatement:
         if not self.resources:
             raise ContributionError(f"statement {self.sid!r} names no resource")
         for resource in self.resources:
-            if not resource.startswith("arn:") or resource.rstrip("*:/") in ("arn", ""):
+            if not isinstance(resource, str) or not resource.startswith("arn:") or resource.rstrip("*:/") in ("arn", ""):
                 raise ContributionError(
                     f"statement {self.sid!r}: resource {resource!r} must be an ARN (least privilege: no '*')"
+                )
+            try:
+                parts = [(field, spec, conv) for _, field, spec, conv in string.Formatter().parse(resource)]
+            except ValueError as exc:
+                raise ContributionError(f"statement {self.sid!r}: resource {resource!r}: {exc}") from exc
+            unknown = [
+                field for field, spec, conv in parts if field is not None and (field not in _PLACEHOLDERS or spec or conv)
+            ]
+            if unknown:
+                raise ContributionError(
+                    f"statement {self.sid!r}: resource {resource!r} uses {unknown}; the only placeholders are "
+                    + ", ".join("{" + p + "}" for p in _PLACEHOLDERS)
                 )
 
     def render(self, *, partition: str, region: str, account: str, function: str) -> dict[str, Any]:
         values = {"partition": partition, "region": region, "account": account, "function": function}
-        try:
-            resources = [r.format(**values) for r in self.resources]
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ContributionError(
-                f"statement {self.sid!r}: a resource uses an unknown placeholder ({exc}); "
-                f"use only {', '.join('{' + p + '}' for p in _PLACEHOLDERS)}"
-            ) from exc
+        resources = [r.format(**values) for r in self.resources]  # placeholders checked when built
         return {
             "Sid": self.sid,
             "Effect": "Allow",
