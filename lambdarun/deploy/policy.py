@@ -7,12 +7,11 @@ The inline policy grants exactly these things:
   (see docs/deploy.md, "Storage is S3");
 * items of each table a plugin contributed (and its indexes), e.g. the durable checkpoint
   table, with the actions that table declares;
-* the statements plugins contributed (``lambdarun_deploy_resources``);
 * CloudWatch Logs for the function's own log group;
-* ``secretsmanager:GetSecretValue`` on the one secret holding the envelope signing key.
-* ``lambda:InvokeFunction`` on the function itself, and nothing else: an asynchronous
-  (``Event``) call whose environment dies reaches its caller because the function is its
-  own on-failure destination, and Lambda delivers to a destination with the function's role.
+* ``secretsmanager:GetSecretValue`` on the one secret holding the envelope signing key;
+* the statements plugins contributed (``lambdarun_deploy_resources``), e.g. the covalent
+  backend's ``lambda:InvokeFunction`` on the function itself (its own on-failure
+  destination, :mod:`lambdarun_covalent.deploy`).
 """
 
 from __future__ import annotations
@@ -122,14 +121,6 @@ def execution_policy(
                 "Resource": secret_arn(signing_secret, region=region, account=account),
             }
         )
-    doc.append(
-        {
-            "Sid": "LambdarunSelfDestination",
-            "Effect": "Allow",
-            "Action": "lambda:InvokeFunction",
-            "Resource": f"arn:{part}:lambda:{region}:{account}:function:{function_name}",
-        }
-    )
     doc += [
         {
             "Sid": "LambdarunLogGroup",
