@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from lambdarun.backends import BackendRegistry
     from lambdarun.config import ConfigRegistry, Settings
     from lambdarun.dashboard.pages import DashboardRegistry
+    from lambdarun.deploy.contributions import DeployResources
     from lambdarun.session import Session
     from lambdarun.types import (
         CheckpointStore,
@@ -265,6 +266,37 @@ def lambdarun_add_commands(cli: Any) -> None:
     :return: nothing; results are ignored.
 
     .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# deployment
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def lambdarun_deploy_resources(settings: Settings, register: DeployResources) -> None:
+    """Declare what ``lambdarun deploy`` must create for this plugin, beyond the function,
+    its execution role, its bucket and its signing key secret.
+
+    Call ``register.add_table(TableResource(name, keys=(KeyAttribute("pk", "S", "HASH"),
+    ...), purpose=...))`` for a DynamoDB table (created on demand when missing, granted to
+    the role, deleted by ``destroy`` when deploy created it),
+    ``register.add_statement(PolicyStatement(sid, actions, resources))`` for more
+    permissions of the execution role (ARNs may use ``{partition}``, ``{region}``,
+    ``{account}`` and ``{function}``) and ``register.add_environment(name, value)`` for a
+    variable of the function (the ``LAMBDARUN_*`` variables deploy sets itself are
+    refused). The value types are in :mod:`lambdarun.deploy.contributions`; an invalid
+    contribution raises :class:`~lambdarun.deploy.contributions.ContributionError` before
+    anything is created. The durable plugin declares its checkpoint table this way.
+    Declare only what the settings ask for (e.g. a table only when the store URL is
+    ``dynamodb://``); ``lambdarun deploy --dry-run`` shows every contribution.
+
+    :param settings: the resolved :class:`lambdarun.config.Settings` being deployed.
+    :param register: the :class:`lambdarun.deploy.contributions.DeployResources` being filled.
+    :return: nothing; results are ignored.
+
+    .. versionadded:: 0.2
     """
 
 

@@ -9,15 +9,27 @@ Programmatic use::
     plan = deploy(session, dry_run=True)                        # the plan only
     destroy(session)
 
-See ``docs/deploy.md`` for what is created and how ``destroy`` finds it again.
+See ``docs/deploy.md`` for what is created and how ``destroy`` finds it again. Modules:
+``spec`` (settings to :class:`DeploySpec`), ``contributions`` (what plugins declare through
+``lambdarun_deploy_resources``), ``deployer`` (the plan/apply/rollback/destroy flow), one
+module per resource kind (``bucket``, ``table``, ``secret``, ``role`` with ``policy``,
+``layer``, ``function``), and the package builder (``package``).
 """
 
-from lambdarun.deploy.api import deploy, destroy, package_spec, plan_deploy, plan_destroy
+from lambdarun.deploy.api import deploy, destroy, package_spec, plan_deploy, plan_destroy, session_spec
 from lambdarun.deploy.config import DIRECT_UPLOAD_LIMIT, UNZIPPED_LIMIT, DeployConfig
-from lambdarun.deploy.deployer import Deployer, resolve_spec
+from lambdarun.deploy.contributions import (
+    DeployResources,
+    KeyAttribute,
+    PolicyStatement,
+    TableResource,
+    collect_resources,
+)
+from lambdarun.deploy.deployer import Deployer
 from lambdarun.deploy.errors import (
     BucketRegionError,
     BucketUnavailableError,
+    ContributionError,
     DependencyInstallError,
     DeployError,
     DeployPermissionError,
@@ -29,6 +41,7 @@ from lambdarun.deploy.errors import (
 from lambdarun.deploy.package import Archive, BuiltPackage, PackageSpec, build_package
 from lambdarun.deploy.plan import Action, ApplyResult, Change, DeployPlan, DeploySpec
 from lambdarun.deploy.policy import execution_policy, trust_policy
+from lambdarun.deploy.spec import resolve_spec
 
 __all__ = [
     "deploy",
@@ -36,8 +49,14 @@ __all__ = [
     "plan_deploy",
     "plan_destroy",
     "package_spec",
+    "session_spec",
     "Deployer",
     "resolve_spec",
+    "DeployResources",
+    "TableResource",
+    "KeyAttribute",
+    "PolicyStatement",
+    "collect_resources",
     "DeployConfig",
     "DIRECT_UPLOAD_LIMIT",
     "UNZIPPED_LIMIT",
@@ -61,4 +80,5 @@ __all__ = [
     "DependencyInstallError",
     "FunctionNotManagedError",
     "UnsupportedOnTargetError",
+    "ContributionError",
 ]

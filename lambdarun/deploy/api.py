@@ -8,15 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lambdarun.deploy.config import DeployConfig
-from lambdarun.deploy.deployer import Deployer, resolve_spec
+from lambdarun.deploy.contributions import collect_resources
+from lambdarun.deploy.deployer import Deployer
 from lambdarun.deploy.package import BuiltPackage, PackageSpec, build_package, default_cache_dir
-from lambdarun.deploy.plan import ApplyResult, DeployPlan
+from lambdarun.deploy.plan import ApplyResult, DeployPlan, DeploySpec
+from lambdarun.deploy.spec import resolve_spec
 
 if TYPE_CHECKING:
     from lambdarun.config import Settings
     from lambdarun.session import Session
 
-__all__ = ["deploy_config", "package_spec", "plan_deploy", "deploy", "plan_destroy", "destroy"]
+__all__ = ["deploy_config", "package_spec", "session_spec", "plan_deploy", "deploy", "plan_destroy", "destroy"]
 
 
 def deploy_config(settings: Settings) -> DeployConfig:
@@ -58,6 +60,26 @@ def _settings_with_deploy(session: Session) -> Settings:
     return settings
 
 
+def session_spec(
+    session: Session,
+    *,
+    function_name: str | None = None,
+    layer: bool | None = None,
+    rotate_key: bool = False,
+) -> DeploySpec:
+    """The :class:`DeploySpec` of ``session``: its settings plus what its plugins contribute
+    (``lambdarun_deploy_resources``: the durable checkpoint table, policy statements, variables)."""
+    settings = _settings_with_deploy(session)
+    return resolve_spec(
+        settings,
+        session.target,
+        function_name=function_name,
+        layer=layer,
+        rotate_key=rotate_key,
+        resources=collect_resources(session.pm, settings),
+    )
+
+
 def plan_deploy(
     session: Session,
     *,
@@ -78,7 +100,7 @@ def plan_deploy(
     deployer = Deployer(session.target, echo=echo)
     if package is not None:
         layer = package.layer is not None
-    spec = resolve_spec(settings, session.target, function_name=function_name, layer=layer, rotate_key=rotate_key)
+    spec = session_spec(session, function_name=function_name, layer=layer, rotate_key=rotate_key)
     deployer.preflight(spec)
     if package is None:
         package = build_package(package_spec(settings, requirements=requirements, include=include, layer=spec.layer))
@@ -114,8 +136,7 @@ def deploy(
 
 
 def plan_destroy(session: Session, *, function_name: str | None = None) -> DeployPlan:
-    settings = _settings_with_deploy(session)
-    spec = resolve_spec(settings, session.target, function_name=function_name)
+    spec = session_spec(session, function_name=function_name)
     return Deployer(session.target).plan_destroy(spec)
 
 

@@ -53,7 +53,9 @@ class DeployConfig:
     #: key prefix inside the bucket that the function may use ("" = storage_url's prefix,
     #: else "lambdarun")
     prefix: str = ""
-    #: DynamoDB table to create ("" = the table of any dynamodb:// URL in the config)
+    #: name of the durable checkpoint table ("" = the table of [durable] store_url when it is
+    #: dynamodb://); the durable plugin declares it with its key schema
+    #: (lambdarun_deploy_resources), deploy refuses a name no plugin declares
     table: str = ""
     #: Python version of the function ("" = this interpreter's major.minor)
     python_version: str = attrs.field(default="", validator=_python)

@@ -18,6 +18,7 @@ __all__ = [
     "DependencyInstallError",
     "FunctionNotManagedError",
     "UnsupportedOnTargetError",
+    "ContributionError",
 ]
 
 
@@ -78,3 +79,8 @@ class FunctionNotManagedError(DeployError):
 
 class UnsupportedOnTargetError(DeployError):
     """The requested deploy mode is not available on this target (e.g. layers locally)."""
+
+
+class ContributionError(DeployError):
+    """A plugin's ``lambdarun_deploy_resources`` contribution is invalid (the message says
+    which table, statement or variable, and why); nothing was created."""

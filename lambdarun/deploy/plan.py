@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
+    from lambdarun.deploy.contributions import PolicyStatement, TableResource
     from lambdarun.deploy.package import BuiltPackage
 
 __all__ = ["Change", "Action", "DeploySpec", "DeployPlan", "ApplyResult", "MANAGED_TAG", "FUNCTION_TAG"]
@@ -61,7 +62,8 @@ class DeploySpec:
     role_name: str
     bucket: str
     prefix: str
-    table: str | None
+    #: the DynamoDB tables the plugins contributed (``lambdarun_deploy_resources``)
+    tables: tuple[TableResource, ...] = attrs.field(converter=tuple)
     runtime: str
     architecture: str
     memory_size: int
@@ -78,6 +80,13 @@ class DeploySpec:
     signing_key: str | None = attrs.field(default=None, repr=False)
     #: replace the key of an existing secret (``lambdarun deploy --rotate-key``)
     rotate_key: bool = False
+    #: more statements of the execution role's policy, contributed by plugins
+    statements: tuple[PolicyStatement, ...] = attrs.field(default=(), converter=tuple)
+
+    @property
+    def table(self) -> str | None:
+        """The first contributed table's name (the durable checkpoint table), or None."""
+        return self.tables[0].name if self.tables else None
 
     @property
     def tags(self) -> dict[str, str]:

@@ -1,39 +1,36 @@
 """IAM documents of the execution role: trust Lambda, grant only what lambdarun uses.
 
-The inline policy grants exactly four things:
+The inline policy grants exactly these things:
 
 * objects under the lambdarun prefix of the bucket (get/put/delete), and listing that
-  prefix only (``s3:prefix`` condition);
-* items of the durable table (and its indexes), when there is one;
+  prefix only (``s3:prefix`` condition): the storage is always S3 on a deployed function
+  (see docs/deploy.md, "Storage is S3");
+* items of each table a plugin contributed (and its indexes), e.g. the durable checkpoint
+  table, with the actions that table declares;
 * CloudWatch Logs for the function's own log group;
-* ``secretsmanager:GetSecretValue`` on the one secret holding the envelope signing key.
-* ``lambda:InvokeFunction`` on the function itself, and nothing else: an asynchronous
-  (``Event``) call whose environment dies reaches its caller because the function is its
-  own on-failure destination, and Lambda delivers to a destination with the function's role.
+* ``secretsmanager:GetSecretValue`` on the one secret holding the envelope signing key;
+* the statements plugins contributed (``lambdarun_deploy_resources``), e.g. the covalent
+  backend's ``lambda:InvokeFunction`` on the function itself (its own on-failure
+  destination, :mod:`lambdarun_covalent.deploy`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from lambdarun.deploy.contributions import DYNAMODB_ITEM_ACTIONS
+from lambdarun.deploy.errors import ContributionError
+
+if TYPE_CHECKING:
+    from lambdarun.deploy.contributions import PolicyStatement, TableResource
 
 __all__ = ["trust_policy", "execution_policy", "partition_of", "secret_arn", "POLICY_NAME"]
 
 POLICY_NAME = "lambdarun-execution"
 
 S3_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
-DYNAMODB_ACTIONS = [
-    "dynamodb:DescribeTable",
-    "dynamodb:GetItem",
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:Query",
-    "dynamodb:BatchGetItem",
-    "dynamodb:BatchWriteItem",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:TransactWriteItems",
-    "dynamodb:TransactGetItems",
-]
+DYNAMODB_ACTIONS = list(DYNAMODB_ITEM_ACTIONS)
 LOG_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
 
 
@@ -75,14 +72,20 @@ def execution_policy(
     account: str,
     bucket: str,
     prefix: str,
-    table: str | None,
+    table: str | None = None,
     signing_secret: str | None = None,
+    tables: Sequence[TableResource] = (),
+    statements: Sequence[PolicyStatement] = (),
 ) -> dict[str, Any]:
-    """The role's inline policy for ``function_name`` (see the module docstring)."""
+    """The role's inline policy for ``function_name`` (see the module docstring).
+
+    ``table`` names one table granted the default item actions (Sid
+    ``LambdarunDurableTable``); ``tables`` and ``statements`` are the plugins' contributions.
+    """
     part = partition_of(region)
     prefix = prefix.strip("/")
     log_group = f"arn:{part}:logs:{region}:{account}:log-group:/aws/lambda/{function_name}"
-    statements: list[dict[str, Any]] = [
+    doc: list[dict[str, Any]] = [
         {
             "Sid": "LambdarunObjects",
             "Effect": "Allow",
@@ -97,18 +100,20 @@ def execution_policy(
             "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
         },
     ]
-    if table:
-        table_arn = f"arn:{part}:dynamodb:{region}:{account}:table/{table}"
-        statements.append(
+    granted = [(table, "LambdarunDurableTable", tuple(DYNAMODB_ACTIONS))] if table else []
+    granted += [(t.name, t.sid or f"LambdarunTable{i}", t.actions) for i, t in enumerate(tables, 1)]
+    for name, sid, actions in granted:
+        table_arn = f"arn:{part}:dynamodb:{region}:{account}:table/{name}"
+        doc.append(
             {
-                "Sid": "LambdarunDurableTable",
+                "Sid": sid,
                 "Effect": "Allow",
-                "Action": list(DYNAMODB_ACTIONS),
+                "Action": list(actions),
                 "Resource": [table_arn, f"{table_arn}/index/*"],
             }
         )
     if signing_secret:
-        statements.append(
+        doc.append(
             {
                 "Sid": "LambdarunSigningKey",
                 "Effect": "Allow",
@@ -116,15 +121,7 @@ def execution_policy(
                 "Resource": secret_arn(signing_secret, region=region, account=account),
             }
         )
-    statements.append(
-        {
-            "Sid": "LambdarunSelfDestination",
-            "Effect": "Allow",
-            "Action": "lambda:InvokeFunction",
-            "Resource": f"arn:{part}:lambda:{region}:{account}:function:{function_name}",
-        }
-    )
-    statements += [
+    doc += [
         {
             "Sid": "LambdarunLogGroup",
             "Effect": "Allow",
@@ -138,4 +135,11 @@ def execution_policy(
             "Resource": f"{log_group}:log-stream:*",
         },
     ]
-    return {"Version": "2012-10-17", "Statement": statements}
+    doc += [s.render(partition=part, region=region, account=account, function=function_name) for s in statements]
+    sids = [s["Sid"] for s in doc]
+    if len(sids) != len(set(sids)):
+        raise ContributionError(
+            f"the execution policy would have duplicate statement ids {sorted({s for s in sids if sids.count(s) > 1})}: "
+            "give the contributed tables and statements sids of their own"
+        )
+    return {"Version": "2012-10-17", "Statement": doc}

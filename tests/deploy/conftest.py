@@ -188,6 +188,13 @@ def make_wheel(directory: Path, name: str, version: str, files: dict[str, str], 
 
 
 @pytest.fixture
+def durable_tables() -> Any:
+    """The durable plugin's deploy contribution (its checkpoint table, named by ``[deploy]
+    table`` or a ``dynamodb://`` store URL): the plugin that owns the table's key schema."""
+    return pytest.importorskip("lambdarun_durable.deploy")
+
+
+@pytest.fixture
 def unique_name() -> Callable[[str], str]:
     return unique
 

@@ -8,10 +8,11 @@ logging.getLogger("werkzeug").setLevel(logging.ERROR)
 s = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False); s.start()
 h, p = s.get_host_and_port()
 import lambdarun.deploy.plugin as dp
-from lambdarun.plugins import make_plugin_manager
+import lambdarun_durable.deploy as durable_tables
+from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
 from lambdarun.session import Session
 from lambdarun.deploy import deploy, destroy, build_package, PackageSpec
-pm = make_plugin_manager([dp], load_entrypoints=False, environ={})
+pm = make_plugin_manager([durable_tables] if dp.__name__ in DEFAULT_PLUGINS else [dp, durable_tables], load_entrypoints=False, environ={})
 sess = Session(pm, overrides={"target": "aws", "storage_url": "s3://measure-bucket/lambdarun", "function_name": "measure",
     "aws": {"endpoint_url": f"http://{h}:{p}"}, "deploy": {"cache_dir": CACHE, "table": "measure-table"}}, environ={})
 t = time.perf_counter(); pkg = build_package(PackageSpec(python_version="3.11", cache_dir=CACHE)); print("fresh build %.2fs" % (time.perf_counter() - t), pkg.function.size, pkg.function.unzipped_size)

@@ -38,8 +38,8 @@ def _exists(call: Any, *exceptions: str) -> bool:
         raise
 
 
-def test_dry_run_plans_everything_and_creates_nothing(aws_session, boto, built):
-    session = aws_session(deploy={"table": "lr-dry-table"})
+def test_dry_run_plans_everything_and_creates_nothing(aws_session, boto, built, durable_tables):
+    session = aws_session(durable_tables, deploy={"table": "lr-dry-table"})
     fn = session.settings.function_name
     plan = deploy(session, dry_run=True, package=built)
     assert isinstance(plan, DeployPlan)
@@ -58,9 +58,9 @@ def test_dry_run_plans_everything_and_creates_nothing(aws_session, boto, built):
     assert not _exists(lambda: boto("dynamodb").describe_table(TableName="lr-dry-table"), "ResourceNotFoundException")
 
 
-def test_deploy_update_noop_destroy(aws_session, boto, built, unique_name):
+def test_deploy_update_noop_destroy(aws_session, boto, built, unique_name, durable_tables):
     table = unique_name("tbl")
-    session = aws_session(deploy={"table": table})
+    session = aws_session(durable_tables, deploy={"table": table})
     fn = session.settings.function_name
     bucket = session.settings.storage_url.split("/")[2]
     lam, iam, s3, ddb = boto("lambda"), boto("iam"), boto("s3"), boto("dynamodb")
@@ -261,14 +261,15 @@ def test_names_follow_the_default_backends_explicit_settings(aws_session):
 def test_durable_store_url_gives_the_table_and_notes_outside_buckets(aws_session, unique_name):
     import lambdarun_durable.plugin
 
-    from lambdarun.deploy import resolve_spec
+    from lambdarun.deploy import session_spec
 
     table = unique_name("durable")
     session = aws_session(lambdarun_durable.plugin, durable={"store_url": f"dynamodb://{table}"})
-    spec = resolve_spec(session.settings, session.target)
+    spec = session_spec(session)
     assert spec.table == table
+    assert [k.name for k in spec.tables[0].keys] == ["pk", "sk"]  # the key schema comes from durable
     assert spec.environment["LAMBDARUN_DURABLE__STORE_URL"] == f"dynamodb://{table}"
-    elsewhere = session.settings.with_overrides({"durable": {"store_url": "s3://another-bucket/durable"}})
-    spec = resolve_spec(elsewhere, session.target)
+    elsewhere = session.derive({"durable": {"store_url": "s3://another-bucket/durable"}})
+    spec = session_spec(elsewhere)
     assert spec.table is None
     assert any("s3://another-bucket/durable (a backend setting) is outside" in note for note in spec.notes)

@@ -31,10 +31,10 @@ def _gone(call, *codes):
     return False
 
 
-def test_bucket_in_another_region(aws_session, boto, unique_name):
+def test_bucket_in_another_region(aws_session, boto, unique_name, durable_tables):
     bucket = unique_name("eu-bucket")
     boto("s3", "eu-west-1").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-    session = aws_session(storage_url=f"s3://{bucket}/lambdarun", deploy={"table": unique_name("t")})
+    session = aws_session(durable_tables, storage_url=f"s3://{bucket}/lambdarun", deploy={"table": unique_name("t")})
     fn = session.settings.function_name
     with pytest.raises(BucketRegionError) as info:
         deploy(session)
@@ -65,7 +65,7 @@ def moto_auth(moto_url):
     switch.off()
 
 
-def test_denied_create_role_rolls_back_what_was_created(aws_session, boto, unique_name, tmp_path, moto_auth):
+def test_denied_create_role_rolls_back_what_was_created(aws_session, boto, unique_name, tmp_path, moto_auth, durable_tables):
     iam = boto("iam")
     user = unique_name("deployer")
     iam.create_user(UserName=user)
@@ -86,7 +86,7 @@ def test_denied_create_role_rolls_back_what_was_created(aws_session, boto, uniqu
     creds = tmp_path / "credentials"
     creds.write_text(f"[deployer]\naws_access_key_id = {key['AccessKeyId']}\naws_secret_access_key = {key['SecretAccessKey']}\n")
     table = unique_name("tbl")
-    session = aws_session(aws={"profile": "deployer", "credentials_file": str(creds)}, deploy={"table": table})
+    session = aws_session(durable_tables, aws={"profile": "deployer", "credentials_file": str(creds)}, deploy={"table": table})
     fn = session.settings.function_name
     bucket = session.settings.storage_url.split("/")[2]
 

@@ -59,7 +59,8 @@ def test_package_holds_lambdarun_plugins_and_their_dependencies(built):
 
 
 def test_builds_are_cached_and_deterministic(built, cache_dir, tmp_path):
-    from lambdarun.deploy.package import _Tree, _write_zip
+    from lambdarun.deploy.ziptree import FileTree as _Tree
+    from lambdarun.deploy.ziptree import write_zip as _write_zip
 
     first = build_package(PackageSpec(python_version="3.11", cache_dir=cache_dir))
     again = build_package(PackageSpec(python_version="3.11", cache_dir=cache_dir))
@@ -147,7 +148,8 @@ def test_one_small_requirement_from_pypi_with_the_platform_options(tmp_path, cac
 
 
 def test_unchanged_members_are_reused_byte_for_byte(tmp_path):
-    from lambdarun.deploy.package import _Tree, _write_zip
+    from lambdarun.deploy.ziptree import FileTree as _Tree
+    from lambdarun.deploy.ziptree import write_zip as _write_zip
 
     src = tmp_path / "src"
     src.mkdir()

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from lambdarun.deploy.plugin import DeployContext, lambdarun_add_commands
@@ -40,7 +41,14 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def check_least_privilege(
-    doc: dict[str, Any], *, fn: str, bucket: str, prefix: str, table: str | None, secret: str | None = None
+    doc: dict[str, Any],
+    *,
+    fn: str,
+    bucket: str,
+    prefix: str,
+    table: str | None,
+    secret: str | None = None,
+    self_destination: bool = True,
 ) -> None:
     account, region = "123456789012", "us-east-1"
     log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{fn}"
@@ -49,9 +57,9 @@ def check_least_privilege(
         f"arn:aws:s3:::{bucket}": {"s3:ListBucket"},
         f"{log_group}:*": {"logs:CreateLogGroup"},
         f"{log_group}:log-stream:*": {"logs:CreateLogStream", "logs:PutLogEvents"},
-        # the async on-failure destination is the function itself (Lambda delivers with its role)
-        f"arn:aws:lambda:{region}:{account}:function:{fn}": {"lambda:InvokeFunction"},
     }
+    if self_destination:  # the covalent backend's async on-failure destination is the function itself
+        allowed_resources[f"arn:aws:lambda:{region}:{account}:function:{fn}"] = {"lambda:InvokeFunction"}
     if table:
         table_arn = f"arn:aws:dynamodb:{region}:{account}:table/{table}"
         dynamo = {a for a in ALLOWED_ACTIONS if a.startswith("dynamodb:")}
@@ -84,19 +92,32 @@ def test_policy_document_grants_nothing_beyond_the_listed_resources():
         doc = execution_policy(
             function_name="fn", region="us-east-1", account="123456789012", bucket="b", prefix="lambdarun", table=table
         )
-        check_least_privilege(doc, fn="fn", bucket="b", prefix="lambdarun", table=table)
+        # no plugin contributed anything: not even lambda:InvokeFunction on the function itself
+        check_least_privilege(doc, fn="fn", bucket="b", prefix="lambdarun", table=table, self_destination=False)
     doc = execution_policy(
         function_name="fn", region="us-east-1", account="123456789012", bucket="b", prefix="lambdarun", table=None,
         signing_secret="lambdarun/fn/signing-key",
     )
+    check_least_privilege(
+        doc, fn="fn", bucket="b", prefix="lambdarun", table=None, secret="lambdarun/fn/signing-key", self_destination=False
+    )
+
+
+def test_the_covalent_backend_contributes_only_invoking_the_function_itself():
+    covalent = pytest.importorskip("lambdarun_covalent.deploy")
+    doc = execution_policy(
+        function_name="fn", region="us-east-1", account="123456789012", bucket="b", prefix="lambdarun",
+        signing_secret="lambdarun/fn/signing-key", statements=[covalent.self_destination_statement()],
+    )
     check_least_privilege(doc, fn="fn", bucket="b", prefix="lambdarun", table=None, secret="lambdarun/fn/signing-key")
 
 
-def test_deployed_role_policy_is_least_privilege(aws_session, boto, unique_name, built):
+def test_deployed_role_policy_is_least_privilege(aws_session, boto, unique_name, built, durable_tables):
     from lambdarun.deploy import deploy, destroy
 
+    covalent = pytest.importorskip("lambdarun_covalent.deploy")
     table = unique_name("durable")
-    session = aws_session(deploy={"table": table})
+    session = aws_session(durable_tables, covalent, deploy={"table": table})
     fn = session.settings.function_name
     bucket = session.settings.storage_url.split("/")[2]
     deploy(session, package=built)

@@ -1,10 +1,12 @@
-"""The lambdarun plugin of ``lambdarun-covalent``: backend ``covalent``, section ``[covalent]``."""
+"""The lambdarun plugin of ``lambdarun-covalent``: backend ``covalent``, section ``[covalent]``,
+and the role permission ``lambdarun deploy`` grants for it (:mod:`lambdarun_covalent.deploy`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from lambdarun.hookspecs import hookimpl
+from lambdarun_covalent.deploy import lambdarun_deploy_resources  # noqa: F401 - its role statement
 
 if TYPE_CHECKING:
     from lambdarun.backends import BackendRegistry

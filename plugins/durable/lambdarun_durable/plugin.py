@@ -2,7 +2,8 @@
 
 Hooks: backend ``durable``, config section ``[durable]``, checkpoint stores
 (``sqlite://``, ``dynamodb://``, ``s3://``), the Lambda-side handling of durable
-invocation events, and the ``lambdarun durable`` commands.
+invocation events, the ``lambdarun durable`` commands, and what ``lambdarun deploy``
+creates for it (its DynamoDB checkpoint table, :mod:`lambdarun_durable.deploy`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from urllib.parse import urlparse
 
 from lambdarun.hookspecs import hookimpl
 from lambdarun_durable.dashboard import lambdarun_dashboard_pages  # noqa: F401 - its dashboard page
+from lambdarun_durable.deploy import lambdarun_deploy_resources  # noqa: F401 - its checkpoint table
 
 if TYPE_CHECKING:
     from lambdarun.backends import BackendRegistry
