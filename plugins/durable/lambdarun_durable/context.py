@@ -20,11 +20,10 @@ from lambdarun_durable.concurrency.models import (
     CompletionPolicy,
     Executable,
 )
-from lambdarun_durable.config import (
-    BatchItemStatus,
+from lambdarun_durable.completion import BatchItemStatus, CompletionItemStatus
+from lambdarun_durable.operation_config import (
     CallbackConfig,
     ChildConfig,
-    CompletionItemStatus,
     Duration,
     InvokeConfig,
     MapConfig,
