@@ -18,7 +18,6 @@ import base64
 import concurrent.futures
 import json
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from lambdarun.errors import (
 )
 from lambdarun.futures import LambdaFuture
 from lambdarun.runtime import function_environment
-from lambdarun.types import FunctionSpec
+from lambdarun.types import ConditionHandle, FunctionSpec
 
 from lambdarun_durable.lambda_service import TERMINAL_STATUSES
 from lambdarun_durable.events import HANDLER_KEY
@@ -208,18 +207,15 @@ class DurableBackend(Backend):
         return future
 
     def _waiter(self, arn: str) -> Callable[[float | None], bool]:
+        """``wait(timeout)``: until the execution's checkpoint moves on (a callback, a
+        heartbeat, a stop) or ``timeout``; waits on the session's poller (``[polling]``)."""
+
         def wait(timeout: float | None) -> bool:
             load = getattr(self.store, "load_state", self.store.load)
             start = load(arn).version
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while deadline is None or time.monotonic() < deadline:
-                pause = self.config.poll_interval
-                if deadline is not None:
-                    pause = min(pause, max(0.0, deadline - time.monotonic()))
-                time.sleep(pause)
-                if load(arn).version != start:
-                    return True
-            return False
+            moved = ConditionHandle(lambda: load(arn).version != start)
+            done, _ = self.session.poller.wait([moved], timeout=timeout)
+            return bool(done)
 
         return wait
 

@@ -76,7 +76,9 @@ class DurableConfig:
     execution_timeout: int | None = attrs.field(default=None, validator=positive)
     #: retries of an invocation that failed (crash, timeout) before the execution fails
     max_invocation_retries: int = attrs.field(default=3, validator=positive)
-    #: seconds between store polls while an execution waits for a callback
+    #: deprecated and ignored: an execution waiting for a callback now polls its store on
+    #: the session's poller, whose backoff the ``[polling]`` section sets; kept so existing
+    #: configuration files still load
     poll_interval: float = attrs.field(default=0.2, validator=positive)
     #: seconds a driver's lease on an execution lives without a heartbeat (a dead driver's
     #: execution can be resumed by another one after this)
