@@ -38,7 +38,8 @@ from lambdarun.types import ConditionHandle, FunctionSpec
 from lambdarun_durable.lambda_service import TERMINAL_STATUSES
 from lambdarun_durable.events import HANDLER_KEY
 from lambdarun_durable.lambda_handler import as_durable_handler, handle_durable_event  # noqa: F401 - moved
-from lambdarun_durable.service import DurableService, Orchestrator, result_value
+from lambdarun_durable.orchestrator import Orchestrator, result_value
+from lambdarun_durable.service import DurableService
 from lambdarun_durable.config import DurableConfig
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from lambdarun.errors import ConfigError, EventError, UntrustedLocationError
 from lambdarun_durable.config import DurableConfig
 from lambdarun_durable.events import HANDLER_KEY
 from lambdarun_durable.execution import DurableInvocationInput, durable_execution, is_durable_handler
-from lambdarun_durable.state import decode_token
+from lambdarun_durable.records import decode_token
 
 if TYPE_CHECKING:
     from lambdarun.session import Session
