@@ -114,3 +114,51 @@ def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function_or_type_checking_bl
 def test_the_plugin_has_no_import_cycle():
     cycles = find_cycles(import_graph())
     assert cycles == [], f"import cycles among the plugin's modules: {cycles}"
+
+
+#: the engine: replay (context and its operations), state and records, stores, the service
+#: and its history. It runs inside Lambda and behind a Lambda service's durable-execution API.
+ENGINE = {
+    "lambdarun_durable.context",
+    "lambdarun_durable.execution",
+    "lambdarun_durable.state",
+    "lambdarun_durable.records",
+    "lambdarun_durable.stores",
+    "lambdarun_durable.service",
+    "lambdarun_durable.history",
+}
+#: the driver side and the lambdarun integration, which use the engine and never the reverse
+DRIVER = {
+    "lambdarun_durable.orchestrator",
+    "lambdarun_durable.backend",
+    "lambdarun_durable.lambda_handler",
+    "lambdarun_durable.plugin",
+    "lambdarun_durable.cli",
+    "lambdarun_durable.dashboard",
+    "lambdarun_durable.testing",
+    "lambdarun_durable.config",
+    "lambdarun_durable.lease",
+}
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for succ in graph[todo.pop()]:
+            if succ not in seen:
+                seen.add(succ)
+                todo.append(succ)
+    return seen
+
+
+def _in(module: str, names: set[str]) -> bool:
+    return any(module == n or module.startswith(n + ".") for n in names)
+
+
+def test_the_engine_does_not_depend_on_the_driver_or_the_integration():
+    graph = import_graph()
+    engine = [m for m in graph if _in(m, ENGINE) or m.startswith("lambdarun_durable.operations")]
+    assert "lambdarun_durable.stores.sqlite" in engine and "lambdarun_durable.operations.step" in engine
+    leaks = {m: sorted(d for d in _reachable(graph, m) if _in(d, DRIVER)) for m in engine}
+    assert {m: d for m, d in leaks.items() if d} == {}
