@@ -100,7 +100,8 @@ class CompletionConfig:
                 "tolerated_failure_count, or tolerated_failure_percentage"
             )
 
-    def _validate_for_total(self, total: int) -> None:
+    def validate_for_total(self, total: int) -> None:
+        """Refuse a ``min_successful`` larger than the batch (``total`` items)."""
         if self.min_successful is not None and self.min_successful > total:
             raise ValidationError(
                 f"min_successful cannot be greater than total items: {self.min_successful} > {total}"

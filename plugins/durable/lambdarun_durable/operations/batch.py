@@ -50,7 +50,7 @@ class BatchOperations(ChildContextOperations):
         """Run ``func(ctx, item, index, items)`` for every item, each in its own child context."""
         map_name = self._resolve_step_name(name, func)
         if config is not None:
-            config.completion_config._validate_for_total(len(inputs))
+            config.completion_config.validate_for_total(len(inputs))
         cfg = config or MapConfig()
         items = list(inputs)
 
@@ -84,7 +84,7 @@ class BatchOperations(ChildContextOperations):
     ) -> BatchResult[T]:
         """Run each function in its own child context, concurrently."""
         if config is not None:
-            config.completion_config._validate_for_total(len(functions))
+            config.completion_config.validate_for_total(len(functions))
         cfg = config or ParallelConfig()
         executables = [
             Executable(index=i, func=f, name=f.name if isinstance(f, ParallelBranch) else None)
