@@ -48,7 +48,7 @@ class ChildContextOperations(ContextCore):
                 is_virtual=is_virtual,
             )
 
-    def run_child_operation(  # the CONTEXT operation around func: replay, checkpoint, errors
+    def run_child_operation(
         self,
         func: Callable[[], T],
         ident: OperationIdentifier,
@@ -57,6 +57,9 @@ class ChildContextOperations(ContextCore):
         is_virtual: bool = False,
         orphan_flag: threading.Event | None = None,
     ) -> T:
+        """Run ``func()`` as the CONTEXT operation ``ident``: return its stored result on replay,
+        checkpoint its START/SUCCEED/FAIL (not for a virtual context), raise its error as
+        :class:`ChildContextError`. Engine API, shared by child contexts and map/parallel."""
         state = self.state
         oid = ident.operation_id
         op = state.get(oid)
