@@ -212,15 +212,18 @@ def lambdarun_handle_event(event: Any, context: Any, session: Session) -> Any | 
 def lambdarun_make_poller(session: Session) -> Poller | None:
     """Create the poller that waits on invocation and storage handles.
 
-    The default (trylast) resolves synchronous handles through their futures and storage
-    handles with one ``list(prefix)`` per distinct prefix per round, backing off from
-    10 ms up to the configured maximum interval while nothing completes.
+    The default (trylast) resolves synchronous handles through their futures, storage
+    handles with one ``list(prefix)`` per distinct prefix per round and condition handles
+    (:class:`lambdarun.types.ConditionHandle`) with one ``done()`` call each per round,
+    backing off from 10 ms up to the configured maximum interval while nothing completes.
 
     :param session: the :class:`lambdarun.session.Session`.
     :return: an object satisfying :class:`lambdarun.types.Poller`, or ``None``.
         Stops at the first non-None result.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       Pollers also wait on :class:`lambdarun.types.ConditionHandle`.
     """
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from lambdarun.hookspecs import hookimpl
-from lambdarun.types import InvokeHandle, StorageHandle
+from lambdarun.types import ConditionHandle, InvokeHandle, StorageHandle
 
 if TYPE_CHECKING:
     from lambdarun.session import Session
@@ -21,7 +21,8 @@ ALL_COMPLETED = concurrent.futures.ALL_COMPLETED
 
 
 class AdaptivePoller:
-    """Waits on invocation handles (their futures) and storage handles (key appears).
+    """Waits on invocation handles (their futures), storage handles (key appears) and
+    condition handles (``done()`` returns true).
 
     Storage handles are grouped by ``(storage, prefix)`` and each group costs one
     ``list(prefix)`` per round. The sleep between rounds starts at ``initial_interval`` and
@@ -37,7 +38,7 @@ class AdaptivePoller:
 
     def wait(
         self,
-        handles: Sequence[InvokeHandle | StorageHandle],
+        handles: Sequence[InvokeHandle | StorageHandle | ConditionHandle],
         *,
         timeout: float | None = None,
         return_when: str = FIRST_COMPLETED,
@@ -75,8 +76,11 @@ class AdaptivePoller:
                     newly.add(handle)
             elif isinstance(handle, StorageHandle):
                 groups[(id(handle.storage), handle.prefix)].append(handle)
+            elif isinstance(handle, ConditionHandle):
+                if handle.done():
+                    newly.add(handle)
             else:
-                raise TypeError(f"cannot poll {handle!r}: expected InvokeHandle or StorageHandle")
+                raise TypeError(f"cannot poll {handle!r}: expected InvokeHandle, StorageHandle or ConditionHandle")
         for (_, prefix), group in groups.items():
             self.list_calls += 1
             present = set(group[0].storage.list(prefix))

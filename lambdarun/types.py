@@ -8,7 +8,7 @@ in five minutes and know exactly what to build.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -232,12 +232,24 @@ class StorageHandle:
     key: str
 
 
+@attrs.frozen(eq=False)
+class ConditionHandle:
+    """Completion observed by calling ``done()``, for what is neither an invocation nor a
+    storage key (e.g. a durable execution's checkpoint moving on).
+
+    The poller calls ``done`` once per round, so it must be cheap and must not block.
+    Handles compare by identity.
+    """
+
+    done: Callable[[], bool]
+
+
 class Poller(Protocol):
     """Waits for many handles at once with adaptive backoff."""
 
     def wait(
         self,
-        handles: Sequence[InvokeHandle | StorageHandle],
+        handles: Sequence[InvokeHandle | StorageHandle | ConditionHandle],
         *,
         timeout: float | None = None,
         return_when: str = "FIRST_COMPLETED",

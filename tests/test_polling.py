@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 
-from lambdarun.types import InvocationType, InvokeHandle, StorageHandle
+from lambdarun.types import ConditionHandle, InvocationType, InvokeHandle, StorageHandle
 
 
 class CountingStorage:
@@ -66,3 +66,29 @@ def test_invoke_handles_resolve_through_their_futures(lambdarun_session):
         gate.set()
         done, pending = session.poller.wait([fast, slow], return_when="ALL_COMPLETED")
         assert done == {fast, slow} and not pending
+
+
+def test_condition_handles_complete_when_done_returns_true(lambdarun_session):
+    session = lambdarun_session(overrides={"polling": {"max_interval": 0.05}})
+    flag = threading.Event()
+    calls = []
+
+    def done():
+        calls.append(1)
+        return flag.is_set()
+
+    ready = ConditionHandle(done)
+    never = ConditionHandle(lambda: False)
+    threading.Timer(0.2, flag.set).start()
+    finished, pending = session.poller.wait([ready, never], timeout=10)
+    assert finished == {ready} and pending == {never}
+    assert len(calls) >= 2  # checked again each round until it turned true
+    # a condition that never turns true times out, with nothing done
+    finished, pending = session.poller.wait([never], timeout=0.2)
+    assert finished == set() and pending == {never}
+
+
+def test_condition_handles_compare_by_identity():
+    check = lambda: False  # noqa: E731
+    assert ConditionHandle(check) != ConditionHandle(check)
+    assert len({ConditionHandle(check), ConditionHandle(check)}) == 2

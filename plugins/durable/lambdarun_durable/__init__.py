@@ -6,13 +6,12 @@ package name with ``lambdarun_durable`` in its imports.
 
 from lambdarun_durable.__about__ import __version__
 from lambdarun_durable.concurrency.models import BatchCompletionError, BatchResult
-from lambdarun_durable.config import (
+from lambdarun_durable.completion import (
     BatchItemStatus,
     CompletionDecision,
     CompletionItemStatus,
     CompletionOutcome,
     CompletionStatus,
-    ParallelBranch,
     complete_batch,
     continue_batch,
 )
@@ -43,6 +42,7 @@ from lambdarun_durable.exceptions import (
     WaitForConditionError,
 )
 from lambdarun_durable.execution import durable_execution
+from lambdarun_durable.operation_config import ParallelBranch
 from lambdarun_durable.retries import WithRetryConfig, with_retry
 from lambdarun_durable.types import StepContext
 

@@ -4,7 +4,8 @@ The caller's process is the orchestrator (the part AWS runs for you): it creates
 execution in the checkpoint store, invokes the lambdarun runtime function on the
 current target with the AWS event shape, fires timers, starts chained invokes and
 re-invokes until the execution ends. The handler itself runs inside Lambda, where
-:func:`handle_durable_event` (the ``lambdarun_handle_event`` hook) replays and runs it.
+:func:`lambdarun_durable.lambda_handler.handle_durable_event` (the
+``lambdarun_handle_event`` hook) replays and runs it.
 
 The handler travels with each event as a signed lambdarun call envelope under
 ``"LambdarunDurableHandler"`` (the AWS SDK ignores unknown keys); a function deployed
@@ -15,99 +16,36 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import importlib
 import json
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from lambdarun.backends import Backend
-from lambdarun.calls import decode_call, encode_call
+from lambdarun.calls import encode_call
 from lambdarun.errors import (
     CheckpointConflictError,
     ConfigError,
-    EventError,
     InvocationError,
     RemoteExecutionError,
-    UntrustedLocationError,
 )
 from lambdarun.futures import LambdaFuture
 from lambdarun.runtime import function_environment
-from lambdarun.types import FunctionSpec
+from lambdarun.types import ConditionHandle, FunctionSpec
 
-from lambdarun_durable.execution import DurableInvocationInput, durable_execution, is_durable_handler
 from lambdarun_durable.lambda_service import TERMINAL_STATUSES
-from lambdarun_durable.plugin import HANDLER_KEY
-from lambdarun_durable.service import DurableService, Orchestrator, result_value
-from lambdarun_durable.settings import DurableConfig
-from lambdarun_durable.state import decode_token
+from lambdarun_durable.events import HANDLER_KEY
+from lambdarun_durable.lambda_handler import as_durable_handler, handle_durable_event  # noqa: F401 - moved
+from lambdarun_durable.orchestrator import Orchestrator, result_value
+from lambdarun_durable.service import DurableService
+from lambdarun_durable.config import DurableConfig
 
 if TYPE_CHECKING:
     from lambdarun.session import Session
 
 log = structlog.get_logger(__name__)
-
-_HANDLERS: dict[bytes, Callable] = {}
-_HANDLERS_LOCK = threading.Lock()
-
-
-def _as_durable(func: Callable) -> Callable:
-    return func if is_durable_handler(func) else durable_execution(func)
-
-
-def _import_handler(spec: str) -> Callable:
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise ConfigError(f"durable.handler {spec!r} must look like 'package.module:function'")
-    return _as_durable(getattr(importlib.import_module(module_name), attr))
-
-
-def handle_durable_event(event: dict[str, Any], context: Any, session: Session) -> dict[str, Any]:
-    """Run one invocation of the durable handler named by the event (Lambda side)."""
-    config: DurableConfig = session.settings.section("durable")
-    inv = DurableInvocationInput.from_event(event)
-    # the token names the checkpoint store; an event never chooses where state is written:
-    # only the store this function is configured with (LAMBDARUN_DURABLE__STORE_URL)
-    token = decode_token(inv.checkpoint_token)
-    store_url, configured = token.get("s") if isinstance(token, dict) else None, config.resolved_store_url()
-    if store_url != configured:
-        raise UntrustedLocationError(
-            f"refused a durable event whose checkpoint token names the store {str(store_url)[:200]!r}: "
-            f"this function uses {configured!r} (durable.store_url); nothing was read or written"
-        )
-    inv.store = session.checkpoint_store(configured)
-    envelope = event.get(HANDLER_KEY)
-    if envelope:
-        if not isinstance(envelope, str):
-            raise EventError(f"event field {HANDLER_KEY!r} must be a base64 string, not {type(envelope).__name__}")
-        try:
-            data = base64.b64decode(envelope, validate=True)
-        except ValueError as exc:
-            raise EventError(f"event field {HANDLER_KEY!r} is not valid base64 ({exc}); nothing ran") from exc
-        with _HANDLERS_LOCK:
-            handler = _HANDLERS.get(data)
-        if handler is None:
-            # verified like any call; no age limit: the handler envelope is stored with its
-            # execution on purpose and sent again with every invocation (possibly days later)
-            handler = _as_durable(decode_call(session, data, max_age=None).func)
-            with _HANDLERS_LOCK:
-                if len(_HANDLERS) > 64:
-                    _HANDLERS.clear()
-                _HANDLERS[data] = handler
-    elif config.handler:
-        handler = _import_handler(config.handler)
-    else:
-        raise ConfigError(
-            "durable invocation event without a handler: send it through the durable backend, "
-            "or set durable.handler = 'module:function' for this function"
-        )
-    inv.batch_records = config.batch_records
-    inv.batch_age = config.batch_age
-    return handler(inv, context)
-
 
 def _error_type(payload: bytes) -> str | None:
     """``errorType`` of a Lambda function-error payload (None when it is not one)."""
@@ -167,7 +105,7 @@ class DurableBackend(Backend):
 
     def register_durable_function(self, function_name: str, handler: Callable) -> None:
         """Let ``context.invoke(function_name, ...)`` run ``handler`` on the runtime function."""
-        self._functions[function_name] = _as_durable(handler)
+        self._functions[function_name] = as_durable_handler(handler)
 
     # -- Backend API
     def submit(self, func: Callable[..., Any], args: tuple, kwargs: dict) -> LambdaFuture:
@@ -181,7 +119,7 @@ class DurableBackend(Backend):
         The handler envelopes are kept with the execution, so any process with the same
         settings can drive it (``lambdarun durable resume ARN``) if this one dies.
         """
-        handler = _as_durable(func)
+        handler = as_durable_handler(func)
         function_name = self.function_name
         envelopes = {function_name: base64.b64encode(encode_call(self.session, handler)).decode("ascii")}
         for name, h in self._functions.items():
@@ -270,18 +208,15 @@ class DurableBackend(Backend):
         return future
 
     def _waiter(self, arn: str) -> Callable[[float | None], bool]:
+        """``wait(timeout)``: until the execution's checkpoint moves on (a callback, a
+        heartbeat, a stop) or ``timeout``; waits on the session's poller (``[polling]``)."""
+
         def wait(timeout: float | None) -> bool:
             load = getattr(self.store, "load_state", self.store.load)
             start = load(arn).version
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while deadline is None or time.monotonic() < deadline:
-                pause = self.config.poll_interval
-                if deadline is not None:
-                    pause = min(pause, max(0.0, deadline - time.monotonic()))
-                time.sleep(pause)
-                if load(arn).version != start:
-                    return True
-            return False
+            moved = ConditionHandle(lambda: load(arn).version != start)
+            done, _ = self.session.poller.wait([moved], timeout=timeout)
+            return bool(done)
 
         return wait
 

@@ -1,304 +1,109 @@
-"""Configuration types, with the names and fields of ``aws_durable_execution_sdk_python.config``.
+"""The plugin's ``[durable]`` configuration section (``lambdarun.toml`` /
+``LAMBDARUN_DURABLE__*``), and the AWS durable SDK's configuration types.
 
-These are frozen dataclasses (not attrs) on purpose: they must accept exactly the
-positional and keyword arguments the AWS SDK's classes accept.
+Like the other plugins, ``config.py`` holds the plugin's section (:class:`DurableConfig`).
+This module is also ``aws_durable_execution_sdk_python.config`` under lambdarun's name, so
+code ported from the SDK imports ``Duration``, ``StepConfig``, ``CompletionConfig``, ... from
+here: they live in :mod:`lambdarun_durable.operation_config` (per-operation configs) and
+:mod:`lambdarun_durable.completion` (when a batch completes) and are re-exported below.
 """
 
 from __future__ import annotations
 
-import math
-import random
-import string
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum, StrEnum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+import os
+from pathlib import Path
 
-from lambdarun_durable.exceptions import ValidationError
+import attrs
 
-if TYPE_CHECKING:
-    from lambdarun_durable.retries import RetryDecision
-    from lambdarun_durable.serdes import SerDes
+from lambdarun.config import non_negative, positive
 
-P = TypeVar("P")
-R = TypeVar("R")
-T = TypeVar("T")
-
-Numeric = int | float
-
-
-@dataclass(frozen=True)
-class Duration:
-    """A duration stored as whole seconds."""
-
-    seconds: int = 0
-
-    def __post_init__(self) -> None:
-        if self.seconds < 0:
-            raise ValidationError("Duration seconds must be positive")
-
-    def to_seconds(self) -> int:
-        return self.seconds
-
-    @classmethod
-    def from_seconds(cls, value: float) -> Duration:
-        return cls(seconds=int(value))
-
-    @classmethod
-    def from_minutes(cls, value: float) -> Duration:
-        return cls(seconds=int(value * 60))
-
-    @classmethod
-    def from_hours(cls, value: float) -> Duration:
-        return cls(seconds=int(value * 3600))
-
-    @classmethod
-    def from_days(cls, value: float) -> Duration:
-        return cls(seconds=int(value * 86400))
+from lambdarun_durable.completion import (  # noqa: F401 - the SDK's import path
+    BatchItemStatus,
+    CompletionConfig,
+    CompletionDecision,
+    CompletionItemStatus,
+    CompletionOutcome,
+    CompletionStatus,
+    complete_batch,
+    continue_batch,
+)
+from lambdarun_durable.lease import LeasePolicy
+from lambdarun_durable.operation_config import (  # noqa: F401 - the SDK's import path
+    CallbackConfig,
+    ChildConfig,
+    Duration,
+    InvokeConfig,
+    JitterStrategy,
+    MapConfig,
+    NestingType,
+    Numeric,
+    ParallelBranch,
+    ParallelConfig,
+    StepConfig,
+    StepSemantics,
+    WaitForCallbackConfig,
+)
 
 
-class NestingType(Enum):
-    """NESTED: one CONTEXT operation per branch; FLAT: virtual branch contexts."""
-
-    NESTED = "NESTED"
-    FLAT = "FLAT"
-
-
-class BatchItemStatus(Enum):
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    STARTED = "STARTED"
+def default_state_dir() -> str:
+    """``$XDG_CACHE_HOME/lambdarun/durable`` (``~/.cache/lambdarun/durable``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return str(Path(base) / "lambdarun" / "durable")
 
 
-class CompletionOutcome(Enum):
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
+@attrs.define(kw_only=True)
+class DurableConfig:
+    """``[durable]``: where executions are stored and how the orchestrator drives them."""
 
+    #: checkpoint store: sqlite:///rel.db, sqlite:////abs.db, dynamodb://table, s3://bucket/prefix;
+    #: default: sqlite in state_dir
+    store_url: str | None = None
+    #: directory of the default SQLite store
+    state_dir: str = attrs.field(factory=default_state_dir)
+    #: records buffered before a checkpoint write is forced
+    batch_records: int = attrs.field(default=1000, validator=positive)
+    #: seconds a buffered record may wait before a checkpoint write is forced
+    batch_age: float = attrs.field(default=1.0, validator=positive)
+    #: the Lambda function running durable handlers; default: the core function_name
+    function_name: str | None = None
+    #: "module:function" of the durable handler a deployed function runs for plain AWS events
+    handler: str | None = None
+    #: Lambda timeout (seconds) of the function the backend creates
+    timeout: int = attrs.field(default=900, validator=positive)
+    #: Lambda memory (MB) of the function the backend creates
+    memory: int = attrs.field(default=1024, validator=positive)
+    #: execution timeout (seconds); none by default
+    execution_timeout: int | None = attrs.field(default=None, validator=positive)
+    #: retries of an invocation that failed (crash, timeout) before the execution fails
+    max_invocation_retries: int = attrs.field(default=3, validator=positive)
+    #: deprecated and ignored: an execution waiting for a callback now polls its store on
+    #: the session's poller, whose backoff the ``[polling]`` section sets; kept so existing
+    #: configuration files still load
+    poll_interval: float = attrs.field(default=0.2, validator=positive)
+    #: seconds a driver's lease on an execution lives without a heartbeat (a dead driver's
+    #: execution can be resumed by another one after this)
+    lease_ttl: float = attrs.field(default=30.0, validator=positive)
+    #: seconds between a driver's lease heartbeats; at most lease_ttl / 3
+    lease_heartbeat: float = attrs.field(default=5.0, validator=positive)
+    #: seconds a second driver waits for the lease before LeaseHeldError (0: fail at once)
+    lease_wait: float = attrs.field(default=0.0, validator=non_negative)
 
-@dataclass(frozen=True)
-class CompletionDecision:
-    complete: bool
-    outcome: CompletionOutcome | None = None
-
-    def __post_init__(self) -> None:
-        if self.complete and self.outcome is None:
-            raise ValidationError("outcome is required when complete is True")
-        if not self.complete and self.outcome is not None:
-            raise ValidationError("outcome must be None when complete is False")
-
-
-def continue_batch() -> CompletionDecision:
-    """Do not complete the batch yet."""
-    return CompletionDecision(complete=False)
-
-
-def complete_batch(outcome: CompletionOutcome = CompletionOutcome.SUCCEEDED) -> CompletionDecision:
-    """Complete the batch now with ``outcome``."""
-    return CompletionDecision(complete=True, outcome=outcome)
-
-
-@dataclass(frozen=True)
-class CompletionItemStatus:
-    index: int
-    name: str | None = None
-    status: BatchItemStatus | None = None
-
-
-@dataclass(frozen=True)
-class CompletionStatus:
-    success_count: int
-    failure_count: int
-    completed_count: int
-    total_count: int
-    items: tuple[CompletionItemStatus, ...] = ()
-
-
-@dataclass(frozen=True)
-class CompletionConfig:
-    """When a map/parallel completes: min successes, tolerated failures, or a predicate.
-
-    With no criterion at all the batch fails fast on the first failure.
-    """
-
-    min_successful: int | None = None
-    tolerated_failure_count: int | None = None
-    tolerated_failure_percentage: int | float | None = None
-    should_complete: Callable[[CompletionStatus], CompletionDecision] | None = None
-
-    def __post_init__(self) -> None:
-        if self.min_successful is not None and self.min_successful < 1:
-            raise ValidationError(f"min_successful must be at least 1, got: {self.min_successful}")
-        if self.tolerated_failure_count is not None and self.tolerated_failure_count < 0:
-            raise ValidationError(
-                f"tolerated_failure_count must be non-negative, got: {self.tolerated_failure_count}"
-            )
-        if self.tolerated_failure_percentage is not None and not (
-            0 <= self.tolerated_failure_percentage <= 100
-        ):
-            raise ValidationError(
-                "tolerated_failure_percentage must be between 0 and 100, got: "
-                f"{self.tolerated_failure_percentage}"
-            )
-        if self.should_complete is not None and not callable(self.should_complete):
-            raise ValidationError("should_complete must be callable")
-        if self.should_complete is not None and (
-            self.min_successful is not None
-            or self.tolerated_failure_count is not None
-            or self.tolerated_failure_percentage is not None
-        ):
-            raise ValidationError(
-                "should_complete cannot be combined with min_successful, "
-                "tolerated_failure_count, or tolerated_failure_percentage"
+    def __attrs_post_init__(self) -> None:
+        if self.lease_heartbeat * 3 > self.lease_ttl * (1 + 1e-9):
+            raise ValueError(
+                f"must be at most a third of durable.lease_ttl ({self.lease_ttl} s), "
+                "so one slow heartbeat never loses the lease",
+                attrs.fields(DurableConfig).lease_heartbeat,
             )
 
-    def _validate_for_total(self, total: int) -> None:
-        if self.min_successful is not None and self.min_successful > total:
-            raise ValidationError(
-                f"min_successful cannot be greater than total items: {self.min_successful} > {total}"
-            )
-
-    @staticmethod
-    def first_successful() -> CompletionConfig:
-        return CompletionConfig(min_successful=1)
-
-    @staticmethod
-    def all_completed() -> CompletionConfig:
-        return CompletionConfig(tolerated_failure_percentage=100)
-
-    @staticmethod
-    def all_successful() -> CompletionConfig:
-        return CompletionConfig(tolerated_failure_count=0, tolerated_failure_percentage=0)
-
-
-@dataclass(frozen=True)
-class ParallelConfig:
-    max_concurrency: int | None = None
-    completion_config: CompletionConfig = field(default_factory=CompletionConfig.all_successful)
-    serdes: SerDes | None = None
-    item_serdes: SerDes | None = None
-    summary_generator: Callable[[Any], str] | None = None
-    nesting_type: NestingType = NestingType.NESTED
-
-    def __post_init__(self) -> None:
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ValidationError(f"max_concurrency must be at least 1, got: {self.max_concurrency}")
-
-
-@dataclass(frozen=True)
-class ParallelBranch(Generic[T]):
-    """A named branch for ``context.parallel``."""
-
-    func: Callable
-    name: str | None = None
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.func(*args, **kwargs)
-
-
-class StepSemantics(Enum):
-    AT_MOST_ONCE_PER_RETRY = "AT_MOST_ONCE_PER_RETRY"
-    AT_LEAST_ONCE_PER_RETRY = "AT_LEAST_ONCE_PER_RETRY"
-
-
-_SUB_TYPE_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_")
-_SUB_TYPE_MAX_LENGTH = 32
-
-
-def _validate_sub_type(sub_type: str | None) -> None:
-    if not sub_type:
-        return
-    if len(sub_type) > _SUB_TYPE_MAX_LENGTH or not set(sub_type) <= _SUB_TYPE_CHARACTERS:
-        raise ValidationError(
-            f"sub_type must be 1 to {_SUB_TYPE_MAX_LENGTH} characters from "
-            f"A-Z, a-z, 0-9, hyphen, and underscore, got: {sub_type!r}"
+    def lease_policy(self, wait: float | None = None) -> LeasePolicy:
+        """The driver's lease policy; ``wait`` overrides ``lease_wait``."""
+        return LeasePolicy(
+            ttl=self.lease_ttl, heartbeat=self.lease_heartbeat, wait=self.lease_wait if wait is None else wait
         )
 
-
-@dataclass(frozen=True)
-class StepConfig:
-    """Retry strategy, at-least-once / at-most-once per retry, serdes, subtype."""
-
-    retry_strategy: Callable[[Exception, int], RetryDecision] | None = None
-    step_semantics: StepSemantics = StepSemantics.AT_LEAST_ONCE_PER_RETRY
-    serdes: SerDes | None = None
-    sub_type: str | None = field(default=None, kw_only=True)
-
-    def __post_init__(self) -> None:
-        _validate_sub_type(self.sub_type)
-
-
-@dataclass(frozen=True)
-class ChildConfig(Generic[T]):
-    serdes: SerDes | None = None
-    sub_type: str | None = None
-    summary_generator: Callable[[Any], str] | None = None
-    is_virtual: bool = False
-
-    def __post_init__(self) -> None:
-        _validate_sub_type(self.sub_type)
-
-
-@dataclass(frozen=True)
-class MapConfig(Generic[T]):
-    max_concurrency: int | None = None
-    completion_config: CompletionConfig = field(default_factory=CompletionConfig)
-    serdes: SerDes | None = None
-    item_serdes: SerDes | None = None
-    summary_generator: Callable[[Any], str] | None = None
-    nesting_type: NestingType = NestingType.NESTED
-    item_namer: Callable[[T, int], str] | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ValidationError(f"max_concurrency must be at least 1, got: {self.max_concurrency}")
-
-
-@dataclass(frozen=True)
-class InvokeConfig(Generic[P, R]):
-    serdes_payload: SerDes[P] | None = None
-    serdes_result: SerDes[R] | None = None
-    tenant_id: str | None = None
-
-
-@dataclass(frozen=True)
-class CallbackConfig:
-    """Callback timeout and heartbeat timeout (zero means none) and result serdes."""
-
-    timeout: Duration = field(default_factory=Duration)
-    heartbeat_timeout: Duration = field(default_factory=Duration)
-    serdes: SerDes | None = None
-    sub_type: str | None = field(default=None, kw_only=True)
-
-    def __post_init__(self) -> None:
-        _validate_sub_type(self.sub_type)
-
-    @property
-    def timeout_seconds(self) -> int:
-        return self.timeout.to_seconds()
-
-    @property
-    def heartbeat_timeout_seconds(self) -> int:
-        return self.heartbeat_timeout.to_seconds()
-
-
-@dataclass(frozen=True)
-class WaitForCallbackConfig(CallbackConfig):
-    retry_strategy: Callable[[Exception, int], RetryDecision] | None = None
-
-
-class JitterStrategy(StrEnum):
-    NONE = "NONE"
-    FULL = "FULL"
-    HALF = "HALF"
-
-    def apply_jitter(self, delay: float) -> float:
-        match self:
-            case JitterStrategy.NONE:
-                return delay
-            case JitterStrategy.HALF:
-                return delay / 2 + random.random() * (delay / 2)  # noqa: S311
-            case _:
-                return random.random() * delay  # noqa: S311
-
-    def finalize_delay(self, base_delay: float) -> int:
-        return max(1, math.ceil(self.apply_jitter(base_delay)))
+    def resolved_store_url(self) -> str:
+        if self.store_url:
+            return self.store_url
+        path = os.path.abspath(os.path.join(self.state_dir, "durable.db"))
+        return f"sqlite:///{path}"  # absolute: sqlite:////abs/durable.db

@@ -26,7 +26,7 @@ import structlog
 from lambdarun.errors import CheckpointError, LeaseHeldError, LeaseLostError
 from lambdarun.types import Lease
 
-from lambdarun_durable.stores import lease_lost_error
+from lambdarun_durable.stores.base import lease_lost_error
 
 log = structlog.get_logger(__name__)
 

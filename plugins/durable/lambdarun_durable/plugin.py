@@ -14,14 +14,12 @@ from urllib.parse import urlparse
 from lambdarun.hookspecs import hookimpl
 from lambdarun_durable.dashboard import lambdarun_dashboard_pages  # noqa: F401 - its dashboard page
 from lambdarun_durable.deploy import lambdarun_deploy_resources  # noqa: F401 - its checkpoint table
+from lambdarun_durable.events import HANDLER_KEY, is_durable_event  # noqa: F401 - their former home
 
 if TYPE_CHECKING:
     from lambdarun.backends import BackendRegistry
     from lambdarun.config import ConfigRegistry
     from lambdarun.session import Session
-
-HANDLER_KEY = "LambdarunDurableHandler"
-
 
 @hookimpl
 def lambdarun_register_backends(register: BackendRegistry) -> None:
@@ -32,7 +30,7 @@ def lambdarun_register_backends(register: BackendRegistry) -> None:
 
 @hookimpl
 def lambdarun_register_config(register: ConfigRegistry) -> None:
-    from lambdarun_durable.settings import DurableConfig
+    from lambdarun_durable.config import DurableConfig
 
     register.add_section("durable", DurableConfig)
 
@@ -46,16 +44,12 @@ def lambdarun_make_checkpoint_store(url: str, session: Session) -> Any:
     return open_store(url, session)
 
 
-def is_durable_event(event: Any) -> bool:
-    return isinstance(event, dict) and "DurableExecutionArn" in event and "CheckpointToken" in event
-
-
 @hookimpl
 def lambdarun_handle_event(event: Any, context: Any, session: Session) -> dict[str, Any] | None:
     """Answer AWS-shaped durable invocation events inside the lambdarun runtime function."""
     if not is_durable_event(event):
         return None
-    from lambdarun_durable.backend import handle_durable_event
+    from lambdarun_durable.lambda_handler import handle_durable_event
 
     return handle_durable_event(event, context, session)
 

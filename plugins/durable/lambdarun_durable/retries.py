@@ -5,34 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from lambdarun_durable.config import ChildConfig, Duration, JitterStrategy, Numeric
-
-if TYPE_CHECKING:
-    from lambdarun_durable.context import DurableContext
+from lambdarun_durable.exceptions import SuspendExecution
+from lambdarun_durable.operation_config import ChildConfig, Duration, JitterStrategy, Numeric, RetryDecision
 
 T = TypeVar("T")
 
 _DEFAULT_RETRYABLE_ERROR_PATTERN = re.compile(r".*")
-
-
-@dataclass
-class RetryDecision:
-    should_retry: bool
-    delay: Duration
-
-    @property
-    def delay_seconds(self) -> int:
-        return self.delay.to_seconds()
-
-    @classmethod
-    def retry(cls, delay: Duration) -> RetryDecision:
-        return cls(should_retry=True, delay=delay)
-
-    @classmethod
-    def no_retry(cls) -> RetryDecision:
-        return cls(should_retry=False, delay=Duration())
 
 
 @dataclass
@@ -197,18 +177,24 @@ class WithRetryConfig(Generic[T]):
     child_context_config: ChildConfig[T] | None = None
 
 
+class RetryingContext(Protocol):
+    """What :func:`with_retry` uses of a :class:`~lambdarun_durable.context.DurableContext`."""
+
+    def run_in_child_context(self, func: Callable[[Any], T], name: str | None = None, config: Any = None) -> T: ...
+
+    def wait(self, duration: Duration, name: str | None = None) -> None: ...
+
+
 def with_retry(
-    context: DurableContext,
-    func: Callable[[DurableContext, int], T],
+    context: RetryingContext,
+    func: Callable[[Any, int], T],
     config: WithRetryConfig[T],
     name: str | None = None,
 ) -> T:
     """Retry a block of durable logic, waiting durably between attempts."""
-    from lambdarun_durable.exceptions import SuspendExecution
-
     strategy = config.retry_strategy or create_retry_strategy()
 
-    def run_loop(ctx: DurableContext) -> T:
+    def run_loop(ctx: Any) -> T:
         attempt = 0
         while True:
             attempt += 1

@@ -28,8 +28,10 @@ from typing import Any
 
 from lambdarun_durable.execution import DurableInvocationInput, is_durable_handler
 from lambdarun_durable.lambda_service import ErrorObject, InvocationStatus
-from lambdarun_durable.service import DurableService, Orchestrator, history_events
-from lambdarun_durable.state import decode_token, encode_token, fold, public_op
+from lambdarun_durable.history import history_events
+from lambdarun_durable.orchestrator import Orchestrator
+from lambdarun_durable.service import DurableService
+from lambdarun_durable.records import decode_token, encode_token, fold, public_op
 from lambdarun_durable.stores import SQLiteCheckpointStore
 
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from lambdarun_durable.config import Duration, JitterStrategy
 from lambdarun_durable.exceptions import WaitForConditionError
+from lambdarun_durable.operation_config import Duration, JitterStrategy
 
 if TYPE_CHECKING:
     from lambdarun_durable.serdes import SerDes

@@ -83,7 +83,8 @@ def open_spec(spec: dict[str, Any]) -> Any:
 
 if __name__ == "__main__":
     from lambdarun_durable.lease import LeasePolicy
-    from lambdarun_durable.service import DurableService, Orchestrator
+    from lambdarun_durable.orchestrator import Orchestrator
+    from lambdarun_durable.service import DurableService
 
     store = open_spec(json.loads(sys.argv[1]))
     arn, ttl, heartbeat = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])

@@ -13,8 +13,10 @@ from click.testing import CliRunner
 
 import lambdarun
 import lambdarun_durable.plugin
+from lambdarun.hookspecs import hookimpl
 from lambdarun.local.testing import local_stack_fixture
 from lambdarun.plugins import DEFAULT_PLUGINS
+from lambdarun.types import ConditionHandle
 from lambdarun_durable import DurableContext, StepContext, durable_execution, durable_step
 from lambdarun_durable.backend import DurableExecutionFailed
 from lambdarun_durable.cli import durable as durable_cli
@@ -127,6 +129,62 @@ def test_callback_completed_through_api_and_cli(make_session: Callable[..., Any]
     assert arn in r.output
     r = cli.invoke(durable_cli, ["describe", arn], env=env)
     assert json.loads(r.output)["Status"] == "SUCCEEDED"
+
+
+class RecordingPoller:
+    """The default poller, recording what it is asked to wait for."""
+
+    def __init__(self) -> None:
+        from lambdarun.polling import AdaptivePoller
+
+        self.inner = AdaptivePoller(max_interval=0.05)
+        self.waits: list[list[Any]] = []
+
+    def wait(self, handles: Any, **kwargs: Any) -> Any:
+        self.waits.append(list(handles))
+        return self.inner.wait(handles, **kwargs)
+
+
+class RecordingPollerPlugin:
+    def __init__(self) -> None:
+        self.poller = RecordingPoller()
+
+    @hookimpl
+    def lambdarun_make_poller(self, session: Any) -> RecordingPoller:
+        return self.poller
+
+
+def test_waiting_for_a_callback_polls_on_the_sessions_poller(
+    lambdarun_session: Callable[..., Any], local_stack: Any, tmp_path: Any
+) -> None:
+    recorder = RecordingPollerPlugin()
+    session = lambdarun_session(
+        *plugins(),
+        recorder,
+        overrides={
+            "target": "local",
+            "local": {"state_dir": str(local_stack.state_dir)},
+            "progress": False,
+            "durable": {"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db"},
+        },
+    )
+    future = lambdarun.submit(approval_workflow, {}, backend="durable", session=session)
+    backend = session.backend("durable")
+    deadline = time.monotonic() + 30
+    callback_id = None
+    while callback_id is None and time.monotonic() < deadline:
+        for ev in backend.get_history(future.task_id)["Events"]:
+            if ev["EventType"] == "CallbackStarted":
+                callback_id = ev["CallbackStartedDetails"]["CallbackId"]
+        time.sleep(0.05)
+    assert callback_id
+    # the driver is (or soon will be) blocked in the poller, on a condition over the store
+    while not recorder.poller.waits and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert recorder.poller.waits, "the driver waited without the session's poller"
+    assert all(isinstance(h, ConditionHandle) for handles in recorder.poller.waits for h in handles)
+    backend.send_callback_success(callback_id, "bob")
+    assert future.result(timeout=30) == {"approved_by": "bob"}
 
 
 def test_hooks_config_and_stores(lambdarun_session: Callable[..., Any], tmp_path: Any) -> None:

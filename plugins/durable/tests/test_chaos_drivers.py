@@ -25,7 +25,8 @@ import pytest
 
 from lambdarun.errors import LeaseHeldError
 from lambdarun_durable.lease import LeasePolicy
-from lambdarun_durable.service import DurableService, Orchestrator
+from lambdarun_durable.orchestrator import Orchestrator
+from lambdarun_durable.service import DurableService
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))

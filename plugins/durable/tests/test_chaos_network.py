@@ -26,7 +26,8 @@ from structlog.testing import capture_logs
 from lambdarun.errors import CheckpointConflictError, LambdarunError
 from lambdarun.testing import FaultProxy
 from lambdarun_durable.lease import LeasePolicy
-from lambdarun_durable.service import DurableService, Orchestrator
+from lambdarun_durable.orchestrator import Orchestrator
+from lambdarun_durable.service import DurableService
 from lambdarun_durable.stores import DynamoDBCheckpointStore, S3CheckpointStore
 
 HERE = Path(__file__).parent

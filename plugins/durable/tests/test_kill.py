@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from lambdarun_durable.execution import DurableInvocationInput
-from lambdarun_durable.service import DurableService, Orchestrator
+from lambdarun_durable.orchestrator import Orchestrator
+from lambdarun_durable.service import DurableService
 from lambdarun_durable.stores import SQLiteCheckpointStore
 
 HERE = Path(__file__).parent

@@ -12,7 +12,8 @@ from lambdarun_durable.config import Duration, StepConfig, StepSemantics
 from lambdarun_durable.execution import DurableInvocationInput
 from lambdarun_durable.lambda_service import InvocationStatus
 from lambdarun_durable.retries import RetryPresets
-from lambdarun_durable.service import DurableService, Orchestrator
+from lambdarun_durable.orchestrator import Orchestrator
+from lambdarun_durable.service import DurableService
 from lambdarun_durable.state import fold
 
 pytestmark = pytest.mark.timeout(30)

@@ -203,7 +203,8 @@ def test_malformed_or_oversized_lease_input_is_refused(any_store: Any) -> None:
 
 
 def test_orchestrator_refuses_a_store_without_leases(tmp_path: Any) -> None:
-    from lambdarun_durable.service import DurableService, Orchestrator
+    from lambdarun_durable.orchestrator import Orchestrator
+    from lambdarun_durable.service import DurableService
     from lambdarun_durable.stores import SQLiteCheckpointStore
 
     class OldStore:  # a store plugin written before the lease methods

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar, cast
 
-from lambdarun_durable.config import (
+from lambdarun_durable.completion import (
     BatchItemStatus,
     CompletionConfig,
     CompletionDecision,
