@@ -26,6 +26,7 @@ from lambdarun.local.function_code import materialise_code
 from lambdarun.local.model import Function, Registry
 from lambdarun.local.options import ServiceOptions, now_iso
 from lambdarun.local.persist import ServiceState, remove_orphan_code
+from lambdarun.local.scheduler import Scheduler
 from lambdarun.local.shapes import ApiError, Reply, function_name, json_body, ok, unknown_operation
 
 log = structlog.get_logger(__name__)
@@ -34,10 +35,11 @@ log = structlog.get_logger(__name__)
 class ControlPlane:
     """The functions' configuration (the data plane runs them: :mod:`.invoke`)."""
 
-    def __init__(self, options: ServiceOptions, registry: Registry, async_queue: AsyncQueue,
-                 clients: AwsClients, state: ServiceState | None) -> None:
+    def __init__(self, options: ServiceOptions, registry: Registry, scheduler: Scheduler,
+                 async_queue: AsyncQueue, clients: AwsClients, state: ServiceState | None) -> None:
         self.options = options
         self.registry = registry
+        self.scheduler = scheduler
         self.async_queue = async_queue
         self.clients = clients
         self._state = state
@@ -122,9 +124,7 @@ class ControlPlane:
             fn.generation += 1
             fn.revision_id = str(uuid.uuid4())
             fn.last_modified = now_iso()
-            idle, fn.idle = fn.idle, []
-        for env in idle:
-            env.kill("updated")
+        self.scheduler.retire(fn, "updated")
 
     def update_configuration(self, name: str, req: dict[str, Any]) -> dict[str, Any]:
         fn = self._lookup(name)
@@ -166,12 +166,10 @@ class ControlPlane:
             fn.deleted = True
             forgotten = [e.request_id for e in (*fn.async_queue, *fn.retrying)]
             fn.async_queue.clear()
-            idle, fn.idle = fn.idle, []
             self._capacity.notify_all()
         self.save()
         self.async_queue.forget_events(forgotten)
-        for env in idle:
-            env.kill("deleted")
+        self.scheduler.retire(fn, "deleted")
         if not fn.local_code:
             # its own code only: a function created anew under this name has another code-<id>
             shutil.rmtree(fn.code_dir, ignore_errors=True)

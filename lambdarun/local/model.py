@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -22,8 +22,16 @@ from lambdarun.local.options import ACCOUNT_ID, CANCELLED_ERROR, now_iso
 from lambdarun.local.shapes import not_found
 
 if TYPE_CHECKING:
-    from lambdarun.local.environment import Environment
     from lambdarun.local.records import InvocationRecord
+
+class RunningEnvironment(Protocol):
+    """What an invocation knows of the environment it was given (an
+    :class:`~lambdarun.local.environment.Environment`): enough to stop it."""
+
+    def write_log(self, text: str) -> None: ...
+
+    def kill(self, reason: str | None = None) -> None: ...
+
 
 @attrs.define(eq=False)
 class Function:
@@ -45,8 +53,7 @@ class Function:
     generation: int = 0
     revision_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     last_modified: str = attrs.field(factory=now_iso)
-    # scheduling state, guarded by the service lock
-    idle: list[Environment] = attrs.field(factory=list)
+    # scheduling state, guarded by the registry's lock
     busy: int = 0
     deleted: bool = False
     async_queue: collections.deque = attrs.field(factory=collections.deque)
@@ -104,7 +111,7 @@ class Invocation:
         #: ``custom.lambdarun_attempt`` of the client context: what stop() matches
         self.marker = marker
         #: the environment given this invocation (set before it is submitted)
-        self.env: Environment | None = None
+        self.env: RunningEnvironment | None = None
         self.cancelled = False
         self.record = record
         #: called once an environment is reserved for it (before the handler gets it)

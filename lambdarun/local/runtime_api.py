@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -17,9 +17,27 @@ from lambdarun.local._http import FastHandler
 from lambdarun.local.options import SYNC_RESPONSE_LIMIT
 
 if TYPE_CHECKING:
-    from lambdarun.local.environment import Environment
+    import threading
+
+    from lambdarun.local._http import LoopbackServer
+    from lambdarun.local.model import Function, Invocation
 
 log = structlog.get_logger(__name__)
+
+class RuntimeEnvironment(Protocol):
+    """What the Runtime API serves: one execution environment (an
+    :class:`~lambdarun.local.environment.Environment`)."""
+
+    function: Function
+    runtime: LoopbackServer
+    current: Invocation | None
+    init_error: bytes | None
+    initialized: threading.Event
+
+    def is_runtime_connection(self, conn: Any) -> bool: ...
+
+    def next_invocation(self) -> Invocation | None: ...
+
 
 _RUNTIME_PREFIX = "/2018-06-01/runtime/"
 
@@ -35,7 +53,7 @@ class RuntimeHandler(FastHandler):
     _peer_ok: bool | None = None
 
     def _refused(self) -> bool:
-        env: Environment = self.server.app
+        env: RuntimeEnvironment = self.server.app
         marker = auth.browser_marker(self.headers.get)
         host = self.headers.get("Host")
         if self._peer_ok is None:  # once per connection (the runtime client keeps one alive)
@@ -54,7 +72,7 @@ class RuntimeHandler(FastHandler):
         self._refused()
 
     def do_GET(self) -> None:
-        env: Environment = self.server.app
+        env: RuntimeEnvironment = self.server.app
         if self._refused():
             return
         if self.path != _RUNTIME_PREFIX + "invocation/next":
@@ -77,7 +95,7 @@ class RuntimeHandler(FastHandler):
         self.reply(200, inv.payload, headers)
 
     def do_POST(self) -> None:
-        env: Environment = self.server.app
+        env: RuntimeEnvironment = self.server.app
         if self._refused():
             return
         path = self.path

@@ -19,7 +19,7 @@ from lambdarun.local.environment import Environment, function_environment
 from lambdarun.local.log_shipping import LogShipper
 from lambdarun.local.model import Function, Invocation, Registry
 from lambdarun.local.options import INIT_TIMEOUT, ServiceOptions, now_iso
-from lambdarun.local.records import record_outcome, write_report
+from lambdarun.local.report import record_outcome, write_report
 from lambdarun.local.shapes import ApiError
 
 log = structlog.get_logger(__name__)
@@ -35,6 +35,8 @@ class Scheduler:
         self._lock = registry.lock
         self._capacity = registry.capacity
         self._environments: set[Environment] = set()
+        #: each function's idle (warm) environments, most recently used last
+        self._idle: dict[Function, list[Environment]] = {}
         self._busy_total = 0
         self._runtime_dir: Path | None = None
         self._reaper: threading.Thread | None = None
@@ -80,6 +82,14 @@ class Scheduler:
         with self._lock:
             return [e for e in self._environments if not e.dead]
 
+    def retire(self, fn: Function, reason: str) -> None:
+        """Kill ``fn``'s idle environments (after a change, or its deletion): its next
+        invocations get fresh ones."""
+        with self._lock:
+            idle = self._idle.pop(fn, [])
+        for env in idle:
+            env.kill(reason)
+
     def function_environment(self, fn: Function, env: Environment) -> dict[str, str]:
         return function_environment(fn, env, self.options, self.api_url,
                                     None if fn.local_code else self.runtime_dir())
@@ -107,8 +117,9 @@ class Scheduler:
             fn.busy += 1
             self._busy_total += 1
             env = None
-            while fn.idle:
-                candidate = fn.idle.pop()  # most recently used first, like Lambda
+            idle = self._idle.get(fn) or []
+            while idle:
+                candidate = idle.pop()  # most recently used first, like Lambda
                 if not candidate.dead and candidate.generation == fn.generation:
                     env = candidate
                     env.in_use = True
@@ -119,7 +130,7 @@ class Scheduler:
                 if live >= self.options.concurrency_limit:
                     oldest = self._oldest_idle()
                     if oldest is not None:
-                        oldest.function.idle.remove(oldest)
+                        self._idle[oldest.function].remove(oldest)
                         evict.append(oldest)
         for e in evict:
             e.kill("evicted")
@@ -136,7 +147,7 @@ class Scheduler:
         return env
 
     def _oldest_idle(self) -> Environment | None:
-        idle = [e for f in self.registry.functions.values() for e in f.idle if not e.dead]
+        idle = [e for envs in self._idle.values() for e in envs if not e.dead]
         return min(idle, key=lambda e: e.last_used) if idle else None
 
     def _release_slot(self, fn: Function) -> None:
@@ -159,7 +170,7 @@ class Scheduler:
             elif fn.deleted or env.generation != fn.generation or self.stopping.is_set():
                 retire = True
             else:
-                fn.idle.append(env)
+                self._idle.setdefault(fn, []).append(env)
             self._capacity.notify_all()
         if retire:
             env.kill("retired")
@@ -167,8 +178,9 @@ class Scheduler:
     def environment_died(self, env: Environment) -> None:
         with self._lock:
             self._environments.discard(env)
-            if env in env.function.idle:
-                env.function.idle.remove(env)
+            idle = self._idle.get(env.function)
+            if idle is not None and env in idle:
+                idle.remove(env)
             if not env.in_use:
                 env.close_log()
 
@@ -179,10 +191,10 @@ class Scheduler:
             cutoff = time.monotonic() - idle_timeout
             victims = []
             with self._lock:
-                for fn in self.registry.functions.values():
-                    for env in list(fn.idle):
+                for idle in self._idle.values():
+                    for env in list(idle):
                         if env.last_used < cutoff:
-                            fn.idle.remove(env)
+                            idle.remove(env)
                             victims.append(env)
             for env in victims:
                 env.kill("idle")

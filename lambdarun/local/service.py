@@ -93,7 +93,8 @@ class LambdaService:
         self.scheduler = Scheduler(options, self.registry)
         self.async_queue = AsyncQueue(options, self.registry, self.scheduler, self.records_book,
                                       self.clients, state)
-        self.control = ControlPlane(options, self.registry, self.async_queue, self.clients, state)
+        self.control = ControlPlane(options, self.registry, self.scheduler, self.async_queue,
+                                    self.clients, state)
         self.invoker = Invoker(self.registry, self.scheduler, self.async_queue, self.records_book)
         self.extension = ExtensionApi(options, self.registry, self.scheduler, self.async_queue,
                                       self.records_book)
