@@ -186,7 +186,7 @@ class AsyncQueue:
                                       self._destination_record(fn, event, inv, "Success"))
 
     def failed(self, fn: Function, event: AsyncEvent, inv: Invocation | None,
-                      condition: str) -> None:
+               condition: str) -> None:
         record = self._destination_record(fn, event, inv, condition)
         log.warning("async invocation failed", function=fn.name, request_id=event.request_id,
                     attempts=event.attempts, condition=condition)

@@ -229,7 +229,7 @@ class ControlPlane:
         raise unknown_operation(method, "concurrency")
 
     def event_invoke_config(self, method: str, name: str, qualifier: str | None, sub: str,
-                             body: bytes) -> Reply:
+                            body: bytes) -> Reply:
         """Put/Update/Get/Delete/ListFunctionEventInvokeConfig(s)."""
         fn = self._lookup(name, qualifier)
 

@@ -197,4 +197,3 @@ class EventStore:
             if self.path.exists() or lines:
                 self._rewrite_locked()
             return events
-

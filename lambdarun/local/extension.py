@@ -48,8 +48,9 @@ class ExtensionApi:
                                'The body must be {"marker": "<ClientContext custom.lambdarun_attempt>"}.')
             return ok(self.stop_invocations(function_name(parts[1])[0], marker))
         if path == "/_lambdarun/health" and method == "GET":
-            return ok({"pid": os.getpid(), "url": self.scheduler.api_url, "environments": self.scheduler.environment_pids(),
-                        "concurrency_limit": self.options.concurrency_limit})
+            return ok({"pid": os.getpid(), "url": self.scheduler.api_url,
+                       "environments": self.scheduler.environment_pids(),
+                       "concurrency_limit": self.options.concurrency_limit})
         raise unknown_operation(method, path)
 
     def stop_invocations(self, name: str, marker: str) -> dict[str, list[str]]:

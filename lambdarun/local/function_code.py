@@ -69,6 +69,7 @@ def materialise_code(name: str, code: Mapping[str, Any], functions_dir: Path, cl
     extract_zip(data, target)
     return Code(target, False, base64.b64encode(hashlib.sha256(data).digest()).decode(), len(data))
 
+
 def _fetch_s3(clients: AwsClients, bucket: str, key: str, version: str | None) -> bytes:
     try:
         s3 = clients.get("s3")

@@ -47,4 +47,3 @@ class FunctionStore:
             quarantine(self.path, str(e))
             return []
         return functions
-

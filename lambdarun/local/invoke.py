@@ -27,8 +27,7 @@ class Invoker:
         self.async_queue = async_queue
         self.records = records
 
-    def invoke(self, name: str, qualifier: str | None, headers: Any,
-                body: bytes) -> Reply:
+    def invoke(self, name: str, qualifier: str | None, headers: Any, body: bytes) -> Reply:
         fn = self.registry.lookup(name, qualifier)
         invocation_type = headers.get("X-Amz-Invocation-Type") or "RequestResponse"
         limit = ASYNC_REQUEST_LIMIT if invocation_type == "Event" else SYNC_REQUEST_LIMIT

@@ -24,6 +24,7 @@ from lambdarun.local.shapes import not_found
 if TYPE_CHECKING:
     from lambdarun.local.records import InvocationRecord
 
+
 class RunningEnvironment(Protocol):
     """What an invocation knows of the environment it was given (an
     :class:`~lambdarun.local.environment.Environment`): enough to stop it."""

@@ -340,7 +340,6 @@ def compact_entries(entries: list[Mapping[str, Any]]) -> list[int]:
     return [i for i in range(len(entries)) if i not in drop]
 
 
-
 class JournalMiddleware:
     """WSGI middleware in front of moto: appends each successful write to ``journal``;
     a successful ``POST /moto-api/reset`` empties it."""

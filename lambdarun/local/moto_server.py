@@ -34,7 +34,6 @@ class NoDelayQuietHandler:
         pass
 
 
-
 def start_moto(port: int, credentials: StackCredentials, journal: MotoJournal | None = None) -> Any:
     """A ``ThreadedMotoServer`` on 127.0.0.1 whose connections use TCP_NODELAY, behind
     :class:`~lambdarun.local.auth.MotoFront` (signed requests only, no browsers, no CORS).

@@ -45,7 +45,6 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
 
 
-
 @attrs.frozen
 class ServiceOptions:
     """How the local Lambda service behaves (all have defaults).
@@ -94,4 +93,3 @@ class ServiceOptions:
     @property
     def concurrency_limit(self) -> int:
         return self.max_concurrency or (os.cpu_count() or 1) * 4
-

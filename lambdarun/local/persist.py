@@ -179,7 +179,6 @@ def saved_state_summary(state_dir: Path) -> str:
     return ", ".join(parts)
 
 
-
 class StateInUseError(PersistError):
     """Another live process holds the state directory (another ``local up`` on it)."""
 

@@ -111,8 +111,6 @@ class InvocationRecord:
         return data.decode("utf-8", "replace")
 
 
-
-
 class RecordBook:
     """The kept invocation records: a bounded deque (the oldest drop out), so recording
     costs an object and an append on the warm path."""

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+
 class RuntimeEnvironment(Protocol):
     """What the Runtime API serves: one execution environment (an
     :class:`~lambdarun.local.environment.Environment`)."""

@@ -40,13 +40,13 @@ class Scheduler:
         self._busy_total = 0
         self._runtime_dir: Path | None = None
         self._reaper: threading.Thread | None = None
-        #: the Lambda API's URL (``AWS_ENDPOINT_URL_LAMBDA`` of every function), set by start()
+        #: the Lambda API's URL (``AWS_ENDPOINT_URL_LAMBDA`` of every function)
         self.api_url = ""
         #: ships REPORTed log lines to CloudWatch Logs when set
         self.shipper: LogShipper | None = None
 
-    def start(self, api_url: str) -> None:
-        self.api_url = api_url
+    def start(self) -> None:
+        """Start reaping idle environments (set :attr:`api_url` first)."""
         self._reaper = threading.Thread(target=self._reap_loop, name="lambda-reaper", daemon=True)
         self._reaper.start()
 
@@ -199,8 +199,7 @@ class Scheduler:
             for env in victims:
                 env.kill("idle")
 
-    def run(self, fn: Function, inv: Invocation, *,
-             wait: bool) -> tuple[Environment | None, bool]:
+    def run(self, fn: Function, inv: Invocation, *, wait: bool) -> tuple[Environment | None, bool]:
         """Run ``inv`` to completion on an environment of ``fn``; returns (env, cold).
 
         env is None when ``inv`` was stopped before it got one."""

@@ -118,7 +118,7 @@ class LambdaService:
         if self._state is not None:
             self.async_queue.restore()
         self._server.start()
-        self.scheduler.start(self._server.url)
+        self.scheduler.start()
         if self.options.cloudwatch_logs and (
             self.options.service_endpoints.get("LOGS") or self.options.service_endpoints.get("")
         ):

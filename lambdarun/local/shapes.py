@@ -15,6 +15,7 @@ from lambdarun.local.options import ACCOUNT_ID
 #: what an operation returns: (HTTP status, body, extra headers)
 Reply = tuple[int, bytes, dict[str, str]]
 
+
 class ApiError(Exception):
     """An AWS-shaped error response."""
 
@@ -30,12 +31,15 @@ class ApiError(Exception):
         doc.update(self.extra)
         return json.dumps(doc).encode()
 
+
 def not_found(name: str, region: str) -> ApiError:
     arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"
     return ApiError(404, "ResourceNotFoundException", f"Function not found: {arn}")
 
+
 def unknown_operation(method: str, what: str) -> ApiError:
     return ApiError(404, "UnknownOperationException", f"Unknown operation {method} {what}")
+
 
 def function_name(raw: str) -> tuple[str, str | None]:
     """Name and qualifier from a name, a partial ARN or a full ARN (optionally ``:qualifier``)."""
@@ -47,6 +51,7 @@ def function_name(raw: str) -> tuple[str, str | None]:
         raw, qualifier = raw.split(":", 1)
     return raw, qualifier
 
+
 def json_body(body: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(body or b"{}")
@@ -55,6 +60,7 @@ def json_body(body: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ApiError(400, "InvalidRequestContentException", "The request body must be a JSON object.")
     return doc
+
 
 def ok(doc: Any) -> Reply:
     return 200, json.dumps(doc).encode(), {}

@@ -36,14 +36,13 @@ from lambdarun.local.auth import CREDENTIALS_FILE, StackCredentials
 from lambdarun.local.moto_server import NoDelayQuietHandler, start_moto
 from lambdarun.local.persist import (
     MotoJournal,
-    PersistError,
     ServiceState,
     StateInUseError,
-    read_trusted,
     secure_dir,
     sweep,
 )
 from lambdarun.local.service import LOCAL_ENDPOINTS_VAR, LambdaService, ServiceOptions
+from lambdarun.local.signing_key import SIGNING_KEY_FILE, kept_signing_key, new_signing_key
 from lambdarun.local.stack_info import (
     MOTO_SERVICES,
     SHARED_DIR,
@@ -72,33 +71,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-#: the stack's envelope signing key, in its run directory (mode 0600)
-SIGNING_KEY_FILE = "signing-key"
-
-
-def _kept_signing_key(run_dir: Path) -> bytes | None:
-    """The key an earlier start of this (persisting) stack kept in ``run_dir``, if it is this
-    user's private regular file and a valid key; None otherwise (a new one is made)."""
-    from lambdarun.config import MIN_SIGNING_KEY_BYTES
-
-    try:
-        key = read_trusted(run_dir / SIGNING_KEY_FILE, 4096).strip()
-    except (PersistError, OSError):
-        return None
-    if len(key) < MIN_SIGNING_KEY_BYTES or os.stat(run_dir / SIGNING_KEY_FILE).st_mode & 0o077:
-        return None
-    return key
-
-
-def _new_signing_key(run_dir: Path) -> bytes:
-    """Generate a signing key and keep it in ``run_dir`` (0700) as ``signing-key`` (0600)."""
-    from lambdarun.signing import generate_key
-
-    key = generate_key().encode("ascii")
-    write_private(private_dir(run_dir) / SIGNING_KEY_FILE, key)
-    return key
-
 
 
 class LocalStack:
@@ -232,8 +204,8 @@ class LocalStack:
             # before (or using the printed export lines) still sign with them
             kept = StackCredentials.load(self._run_dir / CREDENTIALS_FILE) if self.persist else None
             credentials = self._credentials = kept or StackCredentials.generate()
-            self._signing_key = (_kept_signing_key(self._run_dir) if self.persist else None) or (
-                _new_signing_key(self._run_dir)
+            self._signing_key = (kept_signing_key(self._run_dir) if self.persist else None) or (
+                new_signing_key(self._run_dir)
             )
             started = False
             state = None
@@ -388,17 +360,8 @@ class LocalStack:
 
     def unavailable(self, doing: str, *, maybe_ran: bool = False) -> LocalStackUnavailableError:
         """The error to raise when the stack went down while ``doing`` something."""
-        info = self._attached
-        state_dir = (info.state_dir if info is not None and info.state_dir else str(self.state_dir))
-        where = f" (pid {info.pid}, {info.endpoints.lambda_})" if info is not None and info.pid else ""
-        if maybe_ran:
-            message = (f"the local stack in {state_dir}{where} went down during {doing}; it may "
-                       "have run and is not sent again (at most once). ")
-        else:
-            message = f"the local stack in {state_dir}{where} is down ({doing} failed). "
-        message += (f"Start it with `lambdarun local up --state-dir {state_dir}` (its functions, "
-                    "queued events and S3/DynamoDB data are restored), then call again.")
-        return LocalStackUnavailableError(message, state_dir=state_dir, maybe_ran=maybe_ran)
+        return LocalStackUnavailableError.of(self._attached, str(self.state_dir), doing,
+                                             maybe_ran=maybe_ran)
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -541,4 +504,3 @@ class LocalStack:
             if not config:
                 self._clients[service] = client
             return client
-

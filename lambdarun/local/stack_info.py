@@ -37,6 +37,22 @@ class LocalStackUnavailableError(TargetError):
         self.state_dir = state_dir
         self.maybe_ran = maybe_ran
 
+    @classmethod
+    def of(cls, info: StackInfo | None, state_dir: str, doing: str, *,
+           maybe_ran: bool = False) -> LocalStackUnavailableError:
+        """The error for a stack (``info`` when attached, else the one in ``state_dir``) that
+        went down while ``doing`` something."""
+        state_dir = info.state_dir if info is not None and info.state_dir else state_dir
+        where = f" (pid {info.pid}, {info.endpoints.lambda_})" if info is not None and info.pid else ""
+        if maybe_ran:
+            message = (f"the local stack in {state_dir}{where} went down during {doing}; it may "
+                       "have run and is not sent again (at most once). ")
+        else:
+            message = f"the local stack in {state_dir}{where} is down ({doing} failed). "
+        message += (f"Start it with `lambdarun local up --state-dir {state_dir}` (its functions, "
+                    "queued events and S3/DynamoDB data are restored), then call again.")
+        return cls(message, state_dir=state_dir, maybe_ran=maybe_ran)
+
 
 def default_state_dir() -> Path:
     """``$XDG_CACHE_HOME/lambdarun/local`` (``~/.cache/lambdarun/local``)."""

@@ -22,7 +22,6 @@ class PersistError(Exception):
     """A state file that cannot be trusted or read (it is moved aside, never loaded)."""
 
 
-
 def secure_dir(path: Path) -> Path:
     """Create ``path`` (and parents) and make it 0700; returns it (see :func:`private_dir`)."""
     path = private_dir(path)
@@ -79,4 +78,3 @@ def quarantine(path: Path, reason: str) -> None:
         target = path
     log.warning("local stack state file refused, not loaded", path=str(path),
                 moved_to=str(target), reason=reason)
-
