@@ -47,6 +47,7 @@ class AsyncQueue:
             dropped = sum(len(f.async_queue) for f in self.registry.functions.values())
             for f in self.registry.functions.values():
                 f.async_queue.clear()
+            self.registry.capacity.notify_all()  # workers waiting for a slot see ``stopping``
         for t in timers:
             t.cancel()
         return dropped
@@ -203,8 +204,7 @@ class AsyncQueue:
         try:
             if ":lambda:" in arn:
                 name, _ = function_name(arn)
-                with self._lock:
-                    target = self.registry.functions.get(name)
+                target = self.registry.get(name)
                 if target is None:
                     raise LookupError(f"destination function {name!r} does not exist")
                 self.enqueue(target, AsyncEvent(payload=json.dumps(record).encode()))
@@ -242,7 +242,7 @@ class AsyncQueue:
         assert self._state is not None
         requeued = 0
         for stored in self._state.events.load():
-            fn = self.registry.functions.get(stored.function)
+            fn = self.registry.get(stored.function)
             if fn is None:
                 log.warning("queued event of a function that no longer exists dropped",
                             function=stored.function, request_id=stored.request_id)

@@ -31,6 +31,7 @@ _UNVERIFIED_PAYLOADS = frozenset({
 })
 
 
+@attrs.frozen
 class AuthFailure(Exception):
     """Why a request was refused. ``kind``: ``browser``, ``missing``, ``unknown_key``,
     ``signature``, ``expired``, ``presigned``."""
