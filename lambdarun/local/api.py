@@ -91,8 +91,6 @@ class LambdaApi:
             return self.extension.route(method, path, query, body)
         raise unknown_operation(method, path)
 
-    # -- persistence (see lambdarun.local.persist) -------------------------------------
-
 
 class ApiHandler(FastHandler):
     server_version = "lambdarun-local-lambda"

@@ -265,5 +265,3 @@ class AsyncQueue:
             requeued += 1
         if requeued:
             log.info("queued events restored", count=requeued)
-
-    # -- the extension API (/_lambdarun/...) -------------------------------------------

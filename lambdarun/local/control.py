@@ -276,8 +276,6 @@ class ControlPlane:
             return 204, b"", {}
         raise unknown_operation(method, "event-invoke-config")
 
-    # -- data plane -----------------------------------------------------------------
-
     # -- kept across restarts (see lambdarun.local.persist) ----------------------------
 
     def save(self) -> None:

@@ -330,5 +330,3 @@ def function_environment(fn: Function, env: Environment, options: ServiceOptions
             (fn.memory_size + opts.memory_overhead_mb) * 1024 * 1024
         )
     return out
-
-# -- scheduling -----------------------------------------------------------------

@@ -74,7 +74,3 @@ class LogShipper:
                 self._known.add((group, stream))
             for i in range(0, len(events), 5000):
                 client.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events[i:i + 5000])
-
-
-# ---------------------------------------------------------------------------------------
-# the Runtime API (one endpoint per environment)

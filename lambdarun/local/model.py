@@ -36,6 +36,9 @@ class RunningEnvironment(Protocol):
 
 @attrs.define(eq=False)
 class Function:
+    """One function (``$LATEST``): its configuration, and the scheduling and queue state the
+    scheduler and the async queue keep on it under the registry's lock."""
+
     name: str
     handler: str
     runtime: str

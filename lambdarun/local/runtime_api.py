@@ -159,6 +159,3 @@ def normalise_error(body: bytes, headers: Any, request_id: str) -> bytes:
     doc.setdefault("requestId", request_id)
     doc.setdefault("stackTrace", [])
     return json.dumps(doc).encode()
-
-
-# ---------------------------------------------------------------------------------------
