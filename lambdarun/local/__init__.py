@@ -8,16 +8,17 @@ Public surface::
         lam = stack.client("lambda")          # boto3, the stack's own credentials
         stack.endpoints.lambda_, stack.endpoints.s3
 
-See :mod:`lambdarun.local.service` for what the Lambda API supports,
-:mod:`lambdarun.local.plugin` for the ``local`` target and :mod:`lambdarun.local.testing`
-for pytest fixtures.
+See :mod:`lambdarun.local.service` for what the Lambda API supports (and which module holds
+what), :mod:`lambdarun.local.plugin` for the ``local`` target and
+:mod:`lambdarun.local.testing` for pytest fixtures.
 """
 
 from lambdarun.local.auth import StackCredentials
-from lambdarun.local.service import LOCAL_CODE_BUCKETS, LambdaService, ServiceOptions
-from lambdarun.local.stack import (
+from lambdarun.local.options import LOCAL_CODE_BUCKETS, ServiceOptions
+from lambdarun.local.service import LambdaService
+from lambdarun.local.stack import LocalStack
+from lambdarun.local.stack_info import (
     Endpoints,
-    LocalStack,
     LocalStackUnavailableError,
     StackInfo,
     default_state_dir,

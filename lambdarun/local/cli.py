@@ -16,8 +16,8 @@ import click
 
 from lambdarun.errors import LambdarunError, TargetError
 from lambdarun.local.persist import forget_saved_state, saved_state_summary, sweep
-from lambdarun.local.stack import (
-    LocalStack,
+from lambdarun.local.stack import LocalStack
+from lambdarun.local.stack_info import (
     default_state_dir,
     pid_running,
     read_stack_info,

@@ -9,6 +9,9 @@ A shared stack keeps its functions, queued Event invocations and moto's data in
 ``<state_dir>/shared/state/`` and the next one restores them (:mod:`.persist`); an attached
 stack follows a restarted one (:meth:`LocalStack.refresh`) or reports
 :class:`LocalStackUnavailableError`.
+
+What describes a stack from outside (endpoints, ``stack.json``, finding a live one) is
+:mod:`.stack_info`'s, moto's server :mod:`.moto_server`'s; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import atexit
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 import urllib.request
@@ -26,285 +28,49 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 import structlog
 
 from lambdarun.errors import TargetError
+from lambdarun.local import auth
+from lambdarun.local.auth import CREDENTIALS_FILE, StackCredentials
+from lambdarun.local.moto_server import NoDelayQuietHandler, start_moto
 from lambdarun.local.persist import (
-    JournalMiddleware,
     MotoJournal,
-    PersistError,
     ServiceState,
     StateInUseError,
-    quarantine,
-    read_trusted,
     secure_dir,
     sweep,
 )
-from lambdarun.local import auth
-from lambdarun.local.auth import CREDENTIALS_FILE, StackCredentials
 from lambdarun.local.service import LOCAL_ENDPOINTS_VAR, LambdaService, ServiceOptions
+from lambdarun.local.signing_key import SIGNING_KEY_FILE, kept_signing_key, new_signing_key
+from lambdarun.local.stack_info import (
+    MOTO_SERVICES,
+    SHARED_DIR,
+    STATE_FILE,
+    Endpoints,
+    LocalStackUnavailableError,
+    StackInfo,
+    default_state_dir,
+    health,
+    pid_running,
+    read_stack_info,
+    shared_credentials,
+)
 from lambdarun.private_files import private_dir, write_private
 
 __all__ = [
     "Endpoints",
     "LocalStack",
     "LocalStackUnavailableError",
+    "NoDelayQuietHandler",
     "StackInfo",
     "default_state_dir",
+    "pid_running",
     "read_stack_info",
+    "shared_credentials",
 ]
 
 log = structlog.get_logger(__name__)
-
-STATE_FILE = "stack.json"
-#: the stack's envelope signing key, in its run directory (mode 0600)
-SIGNING_KEY_FILE = "signing-key"
-#: run directory of the shared stack (``lambdarun local up``) in its state directory
-SHARED_DIR = "shared"
-#: services a function reaches through moto's single endpoint
-MOTO_SERVICES = ("s3", "dynamodb", "iam", "sts")
-
-
-class LocalStackUnavailableError(TargetError):
-    """The shared local stack a process attached to went down (and no new one is up, or the
-    call may already have reached the old one, so it is not sent again).
-
-    :ivar state_dir: the stack's state directory (``lambdarun local up --state-dir``).
-    :ivar maybe_ran: True when the request may have reached the stack before it went down
-        (an ``Invoke`` then may or may not have run).
-    """
-
-    def __init__(self, message: str, *, state_dir: str = "", maybe_ran: bool = False) -> None:
-        super().__init__(message)
-        self.state_dir = state_dir
-        self.maybe_ran = maybe_ran
-
-
-def default_state_dir() -> Path:
-    """``$XDG_CACHE_HOME/lambdarun/local`` (``~/.cache/lambdarun/local``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lambdarun" / "local"
-
-
-@attrs.frozen
-class Endpoints:
-    """Where the local stack listens. ``moto`` serves every AWS service except Lambda."""
-
-    lambda_: str
-    moto: str
-
-    @property
-    def s3(self) -> str:
-        return self.moto
-
-    @property
-    def dynamodb(self) -> str:
-        return self.moto
-
-    @property
-    def iam(self) -> str:
-        return self.moto
-
-    def url(self, service: str) -> str:
-        """Endpoint URL of ``service`` (``"lambda"`` or any service moto emulates)."""
-        return self.lambda_ if service == "lambda" else self.moto
-
-    def as_dict(self) -> dict[str, str]:
-        return {"lambda": self.lambda_, **{s: self.moto for s in MOTO_SERVICES}}
-
-    def environment(self) -> dict[str, str]:
-        """``AWS_ENDPOINT_URL*`` variables pointing boto3 at this stack."""
-        return {
-            "AWS_ENDPOINT_URL_LAMBDA": self.lambda_,
-            "AWS_ENDPOINT_URL_S3": self.moto,
-            "AWS_ENDPOINT_URL_DYNAMODB": self.moto,
-            "AWS_ENDPOINT_URL_IAM": self.moto,
-            "AWS_ENDPOINT_URL_STS": self.moto,
-        }
-
-    def export_lines(self) -> list[str]:
-        return [f"export {k}={v}" for k, v in self.environment().items()]
-
-
-@attrs.frozen
-class StackInfo:
-    """The content of ``<state_dir>/stack.json`` for a running shared stack."""
-
-    pid: int
-    endpoints: Endpoints
-    region: str
-    state_dir: str
-    started: float
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "pid": self.pid,
-                "lambda": self.endpoints.lambda_,
-                "moto": self.endpoints.moto,
-                "region": self.region,
-                "state_dir": self.state_dir,
-                "started": self.started,
-            },
-            indent=2,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> StackInfo:
-        doc = json.loads(text)
-        return cls(
-            pid=int(doc["pid"]),
-            endpoints=Endpoints(lambda_=doc["lambda"], moto=doc["moto"]),
-            region=doc.get("region", "us-east-1"),
-            state_dir=doc.get("state_dir", ""),
-            started=float(doc.get("started", 0)),
-        )
-
-
-def pid_running(pid: int) -> bool:
-    """True while ``pid`` runs (an exited process its parent has not reaped yet is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def shared_credentials(state_dir: str | os.PathLike[str] | None = None) -> StackCredentials | None:
-    """The credentials of the shared stack of ``state_dir`` (None when absent/unreadable)."""
-    base = Path(state_dir or default_state_dir()).expanduser()
-    return StackCredentials.load(base / SHARED_DIR / CREDENTIALS_FILE)
-
-
-def health(lambda_url: str, credentials: StackCredentials | None, region: str = "us-east-1",
-           timeout: float = 2) -> dict[str, Any]:
-    """The Lambda service's ``GET /_lambdarun/health`` (signed); raises OSError/ValueError."""
-    if credentials is None:
-        raise OSError("no credentials for the local stack")
-    req = auth.signed_request(lambda_url + "/_lambdarun/health", credentials, region=region)
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        doc = json.loads(r.read())
-    if not isinstance(doc, dict):
-        raise ValueError("health answer is not an object")
-    return doc
-
-
-def read_stack_info(state_dir: str | os.PathLike[str] | None = None, *, verify: bool = True) -> StackInfo | None:
-    """The shared stack recorded in ``state_dir``, or None when none is up.
-
-    With ``verify`` the pid must be alive and the Lambda endpoint must answer its (signed)
-    health check with that pid; a stale file is ignored.
-    """
-    path = Path(state_dir or default_state_dir()).expanduser() / STATE_FILE
-    try:
-        info = StackInfo.from_json(path.read_text())
-    except (OSError, ValueError, KeyError):
-        return None
-    if not verify:
-        return info
-    if not pid_running(info.pid):
-        return None
-    try:
-        doc = health(info.endpoints.lambda_, shared_credentials(state_dir), info.region)
-    except (OSError, ValueError):
-        return None
-    return info if doc.get("pid") == info.pid else None
-
-
-class NoDelayQuietHandler:
-    """Mix-in for werkzeug request handlers: TCP_NODELAY on the connection (Nagle plus
-    delayed ACKs cost ~40 ms per response on loopback, see FACTS) and no access log.
-    Used by moto's server here and by the dashboard."""
-
-    def setup(self) -> None:
-        super().setup()  # type: ignore[misc]
-        try:
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
-        except OSError:  # pragma: no cover
-            pass
-
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
-def _kept_signing_key(run_dir: Path) -> bytes | None:
-    """The key an earlier start of this (persisting) stack kept in ``run_dir``, if it is this
-    user's private regular file and a valid key; None otherwise (a new one is made)."""
-    from lambdarun.config import MIN_SIGNING_KEY_BYTES
-
-    try:
-        key = read_trusted(run_dir / SIGNING_KEY_FILE, 4096).strip()
-    except (PersistError, OSError):
-        return None
-    if len(key) < MIN_SIGNING_KEY_BYTES or os.stat(run_dir / SIGNING_KEY_FILE).st_mode & 0o077:
-        return None
-    return key
-
-
-def _new_signing_key(run_dir: Path) -> bytes:
-    """Generate a signing key and keep it in ``run_dir`` (0700) as ``signing-key`` (0600)."""
-    from lambdarun.signing import generate_key
-
-    key = generate_key().encode("ascii")
-    write_private(private_dir(run_dir) / SIGNING_KEY_FILE, key)
-    return key
-
-
-def _start_moto(port: int, credentials: StackCredentials, journal: MotoJournal | None = None) -> Any:
-    """A ``ThreadedMotoServer`` on 127.0.0.1 whose connections use TCP_NODELAY, behind
-    :class:`~lambdarun.local.auth.MotoFront` (signed requests only, no browsers, no CORS).
-
-    With a ``journal``, its entries are replayed into moto before the server listens, and
-    every successful (authenticated) write is appended to it from then on (see :mod:`.persist`)."""
-    try:
-        import awslambdaric  # noqa: F401 - the runtime client every environment runs
-        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-    except ImportError as exc:
-        raise TargetError(
-            f"the local target needs the 'local' extra ({exc.name} is not installed): "
-            "pip install 'lambdarun[local]', or set target = \"aws\""
-        ) from exc
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import make_server
-
-    handler = type("NoDelayMotoHandler", (NoDelayQuietHandler, MotoRequestHandler), {})
-
-    class Server(ThreadedMotoServer):
-        def _server_entry(self) -> None:
-            app: Any = DomainDispatcherApplication(create_backend_app)
-            if journal is not None:
-                try:
-                    replayed, failed = journal.replay(app)
-                except Exception as e:  # never keep the server from starting: set it aside
-                    log.error("moto journal could not be replayed; moved aside, moto starts empty",
-                              error=f"{type(e).__name__}: {e}")
-                    quarantine(journal.path, f"replay failed: {type(e).__name__}: {e}")
-                    replayed = failed = 0
-                if replayed or failed:
-                    log.info("moto state restored from its journal", replayed=replayed, failed=failed)
-                journal.open()
-                app = JournalMiddleware(app, journal)
-            app = auth.MotoFront(app, auth.SigV4Verifier(credentials))
-            self._server = make_server(
-                self._ip_address, self._port, app, True, request_handler=handler
-            )
-            self._server_ready_event.set()
-            self._server.serve_forever(poll_interval=0.05)
-
-    server = Server(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    return server
 
 
 class LocalStack:
@@ -438,8 +204,8 @@ class LocalStack:
             # before (or using the printed export lines) still sign with them
             kept = StackCredentials.load(self._run_dir / CREDENTIALS_FILE) if self.persist else None
             credentials = self._credentials = kept or StackCredentials.generate()
-            self._signing_key = (_kept_signing_key(self._run_dir) if self.persist else None) or (
-                _new_signing_key(self._run_dir)
+            self._signing_key = (kept_signing_key(self._run_dir) if self.persist else None) or (
+                new_signing_key(self._run_dir)
             )
             started = False
             state = None
@@ -455,7 +221,7 @@ class LocalStack:
             self._state = state
             try:
                 try:
-                    self._moto = _start_moto(self.moto_port, credentials, self._journal)
+                    self._moto = start_moto(self.moto_port, credentials, self._journal)
                 except OSError as e:
                     raise TargetError(
                         f"cannot start the moto server on 127.0.0.1:{self.moto_port}: {e}; "
@@ -594,17 +360,8 @@ class LocalStack:
 
     def unavailable(self, doing: str, *, maybe_ran: bool = False) -> LocalStackUnavailableError:
         """The error to raise when the stack went down while ``doing`` something."""
-        info = self._attached
-        state_dir = (info.state_dir if info is not None and info.state_dir else str(self.state_dir))
-        where = f" (pid {info.pid}, {info.endpoints.lambda_})" if info is not None and info.pid else ""
-        if maybe_ran:
-            message = (f"the local stack in {state_dir}{where} went down during {doing}; it may "
-                       "have run and is not sent again (at most once). ")
-        else:
-            message = f"the local stack in {state_dir}{where} is down ({doing} failed). "
-        message += (f"Start it with `lambdarun local up --state-dir {state_dir}` (its functions, "
-                    "queued events and S3/DynamoDB data are restored), then call again.")
-        return LocalStackUnavailableError(message, state_dir=state_dir, maybe_ran=maybe_ran)
+        return LocalStackUnavailableError.of(self._attached, str(self.state_dir), doing,
+                                             maybe_ran=maybe_ran)
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -747,4 +504,3 @@ class LocalStack:
             if not config:
                 self._clients[service] = client
             return client
-

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from lambdarun.local import LocalStack
-from lambdarun.local.stack import pid_running
+from lambdarun.local.stack_info import pid_running
 from lambdarun.local.testing import create_function, local_stack_fixture
 
 pytestmark = pytest.mark.timeout(120)

@@ -24,9 +24,9 @@ import pytest
 
 import lambdarun.local.plugin as local_plugin
 from lambdarun.local import LocalStack, LocalStackUnavailableError
-from lambdarun.local.persist import EventStore, StoredEvent
+from lambdarun.local.event_store import EventStore, StoredEvent
 from lambdarun.local.plugin import LocalTarget
-from lambdarun.local.stack import pid_running
+from lambdarun.local.stack_info import pid_running
 from lambdarun.local.testing import make_zip
 from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
 from lambdarun.session import Session

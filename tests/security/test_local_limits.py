@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from lambdarun.local import LocalStack
-from lambdarun.local.service import UNZIPPED_CODE_LIMIT
+from lambdarun.local.options import UNZIPPED_CODE_LIMIT
 from lambdarun.local.testing import create_function
 
 from .conftest import create_function_body, function_exists, marker_source, raw_http
