@@ -333,7 +333,7 @@ def execute_call(
     number when the runner numbers its retries itself (a Temporal activity's attempt: each
     retry is a new attempt, claimed as such).
     """
-    guard = AttemptGuard(session, deadline=deadline, request_id=request_id, attempt=attempt)
+    guard = AttemptGuard(session, pack_failure=pack_failure, deadline=deadline, request_id=request_id, attempt=attempt)
     return guard.finish(_execute_call(session, data, tee, guard))
 
 

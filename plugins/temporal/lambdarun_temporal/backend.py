@@ -136,11 +136,12 @@ class TemporalBackend(Backend):
 
     @property
     def address(self) -> str:
-        """The Temporal frontend: ``[temporal] address``, or the local dev server."""
+        """The Temporal frontend: ``[temporal] address``, or the local dev server when the
+        target's functions run on this machine (``Target.runs_on_this_machine``)."""
         if self._address is None:
             if self.config.address:
                 self._address = self.config.address
-            elif self.session.settings.target == "local":
+            elif getattr(self.session.target, "runs_on_this_machine", False):
                 from lambdarun_temporal.devserver import shared_dev_server
 
                 self._address = shared_dev_server().address
