@@ -45,7 +45,6 @@ from lambdarun.errors import (
     SigningKeyMissingError,
     UnpicklableArgumentError,
 )
-from lambdarun.serializers import VERSION_SENSITIVE_TAGS
 
 if TYPE_CHECKING:
     from lambdarun.session import Session
@@ -197,7 +196,7 @@ def decode_call(session: Session, data: bytes, *, max_age: Any = _CONFIGURED) ->
                 "corrupt call envelope: nargs/kwargs do not match its parts; both sides must run "
                 "the same lambdarun"
             )
-        envelope.check_python(VERSION_SENSITIVE_TAGS)
+        envelope.check_python()
         values = [session.decode(part) for part in envelope.parts]
     except BaseException as exc:
         exc.call_meta = bound_meta(meta)  # type: ignore[attr-defined]
@@ -517,7 +516,7 @@ def decode_outcome(
     if meta.get("ok") is True:
         if len(envelope.parts) != 1:
             raise EnvelopeError("corrupt outcome envelope: a value outcome has exactly one part")
-        envelope.check_python(VERSION_SENSITIVE_TAGS)
+        envelope.check_python()
         return Outcome(True, session.decode(envelope.parts[0]), stdout=stdout, stderr=stderr, meta=meta)
     if meta.get("ok") is not False:
         raise EnvelopeError("corrupt outcome envelope: 'ok' must be true or false")
@@ -526,7 +525,7 @@ def decode_outcome(
     exc: BaseException | None = None
     if envelope.parts:
         try:
-            envelope.check_python(VERSION_SENSITIVE_TAGS)
+            envelope.check_python()
             candidate = session.decode(envelope.parts[0])
             if isinstance(candidate, BaseException):
                 exc = remote_control_flow(candidate, tb)

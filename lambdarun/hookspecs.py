@@ -98,6 +98,11 @@ def lambdarun_encode(value: Any, session: Session) -> Encoded | None:
     data (None, bool, int, float, str, bytes, and lists/str-keyed dicts of those) and
     ``cloudpickle`` for everything else.
 
+    Set ``version_sensitive=True`` on the ``Encoded`` when its bytes only load on the Python
+    major.minor that wrote them (pickle, cloudpickle, dill, ...): the flag travels with the
+    part, and the other side refuses it under another Python
+    (:class:`~lambdarun.errors.PythonVersionMismatchError`) instead of unpickling it.
+
     :param value: the Python object to encode.
     :param session: the calling :class:`lambdarun.session.Session` (config, signing key).
     :return: the encoded value, or ``None`` for "not me". Stops at the first non-None result.

@@ -1,16 +1,8 @@
 """The Lambda side: ``lambdarun.runtime.handler`` is the handler of the lambdarun function.
 
 Each event is offered to the ``lambdarun_handle_event`` hook; the core answers call events
-(below), and backends answer their own event shapes. Call event::
-
-    {"lambdarun": 1, "call": "<base64 envelope>"}        # or "call_url": "s3://.../call"
-     + optional "result_url": where to store the outcome (async invokes, large outcomes)
-     + optional "inline_limit": largest outcome (bytes, before base64) returned inline
-     + optional "always_store": store the outcome at result_url even when it is small
-
-Response::
-
-    {"lambdarun": 1, "outcome": "<base64 envelope>"}     # or "outcome_url": "s3://..."
+(their shape and the reply's are :mod:`lambdarun.protocol`'s), and backends answer their own
+event shapes.
 
 Every field is checked before anything runs: a field of the wrong type or encoding is an
 :class:`~lambdarun.errors.EventError`, and ``call_url``/``result_url`` must lie under the
@@ -22,8 +14,6 @@ function's own storage prefix (its ``storage_url``; never ``file://``), else
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import threading
 import time
@@ -33,8 +23,15 @@ import structlog
 
 from lambdarun.calls import bound_meta, execute_call, pack_failure, signing_key
 from lambdarun.envelope import unpack
-from lambdarun.errors import EventError, LambdarunError, PayloadTooLargeError
+from lambdarun.errors import LambdarunError, PayloadTooLargeError
 from lambdarun.hookspecs import hookimpl
+from lambdarun.protocol import (
+    CALL_EVENT_VERSION,
+    DEFAULT_INLINE_LIMIT,
+    build_reply,
+    is_call_event,
+    parse_call_event,
+)
 
 if TYPE_CHECKING:
     from lambdarun.config import Settings
@@ -49,10 +46,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-CALL_EVENT_VERSION = 1
-#: Lambda's sync response limit is 6 MB; base64 grows data by 4/3
-DEFAULT_INLINE_LIMIT = 4_500_000
 
 _session: Session | None = None
 _session_lock = threading.Lock()
@@ -114,61 +107,34 @@ def handler(event: Any, context: Any) -> Any:
     return result
 
 
-def is_call_event(event: Any) -> bool:
-    return isinstance(event, dict) and event.get("lambdarun") == CALL_EVENT_VERSION and (
-        "call" in event or "call_url" in event
-    )
-
-
-def _field(event: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-    value = event.get(name, default)
-    if value is default:
-        return value
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise EventError(
-            f"event field {name!r} must be {expected}, not {type(value).__name__}; send calls "
-            "through lambdarun (the event was refused, nothing ran)"
-        )
-    return value
-
-
 def handle_call_event(event: dict[str, Any], session: Session, context: Any = None) -> dict[str, Any]:
     # everything the event says is checked before anything is read, run or written
     signing_key(session)  # no key and no allow_unsigned: refuse every call, typed
-    call = _field(event, "call", str)
-    call_url = _field(event, "call_url", str)
-    result_url = _field(event, "result_url", str)
-    inline_limit = _field(event, "inline_limit", int, DEFAULT_INLINE_LIMIT)
-    always_store = _field(event, "always_store", bool, False)
-    if inline_limit < 0:
-        raise EventError(f"event field 'inline_limit' must be 0 or more, not {inline_limit}")
+    parsed = parse_call_event(event)
+    result_url = parsed.result_url
     result_location = session.open_event_url(result_url, field="result_url") if result_url else None
-    if call is not None:
-        try:
-            data = base64.b64decode(call, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise EventError(f"event field 'call' is not valid base64 ({exc}); nothing ran") from exc
+    if parsed.call is not None:
+        data = parsed.inline_call()
     else:
-        storage, key = session.open_event_url(call_url, field="call_url")
+        storage, key = session.open_event_url(parsed.call_url, field="call_url")
         data = storage.get(key)
     deadline, request_id = _delivery(context)
     outcome = execute_call(session, data, deadline=deadline, request_id=request_id)
-    if result_location is not None and (always_store or len(outcome) > inline_limit):
+    if result_location is not None and (parsed.always_store or len(outcome) > parsed.inline_limit):
         storage, key = result_location
         storage.put(key, outcome)
-        return {"lambdarun": CALL_EVENT_VERSION, "outcome_url": result_url}
-    if len(outcome) > inline_limit:
+        return build_reply(outcome_url=result_url)
+    if len(outcome) > parsed.inline_limit:
         # no place to spill: say so through the outcome channel rather than failing opaquely
         outcome = pack_failure(
             session,
             PayloadTooLargeError(
-                f"the result ({len(outcome)} bytes) is over the inline limit ({inline_limit}) "
+                f"the result ({len(outcome)} bytes) is over the inline limit ({parsed.inline_limit}) "
                 "and the call gave no result_url to store it; configure storage"
             ),
             meta=bound_meta(unpack(outcome).meta) or {"refused": True},
         )
-    return {"lambdarun": CALL_EVENT_VERSION, "outcome": base64.b64encode(outcome).decode("ascii")}
+    return build_reply(outcome=outcome)
 
 
 #: seconds of a delivery's remaining time kept to answer (a duplicate stops waiting then)

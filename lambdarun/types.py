@@ -37,10 +37,17 @@ __all__ = [
 
 @attrs.frozen
 class Encoded:
-    """A value encoded by one serializer. ``tag`` names the serializer, e.g. ``"msgpack"``."""
+    """A value encoded by one serializer. ``tag`` names the serializer, e.g. ``"msgpack"``.
+
+    ``version_sensitive``: the bytes only load on the Python major.minor that wrote them
+    (pickle and its kin); the reading side then refuses them, typed
+    (:class:`~lambdarun.errors.PythonVersionMismatchError`), under another Python instead of
+    unpickling. Travels with the part (inside the signed envelope).
+    """
 
     tag: str
     data: bytes
+    version_sensitive: bool = False
 
 
 @attrs.frozen

@@ -18,12 +18,10 @@ so a re-run can never read an earlier run's result.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import heapq
 import itertools
 import json
-import math
 import os
 import threading
 import time
@@ -54,6 +52,7 @@ from lambdarun.errors import (
     TaskTimeoutError,
 )
 from lambdarun.futures import LambdaFuture
+from lambdarun.protocol import build_call_event, inline_fits, inline_limit_for, parse_reply
 from lambdarun.runtime import function_environment
 from lambdarun.types import FunctionSpec, InvocationType, InvokeHandle, StorageHandle
 
@@ -74,8 +73,6 @@ log = structlog.get_logger(__name__)
 KEY_ROOT = "lambdarun-covalent"
 #: Lambda's limit for an asynchronous (Event) request
 ASYNC_PAYLOAD_LIMIT = 1_048_576
-#: bytes of JSON around the base64 payload of a call event / response
-_EVENT_OVERHEAD = 512
 #: how long after a cancelled/timed-out asynchronous attempt we still watch for its late
 #: outcome object, to delete it (the function's own timeout bounds it)
 _JANITOR_GRACE = 5.0
@@ -255,6 +252,11 @@ class _Engine:
         self._watcher: threading.Thread | None = None
         self._closing = False
         self._closed = False
+
+    @property
+    def closing(self) -> bool:
+        """Closed or closing: a backend needing an engine makes a new one."""
+        return self._closing
 
     def pool(self, size: int | None = None) -> concurrent.futures.ThreadPoolExecutor:
         size = size or self.workers
@@ -456,11 +458,11 @@ class CovalentBackend(Backend):
 
     @property
     def engine(self) -> _Engine:
-        if self._engine is None or self._engine._closing:
+        if self._engine is None or self._engine.closing:
             target = self.runtime_session.target
             with _engines_lock:
                 engine = _engines.get(target)
-                if engine is None or engine._closing:
+                if engine is None or engine.closing:
                     workers = (
                         self.config.max_workers
                         or self.runtime_session.settings.max_workers
@@ -507,7 +509,7 @@ class CovalentBackend(Backend):
                 log.warning("could not delete leftover objects", prefix=self.run_prefix, exc_info=True)
         if self._storage is not None and not self.config.keep_objects:
             sweep_claims(self.runtime_session)
-        if self._engine is not None and getattr(self.runtime_session, "_owns_target", True):
+        if self._engine is not None and getattr(self.runtime_session, "owns_target", True):
             self._engine.close()  # the target goes away with this session
         if self.runtime_session is not self.session:
             self.runtime_session.close()
@@ -629,30 +631,26 @@ class CovalentBackend(Backend):
         if attempt.mode is InvocationType.EVENT:
             limit = min(limit, ASYNC_PAYLOAD_LIMIT)
         storage = self.storage
-        event: dict[str, Any] = {
-            "lambdarun": 1,
-            TASK_FIELD: {"task_id": task.id, "attempt": attempt.number},
+        fields: dict[str, Any] = {
             "result_url": storage.url_for(attempt.outcome_key),
             # the outcome comes back inline when its base64 still fits the limit
-            "inline_limit": max(0, (limit - _EVENT_OVERHEAD) * 3 // 4),
+            "inline_limit": inline_limit_for(limit),
+            "always_store": attempt.mode is InvocationType.EVENT,
+            "extra": {TASK_FIELD: {"task_id": task.id, "attempt": attempt.number}},
         }
-        if attempt.mode is InvocationType.EVENT:
-            event["always_store"] = True
-        if _EVENT_OVERHEAD + math.ceil(len(envelope) / 3) * 4 <= limit:
-            event["call"] = base64.b64encode(envelope).decode("ascii")
-        else:
-            attempt.spilled = True
-            try:
-                storage.put(attempt.call_key, envelope)
-            except Exception as exc:
-                raise StorageError(
-                    f"could not store the {len(envelope)}-byte call of task {task.id} at "
-                    f"{storage.url_for(attempt.call_key)} ({type(exc).__name__}: {exc}); create the "
-                    "bucket, or point [covalent] s3_bucket_name / the core storage_url at one "
-                    "this process and the function can read and write"
-                ) from exc
-            event["call_url"] = storage.url_for(attempt.call_key)
-        return json.dumps(event).encode()
+        if inline_fits(envelope, limit):
+            return json.dumps(build_call_event(call=envelope, **fields)).encode()
+        attempt.spilled = True
+        try:
+            storage.put(attempt.call_key, envelope)
+        except Exception as exc:
+            raise StorageError(
+                f"could not store the {len(envelope)}-byte call of task {task.id} at "
+                f"{storage.url_for(attempt.call_key)} ({type(exc).__name__}: {exc}); create the "
+                "bucket, or point [covalent] s3_bucket_name / the core storage_url at one "
+                "this process and the function can read and write"
+            ) from exc
+        return json.dumps(build_call_event(call_url=storage.url_for(attempt.call_key), **fields)).encode()
 
     def _client_context(self, attempt: _Attempt) -> dict[str, Any]:
         # lets a target that can stop one invocation find ours (see _stop_remote)
@@ -684,36 +682,19 @@ class CovalentBackend(Backend):
         if response.function_error:
             attempt.outcome_stored = None
             raise _environment_error(response.payload, attempt)
-        try:
-            body = json.loads(response.payload)
-        except ValueError as exc:
-            raise RemoteEnvironmentError(
-                f"the Lambda function {self.function_name!r} returned a response that is not "
-                f"JSON ({response.payload[:200]!r}); is its handler lambdarun.runtime.handler?"
-            ) from exc
-        if isinstance(body, dict) and "outcome" in body:
+        reply = parse_reply(response.payload, function_name=self.function_name)
+        if reply.outcome is not None:
             attempt.outcome_stored = False
-            try:
-                data = base64.b64decode(body["outcome"], validate=True)
-            except (TypeError, ValueError) as exc:
-                raise RemoteEnvironmentError(
-                    f"the Lambda function {self.function_name!r} returned an outcome that is not "
-                    f"base64 ({exc}); is its handler lambdarun.runtime.handler?"
-                ) from exc
-        elif isinstance(body, dict) and "outcome_url" in body:
+            data = reply.outcome
+        else:
             attempt.outcome_stored = True
             expected = self.storage.url_for(attempt.outcome_key)
-            if body["outcome_url"] != expected:
+            if reply.outcome_url != expected:
                 raise EnvelopeError(
-                    f"the function stored its outcome at {body['outcome_url']!r}, not at this "
+                    f"the function stored its outcome at {reply.outcome_url!r}, not at this "
                     f"attempt's {expected!r}; refusing a result that may belong to another run"
                 )
             data = self.storage.get(attempt.outcome_key)
-        else:
-            raise RemoteEnvironmentError(
-                f"the Lambda function {self.function_name!r} returned {str(body)[:200]!r} instead "
-                "of a lambdarun outcome; is its handler lambdarun.runtime.handler?"
-            )
         attempt.task.future.info["result_bytes"] = len(data)  # the outcome envelope, for the run journal
         return self._decode(attempt, data)
 
