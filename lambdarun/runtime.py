@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from lambdarun.calls import bound_meta, execute_call, pack_failure, signing_key
+from lambdarun.environment import function_environment  # re-exported (its owner: lambdarun.environment)
 from lambdarun.envelope import unpack
 from lambdarun.errors import LambdarunError, PayloadTooLargeError
 from lambdarun.hookspecs import hookimpl
@@ -53,29 +54,6 @@ _session_lock = threading.Lock()
 
 class UnhandledEventError(LambdarunError):
     """No installed plugin recognised the Lambda event."""
-
-
-def function_environment(settings: Settings, *, storage_url: str | None = None) -> dict[str, str]:
-    """Environment variables a function running ``lambdarun.runtime.handler`` needs.
-
-    Inside Lambda lambdarun reaches AWS services as plain AWS (target ``aws``): on the local
-    target the ``AWS_ENDPOINT_URL_*`` variables of the environment point boto3 at the local
-    services. ``storage_url`` (default: the ``storage_url`` setting) is the only prefix the
-    function's events may name locations under. The signing key never travels in the
-    environment: only the name of the secret holding it (``signing_key_secret``; the local
-    target adds its own in :meth:`~lambdarun.types.Target.ensure_function`).
-    """
-    environment = {"LAMBDARUN_TARGET": "aws", "LAMBDARUN_REGION": settings.region}
-    storage_url = storage_url or settings.storage_url
-    if storage_url:
-        environment["LAMBDARUN_STORAGE_URL"] = storage_url
-    if settings.signing_key_secret:
-        environment["LAMBDARUN_SIGNING_KEY_SECRET"] = settings.signing_key_secret
-    if settings.source_of("envelope_max_age") != "default":
-        environment["LAMBDARUN_ENVELOPE_MAX_AGE"] = repr(settings.envelope_max_age)
-    if settings.allow_unsigned and settings.source_of("allow_unsigned") != "default":
-        environment["LAMBDARUN_ALLOW_UNSIGNED"] = "true"
-    return environment
 
 
 def runtime_session() -> Session:

@@ -52,8 +52,8 @@ from lambdarun.errors import (
     TaskTimeoutError,
 )
 from lambdarun.futures import LambdaFuture
+from lambdarun.limits import ASYNC_PAYLOAD_LIMIT
 from lambdarun.protocol import build_call_event, inline_fits, inline_limit_for, parse_reply
-from lambdarun.runtime import function_environment
 from lambdarun.types import FunctionSpec, InvocationType, InvokeHandle, StorageHandle
 
 from lambdarun_covalent.config import DEFAULT_BUCKET, MAX_TIMEOUT, CovalentConfig
@@ -71,8 +71,6 @@ log = structlog.get_logger(__name__)
 
 #: every object this backend writes lives under this key prefix of its storage
 KEY_ROOT = "lambdarun-covalent"
-#: Lambda's limit for an asynchronous (Event) request
-ASYNC_PAYLOAD_LIMIT = 1_048_576
 #: how long after a cancelled/timed-out asynchronous attempt we still watch for its late
 #: outcome object, to delete it (the function's own timeout bounds it)
 _JANITOR_GRACE = 5.0
@@ -387,7 +385,6 @@ class CovalentBackend(Backend):
         super().__init__(session)
         self.config: CovalentConfig = session.settings.section("covalent")
         self.runtime_session = _runtime_session(session, self.config)
-        self._function_name: str | None = None
         self._storage: Storage | None = None
         self._storage_url: str | None = None
         self._lock = threading.Lock()
@@ -399,28 +396,25 @@ class CovalentBackend(Backend):
     # -- lazily prepared collaborators ----------------------------------------------------
 
     @property
-    def function_name(self) -> str:
-        """The function, created on targets that can create it (once per backend)."""
-        if self._function_name is not None:
-            return self._function_name
-        storage_url = self.storage_url  # the only prefix the function's events may name
-        with self._lock:
-            if self._function_name is None:
-                settings = self.runtime_session.settings
-                # inside Lambda the runtime reaches storage as plain AWS (the endpoints, if
-                # any, come from the target's AWS_ENDPOINT_URL_* variables)
-                environment = {**function_environment(settings, storage_url=storage_url),
-                               **claims_environment(self.runtime_session)}
-                if self.config.python_path:  # e.g. a DepsPip layer (lambdarun_covalent.layers)
-                    environment["PYTHONPATH"] = os.pathsep.join(self.config.python_path)
-                spec = FunctionSpec(
-                    name=self.config.function_name or settings.function_name,
-                    timeout=int(MAX_TIMEOUT),  # per-task timeouts are enforced by the caller
-                    memory_size=self.config.memory,
-                    environment=environment,
-                )
-                self._function_name = self.runtime_session.target.ensure_function(spec)
-            return self._function_name
+    def function_session(self) -> Session:
+        return self.runtime_session
+
+    def function_spec(self) -> FunctionSpec:
+        """The runtime function (``[covalent] function_name``, else the core's)."""
+        settings = self.runtime_session.settings
+        # inside Lambda the runtime reaches storage as plain AWS (the endpoints, if any, come
+        # from the target's AWS_ENDPOINT_URL_* variables); the storage URL is the only prefix
+        # the function's events may name
+        environment = {**self.function_environment(storage_url=self.storage_url),
+                       **claims_environment(self.runtime_session)}
+        if self.config.python_path:  # e.g. a DepsPip layer (lambdarun_covalent.layers)
+            environment["PYTHONPATH"] = os.pathsep.join(self.config.python_path)
+        return FunctionSpec(
+            name=self.config.function_name or settings.function_name,
+            timeout=int(MAX_TIMEOUT),  # per-task timeouts are enforced by the caller
+            memory_size=self.config.memory,
+            environment=environment,
+        )
 
     @property
     def storage_url(self) -> str:
