@@ -39,8 +39,7 @@ from lambdarun.errors import (
 )
 from lambdarun.futures import LambdaFuture
 from lambdarun.hookspecs import hookimpl
-
-__version__ = "0.1.0"
+from lambdarun.version import __version__
 
 __all__ = [
     "__version__",

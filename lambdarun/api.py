@@ -12,7 +12,6 @@ from lambdarun.futures import LambdaFuture
 __all__ = ["run", "submit", "map"]
 
 
-
 def _session_for(session: Any, options: Mapping[str, Any] | None) -> Any:
     if session is None:
         from lambdarun.session import get_session
@@ -43,9 +42,9 @@ def submit(
     chosen = _session_for(session, options)
     chosen_backend = chosen.backend(backend)
     future = chosen_backend.submit(func, args, kwargs)
-    from lambdarun.journal import record_batch
-
-    record_batch(chosen, chosen_backend.id, func, [future], kind="submit")
+    chosen.pm.hook.lambdarun_tasks_submitted(
+        session=chosen, backend=chosen_backend, func=func, futures=[future], kind="submit"
+    )
     return future
 
 
@@ -90,9 +89,9 @@ def map(  # noqa: A001 - mirrors the builtin on purpose
     workers = max_workers or chosen.settings.max_workers
     chosen_backend = chosen.backend(backend)
     futures = list(chosen_backend.map(func, iterable, max_workers=workers))
-    from lambdarun.journal import record_batch
-
-    record_batch(chosen, chosen_backend.id, func, futures, kind="map")
+    chosen.pm.hook.lambdarun_tasks_submitted(
+        session=chosen, backend=chosen_backend, func=func, futures=futures, kind="map"
+    )
     show = chosen.settings.progress if progress is None else progress
     return _results(futures, return_exceptions, show and sys.stderr.isatty())
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lambdarun.config import KNOWN_DISTRIBUTIONS
+from lambdarun.environment import function_environment
 from lambdarun.errors import BackendNotInstalledError, PluginError, UnknownBackendError
 
 if TYPE_CHECKING:
     from lambdarun.futures import LambdaFuture
     from lambdarun.session import Session
+    from lambdarun.types import FunctionSpec
 
 __all__ = ["Backend", "BackendRegistry"]
 
@@ -28,6 +31,38 @@ class Backend(abc.ABC):
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._runtime_function: str | None = None
+        self._runtime_function_lock = threading.Lock()
+
+    # -- the backend's runtime function --------------------------------------------------
+
+    def function_spec(self) -> FunctionSpec:
+        """The Lambda function this backend's work runs in: name, timeout, memory and
+        environment (start from :meth:`function_environment`). A backend with a runtime
+        function overrides it; :attr:`function_name` creates the function from it."""
+        raise NotImplementedError(f"the backend {self.id!r} runs in no Lambda function of its own")
+
+    @property
+    def function_session(self) -> Session:
+        """The session whose target creates the function (default: :attr:`session`)."""
+        return self.session
+
+    def function_environment(self, *, storage_url: str | None = None) -> dict[str, str]:
+        """The variables every runtime function gets (:func:`lambdarun.environment.function_environment`)."""
+        return function_environment(self.function_session.settings, storage_url=storage_url)
+
+    @property
+    def function_name(self) -> str:
+        """The runtime function, created from :meth:`function_spec` once per backend on
+        targets that can create it (others raise
+        :class:`~lambdarun.errors.FunctionNotFoundError` saying to deploy it)."""
+        name = self._runtime_function
+        if name is None:
+            with self._runtime_function_lock:
+                if self._runtime_function is None:
+                    self._runtime_function = self.function_session.target.ensure_function(self.function_spec())
+                name = self._runtime_function
+        return name
 
     @abc.abstractmethod
     def submit(self, func: Callable[..., Any], args: tuple, kwargs: dict) -> LambdaFuture:

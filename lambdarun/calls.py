@@ -18,14 +18,10 @@ is unpickled. Without a key nothing is sent or accepted unless ``allow_unsigned`
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import io
-import sys
-import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -45,7 +41,7 @@ from lambdarun.errors import (
     SigningKeyMissingError,
     UnpicklableArgumentError,
 )
-from lambdarun.serializers import VERSION_SENSITIVE_TAGS
+from lambdarun.output import OUTPUT_LIMIT, Capture, capture_output  # noqa: F401 - OUTPUT_LIMIT re-exported
 
 if TYPE_CHECKING:
     from lambdarun.session import Session
@@ -62,8 +58,6 @@ __all__ = [
 
 CALL = "call"
 OUTCOME = "outcome"
-#: stdout/stderr kept per task (the tail is kept when a task prints more)
-OUTPUT_LIMIT = 1_048_576
 #: ``max_age`` default: the session's ``envelope_max_age``
 _CONFIGURED = object()
 
@@ -197,7 +191,7 @@ def decode_call(session: Session, data: bytes, *, max_age: Any = _CONFIGURED) ->
                 "corrupt call envelope: nargs/kwargs do not match its parts; both sides must run "
                 "the same lambdarun"
             )
-        envelope.check_python(VERSION_SENSITIVE_TAGS)
+        envelope.check_python()
         values = [session.decode(part) for part in envelope.parts]
     except BaseException as exc:
         exc.call_meta = bound_meta(meta)  # type: ignore[attr-defined]
@@ -211,108 +205,6 @@ def bound_meta(meta: Any) -> dict[str, Any]:
     if not isinstance(meta, dict):
         return {}
     return {k: meta[k] for k in ("task_id", "attempt") if k in meta}
-
-
-class _Capture:
-    """What one call printed: bounded, keeping the tail when a task prints more."""
-
-    def __init__(self) -> None:
-        self._chunks: list[str] = []
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> None:
-        with self._lock:
-            self._chunks.append(text)
-            self._size += len(text)
-            if self._size > 2 * OUTPUT_LIMIT:
-                joined = "".join(self._chunks)[-OUTPUT_LIMIT:]
-                self._chunks, self._size = [joined], len(joined)
-
-    def getvalue(self) -> str:
-        with self._lock:
-            return "".join(self._chunks)[-OUTPUT_LIMIT:]
-
-
-_current_capture: contextvars.ContextVar[tuple[_Capture, _Capture, bool] | None] = contextvars.ContextVar(
-    "lambdarun_capture", default=None
-)
-
-
-class _RoutingStream(io.TextIOBase):
-    """Stands in for ``sys.stdout``/``sys.stderr`` while calls run.
-
-    A write goes to the capture of the call running in the writer's context (so calls that
-    run side by side in one worker, as Temporal activities do, keep their output apart);
-    a write from a context with no call (a thread the function started) goes to the only
-    call in flight when there is exactly one. Everything is also written to the real
-    stream (the Lambda log) unless the call asked for no tee.
-    """
-
-    def __init__(self, real: Any, index: int) -> None:
-        self.real = real
-        self._index = index  # 0: stdout, 1: stderr
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        current = _current_capture.get() or _Routing.only_active()
-        tee = True
-        if current is not None:
-            current[self._index].write(text)
-            tee = current[2]
-        if tee:
-            try:
-                self.real.write(text)
-            except Exception:
-                pass
-        return len(text)
-
-    def flush(self) -> None:
-        with contextlib.suppress(Exception):
-            self.real.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.real, "encoding", "utf-8")
-
-
-class _Routing:
-    """Installs the routing streams while at least one call runs, and removes them after."""
-
-    lock = threading.Lock()
-    active: list[tuple[_Capture, _Capture, bool]] = []
-    saved: tuple[Any, Any] | None = None
-
-    @classmethod
-    def only_active(cls) -> tuple[_Capture, _Capture, bool] | None:
-        active = cls.active
-        return active[0] if len(active) == 1 else None
-
-    @classmethod
-    @contextlib.contextmanager
-    def capture(cls, tee: bool) -> Iterator[tuple[_Capture, _Capture]]:
-        entry = (_Capture(), _Capture(), tee)
-        with cls.lock:
-            if not cls.active:
-                cls.saved = (sys.stdout, sys.stderr)
-                sys.stdout = _RoutingStream(sys.stdout, 0)
-                sys.stderr = _RoutingStream(sys.stderr, 1)
-            cls.active.append(entry)
-        token = _current_capture.set(entry)
-        try:
-            yield entry[0], entry[1]
-        finally:
-            _current_capture.reset(token)
-            with cls.lock:
-                cls.active.remove(entry)
-                if not cls.active and cls.saved is not None:
-                    sys.stdout, sys.stderr = cls.saved
-                    cls.saved = None
 
 
 def execute_call(
@@ -333,13 +225,13 @@ def execute_call(
     number when the runner numbers its retries itself (a Temporal activity's attempt: each
     retry is a new attempt, claimed as such).
     """
-    guard = AttemptGuard(session, deadline=deadline, request_id=request_id, attempt=attempt)
+    guard = AttemptGuard(session, pack_failure=pack_failure, deadline=deadline, request_id=request_id, attempt=attempt)
     return guard.finish(_execute_call(session, data, tee, guard))
 
 
 def _execute_call(session: Session, data: bytes, tee: bool, guard: AttemptGuard) -> bytes:
     started = time.perf_counter()
-    out = err = _Capture()
+    out = err = Capture()
     meta: dict[str, Any] | None = None  # None until the call is verified and decoded
     try:
         call = decode_call(session, data)
@@ -349,7 +241,7 @@ def _execute_call(session: Session, data: bytes, tee: bool, guard: AttemptGuard)
             return duplicate
         if guard.retry:  # Lambda's own retry N of this request: a new attempt, recorded as such
             meta["lambda_retry"] = guard.retry
-        with _Routing.capture(tee) as (out, err):
+        with capture_output(tee) as (out, err):
             value = call.func(*call.args, **call.kwargs)
     except BaseException as exc:  # the caller gets every failure, typed; control flow stays here
         if meta is None:  # refused: bound to the task only when the envelope was verified
@@ -517,7 +409,7 @@ def decode_outcome(
     if meta.get("ok") is True:
         if len(envelope.parts) != 1:
             raise EnvelopeError("corrupt outcome envelope: a value outcome has exactly one part")
-        envelope.check_python(VERSION_SENSITIVE_TAGS)
+        envelope.check_python()
         return Outcome(True, session.decode(envelope.parts[0]), stdout=stdout, stderr=stderr, meta=meta)
     if meta.get("ok") is not False:
         raise EnvelopeError("corrupt outcome envelope: 'ok' must be true or false")
@@ -526,7 +418,7 @@ def decode_outcome(
     exc: BaseException | None = None
     if envelope.parts:
         try:
-            envelope.check_python(VERSION_SENSITIVE_TAGS)
+            envelope.check_python()
             candidate = session.decode(envelope.parts[0])
             if isinstance(candidate, BaseException):
                 exc = remote_control_flow(candidate, tb)

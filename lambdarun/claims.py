@@ -51,6 +51,7 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -353,11 +354,15 @@ class AttemptGuard:
         Event keep the request id: such a retry is recognised and never runs the function).
     :param attempt: the attempt number to claim instead of the envelope's (a runner that
         numbers its own retries, e.g. Temporal's activity attempt).
+    :param pack_failure: builds the outcome envelope of a refused duplicate
+        (``pack_failure(session, exc, meta=...)``, :func:`lambdarun.calls.pack_failure`); given
+        by the caller, so claims know nothing of the outcome's format.
     """
 
-    def __init__(self, session: Session, *, deadline: float | None = None, request_id: str | None = None,
-                 attempt: int | None = None) -> None:
+    def __init__(self, session: Session, *, pack_failure: Callable[..., bytes], deadline: float | None = None,
+                 request_id: str | None = None, attempt: int | None = None) -> None:
         self.session = session
+        self.pack_failure = pack_failure
         self.attempt_override = attempt
         self.deadline = deadline
         self.request_id = request_id
@@ -403,8 +408,7 @@ class AttemptGuard:
 
     def _answer_duplicate(self, store: ClaimStore, record: ClaimRecord, task_id: str, attempt: int,
                           issued_at: float | None, retry: int = 0) -> bytes:
-        from lambdarun.calls import pack_failure
-
+        pack_failure = self.pack_failure
         meta = {"task_id": task_id, "attempt": attempt, "duplicate": True}
         interval = _POLL_FIRST
         while record.state == CLAIMED:

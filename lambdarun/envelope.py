@@ -3,7 +3,12 @@
 Layout (bytes)::
 
     msgpack([MAGIC, FORMAT_VERSION, signature | None])  +  body
-    body = msgpack([python "3.11", kind, [[tag, data], ...], meta, ref])
+    body = msgpack([python "3.11", kind, [[tag, data(, true)], ...], meta, ref])
+
+A part ends with ``true`` when it is version-sensitive (``Encoded.version_sensitive``: set by
+the serializer that wrote it, e.g. cloudpickle); a part without it is taken as sensitive
+when its tag is one of :data:`LEGACY_VERSION_SENSITIVE_TAGS` (what writers before the flag
+meant).
 
 The signature is HMAC-SHA256 over ``body``. The receiving side checks magic, format
 version and the signature before it reads the body, then the body's shape and its issue
@@ -45,6 +50,8 @@ _HEADER_MAX = 64
 CLOCK_SKEW = 300.0
 #: the meta key holding the issue time (seconds since the epoch), set by :func:`pack`
 ISSUED = "issued"
+#: tags read as version-sensitive even without the part's flag (pickle-based, built in)
+LEGACY_VERSION_SENSITIVE_TAGS = frozenset({"cloudpickle", "pickle"})
 
 
 @attrs.frozen
@@ -66,10 +73,11 @@ class Envelope:
         value = self.meta.get(ISSUED)
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
-    def check_python(self, version_sensitive_tags: frozenset[str]) -> None:
-        """Refuse pickled parts written by a different Python major.minor."""
+    def check_python(self, version_sensitive_tags: frozenset[str] = frozenset()) -> None:
+        """Refuse version-sensitive parts (``Encoded.version_sensitive``, or a tag in
+        ``version_sensitive_tags``) written by a different Python major.minor."""
         if self.python != PYTHON_VERSION and any(
-            p.tag in version_sensitive_tags for p in self.parts
+            p.version_sensitive or p.tag in version_sensitive_tags for p in self.parts
         ):
             raise PythonVersionMismatchError(
                 f"this envelope was pickled by Python {self.python} but is being decoded by "
@@ -90,7 +98,7 @@ def pack(envelope: Envelope, key: bytes | None = None) -> bytes:
         [
             envelope.python,
             envelope.kind,
-            [[p.tag, p.data] for p in envelope.parts],
+            [[p.tag, p.data, True] if p.version_sensitive else [p.tag, p.data] for p in envelope.parts],
             {ISSUED: time.time(), **envelope.meta},  # a sender may fix it (a re-sent call)
             envelope.ref,
         ],
@@ -172,15 +180,19 @@ def _shaped(fields: Any) -> Envelope:
     if not isinstance(python, str) or not isinstance(kind, str):
         raise EnvelopeError("corrupt envelope body: python version and kind must be strings")
     if not isinstance(parts, list) or not all(
-        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], bytes)
+        isinstance(p, list) and len(p) in (2, 3) and isinstance(p[0], str) and isinstance(p[1], bytes)
+        and (len(p) == 2 or p[2] is True)
         for p in parts
     ):
-        raise EnvelopeError("corrupt envelope body: parts must be [tag, bytes] pairs")
+        raise EnvelopeError("corrupt envelope body: parts must be [tag, bytes] or [tag, bytes, true]")
     if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
         raise EnvelopeError("corrupt envelope body: meta must be a map with string keys")
     if ref is not None and not isinstance(ref, str):
         raise EnvelopeError("corrupt envelope body: ref must be a string or nil")
-    encoded = tuple(Encoded(tag, blob) for tag, blob in parts)
+    encoded = tuple(
+        Encoded(p[0], p[1], version_sensitive=len(p) == 3 or p[0] in LEGACY_VERSION_SENSITIVE_TAGS)
+        for p in parts
+    )
     return Envelope(kind=kind, parts=encoded, meta=meta, ref=ref, python=python)
 
 

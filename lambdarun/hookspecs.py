@@ -18,15 +18,17 @@ than ``None``; the built-in defaults are ``trylast`` so any installed plugin win
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
-    from lambdarun.backends import BackendRegistry
+    from lambdarun.backends import Backend, BackendRegistry
     from lambdarun.config import ConfigRegistry, Settings
     from lambdarun.dashboard.pages import DashboardRegistry
     from lambdarun.deploy.contributions import DeployResources
+    from lambdarun.futures import LambdaFuture
     from lambdarun.session import Session
     from lambdarun.types import (
         CheckpointStore,
@@ -96,6 +98,11 @@ def lambdarun_encode(value: Any, session: Session) -> Encoded | None:
     this plugin does not handle ``value``. The default (trylast) uses ``msgpack`` for plain
     data (None, bool, int, float, str, bytes, and lists/str-keyed dicts of those) and
     ``cloudpickle`` for everything else.
+
+    Set ``version_sensitive=True`` on the ``Encoded`` when its bytes only load on the Python
+    major.minor that wrote them (pickle, cloudpickle, dill, ...): the flag travels with the
+    part, and the other side refuses it under another Python
+    (:class:`~lambdarun.errors.PythonVersionMismatchError`) instead of unpickling it.
 
     :param value: the Python object to encode.
     :param session: the calling :class:`lambdarun.session.Session` (config, signing key).
@@ -200,6 +207,35 @@ def lambdarun_handle_event(event: Any, context: Any, session: Session) -> Any | 
         Stops at the first non-None result; an event nobody answers is an error.
 
     .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# submitted work
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def lambdarun_tasks_submitted(
+    session: Session, backend: Backend, func: Callable[..., Any], futures: Sequence[LambdaFuture], kind: str
+) -> None:
+    """Observe one ``lambdarun.submit``/``run``/``map`` call once its tasks are submitted.
+
+    Called in the caller's thread right after the backend returned the futures, before any
+    result is awaited; follow the tasks with ``future.add_done_callback``. The dashboard
+    records the call in its run journal here (the core records nothing itself). Keep it
+    cheap (it is on the caller's path) and never raise for your own failures: an exception
+    propagates to the caller after the tasks were started.
+
+    :param session: the (derived) :class:`lambdarun.session.Session` of the call.
+    :param backend: the :class:`lambdarun.backends.Backend` that started the tasks (its
+        ``id`` names it).
+    :param func: the function submitted.
+    :param futures: the :class:`lambdarun.futures.LambdaFuture` of each task, in input order.
+    :param kind: ``"submit"`` (one task, also for ``run``) or ``"map"``.
+    :return: nothing; results are ignored.
+
+    .. versionadded:: 0.3
     """
 
 

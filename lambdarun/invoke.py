@@ -19,6 +19,7 @@ from lambdarun.errors import (
     ThrottledError,
 )
 from lambdarun.hookspecs import hookimpl
+from lambdarun.limits import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT  # re-exported
 from lambdarun.types import InvocationType, InvokeHandle, InvokeResponse
 
 if TYPE_CHECKING:
@@ -29,8 +30,6 @@ __all__ = ["Boto3Invoker", "SYNC_PAYLOAD_LIMIT", "ASYNC_PAYLOAD_LIMIT"]
 
 log = structlog.get_logger(__name__)
 
-SYNC_PAYLOAD_LIMIT = 6_291_456
-ASYNC_PAYLOAD_LIMIT = 1_048_576
 
 
 class Boto3Invoker:

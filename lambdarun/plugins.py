@@ -215,7 +215,7 @@ class PluginInfo:
 
 def describe_plugins(pm: LambdarunPluginManager, *, include_builtin: bool = False) -> list[PluginInfo]:
     """Every registered plugin with its distribution, version and implemented hooks."""
-    from lambdarun import __version__
+    from lambdarun.version import __version__
 
     out = []
     for name, plugin in pm.list_name_plugin():

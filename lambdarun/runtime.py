@@ -1,16 +1,8 @@
 """The Lambda side: ``lambdarun.runtime.handler`` is the handler of the lambdarun function.
 
 Each event is offered to the ``lambdarun_handle_event`` hook; the core answers call events
-(below), and backends answer their own event shapes. Call event::
-
-    {"lambdarun": 1, "call": "<base64 envelope>"}        # or "call_url": "s3://.../call"
-     + optional "result_url": where to store the outcome (async invokes, large outcomes)
-     + optional "inline_limit": largest outcome (bytes, before base64) returned inline
-     + optional "always_store": store the outcome at result_url even when it is small
-
-Response::
-
-    {"lambdarun": 1, "outcome": "<base64 envelope>"}     # or "outcome_url": "s3://..."
+(their shape and the reply's are :mod:`lambdarun.protocol`'s), and backends answer their own
+event shapes.
 
 Every field is checked before anything runs: a field of the wrong type or encoding is an
 :class:`~lambdarun.errors.EventError`, and ``call_url``/``result_url`` must lie under the
@@ -22,8 +14,6 @@ function's own storage prefix (its ``storage_url``; never ``file://``), else
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import threading
 import time
@@ -32,9 +22,17 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from lambdarun.calls import bound_meta, execute_call, pack_failure, signing_key
+from lambdarun.environment import function_environment  # re-exported (its owner: lambdarun.environment)
 from lambdarun.envelope import unpack
-from lambdarun.errors import EventError, LambdarunError, PayloadTooLargeError
+from lambdarun.errors import LambdarunError, PayloadTooLargeError
 from lambdarun.hookspecs import hookimpl
+from lambdarun.protocol import (
+    CALL_EVENT_VERSION,
+    DEFAULT_INLINE_LIMIT,
+    build_reply,
+    is_call_event,
+    parse_call_event,
+)
 
 if TYPE_CHECKING:
     from lambdarun.config import Settings
@@ -50,39 +48,12 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-CALL_EVENT_VERSION = 1
-#: Lambda's sync response limit is 6 MB; base64 grows data by 4/3
-DEFAULT_INLINE_LIMIT = 4_500_000
-
 _session: Session | None = None
 _session_lock = threading.Lock()
 
 
 class UnhandledEventError(LambdarunError):
     """No installed plugin recognised the Lambda event."""
-
-
-def function_environment(settings: Settings, *, storage_url: str | None = None) -> dict[str, str]:
-    """Environment variables a function running ``lambdarun.runtime.handler`` needs.
-
-    Inside Lambda lambdarun reaches AWS services as plain AWS (target ``aws``): on the local
-    target the ``AWS_ENDPOINT_URL_*`` variables of the environment point boto3 at the local
-    services. ``storage_url`` (default: the ``storage_url`` setting) is the only prefix the
-    function's events may name locations under. The signing key never travels in the
-    environment: only the name of the secret holding it (``signing_key_secret``; the local
-    target adds its own in :meth:`~lambdarun.types.Target.ensure_function`).
-    """
-    environment = {"LAMBDARUN_TARGET": "aws", "LAMBDARUN_REGION": settings.region}
-    storage_url = storage_url or settings.storage_url
-    if storage_url:
-        environment["LAMBDARUN_STORAGE_URL"] = storage_url
-    if settings.signing_key_secret:
-        environment["LAMBDARUN_SIGNING_KEY_SECRET"] = settings.signing_key_secret
-    if settings.source_of("envelope_max_age") != "default":
-        environment["LAMBDARUN_ENVELOPE_MAX_AGE"] = repr(settings.envelope_max_age)
-    if settings.allow_unsigned and settings.source_of("allow_unsigned") != "default":
-        environment["LAMBDARUN_ALLOW_UNSIGNED"] = "true"
-    return environment
 
 
 def runtime_session() -> Session:
@@ -114,61 +85,34 @@ def handler(event: Any, context: Any) -> Any:
     return result
 
 
-def is_call_event(event: Any) -> bool:
-    return isinstance(event, dict) and event.get("lambdarun") == CALL_EVENT_VERSION and (
-        "call" in event or "call_url" in event
-    )
-
-
-def _field(event: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-    value = event.get(name, default)
-    if value is default:
-        return value
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise EventError(
-            f"event field {name!r} must be {expected}, not {type(value).__name__}; send calls "
-            "through lambdarun (the event was refused, nothing ran)"
-        )
-    return value
-
-
 def handle_call_event(event: dict[str, Any], session: Session, context: Any = None) -> dict[str, Any]:
     # everything the event says is checked before anything is read, run or written
     signing_key(session)  # no key and no allow_unsigned: refuse every call, typed
-    call = _field(event, "call", str)
-    call_url = _field(event, "call_url", str)
-    result_url = _field(event, "result_url", str)
-    inline_limit = _field(event, "inline_limit", int, DEFAULT_INLINE_LIMIT)
-    always_store = _field(event, "always_store", bool, False)
-    if inline_limit < 0:
-        raise EventError(f"event field 'inline_limit' must be 0 or more, not {inline_limit}")
+    parsed = parse_call_event(event)
+    result_url = parsed.result_url
     result_location = session.open_event_url(result_url, field="result_url") if result_url else None
-    if call is not None:
-        try:
-            data = base64.b64decode(call, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise EventError(f"event field 'call' is not valid base64 ({exc}); nothing ran") from exc
+    if parsed.call is not None:
+        data = parsed.inline_call()
     else:
-        storage, key = session.open_event_url(call_url, field="call_url")
+        storage, key = session.open_event_url(parsed.call_url, field="call_url")
         data = storage.get(key)
     deadline, request_id = _delivery(context)
     outcome = execute_call(session, data, deadline=deadline, request_id=request_id)
-    if result_location is not None and (always_store or len(outcome) > inline_limit):
+    if result_location is not None and (parsed.always_store or len(outcome) > parsed.inline_limit):
         storage, key = result_location
         storage.put(key, outcome)
-        return {"lambdarun": CALL_EVENT_VERSION, "outcome_url": result_url}
-    if len(outcome) > inline_limit:
+        return build_reply(outcome_url=result_url)
+    if len(outcome) > parsed.inline_limit:
         # no place to spill: say so through the outcome channel rather than failing opaquely
         outcome = pack_failure(
             session,
             PayloadTooLargeError(
-                f"the result ({len(outcome)} bytes) is over the inline limit ({inline_limit}) "
+                f"the result ({len(outcome)} bytes) is over the inline limit ({parsed.inline_limit}) "
                 "and the call gave no result_url to store it; configure storage"
             ),
             meta=bound_meta(unpack(outcome).meta) or {"refused": True},
         )
-    return {"lambdarun": CALL_EVENT_VERSION, "outcome": base64.b64encode(outcome).decode("ascii")}
+    return build_reply(outcome=outcome)
 
 
 #: seconds of a delivery's remaining time kept to answer (a duplicate stops waiting then)

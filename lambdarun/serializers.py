@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 import msgpack
 
+from lambdarun.envelope import LEGACY_VERSION_SENSITIVE_TAGS
 from lambdarun.errors import MissingModuleError, SerializationError
 from lambdarun.hookspecs import hookimpl
 from lambdarun.types import Decoded, Encoded
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
 MSGPACK = "msgpack"
 CLOUDPICKLE = "cloudpickle"
 
-#: tags whose bytes depend on the Python version that wrote them
-VERSION_SENSITIVE_TAGS = frozenset({CLOUDPICKLE, "pickle"})
+#: kept for compatibility: sensitivity now travels on each part (``Encoded.version_sensitive``);
+#: these tags are only what an unflagged part read from the wire is taken to be
+VERSION_SENSITIVE_TAGS = LEGACY_VERSION_SENSITIVE_TAGS
 
 _SCALARS = (str, bytes, float, bool, type(None))
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
@@ -50,7 +52,7 @@ def lambdarun_encode(value: Any, session: Session) -> Encoded:
     if is_plain(value):
         return Encoded(MSGPACK, msgpack.packb(value, use_bin_type=True))
     try:
-        return Encoded(CLOUDPICKLE, cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        return Encoded(CLOUDPICKLE, cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), version_sensitive=True)
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize {_describe(value)}: {type(exc).__name__}: {exc}. Pass a "

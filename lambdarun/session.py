@@ -87,15 +87,21 @@ class Session:
         if not overrides:
             return self
         key = repr(sorted(overrides.items()))
-        with self._lock:
+        with self._lock:  # one child per overrides: two racing calls must not build two
             child = self._derived.get(key)
             if child is not None and not child.closed:
                 return child
-        child = Session(self.pm, self.settings.with_overrides(overrides))
-        self._derived[key] = child
-        if (child.settings.target, child.settings.region) == (self.settings.target, self.settings.region):
-            child._target_from, child._owns_target = self, False
-        return child
+            child = Session(self.pm, self.settings.with_overrides(overrides))
+            if (child.settings.target, child.settings.region) == (self.settings.target, self.settings.region):
+                child._target_from, child._owns_target = self, False
+            self._derived[key] = child
+            return child
+
+    @property
+    def owns_target(self) -> bool:
+        """Whether closing this session closes its target (False for a derived session
+        sharing its parent's target)."""
+        return self._owns_target
 
     # --- lazily built collaborators ----------------------------------------------------
 
@@ -155,10 +161,19 @@ class Session:
             return storage
 
     def open_url(self, url: str) -> tuple[Storage, str]:
-        """Split an object URL into (storage of its parent, key)."""
+        """Split an object URL into (storage, key): the storage already open whose URL is
+        the longest prefix of ``url`` (e.g. the storage prefix), else that of its parent.
+
+        Storages are cached per base URL, so objects under an open storage (a new prefix
+        per attempt, as lambdarun-covalent writes) reuse it instead of opening one each.
+        """
         base, sep, key = url.rstrip("/").rpartition("/")
         if not sep or not key or base.endswith(":/"):
             raise StorageError(f"{url!r} is not an object URL (expected scheme://container/.../key)")
+        with self._lock:
+            for opened in sorted(self._storages, key=len, reverse=True):
+                if url.startswith(opened + "/") and len(url) > len(opened) + 1:
+                    return self._storages[opened], url[len(opened) + 1 :].rstrip("/")
         return self.storage(base), key
 
     def checkpoint_store(self, url: str) -> CheckpointStore:
@@ -253,6 +268,7 @@ class Session:
                 f"function's storage prefix {prefix + '/'!r} (its storage_url); nothing was read "
                 "or written"
             )
+        self.storage(prefix)  # every location an event names is a key of this one storage
         return self.open_url(url)
 
     def encode(self, value: Any) -> Encoded:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -73,6 +74,8 @@ class Boto3Target:
     """
 
     name = "aws"
+    #: the functions run elsewhere: a service on this machine's loopback is out of their reach
+    runs_on_this_machine = False
 
     def __init__(
         self,
@@ -166,6 +169,9 @@ class Boto3Target:
     def stop_invocation(self, function_name: str, marker: str) -> bool:
         return False  # AWS Lambda cannot stop one running invocation
 
+    def state_dir(self) -> Path | None:
+        return None  # AWS keeps no state on this machine
+
     def default_storage_url(self) -> str:
         url = self.settings.storage_url
         if not url:
@@ -196,6 +202,7 @@ class Boto3Target:
     def signing_key_secret(self) -> str | None:
         """``signing_key_secret`` (the function reads its key there; deploy creates it)."""
         return self.settings.signing_key_secret
+
     def ensure_storage(self, url: str) -> str:
         """AWS: buckets are created by ``lambdarun deploy`` (never silently in an account)."""
         return url

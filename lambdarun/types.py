@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -36,10 +37,17 @@ __all__ = [
 
 @attrs.frozen
 class Encoded:
-    """A value encoded by one serializer. ``tag`` names the serializer, e.g. ``"msgpack"``."""
+    """A value encoded by one serializer. ``tag`` names the serializer, e.g. ``"msgpack"``.
+
+    ``version_sensitive``: the bytes only load on the Python major.minor that wrote them
+    (pickle and its kin); the reading side then refuses them, typed
+    (:class:`~lambdarun.errors.PythonVersionMismatchError`), under another Python instead of
+    unpickling. Travels with the part (inside the signed envelope).
+    """
 
     tag: str
     data: bytes
+    version_sensitive: bool = False
 
 
 @attrs.frozen
@@ -126,6 +134,9 @@ class Target(Protocol):
     #: how many invocations run at once (more synchronous ones are throttled), or None when
     #: the target does not say (AWS: the account's limit); used to size thread pools
     concurrency_limit: int | None
+    #: True when its functions run on this machine (the ``local`` target), so a service
+    #: listening on this machine's loopback (e.g. a Temporal dev server) is reachable by them
+    runs_on_this_machine: bool
 
     def client(self, service: str) -> Any:
         """A boto3 client for ``service`` ("lambda", "s3", "dynamodb", ...), created once
@@ -143,6 +154,12 @@ class Target(Protocol):
         """Stop the invocation whose ClientContext carries ``custom.lambdarun_attempt ==
         marker`` (kill its environment, or drop it while queued); False when nothing was
         stopped or the target cannot do it (AWS Lambda has no such API)."""
+
+    def state_dir(self) -> Path | None:
+        """The folder on this machine where the target keeps its state (the local target:
+        ``[local] state_dir``), where tools beside it (the dashboard's run journal) keep
+        theirs; None when the target keeps nothing on this machine (AWS). Never starts
+        anything."""
 
     def default_storage_url(self) -> str:
         """The URL of lambdarun's scratch storage on this target (bucket created if needed)."""

@@ -148,3 +148,38 @@ def test_public_names_are_pinned():
     assert set(lambdarun.__all__) >= {"run", "submit", "map", "hookimpl", "LambdaFuture", "LambdarunError"}
     for name in lambdarun.__all__:
         assert getattr(lambdarun, name) is not None
+
+
+class SubmittedObserver:
+    """A plugin following every submitted call (as the dashboard's run journal does)."""
+
+    def __init__(self):
+        self.calls = []
+
+    @lambdarun.hookimpl
+    def lambdarun_tasks_submitted(self, session, backend, func, futures, kind):
+        self.calls.append((session, backend.id, func, list(futures), kind))
+
+
+def test_submitted_tasks_reach_the_hook(inprocess_session):
+    observer = SubmittedObserver()
+    inprocess_session.pm.register(observer)
+    future = lambdarun.submit(square, 3, session=inprocess_session)
+    assert list(lambdarun.map(square, [1, 2], session=inprocess_session, progress=False)) == [1, 4]
+    assert future.result() == 9
+    (s1, b1, f1, futures1, kind1), (s2, b2, f2, futures2, kind2) = observer.calls
+    assert (s1, b1, f1, futures1, kind1) == (inprocess_session, "inprocess", square, [future], "submit")
+    assert (s2, b2, f2, kind2) == (inprocess_session, "inprocess", square, "map")
+    assert [f.result() for f in futures2] == [1, 4]
+
+
+def test_the_hook_can_be_called_directly(inprocess_session):
+    observer = SubmittedObserver()
+    inprocess_session.pm.register(observer)
+    backend = inprocess_session.backend()
+    future = backend.submit(square, (5,), {})
+    inprocess_session.pm.hook.lambdarun_tasks_submitted(
+        session=inprocess_session, backend=backend, func=square, futures=[future], kind="submit"
+    )
+    assert observer.calls == [(inprocess_session, "inprocess", square, [future], "submit")]
+    assert future.result() == 25

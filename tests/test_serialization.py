@@ -158,6 +158,53 @@ def test_python_version_mismatch_names_both_versions(lambdarun_session):
     assert decode_call(session, pack(plain, session.signing_key)).func == 1
 
 
+class PlainPickleSerializer:
+    """A third-party pickle-based serializer (tag 'my-pickle') that flags its parts."""
+
+    def __init__(self):
+        self.decoded = 0
+
+    @hookimpl
+    def lambdarun_encode(self, value, session):
+        if isinstance(value, Point):
+            return Encoded("my-pickle", pickle.dumps(value), version_sensitive=True)
+        return None
+
+    @hookimpl
+    def lambdarun_decode(self, encoded, session):
+        if encoded.tag == "my-pickle":
+            self.decoded += 1
+            return Decoded(pickle.loads(encoded.data))
+        return None
+
+
+def test_a_third_party_pickle_serializer_is_refused_across_pythons(lambdarun_session):
+    """Version sensitivity travels on the part, not in a list of known tags."""
+    plugin = PlainPickleSerializer()
+    session = lambdarun_session(plugin, overrides={"signing_key": KEY})
+    part = session.encode(Point(1, 2))
+    assert (part.tag, part.version_sensitive) == ("my-pickle", True)
+    assert session.encode(1).version_sensitive is False
+    assert session.encode(object()).version_sensitive is True  # cloudpickle flags its parts
+    same = Envelope("call", (session.encode(repr), part), {"nargs": 1, "kwargs": []})
+    read = unpack(pack(same, session.signing_key), session.signing_key)
+    assert [p.version_sensitive for p in read.parts] == [True, True]
+    assert decode_call(session, pack(same, session.signing_key)).args == (Point(1, 2),)
+    assert plugin.decoded == 1
+    other = Envelope("call", (session.encode(1), part), {"nargs": 1, "kwargs": []}, python="3.9")
+    with pytest.raises(PythonVersionMismatchError, match=r"Python 3\.9"):
+        decode_call(session, pack(other, session.signing_key))
+    assert plugin.decoded == 1  # refused before anything was unpickled
+
+
+def test_a_part_flag_other_than_true_is_refused(lambdarun_session):
+    session = lambdarun_session(overrides={"signing_key": KEY})
+    body = msgpack.packb(["3.11", "call", [["msgpack", b"\x01", 1]], {"issued": 0}, None], use_bin_type=True)
+    forged = msgpack.packb(["LRUN", 1, None]) + body
+    with pytest.raises(Exception, match=r"\[tag, bytes\] or \[tag, bytes, true\]"):
+        unpack(forged)
+
+
 def test_missing_module_is_named(lambdarun_session, tmp_path, monkeypatch):
     (tmp_path / "lr_vanishing_mod.py").write_text("class Thing:\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -20,7 +20,7 @@ from werkzeug.wrappers import Request, Response
 from lambdarun.dashboard.lambda_api import LambdaApi
 from lambdarun.dashboard.pages import FILTERS, DashboardRegistry, Page, ViewContext
 from lambdarun.errors import LambdarunError
-from lambdarun.journal import Journal
+from lambdarun.dashboard.journal import Journal
 
 if TYPE_CHECKING:
     from lambdarun.session import Session
@@ -80,7 +80,7 @@ class DashboardApp:
         self._lambda_url = lambda_url
         self._lambda_credentials = lambda_credentials
         self._lambda_api: LambdaApi | None = None
-        self.journal = Journal.for_settings(session.settings)
+        self.journal = Journal.for_session(session)
         self.allowed_hosts: frozenset[str] = frozenset()
         self.pages = self.registry.pages()
         templates = {f"{p.id}/{name}": text for p in self.pages for name, text in p.templates.items()}

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from werkzeug.wrappers import Request
 
     from lambdarun.dashboard.lambda_api import LambdaApi
-    from lambdarun.journal import Journal
+    from lambdarun.dashboard.journal import Journal
     from lambdarun.session import Session
 
 __all__ = ["Route", "Page", "DashboardRegistry", "ViewContext", "View"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -10,7 +11,10 @@ from lambdarun.config import one_of, positive
 from lambdarun.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from lambdarun.backends import Backend
     from lambdarun.config import ConfigRegistry
+    from lambdarun.futures import LambdaFuture
+    from lambdarun.session import Session
     from lambdarun.dashboard.pages import DashboardRegistry
 
 __all__ = ["DashboardConfig"]
@@ -22,9 +26,9 @@ class DashboardConfig:
 
     #: port of the dashboard on 127.0.0.1 (0: any free port)
     port: int = 0
-    #: record run/submit/map calls: "auto" (on for the local target), "on" or "off"
+    #: record run/submit/map calls: "auto" (on for a target with a local state dir: local), "on" or "off"
     journal: str = attrs.field(default="auto", validator=one_of("auto", "on", "off"))
-    #: the journal's SQLite file; default: journal.db in the [local] state_dir
+    #: the journal's SQLite file; default: journal.db in the target's state dir ([local] state_dir)
     journal_path: str | None = None
     #: runs kept in the journal (older ones are dropped)
     journal_keep: int = attrs.field(default=500, validator=positive)
@@ -37,6 +41,16 @@ class DashboardConfig:
 @hookimpl
 def lambdarun_register_config(register: ConfigRegistry) -> None:
     register.add_section("dashboard", DashboardConfig)
+
+
+@hookimpl
+def lambdarun_tasks_submitted(
+    session: Session, backend: Backend, func: Callable[..., Any], futures: Sequence[LambdaFuture], kind: str
+) -> None:
+    """Record the call in the run journal (when it is on for ``session``)."""
+    from lambdarun.dashboard.journal import record_batch
+
+    record_batch(session, backend.id, func, futures, kind=kind)
 
 
 @hookimpl

@@ -13,6 +13,8 @@ from lambdarun.deploy.config import DeployConfig
 from lambdarun.deploy.contributions import DeployResources
 from lambdarun.deploy.errors import ContributionError, DeployPermissionError
 from lambdarun.deploy.plan import DeploySpec
+from lambdarun.environment import NOT_FORWARDED_SECTIONS
+from lambdarun.environment import function_environment as core_function_environment
 from lambdarun.signing import SECRET_VARIABLE
 
 if TYPE_CHECKING:
@@ -21,13 +23,12 @@ if TYPE_CHECKING:
 
 __all__ = ["resolve_spec", "function_environment", "default_secret_name"]
 
-_NOT_FORWARDED_SECTIONS = {"aws", "local", "deploy", "polling"}
 
 
 def _urls_in(settings: Settings) -> list[str]:
     values: list[Any] = [settings.storage_url]
     for name, section in settings.sections.items():
-        if name in _NOT_FORWARDED_SECTIONS:
+        if name in NOT_FORWARDED_SECTIONS:
             continue
         for field in getattr(type(section), "__attrs_attrs__", ()):
             values.append(getattr(section, field.name))
@@ -45,34 +46,13 @@ def _backend_setting(settings: Settings, key: str) -> str | None:
 
 
 def function_environment(settings: Settings, *, function_name: str, storage_url: str) -> dict[str, str]:
-    """The ``LAMBDARUN_*`` variables the deployed function needs: inside Lambda the target
-    is ``aws`` (boto3 with the function's role), plus every non-default setting of the
-    backends' sections and the core keys that matter on the Lambda side."""
-    env = {
-        "LAMBDARUN_TARGET": "aws",
-        "LAMBDARUN_REGION": settings.region,
-        "LAMBDARUN_STORAGE_URL": storage_url,
-        "LAMBDARUN_FUNCTION_NAME": function_name,
-    }
+    """The ``LAMBDARUN_*`` variables the deployed function needs: the core's one builder
+    (:func:`lambdarun.environment.function_environment`) with every changed setting forwarded
+    (the core keys that matter on the Lambda side and the backends' sections)."""
     # the signing key never goes into the environment: the function reads it from the secret
     # named in LAMBDARUN_SIGNING_KEY_SECRET (set by resolve_spec)
-    for key in ("backend", "log_level", "envelope_max_age"):
-        if settings.source_of(key) != "default":
-            value = getattr(settings, key)
-            if value is not None:
-                env[f"LAMBDARUN_{key.upper()}"] = str(value)
-    for name, section in sorted(settings.sections.items()):
-        if name in _NOT_FORWARDED_SECTIONS:
-            continue
-        for field in getattr(type(section), "__attrs_attrs__", ()):
-            if settings.source_of(f"{name}.{field.name}") == "default":
-                continue
-            value = getattr(section, field.name)
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            if isinstance(value, (str, int, float)):
-                env[f"LAMBDARUN_{name.upper()}__{field.name.upper()}"] = str(value)
-    return env
+    return core_function_environment(settings, storage_url=storage_url, function_name=function_name,
+                                     forward_settings=True)
 
 
 def default_secret_name(function_name: str) -> str:

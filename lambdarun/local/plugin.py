@@ -137,6 +137,8 @@ class LocalTarget(Boto3Target):
     """
 
     name = "local"
+    #: the functions run in worker processes on this machine
+    runs_on_this_machine = True
 
     def __init__(self, settings: Settings, *, stack: LocalStack | None = None) -> None:
         # placeholder credentials until the stack is known (see _session): never the user's
@@ -235,6 +237,11 @@ class LocalTarget(Boto3Target):
 
     def endpoint_url(self, service: str) -> str | None:
         return self.stack.endpoints.url(service)
+
+    def state_dir(self) -> Path:
+        """The stack's state folder (``[local] state_dir``); never starts the stack."""
+        stack = self._stack
+        return Path(stack.state_dir) if stack is not None else Path(self.settings.section("local").state_dir)
 
     def environment(self) -> dict[str, str]:
         """Endpoints, region and the stack's credentials for a boto3 user of the stack."""

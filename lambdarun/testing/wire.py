@@ -23,6 +23,7 @@ from typing import Any
 import msgpack
 
 from lambdarun.envelope import FORMAT_VERSION, MAGIC, PYTHON_VERSION
+from lambdarun.protocol import build_call_event
 
 #: a key of the right length that no stack or function uses
 FOREIGN_KEY = b"a-foreign-signing-key-nobody-uses-0123456789"
@@ -92,4 +93,4 @@ def invoke(lam: Any, event: Any, *, function: str = FUNCTION, tail: bool = False
 
 
 def call_event(data: bytes, **extra: Any) -> dict[str, Any]:
-    return {"lambdarun": 1, "call": base64.b64encode(data).decode("ascii"), **extra}
+    return {**build_call_event(call=data), **extra}  # extra may override, to attack the fields

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import cloudpickle
 
-from lambdarun import journal
+from lambdarun.dashboard import journal
 from lambdarun.futures import LambdaFuture
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -35,7 +35,7 @@ def caller_cost(tasks: int, rounds: int, state: Path) -> None:
         target="local",
         sections={"dashboard": types.SimpleNamespace(journal="auto", journal_path=str(state / "micro.db"), journal_keep=500)},
     )
-    session = types.SimpleNamespace(settings=settings)
+    session = types.SimpleNamespace(settings=settings, target=types.SimpleNamespace(state_dir=lambda: state))
     off, on = [], []
     for _ in range(rounds):
         futures = [LambdaFuture(f"t{i}") for i in range(tasks)]
@@ -75,7 +75,7 @@ def end_to_end(tasks: int, rounds: int, state: Path) -> None:
         target="local",
         sections={"dashboard": types.SimpleNamespace(journal="on", journal_path=str(state / "e2e.db"), journal_keep=500)},
     )
-    jsession = types.SimpleNamespace(settings=jsettings)
+    jsession = types.SimpleNamespace(settings=jsettings, target=session.target)
     for _ in range(rounds):
         for mode in ("off", "on"):
             t0 = time.perf_counter()

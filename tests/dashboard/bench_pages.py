@@ -15,7 +15,7 @@ import urllib.request
 from typing import Any
 
 import lambdarun.dashboard.plugin
-from lambdarun import journal
+from lambdarun.dashboard import journal
 from lambdarun.dashboard import DashboardServer, serve
 from lambdarun.futures import LambdaFuture
 from lambdarun.local.testing import create_function

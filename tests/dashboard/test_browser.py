@@ -19,7 +19,7 @@ import cloudpickle
 import pytest
 
 import lambdarun
-from lambdarun import journal
+from lambdarun.dashboard import journal
 from lambdarun.dashboard import DashboardServer
 from lambdarun_durable import DurableContext, StepContext, durable_execution, durable_step
 from lambdarun_durable.config import CallbackConfig, Duration, JitterStrategy, StepConfig

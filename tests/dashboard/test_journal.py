@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from lambdarun import journal
+from lambdarun.dashboard import journal
 from lambdarun.futures import LambdaFuture
 from lambdarun.plugins import DEFAULT_PLUGINS
 
@@ -128,3 +128,31 @@ def test_tasks_left_pending_at_exit_are_closed_out(tmp_path: Path) -> None:
     finished, abandoned = journal.Journal(path).tasks("b1")
     assert finished.status == "succeeded"
     assert (abandoned.status, abandoned.error_type) == ("cancelled", "ProcessExited")
+
+
+def test_lambdarun_map_is_journaled_through_the_hook(inprocess_session: Any, tmp_path: Path) -> None:
+    """The core records nothing: the dashboard plugin's ``lambdarun_tasks_submitted`` does,
+    in ``journal.db`` in the target's state dir (a target capability; no stack started)."""
+    import lambdarun
+    from lambdarun.session import Session
+
+    for plugin in _plugins():
+        inprocess_session.pm.register(plugin)
+    overrides = {"target": "local", "local": {"state_dir": str(tmp_path)}}
+    with Session(inprocess_session.pm, inprocess_session.settings, overrides=overrides) as session:
+        assert session.target.state_dir() == tmp_path
+        assert list(lambdarun.map(work, [1, 2, 3], session=session, progress=False)) == [1, 2, 3]
+        assert lambdarun.run(work, 7, session=session) == 7
+    assert journal.flush()
+    batches = journal.Journal(tmp_path / "journal.db").batches()
+    assert [(b.kind, b.backend, b.total) for b in batches] == [("submit", "inprocess", 1), ("map", "inprocess", 3)]
+    assert all(b.function.endswith("test_journal.work") for b in batches)
+    assert not (tmp_path / "stack.json").exists()  # asking the state dir started nothing
+
+
+def test_journal_follows_the_target_capability_not_its_name(session_for: Callable[..., Any]) -> None:
+    assert session_for("aws").target.state_dir() is None
+    assert journal.journal_enabled(session_for("aws")) is False
+    assert journal.journal_enabled(session_for("local")) is True
+    assert session_for("local").target.runs_on_this_machine is True
+    assert session_for("aws").target.runs_on_this_machine is False

@@ -165,7 +165,7 @@ def test_state_files_and_folders_are_private(local_stack: LocalStack, tmp_path: 
 
 
 def test_journal_and_durable_store_are_private(tmp_path: Path) -> None:
-    from lambdarun.journal import JournalWriter
+    from lambdarun.dashboard.journal import JournalWriter
     from lambdarun_durable.stores import SQLiteCheckpointStore
 
     writer = JournalWriter(tmp_path / "journal-dir" / "journal.db")

@@ -26,28 +26,33 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
-import os
 import sys
-import threading
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import structlog
 
 from lambdarun.errors import (
-    ConfigError,
     FunctionNotFoundError,
     LambdarunError,
     RemoteEnvironmentError,
     TaskCancelledError,
     TaskTimeoutError,
 )
-from lambdarun_covalent.config import ORIGINAL_DEFAULTS, CovalentConfig
+from lambdarun_covalent.config import ORIGINAL_DEFAULTS
 from lambdarun_covalent.electrons import ElectronTask, electron_task
+from lambdarun_covalent.executor_settings import (  # noqa: F401 - covalent_config_file, read_covalent_section re-exported
+    SETTING_KEYS,
+    covalent_config_file,
+    lambdarun_settings,
+    read_covalent_section,
+    refuse_unknown_arguments,
+    resolve_settings,
+    session_for,
+    task_id_of,
+)
+from lambdarun_covalent.standalone import StandaloneExecutor
 
 if TYPE_CHECKING:
     from lambdarun.futures import LambdaFuture
@@ -73,7 +78,6 @@ EXECUTOR_PLUGIN_NAME = "AWSLambdaExecutor"
 #: and defaults; lambdarun's own keys stay in lambdarun's configuration)
 _EXECUTOR_PLUGIN_DEFAULTS: dict[str, Any] = dict(ORIGINAL_DEFAULTS)
 
-_SETTING_KEYS: tuple[str, ...] = tuple(f.name for f in attrs.fields(CovalentConfig))
 
 
 # --------------------------------------------------------------------------------------
@@ -93,78 +97,11 @@ except Exception:  # ImportError, or a broken Covalent install: work standalone
     _Base = None  # type: ignore[assignment,misc]
 
 
-class _StandaloneExecutor:
-    """The part of Covalent's ``AsyncBaseExecutor`` this executor relies on, for use without
-    Covalent: the common attributes, ``to_dict``/``from_dict`` and ``execute``."""
-
-    SUPPORTS_MANAGED_EXECUTION = False
-
-    def __init__(
-        self,
-        log_stdout: str = "",
-        log_stderr: str = "",
-        cache_dir: str = "",
-        time_limit: int = -1,
-        retries: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        self.log_stdout = log_stdout
-        self.log_stderr = log_stderr
-        self.cache_dir = cache_dir
-        self.time_limit = time_limit
-        self.retries = retries
-        self.poll_freq = kwargs.get("poll_freq", 15)
-        self.remote_cache = kwargs.get("remote_cache", "")
-        self.credentials_file = kwargs.get("credentials_file", "")
-        self.covalent_version = kwargs.get("covalent_version", "")
-
-    def short_name(self) -> str:
-        return self.__module__.split("/")[-1].split(".")[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": str(self.__class__), "short_name": self.short_name(), "attributes": self.__dict__.copy()}
-
-    def from_dict(self, object_dict: Mapping[str, Any]) -> Any:
-        if object_dict:
-            import copy
-
-            self.__dict__ = copy.deepcopy(dict(object_dict["attributes"]))
-        return self
-
-    @property
-    def task_stdout(self) -> Any:
-        return self.__dict__.get("_task_stdout")
-
-    @property
-    def task_stderr(self) -> Any:
-        return self.__dict__.get("_task_stderr")
-
-    async def _execute(self, function: Callable[..., Any], args: list, kwargs: dict, dispatch_id: str,
-                       results_dir: str, node_id: int = -1) -> tuple[Any, str, str, str]:
-        return await self.execute(function, args, kwargs, dispatch_id, results_dir, node_id)
-
-    async def execute(self, function: Callable[..., Any], args: list, kwargs: dict, dispatch_id: str,
-                      results_dir: str, node_id: int = -1) -> tuple[Any, str, str, str]:
-        """Like Covalent's: setup, run, teardown; returns (result, stdout, stderr, status)."""
-        import io
-
-        self._task_stdout = io.StringIO()
-        self._task_stderr = io.StringIO()
-        task_metadata = {"dispatch_id": dispatch_id, "node_id": node_id, "results_dir": results_dir}
-        status = "FAILED"
-        try:
-            await self.setup(task_metadata=task_metadata)  # type: ignore[attr-defined]
-            result = await self.run(function, args, kwargs, task_metadata)  # type: ignore[attr-defined]
-            status = "COMPLETED"
-        except TaskCancelledError:
-            status, result = "CANCELLED", None
-        finally:
-            await self.teardown(task_metadata=task_metadata)  # type: ignore[attr-defined]
-        return result, self._task_stdout.getvalue(), self._task_stderr.getvalue(), status
-
+#: the base class without Covalent (tests build it directly)
+_StandaloneExecutor = StandaloneExecutor
 
 if _Base is None:
-    _Base = _StandaloneExecutor  # type: ignore[misc,assignment]
+    _Base = StandaloneExecutor  # type: ignore[misc,assignment]
 
 
 if _CovalentTaskCancelled is not None:
@@ -176,65 +113,6 @@ else:
 
     class ExecutorTaskCancelledError(TaskCancelledError):  # type: ignore[no-redef]
         """The task was cancelled."""
-
-
-# --------------------------------------------------------------------------------------
-# Covalent's config file, read without importing Covalent
-# --------------------------------------------------------------------------------------
-
-
-def covalent_config_file(environ: Mapping[str, str] | None = None) -> Path:
-    """Where Covalent keeps its config (same rule as Covalent's ``get_default_sdk_config``)."""
-    environ = os.environ if environ is None else environ
-    base = (
-        environ.get("COVALENT_CONFIG_DIR")
-        or environ.get("XDG_CONFIG_DIR")
-        or os.path.join(environ.get("HOME", str(Path.home())), ".config", "covalent")
-    )
-    return Path(base) / "covalent.conf"
-
-
-def read_covalent_section(path: Path | None = None) -> dict[str, Any]:
-    """``[executors.awslambda]`` of Covalent's config file, or ``{}`` without one."""
-    path = path or covalent_config_file()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"Covalent's config file {path} cannot be read: {exc}; fix or remove it") from exc
-    section = data.get("executors", {}).get("awslambda", {})
-    return dict(section) if isinstance(section, Mapping) else {}
-
-
-# --------------------------------------------------------------------------------------
-# sessions shared by executor instances (Covalent builds one executor per task)
-# --------------------------------------------------------------------------------------
-
-_sessions: dict[tuple[int, str], Session] = {}
-_sessions_lock = threading.Lock()
-
-
-def _session_for(base: Session | None, values: Mapping[str, Any]) -> Session:
-    if base is None:
-        from lambdarun.session import get_session
-
-        base = get_session()
-    key = (id(base), json.dumps(dict(values), sort_keys=True, default=str))
-    with _sessions_lock:
-        session = _sessions.get(key)
-        if session is None or session.closed or base.closed:
-            session = base.derive({"covalent": dict(values)})
-            _sessions[key] = session
-        return session
-
-
-def _lambdarun_settings(session: Session | None) -> Any:
-    if session is not None:
-        return session.settings
-    from lambdarun.session import get_session
-
-    return get_session().settings
 
 
 # --------------------------------------------------------------------------------------
@@ -295,7 +173,7 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
         session: Session | None = None,
         **kwargs: Any,
     ) -> None:
-        _refuse_unknown_arguments(kwargs)
+        refuse_unknown_arguments(kwargs)
         given = {
             "function_name": function_name,
             "s3_bucket_name": s3_bucket_name,
@@ -317,14 +195,14 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
             "max_workers": max_workers,
             "python_path": python_path,
         }
-        values = resolve_settings(given, _lambdarun_settings(session), read_covalent_section())
+        values = resolve_settings(given, lambdarun_settings(session), read_covalent_section())
         super().__init__(
             poll_freq=values["poll_freq"],
             credentials_file=values["credentials_file"],
             retries=values["retries"],
             **kwargs,
         )
-        for key in _SETTING_KEYS:
+        for key in SETTING_KEYS:
             setattr(self, key, values[key])
         self._session = session
         self._init_local_state()
@@ -353,7 +231,7 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
 
     def settings(self) -> dict[str, Any]:
         """The resolved lambdarun ``[covalent]`` settings of this executor."""
-        return {key: getattr(self, key) for key in _SETTING_KEYS}
+        return {key: getattr(self, key) for key in SETTING_KEYS}
 
     @property
     def backend(self) -> CovalentBackend:
@@ -362,7 +240,7 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
 
     def backend_for(self, overrides: Mapping[str, Any] | None = None) -> CovalentBackend:
         """The backend of these settings with ``overrides`` (e.g. a DepsPip layer's function)."""
-        session = _session_for(self.__dict__.get("_session"), {**self.settings(), **(overrides or {})})
+        session = session_for(self.__dict__.get("_session"), {**self.settings(), **(overrides or {})})
         return session.backend("covalent")  # type: ignore[return-value]
 
     def layer_overrides(self, task: ElectronTask) -> dict[str, Any]:
@@ -554,7 +432,7 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
 
         self._cancel_requested = True
         handle = job_handle if job_handle is not None else self.__dict__.get("_job_handle")
-        task_id = _task_id(handle)
+        task_id = task_id_of(handle)
         if task_id is None:
             future = self.__dict__.get("_future")
             return bool(future is not None and future.cancel())
@@ -575,7 +453,7 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
         from lambdarun_covalent.backend import lookup_task
 
         handle = job_handle if job_handle is not None else self.__dict__.get("_job_handle")
-        task_id = _task_id(handle)
+        task_id = task_id_of(handle)
         future = self.__dict__.get("_future")
         if task_id is not None:
             task = lookup_task(task_id)
@@ -597,73 +475,6 @@ class AWSLambdaExecutor(_Base):  # type: ignore[misc,valid-type]
     def _covalent_runtime(self) -> bool:
         """True when Covalent's dispatcher initialised this executor (its message queues)."""
         return COVALENT_AVAILABLE and "_send_queue" in self.__dict__
-
-
-#: keyword arguments Covalent's executor base classes take (everything else is refused)
-_BASE_KEYWORDS = frozenset({"log_stdout", "log_stderr", "cache_dir", "time_limit", "remote_cache", "covalent_version"})
-#: names people reach for, and the key that means it
-_ALIASES = {"memory_size": "memory", "memorysize": "memory", "memory_mb": "memory", "bucket": "s3_bucket_name",
-            "s3_bucket": "s3_bucket_name", "role": "execution_role", "function": "function_name"}
-
-
-def _refuse_unknown_arguments(kwargs: Mapping[str, Any]) -> None:
-    """The original executor raises ``TypeError`` for an argument it does not take; so do we
-    (a setting silently ignored is worse than an error), with the key that was meant."""
-    import difflib
-
-    unknown = sorted(set(kwargs) - _BASE_KEYWORDS)
-    if not unknown:
-        return
-    name = unknown[0]
-    known = sorted({*_SETTING_KEYS, *_BASE_KEYWORDS})
-    meant = _ALIASES.get(name.lower()) or next(iter(difflib.get_close_matches(name, known, n=1)), None)
-    hint = f"; did you mean {meant!r}?" if meant else ""
-    raise TypeError(
-        f"AWSLambdaExecutor() got an unexpected keyword argument {name!r}{hint} (it takes: "
-        f"{', '.join(known)}; by name, Covalent passes every key of [executors.awslambda] in "
-        "covalent.conf as an argument too)"
-    )
-
-
-def _task_id(handle: Any) -> str | None:
-    if handle is None:
-        return None
-    if isinstance(handle, str):
-        try:
-            handle = json.loads(handle)
-        except ValueError:
-            return handle
-    if isinstance(handle, Mapping):
-        value = handle.get("task_id")
-        return str(value) if value else None
-    return str(handle)
-
-
-def resolve_settings(
-    given: Mapping[str, Any], settings: Any, covalent_section: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Each ``[covalent]`` key from: argument, lambdarun config (when set), Covalent's file,
-    default. Validated like lambdarun's own config (``ConfigError`` naming the key)."""
-    configured = settings.section("covalent")
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for key in _SETTING_KEYS:
-        if given.get(key) is not None:
-            values[key], sources[key] = given[key], "the constructor"
-        elif settings.source_of(f"covalent.{key}") != "default":
-            values[key], sources[key] = getattr(configured, key), settings.source_of(f"covalent.{key}")
-        elif key in covalent_section:
-            values[key], sources[key] = covalent_section[key], "Covalent's config [executors.awslambda]"
-        else:
-            values[key], sources[key] = getattr(configured, key), "default"
-    try:
-        checked = CovalentConfig(**values)
-    except (TypeError, ValueError) as exc:
-        field = next((a.name for a in exc.args if isinstance(a, attrs.Attribute)), None)
-        where = sources.get(field or "", "the executor settings")
-        message = exc.args[0] if exc.args else exc
-        raise ConfigError(f"AWSLambdaExecutor {field} = {values.get(field or '')!r} from {where}: {message}") from exc
-    return attrs.asdict(checked)
 
 
 def _register_with_covalent() -> None:

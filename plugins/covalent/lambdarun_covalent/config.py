@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from lambdarun.config import non_negative, positive
+from lambdarun.limits import MAX_FUNCTION_TIMEOUT, SYNC_PAYLOAD_LIMIT
 
 __all__ = [
     "CovalentConfig",
@@ -24,13 +25,11 @@ __all__ = [
     "DEFAULT_BUCKET",
 ]
 
-#: Lambda's limit for a synchronous request (and, within 100 bytes, response)
-SYNC_PAYLOAD_LIMIT = 6_291_456
 DEFAULT_INLINE_LIMIT = 256 * 1024
 #: the original executor's default bucket
 DEFAULT_BUCKET = "covalent-lambda-job-resources"
 #: Lambda's longest function timeout
-MAX_TIMEOUT = 900.0
+MAX_TIMEOUT = float(MAX_FUNCTION_TIMEOUT)
 
 
 def _timeout(instance: Any, attribute: attrs.Attribute, value: Any) -> None:

@@ -19,12 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-import base64
-import binascii
-
 from lambdarun.calls import pack_failure, signing_key
 from lambdarun.envelope import unpack
 from lambdarun.errors import EventError, RemoteEnvironmentError
+from lambdarun.protocol import build_reply, parse_call_event
 
 if TYPE_CHECKING:
     from lambdarun.session import Session
@@ -56,14 +54,11 @@ def _verify_request(request: dict[str, Any], session: Session) -> tuple[Any, str
     """(result location, task) of a failure record, or :class:`EventError`."""
     task = request[TASK_FIELD]
     location = session.open_event_url(request.get("result_url"), field="result_url")
-    call, call_url = request.get("call"), request.get("call_url")
-    if isinstance(call, str):
-        try:
-            data = base64.b64decode(call, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise EventError(f"the failure record's call is not valid base64 ({exc})") from exc
-    elif call_url is not None:
-        storage, key = session.open_event_url(call_url, field="call_url")
+    call = parse_call_event(request)
+    if call.call is not None:
+        data = call.inline_call()
+    elif call.call_url is not None:
+        storage, key = session.open_event_url(call.call_url, field="call_url")
         data = storage.get(key)
     else:
         raise EventError("a failure record without its call was refused; nothing was written")
@@ -97,8 +92,8 @@ def handle_failure_record(event: dict[str, Any], session: Session) -> dict[str, 
         remote_traceback=trace,
     )
     if storage.exists(key):  # the task did finish (e.g. the failure came after it stored)
-        return {"lambdarun": 1, "outcome_url": request["result_url"], "recorded": False}
+        return build_reply(outcome_url=request["result_url"], recorded=False)
     outcome = pack_failure(session, failure, meta={"task_id": task.get("task_id"), "attempt": task.get("attempt")})
     storage.put(key, outcome)
     log.info("recorded an asynchronous failure", task_id=task.get("task_id"), error_type=error_type)
-    return {"lambdarun": 1, "outcome_url": request["result_url"], "recorded": True}
+    return build_reply(outcome_url=request["result_url"], recorded=True)

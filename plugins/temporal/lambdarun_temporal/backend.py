@@ -40,7 +40,6 @@ from lambdarun.errors import (
     TaskTimeoutError,
 )
 from lambdarun.futures import LambdaFuture
-from lambdarun.runtime import function_environment
 from lambdarun.types import FunctionSpec
 
 from lambdarun_temporal._workflow import INLINE_LIMIT, WORKER_SHUTDOWN, WORKFLOW_NAME
@@ -120,7 +119,6 @@ class TemporalBackend(Backend):
         self._loop: _LoopThread | None = None
         self._client: Any = None
         self._ready: concurrent.futures.Future[Any] | None = None
-        self._function_name: str | None = None
         self._address: str | None = None
         self._pending: dict[str, LambdaFuture] = {}
         self._workers: list[InvokeHandle] = []
@@ -136,11 +134,12 @@ class TemporalBackend(Backend):
 
     @property
     def address(self) -> str:
-        """The Temporal frontend: ``[temporal] address``, or the local dev server."""
+        """The Temporal frontend: ``[temporal] address``, or the local dev server when the
+        target's functions run on this machine (``Target.runs_on_this_machine``)."""
         if self._address is None:
             if self.config.address:
                 self._address = self.config.address
-            elif self.session.settings.target == "local":
+            elif getattr(self.session.target, "runs_on_this_machine", False):
                 from lambdarun_temporal.devserver import shared_dev_server
 
                 self._address = shared_dev_server().address
@@ -159,28 +158,22 @@ class TemporalBackend(Backend):
         buffer = derived_shutdown_buffer(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_HOOK_BUDGET)
         return max(1.0, self.config.function_timeout - buffer.total_seconds())
 
-    @property
-    def function_name(self) -> str:
-        """The worker function, created on targets that can create it (once)."""
-        with self._lock:
-            if self._function_name is None:
-                settings = self.session.settings
-                environment = function_environment(settings)
-                # the worker connects where its own configuration says, never where an
-                # event says (see lambdarun_temporal.worker)
-                environment["LAMBDARUN_TEMPORAL__ADDRESS"] = self.address
-                environment["LAMBDARUN_TEMPORAL__NAMESPACE"] = self.config.namespace
-                environment["LAMBDARUN_TEMPORAL__TLS"] = "true" if self.config.tls else "false"
-                if self.config.api_key:
-                    environment["LAMBDARUN_TEMPORAL__API_KEY"] = self.config.api_key
-                spec = FunctionSpec(
-                    name=self.config.function_name,
-                    timeout=self.config.function_timeout,
-                    memory_size=self.config.memory,
-                    environment=environment,
-                )
-                self._function_name = self.session.target.ensure_function(spec)
-            return self._function_name
+    def function_spec(self) -> FunctionSpec:
+        """The worker function (created once, through :attr:`function_name`)."""
+        environment = self.function_environment()
+        # the worker connects where its own configuration says, never where an event says
+        # (see lambdarun_temporal.worker)
+        environment["LAMBDARUN_TEMPORAL__ADDRESS"] = self.address
+        environment["LAMBDARUN_TEMPORAL__NAMESPACE"] = self.config.namespace
+        environment["LAMBDARUN_TEMPORAL__TLS"] = "true" if self.config.tls else "false"
+        if self.config.api_key:
+            environment["LAMBDARUN_TEMPORAL__API_KEY"] = self.config.api_key
+        return FunctionSpec(
+            name=self.config.function_name,
+            timeout=self.config.function_timeout,
+            memory_size=self.config.memory,
+            environment=environment,
+        )
 
     def worker_event(self) -> dict[str, Any]:
         """The event a worker invocation receives: what to serve, never where the server is

@@ -1,20 +1,27 @@
 """The run journal: what ``run``/``submit``/``map`` submitted and how each task ended.
 
-A small SQLite database (WAL) beside the local target's state, written by the *client*
+This module is over ~500 lines on purpose: it holds one concept (the journal's SQLite file)
+with its writer thread and its reader, which share the schema and must change together.
+
+A small SQLite database (WAL) beside the target's local state, written by the *client*
 process, read by the dashboard (``lambdarun ui``) from any process:
 
-* :func:`record_batch` is called once per ``submit``/``map`` with the futures it returned;
-  it queues one batch row and adds a done-callback to every future;
+* the dashboard plugin's ``lambdarun_tasks_submitted`` hook calls :func:`record_batch` once
+  per ``submit``/``map`` with the futures it returned; it queues one batch row and adds a
+  done-callback to every future (the core knows nothing of the journal);
 * a background writer thread per journal file drains that queue and commits in batches
   (every :data:`FLUSH_INTERVAL` seconds or :data:`FLUSH_ROWS` rows), so a task's completion
   costs its thread a tuple appended to a queue, not an fsync;
 * :class:`Journal` reads it back (batches newest first, tasks with status, elapsed time,
   result size, bounded stdout/stderr, error type and remote traceback).
 
-The journal is on for the ``local`` target and off elsewhere unless ``[dashboard] journal``
-says ``"on"`` (``"off"`` disables it everywhere). Its file is ``[dashboard] journal_path``,
-default ``<[local] state_dir>/journal.db``; the newest ``[dashboard] journal_keep`` batches
-are kept.
+The journal is on for a target that keeps its state on this machine (``Target.state_dir()``
+is not None: the ``local`` target) and off elsewhere unless ``[dashboard] journal`` says
+``"on"`` (``"off"`` disables it everywhere). Its file is ``[dashboard] journal_path``,
+default ``<the target's state dir>/journal.db`` (the local target's is ``[local]
+state_dir``); the newest ``[dashboard] journal_keep`` batches are kept.
+
+Moved here from ``lambdarun.journal`` (issue 18): the core records nothing itself.
 """
 
 from __future__ import annotations
@@ -116,30 +123,43 @@ def _dashboard_section(settings: Any) -> Any:
     return sections.get("dashboard")
 
 
-def journal_enabled(settings: Any) -> bool:
-    """On for the ``local`` target, or when ``[dashboard] journal = "on"``."""
-    section = _dashboard_section(settings)
+def _target_state_dir(session: Any) -> Path | None:
+    """The target's local state folder (a target capability; None: the target keeps none
+    on this machine, or is a third-party target written before ``state_dir`` existed)."""
+    provider = getattr(session.target, "state_dir", None)
+    state_dir = provider() if provider is not None else None
+    return Path(state_dir) if state_dir is not None else None
+
+
+def journal_enabled(session: Any) -> bool:
+    """On for a target with a local state dir (the ``local`` target), or when
+    ``[dashboard] journal = "on"``; ``"off"`` disables it everywhere."""
+    section = _dashboard_section(session.settings)
     mode = getattr(section, "journal", "auto") if section is not None else "auto"
     if mode == "off":
         return False
     if mode == "on":
         return True
-    return getattr(settings, "target", None) == "local"
+    return _target_state_dir(session) is not None
 
 
-def journal_path(settings: Any) -> Path:
-    """``[dashboard] journal_path``, else ``journal.db`` in the local target's state dir."""
+def journal_path(session: Any) -> Path:
+    """``[dashboard] journal_path``, else ``journal.db`` in the target's state dir, else in
+    the ``[local] state_dir`` setting (a target without local state, journal forced on)."""
+    settings = session.settings
     section = _dashboard_section(settings)
     explicit = getattr(section, "journal_path", None) if section is not None else None
     if explicit:
         return Path(explicit).expanduser().resolve()
-    local = (getattr(settings, "sections", {}) or {}).get("local")
-    if local is not None and getattr(local, "state_dir", None):
+    base = _target_state_dir(session)
+    if base is None:
+        local = (getattr(settings, "sections", {}) or {}).get("local")
+        if local is None or not getattr(local, "state_dir", None):
+            raise JournalError(
+                f"the target {settings.target!r} keeps no state on this machine: set "
+                "[dashboard] journal_path to the journal's file, or [dashboard] journal = \"off\""
+            )
         base = Path(local.state_dir)
-    else:
-        from lambdarun.local.stack import default_state_dir
-
-        base = default_state_dir()
     return (base.expanduser() / JOURNAL_FILE).resolve()
 
 
@@ -428,11 +448,11 @@ def record_batch(
     journal must not break the work it describes).
     """
     settings = session.settings
-    if not journal_enabled(settings):
+    if not journal_enabled(session):
         return None
     futures = list(futures)
     try:
-        writer = writer_for(journal_path(settings), keep=_keep(settings))
+        writer = writer_for(journal_path(session), keep=_keep(settings))
     except JournalError as exc:
         log.warning("run journal disabled for this call", error=str(exc))
         return None
@@ -526,8 +546,9 @@ class Journal:
         self._connection: sqlite3.Connection | None = None
 
     @classmethod
-    def for_settings(cls, settings: Any) -> Journal:
-        return cls(journal_path(settings))
+    def for_session(cls, session: Any) -> Journal:
+        """The journal ``session`` writes (see :func:`journal_path`)."""
+        return cls(journal_path(session))
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:  # one connection shared by the dashboard's request threads

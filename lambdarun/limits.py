@@ -1,0 +1,23 @@
+"""AWS Lambda's quotas that lambdarun decides by, in one place (see the AWS Lambda quotas page:
+https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
+
+The local target enforces the same values, so code that fits locally fits on AWS.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SYNC_PAYLOAD_LIMIT",
+    "ASYNC_PAYLOAD_LIMIT",
+    "UNZIPPED_CODE_LIMIT",
+    "MAX_FUNCTION_TIMEOUT",
+]
+
+#: bytes of a synchronous (RequestResponse) request, and of its response
+SYNC_PAYLOAD_LIMIT = 6_291_456
+#: bytes of an asynchronous (Event) request
+ASYNC_PAYLOAD_LIMIT = 1_048_576
+#: bytes of a function's code and layers, unzipped
+UNZIPPED_CODE_LIMIT = 262_144_000
+#: seconds: the longest timeout a function can have
+MAX_FUNCTION_TIMEOUT = 900

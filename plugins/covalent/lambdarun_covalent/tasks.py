@@ -1,0 +1,173 @@
+"""Tasks and attempts of the ``covalent`` backend, the tasks in flight in this process, and
+the one thread that fires their deadlines."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import structlog
+
+from lambdarun.futures import LambdaFuture
+from lambdarun.types import InvocationType
+
+if TYPE_CHECKING:
+    from lambdarun_covalent.backend import CovalentBackend
+
+__all__ = ["Attempt", "Task", "Deadlines", "deadlines", "in_flight", "lookup_task"]
+
+log = structlog.get_logger(__name__)
+
+
+# --------------------------------------------------------------------------------------
+# deadlines: one thread for the whole process
+# --------------------------------------------------------------------------------------
+
+
+class Deadlines:
+    """Calls a callback when its deadline passes; one daemon thread, a heap of deadlines.
+
+    Removed deadlines drop their callback at once (it may hold a task and its arguments);
+    their heap entries are compacted away when they outnumber the live ones.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int]] = []
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._cond = threading.Condition()
+        self._counter = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, when: float, callback: Callable[[], None]) -> int:
+        with self._cond:
+            token = next(self._counter)
+            self._callbacks[token] = callback
+            heapq.heappush(self._heap, (when, token))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="lambdarun-covalent-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return token
+
+    def remove(self, token: int | None) -> None:
+        if token is None:
+            return
+        with self._cond:
+            if self._callbacks.pop(token, None) is not None and len(self._heap) > 2 * len(self._callbacks) + 1024:
+                self._heap = [entry for entry in self._heap if entry[1] in self._callbacks]
+                heapq.heapify(self._heap)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._callbacks)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][1] not in self._callbacks:
+                        heapq.heappop(self._heap)
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    when, token = self._heap[0]
+                    now = time.monotonic()
+                    if when <= now:
+                        heapq.heappop(self._heap)
+                        callback = self._callbacks.pop(token)
+                        break
+                    self._cond.wait(when - now)
+            try:
+                callback()
+            except Exception:  # a deadline callback must never kill the thread
+                log.warning("deadline callback failed", exc_info=True)
+
+
+deadlines = Deadlines()
+
+#: in-flight tasks of this process by task id (for Covalent's cancel(job_handle) and get_status)
+in_flight: weakref.WeakValueDictionary[str, Task] = weakref.WeakValueDictionary()
+
+
+def lookup_task(task_id: str) -> Task | None:
+    """The in-flight task with this id in this process, if any."""
+    return in_flight.get(task_id)
+
+
+# --------------------------------------------------------------------------------------
+# tasks and attempts
+# --------------------------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class Attempt:
+    task: Task
+    number: int
+    prefix: str  # "<run prefix><task>-<n>-<random>/"
+    mode: InvocationType
+    spilled: bool = False
+    outcome_stored: bool | None = None  # None: unknown (delete to be sure)
+    started: float = attrs.field(factory=time.monotonic)
+    #: epoch seconds carried in the call (files its claim, see lambdarun.claims)
+    issued_at: int = attrs.field(factory=lambda: int(time.time()))
+    invoked: bool = False  # the invoke request was accepted (Event) or sent (sync)
+    finished: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.prefix.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def call_key(self) -> str:
+        return self.prefix + "call"
+
+    @property
+    def outcome_key(self) -> str:
+        return self.prefix + "outcome"
+
+
+@attrs.define(eq=False)
+class Task:
+    id: str
+    backend: CovalentBackend
+    func: Callable[..., Any]
+    args: tuple
+    kwargs: dict[str, Any]
+    future: LambdaFuture
+    timeout: float
+    mode: InvocationType
+    attempt: Attempt | None = None
+    deadline_token: int | None = None
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    @property
+    def status(self) -> str:
+        """PENDING, RUNNING, COMPLETED, FAILED or CANCELLED."""
+        fut = self.future
+        if fut.cancelled():
+            return "CANCELLED"
+        if fut.done():
+            return "FAILED" if fut.exception() is not None else "COMPLETED"
+        return "RUNNING" if fut.running() else "PENDING"
+
+    def release(self) -> None:
+        """The task ended: drop its deadline and its arguments (which may be large)."""
+        deadlines.remove(self.deadline_token)
+        self.args, self.kwargs = (), {}
+
+    def handle(self) -> dict[str, Any]:
+        """A JSON-serializable handle (what Covalent stores with ``set_job_handle``)."""
+        attempt = self.attempt
+        return {
+            "task_id": self.id,
+            "function_name": self.backend.function_name,
+            "attempt": attempt.number if attempt else 0,
+            "prefix": attempt.prefix if attempt else None,
+            "storage_url": self.backend.storage_url if attempt else None,
+        }
