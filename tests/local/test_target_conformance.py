@@ -16,5 +16,4 @@ class TestLocalTargetConformance(TargetConformance):
     def target_session(self, lambdarun_session: Any, local_stack: Any) -> Any:
         return lambdarun_session(
             overrides={"target": "local", "local": {"state_dir": str(local_stack.state_dir)}},
-            load_entrypoints=True,
         )
