@@ -234,14 +234,26 @@ def test_cancel_cancels_the_workflow(make_session):
     session = make_session()
     backend = session.backend("temporal")
     future = lambdarun.submit(busy, 20, backend="temporal", session=session)
-    deadline = time.monotonic() + 30
-    while not backend.invocations and time.monotonic() < deadline:  # a worker was invoked
-        time.sleep(0.05)
-    time.sleep(2.0)  # it started (cold or warm) and picked the call up
+    from lambdarun_temporal.testing import with_client
+
+    async def picked_up(client: Any) -> bool:
+        """A worker has started the call's activity (the server says so)."""
+        from temporalio.api.enums.v1 import PendingActivityState
+        from temporalio.service import RPCError
+
+        try:
+            desc = await client.get_workflow_handle(future.task_id).describe()
+        except RPCError:  # not started yet
+            return False
+        started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        return any(a.state == started for a in desc.raw_description.pending_activities)
+
+    deadline = time.monotonic() + 60
+    while not (future.task_id and with_client(backend.address, picked_up)):
+        assert time.monotonic() < deadline, "the call was not picked up by a worker within 60 s"
+        time.sleep(0.1)
     assert future.cancel()
     assert future.cancelled()
-
-    from lambdarun_temporal.testing import with_client
 
     async def status(client: Any) -> str:
         for _ in range(50):
