@@ -185,6 +185,7 @@ def test_failing_electron_shows_type_traceback_and_output(covalent_server):
     assert stderr.rstrip().endswith("MyError: bad value 21"), stderr
 
 
+@pytest.mark.network
 def test_deps_pip_electron_runs_from_a_cached_layer(covalent_server):
     import importlib.util
 

@@ -229,6 +229,7 @@ def busy(seconds):
     return seconds
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_cancel_cancels_the_workflow(make_session):
     session = make_session()
