@@ -21,7 +21,7 @@ import pytest
 from lambdarun_covalent.executor import AWSLambdaExecutor
 from lambdarun_covalent.testing import covalent_server_fixture, lattice_nodes
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
