@@ -15,13 +15,18 @@ from lambdarun.hookspecs import hookimpl
 if TYPE_CHECKING:
     from lambdarun.session import Session
 
-__all__ = ["FileStorage", "S3Storage"]
+__all__ = ["FileStorage", "S3Storage", "check_key"]
 
 
-def _check_key(key: str) -> str:
+def check_key(key: str) -> str:
+    """``key`` if it is a valid storage key (relative, no ``..`` segment), else
+    :class:`~lambdarun.errors.StorageError`: every storage validates its keys with it."""
     if not key or key.startswith("/") or ".." in key.split("/"):
         raise StorageError(f"invalid storage key {key!r}: use a relative path without '..'")
     return key
+
+
+_check_key = check_key
 
 
 class FileStorage:

@@ -10,6 +10,8 @@ import pytest
 
 from lambdarun import hookimpl
 from lambdarun.errors import StorageError, StorageKeyError
+from lambdarun.storage import check_key
+from lambdarun.testing.conformance import StorageConformance
 
 
 def exercise(storage):
@@ -74,18 +76,18 @@ class MemoryStorage:
         self.lock = threading.Lock()
 
     def put(self, key, data):
-        self.blobs[key] = bytes(data)
+        self.blobs[check_key(key)] = bytes(data)
 
     def create(self, key, data):
         with self.lock:
-            if key in self.blobs:
+            if check_key(key) in self.blobs:
                 return False
             self.blobs[key] = bytes(data)
             return True
 
     def get(self, key):
         try:
-            return self.blobs[key]
+            return self.blobs[check_key(key)]
         except KeyError:
             raise StorageKeyError(key) from None
 
@@ -100,7 +102,7 @@ class MemoryStorage:
             self.blobs.pop(key, None)
 
     def url_for(self, key):
-        return f"{self.url}/{key}"
+        return f"{self.url}/{check_key(key)}"
 
 
 class MemoryStoragePlugin:
@@ -127,3 +129,29 @@ def test_user_plugin_overrides_default_storage(lambdarun_session, tmp_path):
 def test_storage_is_cached_per_url(lambdarun_session, tmp_path):
     session = lambdarun_session(overrides={"storage_url": tmp_path.as_uri()})
     assert session.storage() is session.storage(tmp_path.as_uri() + "/")
+
+
+# -- the public conformance suite (lambdarun.testing.conformance) on the built-in storages --
+
+
+class TestFileStorageConformance(StorageConformance):
+    @pytest.fixture
+    def storage(self, lambdarun_session, tmp_path):
+        session = lambdarun_session()
+        return session.storage((tmp_path / "blobs").as_uri())
+
+
+class TestS3StorageConformance(StorageConformance):
+    @pytest.fixture
+    def storage(self, aws_session):
+        bucket = f"lr-conformance-{uuid.uuid4().hex[:8]}"
+        aws_session.target.client("s3").create_bucket(Bucket=bucket)
+        return aws_session.storage(f"s3://{bucket}/prefix")
+
+
+class TestMemoryStorageConformance(StorageConformance):
+    """The user-plugin storage defined above conforms too (it validates keys like the built-ins)."""
+
+    @pytest.fixture
+    def storage(self, lambdarun_session):
+        return lambdarun_session(MemoryStoragePlugin()).storage("mem://conformance")

@@ -1,4 +1,12 @@
-"""Tools for testing lambdarun and code built on it (fault injection; more to come)."""
+"""Tools for testing lambdarun and code built on it.
+
+* :mod:`lambdarun.testing.conformance`: the public conformance suites a storage, target or
+  backend plugin runs against itself (``StorageConformance``, ``TargetConformance``,
+  ``BackendConformance``; imports pytest, so it is not imported here),
+* :mod:`lambdarun.testing.tasks`: the functions those suites run remotely,
+* :mod:`lambdarun.testing.wire`: forged, unsigned and replayed envelopes to attack a surface,
+* :class:`FaultProxy`: a loopback TCP proxy adding latency and dropping connections.
+"""
 
 from lambdarun.testing.proxy import DropRule, FaultProxy
 

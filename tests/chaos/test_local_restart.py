@@ -31,7 +31,7 @@ from lambdarun.local.testing import make_zip
 from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
 from lambdarun.session import Session
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 DEADLINE = 60.0  # generous: the machine is shared
 

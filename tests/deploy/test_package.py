@@ -136,6 +136,7 @@ def test_the_zip_alone_loads_lambdarun_and_every_plugin(built, tmp_path):
     assert all(f.startswith(str(task_root)) for f in eval(lines[3]))
 
 
+@pytest.mark.network
 @pytest.mark.timeout(120)
 def test_one_small_requirement_from_pypi_with_the_platform_options(tmp_path, cache_dir):
     """The only test that downloads: pip's --platform/--python-version/--only-binary against

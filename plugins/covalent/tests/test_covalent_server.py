@@ -21,7 +21,7 @@ import pytest
 from lambdarun_covalent.executor import AWSLambdaExecutor
 from lambdarun_covalent.testing import covalent_server_fixture, lattice_nodes
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -185,6 +185,7 @@ def test_failing_electron_shows_type_traceback_and_output(covalent_server):
     assert stderr.rstrip().endswith("MyError: bad value 21"), stderr
 
 
+@pytest.mark.network
 def test_deps_pip_electron_runs_from_a_cached_layer(covalent_server):
     import importlib.util
 

@@ -25,7 +25,7 @@ from lambdarun_durable import DurableContext, StepContext, durable_execution
 from lambdarun_durable.backend import DurableExecutionFailed
 from lambdarun_durable.config import StepConfig, StepSemantics
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 local_stack = local_stack_fixture(scope="module")
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 import chaos_handler  # noqa: E402
 from test_chaos_drivers import assert_each_step_once  # noqa: E402
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 WRITES = {"dynamodb": "TransactWriteItems", "s3": "PutObject"}
 #: one-way latencies after which a write's request was applied and its response is on the

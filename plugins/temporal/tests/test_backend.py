@@ -54,6 +54,34 @@ def plugins() -> list[Any]:
     return out
 
 
+def activity_started_at(address: str, workflow_id: str) -> float | None:
+    """When a worker started the workflow's activity (epoch seconds, as the Temporal server
+    records it), or None while no worker runs it (or the workflow does not exist yet)."""
+    from temporalio.api.enums.v1 import PendingActivityState
+    from temporalio.service import RPCError
+
+    from lambdarun_temporal.testing import with_client
+
+    async def started(client: Any) -> float | None:
+        try:
+            desc = await client.get_workflow_handle(workflow_id).describe()
+        except RPCError:
+            return None
+        for activity in desc.raw_description.pending_activities:
+            if activity.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                return activity.last_started_time.ToMicroseconds() / 1e6
+        return None
+
+    return with_client(address, started)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def make_session(lambdarun_session: Callable[..., Any], local_stack: Any, temporal_server: Any) -> Callable[..., Any]:
     def factory(**temporal: Any) -> Any:
@@ -175,7 +203,10 @@ def test_call_cut_by_the_worker_deadline_runs_again_on_the_next_worker(make_sess
     session = make_session(function_timeout=5, timeout=4)
     backend = session.backend("temporal")
     first = lambdarun.submit(nap, 2.0, backend="temporal", session=session)
-    time.sleep(1.0)
+    # the second call starts once the first has run 1 s on the worker (by the server's clock
+    # of when it started), so it is cut by the worker's deadline however long the cold start
+    wait_until(lambda: (t := activity_started_at(backend.address, first.task_id)) and time.time() - t >= 1.0,
+               60, "the first call to run for 1 s")
     second = lambdarun.submit(nap, 2.8, backend="temporal", session=session)
     assert first.result(timeout=60) == 2.0
     assert second.result(timeout=60) == 2.8
@@ -229,15 +260,13 @@ def busy(seconds):
     return seconds
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_cancel_cancels_the_workflow(make_session):
     session = make_session()
     backend = session.backend("temporal")
     future = lambdarun.submit(busy, 20, backend="temporal", session=session)
-    deadline = time.monotonic() + 30
-    while not backend.invocations and time.monotonic() < deadline:  # a worker was invoked
-        time.sleep(0.05)
-    time.sleep(2.0)  # it started (cold or warm) and picked the call up
+    wait_until(lambda: activity_started_at(backend.address, future.task_id), 60, "a worker to pick the call up")
     assert future.cancel()
     assert future.cancelled()
 

@@ -38,6 +38,9 @@ from lambdarun.testing import FaultProxy
 from lambdarun_temporal.devserver import DevServer
 from lambdarun_temporal.testing import activity_outcomes, set_current_version, start_workflows, with_client
 
+#: chaos scenarios: each drains workflows through killed servers, workers and links
+pytestmark = pytest.mark.slow
+
 DEPLOYMENT = "lambdarun-temporal-tests"
 BUILD_ID = "v1"
 WORKFLOWS = 24
