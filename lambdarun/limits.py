@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "SYNC_PAYLOAD_LIMIT",
+    "SYNC_RESPONSE_LIMIT",
     "ASYNC_PAYLOAD_LIMIT",
     "UNZIPPED_CODE_LIMIT",
     "MAX_FUNCTION_TIMEOUT",
@@ -15,6 +16,8 @@ __all__ = [
 
 #: bytes of a synchronous (RequestResponse) request, and of its response
 SYNC_PAYLOAD_LIMIT = 6_291_456
+#: bytes of a synchronous response (AWS allows 100 bytes more than the request)
+SYNC_RESPONSE_LIMIT = 6_291_556
 #: bytes of an asynchronous (Event) request
 ASYNC_PAYLOAD_LIMIT = 1_048_576
 #: bytes of a function's code and layers, unzipped

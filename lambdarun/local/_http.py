@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from lambdarun.limits import SYNC_PAYLOAD_LIMIT
 from lambdarun.local.auth import content_length
 
 __all__ = ["FastHandler", "LoopbackServer"]
@@ -37,7 +38,7 @@ class FastHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         pass
 
-    def read_body(self, limit: int = 6_291_456) -> bytes:
+    def read_body(self, limit: int = SYNC_PAYLOAD_LIMIT) -> bytes:
         """The request body (Content-Length or chunked transfer encoding), at most ``limit``
         bytes: a declared length beyond it raises ``OverflowError`` before anything is read;
         a malformed or negative one raises ``ValueError`` (then the connection is closed,

@@ -14,16 +14,15 @@ from pathlib import Path
 
 import attrs
 
+from lambdarun.limits import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT, SYNC_RESPONSE_LIMIT, UNZIPPED_CODE_LIMIT  # noqa: F401 - the local modules take them from here
 from lambdarun.local import auth
 
 ACCOUNT_ID = "123456789012"  # moto's default account, so ARNs agree across the stack
 LOCAL_CODE_BUCKETS = frozenset({"__local__", "hot-reload"})
-SYNC_REQUEST_LIMIT = 6_291_456
-SYNC_RESPONSE_LIMIT = 6_291_556
-ASYNC_REQUEST_LIMIT = 1_048_576
+# Lambda's quotas: one owner, lambdarun.limits (the local target enforces the same values)
+SYNC_REQUEST_LIMIT = SYNC_PAYLOAD_LIMIT
+ASYNC_REQUEST_LIMIT = ASYNC_PAYLOAD_LIMIT
 ZIP_UPLOAD_LIMIT = 50 * 1024 * 1024
-#: Lambda's quota on a function's unzipped code (250 MB)
-UNZIPPED_CODE_LIMIT = 262_144_000
 #: largest CreateFunction / UpdateFunctionCode request (a base64 zip in JSON), as on AWS
 CODE_REQUEST_LIMIT = 70_167_211
 #: largest request of any other operation
