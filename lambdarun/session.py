@@ -317,8 +317,9 @@ _default_lock = threading.Lock()
 _after_sessions: list[Callable[[], None]] = []
 
 
-def at_exit_after_sessions(callback: Callable[[], None]) -> None:
-    """Run ``callback`` at interpreter exit *after* the default session has closed.
+def at_exit_after_sessions(callback: Callable[[], None]) -> Callable[[], None]:
+    """Run ``callback`` at interpreter exit *after* the default session has closed; returns
+    the undo (forget ``callback``).
 
     Plugins that start services for the session (the embedded local stack) register their
     shutdown here, so backends can still clean up through those services while closing.
@@ -326,6 +327,13 @@ def at_exit_after_sessions(callback: Callable[[], None]) -> None:
     with _default_lock:
         if callback not in _after_sessions:
             _after_sessions.append(callback)
+
+    def undo() -> None:
+        with _default_lock:
+            if callback in _after_sessions:
+                _after_sessions.remove(callback)
+
+    return undo
 
 
 @atexit.register

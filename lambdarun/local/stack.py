@@ -16,7 +16,6 @@ What describes a stack from outside (endpoints, ``stack.json``, finding a live o
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,7 @@ from lambdarun.local.stack_info import (
     shared_credentials,
 )
 from lambdarun.private_files import private_dir, write_private
+from lambdarun.session import at_exit_after_sessions
 
 __all__ = [
     "Endpoints",
@@ -143,6 +143,7 @@ class LocalStack:
         self._clients: dict[str, Any] = {}
         self._signing_key: bytes | None = None
         self._credentials: StackCredentials | None = None
+        self._forget_at_exit: Callable[[], None] | None = None
 
     @classmethod
     def attached(cls, endpoints: Endpoints, region: str = "us-east-1", *,
@@ -258,7 +259,8 @@ class LocalStack:
                 if not started:
                     self._shutdown_servers()
             if self.stop_at_exit:
-                atexit.register(self.stop)
+                # after the default session closed: its backends still clean up through us
+                self._forget_at_exit = at_exit_after_sessions(self.stop)
             log.debug("local stack started", lambda_=self._endpoints.lambda_, moto=self._endpoints.moto)
             return self
 
@@ -324,8 +326,9 @@ class LocalStack:
                 shutil.rmtree(self._run_dir, ignore_errors=True)
             self._endpoints = None
             self._credentials = None
-            if self.stop_at_exit:
-                atexit.unregister(self.stop)
+            if self._forget_at_exit is not None:
+                self._forget_at_exit()
+                self._forget_at_exit = None
 
     def refresh(self) -> str:
         """After a failed connection: is the stack still there?
