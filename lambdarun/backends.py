@@ -87,9 +87,11 @@ class BackendRegistry:
 
     def __init__(self) -> None:
         self._backends: dict[str, type[Backend]] = {}
+        self._default_candidates: list[str] = []
 
-    def add_backend(self, cls: type[Backend]) -> None:
-        """Register ``cls`` under ``cls.id``."""
+    def add_backend(self, cls: type[Backend], *, default: bool = False) -> None:
+        """Register ``cls`` under ``cls.id``; ``default=True`` offers it as the backend used
+        when neither the call nor the configuration (``backend``) names one."""
         backend_id = getattr(cls, "id", None)
         if not isinstance(backend_id, str) or not backend_id:
             raise PluginError(f"backend class {cls!r} needs a non-empty string class attribute 'id'")
@@ -103,6 +105,23 @@ class BackendRegistry:
                 "uninstall or block one of the plugins"
             )
         self._backends[backend_id] = cls
+        if default and backend_id not in self._default_candidates:
+            self._default_candidates.append(backend_id)
+
+    @property
+    def default_id(self) -> str | None:
+        """The backend a plugin registered with ``default=True``; None when none did.
+
+        :raises PluginError: when several installed plugins offer a default (set
+            ``backend`` in the configuration to choose, or block one of the plugins).
+        """
+        if len(self._default_candidates) > 1:
+            raise PluginError(
+                f"several installed backends offer to be the default ({', '.join(sorted(self._default_candidates))}): "
+                "choose one with the configuration key backend (lambdarun.toml or LAMBDARUN_BACKEND), "
+                "or block one of the plugins"
+            )
+        return self._default_candidates[0] if self._default_candidates else None
 
     def __contains__(self, backend_id: object) -> bool:
         return backend_id in self._backends

@@ -124,8 +124,9 @@ def _non_empty(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
 class CoreConfig:
     """Top-level keys of ``lambdarun.toml``."""
 
-    #: backend used when a call does not name one
-    backend: str = "covalent"
+    #: backend used when a call does not name one; default (None): the backend an installed
+    #: plugin registers as the default (lambdarun-covalent's "covalent")
+    backend: str | None = attrs.field(default=None, validator=_non_empty)
     #: where Lambda runs: "local" (embedded Lambda service + moto) or "aws"
     target: str = "local"
     #: AWS region of the target

@@ -61,6 +61,14 @@ def lambdarun_register_backends(register: BackendRegistry) -> None:
     subclass the plugin provides; the backend is keyed by ``cls.id``. Registering two
     backends with the same id is a :class:`~lambdarun.errors.PluginError`.
 
+    ``register.add_backend(cls, default=True)`` offers the backend as the default: the one a
+    call uses when neither the call (``backend=``) nor the configuration key ``backend`` names
+    one (lambdarun-covalent does this for ``covalent``). The session resolves it through
+    ``session.default_backend_id``; no default is an
+    :class:`~lambdarun.errors.UnknownBackendError` saying to name one, and two installed
+    plugins offering one is a :class:`~lambdarun.errors.PluginError` until the configuration
+    chooses.
+
     :param register: the :class:`lambdarun.backends.BackendRegistry` being filled.
     :return: nothing; results are ignored.
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from lambdarun.backends import Backend, BackendRegistry
 from lambdarun.config import ConfigRegistry, Settings, load_settings
-from lambdarun.errors import PluginError, SerializationError, StorageError, TargetError
+from lambdarun.errors import PluginError, SerializationError, StorageError, TargetError, UnknownBackendError
 from lambdarun.logs import configure_logging
 from lambdarun.types import Encoded
 
@@ -200,8 +200,26 @@ class Session:
                 self._registry = registry
             return self._registry
 
+    @property
+    def default_backend_id(self) -> str | None:
+        """The backend a call that names none uses: the configuration's ``backend``, else the
+        one an installed plugin registered as the default (None when there is neither)."""
+        return self.settings.backend or self.backends.default_id
+
     def backend(self, name: str | None = None) -> Backend:
-        name = name or self.settings.backend
+        """The backend ``name`` (default: :attr:`default_backend_id`), made once per session.
+
+        :raises UnknownBackendError: when no name is given and there is no default, or the
+            name is not registered (:class:`BackendNotInstalledError` for a known one).
+        """
+        name = name or self.default_backend_id
+        if name is None:
+            installed = ", ".join(self.backends.ids()) or "none"
+            raise UnknownBackendError(
+                f"no backend named and no default: no installed plugin registers a default backend "
+                f"(installed backends: {installed}). Name one with backend= or the configuration key "
+                "backend (lambdarun.toml or LAMBDARUN_BACKEND), or pip install lambdarun-covalent."
+            )
         with self._lock:
             backend = self._backends.get(name)
             if backend is None:

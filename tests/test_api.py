@@ -6,9 +6,13 @@ import concurrent.futures
 import io
 import time
 
+from typing import ClassVar
+
 import pytest
 
 import lambdarun
+from lambdarun import hookimpl
+from lambdarun.backends import Backend
 from lambdarun.errors import BackendNotInstalledError, UnknownBackendError, UnpicklableArgumentError
 
 
@@ -102,6 +106,108 @@ def test_backends_register_through_a_registry_keyed_by_id(inprocess_session):
         registry.add_backend(Impostor)
     with pytest.raises(PluginError, match="must subclass"):
         registry.add_backend(type("NotABackend", (), {"id": "x"}))
+
+
+class DefaultPlugin:
+    """Registers a backend class as the registry's default candidate."""
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    @hookimpl
+    def lambdarun_register_backends(self, register):
+        register.add_backend(self.cls, default=True)
+
+
+class OtherBackend(Backend):
+    """A second backend ("other") that runs nothing: it records that it was chosen."""
+
+    id = "other"
+    chosen: ClassVar[list] = []
+
+    def submit(self, func, args, kwargs):
+        OtherBackend.chosen.append(func)
+        raise RuntimeError("the other backend runs nothing")
+
+
+class OtherBackendPlugin:
+    def __init__(self, *, default=False):
+        self.default = default
+
+    @hookimpl
+    def lambdarun_register_backends(self, register):
+        register.add_backend(OtherBackend, default=self.default)
+
+
+@pytest.fixture
+def inprocess_default(inprocess_session):
+    """A plugin offering conftest's in-process backend as the default."""
+    return DefaultPlugin(inprocess_session.backends.get("inprocess"))
+
+
+@pytest.fixture
+def unit_overrides(inprocess_session):
+    settings = inprocess_session.settings
+    return lambda **more: {"storage_url": settings.storage_url, "signing_key": settings.signing_key, **more}
+
+
+def test_a_call_naming_no_backend_uses_the_registry_default(lambdarun_session, inprocess_default, unit_overrides):
+    session = lambdarun_session(inprocess_default, OtherBackendPlugin(), overrides=unit_overrides())
+    assert session.settings.backend is None and session.settings.source_of("backend") == "default"
+    assert session.default_backend_id == "inprocess"
+    assert lambdarun.run(square, 7, session=session) == 49
+    assert session.backend().id == "inprocess"
+
+
+def test_an_explicit_backend_wins_over_the_registry_default(lambdarun_session, inprocess_default, unit_overrides):
+    OtherBackend.chosen.clear()
+    session = lambdarun_session(
+        inprocess_default, OtherBackendPlugin(), overrides=unit_overrides(backend="other")
+    )
+    assert session.default_backend_id == "other"
+    with pytest.raises(RuntimeError, match="the other backend runs nothing"):
+        lambdarun.run(square, 7, session=session)
+    assert OtherBackend.chosen == [square]
+    assert lambdarun.run(square, 3, backend="inprocess", session=session) == 9
+
+
+def test_no_registered_default_is_refused_saying_what_to_do(lambdarun_session, inprocess_default, unit_overrides):
+    OtherBackend.chosen.clear()
+    session = lambdarun_session(OtherBackendPlugin(), overrides=unit_overrides())
+    assert session.default_backend_id is None
+    with pytest.raises(UnknownBackendError, match=r"no installed plugin registers a default backend \(installed backends: other\)"):
+        lambdarun.run(square, 1, session=session)
+    assert OtherBackend.chosen == []  # nothing ran on a backend the user did not choose
+
+
+def test_two_default_candidates_are_refused_until_the_configuration_chooses(lambdarun_session, inprocess_default, unit_overrides):
+    from lambdarun.backends import BackendRegistry
+    from lambdarun.errors import PluginError
+
+    registry = BackendRegistry()
+    for plugin in (inprocess_default, OtherBackendPlugin(default=True)):
+        plugin.lambdarun_register_backends(register=registry)
+    with pytest.raises(PluginError, match=r"several installed backends offer to be the default \(inprocess, other\)"):
+        registry.default_id
+    session = lambdarun_session(inprocess_default, OtherBackendPlugin(default=True), overrides=unit_overrides())
+    with pytest.raises(PluginError, match="choose one with the configuration key backend"):
+        lambdarun.run(square, 1, session=session)
+    chosen = lambdarun_session(
+        inprocess_default, OtherBackendPlugin(default=True), overrides=unit_overrides(backend="inprocess")
+    )
+    assert lambdarun.run(square, 5, session=chosen) == 25
+
+
+def test_installed_plugins_make_covalent_the_default():
+    """lambdarun-covalent registers itself as the default; temporal and durable do not."""
+    from lambdarun.backends import BackendRegistry
+    from lambdarun.plugins import make_plugin_manager
+
+    pm = make_plugin_manager(environ={"LAMBDARUN_PLUGINS": "covalent,temporal,durable"})
+    registry = BackendRegistry()
+    pm.hook.lambdarun_register_backends(register=registry)
+    assert {"covalent", "temporal", "durable"} <= set(registry.ids())
+    assert registry.default_id == "covalent"
 
 
 def test_unknown_backend_names_the_installed_ones(inprocess_session):

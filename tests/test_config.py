@@ -96,7 +96,26 @@ def test_bad_call_option_is_named(lambdarun_session):
 
 def test_control_variables_are_not_config_keys(tmp_path):
     env = {"LAMBDARUN_PLUGINS": "a", "LAMBDARUN_TRACE_PLUGINS": "1", "LAMBDARUN_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    assert load_settings(registry(), cwd=tmp_path, environ=env).backend == "covalent"
+    settings = load_settings(registry(), cwd=tmp_path, environ=env)
+    # nothing set the backend: it stays the registry's default (None until a session resolves it)
+    assert settings.backend is None and settings.source_of("backend") == "default"
+
+
+def test_the_default_backend_is_resolved_by_the_registry_and_overridable(tmp_path):
+    from lambdarun.session import Session
+    from lambdarun.plugins import make_plugin_manager
+
+    pm = make_plugin_manager(environ={"LAMBDARUN_PLUGINS": "covalent,temporal,durable"})
+    sessions = [Session(pm, cwd=tmp_path, environ={}), Session(pm, cwd=tmp_path, environ={"LAMBDARUN_BACKEND": "temporal"})]
+    (tmp_path / "lambdarun.toml").write_text("backend = 'durable'\n")
+    sessions.append(Session(pm, cwd=tmp_path, environ={}))
+    try:
+        assert sessions[0].settings.backend is None and sessions[0].default_backend_id == "covalent"
+        assert sessions[1].default_backend_id == "temporal"
+        assert sessions[2].default_backend_id == "durable"
+    finally:
+        for session in sessions:
+            session.close()
 
 
 def test_explicit_config_file(tmp_path):

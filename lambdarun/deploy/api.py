@@ -77,6 +77,7 @@ def session_spec(
         layer=layer,
         rotate_key=rotate_key,
         resources=collect_resources(session.pm, settings),
+        default_backend=session.default_backend_id,
     )
 
 

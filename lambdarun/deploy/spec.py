@@ -35,11 +35,11 @@ def _urls_in(settings: Settings) -> list[str]:
     return [v for v in values if isinstance(v, str) and "://" in v]
 
 
-def _backend_setting(settings: Settings, key: str) -> str | None:
+def _backend_setting(settings: Settings, backend: str | None, key: str) -> str | None:
     """``key`` of the default backend's section when the user set it (e.g. ``[covalent]
     function_name`` or ``execution_role``), so deploy creates what that backend will use."""
-    section = settings.sections.get(settings.backend)
-    if section is None or settings.source_of(f"{settings.backend}.{key}") == "default":
+    section = settings.sections.get(backend) if backend else None
+    if section is None or settings.source_of(f"{backend}.{key}") == "default":
         return None
     value = getattr(section, key, None)
     return value if isinstance(value, str) and value else None
@@ -68,19 +68,25 @@ def resolve_spec(
     layer: bool | None = None,
     rotate_key: bool = False,
     resources: DeployResources | None = None,
+    default_backend: str | None = None,
 ) -> DeploySpec:
     """The :class:`DeploySpec` for ``settings`` on ``target`` (asks STS for the account).
+
+    ``default_backend`` is the backend calls use when they name none
+    (:attr:`lambdarun.session.Session.default_backend_id`, which resolves the registry's
+    default); without it, only the configuration's ``backend`` is known.
 
     ``resources`` are the plugins' contributions
     (:func:`lambdarun.deploy.contributions.collect_resources`); without them the
     deployment has no table, no extra statement and no extra variable.
     """
     config: DeployConfig = settings.section("deploy")
+    backend = default_backend or settings.backend
     resources = resources if resources is not None else DeployResources()
     name = (
         function_name
         or (settings.function_name if settings.source_of("function_name") != "default" else None)
-        or _backend_setting(settings, "function_name")
+        or _backend_setting(settings, backend, "function_name")
         or settings.function_name
     )
     account = _account(target)
@@ -112,12 +118,12 @@ def resolve_spec(
             "LAMBDARUN_SIGNING_KEY_SECRET) to sign their calls with this function's key"
             + (", or the same signing_key" if settings.signing_key else "")
         )
-    section = settings.sections.get(settings.backend)
+    section = settings.sections.get(backend) if backend else None
     backend_fn = getattr(section, "function_name", None) if section is not None else None
     if isinstance(backend_fn, str) and backend_fn and backend_fn != name:
         notes.append(
-            f"the {settings.backend!r} backend calls the function {backend_fn!r}: set "
-            f"[{settings.backend}] function_name = {name!r}, or deploy with --function {backend_fn}"
+            f"the {backend!r} backend calls the function {backend_fn!r}: set "
+            f"[{backend}] function_name = {name!r}, or deploy with --function {backend_fn}"
         )
     if config.table and config.table not in {t.name for t in resources.tables}:
         raise ContributionError(
@@ -137,7 +143,7 @@ def resolve_spec(
         function_name=name,
         region=settings.region,
         account=account,
-        role_name=config.role_name or _backend_setting(settings, "execution_role") or f"{name}-role",
+        role_name=config.role_name or _backend_setting(settings, backend, "execution_role") or f"{name}-role",
         bucket=bucket,
         prefix=prefix,
         tables=tuple(resources.tables),

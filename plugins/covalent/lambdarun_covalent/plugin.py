@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def lambdarun_register_backends(register: BackendRegistry) -> None:
     from lambdarun_covalent.backend import CovalentBackend
 
-    register.add_backend(CovalentBackend)
+    register.add_backend(CovalentBackend, default=True)
 
 
 @hookimpl
