@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,6 @@ from lambdarun.errors import (
     RemoteExecutionError,
 )
 from lambdarun.futures import LambdaFuture
-from lambdarun.runtime import function_environment
 from lambdarun.types import ConditionHandle, FunctionSpec
 
 from lambdarun_durable.lambda_service import TERMINAL_STATUSES
@@ -81,27 +79,21 @@ class DurableBackend(Backend):
         self.store = session.checkpoint_store(self.store_url)
         self.service = DurableService(self.store, region=session.settings.region)
         self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="lambdarun-durable")
-        self._lock = threading.Lock()
-        self._function_name: str | None = None
         self._functions: dict[str, Callable] = {}
 
     # -- the function everything runs in
-    @property
-    def function_name(self) -> str:
-        with self._lock:
-            if self._function_name is None:
-                settings = self.session.settings
-                environment = function_environment(settings)
-                # the only checkpoint store the function's events may name
-                environment["LAMBDARUN_DURABLE__STORE_URL"] = self.store_url
-                spec = FunctionSpec(
-                    name=self.config.function_name or settings.function_name,
-                    timeout=self.config.timeout,
-                    memory_size=self.config.memory,
-                    environment=environment,
-                )
-                self._function_name = self.session.target.ensure_function(spec)
-            return self._function_name
+    def function_spec(self) -> FunctionSpec:
+        """The runtime function every durable execution runs in (created once, through
+        :attr:`~lambdarun.backends.Backend.function_name`)."""
+        environment = self.function_environment()
+        # the only checkpoint store the function's events may name
+        environment["LAMBDARUN_DURABLE__STORE_URL"] = self.store_url
+        return FunctionSpec(
+            name=self.config.function_name or self.session.settings.function_name,
+            timeout=self.config.timeout,
+            memory_size=self.config.memory,
+            environment=environment,
+        )
 
     def register_durable_function(self, function_name: str, handler: Callable) -> None:
         """Let ``context.invoke(function_name, ...)`` run ``handler`` on the runtime function."""

@@ -84,6 +84,23 @@ def test_run_on_local_target(make_session: Callable[..., Any]) -> None:
     assert types[-1] == "ExecutionSucceeded"
 
 
+def test_runtime_function_comes_from_the_shared_backend_helper(make_session: Callable[..., Any]) -> None:
+    """The function is the one ``function_spec`` describes, created once by the base class's
+    ``function_name`` on the local target, and its events may name only the backend's store."""
+    from lambdarun.backends import Backend
+
+    session = make_session()
+    backend = session.backend("durable")
+    assert "function_name" not in type(backend).__dict__  # the base class's helper
+    spec = backend.function_spec()
+    assert spec.name == FUNCTION
+    assert spec.environment["LAMBDARUN_DURABLE__STORE_URL"] == backend.store_url
+    assert backend.function_name == FUNCTION and backend.function_name == FUNCTION
+    function = session.target.client("lambda").get_function(FunctionName=FUNCTION)["Configuration"]
+    assert function["Environment"]["Variables"]["LAMBDARUN_DURABLE__STORE_URL"] == backend.store_url
+    assert isinstance(backend, Backend)
+
+
 def plain_handler(event: dict, ctx: DurableContext) -> str:
     ctx.step(lambda _: None, name="noop")
     raise ValueError(f"bad order {event['id']}")
