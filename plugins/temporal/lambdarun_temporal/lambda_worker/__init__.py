@@ -29,11 +29,11 @@ Quick start::
     )
 """
 
+from lambdarun_temporal.lambda_worker._client_profile import load_client_profile
 from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
 from lambdarun_temporal.lambda_worker._run_worker import (
     ConfigureCallback,
     InvocationSummary,
-    load_client_profile,
     run_worker,
 )
 

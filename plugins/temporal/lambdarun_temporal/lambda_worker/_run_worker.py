@@ -14,7 +14,8 @@ Per invocation the handler
 6. drops worker, client and runtime and collects garbage before returning, so no temporalio
    object is finalized during interpreter shutdown (the ``PyGILState_Release`` crash).
 
-Idle means idle (see :mod:`._idle`): the idle clock starts only once the server lists this
+Step 4 is :mod:`._supervise`, step 5 :mod:`._shutdown`, the client profile
+:mod:`._client_profile`. Idle means idle (see :mod:`._idle`): the idle clock starts only once the server lists this
 worker's pollers for every task type it polls, and the worker returns ``idle`` only after
 nothing ran for ``idle_timeout`` and the server then reports an empty backlog. A server
 that cannot answer (down, unreachable) never makes a worker idle: it works on until the
@@ -24,22 +25,18 @@ deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import inspect
 import os
-import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import attrs
 import structlog
 import temporalio.client
-import temporalio.envconfig
 import temporalio.runtime
 import temporalio.worker
 from temporalio.common import WorkerDeploymentVersion
@@ -50,6 +47,7 @@ from lambdarun_temporal.errors import (
     LambdaWorkerConfigError,
     TemporalConnectError,
 )
+from lambdarun_temporal.lambda_worker._client_profile import load_client_profile
 from lambdarun_temporal.lambda_worker._configure import (
     LambdaWorkerConfig,
     derived_shutdown_buffer,
@@ -57,11 +55,9 @@ from lambdarun_temporal.lambda_worker._configure import (
 from lambdarun_temporal.lambda_worker._defaults import (
     ENV_TASK_QUEUE,
     MIN_WORK_TIME,
-    RETURN_SAFETY,
     SHUTDOWN_MARGIN,
     apply_lambda_worker_defaults,
     build_lambda_identity,
-    lambda_default_config_file_path,
 )
 from lambdarun_temporal.lambda_worker._idle import (
     ServerView,
@@ -69,6 +65,13 @@ from lambdarun_temporal.lambda_worker._idle import (
     install_tracking,
     polled_types,
 )
+from lambdarun_temporal.lambda_worker._shutdown import (
+    HookWindow,
+    exit_configure,
+    run_shutdown_hooks,
+    shutdown_worker,
+)
+from lambdarun_temporal.lambda_worker._supervise import supervise, time_left
 
 __all__ = ["ConfigureCallback", "InvocationSummary", "run_worker", "load_client_profile"]
 
@@ -79,12 +82,6 @@ ConfigureCallback: TypeAlias = Callable[
     "None | Awaitable[None] | AsyncGenerator[None, None] | AbstractAsyncContextManager[None]",
 ]
 
-_TICK = 0.05  # seconds between idle / deadline checks
-_POLLERS_RETRY = 0.1  # seconds between "has the server seen our pollers?" questions
-_BACKLOG_RETRY = 0.5  # seconds between backlog questions while the server reports one
-# A server that answers but does not list this worker's pollers after this long (a poller
-# list kept per partition, say) starts the idle clock anyway; the backlog check still holds.
-_POLLERS_WAIT_LIMIT = 5.0
 
 
 @attrs.frozen
@@ -103,39 +100,6 @@ class InvocationSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
-
-
-def load_client_profile(env: Mapping[str, str] | None = None) -> temporalio.envconfig.ClientConfigProfile:
-    """Load the client profile: config file chain (see ``lambda_default_config_file_path``),
-    ``TEMPORAL_PROFILE``, then ``TEMPORAL_*`` environment variables over the file.
-
-    A missing ``TEMPORAL_CONFIG_FILE``, an unknown key, a wrong type or a missing profile
-    is a :class:`LambdaWorkerConfigError` that names the file and the key.
-    """
-    env = dict(os.environ if env is None else env)
-    path = lambda_default_config_file_path(env)
-    if path is not None and not path.is_file():
-        raise LambdaWorkerConfigError(
-            f"TEMPORAL_CONFIG_FILE={path} does not exist; point it at a temporal.toml "
-            "or unset it to use $LAMBDA_TASK_ROOT/temporal.toml, ./temporal.toml or the "
-            "environment only."
-        )
-    try:
-        if path is None:
-            return temporalio.envconfig.ClientConfigProfile.load(
-                disable_file=True, override_env_vars=env
-            )
-        return temporalio.envconfig.ClientConfigProfile.load(
-            config_source=Path(path), config_file_strict=True, override_env_vars=env
-        )
-    except Exception as exc:  # temporalio's bridge ConfigError
-        source = f"Temporal config file {path}" if path else "Temporal environment variables"
-        profile = env.get("TEMPORAL_PROFILE") or "default"
-        raise LambdaWorkerConfigError(
-            f"{source} (profile {profile!r}) is invalid: {exc}\n"
-            "Fix the key named above (valid profile keys: address, namespace, api_key, tls, "
-            "codec, grpc_meta) or select another file with TEMPORAL_CONFIG_FILE."
-        ) from exc
 
 
 def run_worker(
@@ -212,16 +176,12 @@ def _run_loop(coro: Awaitable[dict[str, Any]], deadline: float | None) -> dict[s
             for task in pending:
                 task.cancel()
             if pending:
-                wait = 0.2 if deadline is None else max(0.0, min(0.2, _left(deadline) - 0.05))
+                wait = 0.2 if deadline is None else max(0.0, min(0.2, time_left(deadline) - 0.05))
                 loop.run_until_complete(asyncio.wait(pending, timeout=wait))
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             asyncio.set_event_loop(None)
             loop.close()
-
-
-def _left(until: float | None) -> float:
-    return float("inf") if until is None else until - time.monotonic()
 
 
 async def _invocation(
@@ -282,7 +242,7 @@ async def _invocation(
         )
         del client, connect_kwargs
         run_task = asyncio.create_task(worker.run(), name="temporal-worker")
-        stop_reason = await _supervise(run_task, tracker, stop_at, config.idle_timeout, view)
+        stop_reason = await supervise(run_task, tracker, stop_at, config.idle_timeout, view)
         stopped_at = time.monotonic()
         del view
         log.info(
@@ -295,13 +255,13 @@ async def _invocation(
         error = exc
     finally:
         if worker is not None:
-            error = await _shutdown_worker(worker, run_task, config, deadline, error)
+            error = await shutdown_worker(worker, run_task, config, deadline, error)
         del worker, run_task
         hooks = list(config.shutdown_hooks)
-        window = _HookWindow.open(config, deadline, len(hooks) + (configure_cm is not None))
-        await _run_shutdown_hooks(window, hooks)
+        window = HookWindow.open(config, deadline, len(hooks) + (configure_cm is not None))
+        await run_shutdown_hooks(window, hooks)
         if configure_cm is not None:
-            error = await _exit_configure(configure_cm, window.next_share(), error)
+            error = await exit_configure(configure_cm, window.next_share(), error)
     if error is not None:
         raise error
     return InvocationSummary(
@@ -346,23 +306,6 @@ async def _enter_configure(configure: ConfigureCallback, config: LambdaWorkerCon
     return cm
 
 
-async def _exit_configure(
-    cm: Any, timeout: float, error: BaseException | None
-) -> BaseException | None:
-    """Run the async-generator teardown (bounded); its error becomes the error if none yet."""
-    exc_info = (type(error), error, error.__traceback__) if error is not None else (None, None, None)
-    try:
-        await asyncio.wait_for(cm.__aexit__(*exc_info), timeout=max(timeout, 0.001))
-    except asyncio.TimeoutError:
-        log.error("configure teardown did not finish in its time slice", seconds=round(timeout, 3))
-    except BaseException as exc:  # noqa: BLE001
-        if exc is error:
-            return error
-        log.error("configure teardown failed", exc_info=exc)
-        return error if error is not None else exc
-    return error
-
-
 def _check_deadline(config: LambdaWorkerConfig, deadline: float | None) -> float | None:
     """Return when to stop working (monotonic), or raise for a too-short timeout."""
     if deadline is None:
@@ -392,7 +335,7 @@ def _check_deadline(config: LambdaWorkerConfig, deadline: float | None) -> float
 async def _connect(
     kwargs: dict[str, Any], connect_timeout: timedelta, stop_at: float | None
 ) -> temporalio.client.Client:
-    timeout = min(connect_timeout.total_seconds(), _left(stop_at))
+    timeout = min(connect_timeout.total_seconds(), time_left(stop_at))
     target = kwargs.get("target_host", "localhost:7233")
     try:
         return await asyncio.wait_for(temporalio.client.Client.connect(**kwargs), timeout=timeout)
@@ -407,181 +350,3 @@ async def _connect(
         raise
 
 
-async def _supervise(
-    run_task: asyncio.Task[None],
-    tracker: TaskTracker,
-    stop_at: float | None,
-    idle_timeout: timedelta | None,
-    view: ServerView,
-) -> str:
-    """Wait for the worker to stop, the deadline, or idle.
-
-    Idle needs, in order: the server listing this worker's pollers (the idle clock starts
-    then; or after ``_POLLERS_WAIT_LIMIT`` of answers without them), ``idle_timeout``
-    without a task starting or ending, and a backlog report asked after that quiet period
-    began reading 0. At most one question to the server is in flight; its answer is ignored
-    if a task started or ended meanwhile. No answer (server down) is never idle.
-    """
-    idle = idle_timeout.total_seconds() if idle_timeout is not None else None
-    started = time.monotonic()
-    ready = False
-    question: asyncio.Task[Any] | None = None
-    asked_at_generation = 0
-    next_question = 0.0
-    try:
-        while True:
-            wait = min(_TICK, max(0.0, _left(stop_at)))
-            await asyncio.wait({run_task}, timeout=wait)
-            if run_task.done():
-                run_task.result()  # raises the worker's fatal error
-                return "worker_stopped"
-            if stop_at is not None and time.monotonic() >= stop_at:
-                return "deadline"
-            if idle is None:
-                continue
-            if question is not None and question.done():
-                answer, question = question.result(), None
-                if not ready:
-                    waited = time.monotonic() - started
-                    if answer or view.unsupported or (answer is False and waited > _POLLERS_WAIT_LIMIT):
-                        ready = True
-                        tracker.reset_clock()
-                        if answer:
-                            log.debug("the server lists this worker's pollers; idle clock started")
-                        elif not view.unsupported:
-                            log.warning(
-                                "the server does not list this worker's pollers; idle clock "
-                                "started anyway (the backlog check still applies)",
-                                seconds=round(waited, 2),
-                            )
-                    else:
-                        next_question = time.monotonic() + _POLLERS_RETRY
-                else:
-                    quiet = asked_at_generation == tracker.generation and tracker.idle_for() >= idle
-                    if quiet and (answer == 0 or view.unsupported):
-                        return "idle"
-                    if answer:
-                        log.debug("idle, but the server reports a backlog", backlog=answer)
-                    next_question = time.monotonic() + _BACKLOG_RETRY
-            if question is None and time.monotonic() >= next_question:
-                if not ready:
-                    question = asyncio.create_task(view.pollers_seen(), name="temporal-pollers")
-                elif tracker.idle_for() >= idle:
-                    asked_at_generation = tracker.generation
-                    question = asyncio.create_task(view.backlog(), name="temporal-backlog")
-    finally:
-        if question is not None and not question.done():
-            question.cancel()
-            await asyncio.wait({question}, timeout=0.05)
-
-
-async def _shutdown_worker(
-    worker: temporalio.worker.Worker,
-    run_task: asyncio.Task[None] | None,
-    config: LambdaWorkerConfig,
-    deadline: float | None,
-    error: BaseException | None,
-) -> BaseException | None:
-    """Stop the worker within graceful timeout + margin, never eating the hooks' budget."""
-    limit = config.graceful_shutdown_timeout().total_seconds() + SHUTDOWN_MARGIN.total_seconds()
-    if deadline is not None:
-        hooks_reserve = config.shutdown_hook_budget.total_seconds() + RETURN_SAFETY.total_seconds()
-        limit = min(limit, max(0.0, deadline - hooks_reserve - time.monotonic()))
-    try:
-        await asyncio.wait_for(worker.shutdown(), timeout=max(limit, 0.001))
-    except asyncio.TimeoutError:
-        log.error("temporal worker did not shut down in time; abandoning it", seconds=round(limit, 3))
-    except Exception as exc:  # noqa: BLE001
-        log.error("temporal worker shutdown failed", exc_info=exc)
-    if run_task is not None:
-        if not run_task.done():
-            run_task.cancel()
-            await asyncio.wait({run_task}, timeout=0.05)
-        if run_task.done() and not run_task.cancelled():
-            exc = run_task.exception()
-            if exc is not None and error is None:
-                return exc
-    return error
-
-
-@attrs.define
-class _HookWindow:
-    """Time for the shutdown hooks and the configure teardown.
-
-    ``slots`` items share ``budget`` seconds starting now. Each item gets the larger of its
-    fair share of what is left and ``budget / slots`` (so one slow or stalled item cannot
-    starve the next ones), but never more than what is left before the Lambda deadline
-    minus the return margin.
-    """
-
-    budget: float
-    slots: int
-    hard_end: float  # deadline - RETURN_SAFETY (inf without a deadline)
-    start: float = attrs.field(factory=time.monotonic)
-    used: int = 0
-
-    @classmethod
-    def open(cls, config: LambdaWorkerConfig, deadline: float | None, slots: int) -> _HookWindow:
-        hard_end = float("inf") if deadline is None else deadline - RETURN_SAFETY.total_seconds()
-        return cls(config.shutdown_hook_budget.total_seconds(), max(1, slots), hard_end)
-
-    def next_share(self) -> float:
-        now = time.monotonic()
-        left_slots = max(1, self.slots - self.used)
-        self.used += 1
-        fair = (self.start + self.budget - now) / left_slots
-        share = max(fair, self.budget / self.slots)
-        return min(share, self.hard_end - now)
-
-
-async def _run_shutdown_hooks(window: _HookWindow, hooks: list[Callable[[], Any]]) -> None:
-    """Run every hook in order, each bounded by its share of the window."""
-    for hook in hooks:
-        share = window.next_share()
-        name = getattr(hook, "__qualname__", repr(hook))
-        if share <= 0:
-            log.error("shutdown hook skipped: no time left before the Lambda deadline", hook=name)
-            continue
-        try:
-            await asyncio.wait_for(_call_hook(hook), timeout=share)
-        except asyncio.TimeoutError:
-            log.error("shutdown hook timed out", hook=name, seconds=round(share, 3))
-        except Exception as exc:  # noqa: BLE001 - every hook runs
-            log.error("shutdown hook failed", hook=name, exc_info=exc)
-
-
-async def _call_hook(hook: Callable[[], Any]) -> None:
-    if inspect.iscoroutinefunction(hook):
-        await hook()
-        return
-    result = await _in_daemon_thread(hook)
-    if inspect.isawaitable(result):
-        await result
-
-
-def _in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
-    """Run a sync callable in a daemon thread (never joined, so a hung hook cannot hold
-    the handler past its deadline)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any = None, exc: BaseException | None = None) -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
-    def target() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # noqa: BLE001
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, None, exc)
-            return
-        with contextlib.suppress(RuntimeError):  # loop closed: the hook was abandoned
-            loop.call_soon_threadsafe(settle, result)
-
-    threading.Thread(target=target, name="lambda-worker-hook", daemon=True).start()
-    return future
