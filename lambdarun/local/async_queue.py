@@ -136,12 +136,13 @@ class AsyncQueue:
 
     def _schedule_retry(self, fn: Function, event: AsyncEvent) -> None:
         def fire() -> None:
-            with self._lock:
+            with self._lock:  # reentrant: enqueue takes it too
                 self._timers.discard(timer)
+                if not (event.cancelled or self._stopping.is_set()):
+                    # queued before it leaves ``retrying``: the queue never looks drained
+                    # between the two (GET /_lambdarun/functions "events")
+                    self.enqueue(fn, event)
                 fn.retrying.discard(event)
-                if event.cancelled or self._stopping.is_set():
-                    return
-            self.enqueue(fn, event)
 
         timer = threading.Timer(self.options.async_retry_delay, fire)
         timer.daemon = True

@@ -119,6 +119,10 @@ class ExtensionApi:
                     "reserved_concurrency": fn.reserved,
                     "environments": environments,
                     "concurrency_in_use": fn.busy,
+                    # the Event queue: waiting, waiting out a retry delay, and the workers
+                    # still taking or deciding one (all 0: every Event is run and decided)
+                    "events": {"queued": len(fn.async_queue), "retrying": len(fn.retrying),
+                               "workers": fn.async_workers},
                     "code": "directory" if fn.local_code else "zip",
                 })
         return out

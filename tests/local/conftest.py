@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,44 @@ def make_function(lam: Any) -> Iterator[Callable[..., str]]:
             lam.delete_function(FunctionName=name)
         except lam.exceptions.ResourceNotFoundException:
             pass
+
+
+@pytest.fixture(scope="session")
+def extension(local_stack: LocalStack) -> Callable[..., Any]:
+    """``extension(path, **query)``: the JSON of a signed GET of lambdarun's extension API
+    (``/_lambdarun/...``) on the session's stack."""
+
+    def get(path: str, **query: Any) -> Any:
+        params = {k: v for k, v in query.items() if v is not None}
+        url = local_stack.endpoints.lambda_ + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        with urllib.request.urlopen(local_stack.signed_request(url), timeout=10) as r:
+            return json.loads(r.read())
+
+    return get
+
+
+@pytest.fixture
+def events_decided(extension: Callable[..., Any]) -> Callable[..., list[dict[str, Any]]]:
+    """``events_decided(function, timeout=20) -> records``: wait until the function's Event
+    queue is drained (nothing queued, nothing waiting out a retry delay, no worker running or
+    deciding one) and none of its invocation records is running or queued; returns its
+    records, newest first. The positive signal that nothing more will run."""
+
+    def wait(function: str, timeout: float = 20.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            (fn,) = [f for f in extension("/_lambdarun/functions")["functions"] if f["name"] == function]
+            records = extension("/_lambdarun/invocations", function=function, limit=1000)["invocations"]
+            if fn["events"] == {"queued": 0, "retrying": 0, "workers": 0} and not any(
+                r["status"] in ("running", "queued") for r in records
+            ):
+                return records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{function}'s events were not all run and decided within "
+                                     f"{timeout} s: {fn['events']}, {records}")
+            time.sleep(0.02)
+
+    return wait
 
 
 #: register the local plugin unless the core already lists it among its built-ins

@@ -63,7 +63,8 @@ def test_function_errors_are_retried_twice_then_logged(lam: Any, make_function: 
     assert record["responsePayload"]["errorType"] == "RuntimeError"
 
 
-def test_retry_succeeds_after_transient_failure(lam: Any, make_function: Any, tmp_path: Path) -> None:
+def test_retry_succeeds_after_transient_failure(lam: Any, make_function: Any, tmp_path: Path,
+                                                events_decided: Any) -> None:
     attempts = tmp_path / "attempts"
     name = make_function(f"""
         import os
@@ -74,9 +75,10 @@ def test_retry_succeeds_after_transient_failure(lam: Any, make_function: Any, tm
                 raise RuntimeError("transient")
             return "ok"
     """)
-    lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
-    wait_for(lambda: len(lines(attempts)) == 2)
-    time.sleep(0.3)
+    resp = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+    request_id = resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    (record,) = events_decided(name)  # run, retried once, decided: nothing more will run
+    assert (record["request_id"], record["status"], record["attempts"]) == (request_id, "succeeded", 2)
     assert len(lines(attempts)) == 2  # succeeded on the retry, no third attempt
 
 

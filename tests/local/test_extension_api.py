@@ -89,6 +89,7 @@ def test_functions_view_shows_environments_and_their_states(lam: Any, make_funct
                                "concurrency_in_use", "code")} == {
         "handler": "app.handler", "runtime": "python3.11", "timeout": 30, "memory_size": 256,
         "reserved_concurrency": 3, "concurrency_in_use": 0, "code": "zip"}
+    assert fn["events"] == {"queued": 0, "retrying": 0, "workers": 0}
     [env] = fn["environments"]
     assert env["state"] == "warm" and env["invocations"] == 1 and env["pid"] > 0
     assert set(env) == {"id", "pid", "state", "started_at", "invocations"}

@@ -87,7 +87,7 @@ def test_stopping_a_running_sync_invocation_kills_its_environment(
 
 
 def test_stopping_events_drops_the_queued_one_and_never_retries_the_running_one(
-    lam: Any, make_function: Any, target: LocalTarget, tmp_path: Path
+    lam: Any, make_function: Any, target: LocalTarget, tmp_path: Path, events_decided: Any
 ) -> None:
     name = make_function(SLEEPER, timeout=30)
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
@@ -111,7 +111,11 @@ def test_stopping_events_drops_the_queued_one_and_never_retries_the_running_one(
         except lam.exceptions.TooManyRequestsException:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-    time.sleep(0.5)
+    # both Events decided (the Event queue drained, no record running or queued): a retry of
+    # the stopped one or a run of the dropped one would have to be queued, retrying or running
+    records = events_decided(name)
+    events = [r for r in records if r["type"] == "Event"]
+    assert [(r["status"], r["error_type"]) for r in events] == [("failed", "Runtime.Cancelled")] * 2
     assert running.read_text().splitlines() == [str(pid)]
     assert not queued.exists()
 
