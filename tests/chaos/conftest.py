@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
@@ -130,3 +131,40 @@ def busy_pids(stack: Any, function: str) -> list[int]:
         for fn in functions_view(stack) if fn["name"] == function
         for env in fn["environments"] if env["state"] == "busy" and env["pid"]
     ]
+
+
+def invocation_records(stack: Any, function: str) -> list[dict[str, Any]]:
+    """The local service's ``GET /_lambdarun/invocations`` of ``function``, newest first."""
+    url = stack.endpoints.lambda_ + "/_lambdarun/invocations?" + urlencode({"function": function, "limit": 1000})
+    with urllib.request.urlopen(stack.signed_request(url), timeout=10) as r:
+        return json.loads(r.read())["invocations"]
+
+
+class InvocationLog:
+    """The invocation records of the chaos stack (its extension API), from a mark on."""
+
+    def __init__(self, stack: Any) -> None:
+        self.stack = stack
+
+    def mark(self, function: str) -> int:
+        """The newest record's ``seq`` now (0 without any): what :meth:`settled` counts from."""
+        records = invocation_records(self.stack, function)
+        return records[0]["seq"] if records else 0
+
+    def settled(self, function: str, since: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """``function``'s records after ``since``, once none of them is running or queued
+        (every delivery has finished and been recorded); newest first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            records = [r for r in invocation_records(self.stack, function) if r["seq"] > since]
+            if records and not any(r["status"] in ("running", "queued") for r in records):
+                return records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{function}'s invocations did not all finish within {timeout} s: {records}")
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def invocation_log(chaos_stack: Any) -> InvocationLog:
+    """:class:`InvocationLog` of the chaos stack: ``mark(function)`` then ``settled(function, mark)``."""
+    return InvocationLog(chaos_stack)

@@ -52,14 +52,18 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
         time.sleep(0.02)
 
 
-def test_connection_dropped_during_sync_invoke_runs_the_body_once(proxied, tmp_path):
+def test_connection_dropped_during_sync_invoke_runs_the_body_once(proxied, names, invocation_log, tmp_path):
     session, proxy = proxied
     marker = tmp_path / "runs"
+    since = invocation_log.mark(names.FUNCTION)
     proxy.drop_next(after=1.0)
     future = lambdarun.submit(append_and_sleep, str(marker), 2.0, session=session)
     assert future.result(timeout=60) == "done"
     assert proxy.drops == 1  # the fault did happen: the first answer was lost
-    time.sleep(0.5)  # a second run would have appended by now (it starts at once)
+    # every delivery of the call (the first, whose answer was lost, and the retries) finished:
+    # a second run would have appended before its invocation ended
+    records = invocation_log.settled(names.FUNCTION, since)
+    assert len(records) >= 2 and {r["status"] for r in records} == {"succeeded"}  # the retry was delivered
     assert len(runs(marker)) == 1
 
 
@@ -111,9 +115,10 @@ def test_concurrent_duplicate_gets_an_in_progress_answer(session, names, tmp_pat
 
 
 def test_killed_environment_mid_call_is_a_typed_error_and_never_a_second_run(session, names, environment_pids,
-                                                                            tmp_path):
+                                                                            invocation_log, tmp_path):
     marker = tmp_path / "runs"
     assert lambdarun.run(os.getpid, session=session)
+    since = invocation_log.mark(names.FUNCTION)
     future = lambdarun.submit(append_and_sleep, str(marker), 30.0, session=session)
     wait_for(lambda: len(runs(marker)) == 1, what="the call to start")
     pid = int(runs(marker)[0])
@@ -124,7 +129,10 @@ def test_killed_environment_mid_call_is_a_typed_error_and_never_a_second_run(ses
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(RemoteEnvironmentError, match="environment"):
         future.result(timeout=60)
-    time.sleep(0.5)
+    # the killed delivery is recorded as crashed and no other delivery of the call is running
+    # or queued: a second run would have appended before its invocation ended
+    records = invocation_log.settled(names.FUNCTION, since)
+    assert [r["status"] for r in records] == ["crashed"]
     assert len(runs(marker)) == 1
 
 
