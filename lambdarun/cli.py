@@ -89,7 +89,7 @@ def _load_callable(spec: str) -> Any:
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("function")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--backend", "-b", default=None, help="Backend (default: config key 'backend').")
+@click.option("--backend", "-b", default=None, help="Backend (default: config key 'backend', else the backend an installed plugin registers as the default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def run(function: str, args: tuple[str, ...], backend: str | None, as_json: bool) -> None:
     """Run FUNCTION (module:function) with ARGS on Lambda and print the result.
