@@ -258,6 +258,34 @@ def test_names_follow_the_default_backends_explicit_settings(aws_session):
     assert any("signing_key_secret = 'lambdarun/covalent-awslambda-executor/signing-key'" in n for n in keyless.notes)
 
 
+def test_the_registrys_default_backend_names_the_deployment_when_none_is_configured(aws_session):
+    """No ``backend`` key: the session's resolved default (lambdarun-covalent registers itself
+    as the default) is the backend whose section names the function and role."""
+    import lambdarun_covalent.plugin
+
+    from lambdarun.deploy.api import session_spec
+
+    session = aws_session(
+        lambdarun_covalent.plugin,
+        function_name=None,
+        covalent={"function_name": "covalent-awslambda-executor", "execution_role": "CovalentLambdaExecutionRole"},
+    )
+    assert session.settings.backend is None and session.default_backend_id == "covalent"
+    spec = session_spec(session)
+    assert spec.function_name == "covalent-awslambda-executor"
+    assert spec.role_name == "CovalentLambdaExecutionRole"
+    other = session_spec(session, function_name="other")
+    assert any("the 'covalent' backend calls the function 'covalent-awslambda-executor'" in n for n in other.notes)
+    # the durable backend chosen in the configuration: its section, not the registry's default
+    import lambdarun_durable.plugin
+
+    durable = aws_session(
+        lambdarun_covalent.plugin, lambdarun_durable.plugin, backend="durable", function_name=None,
+        covalent={"function_name": "covalent-awslambda-executor"}, durable={"function_name": "durable-fn"},
+    )
+    assert session_spec(durable).function_name == "durable-fn"
+
+
 def test_durable_store_url_gives_the_table_and_notes_outside_buckets(aws_session, unique_name):
     import lambdarun_durable.plugin
 
