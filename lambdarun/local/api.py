@@ -25,6 +25,8 @@ from lambdarun.local.options import (
     SYNC_REQUEST_LIMIT,
 )
 from lambdarun.local.shapes import ApiError, Reply, function_name, json_body, ok, unknown_operation
+from lambdarun.local.validation import check_request
+from lambdarun.local.versions import Versions
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +43,7 @@ class LambdaApi:
         self.control = control
         self.invoker = invoker
         self.extension = extension
+        self.versions = Versions(control)
         #: Host headers the API answers (requests without one are answered too); set with url
         self.allowed_hosts: frozenset[str] = frozenset()
         self.url = ""
@@ -52,6 +55,7 @@ class LambdaApi:
 
     def route(self, method: str, path: str, query: dict[str, str], headers: Any,
               body: bytes, *, raw_query: str = "") -> Reply:
+        check_request(method, path, query, headers, body)  # the service model's constraints
         if path.startswith(_API):
             rest = path[len(_API):].strip("/")
             if not rest:
@@ -65,9 +69,13 @@ class LambdaApi:
                 qualifier = query.get("Qualifier", qualifier)
                 if sub == "invocations" and method == "POST":
                     return self.invoker.invoke(name, qualifier, headers, body)
+                if sub.partition("/")[0] in ("versions", "aliases"):
+                    return self.versions.route(method, name, qualifier, sub, query, body)
                 if sub == "" and method == "GET":
                     return ok(self.control.get_function(name, qualifier))
                 if sub == "" and method == "DELETE":
+                    if qualifier:
+                        return self.versions.delete_version(name, qualifier)
                     return self.control.delete_function(name)
                 if sub == "configuration" and method == "GET":
                     return ok(self.control.registry.lookup(name, qualifier).configuration())

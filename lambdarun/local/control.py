@@ -28,6 +28,8 @@ from lambdarun.local.options import ServiceOptions, now_iso
 from lambdarun.local.persist import ServiceState, remove_orphan_code
 from lambdarun.local.scheduler import Scheduler
 from lambdarun.local.shapes import ApiError, Reply, function_name, json_body, ok, unknown_operation
+from lambdarun.local.validation import check_function_settings
+from lambdarun.local.versions import check_revision, code_dirs, restore_versions, snapshot, versions_record
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +67,7 @@ class ControlPlane:
             raise ApiError(400, "InvalidParameterValueException",
                            f"The local Lambda service runs Python functions only (Runtime {runtime!r}).")
         refuse_layers(req)
+        check_function_settings(req, creating=True)
         handler = req.get("Handler")
         if not handler:
             raise ApiError(400, "InvalidParameterValueException", "Handler is required for Zip functions.")
@@ -91,9 +94,28 @@ class ControlPlane:
             if not local:
                 shutil.rmtree(code_dir, ignore_errors=True)
             raise ApiError(409, "ResourceConflictException", f"Function already exist: {name}")
+        if req.get("Publish"):
+            return 201, json.dumps(self.publish_now(fn)).encode(), {}
         self.save()
         log.debug("function created", function=name, code_dir=str(code_dir))
         return 201, json.dumps(fn.configuration()).encode(), {}
+
+    def publish_now(self, fn: Function) -> dict[str, Any]:
+        """``Publish=True`` of CreateFunction/UpdateFunctionCode: a new version, answered."""
+        with self._lock:
+            fn.last_version += 1
+            version = snapshot(fn, fn.last_version, fn.description)
+            fn.versions[version.version] = version
+        self.save()
+        return version.configuration()
+
+    def drop_code(self, fn: Function, directory: Path) -> None:
+        """Remove an extracted code directory that neither ``fn`` nor a version of it uses."""
+        with self._lock:
+            used = directory in code_dirs(fn)
+        if not used:
+            # running environments keep their cwd open; removing the files is safe on POSIX
+            shutil.rmtree(directory, ignore_errors=True)
 
     def get_function(self, name: str, qualifier: str | None) -> dict[str, Any]:
         fn = self._lookup(name, qualifier)
@@ -129,6 +151,8 @@ class ControlPlane:
     def update_configuration(self, name: str, req: dict[str, Any]) -> dict[str, Any]:
         fn = self._lookup(name)
         refuse_layers(req)
+        check_function_settings(req, creating=False)
+        check_revision(req.get("RevisionId"), fn.revision_id)
         timeout = int(req.get("Timeout", fn.timeout))
         memory = int(req.get("MemorySize", fn.memory_size))
         check_limits(timeout, memory)
@@ -146,6 +170,7 @@ class ControlPlane:
 
     def update_code(self, name: str, req: dict[str, Any]) -> dict[str, Any]:
         fn = self._lookup(name)
+        check_revision(req.get("RevisionId"), fn.revision_id)
         if req.get("DryRun"):
             return fn.configuration()
         code_dir, local, sha, size = self._materialise_code(name, req)
@@ -155,8 +180,9 @@ class ControlPlane:
         self._retire(fn)
         self.save()
         if old is not None and old != code_dir:
-            # running environments keep their cwd open; removing the files is safe on POSIX
-            shutil.rmtree(old, ignore_errors=True)
+            self.drop_code(fn, old)  # a published version may still use it
+        if req.get("Publish"):
+            return self.publish_now(fn)
         return fn.configuration()
 
     def delete_function(self, name: str) -> Reply:
@@ -170,9 +196,17 @@ class ControlPlane:
         self.save()
         self.async_queue.forget_events(forgotten)
         self.scheduler.retire(fn, "deleted")
+        with self._lock:
+            versions = list(fn.versions.values())
+        for version in versions:
+            version.deleted = True
+            self.async_queue.forget_events([e.request_id for e in (*version.async_queue, *version.retrying)])
+            version.async_queue.clear()
+            self.scheduler.retire(version, "deleted")
         if not fn.local_code:
             # its own code only: a function created anew under this name has another code-<id>
-            shutil.rmtree(fn.code_dir, ignore_errors=True)
+            for directory in {fn.code_dir, *(v.code_dir for v in versions)}:
+                shutil.rmtree(directory, ignore_errors=True)
             try:
                 fn.code_dir.parent.rmdir()
             except OSError:
@@ -297,13 +331,14 @@ class ControlPlane:
         for doc in self._state.functions.load():
             try:
                 fn = function_from_record(doc, self.options.region)
-                if not fn.code_dir.is_dir():
-                    raise ValueError(f"its code directory {fn.code_dir} is gone")
-                resolved = fn.code_dir.resolve()
-                if not fn.local_code and (resolved.parent.parent != code_root
-                                          or not resolved.name.startswith("code-")):
-                    raise ValueError(f"its code directory {fn.code_dir} is not one of "
-                                     f"{code_root}/<name>/code-<id>")
+                for one in (fn, *fn.versions.values()):
+                    if not one.code_dir.is_dir():
+                        raise ValueError(f"its code directory {one.code_dir} is gone")
+                    resolved = one.code_dir.resolve()
+                    if not one.local_code and (resolved.parent.parent != code_root
+                                               or not resolved.name.startswith("code-")):
+                        raise ValueError(f"its code directory {one.code_dir} is not one of "
+                                         f"{code_root}/<name>/code-<id>")
             except (KeyError, TypeError, ValueError, ApiError) as e:
                 log.warning("saved function not restored", function=doc.get("name"),
                             error=getattr(e, "message", None) or str(e))
@@ -313,12 +348,13 @@ class ControlPlane:
             log.info("functions restored", count=len(self._functions))
         self.save()  # drop what was left out
         # extracted code no restored function uses (deleted or updated before a crash)
-        remove_orphan_code(code_root, [f.code_dir for f in self._functions.values() if not f.local_code])
+        remove_orphan_code(code_root, [d for f in self._functions.values() if not f.local_code
+                                       for d in code_dirs(f)])
 
 
 RECORD_FIELDS = ("name", "handler", "runtime", "role", "timeout", "memory_size", "environment",
                   "description", "local_code", "code_sha256", "code_size", "tags", "reserved",
-                  "revision_id", "last_modified", "event_invoke_config")
+                  "revision_id", "last_modified", "event_invoke_config", "version")
 
 
 def function_record(fn: Function) -> dict[str, Any]:
@@ -327,6 +363,8 @@ def function_record(fn: Function) -> dict[str, Any]:
     out["code_dir"] = str(fn.code_dir)
     out["environment"] = dict(fn.environment)
     out["tags"] = dict(fn.tags)
+    if fn.version == "$LATEST":
+        out.update(versions_record(fn, function_record))
     return out
 
 
@@ -349,7 +387,7 @@ def function_from_record(doc: Mapping[str, Any], region: str) -> Function:
     code_dir = Path(str(doc["code_dir"]))
     if not code_dir.is_absolute():
         raise ValueError(f"code directory {code_dir} is not absolute")
-    return Function(
+    fn = Function(
         name=name, handler=str(doc["handler"]), runtime=str(doc["runtime"]), role=str(doc.get("role", "")),
         timeout=timeout, memory_size=memory,
         environment={str(k): str(v) for k, v in environment.items()},
@@ -360,8 +398,11 @@ def function_from_record(doc: Mapping[str, Any], region: str) -> Function:
         reserved=None if reserved is None else int(reserved),
         revision_id=str(doc.get("revision_id") or uuid.uuid4()),
         last_modified=str(doc.get("last_modified") or now_iso()),
-        event_invoke_config=eic,
+        event_invoke_config=eic, version=str(doc.get("version") or "$LATEST"),
     )
+    if fn.version == "$LATEST":
+        restore_versions(fn, doc, lambda saved: function_from_record(saved, region))
+    return fn
 
 
 def refuse_layers(req: Mapping[str, Any]) -> None:

@@ -62,7 +62,7 @@ class Environment:
         self.exit_reason: str | None = None
         self.last_used = time.monotonic()
         day = datetime.now(timezone.utc).strftime("%Y/%m/%d")
-        self.log_stream = f"{day}/[$LATEST]{self.id}"
+        self.log_stream = f"{day}/[{fn.version}]{self.id}"
         log_dir = private_dir(host.options.state_dir / "logs" / fn.name)
         self.log_path = log_dir / f"{day.replace('/', '-')}-{self.id}.log"
         # 0600 from the start: logs hold the function's output, tracebacks, payloads
@@ -208,7 +208,7 @@ class Environment:
         self.invocations += 1
         self.current = inv
         inv.log_start = self.log_size()
-        self.write_log(f"START RequestId: {inv.request_id} Version: $LATEST\n")
+        self.write_log(f"START RequestId: {inv.request_id} Version: {self.function.version}\n")
         inv.started_at = time.perf_counter()
         inv.deadline_ms = int(time.time() * 1000) + inv.timeout * 1000
         inv.started.set()
@@ -282,7 +282,7 @@ def function_environment(fn: Function, env: Environment, options: ServiceOptions
         pythonpath.append(user.pop("PYTHONPATH"))
     out = {
         **base,
-        "LANG": base.get("LANG", "en_US.UTF-8"),
+        "LANG": "en_US.UTF-8",  # Lambda's, whatever the service's own is
         "TZ": ":UTC",
         "PYTHONPATH": os.pathsep.join(pythonpath),
         "PYTHONUNBUFFERED": "1",
@@ -298,7 +298,7 @@ def function_environment(fn: Function, env: Environment, options: ServiceOptions
         "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
         "AWS_LAMBDA_FUNCTION_NAME": fn.name,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size),
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_VERSION": fn.version,
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
         "AWS_LAMBDA_LOG_STREAM_NAME": env.log_stream,
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",

@@ -28,7 +28,7 @@ class Invoker:
         self.records = records
 
     def invoke(self, name: str, qualifier: str | None, headers: Any, body: bytes) -> Reply:
-        fn = self.registry.lookup(name, qualifier)
+        fn = self.registry.route(name, qualifier)  # an alias's weights pick the version
         invocation_type = headers.get("X-Amz-Invocation-Type") or "RequestResponse"
         limit = ASYNC_REQUEST_LIMIT if invocation_type == "Event" else SYNC_REQUEST_LIMIT
         if len(body) > limit:
@@ -57,7 +57,7 @@ class Invoker:
             if isinstance(custom, dict) and custom.get(STOP_MARKER_KEY) is not None:
                 marker = str(custom[STOP_MARKER_KEY])
         if invocation_type == "DryRun":
-            return 204, b"", {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": str(uuid.uuid4())}
+            return 204, b"", {"X-Amz-Executed-Version": fn.version, "x-amzn-RequestId": str(uuid.uuid4())}
         if invocation_type == "Event":
             request_id = self.async_queue.enqueue(fn, AsyncEvent(payload, client_context, marker=marker))
             return 202, b"", {"x-amzn-RequestId": request_id}
@@ -73,7 +73,7 @@ class Invoker:
             rec.status = "throttled" if e.status == 429 else "failed"
             rec.error_type, rec.error_message = e.code, e.message
             raise
-        out = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": inv.request_id}
+        out = {"X-Amz-Executed-Version": fn.version, "x-amzn-RequestId": inv.request_id}
         if inv.function_error:
             out["X-Amz-Function-Error"] = inv.function_error
         if env is not None and (headers.get("X-Amz-Log-Type") or "").lower() == "tail":

@@ -67,6 +67,13 @@ class Function:
     inflight: set[Invocation] = attrs.field(factory=set)
     #: async events waiting for their retry timer
     retrying: set[AsyncEvent] = attrs.field(factory=set)
+    #: "$LATEST", or the number of a published version (an immutable snapshot)
+    version: str = "$LATEST"
+    #: on $LATEST: its published versions by number, its aliases by name, the last number
+    #: (see :mod:`.versions`; guarded by the registry's lock)
+    versions: dict[str, Function] = attrs.field(factory=dict)
+    aliases: dict[str, Any] = attrs.field(factory=dict)
+    last_version: int = 0
 
     @property
     def arn(self) -> str:
@@ -75,7 +82,7 @@ class Function:
     def configuration(self) -> dict[str, Any]:
         return {
             "FunctionName": self.name,
-            "FunctionArn": self.arn,
+            "FunctionArn": self.arn if self.version == "$LATEST" else f"{self.arn}:{self.version}",
             "Runtime": self.runtime,
             "Role": self.role,
             "Handler": self.handler,
@@ -85,7 +92,7 @@ class Function:
             "MemorySize": self.memory_size,
             "LastModified": self.last_modified,
             "CodeSha256": self.code_sha256,
-            "Version": "$LATEST",
+            "Version": self.version,
             "Environment": {"Variables": dict(self.environment)},
             "TracingConfig": {"Mode": "PassThrough"},
             "RevisionId": self.revision_id,
@@ -185,11 +192,30 @@ class Registry:
         self.stopping = threading.Event()
 
     def lookup(self, name: str, qualifier: str | None = None) -> Function:
+        """``name``'s ``$LATEST``, or the version a qualifier names (a number, or an alias:
+        its primary version; :meth:`route` applies the alias's weights)."""
         with self.lock:
             fn = self.functions.get(name)
-        if fn is None or (qualifier not in (None, "", "$LATEST")):
+            if fn is not None and qualifier not in (None, "", "$LATEST"):
+                alias = fn.aliases.get(qualifier)
+                target = alias.function_version if alias is not None else qualifier
+                fn = fn if target == "$LATEST" else fn.versions.get(target)
+        if fn is None:
             raise not_found(name if not qualifier else f"{name}:{qualifier}", self.region)
         return fn
+
+    def route(self, name: str, qualifier: str | None = None) -> Function:
+        """What an Invoke of ``name:qualifier`` runs: :meth:`lookup`, except that an alias
+        with ``RoutingConfig`` picks one of its two versions by their weights."""
+        with self.lock:
+            fn = self.functions.get(name)
+            alias = fn.aliases.get(qualifier) if fn is not None and qualifier else None
+            if alias is not None:
+                target = alias.pick_version()
+                picked = fn if target == "$LATEST" else fn.versions.get(target)
+                if picked is not None:
+                    return picked
+        return self.lookup(name, qualifier)
 
     def get(self, name: str) -> Function | None:
         with self.lock:

@@ -186,7 +186,7 @@ def test_killed_service_keeps_functions_data_and_queued_events(
     lam, s3 = target.client("lambda"), target.client("s3")
     ddb = target.client("dynamodb")
     lam.create_function(
-        FunctionName="effects", Runtime="python3.11", Role="r", Handler="app.handler", Timeout=300,
+        FunctionName="effects", Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r", Handler="app.handler", Timeout=300,
         Code={"ZipFile": make_zip({"app.py": SIDE_EFFECT_APP})},
         Environment={"Variables": {"COUNT_FILE": str(count_file), "STARTED_FILE": str(started_file)}},
         Tags={"team": "chaos"},
@@ -263,7 +263,7 @@ def test_an_event_running_when_the_service_dies_is_retried_once(up: Callable[[],
     first = up()
     lam = first.client("lambda")
     lam.create_function(
-        FunctionName="inflight", Runtime="python3.11", Role="r", Handler="app.handler", Timeout=300,
+        FunctionName="inflight", Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r", Handler="app.handler", Timeout=300,
         Code={"ZipFile": make_zip({"app.py": """
             import json, os, time
             def handler(event, context):
@@ -325,7 +325,7 @@ def test_restarts_do_not_grow_extracted_code(up: Callable[[], Up], tmp_path: Pat
     lam = first.client("lambda")
     big = "x = '" + "a" * 200_000 + "'\ndef handler(e, c):\n    return len(x)\n"
     for name in ("keep", "update", "delete"):
-        lam.create_function(FunctionName=name, Runtime="python3.11", Role="r", Handler="app.handler",
+        lam.create_function(FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r", Handler="app.handler",
                             Code={"ZipFile": make_zip({"app.py": big})})
     for _ in range(3):
         lam.update_function_code(FunctionName="update", ZipFile=make_zip({"app.py": big + "# new\n"}))
@@ -364,7 +364,7 @@ import os, sys
 from lambdarun.local import LocalStack
 from lambdarun.local.testing import make_zip
 stack = LocalStack({str(state)!r}, reuse=False).start()
-stack.client("lambda").create_function(FunctionName="f", Runtime="python3.11", Role="r",
+stack.client("lambda").create_function(FunctionName="f", Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r",
     Handler="app.handler", Code={{"ZipFile": make_zip({{"app.py": "def handler(e, c):\\n    return 1\\n"}})}})
 print(stack.run_dir, flush=True)
 os.kill(os.getpid(), 9)

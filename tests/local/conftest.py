@@ -33,6 +33,14 @@ def lam(local_stack: LocalStack) -> Any:
     return local_stack.client("lambda", retries={"total_max_attempts": 1}, read_timeout=60)
 
 
+@pytest.fixture(scope="session")
+def lam_unchecked(local_stack: LocalStack) -> Any:
+    """A Lambda client without botocore's client-side parameter validation: its requests
+    reach the service as written, to test the service's own (AWS's) validation."""
+    return local_stack.client("lambda", retries={"total_max_attempts": 1}, read_timeout=60,
+                              parameter_validation=False)
+
+
 @pytest.fixture
 def make_function(lam: Any) -> Iterator[Callable[..., str]]:
     """``make_function(source, **kwargs) -> name``: create a uniquely named function from

@@ -19,12 +19,12 @@ def handler(event, context):
 
 
 def test_create_get_list_delete(lam: Any, make_function: Any) -> None:
-    name = make_function(ECHO, timeout=7, memory_size=256, environment={"A": "1"})
+    name = make_function(ECHO, timeout=7, memory_size=256, environment={"AA": "1"})
     cfg = lam.get_function(FunctionName=name)["Configuration"]
     assert cfg["FunctionName"] == name
     assert cfg["FunctionArn"] == f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
     assert (cfg["Timeout"], cfg["MemorySize"], cfg["Handler"]) == (7, 256, "app.handler")
-    assert cfg["Environment"]["Variables"] == {"A": "1"}
+    assert cfg["Environment"]["Variables"] == {"AA": "1"}
     assert cfg["State"] == "Active"
     lam.get_waiter("function_active_v2").wait(FunctionName=name)
     names = [f["FunctionName"] for p in lam.get_paginator("list_functions").paginate() for f in p["Functions"]]
@@ -40,7 +40,7 @@ def test_create_get_list_delete(lam: Any, make_function: Any) -> None:
 def test_duplicate_create_is_a_conflict(lam: Any, make_function: Any) -> None:
     name = make_function(ECHO)
     with pytest.raises(lam.exceptions.ResourceConflictException):
-        lam.create_function(FunctionName=name, Runtime="python3.11", Role="r", Handler="app.handler",
+        lam.create_function(FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r", Handler="app.handler",
                             Code={"ZipFile": make_zip({"app.py": ECHO})})
 
 
@@ -52,15 +52,15 @@ def test_update_code_and_configuration(lam: Any, make_function: Any) -> None:
     second = json.loads(lam.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
     assert second["version"] == 2
     cfg = lam.update_function_configuration(
-        FunctionName=name, Timeout=9, MemorySize=512, Environment={"Variables": {"B": "2"}}
+        FunctionName=name, Timeout=9, MemorySize=512, Environment={"Variables": {"BB": "2"}}
     )
-    assert (cfg["Timeout"], cfg["MemorySize"], cfg["Environment"]["Variables"]) == (9, 512, {"B": "2"})
+    assert (cfg["Timeout"], cfg["MemorySize"], cfg["Environment"]["Variables"]) == (9, 512, {"BB": "2"})
 
 
 def test_local_directory_code(lam: Any, tmp_path: Path) -> None:
     (tmp_path / "mod.py").write_text("def handler(event, context):\n    return 'from-dir'\n")
     name = "dir-function"
-    lam.create_function(FunctionName=name, Runtime="python3.11", Role="r", Handler="mod.handler",
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r", Handler="mod.handler",
                         Code={"S3Bucket": "__local__", "S3Key": str(tmp_path)})
     try:
         assert lam.invoke(FunctionName=name)["Payload"].read() == b'"from-dir"'
@@ -75,7 +75,7 @@ def test_code_from_local_s3(lam: Any, local_stack: Any) -> None:
     s3 = local_stack.client("s3")
     s3.create_bucket(Bucket="code-bucket")
     s3.put_object(Bucket="code-bucket", Key="f.zip", Body=make_zip({"app.py": ECHO}))
-    lam.create_function(FunctionName="s3-code", Runtime="python3.11", Role="r", Handler="app.handler",
+    lam.create_function(FunctionName="s3-code", Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r", Handler="app.handler",
                         Code={"S3Bucket": "code-bucket", "S3Key": "f.zip"})
     try:
         out = json.loads(lam.invoke(FunctionName="s3-code", Payload=b'{"x": 1}')["Payload"].read())
@@ -104,16 +104,16 @@ def test_unknown_function_is_404(lam: Any) -> None:
 
 def test_bad_values_are_rejected(lam: Any) -> None:
     with pytest.raises(lam.exceptions.InvalidParameterValueException):
-        lam.create_function(FunctionName="bad-timeout", Runtime="python3.11", Role="r",
+        lam.create_function(FunctionName="bad-timeout", Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r",
                             Handler="app.handler", Timeout=901, Code={"ZipFile": make_zip({"app.py": ECHO})})
     with pytest.raises(lam.exceptions.InvalidParameterValueException):
-        lam.create_function(FunctionName="bad-dir", Runtime="python3.11", Role="r", Handler="app.handler",
+        lam.create_function(FunctionName="bad-dir", Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r", Handler="app.handler",
                             Code={"S3Bucket": "__local__", "S3Key": "relative/dir"})
 
 
 def test_layers_are_refused(lam: Any) -> None:
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as err:
-        lam.create_function(FunctionName="with-layers", Runtime="python3.11", Role="r", Handler="app.handler",
+        lam.create_function(FunctionName="with-layers", Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r", Handler="app.handler",
                             Layers=["arn:aws:lambda:us-east-1:123456789012:layer:deps:1"],
                             Code={"ZipFile": make_zip({"app.py": ECHO})})
     assert "install the layer's packages" in err.value.response["Error"]["Message"]

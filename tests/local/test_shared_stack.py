@@ -74,7 +74,7 @@ def test_up_serves_other_processes_and_down_leaves_no_process(shared_stack: Any)
     s3.create_bucket(Bucket="shared-bucket")
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["shared-bucket"]
     lam.create_function(
-        FunctionName="shared", Runtime="python3.11", Role="r", Handler="app.handler", Timeout=10,
+        FunctionName="shared", Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r", Handler="app.handler", Timeout=10,
         Code={"ZipFile": make_zip({"app.py": """
             import os, subprocess, time
             def handler(event, context):
@@ -140,7 +140,7 @@ def test_workers_die_with_a_killed_service(shared_stack: Any) -> None:
                                     aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
                                     region_name="us-east-1")
     lam = session.client("lambda", endpoint_url=exports["AWS_ENDPOINT_URL_LAMBDA"])
-    lam.create_function(FunctionName="orphan-check", Runtime="python3.11", Role="r", Handler="app.handler",
+    lam.create_function(FunctionName="orphan-check", Runtime="python3.11", Role="arn:aws:iam::123456789012:role/r", Handler="app.handler",
                         Code={"ZipFile": make_zip({"app.py": "import os\ndef handler(e, c):\n    return os.getpid()\n"})})
     worker = json.loads(lam.invoke(FunctionName="orphan-check")["Payload"].read())
     assert alive(worker)
