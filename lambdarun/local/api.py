@@ -15,6 +15,8 @@ import structlog
 
 from lambdarun.local import auth
 from lambdarun.local._http import FastHandler
+from lambdarun.local import code_location
+from lambdarun.local.account import account_settings
 from lambdarun.local.control import ControlPlane
 from lambdarun.local.extension import ExtensionApi
 from lambdarun.local.invoke import Invoker
@@ -44,6 +46,7 @@ class LambdaApi:
         self.invoker = invoker
         self.extension = extension
         self.versions = Versions(control)
+        self.code = code_location.CodeLocations(control.registry)
         #: Host headers the API answers (requests without one are answered too); set with url
         self.allowed_hosts: frozenset[str] = frozenset()
         self.url = ""
@@ -51,6 +54,7 @@ class LambdaApi:
     def bind(self, url: str, port: int) -> None:
         """Serve as ``url`` (the API's server is listening on ``port``)."""
         self.url = url
+        self.code.base_url = url
         self.allowed_hosts = frozenset({f"127.0.0.1:{port}", f"localhost:{port}"})
 
     def route(self, method: str, path: str, query: dict[str, str], headers: Any,
@@ -72,7 +76,7 @@ class LambdaApi:
                 if sub.partition("/")[0] in ("versions", "aliases"):
                     return self.versions.route(method, name, qualifier, sub, query, body)
                 if sub == "" and method == "GET":
-                    return ok(self.control.get_function(name, qualifier))
+                    return ok(self.control.get_function(name, qualifier, location=self.code.url))
                 if sub == "" and method == "DELETE":
                     if qualifier:
                         return self.versions.delete_version(name, qualifier)
@@ -92,6 +96,8 @@ class LambdaApi:
             if path.startswith(prefix) and path.endswith("/concurrency"):
                 name, _ = function_name(path[len(prefix):-len("/concurrency")])
                 return self.control.concurrency(method, name, body)
+        if path.rstrip("/") == "/2016-08-19/account-settings" and method == "GET":
+            return ok(account_settings(self.control.registry, self.control.options))
         tags = "/2017-03-31/tags/"
         if path.startswith(tags):
             return self.control.tags(method, unquote(path[len(tags):]), body, raw_query)
@@ -129,6 +135,10 @@ class ApiHandler(FastHandler):
                                   f"Host {host!r} refused: address this service as {service.url}"))
             return
         split = urlsplit(self.path)
+        if split.path.startswith(code_location.PREFIX):
+            # a presigned Code.Location URL: its query string is its only credential
+            self._download_code(service, method, split.path, split.query)
+            return
         try:
             authz = service.verifier.authorization(self.headers.get("Authorization"), split.query)
         except auth.AuthFailure as failure:
@@ -175,6 +185,21 @@ class ApiHandler(FastHandler):
             self.reply(500, err.body(), {"X-Amzn-ErrorType": err.code})
             return
         self.reply(status, payload, headers)
+
+    def _download_code(self, service: LambdaApi, method: str, path: str, query: str) -> None:
+        try:
+            if method != "GET":
+                raise code_location.Refusal(405, "MethodNotAllowed",
+                                            "The specified method is not allowed against this resource.")
+            if self.headers.get("Content-Length") not in (None, "0") or self.headers.get("Transfer-Encoding"):
+                raise code_location.Refusal(400, "InvalidRequest", "A download has no body.")
+            data = service.code.download(path, query)
+        except code_location.Refusal as refusal:
+            log.warning("local lambda API refused a code download", reason=refusal.code)
+            self.close_connection = True
+            self.reply(refusal.status, refusal.body(), content_type="application/xml")
+            return
+        self.reply(200, data, content_type="application/zip")
 
     def do_GET(self) -> None:
         self._dispatch("GET")

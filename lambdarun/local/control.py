@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,7 +21,7 @@ import structlog
 
 from lambdarun.local.async_queue import AsyncQueue
 from lambdarun.local.aws_clients import AwsClients
-from lambdarun.local.function_code import materialise_code
+from lambdarun.local.function_code import materialise_code, remove_code
 from lambdarun.local.model import Function, Registry
 from lambdarun.local.options import ServiceOptions, now_iso
 from lambdarun.local.persist import ServiceState, remove_orphan_code
@@ -92,7 +91,7 @@ class ControlPlane:
                 self._functions[name] = fn
         if conflict:
             if not local:
-                shutil.rmtree(code_dir, ignore_errors=True)
+                remove_code(code_dir)
             raise ApiError(409, "ResourceConflictException", f"Function already exist: {name}")
         if req.get("Publish"):
             return 201, json.dumps(self.publish_now(fn)).encode(), {}
@@ -115,13 +114,16 @@ class ControlPlane:
             used = directory in code_dirs(fn)
         if not used:
             # running environments keep their cwd open; removing the files is safe on POSIX
-            shutil.rmtree(directory, ignore_errors=True)
+            remove_code(directory)
 
-    def get_function(self, name: str, qualifier: str | None) -> dict[str, Any]:
+    def get_function(self, name: str, qualifier: str | None,
+                     location: Callable[[Function], str] | None = None) -> dict[str, Any]:
+        """GetFunction; ``location`` makes ``Code.Location`` (see :mod:`.code_location`)."""
         fn = self._lookup(name, qualifier)
         out: dict[str, Any] = {
             "Configuration": fn.configuration(),
-            "Code": {"RepositoryType": "S3", "Location": fn.code_dir.as_uri()},
+            "Code": {"RepositoryType": "S3",
+                     "Location": location(fn) if location else fn.code_dir.as_uri()},
             "Tags": dict(fn.tags),
         }
         if fn.reserved is not None:
@@ -206,7 +208,7 @@ class ControlPlane:
         if not fn.local_code:
             # its own code only: a function created anew under this name has another code-<id>
             for directory in {fn.code_dir, *(v.code_dir for v in versions)}:
-                shutil.rmtree(directory, ignore_errors=True)
+                remove_code(directory)
             try:
                 fn.code_dir.parent.rmdir()
             except OSError:

@@ -67,7 +67,25 @@ def materialise_code(name: str, code: Mapping[str, Any], functions_dir: Path, cl
                        f"Zipped code must be smaller than {ZIP_UPLOAD_LIMIT} bytes.")
     target = functions_dir / name / f"code-{uuid.uuid4().hex[:12]}"
     extract_zip(data, target)
+    # kept as uploaded: GetFunction's Code.Location serves it (see .code_location)
+    fd = os.open(uploaded_zip(target), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with open(fd, "wb") as out:
+        out.write(data)
     return Code(target, False, base64.b64encode(hashlib.sha256(data).digest()).decode(), len(data))
+
+
+def uploaded_zip(code_dir: Path) -> Path:
+    """Where the uploaded zip of an extracted ``code-<id>`` directory is kept."""
+    return code_dir.with_name(code_dir.name + ".zip")
+
+
+def remove_code(code_dir: Path) -> None:
+    """Remove an extracted code directory and its uploaded zip."""
+    shutil.rmtree(code_dir, ignore_errors=True)
+    try:
+        uploaded_zip(code_dir).unlink()
+    except OSError:
+        pass
 
 
 def _fetch_s3(clients: AwsClients, bucket: str, key: str, version: str | None) -> bytes:

@@ -92,9 +92,14 @@ def remove_orphan_code(functions_dir: Path, referenced: Iterable[Path]) -> int:
         if not fn_dir.is_dir() or fn_dir.is_symlink():
             continue
         for code in fn_dir.iterdir():
-            if code.name.startswith("code-") and code.resolve() not in keep:
-                shutil.rmtree(code, ignore_errors=True)
-                removed += 1
+            # code-<id>/ and its uploaded zip code-<id>.zip (see function_code.uploaded_zip)
+            owner = code.with_name(code.name[:-4]) if code.name.endswith(".zip") else code
+            if code.name.startswith("code-") and owner.resolve() not in keep:
+                if code.is_dir() and not code.is_symlink():
+                    shutil.rmtree(code, ignore_errors=True)
+                    removed += 1
+                else:
+                    code.unlink(missing_ok=True)
         try:
             fn_dir.rmdir()  # only when empty
         except OSError:
