@@ -54,6 +54,7 @@ class ControlPlane:
         return c.directory, c.local, c.sha256, c.size
 
     def create_function(self, req: dict[str, Any]) -> Reply:
+        check_function_settings(req, creating=True)
         name = req.get("FunctionName") or ""
         name, _ = function_name(name)
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
@@ -66,7 +67,6 @@ class ControlPlane:
             raise ApiError(400, "InvalidParameterValueException",
                            f"The local Lambda service runs Python functions only (Runtime {runtime!r}).")
         refuse_layers(req)
-        check_function_settings(req, creating=True)
         handler = req.get("Handler")
         if not handler:
             raise ApiError(400, "InvalidParameterValueException", "Handler is required for Zip functions.")
