@@ -22,6 +22,7 @@ import structlog
 from lambdarun.local.async_queue import AsyncQueue
 from lambdarun.local.aws_clients import AwsClients
 from lambdarun.local.function_code import materialise_code, remove_code
+from lambdarun.local.interpreters import interpreter_for
 from lambdarun.local.model import Function, Registry
 from lambdarun.local.options import ServiceOptions, now_iso
 from lambdarun.local.persist import ServiceState, remove_orphan_code
@@ -63,9 +64,7 @@ class ControlPlane:
         if req.get("PackageType", "Zip") != "Zip":
             raise ApiError(400, "InvalidParameterValueException", "Only PackageType Zip is supported locally.")
         runtime = req.get("Runtime") or f"python{sys.version_info.major}.{sys.version_info.minor}"
-        if not runtime.startswith("python"):
-            raise ApiError(400, "InvalidParameterValueException",
-                           f"The local Lambda service runs Python functions only (Runtime {runtime!r}).")
+        python = interpreter_for(runtime, self.options.python)  # refuses one that cannot run
         refuse_layers(req)
         handler = req.get("Handler")
         if not handler:
@@ -83,7 +82,7 @@ class ControlPlane:
             environment=dict((req.get("Environment") or {}).get("Variables") or {}),
             description=req.get("Description", ""), code_dir=code_dir, local_code=local,
             code_sha256=sha, code_size=size, region=self.options.region,
-            tags=dict(req.get("Tags") or {}),
+            tags=dict(req.get("Tags") or {}), python=python,
         )
         with self._lock:
             conflict = name in self._functions
@@ -158,8 +157,9 @@ class ControlPlane:
         timeout = int(req.get("Timeout", fn.timeout))
         memory = int(req.get("MemorySize", fn.memory_size))
         check_limits(timeout, memory)
+        python = interpreter_for(req["Runtime"], self.options.python) if "Runtime" in req else fn.python
         with self._lock:
-            fn.timeout, fn.memory_size = timeout, memory
+            fn.timeout, fn.memory_size, fn.python = timeout, memory, python
             if "Environment" in req:
                 fn.environment = dict((req.get("Environment") or {}).get("Variables") or {})
             for key, attr in (("Handler", "handler"), ("Description", "description"),
@@ -334,6 +334,7 @@ class ControlPlane:
             try:
                 fn = function_from_record(doc, self.options.region)
                 for one in (fn, *fn.versions.values()):
+                    one.python = interpreter_for(one.runtime, self.options.python)
                     if not one.code_dir.is_dir():
                         raise ValueError(f"its code directory {one.code_dir} is gone")
                     resolved = one.code_dir.resolve()

@@ -13,7 +13,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -85,7 +84,9 @@ class Environment:
         self.runtime.start()
         self.spawned_at = time.perf_counter()
         if fn.local_code:  # a directory used in place: this environment's packages too
-            argv = [opts.python, _BOOTSTRAP, fn.handler]
+            argv = [fn.python or opts.python, _BOOTSTRAP, fn.handler]
+        elif fn.python:  # another interpreter (its Runtime's): with its own packages
+            argv = [fn.python, "-I", "-u", "-B", _BOOTSTRAP, fn.handler]
         else:  # a zip: only its content and what Lambda's runtime provides
             argv = [opts.python, *ISOLATED_FLAGS, _BOOTSTRAP, fn.handler]
         self.proc = subprocess.Popen(
@@ -295,7 +296,7 @@ def function_environment(fn: Function, env: Environment, options: ServiceOptions
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_REGION": opts.region,
         "AWS_DEFAULT_REGION": opts.region,
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{fn.runtime}",
         "AWS_LAMBDA_FUNCTION_NAME": fn.name,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size),
         "AWS_LAMBDA_FUNCTION_VERSION": fn.version,
@@ -319,7 +320,7 @@ def function_environment(fn: Function, env: Environment, options: ServiceOptions
         "region": opts.region,
     })
     out.update(user)
-    if not fn.local_code:
+    if not fn.local_code and runtime_dir is not None:
         # -I ignores PYTHONPATH: _bootstrap.py builds sys.path from this instead
         out[SYS_PATH_VAR] = os.pathsep.join([*pythonpath, str(runtime_dir)])
     if opts.memory_limit:

@@ -74,6 +74,8 @@ class Function:
     versions: dict[str, Function] = attrs.field(factory=dict)
     aliases: dict[str, Any] = attrs.field(factory=dict)
     last_version: int = 0
+    #: the interpreter its Runtime names, None for the service's own (see :mod:`.interpreters`)
+    python: str | None = None
 
     @property
     def arn(self) -> str:

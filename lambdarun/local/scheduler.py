@@ -92,7 +92,7 @@ class Scheduler:
 
     def function_environment(self, fn: Function, env: Environment) -> dict[str, str]:
         return function_environment(fn, env, self.options, self.api_url,
-                                    None if fn.local_code else self.runtime_dir())
+                                    None if fn.local_code or fn.python else self.runtime_dir())
 
     def _throttle_reason(self, fn: Function) -> str | None:
         if fn.reserved is not None and fn.busy >= fn.reserved:
