@@ -124,5 +124,7 @@ class ExtensionApi:
                     "events": {"queued": len(fn.async_queue), "retrying": len(fn.retrying),
                                "workers": fn.async_workers},
                     "code": "directory" if fn.local_code else "zip",
+                    # LAMBDA_TASK_ROOT (Code.Location is a download URL, as on AWS)
+                    "task_root": str(fn.code_dir),
                 })
         return out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +67,10 @@ def test_local_directory_code(lam: Any, tmp_path: Path) -> None:
                         Code={"S3Bucket": "__local__", "S3Key": str(tmp_path)})
     try:
         assert lam.invoke(FunctionName=name)["Payload"].read() == b'"from-dir"'
+        # Code.Location downloads a zip of the directory (as AWS's URL downloads the package)
         loc = lam.get_function(FunctionName=name)["Code"]["Location"]
-        assert loc == tmp_path.resolve().as_uri()
+        with urllib.request.urlopen(loc, timeout=10) as r:  # noqa: S310 - the loopback service
+            assert zipfile.ZipFile(io.BytesIO(r.read())).namelist() == ["mod.py"]
     finally:
         lam.delete_function(FunctionName=name)
     assert (tmp_path / "mod.py").exists()  # code used in place is never deleted

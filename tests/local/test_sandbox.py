@@ -10,6 +10,12 @@ import pytest
 
 from lambdarun.local.testing import make_zip
 
+
+def _task_root(extension: Any, name: str) -> str:
+    """The function's LAMBDA_TASK_ROOT, from lambdarun's extension API."""
+    (fn,) = [f for f in extension("/_lambdarun/functions")["functions"] if f["name"] == name]
+    return fn["task_root"]
+
 pytestmark = pytest.mark.timeout(60)
 
 IMPORTS = """
@@ -33,7 +39,7 @@ def invoke(lam: Any, name: str, event: Any) -> tuple[dict[str, Any], Any]:
     return resp, json.loads(resp["Payload"].read())
 
 
-def test_zip_function_cannot_import_the_services_packages(lam: Any, make_function: Any) -> None:
+def test_zip_function_cannot_import_the_services_packages(lam: Any, make_function: Any, extension: Any) -> None:
     name = make_function(IMPORTS)
     modules = ["attrs", "lambdarun", "structlog", "boto3", "botocore", "awslambdaric", "dateutil",
                "jmespath", "s3transfer", "urllib3", "six", "json", "sqlite3"]
@@ -47,7 +53,7 @@ def test_zip_function_cannot_import_the_services_packages(lam: Any, make_functio
         assert not imports[present].startswith("ImportError"), (present, imports[present])
     assert out["flags"] == {"isolated": 1, "no_site": 1}
     # the task root first, then the runtime's packages, then only the standard library
-    task_root = lam.get_function(FunctionName=name)["Code"]["Location"].removeprefix("file://")
+    task_root = _task_root(extension, name)
     assert out["sys_path"][0] == task_root
     assert os.path.basename(out["sys_path"][1]) == "runtime"
     assert imports["boto3"].startswith(out["sys_path"][1] + os.sep)
@@ -88,13 +94,13 @@ def test_a_vendored_package_in_the_zip_imports(lam: Any, make_function: Any) -> 
     assert out == 42
 
 
-def test_pythonpath_of_the_function_is_honoured(lam: Any, make_function: Any) -> None:
+def test_pythonpath_of_the_function_is_honoured(lam: Any, make_function: Any, extension: Any) -> None:
     files = {
         "app.py": "import extra\n\ndef handler(event, context):\n    return extra.VALUE\n",
         "lib/extra.py": "VALUE = 'from PYTHONPATH'\n",
     }
     name = make_function(files)
-    task_root = lam.get_function(FunctionName=name)["Code"]["Location"].removeprefix("file://")
+    task_root = _task_root(extension, name)
     lam.update_function_configuration(
         FunctionName=name, Environment={"Variables": {"PYTHONPATH": os.path.join(task_root, "lib")}}
     )
