@@ -152,7 +152,7 @@ class ControlPlane:
     def update_configuration(self, name: str, req: dict[str, Any]) -> dict[str, Any]:
         fn = self._lookup(name)
         refuse_layers(req)
-        check_function_settings(req, creating=False)
+        check_function_settings(req, creating=False, local_code=fn.local_code)
         check_revision(req.get("RevisionId"), fn.revision_id)
         timeout = int(req.get("Timeout", fn.timeout))
         memory = int(req.get("MemorySize", fn.memory_size))

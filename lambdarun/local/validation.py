@@ -29,6 +29,7 @@ from urllib.parse import unquote
 
 import botocore.session
 
+from lambdarun.local.options import LOCAL_CODE_BUCKETS
 from lambdarun.local.shapes import ApiError
 
 #: environment variables Lambda sets and refuses in ``Environment.Variables``
@@ -217,9 +218,14 @@ def _check(shape: Any, value: Any, path: str, errors: list[str]) -> None:
     errors.extend(_violation(value, path, p) for p in _problems(shape, value))
 
 
-def check_function_settings(req: Mapping[str, Any], *, creating: bool) -> None:
-    """Lambda's semantic checks of a CreateFunction / UpdateFunctionConfiguration body."""
+def check_function_settings(req: Mapping[str, Any], *, creating: bool, local_code: bool = False) -> None:
+    """Lambda's semantic checks of a CreateFunction / UpdateFunctionConfiguration body.
+
+    A local-directory function (``local_code``: the ``local`` target's own, never deployed as
+    is) is exempt from the 4 KB environment limit only: its ``PYTHONPATH`` lists this
+    machine's import paths."""
     if creating:
+        local_code = (req.get("Code") or {}).get("S3Bucket") in LOCAL_CODE_BUCKETS
         raw = str(req.get("FunctionName") or "")
         if ":" not in raw and len(raw) > 64:
             raise constraint_error(raw, "functionName", "Member must have length less than or equal to 64")
@@ -240,7 +246,7 @@ def check_function_settings(req: Mapping[str, Any], *, creating: bool) -> None:
                        "currently not supported for modification. Reserved keys used in this "
                        f"request: {','.join(reserved)}")
     measured = json.dumps(dict(variables), separators=(",", ":"))
-    if len(measured.encode()) > ENVIRONMENT_LIMIT:
+    if len(measured.encode()) > ENVIRONMENT_LIMIT and not local_code:
         raise ApiError(400, "InvalidParameterValueException",
                        "Lambda was unable to configure your environment variables because the "
                        "environment variables you have provided exceeded the 4KB limit. String "

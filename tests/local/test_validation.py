@@ -149,3 +149,18 @@ def test_account_settings_are_the_local_limits(local_stack: Any, lam: Any, make_
         262_144_000, 52_428_800, 80_530_636_800)
     usage = got["AccountUsage"]
     assert usage["FunctionCount"] >= 1 and usage["TotalCodeSize"] > 0
+
+
+def test_local_directory_functions_are_exempt_from_the_4_kb_limit_only(lam: Any, tmp_path: Any) -> None:
+    """The ``local`` target's functions carry this machine's import paths in PYTHONPATH."""
+    (tmp_path / "app.py").write_text(ENV_APP)
+    big = {"PYTHONPATH": "/x" * 3000}
+    lam.create_function(FunctionName="env-local-dir", Runtime=RUNTIME, Role=ROLE, Handler="app.handler",
+                        Code={"S3Bucket": "__local__", "S3Key": str(tmp_path)}, Environment={"Variables": big})
+    try:
+        with pytest.raises(lam.exceptions.InvalidParameterValueException) as err:
+            lam.update_function_configuration(FunctionName="env-local-dir",
+                                              Environment={"Variables": {"AWS_REGION": "eu-west-1"}})
+        assert "reserved keys" in _error(err)[2]
+    finally:
+        lam.delete_function(FunctionName="env-local-dir")
