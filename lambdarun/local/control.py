@@ -133,6 +133,8 @@ class ControlPlane:
         with self._lock:
             names = sorted(self._functions)
             fns = [self._functions[n] for n in names]
+            if query.get("FunctionVersion") == "ALL":  # every published version too
+                fns = [v for f in fns for v in (f, *sorted(f.versions.values(), key=lambda v: int(v.version)))]
         start = int(query.get("Marker") or 0)
         size = min(int(query.get("MaxItems") or 50), 50)
         page = fns[start:start + size]

@@ -86,6 +86,10 @@ def test_forged_and_tampered_urls_are_refused(lam: Any, make_function: Any) -> N
         assert b"only-in-this-zip" not in body
     status, _ = _refused(url, method="PUT")
     assert status == 405
+    # a web page must not fetch it either (browser markers are refused before the token)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(url, headers={"Origin": "https://evil.example"}), timeout=10)  # noqa: S310
+    assert err.value.code == 403 and b"only-in-this-zip" not in err.value.read()
     assert b"only-in-this-zip" in zipfile.ZipFile(io.BytesIO(_get(url))).read("app.py")  # the real one works
 
 

@@ -241,3 +241,35 @@ def test_versions_and_aliases_survive_a_restart(tmp_path: Any) -> None:
         assert lam.publish_version(FunctionName="kept")["Version"] == "2"
     finally:
         stack.stop()
+
+
+def test_event_invokes_of_a_version_run_that_version(lam: Any, make_function: Any, local_stack: Any) -> None:
+    """An Event (asynchronous) invoke with a Qualifier runs the version's code."""
+    s3 = local_stack.client("s3")
+    s3.create_bucket(Bucket="version-events")
+    writer = """
+import boto3
+MARK = {mark!r}
+def handler(event, context):
+    boto3.client("s3").put_object(Bucket="version-events", Key=event["key"], Body=MARK.encode())
+    return MARK
+"""
+    name = make_function(writer.format(mark="one"))
+    lam.publish_version(FunctionName=name)
+    _code(lam, name, "two")
+    r = lam.invoke(FunctionName=name, Qualifier="1", InvocationType="Event",
+                   Payload=json.dumps({"key": name}).encode())
+    assert r["StatusCode"] == 202
+    waiter = s3.get_waiter("object_exists")
+    waiter.wait(Bucket="version-events", Key=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    assert s3.get_object(Bucket="version-events", Key=name)["Body"].read() == b"one"
+
+
+def test_list_functions_all_versions(lam: Any, make_function: Any) -> None:
+    name = make_function(SOURCE.format(mark="one"))
+    lam.publish_version(FunctionName=name)
+    every = [(f["FunctionName"], f["Version"]) for p in lam.get_paginator("list_functions").paginate(FunctionVersion="ALL")
+             for f in p["Functions"]]
+    assert (name, "$LATEST") in every and (name, "1") in every
+    latest = [(f["FunctionName"], f["Version"]) for p in lam.get_paginator("list_functions").paginate() for f in p["Functions"]]
+    assert (name, "1") not in latest
