@@ -223,6 +223,9 @@ class ControlPlane:
             raise ApiError(400, "InvalidParameterValueException",
                            f"The local Lambda service tags functions only, not {arn!r}.")
         name, qualifier = function_name(arn)
+        if qualifier:
+            raise ApiError(400, "InvalidParameterValueException",
+                           "Tags on function aliases and versions are not supported. Please specify a function ARN.")
         fn = self._lookup(name, qualifier)
         if method == "GET":
             with self._lock:

@@ -273,3 +273,14 @@ def test_list_functions_all_versions(lam: Any, make_function: Any) -> None:
     assert (name, "$LATEST") in every and (name, "1") in every
     latest = [(f["FunctionName"], f["Version"]) for p in lam.get_paginator("list_functions").paginate() for f in p["Functions"]]
     assert (name, "1") not in latest
+
+
+def test_tags_belong_to_the_function_not_its_versions(lam: Any, make_function: Any) -> None:
+    """https://docs.aws.amazon.com/lambda/latest/dg/configuration-tags.html: tags apply to the
+    function; a version or alias ARN is refused."""
+    name = make_function(SOURCE.format(mark="one"))
+    lam.publish_version(FunctionName=name)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.tag_resource(Resource=f"{ARN}{name}:1", Tags={"team": "x"})
+    lam.tag_resource(Resource=f"{ARN}{name}", Tags={"team": "x"})
+    assert lam.list_tags(Resource=f"{ARN}{name}")["Tags"] == {"team": "x"}
