@@ -65,6 +65,7 @@ class Invoker:
             raise ApiError(400, "InvalidParameterValueException",
                            f"Unsupported invocation type {invocation_type!r}.")
         inv = Invocation(payload, client_context, fn.timeout, marker)
+        inv.invoked_arn = f"{fn.arn}:{qualifier}" if qualifier else fn.arn  # context.invoked_function_arn
         rec = inv.record = self.records.new(inv.request_id, fn.name, "RequestResponse", "running")
         rec.attempts = 1
         try:

@@ -113,7 +113,7 @@ class Invocation:
     __slots__ = (
         "request_id", "payload", "client_context", "deadline_ms", "timeout", "started",
         "done", "result", "function_error", "log_start", "started_at", "_lock",
-        "marker", "env", "cancelled", "record", "on_start",
+        "marker", "env", "cancelled", "record", "on_start", "invoked_arn",
     )
 
     def __init__(self, payload: bytes, client_context: str | None, timeout: int,
@@ -129,6 +129,8 @@ class Invocation:
         self.record = record
         #: called once an environment is reserved for it (before the handler gets it)
         self.on_start: Any = None
+        #: the ARN it was invoked by (qualified by the alias or version named), if known
+        self.invoked_arn: str | None = None
         self.timeout = timeout
         self.deadline_ms = 0
         self.started = threading.Event()

@@ -88,7 +88,8 @@ class RuntimeHandler(FastHandler):
         headers = {
             "Lambda-Runtime-Aws-Request-Id": inv.request_id,
             "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),
-            "Lambda-Runtime-Invoked-Function-Arn": fn.arn if fn.version == "$LATEST" else f"{fn.arn}:{fn.version}",
+            "Lambda-Runtime-Invoked-Function-Arn": inv.invoked_arn or (
+                fn.arn if fn.version == "$LATEST" else f"{fn.arn}:{fn.version}"),
             "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{inv.request_id.replace('-', '')[:24]};Sampled=0",
         }
         if inv.client_context:

@@ -59,7 +59,7 @@ def test_a_version_is_an_immutable_snapshot_and_latest_keeps_changing(lam: Any, 
     # each qualifier runs its own code and configuration, and says which version ran
     assert _invoke(lam, name, "1") == ({"mark": "one", "env": "a", "version": "1", "arn": f"{ARN}{name}:1"}, "1")
     assert _invoke(lam, name, "2")[0]["mark"] == "two"
-    assert _invoke(lam, name)[1] == "$LATEST"
+    assert _invoke(lam, name) == ({"mark": "two", "env": "b", "version": "$LATEST", "arn": f"{ARN}{name}"}, "$LATEST")
     # a version's environment never serves $LATEST: change $LATEST, version 1 is unchanged
     _code(lam, name, "three")
     assert _invoke(lam, name)[0]["mark"] == "three"
@@ -126,6 +126,7 @@ def test_aliases_route_and_keep_revisions(lam: Any, make_function: Any) -> None:
     assert lam.get_alias(FunctionName=name, Name="live")["RevisionId"] == alias["RevisionId"]
     out, executed = _invoke(lam, name, "live")
     assert (out["mark"], executed) == ("one", "1")
+    assert out["arn"] == f"{ARN}{name}:live"  # the ARN it was invoked by (how code finds its alias)
     assert lam.get_function(FunctionName=name, Qualifier="live")["Configuration"]["Version"] == "1"
     # weighted routing: half to version 2
     updated = lam.update_alias(FunctionName=name, Name="live", RevisionId=alias["RevisionId"],
@@ -235,7 +236,7 @@ def test_versions_and_aliases_survive_a_restart(tmp_path: Any) -> None:
     stack = start()
     try:
         lam = stack.client("lambda", retries={"total_max_attempts": 1})
-        assert _invoke(lam, "kept", "live") == ({"mark": "one", "env": None, "version": "1", "arn": f"{ARN}kept:1"}, "1")
+        assert _invoke(lam, "kept", "live") == ({"mark": "one", "env": None, "version": "1", "arn": f"{ARN}kept:live"}, "1")
         assert _invoke(lam, "kept")[0]["mark"] == "two"
         assert lam.get_alias(FunctionName="kept", Name="live")["RevisionId"] == revision
         assert lam.publish_version(FunctionName="kept")["Version"] == "2"
