@@ -165,14 +165,14 @@ class AsyncQueue:
             "timestamp": now_iso(),
             "requestContext": {
                 "requestId": event.request_id,
-                "functionArn": f"{fn.arn}:$LATEST",
+                "functionArn": f"{fn.arn}:{fn.version}",
                 "condition": condition,
                 "approximateInvokeCount": event.attempts,
             },
             "requestPayload": request_payload,
         }
         if inv is not None:
-            record["responseContext"] = {"statusCode": 200, "executedVersion": "$LATEST"}
+            record["responseContext"] = {"statusCode": 200, "executedVersion": fn.version}
             if inv.function_error:
                 record["responseContext"]["functionError"] = inv.function_error
             try:

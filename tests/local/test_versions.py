@@ -285,3 +285,24 @@ def test_tags_belong_to_the_function_not_its_versions(lam: Any, make_function: A
         lam.tag_resource(Resource=f"{ARN}{name}:1", Tags={"team": "x"})
     lam.tag_resource(Resource=f"{ARN}{name}", Tags={"team": "x"})
     assert lam.list_tags(Resource=f"{ARN}{name}")["Tags"] == {"team": "x"}
+
+
+def test_a_failed_event_of_a_version_names_that_version(lam: Any, make_function: Any, local_stack: Any) -> None:
+    """The on-failure record of an Event invoke of version 1 says version 1
+    (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html);
+    the version's own event-invoke config (no retries) applies, not $LATEST's."""
+    import time
+
+    name = make_function("def handler(event, context):\n    raise RuntimeError('version one fails')\n")
+    lam.publish_version(FunctionName=name)
+    lam.put_function_event_invoke_config(FunctionName=name, Qualifier="1", MaximumRetryAttempts=0)
+    lam.invoke(FunctionName=name, Qualifier="1", InvocationType="Event", Payload=b"{}")
+    failures = local_stack.run_dir / "logs" / name / "async-failures.jsonl"
+    deadline = time.monotonic() + 60
+    while not (failures.exists() and failures.read_text().strip()):
+        assert time.monotonic() < deadline, "no failure record"
+        time.sleep(0.05)
+    record = json.loads(failures.read_text().splitlines()[0])
+    assert record["requestContext"]["functionArn"] == f"{ARN}{name}:1"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["responseContext"]["executedVersion"] == "1"
