@@ -72,11 +72,17 @@ def _routes() -> list[tuple[str, re.Pattern[str], str]]:
 
 def operation_for(method: str, path: str) -> tuple[str, dict[str, str]] | None:
     """The operation a request is for, and its URI parameters (decoded)."""
+    found = _operation_for(method, path)
+    return None if found is None else (found[0], dict(found[1]))
+
+
+@functools.lru_cache(maxsize=4096)  # the same few paths again and again (Invoke of a function)
+def _operation_for(method: str, path: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
     for m, regex, name in _routes():
         if m == method:
             match = regex.fullmatch(path)
             if match:
-                return name, {k: unquote(v) for k, v in match.groupdict().items()}
+                return name, tuple((k, unquote(v)) for k, v in match.groupdict().items())
     return None
 
 
@@ -88,14 +94,9 @@ def check_request(method: str, path: str, query: Mapping[str, str], headers: Any
     if found is None:
         return
     name, uri = found
-    shape = _model().operation_model(name).input_shape
-    if shape is None:
-        return
     params: dict[str, Any] = {}
     body_doc: Any = None
-    for member, sub in shape.members.items():
-        where = sub.serialization.get("location")
-        key = sub.serialization.get("name", member)
+    for member, sub, where, key in _members(name):
         if where == "uri":
             if key in uri:
                 params[member] = uri[key]
@@ -106,7 +107,7 @@ def check_request(method: str, path: str, query: Mapping[str, str], headers: Any
             value = headers.get(key)
             if value is not None:
                 params[member] = value
-        elif sub.type_name == "blob" and shape.serialization.get("payload") == member:
+        elif where == "payload":
             continue  # an Invoke payload: its own checks (size, JSON) are the data plane's
         else:
             if body_doc is None:
@@ -119,10 +120,26 @@ def check_request(method: str, path: str, query: Mapping[str, str], headers: Any
             if member in body_doc:
                 params[member] = body_doc[member]
     errors: list[str] = []
+    shapes = {member: sub for member, sub, _, _ in _members(name)}
     for member, value in params.items():
-        _check(shape.members[member], value, _camel(member), errors)
+        _check(shapes[member], value, _camel(member), errors)
     if errors:
         raise validation_error(errors)
+
+
+@functools.cache
+def _members(operation: str) -> tuple[tuple[str, Any, str, str], ...]:
+    """(member, shape, location, wire name) of an operation's input members; location is
+    ``uri``/``querystring``/``header``, ``payload`` for a blob body, else ``body``."""
+    shape = _model().operation_model(operation).input_shape
+    if shape is None:
+        return ()
+    out = []
+    for member, sub in shape.members.items():
+        where = sub.serialization.get("location") or (
+            "payload" if sub.type_name == "blob" and shape.serialization.get("payload") == member else "body")
+        out.append((member, sub, where, sub.serialization.get("name", member)))
+    return tuple(out)
 
 
 def validation_error(errors: list[str]) -> ApiError:
