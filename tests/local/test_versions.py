@@ -197,14 +197,22 @@ def test_bad_alias_routing_is_refused(lam_unchecked: Any, make_function: Any, ro
     assert lam.list_aliases(FunctionName=name)["Aliases"] == []  # nothing was created
 
 
-@pytest.mark.parametrize("qualifier", ["1 2", "../1", "a" * 129, "live!"])
-def test_malformed_qualifiers_are_validation_errors(lam_unchecked: Any, make_function: Any, qualifier: str) -> None:
-    name = make_function(SOURCE.format(mark="one"))
+@pytest.mark.parametrize("qualifier", ["1 2", "../1", "a" * 129, "live!", "1;rm", "%00"])
+def test_malformed_qualifiers_are_validation_errors(lam_unchecked: Any, make_function: Any, qualifier: str,
+                                                    tmp_path: Any) -> None:
+    marker = tmp_path / "ran"
+    name = make_function(f"def handler(event, context):\n    open({str(marker)!r}, 'w').close()\n")
     with pytest.raises(ClientError) as err:
         lam_unchecked.invoke(FunctionName=name, Qualifier=qualifier, Payload=b"{}")
     status, code, message = _error(err)
     assert (status, code) == (400, "ValidationException")
     assert message.startswith("1 validation error detected: Value ") and "at 'qualifier'" in message
+    for unknown in ("7", "nosuchalias"):  # well-formed but unknown: 404
+        with pytest.raises(lam_unchecked.exceptions.ResourceNotFoundException):
+            lam_unchecked.invoke(FunctionName=name, Qualifier=unknown, Payload=b"{}")
+    assert not marker.exists()  # nothing ran
+    lam_unchecked.invoke(FunctionName=name, Payload=b"{}")
+    assert marker.exists()  # the marker works: the function does run when invoked properly
 
 
 def test_alias_names_follow_the_model(lam_unchecked: Any, make_function: Any) -> None:
