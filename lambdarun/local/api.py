@@ -20,6 +20,7 @@ from lambdarun.local.account import account_settings
 from lambdarun.local.control import ControlPlane
 from lambdarun.local.extension import ExtensionApi
 from lambdarun.local.invoke import Invoker
+from lambdarun.local.policy import Policies
 from lambdarun.local.options import (
     ASYNC_REQUEST_LIMIT,
     CODE_REQUEST_LIMIT,
@@ -46,6 +47,7 @@ class LambdaApi:
         self.invoker = invoker
         self.extension = extension
         self.versions = Versions(control)
+        self.policies = Policies(control)
         self.code = code_location.CodeLocations(control.registry)
         #: Host headers the API answers (requests without one are answered too); set with url
         self.allowed_hosts: frozenset[str] = frozenset()
@@ -75,6 +77,8 @@ class LambdaApi:
                     return self.invoker.invoke(name, qualifier, headers, body)
                 if sub.partition("/")[0] in ("versions", "aliases"):
                     return self.versions.route(method, name, qualifier, sub, query, body)
+                if sub.partition("/")[0] == "policy":
+                    return self.policies.route(method, name, qualifier, sub, query, body)
                 if sub == "" and method == "GET":
                     return ok(self.control.get_function(name, qualifier, location=self.code.url))
                 if sub == "" and method == "DELETE":

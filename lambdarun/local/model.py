@@ -76,6 +76,8 @@ class Function:
     last_version: int = 0
     #: the interpreter its Runtime names, None for the service's own (see :mod:`.interpreters`)
     python: str | None = None
+    #: on $LATEST: resource-policy statements by qualifier ("" for the function; see :mod:`.policy`)
+    policies: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)
 
     @property
     def arn(self) -> str:

@@ -100,7 +100,7 @@ def snapshot(fn: Function, number: int, description: str) -> Function:
         tags=fn.tags, reserved=None, generation=0, revision_id=str(uuid.uuid4()),
         last_modified=now_iso(), busy=0, deleted=False, async_queue=collections.deque(),
         async_workers=0, event_invoke_config=None, inflight=set(), retrying=set(),
-        versions={}, aliases={}, last_version=0,
+        versions={}, aliases={}, last_version=0, policies={},
     )
 
 
@@ -199,6 +199,7 @@ class Versions:
                                f"Unable to delete version because the following aliases reference it: "
                                f"[{', '.join(users)}]")
             del fn.versions[qualifier]
+            fn.policies.pop(qualifier, None)
             version.deleted = True
             forgotten = [e.request_id for e in (*version.async_queue, *version.retrying)]
             version.async_queue.clear()
@@ -283,7 +284,8 @@ class Versions:
         fn = self._latest(name)
         with self.registry.lock:
             # DeleteAlias of an alias that does not exist succeeds on AWS (204)
-            fn.aliases.pop(alias_name, None)
+            if fn.aliases.pop(alias_name, None) is not None:
+                fn.policies.pop(alias_name, None)
         self.control.save()
         return 204, b"", {}
 
@@ -314,7 +316,8 @@ def versions_record(fn: Function, record: Any) -> dict[str, Any]:
     """The versions and aliases of ``fn`` for its saved record; ``record`` saves one version."""
     return {"last_version": fn.last_version,
             "versions": [record(v) for v in fn.versions.values()],
-            "aliases": [a.record() for a in fn.aliases.values()]}
+            "aliases": [a.record() for a in fn.aliases.values()],
+            "policies": {k: [dict(s) for s in v] for k, v in fn.policies.items()}}
 
 
 def restore_versions(fn: Function, doc: Mapping[str, Any], load: Any) -> None:
@@ -335,6 +338,11 @@ def restore_versions(fn: Function, doc: Mapping[str, Any], load: Any) -> None:
             if target != "$LATEST" and target not in fn.versions:
                 raise ValueError(f"alias {alias.name} names a missing version {target}")
         fn.aliases[alias.name] = alias
+    policies = doc.get("policies") or {}
+    if not isinstance(policies, Mapping) or not all(
+            isinstance(v, list) and all(isinstance(s, Mapping) and "Sid" in s for s in v) for v in policies.values()):
+        raise ValueError("policies must map a qualifier to a list of statements")
+    fn.policies = {str(k): [dict(s) for s in v] for k, v in policies.items()}
 
 
 def code_dirs(fn: Function) -> list[Any]:

@@ -238,6 +238,8 @@ def test_versions_and_aliases_survive_a_restart(tmp_path: Any) -> None:
         lam.publish_version(FunctionName="kept")
         _code(lam, "kept", "two")
         lam.create_alias(FunctionName="kept", Name="live", FunctionVersion="1")
+        lam.add_permission(FunctionName="kept", Qualifier="live", StatementId="sns", Principal="sns.amazonaws.com",
+                           Action="lambda:InvokeFunction")
         revision = lam.get_alias(FunctionName="kept", Name="live")["RevisionId"]
     finally:
         stack.stop()
@@ -247,6 +249,8 @@ def test_versions_and_aliases_survive_a_restart(tmp_path: Any) -> None:
         assert _invoke(lam, "kept", "live") == ({"mark": "one", "env": None, "version": "1", "arn": f"{ARN}kept:live"}, "1")
         assert _invoke(lam, "kept")[0]["mark"] == "two"
         assert lam.get_alias(FunctionName="kept", Name="live")["RevisionId"] == revision
+        policy = json.loads(lam.get_policy(FunctionName="kept", Qualifier="live")["Policy"])
+        assert [st["Sid"] for st in policy["Statement"]] == ["sns"]
         assert lam.publish_version(FunctionName="kept")["Version"] == "2"
     finally:
         stack.stop()
