@@ -330,6 +330,16 @@ class ControlPlane:
 
         self._state.functions.save(snapshot)
 
+    def _restored_interpreter(self, fn: Function) -> str | None:
+        """The interpreter of a restored function; when its Runtime's is gone (the service's
+        Python was upgraded, say) it is kept, on the service's own, and that is logged."""
+        try:
+            return interpreter_for(fn.runtime, self.options.python)
+        except ApiError as e:
+            log.warning("restored function runs on the service's interpreter, not its Runtime's",
+                        function=fn.name, version=fn.version, error=e.message)
+            return None
+
     def restore(self) -> None:
         """Recreate the saved functions (before the API serves). A saved function whose
         code is gone, or whose record is invalid, is left out and logged."""
@@ -339,7 +349,7 @@ class ControlPlane:
             try:
                 fn = function_from_record(doc, self.options.region)
                 for one in (fn, *fn.versions.values()):
-                    one.python = interpreter_for(one.runtime, self.options.python)
+                    one.python = self._restored_interpreter(one)
                     if not one.code_dir.is_dir():
                         raise ValueError(f"its code directory {one.code_dir} is gone")
                     resolved = one.code_dir.resolve()

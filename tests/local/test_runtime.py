@@ -95,3 +95,29 @@ def test_non_python_runtimes_are_refused(lam: Any) -> None:
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as err:
         _create(lam, "runtime-node", "nodejs20.x")
     assert "Python 3 functions only" in err.value.response["Error"]["Message"]
+
+
+def test_a_restored_function_whose_interpreter_is_gone_is_kept(tmp_path: Path) -> None:
+    """A persisting stack restarted where a function's Runtime can no longer run (the
+    service's Python upgraded, say) keeps the function, on the service's interpreter."""
+    from lambdarun.local import LocalStack
+
+    def start() -> LocalStack:
+        return LocalStack(tmp_path / "state", reuse=False, shared=True, stop_at_exit=False).start()
+
+    stack = start()
+    try:
+        _create(stack.client("lambda"), "kept-runtime", f"python{OWN}")
+        saved = stack.run_dir / "state" / "functions.json"  # type: ignore[operator]
+    finally:
+        stack.stop()
+    doc = json.loads(saved.read_text())
+    doc["functions"][0]["runtime"] = "python3.15"
+    saved.write_text(json.dumps(doc))
+    stack = start()
+    try:
+        lam = stack.client("lambda")
+        assert lam.get_function_configuration(FunctionName="kept-runtime")["Runtime"] == "python3.15"
+        assert json.loads(lam.invoke(FunctionName="kept-runtime")["Payload"].read())["version"] == OWN
+    finally:
+        stack.stop()
