@@ -318,3 +318,24 @@ def test_a_failed_event_of_a_version_names_that_version(lam: Any, make_function:
     assert record["requestContext"]["functionArn"] == f"{ARN}{name}:1"
     assert record["requestContext"]["approximateInvokeCount"] == 1
     assert record["responseContext"]["executedVersion"] == "1"
+
+
+def test_publish_on_create_and_on_code_update(lam: Any, local_stack: Any) -> None:
+    """CreateFunction/UpdateFunctionCode with Publish=True answer the new version
+    (https://docs.aws.amazon.com/lambda/latest/api/API_CreateFunction.html#lambda-CreateFunction-request-Publish)."""
+    from lambdarun.local.testing import create_function
+
+    created = create_function(lam, "published-at-create", SOURCE.format(mark="one"), Publish=True)
+    try:
+        assert (created["Version"], created["FunctionArn"]) == ("1", f"{ARN}published-at-create:1")
+        updated = lam.update_function_code(FunctionName="published-at-create", Publish=True,
+                                           ZipFile=make_zip({"app.py": SOURCE.format(mark="two")}))
+        assert updated["Version"] == "2"
+        assert _invoke(lam, "published-at-create", "1")[0]["mark"] == "one"
+        assert _invoke(lam, "published-at-create", "2")[0]["mark"] == "two"
+    finally:
+        lam.delete_function(FunctionName="published-at-create")
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.invoke(FunctionName="published-at-create", Qualifier="1", Payload=b"{}")
+    # every version's extracted code (and uploaded zip) went with the function
+    assert not (local_stack.run_dir / "functions" / "published-at-create").exists()
