@@ -72,6 +72,10 @@ class LambdaApi:
             else:
                 raw, _, sub = rest.partition("/")
                 name, qualifier = function_name(raw)
+                if qualifier and query.get("Qualifier") not in (None, qualifier):
+                    raise ApiError(400, "InvalidParameterValueException",
+                                   "The derived qualifier from the function name does not match "
+                                   "the specified qualifier.")
                 qualifier = query.get("Qualifier", qualifier)
                 if sub == "invocations" and method == "POST":
                     return self.invoker.invoke(name, qualifier, headers, body)

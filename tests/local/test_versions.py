@@ -339,3 +339,14 @@ def test_publish_on_create_and_on_code_update(lam: Any, local_stack: Any) -> Non
         lam.invoke(FunctionName="published-at-create", Qualifier="1", Payload=b"{}")
     # every version's extracted code (and uploaded zip) went with the function
     assert not (local_stack.run_dir / "functions" / "published-at-create").exists()
+
+
+def test_a_qualifier_in_the_name_must_match_the_qualifier_given(lam: Any, make_function: Any, tmp_path: Any) -> None:
+    marker = tmp_path / "ran"
+    name = make_function(f"def handler(event, context):\n    open({str(marker)!r}, 'w').close()\n")
+    lam.publish_version(FunctionName=name)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as err:
+        lam.invoke(FunctionName=f"{name}:1", Qualifier="$LATEST", Payload=b"{}")
+    assert "does not match the specified qualifier" in _error(err)[2]
+    assert not marker.exists()
+    assert lam.invoke(FunctionName=f"{name}:1", Qualifier="1", Payload=b"{}")["ExecutedVersion"] == "1"
