@@ -29,13 +29,21 @@ Quick start::
     )
 """
 
-from lambdarun_temporal.lambda_worker._client_profile import load_client_profile
-from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
-from lambdarun_temporal.lambda_worker._run_worker import (
-    ConfigureCallback,
-    InvocationSummary,
-    run_worker,
-)
+from temporalio import workflow
+
+# A handler module that defines its workflows is re-imported by the workflow sandbox for
+# every workflow run, and with it this package: its implementation (and what that imports:
+# structlog, lambdarun, ...) is passed through to the already-imported modules instead of
+# being re-executed under the sandbox's restrictions (the reference lives in ``temporalio``,
+# which the sandbox passes through by default).
+with workflow.unsafe.imports_passed_through():
+    from lambdarun_temporal.lambda_worker._client_profile import load_client_profile
+    from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
+    from lambdarun_temporal.lambda_worker._run_worker import (
+        ConfigureCallback,
+        InvocationSummary,
+        run_worker,
+    )
 
 __all__ = [
     "ConfigureCallback",
