@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import ClientConnectConfig
@@ -17,6 +17,7 @@ from lambdarun_temporal.lambda_worker._defaults import (
     DEFAULT_SHUTDOWN_HOOK_BUDGET,
     SHUTDOWN_MARGIN,
 )
+from lambdarun_temporal.lambda_worker._shutdown import HookWindow, run_shutdown_hooks
 
 __all__ = ["LambdaWorkerConfig", "ShutdownHook", "derived_shutdown_buffer"]
 
@@ -77,7 +78,5 @@ async def _run_shutdown_hooks(config: LambdaWorkerConfig) -> None:
     Without a Lambda deadline at hand, the hooks share ``config.shutdown_hook_budget``
     as in an invocation (see :class:`~._shutdown.HookWindow`).
     """
-    from lambdarun_temporal.lambda_worker._shutdown import HookWindow, run_shutdown_hooks
-
     hooks = list(config.shutdown_hooks)
     await run_shutdown_hooks(HookWindow.open(config, None, len(hooks)), hooks)

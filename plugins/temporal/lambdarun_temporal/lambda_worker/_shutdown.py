@@ -11,13 +11,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import temporalio.worker
 
-from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
 from lambdarun_temporal.lambda_worker._defaults import RETURN_SAFETY, SHUTDOWN_MARGIN
+
+if TYPE_CHECKING:  # annotations only: _configure imports this module
+    from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
 
 __all__ = ["HookWindow", "exit_configure", "run_shutdown_hooks", "shutdown_worker"]
 
