@@ -22,7 +22,7 @@ import pytest
 
 from lambdarun.local import LocalStack
 from lambdarun.local.stack_info import pid_running
-from lambdarun.local.testing import create_function, local_stack_fixture
+from lambdarun.local.testing import busy_pids, create_function, local_stack_fixture
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,15 +53,8 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> 
 
 def busy_pid(stack: LocalStack, function: str) -> int | None:
     """The pid of ``function``'s busy environment, through the extension API."""
-    with urllib.request.urlopen(stack.signed_request(stack.endpoints.lambda_ + "/_lambdarun/functions"),
-                                timeout=10) as r:
-        doc = json.loads(r.read())
-    for fn in doc["functions"]:
-        if fn["name"] == function:
-            for env in fn["environments"]:
-                if env["state"] == "busy":
-                    return int(env["pid"])
-    return None
+    pids = busy_pids(stack, function)
+    return pids[0] if pids else None
 
 
 @pytest.fixture
