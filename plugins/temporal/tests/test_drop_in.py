@@ -116,8 +116,8 @@ def test_errors_have_the_reference_types_and_messages(monkeypatch):
 
 
 def test_short_timeout_warning_is_a_stdlib_logging_record(monkeypatch, caplog, capsys, listener):
-    """'less than 5s' is a WARNING record of the module's stdlib logger (the reference's
-    ``logging.getLogger(__name__)``), not a line printed to stdout."""
+    """'less than 5s' is a WARNING record of the reference's stdlib logger
+    (``temporalio.contrib.aws.lambda_worker._run_worker``), not a line printed to stdout."""
     import logging
 
     from temporalio.common import WorkerDeploymentVersion
@@ -134,13 +134,15 @@ def test_short_timeout_warning_is_a_stdlib_logging_record(monkeypatch, caplog, c
         config.connect_timeout = timedelta(milliseconds=300)
 
     handler = run_worker(WorkerDeploymentVersion(deployment_name="d", build_id="b"), configure)
-    with caplog.at_level(logging.WARNING, logger="lambdarun_temporal.lambda_worker"):
+    with caplog.at_level(logging.WARNING, logger="temporalio.contrib.aws.lambda_worker"):
         with pytest.raises(TemporalConnectError):
             handler({}, FakeLambdaContext(timeout=3))
     warnings = [r for r in caplog.records if "less than 5s" in r.getMessage()]
     assert len(warnings) == 1
     record = warnings[0]
-    assert record.name == "lambdarun_temporal.lambda_worker._run_worker"
+    # the reference's logger name: logging configured for the reference applies unchanged
+    assert record.name == "temporalio.contrib.aws.lambda_worker._run_worker"
+    assert record.pathname.endswith("lambdarun_temporal/lambda_worker/_run_worker.py")
     assert record.levelno == logging.WARNING
     assert "work_time=" in record.getMessage() and "shutdown_buffer=0:00:00.500000" in record.getMessage()
     assert "less than 5s" not in capsys.readouterr().out

@@ -9,6 +9,7 @@ and should drain a backlog quickly, then leave (see ``README.md`` for the measur
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -65,6 +66,19 @@ DEFAULT_IDLE_TIMEOUT: timedelta | None = timedelta(seconds=1)
 DEFAULT_CONNECT_TIMEOUT: timedelta = timedelta(seconds=5)
 # Less work time than this is a configuration error, not a worker.
 MIN_WORK_TIME: timedelta = timedelta(seconds=1)
+
+# ---- logging -------------------------------------------------------------------------
+#: The reference's logger namespace: each module here logs to ``<namespace>.<module>``
+#: (``..._run_worker``, ``..._configure``, ``...otel`` are the reference's own names), so
+#: logging configuration written for the reference (levels, handlers, filters on
+#: ``temporalio`` or ``temporalio.contrib.aws.lambda_worker``) applies unchanged.
+LOGGER_NAMESPACE = "temporalio.contrib.aws.lambda_worker"
+
+
+def module_logger(module_name: str) -> logging.Logger:
+    """The stdlib logger of one of this package's modules (``module_name``: its ``__name__``)."""
+    return logging.getLogger(f"{LOGGER_NAMESPACE}.{module_name.rsplit('.', 1)[-1]}")
+
 
 # ---- environment ---------------------------------------------------------------------
 ENV_TASK_QUEUE = "TEMPORAL_TASK_QUEUE"

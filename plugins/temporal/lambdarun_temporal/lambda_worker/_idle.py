@@ -19,7 +19,6 @@ empty queue), and the worker returns ``idle`` only when nothing ran for ``idle_t
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -40,9 +39,11 @@ from temporalio.worker import (
     WorkflowRunner,
 )
 
+from lambdarun_temporal.lambda_worker._defaults import module_logger
+
 __all__ = ["ServerView", "TaskTracker", "TrackingInterceptor", "TrackingWorkflowRunner"]
 
-logger = logging.getLogger(__name__)
+logger = module_logger(__name__)
 
 #: one DescribeTaskQueue call may take this long (it is a unary call, answered at once)
 DESCRIBE_TIMEOUT = timedelta(seconds=5)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
-import logging
 import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -56,6 +55,7 @@ from lambdarun_temporal.lambda_worker._configure import (
     derived_shutdown_buffer,
 )
 from lambdarun_temporal.lambda_worker._defaults import (
+    module_logger,
     ENV_TASK_QUEUE,
     MIN_WORK_TIME,
     SHUTDOWN_MARGIN,
@@ -78,9 +78,9 @@ from lambdarun_temporal.lambda_worker._supervise import supervise, time_left
 
 __all__ = ["ConfigureCallback", "InvocationSummary", "run_worker", "load_client_profile"]
 
-#: stdlib logging, as the reference (``logging.getLogger(__name__)``): in Lambda the
-#: runtime's log handler formats these records with the request id.
-logger = logging.getLogger(__name__)
+#: stdlib logging under the reference's logger name (``temporalio.contrib.aws.lambda_worker._run_worker``):
+#: in Lambda the runtime's log handler formats these records with the request id.
+logger = module_logger(__name__)
 
 ConfigureCallback: TypeAlias = Callable[
     [LambdaWorkerConfig],

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import temporalio.worker
 
-from lambdarun_temporal.lambda_worker._defaults import RETURN_SAFETY, SHUTDOWN_MARGIN
+from lambdarun_temporal.lambda_worker._defaults import RETURN_SAFETY, SHUTDOWN_MARGIN, module_logger
 
 if TYPE_CHECKING:  # annotations only: _configure imports this module
     from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
 
 __all__ = ["HookWindow", "exit_configure", "run_shutdown_hooks", "shutdown_worker"]
 
-logger = logging.getLogger(__name__)
+logger = module_logger(__name__)
 
 
 async def exit_configure(

@@ -4,17 +4,17 @@ queue is idle (see :mod:`._idle` for what idle means and how the server is asked
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from datetime import timedelta
 from typing import Any
 
 
+from lambdarun_temporal.lambda_worker._defaults import module_logger
 from lambdarun_temporal.lambda_worker._idle import ServerView, TaskTracker
 
 __all__ = ["supervise", "time_left"]
 
-logger = logging.getLogger(__name__)
+logger = module_logger(__name__)
 
 _TICK = 0.05  # seconds between idle / deadline checks
 _POLLERS_RETRY = 0.1  # seconds between "has the server seen our pollers?" questions

@@ -13,7 +13,6 @@ every ``metric_periodicity`` and when the per-invocation runtime is dropped.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -32,10 +31,11 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.runtime import Runtime, TelemetryConfig
 
     from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
+    from lambdarun_temporal.lambda_worker._defaults import module_logger
 
 __all__ = ["OtelOptions", "apply_defaults", "apply_tracing", "build_metrics_telemetry_config", "flush_hook"]
 
-logger = logging.getLogger(__name__)
+logger = module_logger(__name__)
 
 
 @dataclass
