@@ -167,3 +167,30 @@ def test_run_worker_inside_the_sandbox_reads_no_config(monkeypatch, tmp_path):
         handler({}, None)
     with pytest.raises(ValueError, match="version is required"):
         run_worker(WorkerDeploymentVersion(deployment_name="", build_id="b"), lambda c: None)
+
+
+def test_every_public_name_of_the_reference_exists_here_with_its_signature():
+    """Compared with the installed reference itself, not with a list written here."""
+    import dataclasses
+    import inspect
+
+    import temporalio.contrib.aws.lambda_worker as reference
+    import temporalio.contrib.aws.lambda_worker.otel as reference_otel
+
+    import lambdarun_temporal.lambda_worker as ours
+    import lambdarun_temporal.lambda_worker.otel as ours_otel
+
+    for ref_module, our_module in ((reference, ours), (reference_otel, ours_otel)):
+        public = getattr(ref_module, "__all__", None) or [
+            n for n, v in vars(ref_module).items()
+            if not n.startswith("_") and getattr(v, "__module__", "") == ref_module.__name__
+        ]
+        assert public, ref_module
+        for name in public:
+            ref_obj, our_obj = getattr(ref_module, name), getattr(our_module, name)
+            if dataclasses.is_dataclass(ref_obj):
+                ref_fields = [f.name for f in dataclasses.fields(ref_obj)]
+                assert [f.name for f in dataclasses.fields(our_obj)][: len(ref_fields)] == ref_fields, name
+            elif callable(ref_obj):
+                ref_params = list(inspect.signature(ref_obj).parameters)
+                assert list(inspect.signature(our_obj).parameters)[: len(ref_params)] == ref_params, name
