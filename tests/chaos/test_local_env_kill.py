@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 from lambdarun.local import LocalStack
 from lambdarun.local.stack_info import pid_running
 from lambdarun.local.testing import busy_pids, create_function, local_stack_fixture
+from lambdarun.testing import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,16 +40,6 @@ def handler(event, context):
         f.write(json.dumps({"request": context.aws_request_id, "pid": os.getpid()}) + "\\n")
     return os.getpid()
 """
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def busy_pid(stack: LocalStack, function: str) -> int | None:
