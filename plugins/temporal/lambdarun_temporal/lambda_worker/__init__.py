@@ -1,7 +1,10 @@
 """Run a Temporal worker inside AWS Lambda, one worker per invocation.
 
-Same user-facing names as ``temporalio.contrib.aws.lambda_worker`` (``run_worker``,
-``LambdaWorkerConfig``, the ``otel`` helper module), with these differences:
+A drop-in for ``temporalio.contrib.aws.lambda_worker`` (``run_worker``, the dataclass
+``LambdaWorkerConfig``, the ``otel`` helper module; the reference's exception types and
+messages, stdlib ``logging`` records under its logger names, workflows defined in the
+handler module; its own tests pass against this package: ``tests/reference_ported``),
+with these differences:
 
 * the handler returns once the task queue has been idle for ``idle_timeout`` (default 1 s),
   counted from when the server listed the worker's pollers, and the server reports no
