@@ -55,12 +55,12 @@ from lambdarun_temporal.lambda_worker._configure import (
     derived_shutdown_buffer,
 )
 from lambdarun_temporal.lambda_worker._defaults import (
-    module_logger,
     ENV_TASK_QUEUE,
     MIN_WORK_TIME,
     SHUTDOWN_MARGIN,
     apply_lambda_worker_defaults,
     build_lambda_identity,
+    module_logger,
 )
 from lambdarun_temporal.lambda_worker._idle import (
     ServerView,
