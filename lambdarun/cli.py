@@ -23,9 +23,23 @@ def version() -> None:
     import lambdarun
     from lambdarun.plugins import describe_plugins, make_plugin_manager
 
+    from lambdarun.backends import BackendRegistry
+    from lambdarun.errors import PluginError
+
+    pm = make_plugin_manager()
     click.echo(f"lambdarun {lambdarun.__version__}")
-    for info in describe_plugins(make_plugin_manager()):
+    for info in describe_plugins(pm):
         click.echo(f"  {info.name}: {info.distribution} {info.version}")
+    registry = BackendRegistry()
+    pm.hook.lambdarun_register_backends(register=registry)
+    try:
+        default, problem = registry.default_id, None
+    except PluginError as exc:  # several plugins offer a default: say so, do not fail
+        default, problem = None, str(exc)
+    names = [f"{b} (default)" if b == default else b for b in registry.ids()]
+    click.echo(f"backends: {', '.join(names) or 'none installed'}")
+    if problem:
+        click.echo(f"  {problem}")
 
 
 @cli.command()

@@ -43,32 +43,40 @@ class FileStorage:
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+    @staticmethod
+    def _complete_temp_file(path: Path, data: bytes) -> Path:
+        """``data`` in a new temporary file next to ``path`` (complete before it is moved or
+        linked into place); the caller removes it if it stays."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
+            raise
+        return Path(tmp)
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._complete_temp_file(path, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
             raise
 
     def create(self, key: str, data: bytes) -> bool:
         """Store ``data`` under ``key`` only if ``key`` holds nothing yet (atomic: the
         complete file is hard-linked into place, which fails when the name exists)."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        tmp = self._complete_temp_file(path, data)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
             os.link(tmp, path)
         except FileExistsError:
             return False
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         return True
 
     def get(self, key: str) -> bytes:

@@ -18,6 +18,40 @@ def test_version():
     assert result.exit_code == 0 and result.output.startswith("lambdarun 0.1.0")
 
 
+class _OneBackend:
+    def __init__(self, backend_id, default):
+        from lambdarun.backends import Backend
+
+        self.cls = type(f"B_{backend_id}", (Backend,), {"id": backend_id})
+        self.default = default
+
+    @hookimpl
+    def lambdarun_register_backends(self, register):
+        register.add_backend(self.cls, default=self.default)
+
+
+def test_version_marks_the_registry_default_backend(monkeypatch, lambdarun_plugin_manager):
+    import lambdarun.plugins
+
+    pm = lambdarun_plugin_manager(_OneBackend("lr_alpha", False), _OneBackend("lr_beta", True))
+    monkeypatch.setattr(lambdarun.plugins, "make_plugin_manager", lambda *a, **k: pm)
+    result = CliRunner().invoke(cli, ["version"])
+    assert result.exit_code == 0, result.output
+    line = [l for l in result.output.splitlines() if l.startswith("backends:")][0]
+    assert "lr_alpha," in line and "lr_beta (default)" in line and "lr_alpha (default)" not in line
+
+
+def test_version_names_competing_defaults_without_failing(monkeypatch, lambdarun_plugin_manager):
+    import lambdarun.plugins
+
+    pm = lambdarun_plugin_manager(_OneBackend("lr_alpha", True), _OneBackend("lr_beta", True))
+    monkeypatch.setattr(lambdarun.plugins, "make_plugin_manager", lambda *a, **k: pm)
+    result = CliRunner().invoke(cli, ["version"])
+    assert result.exit_code == 0, result.output
+    assert "backends: lr_alpha, lr_beta\n" in result.output
+    assert "several installed backends offer to be the default (lr_alpha, lr_beta)" in result.output
+
+
 def test_plugins_all_json_lists_builtins_with_hooks():
     result = CliRunner().invoke(cli, ["plugins", "--all", "--json"])
     assert result.exit_code == 0, result.output

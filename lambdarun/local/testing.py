@@ -13,16 +13,34 @@ or build one with other options and scope::
     local_stack = local_stack_fixture(scope="module", async_retry_delay=0.1)
 
 Helpers: :func:`make_zip` and :func:`create_function` (zip up source text and create).
+
+For test suites of lambdarun itself and of plugins (also public):
+
+* :func:`session_plugins` / :func:`make_local_session`: a lambdarun Session attached to a
+  stack, with the plugins under test (and the local target's plugin when the core does not
+  load it by default);
+* :func:`functions_view`, :func:`busy_pids`, :func:`invocation_records`,
+  :class:`InvocationLog`: what the local service's
+  read-only extension API says about functions, environments and invocation records;
+* :func:`start_local_up` and the ``shared_stack`` fixture: ``lambdarun local up`` in a
+  subprocess and its ``export`` lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 import zipfile
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 import pytest
 
@@ -38,6 +56,15 @@ __all__ = [
     "lambdarun_local_env",
     "make_zip",
     "create_function",
+    "session_plugins",
+    "make_local_session",
+    "functions_view",
+    "busy_pids",
+    "invocation_records",
+    "InvocationLog",
+    "LocalUp",
+    "start_local_up",
+    "shared_stack",
 ]
 
 
@@ -151,3 +178,136 @@ def create_function(
         Environment={"Variables": dict(environment or {})},
         **kwargs,
     )
+
+
+# -- sessions on a stack ---------------------------------------------------------------------
+
+
+def session_plugins(*plugins: Any) -> list[Any]:
+    """``plugins`` plus the local target's plugin when the core does not load it by default."""
+    from lambdarun.local import plugin as local_plugin
+    from lambdarun.plugins import DEFAULT_PLUGINS
+
+    out = list(plugins)
+    if not any(name.startswith("lambdarun.local") for name in DEFAULT_PLUGINS):
+        out.append(local_plugin)
+    return out
+
+
+def make_local_session(
+    lambdarun_session: Callable[..., Any],
+    stack: LocalStack,
+    plugins: Sequence[Any],
+    *,
+    core: Mapping[str, Any] | None = None,
+    **sections: Any,
+) -> Any:
+    """A fresh Session (from the ``lambdarun_session`` fixture) on ``stack`` with
+    :func:`session_plugins` of ``plugins``: target ``local`` attached to the stack's state
+    directory, no progress bar, ``core`` settings, then one settings section per keyword
+    (``covalent={"function_name": ...}``)."""
+    overrides: dict[str, Any] = {
+        "target": "local",
+        "local": {"state_dir": str(stack.state_dir)},
+        "progress": False,
+        **(core or {}),
+        **sections,
+    }
+    return lambdarun_session(*session_plugins(*plugins), overrides=overrides)
+
+
+# -- the local service's extension API -----------------------------------------------------
+
+
+def functions_view(stack: LocalStack) -> list[dict[str, Any]]:
+    """The local service's ``GET /_lambdarun/functions`` (environments with their pids)."""
+    request = stack.signed_request(stack.endpoints.lambda_ + "/_lambdarun/functions")
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.loads(r.read())["functions"]
+
+
+def busy_pids(stack: LocalStack, function: str) -> list[int]:
+    """Pids of ``function``'s busy environments."""
+    return [
+        int(env["pid"])
+        for fn in functions_view(stack) if fn["name"] == function
+        for env in fn["environments"] if env["state"] == "busy" and env["pid"]
+    ]
+
+
+def invocation_records(stack: LocalStack, function: str) -> list[dict[str, Any]]:
+    """The local service's ``GET /_lambdarun/invocations`` of ``function``, newest first."""
+    url = stack.endpoints.lambda_ + "/_lambdarun/invocations?" + urlencode({"function": function, "limit": 1000})
+    with urllib.request.urlopen(stack.signed_request(url), timeout=10) as r:
+        return json.loads(r.read())["invocations"]
+
+
+class InvocationLog:
+    """A stack's invocation records (its extension API), from a mark on."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+
+    def mark(self, function: str) -> int:
+        """The newest record's ``seq`` now (0 without any): what :meth:`settled` counts from."""
+        records = invocation_records(self.stack, function)
+        return records[0]["seq"] if records else 0
+
+    def settled(self, function: str, since: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """``function``'s records after ``since``, once none of them is running or queued
+        (every delivery has finished and been recorded); newest first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            records = [r for r in invocation_records(self.stack, function) if r["seq"] > since]
+            if records and not any(r["status"] in ("running", "queued") for r in records):
+                return records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{function}'s invocations did not all finish within {timeout} s: {records}")
+            time.sleep(0.02)
+
+
+# -- `lambdarun local up` in a subprocess ----------------------------------------------------
+
+
+class LocalUp(NamedTuple):
+    """A running ``python -m lambdarun.local up``: the process, its ``export`` lines as a
+    dict, and its state directory (unpacks as ``proc, exports, state``)."""
+
+    proc: subprocess.Popen[str]
+    exports: dict[str, str]
+    state_dir: Path
+
+
+@contextlib.contextmanager
+def start_local_up(state_dir: Path, stop_timeout: float = 30.0) -> Iterator[LocalUp]:
+    """Run ``python -m lambdarun.local up --state-dir state_dir`` until its export lines are
+    printed; on exit terminate it (then kill it if it has not ended after ``stop_timeout``)
+    and reap it."""
+    proc = subprocess.Popen([sys.executable, "-m", "lambdarun.local", "up", "--state-dir", str(state_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    try:
+        exports: dict[str, str] = {}
+        for line in proc.stdout:
+            if line.startswith("export "):
+                key, _, value = line[len("export "):].strip().partition("=")
+                exports[key] = value
+                if key == "AWS_SECRET_ACCESS_KEY":  # the last export line
+                    break
+        yield LocalUp(proc, exports, state_dir)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+
+
+@pytest.fixture
+def shared_stack(tmp_path: Path) -> Iterator[LocalUp]:
+    """:func:`start_local_up` in ``tmp_path / "state"``, stopped after the test."""
+    with start_local_up(tmp_path / "state") as up:
+        yield up

@@ -5,9 +5,11 @@
   ``BackendConformance``; imports pytest, so it is not imported here),
 * :mod:`lambdarun.testing.tasks`: the functions those suites run remotely,
 * :mod:`lambdarun.testing.wire`: forged, unsigned and replayed envelopes to attack a surface,
-* :class:`FaultProxy`: a loopback TCP proxy adding latency and dropping connections.
+* :class:`FaultProxy`: a loopback TCP proxy adding latency and dropping connections,
+* :func:`wait_for`: poll a condition until it holds (instead of sleeping a fixed time).
 """
 
 from lambdarun.testing.proxy import DropRule, FaultProxy
+from lambdarun.testing.waiting import wait_for
 
-__all__ = ["FaultProxy", "DropRule"]
+__all__ = ["FaultProxy", "DropRule", "wait_for"]

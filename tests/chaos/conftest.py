@@ -8,21 +8,22 @@ Other modules here (``test_local_*.py``) kill parts of the local service; they u
 
 from __future__ import annotations
 
-import json
 import os
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
 import lambdarun
 import lambdarun_covalent.plugin
-from lambdarun.local import plugin as local_plugin
-from lambdarun.plugins import DEFAULT_PLUGINS
-from lambdarun.local.testing import local_stack_fixture
+from lambdarun.local.testing import (
+    InvocationLog,
+    busy_pids,
+    local_stack_fixture,
+    make_local_session,
+    session_plugins,
+)
 from lambdarun.testing import FaultProxy
 
 #: the real local target, private to the chaos suite
@@ -35,10 +36,7 @@ SHORT_FUNCTION = "lambdarun-chaos-short"
 
 
 def plugins() -> list[Any]:
-    out: list[Any] = [lambdarun_covalent.plugin]
-    if not any(name.startswith("lambdarun.local") for name in DEFAULT_PLUGINS):
-        out.append(local_plugin)
-    return out
+    return session_plugins(lambdarun_covalent.plugin)
 
 
 @pytest.fixture
@@ -46,14 +44,8 @@ def make_session(lambdarun_session: Callable[..., Any], chaos_stack: Any) -> Cal
     """``make_session(core=None, **covalent)``: a fresh Session on the chaos stack."""
 
     def factory(*, core: dict[str, Any] | None = None, **covalent: Any) -> Any:
-        overrides: dict[str, Any] = {
-            "target": "local",
-            "local": {"state_dir": str(chaos_stack.state_dir)},
-            "progress": False,
-            **(core or {}),
-            "covalent": {"function_name": FUNCTION, **covalent},
-        }
-        return lambdarun_session(*plugins(), overrides=overrides)
+        return make_local_session(lambdarun_session, chaos_stack, [lambdarun_covalent.plugin], core=core,
+                                  covalent={"function_name": FUNCTION, **covalent})
 
     return factory
 
@@ -116,52 +108,6 @@ def environment_pids(chaos_stack: Any) -> Callable[[str], list[int]]:
     """``environment_pids(function)``: pids of the function's busy environments, from the
     local service's extension API."""
     return lambda function: busy_pids(chaos_stack, function)
-
-
-def functions_view(stack: Any) -> list[dict[str, Any]]:
-    """The local service's ``GET /_lambdarun/functions`` (environments with their pids)."""
-    request = stack.signed_request(stack.endpoints.lambda_ + "/_lambdarun/functions")
-    with urllib.request.urlopen(request, timeout=10) as r:
-        return json.loads(r.read())["functions"]
-
-
-def busy_pids(stack: Any, function: str) -> list[int]:
-    return [
-        env["pid"]
-        for fn in functions_view(stack) if fn["name"] == function
-        for env in fn["environments"] if env["state"] == "busy" and env["pid"]
-    ]
-
-
-def invocation_records(stack: Any, function: str) -> list[dict[str, Any]]:
-    """The local service's ``GET /_lambdarun/invocations`` of ``function``, newest first."""
-    url = stack.endpoints.lambda_ + "/_lambdarun/invocations?" + urlencode({"function": function, "limit": 1000})
-    with urllib.request.urlopen(stack.signed_request(url), timeout=10) as r:
-        return json.loads(r.read())["invocations"]
-
-
-class InvocationLog:
-    """The invocation records of the chaos stack (its extension API), from a mark on."""
-
-    def __init__(self, stack: Any) -> None:
-        self.stack = stack
-
-    def mark(self, function: str) -> int:
-        """The newest record's ``seq`` now (0 without any): what :meth:`settled` counts from."""
-        records = invocation_records(self.stack, function)
-        return records[0]["seq"] if records else 0
-
-    def settled(self, function: str, since: int, timeout: float = 60.0) -> list[dict[str, Any]]:
-        """``function``'s records after ``since``, once none of them is running or queued
-        (every delivery has finished and been recorded); newest first."""
-        deadline = time.monotonic() + timeout
-        while True:
-            records = [r for r in invocation_records(self.stack, function) if r["seq"] > since]
-            if records and not any(r["status"] in ("running", "queued") for r in records):
-                return records
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{function}'s invocations did not all finish within {timeout} s: {records}")
-            time.sleep(0.02)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import lambdarun
 from lambdarun.calls import decode_outcome as _decode_outcome, encode_call
 from lambdarun.envelope import unpack
 from lambdarun.errors import AttemptInProgressError, RemoteEnvironmentError
+from lambdarun.testing import wait_for
 
 # the functions below travel by value (this test module is not importable in Lambda)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -42,14 +43,6 @@ def append_and_sleep(path: str, seconds: float) -> str:
 
 def runs(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_connection_dropped_during_sync_invoke_runs_the_body_once(proxied, names, invocation_log, tmp_path):

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ import pytest
 
 from lambdarun.local import LocalStack
 from lambdarun.local.stack_info import pid_running
-from lambdarun.local.testing import create_function, local_stack_fixture
+from lambdarun.local.testing import busy_pids, create_function, local_stack_fixture
+from lambdarun.testing import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,27 +42,10 @@ def handler(event, context):
 """
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def busy_pid(stack: LocalStack, function: str) -> int | None:
     """The pid of ``function``'s busy environment, through the extension API."""
-    with urllib.request.urlopen(stack.signed_request(stack.endpoints.lambda_ + "/_lambdarun/functions"),
-                                timeout=10) as r:
-        doc = json.loads(r.read())
-    for fn in doc["functions"]:
-        if fn["name"] == function:
-            for env in fn["environments"]:
-                if env["state"] == "busy":
-                    return int(env["pid"])
-    return None
+    pids = busy_pids(stack, function)
+    return pids[0] if pids else None
 
 
 @pytest.fixture

@@ -30,20 +30,11 @@ from lambdarun.local.stack_info import pid_running
 from lambdarun.local.testing import make_zip
 from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
 from lambdarun.session import Session
+from lambdarun.testing import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 DEADLINE = 60.0  # generous: the machine is shared
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pending_events(state: Path) -> list[StoredEvent]:

@@ -29,6 +29,7 @@ from lambdarun.local.persist import (
     is_write,
 )
 from lambdarun.local.testing import create_function
+from lambdarun.testing import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,18 +41,6 @@ def handler(event, context):
         f.write(json.dumps({"id": event.get("id"), "request": context.aws_request_id}) + "\\n")
     return event.get("id")
 """
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

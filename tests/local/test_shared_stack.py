@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,48 +14,15 @@ import boto3
 import pytest
 
 from lambdarun.local import LocalStack, read_stack_info
-from lambdarun.local.testing import make_zip
+from lambdarun.local.testing import make_zip, shared_stack  # noqa: F401 - a fixture
+from lambdarun.local.stack_info import pid_running as alive
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (exited, not yet reaped by its parent) counts as gone
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lambdarun.local", *args],
                           capture_output=True, text=True, timeout=30)
-
-
-@pytest.fixture
-def shared_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], Path]]:
-    state = tmp_path / "state"
-    proc = subprocess.Popen([sys.executable, "-m", "lambdarun.local", "up", "--state-dir", str(state)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    exports: dict[str, str] = {}
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("export "):
-            key, _, value = line[len("export "):].strip().partition("=")
-            exports[key] = value
-            if key == "AWS_SECRET_ACCESS_KEY":  # the last export line
-                break
-    try:
-        yield proc, exports, state
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        proc.stdout.close()
 
 
 @pytest.mark.timeout(60)

@@ -10,14 +10,14 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lambdarun.local import LocalStack
-from lambdarun.local.testing import create_function
+from lambdarun.local.testing import create_function, shared_stack  # noqa: F401 - a fixture
+from lambdarun.local.stack_info import pid_running as alive
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,17 +39,6 @@ def handler(event, context):
         time.sleep(600)
     return {"runtime": os.getpid(), "pids": [child.pid, daemon]}
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def in_own_session(pid: int, deadline: float = 20.0) -> bool:
@@ -183,28 +172,6 @@ def test_journal_and_durable_store_are_private(tmp_path: Path) -> None:
 
 
 # -- `lambdarun local up` --------------------------------------------------------------------
-
-
-@pytest.fixture
-def shared_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], Path]]:
-    state = tmp_path / "state"
-    proc = subprocess.Popen([sys.executable, "-m", "lambdarun.local", "up", "--state-dir", str(state)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    exports: dict[str, str] = {}
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("export "):
-            key, _, value = line[len("export "):].strip().partition("=")
-            exports[key] = value
-            if key == "AWS_SECRET_ACCESS_KEY":
-                break
-    try:
-        yield proc, exports, state
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=30)
-        proc.stdout.close()
 
 
 CLIENT = """

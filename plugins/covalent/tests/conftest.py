@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 import lambdarun_covalent.plugin
-from lambdarun.plugins import DEFAULT_PLUGINS
-from lambdarun.local.testing import local_stack_fixture
+from lambdarun.local.testing import local_stack_fixture, make_local_session, session_plugins
 from lambdarun_covalent.backend import KEY_ROOT
 
 # Covalent (optional) writes its config, cache and data directories when imported: keep them
@@ -42,27 +41,16 @@ FUNCTION = "lambdarun-covalent-tests"
 
 
 def plugins() -> list[Any]:
-    out: list[Any] = [lambdarun_covalent.plugin]
-    if not any(name.startswith("lambdarun.local") for name in DEFAULT_PLUGINS):  # until the core does
-        from lambdarun.local import plugin as local_plugin
-
-        out.append(local_plugin)
-    return out
+    return session_plugins(lambdarun_covalent.plugin)
 
 
 @pytest.fixture
 def make_session(lambdarun_session: Callable[..., Any], local_stack: Any) -> Callable[..., Any]:
-    """``make_session(**covalent_options)``: a fresh Session on the local stack."""
+    """``make_session(core=None, **covalent_options)``: a fresh Session on the local stack."""
 
     def factory(*, core: dict[str, Any] | None = None, **covalent: Any) -> Any:
-        overrides: dict[str, Any] = {
-            "target": "local",
-            "local": {"state_dir": str(local_stack.state_dir)},
-            "progress": False,
-            **(core or {}),
-            "covalent": {"function_name": FUNCTION, **covalent},
-        }
-        return lambdarun_session(*plugins(), overrides=overrides)
+        return make_local_session(lambdarun_session, local_stack, [lambdarun_covalent.plugin], core=core,
+                                  covalent={"function_name": FUNCTION, **covalent})
 
     return factory
 

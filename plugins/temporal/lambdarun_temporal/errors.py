@@ -24,11 +24,16 @@ class DevServerError(TemporalBackendError, TargetError):
 
 
 class LambdaWorkerConfigError(TemporalBackendError, ConfigError):
-    """The Lambda worker's configuration (file, environment or configure callback) is wrong."""
+    """The Lambda worker's configuration (file, environment or configure callback) is wrong.
+
+    A ``ValueError``, as the reference ``temporalio.contrib.aws.lambda_worker`` raises for a
+    missing version or task queue."""
 
 
-class LambdaTimeoutTooShortError(LambdaWorkerConfigError):
-    """The Lambda invocation has too little time left for the worker to do any work."""
+class LambdaTimeoutTooShortError(TemporalBackendError, RuntimeError):
+    """The Lambda invocation has too little time left for the worker to do any work.
+
+    A ``RuntimeError`` (not a ``ValueError``), as the reference raises."""
 
 
 class TemporalConnectError(TemporalBackendError, ConnectionError):

@@ -88,7 +88,10 @@ def test_too_short_timeout_is_a_clear_error_and_hooks_run(temporal_server, task_
     out = run_handler("basic", 2, env_for(temporal_server, task_queue))
     assert out["returncode"] == 0, out["stderr"]
     assert out["error_type"] == "LambdaTimeoutTooShortError"
-    assert "Raise the function timeout to at least" in out["error"]
+    # the reference's type (RuntimeError) and message, then how long the timeout must be
+    assert "RuntimeError" in out["error_mro"]
+    assert out["error"].startswith("Lambda timeout is too short: ")
+    assert "a function timeout of at least 4s leaves time for work" in out["error"]
     assert out["markers"] == ["hook1", "hook2", "hook3"], out["log"]
 
 

@@ -1,7 +1,10 @@
 """Run a Temporal worker inside AWS Lambda, one worker per invocation.
 
-Same user-facing names as ``temporalio.contrib.aws.lambda_worker`` (``run_worker``,
-``LambdaWorkerConfig``, the ``otel`` helper module), with these differences:
+A drop-in for ``temporalio.contrib.aws.lambda_worker`` (``run_worker``, the dataclass
+``LambdaWorkerConfig``, the ``otel`` helper module; the reference's exception types and
+messages, stdlib ``logging`` records under its logger names, workflows defined in the
+handler module; its own tests pass against this package: ``tests/reference_ported``),
+with these differences:
 
 * the handler returns once the task queue has been idle for ``idle_timeout`` (default 1 s),
   counted from when the server listed the worker's pollers, and the server reports no
@@ -29,13 +32,21 @@ Quick start::
     )
 """
 
-from lambdarun_temporal.lambda_worker._client_profile import load_client_profile
-from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
-from lambdarun_temporal.lambda_worker._run_worker import (
-    ConfigureCallback,
-    InvocationSummary,
-    run_worker,
-)
+from temporalio import workflow
+
+# A handler module that defines its workflows is re-imported by the workflow sandbox for
+# every workflow run, and with it this package: its implementation (and what that imports:
+# structlog, lambdarun, ...) is passed through to the already-imported modules instead of
+# being re-executed under the sandbox's restrictions (the reference lives in ``temporalio``,
+# which the sandbox passes through by default).
+with workflow.unsafe.imports_passed_through():
+    from lambdarun_temporal.lambda_worker._client_profile import load_client_profile
+    from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
+    from lambdarun_temporal.lambda_worker._run_worker import (
+        ConfigureCallback,
+        InvocationSummary,
+        run_worker,
+    )
 
 __all__ = [
     "ConfigureCallback",

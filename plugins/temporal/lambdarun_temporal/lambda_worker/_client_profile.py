@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import temporalio.envconfig
 
 from lambdarun_temporal.errors import LambdaWorkerConfigError
-from lambdarun_temporal.lambda_worker._defaults import lambda_default_config_file_path
+from lambdarun_temporal.lambda_worker._defaults import ENV_CONFIG_FILE, lambda_default_config_file_path
 
 __all__ = ["load_client_profile"]
 
@@ -24,20 +23,22 @@ def load_client_profile(env: Mapping[str, str] | None = None) -> temporalio.envc
     is a :class:`LambdaWorkerConfigError` that names the file and the key.
     """
     env = dict(os.environ if env is None else env)
-    path = lambda_default_config_file_path(env)
-    if path is not None and not path.is_file():
+    candidate = lambda_default_config_file_path(env)
+    if env.get(ENV_CONFIG_FILE) and not candidate.is_file():
         raise LambdaWorkerConfigError(
-            f"TEMPORAL_CONFIG_FILE={path} does not exist; point it at a temporal.toml "
+            f"TEMPORAL_CONFIG_FILE={candidate} does not exist; point it at a temporal.toml "
             "or unset it to use $LAMBDA_TASK_ROOT/temporal.toml, ./temporal.toml or the "
             "environment only."
         )
+    # no file in the chain: environment variables only
+    path = candidate.absolute() if candidate.is_file() else None
     try:
         if path is None:
             return temporalio.envconfig.ClientConfigProfile.load(
                 disable_file=True, override_env_vars=env
             )
         return temporalio.envconfig.ClientConfigProfile.load(
-            config_source=Path(path), config_file_strict=True, override_env_vars=env
+            config_source=path, config_file_strict=True, override_env_vars=env
         )
     except Exception as exc:  # temporalio's bridge ConfigError
         source = f"Temporal config file {path}" if path else "Temporal environment variables"

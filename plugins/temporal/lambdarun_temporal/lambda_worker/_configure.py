@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import attrs
 from temporalio.client import ClientConnectConfig
 from temporalio.worker import WorkerConfig
 
@@ -17,8 +17,10 @@ from lambdarun_temporal.lambda_worker._defaults import (
     DEFAULT_SHUTDOWN_HOOK_BUDGET,
     SHUTDOWN_MARGIN,
 )
+from lambdarun_temporal.lambda_worker._shutdown import HookWindow, run_shutdown_hooks
 
 __all__ = ["LambdaWorkerConfig", "ShutdownHook", "derived_shutdown_buffer"]
+
 
 ShutdownHook = Callable[[], "Awaitable[None] | None"]
 
@@ -28,12 +30,13 @@ def derived_shutdown_buffer(graceful_shutdown_timeout: timedelta, hook_budget: t
     return graceful_shutdown_timeout + hook_budget + SHUTDOWN_MARGIN
 
 
-@attrs.define
+@dataclass
 class LambdaWorkerConfig:
     """Passed to the ``configure`` callback of :func:`run_worker`, one fresh copy per invocation.
 
-    Same fields as ``temporalio.contrib.aws.lambda_worker.LambdaWorkerConfig`` plus the
-    lifecycle knobs this implementation adds.
+    A dataclass (``dataclasses.replace`` / ``fields`` work) with the fields of
+    ``temporalio.contrib.aws.lambda_worker.LambdaWorkerConfig`` first, in its order, then
+    the lifecycle knobs this implementation adds (all with defaults).
 
     :ivar client_connect_config: keyword arguments for ``temporalio.client.Client.connect``,
         pre-filled from ``temporal.toml`` / ``TEMPORAL_*`` environment variables.
@@ -52,14 +55,14 @@ class LambdaWorkerConfig:
     :ivar connect_timeout: upper bound of ``Client.connect`` (also bounded by the deadline).
     """
 
-    client_connect_config: ClientConnectConfig = attrs.field(factory=dict)  # type: ignore[arg-type]
-    worker_config: WorkerConfig = attrs.field(factory=dict)  # type: ignore[arg-type]
-    shutdown_deadline_buffer: timedelta = attrs.field(
-        factory=lambda: derived_shutdown_buffer(
+    client_connect_config: ClientConnectConfig = field(default_factory=ClientConnectConfig)
+    worker_config: WorkerConfig = field(default_factory=WorkerConfig)
+    shutdown_deadline_buffer: timedelta = field(
+        default_factory=lambda: derived_shutdown_buffer(
             DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_HOOK_BUDGET
         )
     )
-    shutdown_hooks: list[ShutdownHook] = attrs.field(factory=list)
+    shutdown_hooks: list[ShutdownHook] = field(default_factory=list)
     idle_timeout: timedelta | None = DEFAULT_IDLE_TIMEOUT
     shutdown_hook_budget: timedelta = DEFAULT_SHUTDOWN_HOOK_BUDGET
     connect_timeout: timedelta = DEFAULT_CONNECT_TIMEOUT
@@ -67,3 +70,13 @@ class LambdaWorkerConfig:
     def graceful_shutdown_timeout(self) -> timedelta:
         value: Any = self.worker_config.get("graceful_shutdown_timeout")
         return value if isinstance(value, timedelta) else DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT
+
+
+async def _run_shutdown_hooks(config: LambdaWorkerConfig) -> None:
+    """Run ``config.shutdown_hooks`` in order, each failure logged (the reference's name).
+
+    Without a Lambda deadline at hand, the hooks share ``config.shutdown_hook_budget``
+    as in an invocation (see :class:`~._shutdown.HookWindow`).
+    """
+    hooks = list(config.shutdown_hooks)
+    await run_shutdown_hooks(HookWindow.open(config, None, len(hooks)), hooks)

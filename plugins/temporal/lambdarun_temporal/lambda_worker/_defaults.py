@@ -9,8 +9,9 @@ and should drain a backlog quickly, then leave (see ``README.md`` for the measur
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -66,6 +67,19 @@ DEFAULT_CONNECT_TIMEOUT: timedelta = timedelta(seconds=5)
 # Less work time than this is a configuration error, not a worker.
 MIN_WORK_TIME: timedelta = timedelta(seconds=1)
 
+# ---- logging -------------------------------------------------------------------------
+#: The reference's logger namespace: each module here logs to ``<namespace>.<module>``
+#: (``..._run_worker``, ``..._configure``, ``...otel`` are the reference's own names), so
+#: logging configuration written for the reference (levels, handlers, filters on
+#: ``temporalio`` or ``temporalio.contrib.aws.lambda_worker``) applies unchanged.
+LOGGER_NAMESPACE = "temporalio.contrib.aws.lambda_worker"
+
+
+def module_logger(module_name: str) -> logging.Logger:
+    """The stdlib logger of one of this package's modules (``module_name``: its ``__name__``)."""
+    return logging.getLogger(f"{LOGGER_NAMESPACE}.{module_name.rsplit('.', 1)[-1]}")
+
+
 # ---- environment ---------------------------------------------------------------------
 ENV_TASK_QUEUE = "TEMPORAL_TASK_QUEUE"
 ENV_LAMBDA_TASK_ROOT = "LAMBDA_TASK_ROOT"
@@ -99,26 +113,34 @@ def build_lambda_identity(request_id: str | None, function_arn: str | None) -> s
     return f"{request_id or 'unknown'}@{function_arn or 'unknown'}"
 
 
-def lambda_default_config_file_path(env: Mapping[str, str] | None = None) -> Path | None:
-    """The Temporal client config file for this environment, or None when there is none.
+def lambda_default_config_file_path(
+    getenv: Callable[[str], str | None] | Mapping[str, str] | None = None,
+) -> Path:
+    """The Temporal client config file for this environment (same signature and result as
+    the reference when no file exists: ``getenv`` defaults to ``os.environ.get``).
 
-    Resolution order (as documented by the reference, whose code skips step 3 when
-    ``LAMBDA_TASK_ROOT`` is set):
-
-    1. ``TEMPORAL_CONFIG_FILE`` if set (it must exist: a missing file is an error);
+    1. ``TEMPORAL_CONFIG_FILE`` if set (it must exist: :func:`load_client_profile` refuses a
+       missing one);
     2. ``$LAMBDA_TASK_ROOT/temporal.toml`` if it exists;
-    3. ``./temporal.toml`` if it exists.
+    3. ``temporal.toml`` (relative to the working directory) if it exists; the reference's
+       code skips this step when ``LAMBDA_TASK_ROOT`` is set, its docstring does not;
+    4. otherwise the reference's answer (``$LAMBDA_TASK_ROOT/temporal.toml`` or
+       ``temporal.toml``), a file that does not exist: environment variables only.
+
+    It never calls ``Path.cwd()`` (forbidden in the workflow sandbox).
     """
-    env = os.environ if env is None else env
-    explicit = env.get(ENV_CONFIG_FILE)
+    if getenv is None:
+        getenv = os.environ.get
+    elif isinstance(getenv, Mapping):
+        getenv = getenv.get
+    explicit = getenv(ENV_CONFIG_FILE)
     if explicit:
         return Path(explicit)
-    root = env.get(ENV_LAMBDA_TASK_ROOT)
-    if root:
-        candidate = Path(root) / DEFAULT_CONFIG_FILE
-        if candidate.is_file():
-            return candidate
-    candidate = Path.cwd() / DEFAULT_CONFIG_FILE
-    if candidate.is_file():
-        return candidate
-    return None
+    root = getenv(ENV_LAMBDA_TASK_ROOT)
+    in_root = Path(root or ".") / DEFAULT_CONFIG_FILE
+    if in_root.is_file():
+        return in_root
+    here = Path(DEFAULT_CONFIG_FILE)
+    if here.is_file():
+        return here
+    return in_root

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-import structlog
 import temporalio.worker
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -40,9 +39,11 @@ from temporalio.worker import (
     WorkflowRunner,
 )
 
+from lambdarun_temporal.lambda_worker._defaults import module_logger
+
 __all__ = ["ServerView", "TaskTracker", "TrackingInterceptor", "TrackingWorkflowRunner"]
 
-log = structlog.get_logger(__name__)
+logger = module_logger(__name__)
 
 #: one DescribeTaskQueue call may take this long (it is a unary call, answered at once)
 DESCRIBE_TIMEOUT = timedelta(seconds=5)
@@ -133,19 +134,19 @@ class ServerView:
             return list(await asyncio.gather(*(self._describe(t, stats=stats) for t in self._types)))
         except RPCError as exc:
             if exc.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
-                log.warning(
-                    "the Temporal server refuses DescribeTaskQueue; idle is judged from this "
-                    "worker's own tasks only (give the worker's API key read access to the "
-                    "namespace to restore the backlog check)",
-                    status=exc.status.name,
-                    message=exc.message,
+                logger.warning(
+                    "the Temporal server refuses DescribeTaskQueue (%s: %s); idle is judged "
+                    "from this worker's own tasks only (give the worker's API key read access "
+                    "to the namespace to restore the backlog check)",
+                    exc.status.name,
+                    exc.message,
                 )
                 self.unsupported = True
             else:
-                log.debug("DescribeTaskQueue failed", status=exc.status.name, message=exc.message)
+                logger.debug("DescribeTaskQueue failed (%s: %s)", exc.status.name, exc.message)
             return None
         except Exception as exc:  # noqa: BLE001 - timeouts, a closed connection: no answer
-            log.debug("DescribeTaskQueue failed", error=repr(exc))
+            logger.debug("DescribeTaskQueue failed (%r)", exc)
             return None
 
     async def pollers_seen(self) -> bool | None:

@@ -31,15 +31,17 @@ import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeAlias
 
 import attrs
-import structlog
 import temporalio.client
 import temporalio.runtime
 import temporalio.worker
+import temporalio.workflow
 from temporalio.common import WorkerDeploymentVersion
+from temporalio.envconfig import ClientConfigProfile
 from temporalio.worker import WorkerDeploymentConfig
 
 from lambdarun_temporal.errors import (
@@ -58,6 +60,7 @@ from lambdarun_temporal.lambda_worker._defaults import (
     SHUTDOWN_MARGIN,
     apply_lambda_worker_defaults,
     build_lambda_identity,
+    module_logger,
 )
 from lambdarun_temporal.lambda_worker._idle import (
     ServerView,
@@ -75,7 +78,9 @@ from lambdarun_temporal.lambda_worker._supervise import supervise, time_left
 
 __all__ = ["ConfigureCallback", "InvocationSummary", "run_worker", "load_client_profile"]
 
-log = structlog.get_logger(__name__)
+#: stdlib logging under the reference's logger name (``temporalio.contrib.aws.lambda_worker._run_worker``):
+#: in Lambda the runtime's log handler formats these records with the request id.
+logger = module_logger(__name__)
 
 ConfigureCallback: TypeAlias = Callable[
     [LambdaWorkerConfig],
@@ -102,6 +107,45 @@ class InvocationSummary:
         return attrs.asdict(self)
 
 
+@dataclass
+class _WorkerDeps:
+    """What the handler calls outside itself (the reference's test seam, same fields)."""
+
+    connect: Callable[..., Awaitable[temporalio.client.Client]] = field(
+        default_factory=lambda: temporalio.client.Client.connect
+    )
+    create_worker: Callable[..., temporalio.worker.Worker] = field(
+        default_factory=lambda: temporalio.worker.Worker
+    )
+    load_config: Callable[[], ClientConfigProfile] | None = None
+    getenv: Callable[[str], str | None] = field(default_factory=lambda: os.environ.get)
+    extract_lambda_ctx: Callable[[Any], tuple[str, str] | None] | None = None
+
+
+def _default_extract_lambda_ctx(lambda_context: Any) -> tuple[str, str] | None:
+    """``(request id, function ARN)`` of a Lambda context, or None without both."""
+    request_id = getattr(lambda_context, "aws_request_id", None)
+    function_arn = getattr(lambda_context, "invoked_function_arn", None)
+    if request_id is not None and function_arn is not None:
+        return (request_id, function_arn)
+    return None
+
+
+def _check_version(version: WorkerDeploymentVersion) -> None:
+    if not version.deployment_name or not version.build_id:
+        raise LambdaWorkerConfigError(
+            "version is required (deployment_name and build_id must be set)"
+        )
+
+
+def _sandboxed_handler(_event: Any, _context: Any) -> dict[str, Any]:
+    raise RuntimeError(
+        "this run_worker handler was built inside the Temporal workflow sandbox (which "
+        "re-imports the handler module for each workflow run) and cannot be invoked; "
+        "invoke the handler of the module Lambda imported."
+    )
+
+
 def run_worker(
     version: WorkerDeploymentVersion,
     configure: ConfigureCallback,
@@ -113,22 +157,36 @@ def run_worker(
     hooks, hooks on every exit path and a clean interpreter exit. The handler returns
     :meth:`InvocationSummary.to_dict`.
 
-    Raises :class:`LambdaWorkerConfigError` at cold start for a bad version or config file
-    (the reference calls ``sys.exit(1)``).
+    Raises :class:`LambdaWorkerConfigError` (a ``ValueError``) at cold start for a bad
+    version or config file (the reference logs it and calls ``sys.exit(1)``).
+
+    Inside the workflow sandbox (which re-imports the module that defines a workflow, so a
+    handler module's ``run_worker(...)`` line runs again for every workflow run) it only
+    checks the version and returns a handler that refuses to run: no config file is read
+    and nothing the sandbox forbids is touched.
     """
-    if not version.deployment_name or not version.build_id:
-        raise LambdaWorkerConfigError(
-            "run_worker needs a WorkerDeploymentVersion with both deployment_name and "
-            f"build_id set; got {version!r}."
-        )
-    profile = load_client_profile()
+    if temporalio.workflow.unsafe.in_sandbox():
+        _check_version(version)
+        return _sandboxed_handler
+    return _run_worker_internal(version, configure, _WorkerDeps())
+
+
+def _run_worker_internal(
+    version: WorkerDeploymentVersion,
+    configure: ConfigureCallback,
+    deps: _WorkerDeps,
+) -> Callable[[Any, Any], dict[str, Any]]:
+    """:func:`run_worker` with its outside calls in ``deps`` (the reference's seam)."""
+    _check_version(version)
+    profile = (deps.load_config or load_client_profile)()
     base_connect_config: dict[str, Any] = {**profile.to_client_connect_config()}
     base_worker_config: dict[str, Any] = {}
     apply_lambda_worker_defaults(base_worker_config)  # type: ignore[arg-type]
     base_worker_config["deployment_config"] = WorkerDeploymentConfig(
         version=version, use_worker_versioning=True
     )
-    env_task_queue = os.environ.get(ENV_TASK_QUEUE)
+    env_task_queue = deps.getenv(ENV_TASK_QUEUE)
+    extract_lambda_ctx = deps.extract_lambda_ctx or _default_extract_lambda_ctx
 
     def new_config() -> LambdaWorkerConfig:
         config = LambdaWorkerConfig(
@@ -144,7 +202,8 @@ def run_worker(
         deadline = _deadline_of(context, start)
         try:
             return _run_loop(
-                _invocation(context, configure, new_config, start, deadline), deadline
+                _invocation(context, configure, new_config, start, deadline, deps, extract_lambda_ctx),
+                deadline,
             )
         finally:
             # Finalize every temporalio object (worker, client, runtime) now, while the
@@ -190,6 +249,8 @@ async def _invocation(
     new_config: Callable[[], LambdaWorkerConfig],
     start: float,
     deadline: float | None,
+    deps: _WorkerDeps,
+    extract_lambda_ctx: Callable[[Any], tuple[str, str] | None],
 ) -> dict[str, Any]:
     config = new_config()
     default_buffer = config.shutdown_deadline_buffer
@@ -204,8 +265,8 @@ async def _invocation(
         configure_cm = await _bounded_configure(configure, config, deadline)
         if not config.worker_config.get("task_queue"):
             raise LambdaWorkerConfigError(
-                'No task queue configured: set config.worker_config["task_queue"] in '
-                "configure or the TEMPORAL_TASK_QUEUE environment variable."
+                'task queue not configured: set worker_config["task_queue"] or the '
+                "TEMPORAL_TASK_QUEUE environment variable"
             )
         if config.shutdown_deadline_buffer == default_buffer:
             # Untouched by configure: follow graceful shutdown and hook budget (reserved
@@ -219,21 +280,20 @@ async def _invocation(
 
         connect_kwargs: dict[str, Any] = {**config.client_connect_config}
         if "identity" not in connect_kwargs:
-            connect_kwargs["identity"] = build_lambda_identity(
-                getattr(context, "aws_request_id", None),
-                getattr(context, "invoked_function_arn", None),
-            )
+            ctx_info = extract_lambda_ctx(context)
+            if ctx_info is not None:
+                connect_kwargs["identity"] = build_lambda_identity(*ctx_info)
         if connect_kwargs.get("runtime") is None:
             # A runtime per invocation: its threads end with the invocation instead of
             # idling through Lambda's freeze, and nothing outlives the handler.
             connect_kwargs["runtime"] = temporalio.runtime.Runtime(
                 telemetry=temporalio.runtime.TelemetryConfig()
             )
-        client = await _connect(connect_kwargs, config.connect_timeout, stop_at)
+        client = await _connect(deps.connect, connect_kwargs, config.connect_timeout, stop_at)
 
         worker_kwargs: dict[str, Any] = {**config.worker_config}
         install_tracking(worker_kwargs, tracker)
-        worker = temporalio.worker.Worker(client, **worker_kwargs)
+        worker = deps.create_worker(client, **worker_kwargs)
         view = ServerView(
             client,
             worker_kwargs["task_queue"],
@@ -245,11 +305,11 @@ async def _invocation(
         stop_reason = await supervise(run_task, tracker, stop_at, config.idle_timeout, view)
         stopped_at = time.monotonic()
         del view
-        log.info(
-            "temporal lambda worker stopping",
-            reason=stop_reason,
-            workflow_activations=tracker.workflow_activations,
-            activities=tracker.activities,
+        logger.info(
+            "temporal lambda worker stopping (reason=%s, workflow_activations=%d, activities=%d)",
+            stop_reason,
+            tracker.workflow_activations,
+            tracker.activities,
         )
     except BaseException as exc:  # noqa: BLE001 - reported after shutdown, below
         error = exc
@@ -313,32 +373,39 @@ def _check_deadline(config: LambdaWorkerConfig, deadline: float | None) -> float
     remaining = deadline - time.monotonic()
     buffer = config.shutdown_deadline_buffer.total_seconds()
     work = remaining - buffer
-    if work < MIN_WORK_TIME.total_seconds():
+    if work <= MIN_WORK_TIME.total_seconds():
         need = buffer + MIN_WORK_TIME.total_seconds()
         raise LambdaTimeoutTooShortError(
-            f"The Lambda invocation has {remaining:.1f} s left but {buffer:.1f} s are reserved "
-            f"for shutdown (graceful_shutdown_timeout {config.graceful_shutdown_timeout().total_seconds():.1f} s "
-            f"+ shutdown_hook_budget {config.shutdown_hook_budget.total_seconds():.1f} s "
-            f"+ {SHUTDOWN_MARGIN.total_seconds():.1f} s margin), leaving no time for work. Raise the "
-            f"function timeout to at least {need:.0f} s, or lower graceful_shutdown_timeout / "
-            "shutdown_hook_budget / shutdown_deadline_buffer in configure."
+            # the reference's message, then what to set
+            f"Lambda timeout is too short: {remaining:.1f}s remaining but {buffer:.1f}s is "
+            "reserved for shutdown, leaving no time for work. Increase the function timeout "
+            "or decrease the shutdown deadline buffer (the buffer is graceful_shutdown_timeout "
+            f"{config.graceful_shutdown_timeout().total_seconds():.1f}s + shutdown_hook_budget "
+            f"{config.shutdown_hook_budget.total_seconds():.1f}s + "
+            f"{SHUTDOWN_MARGIN.total_seconds():.1f}s margin unless shutdown_deadline_buffer is "
+            f"set; a function timeout of at least {int(need) + 1}s leaves time for work)"
         )
     if work < 5:
-        log.warning(
-            "Lambda timeout leaves less than 5 s for work after the shutdown buffer",
-            work_seconds=round(work, 2),
-            shutdown_buffer_seconds=buffer,
+        logger.warning(
+            "Lambda timeout leaves less than 5s for work after shutdown buffer; consider "
+            "increasing the function timeout or decreasing the shutdown deadline buffer "
+            "(work_time=%s, shutdown_buffer=%s)",
+            timedelta(seconds=work),
+            config.shutdown_deadline_buffer,
         )
     return deadline - buffer
 
 
 async def _connect(
-    kwargs: dict[str, Any], connect_timeout: timedelta, stop_at: float | None
+    connect: Callable[..., Awaitable[temporalio.client.Client]],
+    kwargs: dict[str, Any],
+    connect_timeout: timedelta,
+    stop_at: float | None,
 ) -> temporalio.client.Client:
     timeout = min(connect_timeout.total_seconds(), time_left(stop_at))
     target = kwargs.get("target_host", "localhost:7233")
     try:
-        return await asyncio.wait_for(temporalio.client.Client.connect(**kwargs), timeout=timeout)
+        return await asyncio.wait_for(connect(**kwargs), timeout=timeout)
     except asyncio.TimeoutError as exc:
         raise TemporalConnectError(
             f"Could not connect to the Temporal server at {target} (namespace "

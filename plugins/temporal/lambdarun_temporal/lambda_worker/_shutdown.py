@@ -10,18 +10,19 @@ import inspect
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import structlog
 import temporalio.worker
 
-from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
-from lambdarun_temporal.lambda_worker._defaults import RETURN_SAFETY, SHUTDOWN_MARGIN
+from lambdarun_temporal.lambda_worker._defaults import RETURN_SAFETY, SHUTDOWN_MARGIN, module_logger
+
+if TYPE_CHECKING:  # annotations only: _configure imports this module
+    from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
 
 __all__ = ["HookWindow", "exit_configure", "run_shutdown_hooks", "shutdown_worker"]
 
-log = structlog.get_logger(__name__)
+logger = module_logger(__name__)
 
 
 async def exit_configure(
@@ -32,11 +33,11 @@ async def exit_configure(
     try:
         await asyncio.wait_for(cm.__aexit__(*exc_info), timeout=max(timeout, 0.001))
     except asyncio.TimeoutError:
-        log.error("configure teardown did not finish in its time slice", seconds=round(timeout, 3))
+        logger.error("configure teardown did not finish in its time slice (%.3f s)", timeout)
     except BaseException as exc:  # noqa: BLE001
         if exc is error:
             return error
-        log.error("configure teardown failed", exc_info=exc)
+        logger.error("configure teardown failed: %s", exc, exc_info=exc)
         return error if error is not None else exc
     return error
 
@@ -56,9 +57,9 @@ async def shutdown_worker(
     try:
         await asyncio.wait_for(worker.shutdown(), timeout=max(limit, 0.001))
     except asyncio.TimeoutError:
-        log.error("temporal worker did not shut down in time; abandoning it", seconds=round(limit, 3))
+        logger.error("temporal worker did not shut down in time (%.3f s); abandoning it", limit)
     except Exception as exc:  # noqa: BLE001
-        log.error("temporal worker shutdown failed", exc_info=exc)
+        logger.error("temporal worker shutdown failed: %s", exc, exc_info=exc)
     if run_task is not None:
         if not run_task.done():
             run_task.cancel()
@@ -106,14 +107,14 @@ async def run_shutdown_hooks(window: HookWindow, hooks: list[Callable[[], Any]])
         share = window.next_share()
         name = getattr(hook, "__qualname__", repr(hook))
         if share <= 0:
-            log.error("shutdown hook skipped: no time left before the Lambda deadline", hook=name)
+            logger.error("shutdown hook %s skipped: no time left before the Lambda deadline", name)
             continue
         try:
             await asyncio.wait_for(_call_hook(hook), timeout=share)
         except asyncio.TimeoutError:
-            log.error("shutdown hook timed out", hook=name, seconds=round(share, 3))
+            logger.error("shutdown hook timed out: %s (%.3f s)", name, share)
         except Exception as exc:  # noqa: BLE001 - every hook runs
-            log.error("shutdown hook failed", hook=name, exc_info=exc)
+            logger.error("shutdown hook error: %s (%s)", exc, name, exc_info=exc)
 
 
 async def _call_hook(hook: Callable[[], Any]) -> None:

@@ -8,13 +8,13 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import structlog
 
+from lambdarun_temporal.lambda_worker._defaults import module_logger
 from lambdarun_temporal.lambda_worker._idle import ServerView, TaskTracker
 
 __all__ = ["supervise", "time_left"]
 
-log = structlog.get_logger(__name__)
+logger = module_logger(__name__)
 
 _TICK = 0.05  # seconds between idle / deadline checks
 _POLLERS_RETRY = 0.1  # seconds between "has the server seen our pollers?" questions
@@ -70,12 +70,12 @@ async def supervise(
                         ready = True
                         tracker.reset_clock()
                         if answer:
-                            log.debug("the server lists this worker's pollers; idle clock started")
+                            logger.debug("the server lists this worker's pollers; idle clock started")
                         elif not view.unsupported:
-                            log.warning(
-                                "the server does not list this worker's pollers; idle clock "
-                                "started anyway (the backlog check still applies)",
-                                seconds=round(waited, 2),
+                            logger.warning(
+                                "the server does not list this worker's pollers after %.2f s; "
+                                "idle clock started anyway (the backlog check still applies)",
+                                waited,
                             )
                     else:
                         next_question = time.monotonic() + _POLLERS_RETRY
@@ -84,7 +84,7 @@ async def supervise(
                     if quiet and (answer == 0 or view.unsupported):
                         return "idle"
                     if answer:
-                        log.debug("idle, but the server reports a backlog", backlog=answer)
+                        logger.debug("idle, but the server reports a backlog of %s", answer)
                     next_question = time.monotonic() + _BACKLOG_RETRY
             if question is None and time.monotonic() >= next_question:
                 if not ready:

@@ -13,29 +13,38 @@ every ``metric_periodicity`` and when the per-invocation runtime is dropped.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-import attrs
-import structlog
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.trace import get_tracer_provider, set_tracer_provider
-from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, _serverless, create_tracer_provider
-from temporalio.runtime import Runtime, TelemetryConfig
+from temporalio import workflow
 
-from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
+# passed through the workflow sandbox, like the package (see ``__init__``): a handler module
+# that defines workflows and imports this module is re-imported for every workflow run
+with workflow.unsafe.imports_passed_through():
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.trace import get_tracer_provider, set_tracer_provider
+    from temporalio.contrib.opentelemetry import (
+        OpenTelemetryPlugin,
+        _serverless,
+        create_tracer_provider,
+    )
+    from temporalio.runtime import Runtime, TelemetryConfig
+
+    from lambdarun_temporal.lambda_worker._configure import LambdaWorkerConfig
+    from lambdarun_temporal.lambda_worker._defaults import module_logger
 
 __all__ = ["OtelOptions", "apply_defaults", "apply_tracing", "build_metrics_telemetry_config", "flush_hook"]
 
-log = structlog.get_logger(__name__)
+logger = module_logger(__name__)
 
 
-@attrs.define
+@dataclass
 class OtelOptions:
     """``metric_periodicity`` (10 s), ``service_name`` (else ``OTEL_SERVICE_NAME``, then
     ``AWS_LAMBDA_FUNCTION_NAME``, then ``temporal-lambda-worker``), ``collector_endpoint``
     (else ``OTEL_EXPORTER_OTLP_ENDPOINT``, then ``http://localhost:4317``)."""
 
-    metric_periodicity: timedelta = attrs.field(factory=lambda: timedelta(seconds=10))
+    metric_periodicity: timedelta = field(default_factory=lambda: timedelta(seconds=10))
     service_name: str = ""
     collector_endpoint: str = ""
 
@@ -59,7 +68,7 @@ def flush_hook(config: LambdaWorkerConfig):
             return
         millis = max(1, int(config.shutdown_hook_budget.total_seconds() * 1000))
         if flush(timeout_millis=millis) is False:
-            log.warning("OpenTelemetry flush did not complete in time", timeout_ms=millis)
+            logger.warning("OpenTelemetry flush did not complete in %d ms", millis)
 
     return flush_traces
 
@@ -93,7 +102,7 @@ def apply_defaults(config: LambdaWorkerConfig, options: OtelOptions | None = Non
     try:
         provider.add_span_processor(_serverless.build_otlp_span_processor(endpoint, insecure=True))
     except ImportError:
-        log.warning(
+        logger.warning(
             "opentelemetry-exporter-otlp-proto-grpc is not installed; traces are not exported "
             "(pip install lambdarun-temporal[otel])"
         )
