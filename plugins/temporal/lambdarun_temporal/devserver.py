@@ -257,13 +257,18 @@ _shared: DevServer | None = None
 _shared_lock = threading.Lock()
 
 
-def shared_dev_server() -> DevServer:
+def shared_dev_server(environment: dict[str, str] | None = None) -> DevServer:
     """The process-wide dev server for the local target: started on first use, stopped at
-    interpreter exit (or by :func:`stop_shared_dev_server`)."""
+    interpreter exit (or by :func:`stop_shared_dev_server`).
+
+    With ``environment`` (see :func:`serverless_workers_environment`) a server started now
+    has its worker controller enabled with that environment (Serverless Workers on the
+    local stack); ``DevServer.worker_controller`` says whether the running one has it."""
     global _shared
     with _shared_lock:
         if _shared is None or not _shared.running:
-            _shared = DevServer().start()
+            _shared = DevServer(worker_controller=environment is not None,
+                                environment=dict(environment or {})).start()
             atexit.register(stop_shared_dev_server)
         return _shared
 

@@ -162,6 +162,7 @@ def test_server_invokes_the_function_and_drains_50_workflows_then_a_new_version(
     names = [f"n{i}" for i in range(50)]
     results = asyncio.run(_run_workflows(setup.server.address, setup.task_queue, names, timeout=240))
     assert results == [f"{n}@v1" for n in names]
+    print("SWDEBUG", setup.invocations.read_text()[:600])
     assert setup.invoked_builds() and set(setup.invoked_builds()) == {"v1"}  # the server invoked it
 
     # a second version, set current: new workflows run on the new function, invoked by the server
@@ -174,3 +175,53 @@ def test_server_invokes_the_function_and_drains_50_workflows_then_a_new_version(
     assert results == ["late@v2"]
     assert "v2" in setup.invoked_builds()[before:], setup.invocations.read_text()
 
+
+
+# -- backend="temporal" on the local target: the server lambdarun starts invokes the workers ----
+
+def _triple(x: int) -> int:
+    return x * 3
+
+
+@pytest.fixture
+def on_demand_server() -> Iterator[None]:
+    from lambdarun_temporal.devserver import stop_shared_dev_server
+
+    stop_shared_dev_server()
+    yield
+    stop_shared_dev_server()
+
+
+@pytest.mark.timeout(180)
+def test_backend_on_the_local_target_uses_the_servers_controller(lambdarun_session: Any, local_stack: LocalStack,
+                                                                 on_demand_server: None) -> None:
+    import cloudpickle
+
+    import lambdarun
+    import lambdarun_temporal.plugin
+    from lambdarun.plugins import DEFAULT_PLUGINS
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    plugins: list[Any] = [lambdarun_temporal.plugin]
+    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
+        from lambdarun.local import plugin as local_plugin
+
+        plugins.append(local_plugin)
+    suffix = uuid.uuid4().hex[:8]
+    session = lambdarun_session(*plugins, overrides={
+        "target": "local", "local": {"state_dir": str(local_stack.state_dir)}, "progress": False,
+        "temporal": {"function_name": f"sw-backend-{suffix}", "task_queue": f"sw-backend-{suffix}",
+                     "deployment_name": f"sw-backend-{suffix}", "function_timeout": 30}})
+    backend = session.backend("temporal")
+    assert list(lambdarun.map(_triple, range(20), backend="temporal", session=session)) == [3 * i for i in range(20)]
+    assert backend.server_controlled is True
+    assert backend.invocations == 0  # lambdarun invoked nothing: the server did
+    iam = local_stack.client("iam")
+    role = iam.get_role(RoleName=f"sw-backend-{suffix}-temporal-invoke")["Role"]
+    statement = role["AssumeRolePolicyDocument"]["Statement"][0]
+    assert statement["Condition"]["StringEquals"]["sts:ExternalId"]
+    # the role is what the server assumed: without the External ID the local STS refuses it
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError, match="AccessDenied"):
+        local_stack.client("sts").assume_role(RoleArn=role["Arn"], RoleSessionName="probe")

@@ -3,6 +3,7 @@ deployment, build id and task queue come from the function's environment."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -29,5 +30,5 @@ def handler(event, context):
     marks = os.environ.get("SW_INVOCATIONS")
     if marks:  # one line per invocation: when the server invoked, and the event it sent
         with open(Path(marks), "a") as f:
-            f.write(f"{time.time()} {os.environ['SW_BUILD_ID']}\n")
+            f.write(f"{time.time()} {os.environ['SW_BUILD_ID']} {json.dumps(event, separators=(',', ':'))}\n")
     return _worker(event, context)
