@@ -225,3 +225,44 @@ def test_backend_on_the_local_target_uses_the_servers_controller(lambdarun_sessi
 
     with pytest.raises(ClientError, match="AccessDenied"):
         local_stack.client("sts").assume_role(RoleArn=role["Arn"], RoleSessionName="probe")
+
+
+# -- what the function accepts as a server invocation -----------------------------------------
+
+@pytest.mark.parametrize("event", [{"task_queue": "evil"}, {"address": "attacker.example:7233"},
+                                   {"lambdarun_temporal": 2}, [], "x", None])
+def test_only_an_empty_event_is_a_server_invocation(lambdarun_session: Any, event: Any) -> None:
+    """A worker function in server mode serves its own [temporal] configuration and only for
+    the server's empty event: an event that tries to choose queue or server is not handled
+    (nothing connects: the configured address is a closed port that would fail loudly)."""
+    import lambdarun_temporal.plugin
+    from lambdarun_temporal.plugin import lambdarun_handle_event
+
+    session = lambdarun_session(lambdarun_temporal.plugin, overrides={
+        "temporal": {"worker_controller": "server", "address": "127.0.0.1:1"}})
+    assert lambdarun_handle_event(event=event, context=None, session=session) is None
+
+
+def test_an_empty_event_is_not_a_server_invocation_in_client_mode(lambdarun_session: Any) -> None:
+    import lambdarun_temporal.plugin
+    from lambdarun_temporal.plugin import lambdarun_handle_event
+
+    for mode in ("client", "auto"):
+        session = lambdarun_session(lambdarun_temporal.plugin, overrides={
+            "temporal": {"worker_controller": mode, "address": "127.0.0.1:1"}})
+        assert lambdarun_handle_event(event={}, context=None, session=session) is None
+
+
+def test_server_invocation_serves_the_configured_queue(lambdarun_session: Any, monkeypatch: Any) -> None:
+    """An empty event becomes a worker event built from the function's own configuration."""
+    import lambdarun_temporal.plugin
+    import lambdarun_temporal.worker as worker
+    from lambdarun_temporal.plugin import lambdarun_handle_event
+
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(worker, "handle_worker_event", lambda event, context, session: seen.append(event) or {})
+    session = lambdarun_session(lambdarun_temporal.plugin, overrides={"temporal": {
+        "worker_controller": "server", "address": "127.0.0.1:1", "task_queue": "tq-configured",
+        "deployment_name": "dep", "build_id": "b7"}})
+    assert lambdarun_handle_event(event={}, context=None, session=session) == {}
+    assert [(e["task_queue"], e["deployment_name"], e["build_id"]) for e in seen] == [("tq-configured", "dep", "b7")]
