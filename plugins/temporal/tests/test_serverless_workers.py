@@ -8,30 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
 
-import lambdarun_temporal
 from lambdarun.local import LocalStack
 from lambdarun.local.testing import local_stack_fixture
-from lambdarun_temporal.devserver import DevServer, find_temporal_cli, serverless_workers_environment
-
-HERE = Path(__file__).resolve().parent
-APP = HERE / "serverless_app"
+from lambdarun_temporal.devserver import DevServer, serverless_workers_environment
+from lambdarun_temporal.serverless_testing import ServerlessSetup, run_workflows
 
 local_stack = local_stack_fixture(scope="module", max_concurrency=8)
-
-#: the workflow type of serverless_app/sw_workflows.py (the client needs no import of it)
-WORKFLOW = "ServerlessHello"
 
 
 @pytest.fixture(scope="module")
@@ -43,94 +33,13 @@ def sw_server(local_stack: LocalStack) -> Iterator[DevServer]:
         yield server
 
 
-class ServerlessSetup:
-    """Role, function and deployment versions of one test (unique names)."""
-
-    def __init__(self, stack: LocalStack, server: DevServer, tmp: Path) -> None:
-        self.stack, self.server, self.tmp = stack, server, tmp
-        self.suffix = uuid.uuid4().hex[:8]
-        self.deployment = f"sw-{self.suffix}"
-        self.task_queue = f"sw-tq-{self.suffix}"
-        self.external_id = f"ext-{uuid.uuid4().hex}"
-        self.invocations = tmp / "invocations.txt"
-        self.invocations.touch()
-        iam = stack.client("iam")
-        trust = {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"sts:ExternalId": self.external_id}}}]}
-        self.role_arn = iam.create_role(RoleName=f"temporal-invoke-{self.suffix}",
-                                        AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-        self.cli(["worker", "deployment", "create", "--name", self.deployment])
-
-    def cli(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [find_temporal_cli(), *args, "--address", self.server.address]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        if check and done.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr}{done.stdout}")
-        return done
-
-    def function(self, build_id: str) -> str:
-        """Create the worker function of ``build_id``; its ARN."""
-        lam = self.stack.client("lambda")
-        roots = [str(Path(lambdarun_temporal.__file__).resolve().parents[1])]
-        root_of_lambdarun = Path(sys.modules["lambdarun"].__file__ or "").resolve().parents[1]
-        roots.append(str(root_of_lambdarun))
-        config = lam.create_function(
-            FunctionName=f"sw-{self.suffix}-{build_id}", Runtime="python3.11", Handler="app.handler",
-            Role="arn:aws:iam::123456789012:role/lambdarun-test", Timeout=60, MemorySize=512,
-            Code={"S3Bucket": "__local__", "S3Key": str(APP)},
-            Environment={"Variables": {
-                "PYTHONPATH": os.pathsep.join(roots), "TEMPORAL_ADDRESS": self.server.address,
-                "TEMPORAL_NAMESPACE": "default", "SW_DEPLOYMENT": self.deployment, "SW_BUILD_ID": build_id,
-                "SW_TASK_QUEUE": self.task_queue, "SW_INVOCATIONS": str(self.invocations)}})
-        return str(config["FunctionArn"])
-
-    def version(self, build_id: str, function_arn: str, *, external_id: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.cli(["worker", "deployment", "create-version", "--deployment-name", self.deployment,
-                         "--build-id", build_id, "--aws-lambda-function-arn", function_arn,
-                         "--aws-lambda-assume-role-arn", self.role_arn,
-                         "--aws-lambda-assume-role-external-id", external_id or self.external_id], check=check)
-
-    def set_current(self, build_id: str) -> None:
-        self.cli(["worker", "deployment", "set-current-version", "--deployment-name", self.deployment,
-                  "--build-id", build_id, "--allow-no-pollers", "--ignore-missing-task-queues", "--yes"])
-
-    def wait_routed(self, build_id: str, timeout: float = 60.0) -> None:
-        """Wait until the server reports the new routing (current = ``build_id``) propagated
-        to the deployment's task queues (``set-current-version`` returns before that)."""
-        asyncio.run(_wait_routed(self.server.address, self.deployment, build_id, timeout))
-
-    def invoked_builds(self) -> list[str]:
-        return [line.split()[1] for line in self.invocations.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture
 def setup(local_stack: LocalStack, sw_server: DevServer, tmp_path: Path) -> ServerlessSetup:
     return ServerlessSetup(local_stack, sw_server, tmp_path)
 
 
-async def _wait_routed(address: str, deployment: str, build_id: str, timeout: float) -> None:
-    from temporalio.api.enums.v1 import RoutingConfigUpdateState
-    from temporalio.api.workflowservice.v1 import DescribeWorkerDeploymentRequest
-
-    client = await Client.connect(address)
-    deadline = time.monotonic() + timeout
-    while True:
-        info = (await client.workflow_service.describe_worker_deployment(
-            DescribeWorkerDeploymentRequest(namespace="default", deployment_name=deployment))).worker_deployment_info
-        if (info.routing_config.current_deployment_version.build_id == build_id and info.routing_config_update_state
-                == RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_COMPLETED):
-            return
-        assert time.monotonic() < deadline, f"routing to {build_id} not propagated: {info}"
-        await asyncio.sleep(0.1)
-
-
-async def _run_workflows(address: str, task_queue: str, names: list[str], timeout: float) -> list[str]:
-    client = await Client.connect(address)
-    handles = [await client.start_workflow(WORKFLOW, name, id=f"wf-{uuid.uuid4().hex}", task_queue=task_queue)
-               for name in names]
-    return list(await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout))
+def _run(setup: ServerlessSetup, names: list[str], timeout: float) -> list[str]:
+    return asyncio.run(run_workflows(setup.server.address, setup.task_queue, names, timeout))[1]
 
 
 def test_version_refused_when_the_role_does_not_enforce_the_external_id(setup: ServerlessSetup) -> None:
@@ -160,9 +69,8 @@ def test_server_invokes_the_function_and_drains_50_workflows_then_a_new_version(
     setup.version("v1", arn_v1)
     setup.set_current("v1")
     names = [f"n{i}" for i in range(50)]
-    results = asyncio.run(_run_workflows(setup.server.address, setup.task_queue, names, timeout=240))
+    results = _run(setup, names, timeout=240)
     assert results == [f"{n}@v1" for n in names]
-    print("SWDEBUG", setup.invocations.read_text()[:600])
     assert setup.invoked_builds() and set(setup.invoked_builds()) == {"v1"}  # the server invoked it
 
     # a second version, set current: new workflows run on the new function, invoked by the server
@@ -171,7 +79,7 @@ def test_server_invokes_the_function_and_drains_50_workflows_then_a_new_version(
     setup.version("v2", arn_v2)
     setup.set_current("v2")
     setup.wait_routed("v2")
-    results = asyncio.run(_run_workflows(setup.server.address, setup.task_queue, ["late"], timeout=120))
+    results = _run(setup, ["late"], timeout=120)
     assert results == ["late@v2"]
     assert "v2" in setup.invoked_builds()[before:], setup.invocations.read_text()
 
