@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lambdarun.hookspecs import hookimpl
+from lambdarun_temporal.companion import lambdarun_local_companions  # noqa: F401 - local up --with temporal
 from lambdarun_temporal.dashboard import lambdarun_dashboard_pages  # noqa: F401 - its dashboard page
 
 if TYPE_CHECKING:
