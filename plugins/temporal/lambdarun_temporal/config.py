@@ -80,3 +80,6 @@ class TemporalConfig:
     invoke_role_arn: str | None = None
     #: External ID of that role's trust policy (server controller)
     external_id: str | None = attrs.field(default=None, repr=False)
+    #: who ``lambdarun deploy`` lets assume the invoke role: the Temporal server's AWS
+    #: account id or role ARN (Temporal Cloud tells you which), with ``external_id``
+    temporal_principal: str | None = None

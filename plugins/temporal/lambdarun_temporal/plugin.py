@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from lambdarun.hookspecs import hookimpl
 from lambdarun_temporal.companion import lambdarun_local_companions  # noqa: F401 - local up --with temporal
 from lambdarun_temporal.dashboard import lambdarun_dashboard_pages  # noqa: F401 - its dashboard page
+from lambdarun_temporal.deploy import lambdarun_deploy_resources  # noqa: F401 - the invoke role
 
 if TYPE_CHECKING:
     from lambdarun.backends import BackendRegistry
