@@ -347,18 +347,28 @@ class TrustPolicyGate:
         return unquote(doc.text or "")
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("REQUEST_METHOD") not in ("GET", "POST"):
-            return self.app(environ, start_response)
-        stream = environ["wsgi.input"]
-        body = stream.read()
+        query = environ.get("QUERY_STRING") or ""
+        form = "x-www-form-urlencoded" in (environ.get("CONTENT_TYPE") or "")
+        if environ.get("REQUEST_METHOD") not in ("GET", "POST") or not (form or "AssumeRole" in query):
+            return self.app(environ, start_response)  # not a query-protocol call: S3 bodies stay unread
+        body = environ["wsgi.input"].read() if form else b""
         environ["wsgi.input"] = io.BytesIO(body)
-        params: dict[str, list[str]] = parse_qs(environ.get("QUERY_STRING") or "", keep_blank_values=True)
-        if "x-www-form-urlencoded" in (environ.get("CONTENT_TYPE") or ""):
+        params: dict[str, list[str]] = parse_qs(query, keep_blank_values=True)
+        if form and b"AssumeRole" in body:
             for key, values in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items():
                 params.setdefault(key, []).extend(values)
-        if params.get("Action", [""])[0] != "AssumeRole":
+        if not any(a.lower() == "assumerole" for a in params.get("Action", [])):
             return self.app(environ, start_response)
         role_arn = params.get("RoleArn", [""])[0]
+        # one value each, so that what is evaluated here is what moto acts on (a second
+        # Action/RoleArn/ExternalId in the query or the body would be parameter pollution)
+        polluted = [k for k in ("Action", "RoleArn", "ExternalId", "RoleSessionName", "SourceIdentity")
+                    if len(params.get(k, [])) > 1]
+        if polluted:
+            log.warning("local STS refused AssumeRole with repeated parameters", parameters=polluted)
+            status, headers, denied = _access_denied("anonymous", role_arn)
+            start_response(status, headers)
+            return [denied]
         try:
             caller, account = self._caller(environ)
         except (PolicyError, ET.ParseError):

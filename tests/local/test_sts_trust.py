@@ -177,3 +177,53 @@ def test_condition_operators(condition: dict[str, Any], context: dict[str, str],
 def test_unparseable_documents_raise(document: str) -> None:
     with pytest.raises(PolicyError):
         evaluate_trust_policy(document, caller_arn="arn:aws:iam::1:user/u", account="1", context={})
+
+
+def _raw_sts(stack: LocalStack, *, query: str = "", body: str = "") -> tuple[int, str]:
+    """A signed STS call with this exact query string and form body; (status, body)."""
+    import urllib.error
+    import urllib.request
+
+    url = stack.endpoints.moto + "/" + (f"?{query}" if query else "")
+    from lambdarun.local.auth import signed_request
+
+    request = signed_request(url, stack.credentials, method="POST", data=body.encode(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"},
+                             region=stack.region, service="sts")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_parameter_pollution_is_refused(local_stack: LocalStack, make_role: Any) -> None:
+    """A second Action/RoleArn/ExternalId in the query string or body cannot make moto act on
+    another request than the one evaluated."""
+    from urllib.parse import quote
+
+    guarded = make_role(_trust(EXTERNAL))
+    open_role = make_role(_trust())
+    base = "Version=2011-06-15&RoleSessionName=sess"
+    attacks = [
+        # the gate would evaluate the open role, moto might assume the guarded one
+        (f"Action=AssumeRole&RoleArn={quote(open_role)}", f"Action=AssumeRole&RoleArn={quote(guarded)}&{base}"),
+        ("", f"Action=AssumeRole&RoleArn={quote(guarded)}&RoleArn={quote(open_role)}&{base}"),
+        ("Action=GetCallerIdentity", f"Action=AssumeRole&RoleArn={quote(guarded)}&{base}"),
+        ("", f"Action=AssumeRole&RoleArn={quote(guarded)}&ExternalId=tenant-42&ExternalId=x&{base}"),
+    ]
+    for query, body in attacks:
+        status, text = _raw_sts(local_stack, query=query, body=body)
+        assert status == 403 and "AccessDenied" in text and "<SecretAccessKey>" not in text, (query, body, text)
+    # the same call, clean, works
+    status, text = _raw_sts(local_stack, body=f"Action=AssumeRole&RoleArn={quote(guarded)}&ExternalId=tenant-42&{base}")
+    assert status == 200 and "<SecretAccessKey>" in text
+
+
+def test_assume_role_in_the_query_string_is_evaluated(local_stack: LocalStack, make_role: Any) -> None:
+    from urllib.parse import quote
+
+    guarded = make_role(_trust(EXTERNAL))
+    status, text = _raw_sts(local_stack, query=f"Action=AssumeRole&RoleArn={quote(guarded)}&RoleSessionName=sess"
+                                                "&Version=2011-06-15")
+    assert status == 403 and "AccessDenied" in text
