@@ -100,7 +100,7 @@ class ServerlessSetup:
         self.wait_routed(build_id)
         return arn
 
-    def wait_routed(self, build_id: str, timeout: float = 60.0) -> None:
+    def wait_routed(self, build_id: str, timeout: float = 180.0) -> None:
         """Wait until the server reports the new routing (current = ``build_id``) propagated
         to the deployment's task queues (``set-current-version`` returns before that)."""
         asyncio.run(wait_routed(self.server.address, self.deployment, build_id, timeout))
@@ -148,7 +148,10 @@ async def wait_routed(address: str, deployment: str, build_id: str, timeout: flo
                 == RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_COMPLETED):
             return
         if time.monotonic() >= deadline:
-            raise AssertionError(f"routing to {build_id} not propagated within {timeout} s: {info}")
+            raise AssertionError(
+                f"routing to {build_id} not propagated within {timeout} s: current "
+                f"{info.routing_config.current_deployment_version.build_id!r}, update state "
+                f"{RoutingConfigUpdateState.Name(info.routing_config_update_state)}")
         await asyncio.sleep(0.1)
 
 

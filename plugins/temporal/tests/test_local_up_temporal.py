@@ -64,7 +64,7 @@ def _port_open(address: str) -> bool:
         return False
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(360)
 def test_up_with_temporal_serves_serverless_workers(stack_with_temporal: Any) -> None:
     proc, exports, state = stack_with_temporal
     address = exports["TEMPORAL_ADDRESS"]
@@ -96,7 +96,7 @@ def test_up_with_temporal_serves_serverless_workers(stack_with_temporal: Any) ->
                   "--build-id", "b1", "--allow-no-pollers", "--ignore-missing-task-queues", "--yes"]):
         done = subprocess.run([cli, *args, "--address", address], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr + done.stdout
-    asyncio.run(wait_routed(address, f"d-{suffix}", "b1", 60))
+    asyncio.run(wait_routed(address, f"d-{suffix}", "b1", 120))
     _, results = asyncio.run(run_workflows(address, f"q-{suffix}", ["x", "y"], timeout=120))
     assert results == ["x@b1", "y@b1"]
     assert " start " in invocations.read_text()  # the server invoked the function

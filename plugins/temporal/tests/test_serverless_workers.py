@@ -64,6 +64,7 @@ def test_version_refused_with_a_wrong_external_id(setup: ServerlessSetup) -> Non
     assert setup.invoked_builds() == []
 
 
+@pytest.mark.timeout(480)
 def test_server_invokes_the_function_and_drains_50_workflows_then_a_new_version(setup: ServerlessSetup) -> None:
     arn_v1 = setup.function("v1")
     setup.version("v1", arn_v1)
