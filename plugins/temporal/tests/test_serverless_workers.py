@@ -175,3 +175,88 @@ def test_server_invocation_serves_the_configured_queue(lambdarun_session: Any, m
         "deployment_name": "dep", "build_id": "b7"}})
     assert lambdarun_handle_event(event={}, context=None, session=session) == {}
     assert [(e["task_queue"], e["deployment_name"], e["build_id"]) for e in seen] == [("tq-configured", "dep", "b7")]
+
+
+def _session(lambdarun_session: Any, local_stack: LocalStack, **temporal: Any) -> Any:
+    import cloudpickle
+
+    import lambdarun_temporal.plugin
+    from lambdarun.plugins import DEFAULT_PLUGINS
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    plugins: list[Any] = [lambdarun_temporal.plugin]
+    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
+        from lambdarun.local import plugin as local_plugin
+
+        plugins.append(local_plugin)
+    return lambdarun_session(*plugins, overrides={
+        "target": "local", "local": {"state_dir": str(local_stack.state_dir)}, "progress": False,
+        "temporal": temporal})
+
+
+@pytest.mark.timeout(180)
+def test_backend_on_a_configured_server_with_a_given_role(lambdarun_session: Any, local_stack: LocalStack,
+                                                          sw_server: DevServer, setup: ServerlessSetup) -> None:
+    """[temporal] address + worker_controller = "server" + invoke_role_arn/external_id (what
+    `lambdarun deploy` creates on AWS): the backend registers the version with that role and
+    the server invokes the function."""
+    import lambdarun
+
+    suffix = uuid.uuid4().hex[:8]
+    session = _session(lambdarun_session, local_stack, address=sw_server.address, worker_controller="server",
+                       invoke_role_arn=setup.role_arn, external_id=setup.external_id,
+                       function_name=f"sw-given-{suffix}", task_queue=f"sw-given-{suffix}",
+                       deployment_name=f"sw-given-{suffix}", function_timeout=30)
+    backend = session.backend("temporal")
+    assert lambdarun.run(_triple, 14, backend="temporal", session=session) == 42
+    assert backend.server_controlled is True and backend.invocations == 0
+
+
+def test_auto_on_a_configured_server_without_a_role_is_lambdaruns_controller(
+        lambdarun_session: Any, local_stack: LocalStack, sw_server: DevServer) -> None:
+    import lambdarun
+
+    suffix = uuid.uuid4().hex[:8]
+    session = _session(lambdarun_session, local_stack, address=sw_server.address,
+                       function_name=f"sw-auto-{suffix}", task_queue=f"sw-auto-{suffix}",
+                       deployment_name=f"sw-auto-{suffix}", function_timeout=20)
+    backend = session.backend("temporal")
+    assert lambdarun.run(_triple, 2, backend="temporal", session=session) == 6
+    assert backend.server_controlled is False and backend.invocations >= 1
+
+
+def test_server_mode_on_a_configured_server_needs_the_role(lambdarun_session: Any, local_stack: LocalStack,
+                                                           sw_server: DevServer) -> None:
+    import lambdarun
+    from lambdarun.errors import ConfigError
+
+    suffix = uuid.uuid4().hex[:8]
+    session = _session(lambdarun_session, local_stack, address=sw_server.address, worker_controller="server",
+                       function_name=f"sw-norole-{suffix}", task_queue=f"sw-norole-{suffix}",
+                       deployment_name=f"sw-norole-{suffix}")
+    with pytest.raises(ConfigError, match="invoke_role_arn"):
+        lambdarun.run(_triple, 1, backend="temporal", session=session)
+
+
+def test_the_invoke_role_keeps_its_external_id(local_stack: LocalStack) -> None:
+    from lambdarun_temporal.serverless import ensure_invoke_role
+
+    iam = local_stack.client("iam")
+    name = f"keep-{uuid.uuid4().hex[:8]}"
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:f"
+    role, first = ensure_invoke_role(iam, role_name=name, principal="arn:aws:iam::123456789012:root", function_arn=arn)
+    again, second = ensure_invoke_role(iam, role_name=name, principal="arn:aws:iam::123456789012:root", function_arn=arn)
+    assert (again, second) == (role, first) and len(first) >= 20
+    _, third = ensure_invoke_role(iam, role_name=name, principal="arn:aws:iam::123456789012:root",
+                                  function_arn=arn, external_id="chosen-id")
+    assert third == "chosen-id"
+    sts = local_stack.client("sts", retries={"total_max_attempts": 1})
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError, match="AccessDenied"):
+        sts.assume_role(RoleArn=role, RoleSessionName="probe", ExternalId=first)
+    assert sts.assume_role(RoleArn=role, RoleSessionName="probe", ExternalId="chosen-id")["Credentials"]
+    policy = iam.get_role_policy(RoleName=name, PolicyName="lambdarun-temporal-invoke")["PolicyDocument"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    assert policy["Statement"][0]["Action"] == ["lambda:InvokeFunction", "lambda:GetFunction"]
+    assert policy["Statement"][0]["Resource"] == [arn, arn + ":*"]
