@@ -163,7 +163,15 @@ class DevServer:
         self._log_file = tempfile.TemporaryFile()
         cmd = self.command()
         log.debug("temporal dev server starting", cmd=cmd)
-        env = {**os.environ, **self.environment} if self.environment else None
+        env = None
+        if self.environment:
+            inherited = dict(os.environ)
+            if "AWS_ACCESS_KEY_ID" in self.environment:
+                # the given credentials only: no session token, profile or endpoint of the caller's
+                for key in list(inherited):
+                    if key in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE") or key.startswith("AWS_ENDPOINT_URL"):
+                        del inherited[key]
+            env = {**inherited, **self.environment}
         self._process = subprocess.Popen(
             cmd,
             env=env,
