@@ -369,3 +369,21 @@ def lambdarun_dashboard_pages(register: DashboardRegistry) -> None:
 
     .. versionadded:: 0.1
     """
+
+
+@hookspec
+def lambdarun_local_companions(register: dict[str, Callable[..., Callable[[], None]]]) -> None:
+    """Offer a service ``lambdarun local up --with NAME`` can host next to the stack.
+
+    Set ``register[NAME] = start``; ``start(stack, echo)`` is called once the stack is up
+    (``stack``: the started :class:`lambdarun.local.LocalStack`, ``echo``: prints one line
+    for the user, e.g. ``export`` lines pointing other tools at the service) and returns a
+    callable that stops the service (called when the stack stops). The temporal plugin
+    offers ``temporal``: the Temporal dev server with its Serverless Worker controller
+    invoking the stack's Lambda through the stack's STS.
+
+    :param register: the mapping of companion names to start functions being filled.
+    :return: nothing; results are ignored.
+
+    .. versionadded:: 0.3
+    """

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from lambdarun.config import Settings
 
 __all__ = [
+    "RoleResource",
     "KeyAttribute",
     "TableResource",
     "PolicyStatement",
@@ -194,6 +195,59 @@ class PolicyStatement:
         }
 
 
+_ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_{}-]{1,64}$")
+_PRINCIPAL = re.compile(r"^(\d{12}|arn:aws[a-z-]*:(iam|sts)::\d{12}:(root|role/[A-Za-z0-9+=,.@_/-]+|user/[A-Za-z0-9+=,.@_/-]+))$")
+_EXTERNAL_ID = re.compile(r"^[A-Za-z0-9+=,.@:/_-]{2,1224}$")
+
+
+@attrs.frozen
+class RoleResource:
+    """Another IAM role deploy creates for a plugin: one that a third party assumes to act on
+    the function (e.g. the Temporal server invoking a worker function), never the execution
+    role. Its trust policy lets ``principal`` (an account id or an IAM role/user ARN) assume
+    it **only with** ``external_id`` (``sts:ExternalId``); its inline policy is
+    ``statements`` (placeholders as in :class:`PolicyStatement`). Tagged like everything
+    deploy creates, updated when it differs, deleted by destroy when deploy created it.
+
+    :param name: the role name; may use ``{function}``.
+    :param principal: who may assume it.
+    :param external_id: the External ID it requires (2-1224 characters).
+    :param statements: what it may do (least privilege: ARNs, no ``*``).
+    :param purpose: shown in the plan.
+    :param note: shown after the plan/deploy; may use ``{role_arn}``, ``{function_arn}``,
+        ``{external_id}``, ``{function}``, ``{account}``, ``{region}``, ``{partition}``.
+    """
+
+    name: str
+    principal: str
+    external_id: str = attrs.field(repr=False)
+    statements: tuple[PolicyStatement, ...] = attrs.field(converter=tuple)
+    purpose: str = ""
+    note: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _ROLE_NAME.match(self.name):
+            raise ContributionError(f"role name {self.name!r} is not an IAM role name (1-64 of A-Z a-z 0-9 +=,.@_-)")
+        if not isinstance(self.principal, str) or not _PRINCIPAL.match(self.principal):
+            raise ContributionError(
+                f"role {self.name!r}: principal {self.principal!r} must be an account id or an IAM "
+                "root/role/user ARN (never '*')")
+        if not isinstance(self.external_id, str) or not _EXTERNAL_ID.match(self.external_id):
+            raise ContributionError(
+                f"role {self.name!r}: the External ID must be 2-1224 characters of A-Z a-z 0-9 +=,.@:/_-")
+        if not self.statements or not all(isinstance(s, PolicyStatement) for s in self.statements):
+            raise ContributionError(f"role {self.name!r} needs at least one PolicyStatement")
+
+    def trust_policy(self) -> dict[str, Any]:
+        return {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": self.principal}, "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": self.external_id}}}]}
+
+    def policy(self, *, partition: str, region: str, account: str, function: str) -> dict[str, Any]:
+        return {"Version": "2012-10-17", "Statement": [
+            s.render(partition=partition, region=region, account=account, function=function) for s in self.statements]}
+
+
 def _check_actions(actions: tuple[str, ...], what: str, *, prefix: str = "") -> None:
     if not actions:
         raise ContributionError(f"{what} grants no action")
@@ -211,6 +265,15 @@ class DeployResources:
     tables: list[TableResource] = attrs.field(factory=list)
     statements: list[PolicyStatement] = attrs.field(factory=list)
     environment: dict[str, str] = attrs.field(factory=dict)
+    roles: list[RoleResource] = attrs.field(factory=list)
+
+    def add_role(self, role: RoleResource) -> None:
+        """Declare another role (see :class:`RoleResource`); names must be unique."""
+        if not isinstance(role, RoleResource):
+            raise ContributionError(f"add_role() takes a RoleResource, not {type(role).__name__}")
+        if any(r.name == role.name for r in self.roles):
+            raise ContributionError(f"the role {role.name!r} is declared twice")
+        self.roles.append(role)
 
     def add_table(self, table: TableResource) -> None:
         """Declare a table; the same table declared twice must have the same key."""

@@ -30,6 +30,7 @@ from lambdarun.deploy.plan import Action, ApplyResult, Change, DeployPlan, Deplo
 from lambdarun.deploy.role import RoleHandler
 from lambdarun.deploy.secret import SecretHandler
 from lambdarun.deploy.spec import default_secret_name, function_environment, resolve_spec
+from lambdarun.deploy.extra_role import ExtraRoleHandler
 from lambdarun.deploy.table import TableHandler
 
 if TYPE_CHECKING:
@@ -67,9 +68,11 @@ class Deployer:
         self.role = RoleHandler(target, self.echo)
         self.layer = LayerHandler(target, self.echo)
         self.function = FunctionHandler(target, self.echo)
+        self.extra_roles = ExtraRoleHandler(target, self.echo)
         self._handlers: dict[str, ResourceHandler] = {
             kind: handler
-            for handler in (self.bucket, self.table, self.secret, self.role, self.layer, self.function)
+            for handler in (self.bucket, self.table, self.secret, self.role, self.layer, self.function,
+                            self.extra_roles)
             for kind in handler.kinds
         }
 
@@ -100,11 +103,13 @@ class Deployer:
         layer_actions, layers = self.layer.plan(spec, package.layer)
         actions += layer_actions
         actions += self.function.plan(spec, package.function, role_arn=role_arn, layers=layers, key_id=kid)
+        actions += self.extra_roles.plan(spec)
         return DeployPlan("deploy", self.target.name, spec, tuple(actions), package)
 
     def plan_destroy(self, spec: DeploySpec) -> DeployPlan:
         """What ``destroy`` deletes: only resources tagged as created by this deployment."""
         actions: list[Action] = []
+        actions += self.extra_roles.plan_destroy(spec)
         actions += self.function.plan_destroy(spec)
         actions += self.layer.plan_destroy(spec)
         actions += self.secret.plan_destroy(spec)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
-    from lambdarun.deploy.contributions import PolicyStatement, TableResource
+    from lambdarun.deploy.contributions import PolicyStatement, RoleResource, TableResource
     from lambdarun.deploy.package import BuiltPackage
 
 __all__ = ["Change", "Action", "DeploySpec", "DeployPlan", "ApplyResult", "MANAGED_TAG", "FUNCTION_TAG"]
@@ -34,8 +34,8 @@ class Action:
 
     :param change: create, update, no-op or delete.
     :param kind: ``bucket``, ``table``, ``secret``, ``role``, ``role-policy``, ``layer``,
-        ``code-upload``, ``function``, ``function-code``, ``function-configuration`` or
-        ``objects``.
+        ``code-upload``, ``function``, ``function-code``, ``function-configuration``,
+        ``extra-role`` (a role a plugin contributed) or ``objects``.
     :param name: the resource (bucket name, role name, function name, ``s3://`` URL...).
     :param reason: why (what differs, or why nothing needs doing).
     :param params: what applying needs (request parameters), not shown in the plan.
@@ -82,6 +82,8 @@ class DeploySpec:
     rotate_key: bool = False
     #: more statements of the execution role's policy, contributed by plugins
     statements: tuple[PolicyStatement, ...] = attrs.field(default=(), converter=tuple)
+    #: other roles the plugins contributed (assumed by third parties, e.g. Temporal)
+    roles: tuple[RoleResource, ...] = attrs.field(default=(), converter=tuple)
 
     @property
     def table(self) -> str | None:

@@ -159,6 +159,7 @@ def resolve_spec(
         signing_key=settings.signing_key,
         rotate_key=rotate_key,
         statements=tuple(resources.statements),
+        roles=tuple(resources.roles),
     )
 
 

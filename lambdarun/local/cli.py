@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -49,12 +50,15 @@ def local() -> None:
 @click.option("--async-retry-delay", type=float, default=1.0, show_default=True)
 @click.option("--no-memory-limit", is_flag=True, help="Do not enforce MemorySize with RLIMIT_AS.")
 @click.option("--cloudwatch-logs", is_flag=True, help="Also ship invocation logs to CloudWatch Logs (moto).")
+@click.option("--with", "companions", multiple=True, metavar="NAME",
+              help="Also host a plugin's companion service next to the stack (e.g. --with temporal: "
+                   "the Temporal dev server whose worker controller invokes this stack's Lambda).")
 @click.option("--fresh", is_flag=True,
               help="Forget the saved functions, queued events and S3/DynamoDB data first.")
 @_state_dir_option
 def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeout: float,
        async_retries: int, async_retry_delay: float, no_memory_limit: bool, cloudwatch_logs: bool,
-       fresh: bool, state_dir: Path | None) -> None:
+       fresh: bool, state_dir: Path | None, companions: tuple[str, ...] = ()) -> None:
     """Start the stack in the foreground; Ctrl-C (or `down`) stops it.
 
     Functions, queued Event invocations and S3/DynamoDB/IAM data saved by the previous stack in
@@ -62,6 +66,7 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
     from lambdarun.logs import configure_logging
 
     configure_logging(os.environ.get("LAMBDARUN_LOG_LEVEL", "INFO"))
+    starters = _companion_starters(companions)
     stack = LocalStack(
         state_dir, port=port, moto_port=moto_port, region=region,
         max_concurrency=max_concurrency, idle_timeout=idle_timeout,
@@ -99,11 +104,19 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
     # endpoints, region and the stack's credentials: the only ones its endpoints accept
     for line in stack.export_lines():
         click.echo(line)
-    sys.stdout.flush()
+    stoppers = []
     try:
+        for name, start in starters:
+            try:
+                stoppers.append(start(stack, click.echo))
+            except LambdarunError as e:
+                raise click.ClickException(f"--with {name}: {e}") from e
+        sys.stdout.flush()
         while not stop.wait(0.5):
             pass
     finally:
+        for stopper in reversed(stoppers):
+            stopper()
         if dashboard is not None:
             dashboard.stop()
         stack.stop()
@@ -165,6 +178,22 @@ def down(timeout: float, state_dir: Path | None) -> None:
         if removed["run_dirs"] or removed["code_dirs"]:
             click.echo(f"removed {removed['run_dirs']} stale run directories and "
                        f"{removed['code_dirs']} unused code directories")
+
+
+def _companion_starters(names: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """The start functions of the companions named (``lambdarun_local_companions``)."""
+    if not names:
+        return []
+    from lambdarun.plugins import make_plugin_manager
+
+    offered: dict[str, Any] = {}
+    make_plugin_manager().hook.lambdarun_local_companions(register=offered)
+    unknown = [n for n in names if n not in offered]
+    if unknown:
+        raise click.ClickException(
+            f"no installed plugin offers --with {', '.join(unknown)}; available: "
+            f"{', '.join(sorted(offered)) or 'none'} (e.g. pip install lambdarun-temporal for temporal)")
+    return [(n, offered[n]) for n in dict.fromkeys(names)]
 
 
 @local.command()

@@ -14,6 +14,7 @@ from lambdarun.local import auth
 from lambdarun.local.auth import StackCredentials
 from lambdarun.local.moto_journal import JournalMiddleware, MotoJournal
 from lambdarun.local.state_files import quarantine
+from lambdarun.local.sts_trust import TrustPolicyGate, issued_credentials
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +73,7 @@ def start_moto(port: int, credentials: StackCredentials, journal: MotoJournal | 
                     log.info("moto state restored from its journal", replayed=replayed, failed=failed)
                 journal.open()
                 app = JournalMiddleware(app, journal)
+            app = TrustPolicyGate(app, issued_credentials(credentials.access_key_id))
             app = auth.MotoFront(app, auth.SigV4Verifier(credentials))
             self._server = make_server(
                 self._ip_address, self._port, app, True, request_handler=handler

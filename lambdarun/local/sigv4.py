@@ -77,6 +77,8 @@ class _Authorization:
     service: str
     signed_headers: tuple[str, ...]
     signature: str
+    #: the temporary credentials (issued by the stack's STS) the key id names; None for the stack's own
+    issued: Any = None
 
 
 def _amz_time(value: str) -> _dt.datetime:
@@ -117,10 +119,16 @@ class SigV4Verifier:
         if len(parts) != 5 or parts[4] != "aws4_request":
             raise AuthFailure("signature", f"Credential should be scoped correctly, got {m['credential']!r}.")
         key_id, date, region, service, _ = parts
+        issued = None
         if not hmac.compare_digest(key_id.encode(), self.credentials.access_key_id.encode()):
-            raise AuthFailure("unknown_key", "The security token included in the request is invalid.")
+            # temporary credentials issued by this stack's STS for an allowed AssumeRole
+            from lambdarun.local.sts_trust import issued_credentials
+
+            issued = issued_credentials(self.credentials.access_key_id).get(key_id)
+            if issued is None:
+                raise AuthFailure("unknown_key", "The security token included in the request is invalid.")
         signed = tuple(m["signed"].split(";"))
-        return _Authorization(key_id, date, region, service, signed, m["signature"])
+        return _Authorization(key_id, date, region, service, signed, m["signature"], issued)
 
     def verify(
         self,
@@ -138,6 +146,7 @@ class SigV4Verifier:
         ``headers`` every (name, value) the request carried."""
         from botocore.awsrequest import AWSRequest
 
+        headers = list(headers)
         wanted = set(auth.signed_headers)
         if "host" not in wanted:
             raise AuthFailure("signature", "The Host header must be signed.")
@@ -180,7 +189,16 @@ class SigV4Verifier:
                                   "match what was computed.")
         if not _SIGNERS:
             _SIGNERS.update(_signer_classes())
-        signer = _SIGNERS[auth.service == "s3"](self._botocore_credentials, auth.service, auth.region)
+        signing_credentials = self._botocore_credentials
+        if auth.issued is not None:
+            from botocore.credentials import Credentials
+
+            token = next((v for n, v in headers if n.lower() == "x-amz-security-token"), "")
+            if not hmac.compare_digest(token.encode(), auth.issued.session_token.encode()):
+                raise AuthFailure("unknown_key", "The security token included in the request is invalid.")
+            signing_credentials = Credentials(auth.issued.access_key_id, auth.issued.secret_access_key,
+                                              auth.issued.session_token)
+        signer = _SIGNERS[auth.service == "s3"](signing_credentials, auth.service, auth.region)
         host = next((v for n, v in picked if n == "host"), "")
         request = AWSRequest(method=method, url=f"http://{host}{raw_path}", data=body)
         given: dict[str, list[str]] = {}

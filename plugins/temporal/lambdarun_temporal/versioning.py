@@ -11,7 +11,8 @@ __all__ = ["set_current_version"]
 
 
 async def set_current_version(
-    client: Any, deployment_name: str, build_id: str, *, timeout: float = 15.0
+    client: Any, deployment_name: str, build_id: str, *, timeout: float = 15.0,
+    ignore_missing_task_queues: bool = False,
 ) -> None:
     """Make ``deployment_name``/``build_id`` the current version of its deployment, also
     before any worker of it has polled (``allow_no_pollers``).
@@ -27,6 +28,8 @@ async def set_current_version(
         deployment_name=deployment_name,
         build_id=build_id,
         allow_no_pollers=True,
+        # a Serverless Worker version has no poller before the server first invokes it
+        ignore_missing_task_queues=ignore_missing_task_queues,
         identity="lambdarun-temporal",
     )
     deadline = time.monotonic() + timeout

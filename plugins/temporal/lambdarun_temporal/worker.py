@@ -47,6 +47,7 @@ __all__ = [
     "check_worker_event",
     "is_worker_event",
     "handle_worker_event",
+    "handle_server_invocation",
 ]
 
 log = structlog.get_logger(__name__)
@@ -238,3 +239,19 @@ def handle_worker_event(event: dict[str, Any], context: Any, session: Session) -
     summary = _handler_for(event, session)(event, context)
     log.info("temporal worker invocation done", **summary)
     return {WORKER_EVENT_KEY: WORKER_EVENT_VERSION, "task_queue": event["task_queue"], **summary}
+
+
+def handle_server_invocation(context: Any, session: Session) -> dict[str, Any]:
+    """A Serverless Workers invocation (the Temporal server's controller sends an empty
+    event): run one worker for the task queue, deployment and build id of this function's
+    own ``[temporal]`` configuration (set by the backend / ``lambdarun deploy``)."""
+    section = session.settings.section("temporal")
+    event = {
+        WORKER_EVENT_KEY: WORKER_EVENT_VERSION,
+        "task_queue": section.task_queue,
+        "deployment_name": section.deployment_name,
+        "build_id": section.build_id,
+        "idle_timeout": section.idle_timeout,
+        "max_concurrent_calls": section.max_concurrent_calls,
+    }
+    return handle_worker_event(event, context, session)
