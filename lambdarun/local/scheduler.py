@@ -21,6 +21,7 @@ from lambdarun.local.model import Function, Invocation, Registry
 from lambdarun.local.options import INIT_TIMEOUT, ServiceOptions, now_iso
 from lambdarun.local.report import record_outcome, write_report
 from lambdarun.local.shapes import ApiError
+from lambdarun.local.throttle import RESERVED_LIMIT, Throttle
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +39,7 @@ class Scheduler:
         #: each function's idle (warm) environments, most recently used last
         self._idle: dict[Function, list[Environment]] = {}
         self._busy_total = 0
+        self.throttle = Throttle(options.concurrency_limit, options.scaling_rate)
         self._runtime_dir: Path | None = None
         self._reaper: threading.Thread | None = None
         #: the Lambda API's URL (``AWS_ENDPOINT_URL_LAMBDA`` of every function)
@@ -95,11 +97,9 @@ class Scheduler:
                                     None if fn.local_code else self.runtime_dir())
 
     def _throttle_reason(self, fn: Function) -> str | None:
-        if fn.reserved is not None and fn.busy >= fn.reserved:
-            return "ReservedFunctionConcurrentInvocationLimitExceeded"
-        if self._busy_total >= self.options.concurrency_limit:
-            return "ConcurrentInvocationLimitExceeded"
-        return None
+        warm = any(not e.dead and e.generation == fn.generation for e in self._idle.get(fn, ()))
+        return self.throttle.reason(fn, self.registry.functions.values(), self._busy_total,
+                                    new_environment=not warm)
 
     def _acquire(self, fn: Function, *, wait: bool) -> Environment:
         """Reserve a slot and an environment (warm if one is idle, else a new one)."""
@@ -111,7 +111,7 @@ class Scheduler:
                 reason = self._throttle_reason(fn)
                 if reason is None:
                     break
-                if not wait:
+                if not wait or (reason == RESERVED_LIMIT and fn.reserved == 0):
                     raise ApiError(429, "TooManyRequestsException", "Rate Exceeded.", Reason=reason)
                 self._capacity.wait(1.0)
             fn.busy += 1
