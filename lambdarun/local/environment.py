@@ -65,6 +65,10 @@ class Environment:
         self.log_stream = f"{day}/[$LATEST]{self.id}"
         log_dir = private_dir(host.options.state_dir / "logs" / fn.name)
         self.log_path = log_dir / f"{day.replace('/', '-')}-{self.id}.log"
+        #: the supervisor's memory watchdog writes the tree's peak resident bytes here
+        self.memory_path = self.log_path.with_suffix(".mem")
+        #: killed by its memory limit (the invocation then fails with Runtime.OutOfMemory)
+        self.out_of_memory = False
         # 0600 from the start: logs hold the function's output, tracebacks, payloads
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.log_file = open(fd, "ab", buffering=0)  # noqa: SIM115 - closed by the service
@@ -121,6 +125,9 @@ class Environment:
         )
         if code < 0 and -code == signal.SIGKILL and not self.exit_reason:
             reason = "signal: killed"
+        self.out_of_memory = read_peak(self.memory_path)[1]
+        if self.out_of_memory:
+            reason = "signal: killed"
         with self.inbox_ready:  # from here on submit() refuses new invocations
             self.dead = True
             pending = list(self.inbox)
@@ -133,9 +140,12 @@ class Environment:
             if self.init_error is not None:
                 victim.finish(self.init_error, "Unhandled")
             else:
+                # AWS: an environment killed past its memory fails with Runtime.OutOfMemory
+                # (https://docs.aws.amazon.com/lambda/latest/dg/troubleshooting-invocation.html)
+                error = "Runtime.OutOfMemory" if self.out_of_memory else "Runtime.ExitError"
                 message = f"RequestId: {victim.request_id} Error: Runtime exited with error: {reason}"
-                self.write_log(f"{message}\nRuntime.ExitError\n")
-                victim.fail("Runtime.ExitError", message)
+                self.write_log(f"{message}\n{error}\n")
+                victim.fail(error, message)
         with self.inbox_ready:
             self.inbox_ready.notify_all()
         self.runtime.close()
@@ -178,6 +188,7 @@ class Environment:
 
     def close_log(self) -> None:
         self.log_file.close()
+        self.memory_path.unlink(missing_ok=True)
 
     # -- invocations -----------------------------------------------------------------
 
@@ -255,14 +266,19 @@ class Environment:
         return self._runtime_pid
 
     def max_memory_mb(self) -> int:
+        """Peak resident memory of the environment so far (MB): the larger of the memory
+        watchdog's sampled peak of the whole process tree and the kernel's high-water mark
+        (VmHWM) of the runtime process."""
+        peak = read_peak(self.memory_path)[0]
         try:
             with open(f"/proc/{self.runtime_pid() or self.pid}/status", "rb") as f:
                 for line in f:
                     if line.startswith(b"VmHWM:"):
-                        return math.ceil(int(line.split()[1]) / 1024)
+                        peak = max(peak, int(line.split()[1]) * 1024)
+                        break
         except (OSError, ValueError, IndexError):
             pass
-        return 0
+        return math.ceil(peak / (1024 * 1024))
 
 
 def function_environment(fn: Function, env: Environment, options: ServiceOptions, api_url: str,
@@ -322,11 +338,20 @@ def function_environment(fn: Function, env: Environment, options: ServiceOptions
     if not fn.local_code:
         # -I ignores PYTHONPATH: _bootstrap.py builds sys.path from this instead
         out[SYS_PATH_VAR] = os.pathsep.join([*pythonpath, str(runtime_dir)])
-    if opts.memory_limit:
-        # glibc reserves up to 64 MB of address space per thread arena: cap the arenas so
-        # a threaded handler is not refused memory it never uses
-        out.setdefault("MALLOC_ARENA_MAX", "2")
-        out["_LAMBDARUN_LOCAL_RLIMIT_AS"] = str(
-            (fn.memory_size + opts.memory_overhead_mb) * 1024 * 1024
-        )
+    if opts.memory_limit:  # read (and removed) by the supervisor, see _bootstrap.py
+        out[MEMORY_VAR] = f"{fn.memory_size * 1024 * 1024}:{env.memory_path}"
     return out
+
+
+#: tells the environment's supervisor its memory limit and where to write the peak
+MEMORY_VAR = "_LAMBDARUN_LOCAL_MEMORY"
+
+
+def read_peak(path: Path) -> tuple[int, bool]:
+    """(peak resident bytes, killed past the limit) from an environment's memory file."""
+    try:
+        with open(path, "rb") as f:
+            peak, flag = f.read(64).split()[:2]
+        return int(peak), flag == b"1"
+    except (OSError, ValueError):
+        return 0, False
