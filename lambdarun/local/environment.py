@@ -58,6 +58,9 @@ class Environment:
         self.init_error: bytes | None = None
         self.init_duration_ms: float | None = None
         self.init_reported = False
+        #: (perf_counter, time) when the first invocation began, when this environment runs
+        #: its Init inside it (after an Init phase past Lambda's 10 s, see the scheduler)
+        self.init_in_invoke: tuple[float, float] | None = None
         self.dead = False
         self.exit_reason: str | None = None
         self.last_used = time.monotonic()
@@ -222,6 +225,11 @@ class Environment:
         self.write_log(f"START RequestId: {inv.request_id} Version: $LATEST\n")
         inv.started_at = time.perf_counter()
         inv.deadline_ms = int(time.time() * 1000) + inv.timeout * 1000
+        if self.init_in_invoke is not None and self.invocations == 1:
+            # its Init ran inside this invocation: the duration and deadline count from
+            # when the invocation began
+            inv.started_at = self.init_in_invoke[0]
+            inv.deadline_ms = int(self.init_in_invoke[1] * 1000) + inv.timeout * 1000
         inv.started.set()
         return inv
 

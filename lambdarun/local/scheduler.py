@@ -225,7 +225,9 @@ class Scheduler:
             inv.env = env  # before the check below: stop() kills it from now on
             if not inv.done.is_set():
                 env.submit(inv)
-            if not inv.started.wait(INIT_TIMEOUT if cold else INIT_TIMEOUT):
+            if not inv.started.wait(INIT_TIMEOUT) and cold and not inv.done.is_set():
+                env = self._init_in_invoke(fn, env, inv)
+            if not inv.started.is_set():
                 env.kill("init timeout")
                 inv.fail(
                     "Runtime.ExitError",
@@ -248,6 +250,50 @@ class Scheduler:
             self._forget(fn, inv)
             self._release(fn, env)
         return env, cold
+
+    def _init_in_invoke(self, fn: Function, env: Environment, inv: Invocation) -> Environment:
+        """``env``'s Init phase passed Lambda's 10 s: as Lambda does, end it and run Init
+        again inside this (its first) invocation, in a fresh environment, under the
+        function's timeout; the invocation's duration includes the re-init and its REPORT
+        has no ``Init Duration``. Returns the environment now holding ``inv``.
+
+        https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html ("Init
+        phase": "If all three tasks don't complete within 10 seconds, Lambda retries the Init
+        phase at the time of the first function invocation with the configured function
+        timeout"); the INIT_REPORT lines are as on that page ("Failures during the Init phase")."""
+        with env.inbox_ready:
+            if inv not in env.inbox:  # the runtime took it just now: the init did finish
+                return env
+            env.inbox.remove(inv)
+        env.write_log(f"INIT_REPORT Init Duration: {INIT_TIMEOUT * 1000:.2f} ms\tPhase: init\tStatus: timeout\n")
+        with self._lock:
+            env.in_use = False
+        env.kill("init timeout")
+        invoke_start = time.perf_counter()
+        fresh = Environment(self, fn)
+        fresh.in_use = True
+        fresh.init_in_invoke = (invoke_start, time.time())
+        fresh.init_reported = True  # the init is part of the invocation's duration
+        with self._lock:
+            self._environments.add(fresh)
+        inv.env = fresh
+        try:
+            fresh.spawn()
+        except OSError as e:
+            inv.fail("Runtime.ExitError", f"RequestId: {inv.request_id} Error: Runtime exited with error: {e}")
+            return fresh
+        fresh.submit(inv)
+        if not inv.started.wait(fn.timeout) and not inv.done.is_set():
+            elapsed = (time.perf_counter() - invoke_start) * 1000
+            fresh.write_log(f"INIT_REPORT Init Duration: {elapsed:.2f} ms\tPhase: invoke\tStatus: timeout\n")
+            inv.log_start = inv.log_start or fresh.log_size()
+            fresh.write_log(f"START RequestId: {inv.request_id} Version: $LATEST\n")
+            inv.started_at = invoke_start
+            message = f"RequestId: {inv.request_id} Error: Task timed out after {fn.timeout:.2f} seconds"
+            if inv.fail("Sandbox.Timedout", message):
+                fresh.write_log(f"{now_iso()} {inv.request_id} Task timed out after {fn.timeout:.2f} seconds\n")
+                fresh.kill("timeout")
+        return fresh
 
     def _forget(self, fn: Function, inv: Invocation) -> None:
         if inv.marker is not None:
