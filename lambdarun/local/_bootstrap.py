@@ -28,8 +28,8 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-#: seconds between two samples of the runtime tree's memory while it uses CPU, and while
-#: it does not (blocked on the Runtime API's /next: its memory cannot grow)
+#: seconds between two samples of the runtime tree's memory while it takes page faults, and
+#: while it does not (e.g. blocked on the Runtime API's /next: its memory cannot grow)
 _MEMORY_ACTIVE_INTERVAL = 0.005
 _MEMORY_IDLE_INTERVAL = 0.05
 
@@ -53,38 +53,40 @@ def _tree(root: int) -> list[int]:
 
 
 def _sample(pids: list[int], page: int) -> tuple[int, int]:
-    """(resident bytes, CPU ticks) of ``pids`` together, from /proc/<pid>/stat."""
-    rss = cpu = 0
+    """(resident bytes, page faults) of ``pids`` together, from /proc/<pid>/stat."""
+    rss = faults = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
-            cpu += int(fields[11]) + int(fields[12])
+            faults += int(fields[7]) + int(fields[9])
             rss += int(fields[21]) * page
         except (OSError, IndexError, ValueError):
             pass
-    return rss, cpu
+    return rss, faults
 
 
 def _watch_memory(runtime: int, limit: int, path: str) -> None:
     """The environment's memory limit: sample the resident memory of the runtime and every
-    process it started (the supervisor's descendants: orphans are re-parented to it); past ``limit`` SIGKILL them all (as Lambda's kernel OOM kill of the
-    sandbox). ``path`` (0600) holds ``"<peak bytes> <1 if killed>"`` for the service: the
+    process it started (the supervisor's descendants: orphans are re-parented to it); past
+    ``limit`` SIGKILL them all (as the kernel's OOM kill in Lambda's sandbox). ``path`` (0600) holds ``"<peak bytes> <1 if killed>"`` for the service: the
     REPORT line's Max Memory Used, and Runtime.OutOfMemory for the invocation.
 
-    Sampled every 5 ms while the tree burns CPU (memory only grows with CPU time: page
-    faults), every 50 ms while it does not; a fast allocator gets past the limit by what it
+    Sampled every 5 ms while the tree takes page faults (resident memory only grows
+    through them, and a fork takes some), every 50 ms while it takes none; a fast allocator gets past the limit by what it
     allocates in one interval before the kill (see the benchmarks' memory row)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     page = os.sysconf("SC_PAGE_SIZE")
-    peak, last_cpu, tick = 0, -1, 0
-    pids = [runtime]
     me = os.getpid()
+    peak, last_faults, active, stale = 0, -1, True, 0
+    pids = [runtime]
     while True:
-        if tick % 4 == 0:  # the supervisor's descendants: orphans are re-parented to it
-            pids = _tree(me)[1:]
-        tick += 1
-        rss, cpu = _sample(pids, page)
+        # the supervisor's descendants (orphans are re-parented to it), refreshed every
+        # 4th sample while active; the tree cannot change without a page fault
+        if active and stale <= 0:
+            pids, stale = _tree(me)[1:], 4
+        stale -= 1
+        rss, faults = _sample(pids, page)
         if rss > peak:
             peak = rss
             os.pwrite(fd, b"%020d 0\n" % peak, 0)
@@ -96,10 +98,13 @@ def _watch_memory(runtime: int, limit: int, path: str) -> None:
                 except OSError:
                     pass
             return
-        if not os.path.exists(f"/proc/{runtime}/stat") or _runtime_gone:
+        if _runtime_gone:
             return
-        time.sleep(_MEMORY_ACTIVE_INTERVAL if cpu != last_cpu else _MEMORY_IDLE_INTERVAL)
-        last_cpu = cpu
+        if faults != last_faults and not active:
+            stale = 0  # woke up: it may have forked
+        active = faults != last_faults
+        last_faults = faults
+        time.sleep(_MEMORY_ACTIVE_INTERVAL if active else _MEMORY_IDLE_INTERVAL)
 
 
 _runtime_gone = False
