@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import structlog
 
-from lambdarun.config import port_number
+from lambdarun.config import non_negative, port_number, positive
 from lambdarun.errors import FunctionKeyConflictError, TargetError
 from lambdarun.hookspecs import hookimpl
 from lambdarun.limits import SCALING_RATE
@@ -59,9 +59,9 @@ class LocalConfig:
     #: moto server port of an embedded stack (0: a free port)
     moto_port: int = attrs.field(default=0, validator=port_number)
     #: the account's concurrent executions (0: AWS's default, 1,000)
-    max_concurrency: int = 0
+    max_concurrency: int = attrs.field(default=0, validator=non_negative)
     #: new execution environments one function may get per 10 s (AWS: 1,000)
-    scaling_rate: int = SCALING_RATE
+    scaling_rate: int = attrs.field(default=SCALING_RATE, validator=positive)
     #: seconds an idle execution environment stays warm
     idle_timeout: float = 300.0
     #: retries of a failed asynchronous (Event) invocation

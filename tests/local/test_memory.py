@@ -116,3 +116,15 @@ def test_memory_during_init_is_out_of_memory(lam: Any, make_function: Any, tmp_p
     assert r["FunctionError"] == "Unhandled"
     assert doc["errorType"] == "Runtime.OutOfMemory"
     assert doc["errorMessage"].endswith("Error: Runtime exited with error: signal: killed")
+
+
+def test_the_function_does_not_see_its_memory_watchdog_settings(lam: Any, make_function: Any) -> None:
+    """The supervisor takes its limit and file from the environment before it forks the
+    runtime: the handler sees AWS's variables only (AWS_LAMBDA_FUNCTION_MEMORY_SIZE)."""
+    name = make_function("""
+        import os
+        def handler(event, context):
+            return {k: v for k, v in os.environ.items() if "MEMORY" in k or k.startswith("_LAMBDARUN_LOCAL_M")}
+    """, memory_size=256)
+    r = lam.invoke(FunctionName=name, Payload=b"{}")
+    assert json.loads(r["Payload"].read()) == {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256"}

@@ -131,3 +131,21 @@ def test_scaling_rate_limits_new_environments_not_warm_ones(small_stack: Any, tm
         for t in locals().get("held", []):
             t.join()
         lam.delete_function(FunctionName="burst")
+
+
+@pytest.mark.parametrize(("local", "message"), [
+    ({"scaling_rate": 0}, r"local.scaling_rate = 0 .*must be greater than 0"),
+    ({"scaling_rate": -5}, r"local.scaling_rate = -5 .*must be greater than 0"),
+    ({"max_concurrency": -1}, r"local.max_concurrency = -1 .*must be 0 or more"),
+    ({"scaling_rate": "lots"}, r"local.scaling_rate = 'lots' .*expected an integer"),
+])
+def test_bad_throttling_settings_are_config_errors(local: dict[str, Any], message: str, tmp_path: Path) -> None:
+    import lambdarun.local.plugin as local_plugin
+    from lambdarun.errors import ConfigError
+    from lambdarun.plugins import DEFAULT_PLUGINS, make_plugin_manager
+    from lambdarun.session import Session
+
+    extra = [] if "lambdarun.local.plugin" in DEFAULT_PLUGINS else [local_plugin]
+    with pytest.raises(ConfigError, match=message):
+        Session(make_plugin_manager(plugins=extra, load_entrypoints=False),
+                overrides={"target": "local", "local": {"state_dir": str(tmp_path), **local}})
