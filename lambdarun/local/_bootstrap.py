@@ -31,7 +31,14 @@ _PR_SET_CHILD_SUBREAPER = 36
 #: seconds between two samples of the runtime tree's memory while it takes page faults, and
 #: while it does not (e.g. blocked on the Runtime API's /next: its memory cannot grow)
 _MEMORY_ACTIVE_INTERVAL = 0.005
-_MEMORY_IDLE_INTERVAL = 0.05
+_MEMORY_IDLE_INTERVAL = 0.5
+#: seconds the active rate is kept after the last page fault (a process that forked is
+#: followed while its children start)
+_MEMORY_ACTIVE_HOLD = 0.25
+#: the service sends this signal to the supervisor when it gives the environment an
+#: invocation: the watchdog then samples at once, at the active rate
+WAKE_SIGNAL = signal.SIGUSR1
+_wake = threading.Event()
 
 
 def _tree(root: int) -> list[int]:
@@ -73,17 +80,21 @@ def _watch_memory(runtime: int, limit: int, path: str) -> None:
     REPORT line's Max Memory Used, and Runtime.OutOfMemory for the invocation.
 
     Sampled every 5 ms while the tree takes page faults (resident memory only grows
-    through them, and a fork takes some), every 50 ms while it takes none; a fast allocator gets past the limit by what it
+    through them, and a fork takes some) and for 0.25 s after, every 0.5 s while it takes
+    none, and at once when
+    the service hands the environment an invocation (:data:`WAKE_SIGNAL`); a fast allocator gets past the limit by what it
     allocates in one interval before the kill (see the benchmarks' memory row)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     page = os.sysconf("SC_PAGE_SIZE")
     me = os.getpid()
-    peak, last_faults, active, stale = 0, -1, True, 0
+    peak, last_faults, stale, active_until = 0, -1, 0, 0.0
     pids = [runtime]
     while True:
-        # the supervisor's descendants (orphans are re-parented to it), refreshed every
-        # 4th sample while active; the tree cannot change without a page fault
-        if active and stale <= 0:
+        now = time.monotonic()
+        active = now < active_until
+        # the supervisor's descendants (orphans are re-parented to it): re-read every 4th
+        # sample while active, at every idle sample
+        if stale <= 0 or not active:
             pids, stale = _tree(me)[1:], 4
         stale -= 1
         rss, faults = _sample(pids, page)
@@ -100,11 +111,17 @@ def _watch_memory(runtime: int, limit: int, path: str) -> None:
             return
         if _runtime_gone:
             return
-        if faults != last_faults and not active:
-            stale = 0  # woke up: it may have forked
-        active = faults != last_faults
+        woken = _wake.is_set()
+        _wake.clear()
+        if faults != last_faults or woken:
+            if not active:
+                stale = 0  # it may have forked
+            active_until = now + _MEMORY_ACTIVE_HOLD
         last_faults = faults
-        time.sleep(_MEMORY_ACTIVE_INTERVAL if active else _MEMORY_IDLE_INTERVAL)
+        if now < active_until:
+            time.sleep(_MEMORY_ACTIVE_INTERVAL)
+        else:
+            _wake.wait(_MEMORY_IDLE_INTERVAL)
 
 
 _runtime_gone = False
@@ -231,12 +248,16 @@ def main() -> None:
     supervisor = os.getpid()
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     memory = os.environ.pop("_LAMBDARUN_LOCAL_MEMORY", "")  # "<limit bytes>:<file>"
+    # before the runtime exists: the service signals only environments whose runtime asked
+    # for an invocation already, so this handler is in place by then
+    signal.signal(WAKE_SIGNAL, lambda *_: _wake.set())
     runtime = os.fork()
     if runtime:
         _supervise(runtime, memory)
         return
     # the runtime: dies with its supervisor
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(WAKE_SIGNAL, signal.SIG_DFL)  # the handler's to use
     if os.getppid() != supervisor:
         os._exit(137)
     _set_sys_path()

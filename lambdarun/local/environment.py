@@ -79,6 +79,8 @@ class Environment:
         self.runtime = LoopbackServer(RuntimeHandler, self, name=f"runtime-{fn.name}")
         self.proc: subprocess.Popen[bytes] | None = None
         self._runtime_pid: int | None = None
+        #: pidfd of the supervisor, to wake its memory watchdog (None: no memory limit)
+        self._pidfd: int | None = None
         self.spawned_at = 0.0
         self.started_at = time.time()
         self.invocations = 0
@@ -105,6 +107,11 @@ class Environment:
             close_fds=True,
             start_new_session=True,
         )
+        if opts.memory_limit and hasattr(os, "pidfd_open"):
+            try:
+                self._pidfd = os.pidfd_open(self.proc.pid)
+            except OSError:  # pragma: no cover - kernel without pidfds
+                pass
         threading.Thread(target=self._monitor, name=f"env-monitor-{fn.name}", daemon=True).start()
         if self.dead or self.host.stopping.is_set():  # killed or stopped while spawning
             self.kill(self.exit_reason or "service stopped")
@@ -151,6 +158,9 @@ class Environment:
                 victim.fail(error, message)
         with self.inbox_ready:
             self.inbox_ready.notify_all()
+            pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            os.close(pidfd)
         self.runtime.close()
         self.host.environment_died(self)
 
@@ -200,6 +210,14 @@ class Environment:
             if not (self.dead and self.proc is not None and self.proc.returncode is not None):
                 self.inbox.append(inv)
                 self.inbox_ready.notify()
+                if self._pidfd is not None and self.initialized.is_set():
+                    # the memory watchdog samples at once (see _bootstrap.WAKE_SIGNAL): only
+                    # once the runtime has asked for an invocation is its handler surely in
+                    # place; a pidfd (closed under this lock) never signals a reused pid
+                    try:
+                        signal.pidfd_send_signal(self._pidfd, signal.SIGUSR1)
+                    except OSError:
+                        pass
                 return
         # the worker exited between being picked and being given the event
         inv.fail("Runtime.ExitError",
