@@ -74,9 +74,11 @@ def test_max_memory_used_is_the_measured_peak(lam: Any, make_function: Any, tmp_
         assert "FunctionError" not in r
         used = int(report_field(log, "Max Memory Used").split()[0])
         assert report_field(log, "Memory Size") == "256 MB"
-        # the handler's own high-water mark (in MB, rounded up in REPORT) is what REPORT shows
+        # the handler's own high-water mark (in MB, rounded up in REPORT) is what REPORT
+        # shows, within the kernel's approximation of another process's RSS counters (per-CPU
+        # counters read without summing exactly: a fraction of a MB seen here)
         assert doc["vmhwm_mb"] >= 80
-        assert doc["vmhwm_mb"] <= used <= doc["vmhwm_mb"] + 4, (used, doc)
+        assert doc["vmhwm_mb"] - 2 <= used <= doc["vmhwm_mb"] + 4, (used, doc)
 
 
 @pytest.mark.timeout(60)
