@@ -30,6 +30,10 @@ from lambdarun.local.runtime_api import RuntimeHandler
 from lambdarun.private_files import private_dir
 
 _BOOTSTRAP = str(Path(__file__).with_name("_bootstrap.py"))
+#: seconds after its last invocation from which an environment's memory watchdog may have
+#: gone idle (it stays active 0.25 s after the last page fault, see _bootstrap.py), so that
+#: the next invocation wakes it
+WATCHDOG_IDLE_AFTER = 0.2
 
 
 class EnvironmentHost(Protocol):
@@ -210,10 +214,11 @@ class Environment:
             if not (self.dead and self.proc is not None and self.proc.returncode is not None):
                 self.inbox.append(inv)
                 self.inbox_ready.notify()
-                if self._pidfd is not None and self.initialized.is_set():
-                    # the memory watchdog samples at once (see _bootstrap.WAKE_SIGNAL): only
-                    # once the runtime has asked for an invocation is its handler surely in
-                    # place; a pidfd (closed under this lock) never signals a reused pid
+                if (self._pidfd is not None and self.initialized.is_set()
+                        and time.monotonic() - self.last_used > WATCHDOG_IDLE_AFTER):
+                    # the memory watchdog, gone idle, samples at once (_bootstrap.WAKE_SIGNAL):
+                    # only once the runtime has asked for an invocation is its handler surely
+                    # in place; a pidfd (closed under this lock) never signals a reused pid
                     try:
                         signal.pidfd_send_signal(self._pidfd, signal.SIGUSR1)
                     except OSError:
