@@ -28,9 +28,13 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-#: seconds between two samples of the runtime tree's memory while it takes page faults, and
-#: while it does not (e.g. blocked on the Runtime API's /next: its memory cannot grow)
-_MEMORY_ACTIVE_INTERVAL = 0.005
+#: while the runtime tree takes page faults, the next sample of its memory comes when it
+#: could have used its remaining headroom at this rate (bytes/s, about a memset's here), but
+#: within these bounds (seconds); while it takes none (e.g. blocked on the Runtime API's
+#: /next: its memory cannot grow), every :data:`_MEMORY_IDLE_INTERVAL` seconds
+_MEMORY_FILL_RATE = 4 * 1024**3
+_MEMORY_MIN_INTERVAL = 0.002
+_MEMORY_MAX_INTERVAL = 0.05
 _MEMORY_IDLE_INTERVAL = 0.5
 #: seconds the active rate is kept after the last page fault (a process that forked is
 #: followed while its children start)
@@ -79,9 +83,9 @@ def _watch_memory(runtime: int, limit: int, path: str) -> None:
     ``limit`` SIGKILL them all (as the kernel's OOM kill in Lambda's sandbox). ``path`` (0600) holds ``"<peak bytes> <1 if killed>"`` for the service: the
     REPORT line's Max Memory Used, and Runtime.OutOfMemory for the invocation.
 
-    Sampled every 5 ms while the tree takes page faults (resident memory only grows
-    through them, and a fork takes some) and for 0.25 s after, every 0.5 s while it takes
-    none, and at once when
+    While the tree takes page faults (resident memory only grows through them, and a fork
+    takes some) and for 0.25 s after, sampled as often as its headroom requires (the time
+    to fill it at 4 GB/s, 2-50 ms); every 0.5 s while it takes none, and at once when
     the service hands the environment an invocation (:data:`WAKE_SIGNAL`); a fast allocator gets past the limit by what it
     allocates in one interval before the kill (see the benchmarks' memory row)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -93,7 +97,7 @@ def _watch_memory(runtime: int, limit: int, path: str) -> None:
         now = time.monotonic()
         active = now < active_until
         # the supervisor's descendants (orphans are re-parented to it): re-read every 4th
-        # sample while active, at every idle sample
+        # sample while active, at every idle one
         if stale <= 0 or not active:
             pids, stale = _tree(me)[1:], 4
         stale -= 1
@@ -119,7 +123,7 @@ def _watch_memory(runtime: int, limit: int, path: str) -> None:
             active_until = now + _MEMORY_ACTIVE_HOLD
         last_faults = faults
         if now < active_until:
-            time.sleep(_MEMORY_ACTIVE_INTERVAL)
+            time.sleep(min(_MEMORY_MAX_INTERVAL, max(_MEMORY_MIN_INTERVAL, (limit - rss) / _MEMORY_FILL_RATE)))
         else:
             _wake.wait(_MEMORY_IDLE_INTERVAL)
 
