@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
