@@ -149,3 +149,22 @@ def test_bad_throttling_settings_are_config_errors(local: dict[str, Any], messag
     with pytest.raises(ConfigError, match=message):
         Session(make_plugin_manager(plugins=extra, load_entrypoints=False),
                 overrides={"target": "local", "local": {"state_dir": str(tmp_path), **local}})
+
+
+def test_account_limits_for_get_account_settings(small_stack: Any) -> None:
+    """The figures GetAccountSettings reports (AccountLimit.ConcurrentExecutions and
+    UnreservedConcurrentExecutions, https://docs.aws.amazon.com/lambda/latest/api/API_AccountLimit.html)
+    come from lambdarun.local.throttle.account_limits."""
+    from lambdarun.local.throttle import account_limits
+
+    service = small_stack.service
+    lam = small_stack.client("lambda")
+    create_function(lam, "limits", HOLD)
+    try:
+        lam.put_function_concurrency(FunctionName="limits", ReservedConcurrentExecutions=2)
+        figures = account_limits(service.options.concurrency_limit, service.registry.functions.values())
+        assert figures == {"ConcurrentExecutions": 3, "UnreservedConcurrentExecutions": 1}
+    finally:
+        lam.delete_function(FunctionName="limits")
+    figures = account_limits(service.options.concurrency_limit, service.registry.functions.values())
+    assert figures == {"ConcurrentExecutions": 3, "UnreservedConcurrentExecutions": 3}
