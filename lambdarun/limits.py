@@ -12,6 +12,11 @@ __all__ = [
     "ASYNC_PAYLOAD_LIMIT",
     "UNZIPPED_CODE_LIMIT",
     "MAX_FUNCTION_TIMEOUT",
+    "ACCOUNT_CONCURRENCY",
+    "UNRESERVED_CONCURRENCY_MINIMUM",
+    "SCALING_RATE",
+    "SCALING_INTERVAL",
+    "INIT_PHASE_LIMIT",
 ]
 
 #: bytes of a synchronous (RequestResponse) request, and of its response
@@ -24,3 +29,18 @@ ASYNC_PAYLOAD_LIMIT = 1_048_576
 UNZIPPED_CODE_LIMIT = 262_144_000
 #: seconds: the longest timeout a function can have
 MAX_FUNCTION_TIMEOUT = 900
+
+# --- concurrency and scaling (https://docs.aws.amazon.com/lambda/latest/dg/lambda-concurrency.html,
+# https://docs.aws.amazon.com/lambda/latest/dg/scaling-behavior.html); the local target's
+# defaults, which ``GetAccountSettings`` reports (see lambdarun.local.throttle.account_limits)
+
+#: an account's default concurrent executions per region
+ACCOUNT_CONCURRENCY = 1000
+#: concurrency that reserved concurrency must leave to the functions without it
+UNRESERVED_CONCURRENCY_MINIMUM = 100
+#: new execution environments one function may get per :data:`SCALING_INTERVAL` seconds
+SCALING_RATE = 1000
+SCALING_INTERVAL = 10.0
+#: seconds the Init phase of an on-demand environment may take before Lambda retries it
+#: inside the first invocation, under the function's timeout
+INIT_PHASE_LIMIT = 10.0

@@ -38,6 +38,8 @@ class AsyncQueue:
         self._lock = registry.lock
         self._stopping = registry.stopping
         self._timers: set[threading.Timer] = set()
+        #: each function's Event invocations on an environment (or waiting for one) now
+        self._running: dict[Function, int] = {}
 
     def stop(self) -> int:
         """Drop what is queued and cancel the retry timers (``stopping`` is set); returns how
@@ -63,8 +65,11 @@ class AsyncQueue:
             if fn.deleted or self._stopping.is_set():
                 return event.request_id
             fn.async_queue.append(event)
+            # as Lambda: queued events run in parallel up to the function's concurrency
+            # (reserved, else the account's); a worker busy with an event takes no other
             limit = fn.reserved if fn.reserved is not None else self.options.concurrency_limit
-            if fn.async_workers < min(limit, len(fn.async_queue)) or fn.async_workers == 0:
+            free = fn.async_workers - self._running.get(fn, 0)
+            if (free < len(fn.async_queue) and fn.async_workers < limit) or fn.async_workers == 0:
                 fn.async_workers += 1
                 threading.Thread(
                     target=self._worker, args=(fn,), name=f"async-{fn.name}", daemon=True
@@ -72,16 +77,25 @@ class AsyncQueue:
         return event.request_id
 
     def _worker(self, fn: Function) -> None:
+        running = False  # this worker holds one of fn's running events
         try:
             while True:
                 config = fn.event_invoke_config or {}
                 max_age = config.get("MaximumEventAgeInSeconds")
                 inv = None
+                zero = False
                 with self._lock:
+                    if running:
+                        running = False
+                        self._running[fn] -= 1
                     if not fn.async_queue or self._stopping.is_set():
                         return
                     event = fn.async_queue.popleft()
-                    if max_age is None or time.time() - event.received <= max_age:
+                    if fn.reserved == 0:
+                        zero = True
+                    elif max_age is None or time.time() - event.received <= max_age:
+                        running = True
+                        self._running[fn] = self._running.get(fn, 0) + 1
                         event.attempts += 1
                         inv = Invocation(event.payload, event.client_context, fn.timeout,
                                           event.marker, event.record)
@@ -89,6 +103,9 @@ class AsyncQueue:
                         if inv.marker is not None:  # stop() finds it from here on
                             fn.inflight.add(inv)
                 rec = event.record
+                if zero:
+                    self._zero_reserved(fn, event)
+                    continue
                 if inv is None:
                     if rec is not None:
                         rec.status, rec.error_type = "failed", "EventAgeExceeded"
@@ -101,7 +118,11 @@ class AsyncQueue:
                     inv.on_start = lambda fn=fn, event=event: self.keep_event(fn, event, running=True)
                 try:
                     self.scheduler.run(fn, inv, wait=True)
-                except ApiError:  # function deleted or service stopping
+                except ApiError as e:
+                    if e.status == 429:  # its reserved concurrency became 0 while it waited
+                        self._zero_reserved(fn, event)
+                        continue
+                    # function deleted or service stopping
                     if fn.deleted:
                         self.forget_events([event.request_id])
                     return
@@ -127,12 +148,25 @@ class AsyncQueue:
                     self.failed(fn, event, inv, "RetriesExhausted")
         finally:
             with self._lock:
+                if running:
+                    self._running[fn] -= 1
                 fn.async_workers -= 1
                 requeue = bool(fn.async_queue) and fn.async_workers == 0 and not self._stopping.is_set()
                 if requeue:  # an event arrived while this worker was leaving
                     fn.async_workers += 1
             if requeue:
                 threading.Thread(target=self._worker, args=(fn,), daemon=True).start()
+
+    def _zero_reserved(self, fn: Function, event: AsyncEvent) -> None:
+        """A function with reserved concurrency 0 runs no event: Lambda sends each straight
+        to the on-failure destination (condition ``ZeroReservedConcurrency``), no retries
+        (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html)."""
+        rec = event.record
+        if rec is not None:
+            rec.status, rec.error_type = "throttled", "ZeroReservedConcurrency"
+            rec.error_message = "Function not invoked: its reserved concurrency is 0"
+        self.forget_events([event.request_id])
+        self.failed(fn, event, None, "ZeroReservedConcurrency")
 
     def _schedule_retry(self, fn: Function, event: AsyncEvent) -> None:
         def fire() -> None:

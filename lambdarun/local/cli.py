@@ -44,11 +44,13 @@ def local() -> None:
 @click.option("--port", type=int, default=0, show_default=True, help="Lambda API port (0: any free port).")
 @click.option("--moto-port", type=int, default=0, show_default=True, help="moto server port (0: any free port).")
 @click.option("--region", default="us-east-1", show_default=True)
-@click.option("--max-concurrency", type=int, default=0, help="Global concurrency limit [default: CPUs x 4].")
+@click.option("--max-concurrency", type=int, default=0, help="The account's concurrent executions [default: 1000].")
+@click.option("--scaling-rate", type=int, default=1000, show_default=True,
+              help="New execution environments per function per 10 s.")
 @click.option("--idle-timeout", type=float, default=300.0, show_default=True, help="Seconds an idle environment stays warm.")
 @click.option("--async-retries", type=int, default=2, show_default=True)
 @click.option("--async-retry-delay", type=float, default=1.0, show_default=True)
-@click.option("--no-memory-limit", is_flag=True, help="Do not enforce MemorySize with RLIMIT_AS.")
+@click.option("--no-memory-limit", is_flag=True, help="Do not enforce MemorySize (no Runtime.OutOfMemory).")
 @click.option("--cloudwatch-logs", is_flag=True, help="Also ship invocation logs to CloudWatch Logs (moto).")
 @click.option("--with", "companions", multiple=True, metavar="NAME",
               help="Also host a plugin's companion service next to the stack (e.g. --with temporal: "
@@ -56,7 +58,7 @@ def local() -> None:
 @click.option("--fresh", is_flag=True,
               help="Forget the saved functions, queued events and S3/DynamoDB data first.")
 @_state_dir_option
-def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeout: float,
+def up(port: int, moto_port: int, region: str, max_concurrency: int, scaling_rate: int, idle_timeout: float,
        async_retries: int, async_retry_delay: float, no_memory_limit: bool, cloudwatch_logs: bool,
        fresh: bool, state_dir: Path | None, companions: tuple[str, ...] = ()) -> None:
     """Start the stack in the foreground; Ctrl-C (or `down`) stops it.
@@ -69,7 +71,7 @@ def up(port: int, moto_port: int, region: str, max_concurrency: int, idle_timeou
     starters = _companion_starters(companions)
     stack = LocalStack(
         state_dir, port=port, moto_port=moto_port, region=region,
-        max_concurrency=max_concurrency, idle_timeout=idle_timeout,
+        max_concurrency=max_concurrency, scaling_rate=scaling_rate, idle_timeout=idle_timeout,
         async_retries=async_retries, async_retry_delay=async_retry_delay,
         memory_limit=not no_memory_limit, cloudwatch_logs=cloudwatch_logs, reuse=False, shared=True, stop_at_exit=True,
     )

@@ -29,6 +29,10 @@ from lambdarun.local.runtime_api import RuntimeHandler
 from lambdarun.private_files import private_dir
 
 _BOOTSTRAP = str(Path(__file__).with_name("_bootstrap.py"))
+#: seconds after its last invocation from which an environment's memory watchdog may have
+#: gone idle (it stays active 0.25 s after the last page fault, see _bootstrap.py), so that
+#: the next invocation wakes it
+WATCHDOG_IDLE_AFTER = 0.2
 
 
 class EnvironmentHost(Protocol):
@@ -57,6 +61,9 @@ class Environment:
         self.init_error: bytes | None = None
         self.init_duration_ms: float | None = None
         self.init_reported = False
+        #: (perf_counter, time) when the first invocation began, when this environment runs
+        #: its Init inside it (after an Init phase past Lambda's 10 s, see the scheduler)
+        self.init_in_invoke: tuple[float, float] | None = None
         self.dead = False
         self.exit_reason: str | None = None
         self.last_used = time.monotonic()
@@ -64,6 +71,10 @@ class Environment:
         self.log_stream = f"{day}/[{fn.version}]{self.id}"
         log_dir = private_dir(host.options.state_dir / "logs" / fn.name)
         self.log_path = log_dir / f"{day.replace('/', '-')}-{self.id}.log"
+        #: the supervisor's memory watchdog writes the tree's peak resident bytes here
+        self.memory_path = self.log_path.with_suffix(".mem")
+        #: killed by its memory limit (the invocation then fails with Runtime.OutOfMemory)
+        self.out_of_memory = False
         # 0600 from the start: logs hold the function's output, tracebacks, payloads
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.log_file = open(fd, "ab", buffering=0)  # noqa: SIM115 - closed by the service
@@ -71,6 +82,8 @@ class Environment:
         self.runtime = LoopbackServer(RuntimeHandler, self, name=f"runtime-{fn.name}")
         self.proc: subprocess.Popen[bytes] | None = None
         self._runtime_pid: int | None = None
+        #: pidfd of the supervisor, to wake its memory watchdog (None: no memory limit)
+        self._pidfd: int | None = None
         self.spawned_at = 0.0
         self.started_at = time.time()
         self.invocations = 0
@@ -99,6 +112,11 @@ class Environment:
             close_fds=True,
             start_new_session=True,
         )
+        if opts.memory_limit and hasattr(os, "pidfd_open"):
+            try:
+                self._pidfd = os.pidfd_open(self.proc.pid)
+            except OSError:  # pragma: no cover - kernel without pidfds
+                pass
         threading.Thread(target=self._monitor, name=f"env-monitor-{fn.name}", daemon=True).start()
         if self.dead or self.host.stopping.is_set():  # killed or stopped while spawning
             self.kill(self.exit_reason or "service stopped")
@@ -122,6 +140,9 @@ class Environment:
         )
         if code < 0 and -code == signal.SIGKILL and not self.exit_reason:
             reason = "signal: killed"
+        self.out_of_memory = read_peak(self.memory_path)[1]
+        if self.out_of_memory:
+            reason = "signal: killed"
         with self.inbox_ready:  # from here on submit() refuses new invocations
             self.dead = True
             pending = list(self.inbox)
@@ -134,11 +155,17 @@ class Environment:
             if self.init_error is not None:
                 victim.finish(self.init_error, "Unhandled")
             else:
+                # AWS: an environment killed past its memory fails with Runtime.OutOfMemory
+                # (https://docs.aws.amazon.com/lambda/latest/dg/troubleshooting-invocation.html)
+                error = "Runtime.OutOfMemory" if self.out_of_memory else "Runtime.ExitError"
                 message = f"RequestId: {victim.request_id} Error: Runtime exited with error: {reason}"
-                self.write_log(f"{message}\nRuntime.ExitError\n")
-                victim.fail("Runtime.ExitError", message)
+                self.write_log(f"{message}\n{error}\n")
+                victim.fail(error, message)
         with self.inbox_ready:
             self.inbox_ready.notify_all()
+            pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            os.close(pidfd)
         self.runtime.close()
         self.host.environment_died(self)
 
@@ -179,6 +206,7 @@ class Environment:
 
     def close_log(self) -> None:
         self.log_file.close()
+        self.memory_path.unlink(missing_ok=True)
 
     # -- invocations -----------------------------------------------------------------
 
@@ -187,6 +215,15 @@ class Environment:
             if not (self.dead and self.proc is not None and self.proc.returncode is not None):
                 self.inbox.append(inv)
                 self.inbox_ready.notify()
+                if (self._pidfd is not None and self.initialized.is_set()
+                        and time.monotonic() - self.last_used > WATCHDOG_IDLE_AFTER):
+                    # the memory watchdog, gone idle, samples at once (_bootstrap.WAKE_SIGNAL):
+                    # only once the runtime has asked for an invocation is its handler surely
+                    # in place; a pidfd (closed under this lock) never signals a reused pid
+                    try:
+                        signal.pidfd_send_signal(self._pidfd, signal.SIGUSR1)
+                    except OSError:
+                        pass
                 return
         # the worker exited between being picked and being given the event
         inv.fail("Runtime.ExitError",
@@ -212,6 +249,11 @@ class Environment:
         self.write_log(f"START RequestId: {inv.request_id} Version: {self.function.version}\n")
         inv.started_at = time.perf_counter()
         inv.deadline_ms = int(time.time() * 1000) + inv.timeout * 1000
+        if self.init_in_invoke is not None and self.invocations == 1:
+            # its Init ran inside this invocation: the duration and deadline count from
+            # when the invocation began
+            inv.started_at = self.init_in_invoke[0]
+            inv.deadline_ms = int(self.init_in_invoke[1] * 1000) + inv.timeout * 1000
         inv.started.set()
         return inv
 
@@ -256,14 +298,19 @@ class Environment:
         return self._runtime_pid
 
     def max_memory_mb(self) -> int:
+        """Peak resident memory of the environment so far (MB): the larger of the memory
+        watchdog's sampled peak of the whole process tree and the kernel's high-water mark
+        (VmHWM) of the runtime process."""
+        peak = read_peak(self.memory_path)[0]
         try:
             with open(f"/proc/{self.runtime_pid() or self.pid}/status", "rb") as f:
                 for line in f:
                     if line.startswith(b"VmHWM:"):
-                        return math.ceil(int(line.split()[1]) / 1024)
+                        peak = max(peak, int(line.split()[1]) * 1024)
+                        break
         except (OSError, ValueError, IndexError):
             pass
-        return 0
+        return math.ceil(peak / (1024 * 1024))
 
 
 def function_environment(fn: Function, env: Environment, options: ServiceOptions, api_url: str,
@@ -323,11 +370,20 @@ def function_environment(fn: Function, env: Environment, options: ServiceOptions
     if not fn.local_code and runtime_dir is not None:
         # -I ignores PYTHONPATH: _bootstrap.py builds sys.path from this instead
         out[SYS_PATH_VAR] = os.pathsep.join([*pythonpath, str(runtime_dir)])
-    if opts.memory_limit:
-        # glibc reserves up to 64 MB of address space per thread arena: cap the arenas so
-        # a threaded handler is not refused memory it never uses
-        out.setdefault("MALLOC_ARENA_MAX", "2")
-        out["_LAMBDARUN_LOCAL_RLIMIT_AS"] = str(
-            (fn.memory_size + opts.memory_overhead_mb) * 1024 * 1024
-        )
+    if opts.memory_limit:  # read (and removed) by the supervisor, see _bootstrap.py
+        out[MEMORY_VAR] = f"{fn.memory_size * 1024 * 1024}:{env.memory_path}"
     return out
+
+
+#: tells the environment's supervisor its memory limit and where to write the peak
+MEMORY_VAR = "_LAMBDARUN_LOCAL_MEMORY"
+
+
+def read_peak(path: Path) -> tuple[int, bool]:
+    """(peak resident bytes, killed past the limit) from an environment's memory file."""
+    try:
+        with open(path, "rb") as f:
+            peak, flag = f.read(64).split()[:2]
+        return int(peak), flag == b"1"
+    except (OSError, ValueError):
+        return 0, False

@@ -6,7 +6,6 @@ the module-level constants are Lambda's quotas (payload sizes, code size) as AWS
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import attrs
 
+from lambdarun.limits import ACCOUNT_CONCURRENCY, INIT_PHASE_LIMIT, SCALING_RATE
 from lambdarun.limits import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT, SYNC_RESPONSE_LIMIT, UNZIPPED_CODE_LIMIT  # noqa: F401 - the local modules take them from here
 from lambdarun.local import auth
 
@@ -28,7 +28,7 @@ CODE_REQUEST_LIMIT = 70_167_211
 #: largest request of any other operation
 OTHER_REQUEST_LIMIT = SYNC_REQUEST_LIMIT
 LOG_TAIL_BYTES = 4096
-INIT_TIMEOUT = 10.0  # Lambda's init phase limit
+INIT_TIMEOUT = INIT_PHASE_LIMIT  # Lambda's init phase limit (then retried in the first invoke)
 #: seconds an environment's supervisor gets to end its process tree before SIGKILL
 KILL_GRACE = 5.0
 #: errorType of an invocation stopped through ``POST /_lambdarun/functions/{name}/stop``
@@ -51,14 +51,18 @@ class ServiceOptions:
     :param state_dir: where extracted code (``functions/``) and logs (``logs/``) live.
     :param port: port of the Lambda API (0: a free one).
     :param region: region in ARNs and ``AWS_REGION``.
-    :param max_concurrency: global concurrency limit (0: CPU count x 4).
+    :param max_concurrency: the account's concurrent executions (0: AWS's default,
+        :data:`~lambdarun.limits.ACCOUNT_CONCURRENCY` = 1,000). Functions without reserved
+        concurrency share what reserved concurrency leaves of it; beyond it invocations get
+        429 ``ConcurrentInvocationLimitExceeded`` (see :mod:`.throttle`).
+    :param scaling_rate: new execution environments one function may get per 10 s (AWS:
+        1,000); beyond it 429 ``ConcurrentInvocationLimitExceeded``.
     :param idle_timeout: seconds an idle environment is kept warm before it is reaped.
     :param async_retries: retries of an ``Event`` invocation after a function error.
     :param async_retry_delay: seconds between those attempts (Lambda: 60 s then 120 s).
-    :param memory_limit: enforce ``MemorySize`` with ``RLIMIT_AS`` in the workers.
-    :param memory_overhead_mb: address space granted on top of ``MemorySize`` (the
-        interpreter and its shared libraries map ~100-300 MB of virtual memory that Lambda
-        would not count as used memory).
+    :param memory_limit: enforce ``MemorySize``: an environment whose processes' resident
+        memory passes it is killed and its invocation fails with ``Runtime.OutOfMemory``
+        (see :mod:`.memory`).
     :param cloudwatch_logs: also ship each invocation's log lines to CloudWatch Logs in moto
         (group ``/aws/lambda/<name>``, the environment's stream), in the background, so
         ``logs.get_log_events``/``filter_log_events`` work. Needs a moto endpoint. Off by
@@ -76,11 +80,11 @@ class ServiceOptions:
     port: int = 0
     region: str = "us-east-1"
     max_concurrency: int = 0
+    scaling_rate: int = SCALING_RATE
     idle_timeout: float = 300.0
     async_retries: int = 2
     async_retry_delay: float = 1.0
     memory_limit: bool = True
-    memory_overhead_mb: int = 512
     cloudwatch_logs: bool = False
     service_endpoints: Mapping[str, str] = attrs.field(factory=dict)
     python: str = sys.executable
@@ -91,4 +95,6 @@ class ServiceOptions:
 
     @property
     def concurrency_limit(self) -> int:
-        return self.max_concurrency or (os.cpu_count() or 1) * 4
+        """The account's concurrent executions (``GetAccountSettings``'
+        ``AccountLimit.ConcurrentExecutions``)."""
+        return self.max_concurrency or ACCOUNT_CONCURRENCY

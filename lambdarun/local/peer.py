@@ -23,17 +23,23 @@ def peer_held_by(conn: Any, pid: int) -> bool | None:
         want = (_proc_net_address(peer), _proc_net_address(local))
     except (OSError, ValueError):
         return False
-    try:
-        with open("/proc/net/tcp", encoding="ascii") as f:
-            next(f, None)
-            inode = None
-            for line in f:
-                fields = line.split()
-                if len(fields) > 9 and (fields[1], fields[2]) == want:
-                    inode = fields[9]
-                    break
-    except FileNotFoundError:
-        return None
+    inode = None
+    # /proc/net/tcp is read in chunks, not atomically: with many connections opening and
+    # closing, an entry can be skipped by one read, so look again before refusing; entries
+    # of closed sockets (TIME_WAIT, inode 0) with the same addresses are not it
+    for _ in range(3):
+        try:
+            with open("/proc/net/tcp", encoding="ascii") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and (fields[1], fields[2]) == want and fields[9] != "0":
+                        inode = fields[9]
+                        break
+        except FileNotFoundError:
+            return None
+        if inode is not None:
+            break
     if inode is None:
         return False
     target = f"socket:[{inode}]"

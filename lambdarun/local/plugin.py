@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import structlog
 
-from lambdarun.config import port_number
+from lambdarun.config import non_negative, port_number, positive
 from lambdarun.errors import FunctionKeyConflictError, TargetError
 from lambdarun.hookspecs import hookimpl
+from lambdarun.limits import SCALING_RATE
 from lambdarun.local.stack import LocalStack, default_state_dir
 from lambdarun.session import at_exit_after_sessions
 from lambdarun.signing import SECRET_VARIABLE, key_id
@@ -57,15 +58,17 @@ class LocalConfig:
     port: int = attrs.field(default=0, validator=port_number)
     #: moto server port of an embedded stack (0: a free port)
     moto_port: int = attrs.field(default=0, validator=port_number)
-    #: global concurrency limit (0: CPU count x 4)
-    max_concurrency: int = 0
+    #: the account's concurrent executions (0: AWS's default, 1,000)
+    max_concurrency: int = attrs.field(default=0, validator=non_negative)
+    #: new execution environments one function may get per 10 s (AWS: 1,000)
+    scaling_rate: int = attrs.field(default=SCALING_RATE, validator=positive)
     #: seconds an idle execution environment stays warm
     idle_timeout: float = 300.0
     #: retries of a failed asynchronous (Event) invocation
     async_retries: int = 2
     #: seconds between those retries
     async_retry_delay: float = 1.0
-    #: enforce MemorySize with RLIMIT_AS in the workers
+    #: enforce MemorySize (an environment past it is killed: Runtime.OutOfMemory)
     memory_limit: bool = True
     #: also ship invocation logs to CloudWatch Logs in moto (costs throughput)
     cloudwatch_logs: bool = False
@@ -92,6 +95,7 @@ def embedded_stack(config: LocalConfig, region: str) -> LocalStack:
                 moto_port=config.moto_port,
                 region=region,
                 max_concurrency=config.max_concurrency,
+                scaling_rate=config.scaling_rate,
                 idle_timeout=config.idle_timeout,
                 async_retries=config.async_retries,
                 async_retry_delay=config.async_retry_delay,

@@ -68,6 +68,8 @@ def write_report(env: Environment, inv: Invocation, cold: bool, shipper: LogShip
         parts.append("Status: timeout")
     elif inv.function_error and env.dead:
         parts.append("Status: error")
+        if env.out_of_memory:
+            parts.append("Error Type: Runtime.OutOfMemory")
     env.write_log(f"END RequestId: {inv.request_id}\n" + "\t".join(parts) + "\t\n")
     rec = inv.record
     if rec is not None:

@@ -21,6 +21,7 @@ from lambdarun.local.model import Function, Invocation, Registry
 from lambdarun.local.options import INIT_TIMEOUT, ServiceOptions, now_iso
 from lambdarun.local.report import record_outcome, write_report
 from lambdarun.local.shapes import ApiError
+from lambdarun.local.throttle import RESERVED_LIMIT, Throttle
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +39,7 @@ class Scheduler:
         #: each function's idle (warm) environments, most recently used last
         self._idle: dict[Function, list[Environment]] = {}
         self._busy_total = 0
+        self.throttle = Throttle(options.concurrency_limit, options.scaling_rate)
         self._runtime_dir: Path | None = None
         self._reaper: threading.Thread | None = None
         #: the Lambda API's URL (``AWS_ENDPOINT_URL_LAMBDA`` of every function)
@@ -95,11 +97,9 @@ class Scheduler:
                                     None if fn.local_code or fn.python else self.runtime_dir())
 
     def _throttle_reason(self, fn: Function) -> str | None:
-        if fn.reserved is not None and fn.busy >= fn.reserved:
-            return "ReservedFunctionConcurrentInvocationLimitExceeded"
-        if self._busy_total >= self.options.concurrency_limit:
-            return "ConcurrentInvocationLimitExceeded"
-        return None
+        warm = any(not e.dead and e.generation == fn.generation for e in self._idle.get(fn, ()))
+        return self.throttle.reason(fn, self.registry.functions.values(), self._busy_total,
+                                    new_environment=not warm)
 
     def _acquire(self, fn: Function, *, wait: bool) -> Environment:
         """Reserve a slot and an environment (warm if one is idle, else a new one)."""
@@ -111,7 +111,7 @@ class Scheduler:
                 reason = self._throttle_reason(fn)
                 if reason is None:
                     break
-                if not wait:
+                if not wait or (reason == RESERVED_LIMIT and fn.reserved == 0):
                     raise ApiError(429, "TooManyRequestsException", "Rate Exceeded.", Reason=reason)
                 self._capacity.wait(1.0)
             fn.busy += 1
@@ -225,7 +225,9 @@ class Scheduler:
             inv.env = env  # before the check below: stop() kills it from now on
             if not inv.done.is_set():
                 env.submit(inv)
-            if not inv.started.wait(INIT_TIMEOUT if cold else INIT_TIMEOUT):
+            if not inv.started.wait(INIT_TIMEOUT) and cold and not inv.done.is_set():
+                env = self._init_in_invoke(fn, env, inv)
+            if not inv.started.is_set():
                 env.kill("init timeout")
                 inv.fail(
                     "Runtime.ExitError",
@@ -248,6 +250,50 @@ class Scheduler:
             self._forget(fn, inv)
             self._release(fn, env)
         return env, cold
+
+    def _init_in_invoke(self, fn: Function, env: Environment, inv: Invocation) -> Environment:
+        """``env``'s Init phase passed Lambda's 10 s: as Lambda does, end it and run Init
+        again inside this (its first) invocation, in a fresh environment, under the
+        function's timeout; the invocation's duration includes the re-init and its REPORT
+        has no ``Init Duration``. Returns the environment now holding ``inv``.
+
+        https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html ("Init
+        phase": "If all three tasks don't complete within 10 seconds, Lambda retries the Init
+        phase at the time of the first function invocation with the configured function
+        timeout"); the INIT_REPORT lines are as on that page ("Failures during the Init phase")."""
+        with env.inbox_ready:
+            if inv not in env.inbox:  # the runtime took it just now: the init did finish
+                return env
+            env.inbox.remove(inv)
+        env.write_log(f"INIT_REPORT Init Duration: {INIT_TIMEOUT * 1000:.2f} ms\tPhase: init\tStatus: timeout\n")
+        with self._lock:
+            env.in_use = False
+        env.kill("init timeout")
+        invoke_start = time.perf_counter()
+        fresh = Environment(self, fn)
+        fresh.in_use = True
+        fresh.init_in_invoke = (invoke_start, time.time())
+        fresh.init_reported = True  # the init is part of the invocation's duration
+        with self._lock:
+            self._environments.add(fresh)
+        inv.env = fresh
+        try:
+            fresh.spawn()
+        except OSError as e:
+            inv.fail("Runtime.ExitError", f"RequestId: {inv.request_id} Error: Runtime exited with error: {e}")
+            return fresh
+        fresh.submit(inv)
+        if not inv.started.wait(fn.timeout) and not inv.done.is_set():
+            elapsed = (time.perf_counter() - invoke_start) * 1000
+            fresh.write_log(f"INIT_REPORT Init Duration: {elapsed:.2f} ms\tPhase: invoke\tStatus: timeout\n")
+            inv.log_start = inv.log_start or fresh.log_size()
+            fresh.write_log(f"START RequestId: {inv.request_id} Version: $LATEST\n")
+            inv.started_at = invoke_start
+            message = f"RequestId: {inv.request_id} Error: Task timed out after {fn.timeout:.2f} seconds"
+            if inv.fail("Sandbox.Timedout", message):
+                fresh.write_log(f"{now_iso()} {inv.request_id} Task timed out after {fn.timeout:.2f} seconds\n")
+                fresh.kill("timeout")
+        return fresh
 
     def _forget(self, fn: Function, inv: Invocation) -> None:
         if inv.marker is not None:

@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from lambdarun.errors import TargetError
+from lambdarun.limits import ACCOUNT_CONCURRENCY, SCALING_RATE
 from lambdarun.local import auth
 from lambdarun.local.auth import CREDENTIALS_FILE, StackCredentials
 from lambdarun.local.moto_server import NoDelayQuietHandler, start_moto
@@ -81,11 +82,12 @@ class LocalStack:
     :param port: Lambda API port (0: free port).
     :param moto_port: moto server port (0: free port).
     :param region: region in ARNs and in the functions' ``AWS_REGION``.
-    :param max_concurrency: global concurrency limit (0: CPU count x 4).
+    :param max_concurrency: the account's concurrent executions (0: AWS's 1,000).
+    :param scaling_rate: new environments per function per 10 s (AWS: 1,000).
     :param idle_timeout: seconds before an idle environment is reaped.
     :param async_retries: retries of a failed ``Event`` invocation (Lambda: 2).
     :param async_retry_delay: seconds between those retries.
-    :param memory_limit: enforce ``MemorySize`` with ``RLIMIT_AS`` in workers.
+    :param memory_limit: enforce ``MemorySize`` (killed past it: ``Runtime.OutOfMemory``).
     :param cloudwatch_logs: also ship invocation logs to CloudWatch Logs in moto.
     :param reuse: attach to the shared stack recorded in ``state_dir`` when one is up.
     :param shared: record this stack in ``stack.json`` for other processes (``local up``).
@@ -107,6 +109,7 @@ class LocalStack:
         moto_port: int = 0,
         region: str = "us-east-1",
         max_concurrency: int = 0,
+        scaling_rate: int = SCALING_RATE,
         idle_timeout: float = 300.0,
         async_retries: int = 2,
         async_retry_delay: float = 1.0,
@@ -122,6 +125,7 @@ class LocalStack:
         self.moto_port = moto_port
         self.region = region
         self.max_concurrency = max_concurrency
+        self.scaling_rate = scaling_rate
         self.idle_timeout = idle_timeout
         self.async_retries = async_retries
         self.async_retry_delay = async_retry_delay
@@ -236,6 +240,7 @@ class LocalStack:
                     port=self.port,
                     region=self.region,
                     max_concurrency=self.max_concurrency,
+                    scaling_rate=self.scaling_rate,
                     idle_timeout=self.idle_timeout,
                     async_retries=self.async_retries,
                     async_retry_delay=self.async_retry_delay,
@@ -455,13 +460,13 @@ class LocalStack:
 
     @property
     def concurrency_limit(self) -> int:
-        """The stack's global concurrency limit (synchronous calls beyond it get 429)."""
+        """The stack's account concurrency (calls beyond it get 429)."""
         if self._service is not None:
             return self._service.options.concurrency_limit
         try:
             return int(health(self.endpoints.lambda_, self._credentials, self.region)["concurrency_limit"])
         except (OSError, ValueError, KeyError):
-            return (os.cpu_count() or 1) * 4
+            return self.max_concurrency or ACCOUNT_CONCURRENCY
 
     def reset_aws(self) -> None:
         """Forget everything moto holds (buckets, tables, queues, ...): its ``/moto-api/reset``.

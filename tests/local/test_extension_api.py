@@ -151,13 +151,19 @@ def test_throttled_and_event_invocations(lam: Any, make_function: Any, base: str
         lam.invoke(FunctionName=name, Payload=b"{}")
     [throttled] = get(base, "/_lambdarun/invocations", function=name)[1]["invocations"]
     assert (throttled["status"], throttled["error_type"]) == ("throttled", "TooManyRequestsException")
-    # an Event waits (queued) while there is no capacity, then runs
+    # an Event of a function with reserved concurrency 0 is not run: AWS sends it to the
+    # on-failure destination (see tests/local/test_async_parallel.py)
     request_id, resp = invoke(lam, name, {}, InvocationType="Event")
     assert resp["StatusCode"] == 202
-    rec = record(base, name, request_id)
-    assert (rec["type"], rec["status"], rec["attempts"]) == ("Event", "queued", 0)
-    lam.delete_function_concurrency(FunctionName=name)
     deadline = time.monotonic() + 10
+    while (rec := record(base, name, request_id))["status"] == "queued":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert (rec["type"], rec["status"], rec["error_type"], rec["attempts"]) == (
+        "Event", "throttled", "ZeroReservedConcurrency", 0)
+    # once the limit is lifted, Events run
+    lam.delete_function_concurrency(FunctionName=name)
+    request_id, _ = invoke(lam, name, {}, InvocationType="Event")
     while record(base, name, request_id)["status"] != "succeeded":
         assert time.monotonic() < deadline
         time.sleep(0.02)

@@ -49,15 +49,44 @@ def shared(tmp_path: Path) -> Iterator[Callable[[], LocalStack]]:
     process; each is stopped at the end."""
     stacks: list[LocalStack] = []
 
-    def start() -> LocalStack:
+    def start(**options: Any) -> LocalStack:
         stack = LocalStack(tmp_path / "state", reuse=False, shared=True, stop_at_exit=False,
-                           async_retry_delay=0.1)
+                           async_retry_delay=0.1, **options)
         stacks.append(stack.start())
         return stack
 
     yield start
     for stack in stacks:
         stack.stop()
+
+
+HOLDER_APP = """
+import os, time
+def handler(event, context):
+    open(event["running"], "w").close()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.05)
+"""
+
+
+def hold_the_account(stack: LocalStack, tmp_path: Path) -> None:
+    """On a stack whose account concurrency is 1: a synchronous call that holds the one slot
+    until the stack stops, so that Event invocations stay queued (they wait for a slot)."""
+    import threading
+
+    lam = stack.client("lambda", retries={"total_max_attempts": 1}, read_timeout=120)
+    create_function(lam, "holder", HOLDER_APP, timeout=120)
+    running = tmp_path / f"holder-running-{uuid.uuid4().hex[:6]}"
+
+    def hold() -> None:
+        try:
+            lam.invoke(FunctionName="holder", Payload=json.dumps({"running": str(running)}))
+        except Exception:  # the stack stopped under it
+            pass
+
+    threading.Thread(target=hold, daemon=True).start()
+    wait_for(running.exists, "the holder to run")
 
 
 def mode(path: Path) -> int:
@@ -90,40 +119,40 @@ def test_state_files_are_private_and_written_atomically(shared: Callable[[], Loc
 
 def test_a_clean_stop_keeps_queued_events_for_the_next_start(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
     count = tmp_path / "count.jsonl"
-    first = shared()
+    first = shared(max_concurrency=1)
     lam = first.client("lambda")
     create_function(lam, "later", COUNTING_APP, environment={"COUNT_FILE": str(count)},
                     Tags={"kept": "yes"})
-    lam.put_function_concurrency(FunctionName="later", ReservedConcurrentExecutions=0)  # all wait
     lam.put_function_event_invoke_config(FunctionName="later", MaximumRetryAttempts=0)
+    hold_the_account(first, tmp_path)  # its events wait for the account's one slot
     for i in range(3):
         lam.invoke(FunctionName="later", InvocationType="Event", Payload=json.dumps({"id": i}))
     first.stop()
     assert len(EventStore.read(state_of(first))) == 3
 
+    assert not count.exists()
     second = shared()
     lam = second.client("lambda")
     fn = lam.get_function(FunctionName="later")
-    assert fn["Tags"] == {"kept": "yes"} and fn["Concurrency"] == {"ReservedConcurrentExecutions": 0}
+    assert fn["Tags"] == {"kept": "yes"}
     assert lam.get_function_event_invoke_config(FunctionName="later")["MaximumRetryAttempts"] == 0
-    assert not count.exists()
-    lam.put_function_concurrency(FunctionName="later", ReservedConcurrentExecutions=1)
     wait_for(lambda: not EventStore.read(state_of(second)), "the events to run")
     assert sorted(json.loads(line)["id"] for line in count.read_text().splitlines()) == [0, 1, 2]
 
 
 def test_deleting_a_function_forgets_its_queued_events_and_code(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
-    stack = shared()
+    stack = shared(max_concurrency=1)
     lam = stack.client("lambda")
     create_function(lam, "gone", COUNTING_APP, environment={"COUNT_FILE": str(tmp_path / "c")})
-    lam.put_function_concurrency(FunctionName="gone", ReservedConcurrentExecutions=0)
+    hold_the_account(stack, tmp_path)
     lam.invoke(FunctionName="gone", InvocationType="Event", Payload=b"{}")
+    assert len(EventStore.read(state_of(stack))) == 1
     code_dir = Path(json.loads((state_of(stack) / "functions.json").read_text())["functions"][0]["code_dir"])
     assert code_dir.is_dir()
     lam.delete_function(FunctionName="gone")
     assert EventStore.read(state_of(stack)) == []
     assert not code_dir.exists() and not code_dir.parent.exists()
-    assert json.loads((state_of(stack) / "functions.json").read_text())["functions"] == []
+    assert [f["name"] for f in json.loads((state_of(stack) / "functions.json").read_text())["functions"]] == ["holder"]
 
 
 def test_a_conflicting_create_leaves_no_extracted_code(shared: Callable[[], LocalStack], tmp_path: Path) -> None:
@@ -233,10 +262,10 @@ def _event_line(function: str, *, request_id: str | None = None, payload: bytes 
 def test_malformed_event_lines_are_skipped_and_nothing_else_is_lost(
         shared: Callable[[], LocalStack], tmp_path: Path) -> None:
     count = tmp_path / "count.jsonl"
-    first = shared()
+    first = shared(max_concurrency=1)
     lam = first.client("lambda")
     create_function(lam, "target", COUNTING_APP, environment={"COUNT_FILE": str(count)})
-    lam.put_function_concurrency(FunctionName="target", ReservedConcurrentExecutions=0)
+    hold_the_account(first, tmp_path)
     lam.invoke(FunctionName="target", InvocationType="Event", Payload=b'{"id": "queued"}')
     first.stop()
     log = state_of(first) / "events.jsonl"
@@ -252,8 +281,6 @@ def test_malformed_event_lines_are_skipped_and_nothing_else_is_lost(
         f.write(json.dumps({"version": 1, "removed": removed}).encode() + b"\n")
         f.write(_event_line("target", payload=b'{"id": "torn"}')[:-20])  # killed mid-write
     second = shared()
-    lam = second.client("lambda")
-    lam.put_function_concurrency(FunctionName="target", ReservedConcurrentExecutions=1)
     wait_for(lambda: not EventStore.read(state_of(second)), "the queued event to run")
     assert [json.loads(line)["id"] for line in count.read_text().splitlines()] == ["queued"]
 
@@ -546,15 +573,15 @@ def test_status_tells_what_is_saved_for_the_next_up(shared: Callable[[], LocalSt
 
     from lambdarun.local.cli import local
 
-    stack = shared()
+    stack = shared(max_concurrency=1)
     lam = stack.client("lambda")
     for name in ("one", "two"):
         create_function(lam, name, COUNTING_APP, environment={"COUNT_FILE": str(tmp_path / "c")})
-    lam.put_function_concurrency(FunctionName="one", ReservedConcurrentExecutions=0)
+    hold_the_account(stack, tmp_path)
     lam.invoke(FunctionName="one", InvocationType="Event", Payload=b"{}")
     stack.client("s3").create_bucket(Bucket=f"status-{uuid.uuid4().hex[:8]}")
     stack.stop()
     result = CliRunner().invoke(local, ["status", "--state-dir", str(stack.state_dir)])
     assert result.exit_code == 1
     assert "no local stack is up" in result.output
-    assert "saved for the next `up`: 2 functions, 1 queued event, moto data" in result.output
+    assert "saved for the next `up`: 3 functions, 1 queued event, moto data" in result.output

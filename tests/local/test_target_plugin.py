@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,7 +188,8 @@ def test_local_target_inside_a_function_uses_the_stack_running_it(local_stack: A
 
 
 def test_concurrency_limit_is_visible(session: Session, local_stack: Any) -> None:
-    assert session.target.concurrency_limit == (os.cpu_count() or 1) * 4  # the default
+    # the default: an AWS account's concurrency (lambdarun.limits.ACCOUNT_CONCURRENCY)
+    assert session.target.concurrency_limit == 1000
     assert LocalTarget(session.settings, stack=local_stack).concurrency_limit == 8  # conftest: 8
 
 
