@@ -73,7 +73,7 @@ class LocalConfig:
     reuse: bool = True
     #: run the embedded stack in a child process (its own GIL; it dies with this process)
     #: instead of in threads of this one
-    out_of_process: bool = False
+    out_of_process: bool = True
 
 
 _embedded: dict[tuple[Any, ...], LocalStack] = {}

@@ -197,8 +197,7 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
             task = self._new_task(func, (item,), {})
             if queue is None or task.mode is not InvocationType.REQUEST_RESPONSE:
                 pool.submit(self._run, task)
-            else:
-                queue.put(task)
+            elif queue.put(task):
                 pool.submit(self._run_queued, queue)
             yield task.future
 
@@ -273,12 +272,17 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         return task
 
     def _run_queued(self, queue: MapQueue) -> None:
-        """Pool thread of a batching ``map``: run this thread's share of the queued tasks."""
-        tasks = queue.take()
-        if len(tasks) == 1:
-            self._run(tasks[0])
-        elif tasks:
-            self._run_batch(tasks)
+        """A runner of a batching ``map``: its fair share of the queued tasks, batch after
+        batch, until the queue is empty."""
+        while tasks := queue.take():
+            try:
+                if len(tasks) == 1:
+                    self._run(tasks[0])
+                else:
+                    self._run_batch(tasks)
+            except BaseException as exc:  # noqa: BLE001 - the runner goes on; these tasks fail
+                for task in tasks:
+                    task.future.finish(exception=exc if isinstance(exc, Exception) else LambdarunError(repr(exc)))
 
     def _run_batch(self, tasks: list[Task]) -> None:
         """Several synchronous tasks in one invocation; each keeps its own attempt, claim,

@@ -178,25 +178,42 @@ class Task:
 class MapQueue:
     """The synchronous tasks of one ``map`` waiting for a pool thread, taken in batches.
 
-    A thread that comes free takes its fair share of what is queued (the queue divided by
-    the threads, at least one, at most ``limit``): few tasks go one per invocation (all
-    threads busy, low latency), a long queue goes ``limit`` per invocation (fewer invokes).
+    At most ``threads`` runners serve the queue (:meth:`put` says when to start one; a
+    runner calls :meth:`take` until it gets nothing, then it has ended): the pool holds a
+    work item per runner, not per task. A runner takes its fair share of what is queued
+    (the queue divided by the threads, at least one, at most ``limit``): few tasks go one per
+    invocation (all threads busy, low latency), a long queue goes ``limit`` per invocation.
     """
 
     def __init__(self, limit: int, threads: int) -> None:
         self.limit = max(1, limit)
         self.threads = max(1, threads)
         self._tasks: collections.deque[Task] = collections.deque()
+        self._runners = 0
         self._lock = threading.Lock()
 
-    def put(self, task: Task) -> None:
+    def put(self, task: Task) -> bool:
+        """Queue ``task``; True when the caller must start a runner (one more is needed)."""
         with self._lock:
             self._tasks.append(task)
+            if self._runners < self.threads:
+                self._runners += 1
+                return True
+            return False
 
     def take(self) -> list[Task]:
+        """The next batch of the calling runner; empty: the runner has ended."""
         with self._lock:
+            if not self._tasks:
+                self._runners -= 1
+                return []
             share = min(self.limit, max(1, -(-len(self._tasks) // self.threads)), len(self._tasks))
             return [self._tasks.popleft() for _ in range(share)]
+
+    @property
+    def runners(self) -> int:
+        with self._lock:
+            return self._runners
 
     def __len__(self) -> int:
         with self._lock:

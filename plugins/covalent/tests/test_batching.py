@@ -106,12 +106,15 @@ def test_large_arguments_in_a_batch_go_through_storage(session, leftovers):
 
 def test_the_queue_gives_each_thread_its_fair_share():
     queue = MapQueue(limit=16, threads=4)
-    for i in range(10):
-        queue.put(i)  # type: ignore[arg-type]
+    started = sum(queue.put(i) for i in range(10))  # type: ignore[arg-type]
+    assert started == 4  # one runner per thread, not one per task
     assert len(queue.take()) == 3  # ceil(10 / 4): a few tasks are spread over the threads
-    for i in range(200):
-        queue.put(i)  # type: ignore[arg-type]
+    started = sum(queue.put(i) for i in range(200))  # type: ignore[arg-type]
+    assert started == 0 and queue.runners == 4
     assert len(queue.take()) == 16  # a long queue: the most per invocation
     while len(queue):
         assert 1 <= len(queue.take()) <= 16
-    assert queue.take() == []
+    for _ in range(4):
+        assert queue.take() == []  # each runner ends once the queue is empty
+    assert queue.runners == 0
+    assert queue.put(1) is True  # a new task after that starts a runner again
