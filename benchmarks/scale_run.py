@@ -1,7 +1,7 @@
 """One streaming ``lambdarun.map`` of N tiny tasks in a fresh process on the embedded local
 target, measured from the caller's side: tasks/s, the caller's peak RSS and CPU per task.
 
-    python benchmarks/scale_run.py 1000 [--chunksize N] [--state-dir DIR] [--out-of-process]
+    python benchmarks/scale_run.py 1000 [--chunksize N] [--state-dir DIR] [--in-process]
 
 Prints one JSON object. ``benchmarks/test_scale.py`` runs it (smoke mode: a few hundred
 tasks); the 100,000-task figure is this script with 100000.
@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("tasks", type=int)
     parser.add_argument("--chunksize", type=int, default=None)
     parser.add_argument("--state-dir", default=None)
-    parser.add_argument("--out-of-process", action="store_true", help="[local] out_of_process: the stack in a child")
+    parser.add_argument("--in-process", action="store_true",
+                        help="[local] out_of_process = false: the stack's servers in threads of this process")
     parser.add_argument("--warm", type=int, default=200, help="tasks run first (stack start, cold environments)")
     args = parser.parse_args()
 
@@ -43,7 +44,7 @@ def main() -> None:
 
     state = args.state_dir or tempfile.mkdtemp(prefix="lambdarun-scale-")
     session = Session(overrides={"target": "local", "backend": "covalent", "progress": False,
-                                 "local": {"state_dir": state, "out_of_process": args.out_of_process}})
+                                 "local": {"state_dir": state, "out_of_process": not args.in_process}})
     try:
         first = time.perf_counter()
         assert lambdarun.run(tiny, 1, session=session) == 2
@@ -63,7 +64,7 @@ def main() -> None:
         print(json.dumps({
             "tasks": args.tasks,
             "chunksize": args.chunksize,
-            "out_of_process": args.out_of_process,
+            "out_of_process": not args.in_process,
             "seconds": round(wall, 3),
             "tasks_per_s": round(args.tasks / wall, 1),
             "ms_per_task": round(1000 * wall / args.tasks, 4),
