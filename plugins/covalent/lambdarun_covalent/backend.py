@@ -198,7 +198,7 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
             if queue is None or task.mode is not InvocationType.REQUEST_RESPONSE:
                 pool.submit(self._run, task)
             elif queue.put(task):
-                pool.submit(self._run_queued, queue)
+                pool.submit(self._run_queued, queue, pool)
             yield task.future
 
     def map_concurrency(self, max_workers: int | None = None) -> int:
@@ -271,9 +271,10 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         future.info["task"] = task  # keeps the task alive as long as its future
         return task
 
-    def _run_queued(self, queue: MapQueue) -> None:
-        """A runner of a batching ``map``: its fair share of the queued tasks, batch after
-        batch, until the queue is empty."""
+    def _run_queued(self, queue: MapQueue, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        """A runner of a batching ``map``: its fair share of the queued tasks, then back to
+        the end of the pool's queue (other maps and submits get their turn) until the map's
+        queue is empty."""
         while tasks := queue.take():
             try:
                 if len(tasks) == 1:
@@ -283,6 +284,11 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
             except BaseException as exc:  # noqa: BLE001 - the runner goes on; these tasks fail
                 for task in tasks:
                     task.future.finish(exception=exc if isinstance(exc, Exception) else LambdarunError(repr(exc)))
+            try:
+                pool.submit(self._run_queued, queue, pool)
+                return
+            except RuntimeError:  # the pool is shutting down: finish the queue on this thread
+                continue
 
     def _run_batch(self, tasks: list[Task]) -> None:
         """Several synchronous tasks in one invocation; each keeps its own attempt, claim,

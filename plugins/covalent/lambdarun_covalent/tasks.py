@@ -180,7 +180,8 @@ class MapQueue:
 
     At most ``threads`` runners serve the queue (:meth:`put` says when to start one; a
     runner calls :meth:`take` until it gets nothing, then it has ended): the pool holds a
-    work item per runner, not per task. A runner takes its fair share of what is queued
+    work item per runner, not per task (a runner re-queues itself after each batch, so other
+    work on the pool gets its turn). A runner takes its fair share of what is queued
     (the queue divided by the threads, at least one, at most ``limit``): few tasks go one per
     invocation (all threads busy, low latency), a long queue goes ``limit`` per invocation.
     """

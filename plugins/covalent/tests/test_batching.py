@@ -118,3 +118,18 @@ def test_the_queue_gives_each_thread_its_fair_share():
         assert queue.take() == []  # each runner ends once the queue is empty
     assert queue.runners == 0
     assert queue.put(1) is True  # a new task after that starts a runner again
+
+
+def test_a_submit_is_not_held_back_by_a_running_map(make_session):
+    """The map's runners go back to the end of the pool's queue after each batch, so a task
+    submitted meanwhile on the same (2-thread) pool gets a thread long before the map is done."""
+    import time as _time
+
+    backend = make_session(max_workers=2).backend("covalent")
+    assert backend.submit(abs, (-1,), {}).result(timeout=120) == 1  # warm
+    futures = list(backend.map(_time.sleep, [0.2] * 64, chunksize=2))
+    lone = backend.submit(abs, (-7,), {})
+    assert lone.result(timeout=120) == 7
+    assert sum(f.done() for f in futures) < len(futures) // 2
+    for future in futures:
+        future.result(timeout=120)
