@@ -132,7 +132,7 @@ class CovalentConfig:
     #: ``map``: at most this many short (synchronous) tasks share one invocation, each still
     #: verified, claimed, answered and retried on its own; a free thread takes its fair share
     #: of the queued tasks up to this (1: one invocation per task). ``map(chunksize=)`` wins.
-    chunksize: int = attrs.field(default=16, validator=positive)
+    chunksize: int = attrs.field(default=32, validator=positive)
     #: extra directories on the function's PYTHONPATH where lambdarun creates the function
     #: (the local target); the executor sets it for an electron's ``DepsPip`` layer
     python_path: list[str] = attrs.field(factory=list, converter=list)

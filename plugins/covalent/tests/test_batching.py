@@ -47,7 +47,7 @@ def requests_of(futures):
 
 def test_a_batch_runs_several_tasks_in_one_invocation_with_their_own_output(session):
     backend = session.backend("covalent")
-    assert backend.map_chunksize() == 16 and backend.map_chunksize(4) == 4
+    assert backend.map_chunksize() == 32 and backend.map_chunksize(4) == 4
     futures = list(backend.map(pid_and_square, range(40), chunksize=8))
     results = [f.result(timeout=120) for f in futures]
     assert [r[1] for r in results] == [x * x for x in range(40)]
