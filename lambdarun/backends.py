@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -69,14 +70,45 @@ class Backend(abc.ABC):
         """Start ``func(*args, **kwargs)`` and return its future without waiting."""
 
     def map(
-        self, func: Callable[..., Any], iterable: Iterable[Any], *, max_workers: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        *,
+        max_workers: int | None = None,
+        chunksize: int | None = None,
     ) -> Iterator[LambdaFuture]:
-        """Futures for ``func(item)`` for each item, in input order.
+        """Futures for ``func(item)`` for each item, in input order, made lazily: the
+        caller (:func:`lambdarun.map`) takes the next future only when its window has room,
+        so an item is read from ``iterable`` only then.
 
-        The default submits one task per item; backends override it to batch.
+        The default submits one task per item (``chunksize`` is ignored); backends override
+        it to batch several tasks into one invocation.
         """
         for item in iterable:
             yield self.submit(func, (item,), {})
+
+    def map_concurrency(self, max_workers: int | None = None) -> int:
+        """How many invocations of a ``map`` run at once: ``max_workers``, else the
+        ``max_workers`` setting, else the target's ``concurrency_limit`` (a capability
+        the target reports), else ``min(64, 8 * cpus)``."""
+        if max_workers:
+            return max_workers
+        if self.session.settings.max_workers:
+            return self.session.settings.max_workers
+        limit = getattr(self.function_session.target, "concurrency_limit", None)
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return limit
+        return min(64, (os.cpu_count() or 2) * 8)
+
+    def map_chunksize(self, chunksize: int | None = None) -> int:
+        """Tasks per invocation of a ``map`` (1 unless the backend batches)."""
+        return 1
+
+    def map_window(self, *, max_workers: int | None = None, chunksize: int | None = None) -> int:
+        """How many tasks a streaming ``map`` keeps in flight or unconsumed: twice the
+        invocations that run at once (so the next ones are queued while results are
+        consumed), times the tasks per invocation."""
+        return 2 * self.map_concurrency(max_workers) * self.map_chunksize(chunksize)
 
     def close(self) -> None:
         """Release what the backend holds (threads, clients)."""

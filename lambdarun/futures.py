@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,15 +30,15 @@ class LambdaFuture(concurrent.futures.Future):
         self.remote_traceback: str | None = None
         self.info: dict[str, Any] = {}
         self._canceller: Callable[[], None] | None = None
-        self._started = threading.Event()
+        self._started = False  # a flag, not a threading.Event: one Condition per future is enough
 
     # The future stays PENDING while the task runs, so cancel() can always take it; running()
     # reports the task's real state.
     def mark_running(self) -> None:
-        self._started.set()
+        self._started = True
 
     def running(self) -> bool:
-        return self._started.is_set() and not self.done()
+        return self._started and not self.done()
 
     def set_canceller(self, canceller: Callable[[], None]) -> None:
         """Register what ``cancel()`` must do to stop the remote work."""

@@ -230,7 +230,10 @@ def lambdarun_tasks_submitted(
     """Observe one ``lambdarun.submit``/``run``/``map`` call once its tasks are submitted.
 
     Called in the caller's thread right after the backend returned the futures, before any
-    result is awaited; follow the tasks with ``future.add_done_callback``. The dashboard
+    result is awaited; follow the tasks with ``future.add_done_callback``. A ``map`` streams
+    (a bounded window of tasks, refilled as results are consumed): it calls this once per
+    group of submitted tasks (about a window each), each group before any of its results is
+    awaited. The dashboard
     records the call in its run journal here (the core records nothing itself). Keep it
     cheap (it is on the caller's path) and never raise for your own failures: an exception
     propagates to the caller after the tasks were started.

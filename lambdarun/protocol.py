@@ -15,6 +15,18 @@ Reply::
 
     {"lambdarun": 1, "outcome": "<base64 envelope>"}     # or "outcome_url": "s3://..."
 
+Batch event (several calls in one invocation; version 2, an older runtime refuses it as an
+unknown event) and its reply, one entry per call, in order::
+
+    {"lambdarun": 2, "batch": [<call event>, ...]}        # at most MAX_BATCH calls
+    {"lambdarun": 2, "replies": [<reply>, ...]}
+     a reply may instead be {"lambdarun": 1, "error": {"type": ..., "message": ...}}: that
+     call was refused before it ran (its event was malformed or untrusted)
+
+Each call of a batch is a complete call event with its own signed envelope, task id and
+attempt: the runtime verifies, claims and answers each one on its own, exactly as if it had
+come alone, so a batch weakens neither the signature checks nor at-most-once.
+
 :func:`parse_call_event` checks every field's type and encoding before anything runs (an
 :class:`~lambdarun.errors.EventError` otherwise); :func:`parse_reply` refuses a reply that
 is not one (:class:`~lambdarun.errors.RemoteEnvironmentError` naming the function).
@@ -46,10 +58,22 @@ __all__ = [
     "inline_limit_for",
     "build_reply",
     "parse_reply",
+    "BATCH_EVENT_VERSION",
+    "MAX_BATCH",
+    "is_batch_event",
+    "build_batch_event",
+    "parse_batch_event",
+    "build_batch_reply",
+    "parse_batch_reply",
+    "build_refused_reply",
 ]
 
 #: the version of the event and reply shapes (the ``"lambdarun"`` field of both)
 CALL_EVENT_VERSION = 1
+#: the version of the batch event and its reply
+BATCH_EVENT_VERSION = 2
+#: the most calls one batch event carries
+MAX_BATCH = 1000
 #: Lambda's sync response limit is 6 MB; base64 grows data by 4/3
 DEFAULT_INLINE_LIMIT = 4_500_000
 #: bytes of a call event beside its base64 call (field names, URLs, the task binding)
@@ -165,10 +189,13 @@ def parse_call_event(event: Mapping[str, Any]) -> CallEvent:
 
 @attrs.frozen
 class Reply:
-    """A parsed reply: the outcome inline (``outcome``) or where it was stored."""
+    """A parsed reply: the outcome inline (``outcome``) or where it was stored, or (in a
+    batch reply) ``refused``: the (type name, message) of why that call was refused
+    before it ran."""
 
     outcome: bytes | None = None
     outcome_url: str | None = None
+    refused: tuple[str, str] | None = None
 
 
 def build_reply(*, outcome: bytes | None = None, outcome_url: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -191,6 +218,10 @@ def parse_reply(payload: bytes, *, function_name: str) -> Reply:
             f"the Lambda function {function_name!r} returned a response that is not "
             f"JSON ({payload[:200]!r}); is its handler lambdarun.runtime.handler?"
         ) from exc
+    return _reply_of(body, function_name)
+
+
+def _reply_of(body: Any, function_name: str) -> Reply:
     if isinstance(body, dict) and "outcome" in body:
         try:
             return Reply(outcome=base64.b64decode(body["outcome"], validate=True))
@@ -200,8 +231,84 @@ def parse_reply(payload: bytes, *, function_name: str) -> Reply:
                 f"base64 ({exc}); is its handler lambdarun.runtime.handler?"
             ) from exc
     if isinstance(body, dict) and "outcome_url" in body:
+        if not isinstance(body["outcome_url"], str):
+            raise RemoteEnvironmentError(
+                f"the Lambda function {function_name!r} returned an outcome_url that is not a string"
+            )
         return Reply(outcome_url=body["outcome_url"])
     raise RemoteEnvironmentError(
         f"the Lambda function {function_name!r} returned {str(body)[:200]!r} instead "
         "of a lambdarun outcome; is its handler lambdarun.runtime.handler?"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# batches
+# ---------------------------------------------------------------------------------------
+
+
+def is_batch_event(event: Any) -> bool:
+    """An event of the batch version (its calls are checked by :func:`parse_batch_event`)."""
+    return isinstance(event, dict) and event.get("lambdarun") == BATCH_EVENT_VERSION and "batch" in event
+
+
+def build_batch_event(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The event carrying several call events (each from :func:`build_call_event`)."""
+    if not 1 <= len(events) <= MAX_BATCH:
+        raise ValueError(f"a batch carries 1 to {MAX_BATCH} calls, not {len(events)}")
+    return {"lambdarun": BATCH_EVENT_VERSION, "batch": list(events)}
+
+
+def parse_batch_event(event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The call events of a batch event: a list of 1 to :data:`MAX_BATCH` objects, else
+    :class:`~lambdarun.errors.EventError` (nothing ran). Each call event is checked when it
+    is handled (:func:`parse_call_event`), on its own."""
+    calls = event.get("batch")
+    if not isinstance(calls, list) or not 1 <= len(calls) <= MAX_BATCH:
+        shown = len(calls) if isinstance(calls, list) else type(calls).__name__
+        raise EventError(
+            f"event field 'batch' must be a list of 1 to {MAX_BATCH} call events, not {shown}; "
+            "send calls through lambdarun (the event was refused, nothing ran)"
+        )
+    if not all(isinstance(call, dict) for call in calls):
+        raise EventError("every entry of a batch event must be a call event object (the event was refused, nothing ran)")
+    return calls
+
+
+def build_refused_reply(error: BaseException) -> dict[str, Any]:
+    """The reply, in a batch, to a call refused before it ran."""
+    return {
+        "lambdarun": CALL_EVENT_VERSION,
+        "error": {"type": f"{type(error).__module__}.{type(error).__qualname__}", "message": str(error)[:2000]},
+    }
+
+
+def build_batch_reply(replies: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"lambdarun": BATCH_EVENT_VERSION, "replies": list(replies)}
+
+
+def parse_batch_reply(payload: bytes, *, function_name: str, count: int) -> list[Reply]:
+    """The ``count`` replies of ``function_name`` to a batch, in order; anything else is a
+    :class:`~lambdarun.errors.RemoteEnvironmentError` (e.g. a runtime too old for batches)."""
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        raise RemoteEnvironmentError(
+            f"the Lambda function {function_name!r} answered a batch with something that is not "
+            f"JSON ({payload[:200]!r}); is its handler lambdarun.runtime.handler?"
+        ) from exc
+    replies = body.get("replies") if isinstance(body, dict) else None
+    if not isinstance(replies, list) or len(replies) != count:
+        raise RemoteEnvironmentError(
+            f"the Lambda function {function_name!r} answered a batch of {count} calls with "
+            f"{str(body)[:200]!r}; update lambdarun in the function (batches need lambdarun "
+            "0.4 or later on both sides) or map with chunksize=1"
+        )
+    parsed = []
+    for reply in replies:
+        if isinstance(reply, dict) and "error" in reply and isinstance(reply["error"], dict):
+            error = reply["error"]
+            parsed.append(Reply(refused=(str(error.get("type", "")), str(error.get("message", "")))))
+        else:
+            parsed.append(_reply_of(reply, function_name))
+    return parsed

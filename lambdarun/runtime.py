@@ -24,13 +24,17 @@ import structlog
 from lambdarun.calls import bound_meta, execute_call, pack_failure, signing_key
 from lambdarun.environment import function_environment  # re-exported (its owner: lambdarun.environment)
 from lambdarun.envelope import unpack
-from lambdarun.errors import LambdarunError, PayloadTooLargeError
+from lambdarun.errors import EventError, LambdarunError, PayloadTooLargeError
 from lambdarun.hookspecs import hookimpl
 from lambdarun.protocol import (
     CALL_EVENT_VERSION,
     DEFAULT_INLINE_LIMIT,
+    build_batch_reply,
+    build_refused_reply,
     build_reply,
+    is_batch_event,
     is_call_event,
+    parse_batch_event,
     parse_call_event,
 )
 
@@ -133,8 +137,30 @@ def _delivery(context: Any) -> tuple[float | None, str | None]:
     return deadline, getattr(context, "aws_request_id", None)
 
 
+def handle_batch_event(event: dict[str, Any], session: Session, context: Any = None) -> dict[str, Any]:
+    """Answer each call of a batch in order, each exactly as if it had come alone (verified,
+    claimed, run at most once, its outcome signed and bound to its task and attempt). A call
+    refused before it ran (malformed, untrusted location, unreadable) gets an ``error``
+    reply; the others still run."""
+    signing_key(session)  # no key and no allow_unsigned: refuse the whole batch, typed
+    replies = []
+    for call in parse_batch_event(event):
+        try:
+            if not is_call_event(call):
+                raise EventError(
+                    "a batch entry is not a call event of this lambdarun version (nothing of it ran)"
+                )
+            replies.append(handle_call_event(call, session, context))
+        except Exception as exc:  # noqa: BLE001 - this call is refused; the others go on
+            log.warning("refused a call of a batch", error=f"{type(exc).__name__}: {exc}")
+            replies.append(build_refused_reply(exc))
+    return build_batch_reply(replies)
+
+
 @hookimpl(trylast=True)
 def lambdarun_handle_event(event: Any, context: Any, session: Session) -> dict[str, Any] | None:
     if is_call_event(event):
         return handle_call_event(event, session, context)
+    if is_batch_event(event):
+        return handle_batch_event(event, session, context)
     return None

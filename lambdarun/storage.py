@@ -109,8 +109,11 @@ class FileStorage:
             path.unlink(missing_ok=True)
             # remove now-empty parent directories up to the root
             parent = path.parent
-            while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()
+            while parent != self.root:
+                try:  # rmdir refuses a folder that is not empty: no listing (O(entries)) needed
+                    parent.rmdir()
+                except OSError:
+                    break
                 parent = parent.parent
 
     def url_for(self, key: str) -> str:

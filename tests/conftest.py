@@ -40,6 +40,8 @@ class InProcessBackend(Backend):
         future = LambdaFuture()
 
         def work():
+            if future.cancelled():  # cancelled while queued: never runs
+                return
             future.mark_running()
             outcome = decode_outcome(
                 self.session, execute_call(self.session, data, tee=False), task_id=task_id, attempt=1

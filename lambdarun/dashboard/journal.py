@@ -330,8 +330,10 @@ class JournalWriter:
                 self._write(items)
             except Exception:  # the journal must never break the caller's work
                 log.warning("run journal write failed", path=str(self.path), rows=len(items), exc_info=True)
+            written = len(items)
+            items = item = nxt = None  # hold no finished future (nor its result) while waiting for more
             with self._idle:
-                self._pending -= len(items)
+                self._pending -= written
                 self._idle.notify_all()
             if stop:
                 return

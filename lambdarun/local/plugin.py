@@ -26,7 +26,7 @@ from lambdarun.config import non_negative, port_number, positive
 from lambdarun.errors import FunctionKeyConflictError, TargetError
 from lambdarun.hookspecs import hookimpl
 from lambdarun.limits import SCALING_RATE
-from lambdarun.local.stack import LocalStack, default_state_dir
+from lambdarun.local.stack import LocalStack, default_state_dir, read_stack_info
 from lambdarun.session import at_exit_after_sessions
 from lambdarun.signing import SECRET_VARIABLE, key_id
 from lambdarun.targets import Boto3Target
@@ -74,6 +74,9 @@ class LocalConfig:
     cloudwatch_logs: bool = False
     #: attach to a running `lambdarun local up` in state_dir instead of starting one
     reuse: bool = True
+    #: run the embedded stack in a child process (its own GIL; it dies with this process)
+    #: instead of in threads of this one
+    out_of_process: bool = True
 
 
 _embedded: dict[tuple[Any, ...], LocalStack] = {}
@@ -89,7 +92,12 @@ def embedded_stack(config: LocalConfig, region: str) -> LocalStack:
                 and stack.refresh() != "moved"):
             stack.stop()  # the shared stack it attached to is down: attach/start anew
         if stack is None or not stack.running:
-            stack = LocalStack(
+            kind = LocalStack
+            if config.out_of_process and not (config.reuse and read_stack_info(config.state_dir)):
+                from lambdarun.local.child import ChildStack
+
+                kind = ChildStack
+            stack = kind(
                 config.state_dir,
                 port=config.port,
                 moto_port=config.moto_port,

@@ -22,7 +22,6 @@ import concurrent.futures
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +47,7 @@ from lambdarun.types import FunctionSpec, InvocationType, StorageHandle
 
 from lambdarun_covalent.config import DEFAULT_BUCKET, MAX_TIMEOUT, CovalentConfig
 from lambdarun_covalent.engine import Engine, engines, engines_lock, target_concurrency
-from lambdarun_covalent.tasks import Attempt, Task, deadlines, in_flight, lookup_task
+from lambdarun_covalent.tasks import Attempt, MapQueue, Task, deadlines, in_flight, lookup_task
 from lambdarun_covalent.async_attempts import JANITOR_GRACE, AsyncAttempts
 from lambdarun_covalent.sync_attempts import SyncAttempts
 
@@ -87,7 +86,7 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._destination_checked = False
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = os.urandom(6).hex()
         self._closed = False
 
     # -- lazily prepared collaborators ----------------------------------------------------
@@ -175,13 +174,46 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         return self._submit(func, tuple(args), dict(kwargs or {}), None)
 
     def map(
-        self, func: Callable[..., Any], iterable: Iterable[Any], *, max_workers: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        *,
+        max_workers: int | None = None,
+        chunksize: int | None = None,
     ) -> Iterator[LambdaFuture]:
         """Futures in input order; invocations go through a pool sized to the target's
-        concurrency (or ``max_workers``), so 1000 tasks never mean 1000 threads."""
+        concurrency (or ``max_workers``), so 1000 tasks never mean 1000 threads.
+
+        Synchronous tasks are batched: a pool thread that comes free takes its fair share
+        of the tasks queued (at most ``chunksize``, default ``[covalent] chunksize``) and
+        sends them in one invocation (:func:`lambdarun.protocol.build_batch_event`). A lone
+        task (or ``chunksize=1``) goes alone, as ``submit`` sends it.
+        """
+        concurrency = self.map_concurrency(max_workers)
         pool = self.engine.pool(max_workers or self.config.max_workers or None)
+        limit = self.map_chunksize(chunksize)
+        queue = MapQueue(limit, concurrency) if limit > 1 else None
         for item in iterable:
-            yield self._submit(func, (item,), {}, pool)
+            task = self._new_task(func, (item,), {})
+            if queue is None or task.mode is not InvocationType.REQUEST_RESPONSE:
+                pool.submit(self._run, task)
+            elif queue.put(task):
+                pool.submit(self._run_queued, queue, pool)
+            yield task.future
+
+    def map_concurrency(self, max_workers: int | None = None) -> int:
+        return (
+            max_workers
+            or self.config.max_workers
+            or self.runtime_session.settings.max_workers
+            or target_concurrency(self.runtime_session.target)
+            or min(64, (os.cpu_count() or 2) * 8)
+        )
+
+    def map_chunksize(self, chunksize: int | None = None) -> int:
+        """At most this many tasks per invocation of a ``map`` (``chunksize``, else
+        ``[covalent] chunksize``)."""
+        return chunksize or self.config.chunksize
 
     def close(self) -> None:
         """Cancel what has not finished and delete what this backend left in storage."""
@@ -214,9 +246,15 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         kwargs: dict[str, Any],
         pool: concurrent.futures.ThreadPoolExecutor | None,
     ) -> LambdaFuture:
+        task = self._new_task(func, args, kwargs)
+        (pool or self.engine.pool(self.config.max_workers or None)).submit(self._run, task)
+        return task.future
+
+    def _new_task(self, func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Task:
         if self._closed:
             raise LambdarunError("this covalent backend is closed; use a new lambdarun Session")
-        task_id = uuid.uuid4().hex
+        # 128 random bits: a task id names storage keys and claims, so it stays unguessable
+        task_id = os.urandom(16).hex()
         future = LambdaFuture(task_id)
         cfg = self.config
         mode = InvocationType.REQUEST_RESPONSE
@@ -231,20 +269,65 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         in_flight[task_id] = task
         future.add_done_callback(lambda _f, t=task: t.release())
         future.info["task"] = task  # keeps the task alive as long as its future
-        (pool or self.engine.pool(self.config.max_workers or None)).submit(self._run, task)
-        return future
+        return task
+
+    def _run_queued(self, queue: MapQueue, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        """A runner of a batching ``map``: its fair share of the queued tasks, then back to
+        the end of the pool's queue (other maps and submits get their turn) until the map's
+        queue is empty."""
+        while tasks := queue.take():
+            try:
+                if len(tasks) == 1:
+                    self._run(tasks[0])
+                else:
+                    self._run_batch(tasks)
+            except BaseException as exc:  # noqa: BLE001 - the runner goes on; these tasks fail
+                for task in tasks:
+                    task.future.finish(exception=exc if isinstance(exc, Exception) else LambdarunError(repr(exc)))
+            try:
+                pool.submit(self._run_queued, queue, pool)
+                return
+            except RuntimeError:  # the pool is shutting down: finish the queue on this thread
+                continue
+
+    def _run_batch(self, tasks: list[Task]) -> None:
+        """Several synchronous tasks in one invocation; each keeps its own attempt, claim,
+        deadline, outcome and retries (a task whose part failed goes on alone)."""
+        live = [task for task in tasks if self._begin(task)]
+        if len(live) <= 1:
+            for task in live:
+                self._attempts(task, 1)
+            return
+        attempts = [self._new_attempt(task, 1) for task in live]
+        for attempt in attempts:
+            attempt.batched = True
+        try:
+            results = self._attempt_batch(attempts)
+        except BaseException as exc:  # noqa: BLE001 - the whole invocation failed: each task decides
+            results = [exc] * len(attempts)
+        for attempt, result in zip(attempts, results):
+            if isinstance(result, BaseException):
+                if self._retry_or_fail(attempt, result):
+                    self._attempts(attempt.task, attempt.number + 1)
+            else:
+                self._finish(attempt, result)
 
     def _run(self, task: Task) -> None:
         """Pool thread: run the task's attempts (synchronous) or start it (asynchronous)."""
+        if self._begin(task):
+            self._attempts(task, 1)
+
+    def _begin(self, task: Task) -> bool:
+        """Prepare the task and start its deadline; False when it ended meanwhile."""
         future = task.future
         if future.done():
-            return  # cancelled while pending
+            return False  # cancelled while pending
         future.mark_running()
         if not self._prepare(task):
-            return
+            return False
         with task.lock:
             if future.done():
-                return
+                return False
             # the deadline runs from the invoke: the target's own start-up and the function's
             # creation (done by _prepare, reported apart) are not the task's time; the
             # function's cold start is, as on AWS
@@ -253,10 +336,13 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
             task.deadline_token = deadlines.add(started + task.timeout, lambda: self._time_out(task))
         if future.done():  # cancelled in between: its done callback may have missed the token
             task.release()
-            return
-        number = 0
+            return False
+        return True
+
+    def _attempts(self, task: Task, number: int) -> None:
+        """Attempts ``number``, ``number + 1``, ... of a started task until one decides it."""
+        future = task.future
         while True:
-            number += 1
             if future.done():
                 return
             attempt = self._new_attempt(task, number)
@@ -266,15 +352,22 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
                     return
                 outcome = self._attempt_sync(attempt)
             except BaseException as exc:  # noqa: BLE001 - every failure reaches the future
-                if self._retryable(exc) and number <= self.config.retries and not future.done():
-                    log.info("retrying task after an environment failure", task_id=task.id, attempt=number, error=str(exc))
-                    self._cleanup_quietly(attempt)
+                if self._retry_or_fail(attempt, exc):
+                    number += 1
                     continue
-                self._cleanup_quietly(attempt)
-                future.finish(exception=exc if isinstance(exc, Exception) else LambdarunError(repr(exc)))
                 return
             self._finish(attempt, outcome)
             return
+
+    def _retry_or_fail(self, attempt: Attempt, exc: BaseException) -> bool:
+        """After a failed attempt: True to make another one, else the task fails with ``exc``."""
+        task, future = attempt.task, attempt.task.future
+        self._cleanup_quietly(attempt)
+        if self._retryable(exc) and attempt.number <= self.config.retries and not future.done():
+            log.info("retrying task after an environment failure", task_id=task.id, attempt=attempt.number, error=str(exc))
+            return True
+        future.finish(exception=exc if isinstance(exc, Exception) else LambdarunError(repr(exc)))
+        return False
 
     def _prepare(self, task: Task) -> bool:
         """Before the task's deadline starts: the function (created on the local target),
@@ -304,7 +397,7 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         return isinstance(exc, (RemoteEnvironmentError, InvocationError))
 
     def _new_attempt(self, task: Task, number: int) -> Attempt:
-        prefix = f"{self.run_prefix}{task.id}-{number}-{uuid.uuid4().hex[:8]}/"
+        prefix = f"{self.run_prefix}{task.id}-{number}-{os.urandom(4).hex()}/"
         attempt = Attempt(task, number, prefix, task.mode)
         task.attempt = attempt
         return attempt
@@ -343,6 +436,8 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         if attempt is None or attempt.finished:
             return
         log.info("task stopped", task_id=task.id, reason=why)
+        if attempt.batched:  # its invocation runs other tasks too: let it finish, drop this answer
+            return
         stopped = self._stop_remote(attempt)
         if attempt.mode is InvocationType.EVENT:
             with task.lock:

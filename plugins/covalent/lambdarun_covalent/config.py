@@ -129,6 +129,10 @@ class CovalentConfig:
     keep_objects: bool = False
     #: threads used for submissions (0 = the target's concurrency)
     max_workers: int = attrs.field(default=0, validator=non_negative)
+    #: ``map``: at most this many short (synchronous) tasks share one invocation, each still
+    #: verified, claimed, answered and retried on its own; a free thread takes its fair share
+    #: of the queued tasks up to this (1: one invocation per task). ``map(chunksize=)`` wins.
+    chunksize: int = attrs.field(default=32, validator=positive)
     #: extra directories on the function's PYTHONPATH where lambdarun creates the function
     #: (the local target); the executor sets it for an electron's ``DepsPip`` layer
     python_path: list[str] = attrs.field(factory=list, converter=list)

@@ -14,9 +14,18 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from lambdarun.calls import decode_outcome, encode_call
-from lambdarun.errors import EnvelopeError, InvocationOutcomeUnknownError, StorageError
+from lambdarun.errors import EnvelopeError, InvocationOutcomeUnknownError, RemoteEnvironmentError, StorageError
 from lambdarun.limits import ASYNC_PAYLOAD_LIMIT
-from lambdarun.protocol import build_call_event, inline_fits, inline_limit_for, parse_reply
+from lambdarun.protocol import (
+    EVENT_OVERHEAD,
+    Reply,
+    build_batch_event,
+    build_call_event,
+    inline_fits,
+    inline_limit_for,
+    parse_batch_reply,
+    parse_reply,
+)
 from lambdarun.types import InvocationType
 
 from lambdarun_covalent.remote_errors import environment_error
@@ -56,12 +65,15 @@ class SyncAttempts:
 
     def _event(self, attempt: Attempt) -> bytes:
         """The invoke payload; the call goes by reference when it is over the inline limit."""
+        return json.dumps(self._call_event(attempt, self.config.inline_limit)).encode()
+
+    def _call_event(self, attempt: Attempt, limit: int) -> dict[str, Any]:
+        """The call event of an attempt whose request and reply get ``limit`` bytes."""
         task = attempt.task
         envelope = encode_call(
             self.runtime_session, task.func, task.args, task.kwargs, task_id=task.id, attempt=attempt.number,
             issued_at=attempt.issued_at,
         )
-        limit = self.config.inline_limit
         if attempt.mode is InvocationType.EVENT:
             limit = min(limit, ASYNC_PAYLOAD_LIMIT)
         storage = self.storage
@@ -73,7 +85,7 @@ class SyncAttempts:
             "extra": {TASK_FIELD: {"task_id": task.id, "attempt": attempt.number}},
         }
         if inline_fits(envelope, limit):
-            return json.dumps(build_call_event(call=envelope, **fields)).encode()
+            return build_call_event(call=envelope, **fields)
         attempt.spilled = True
         try:
             storage.put(attempt.call_key, envelope)
@@ -84,7 +96,7 @@ class SyncAttempts:
                 "bucket, or point [covalent] s3_bucket_name / the core storage_url at one "
                 "this process and the function can read and write"
             ) from exc
-        return json.dumps(build_call_event(call_url=storage.url_for(attempt.call_key), **fields)).encode()
+        return build_call_event(call_url=storage.url_for(attempt.call_key), **fields)
 
     def _client_context(self, attempt: Attempt) -> dict[str, Any]:
         # lets a target that can stop one invocation find ours (see _stop_remote)
@@ -93,30 +105,85 @@ class SyncAttempts:
     def _attempt_sync(self, attempt: Attempt) -> Outcome:
         check_versions(self.runtime_session, self.function_name)  # once per function and process
         payload = self._event(attempt)
-        attempt.invoked = True
+        response = self._deliver(payload, [attempt])
+        if response.function_error:
+            attempt.outcome_stored = None
+            raise environment_error(response.payload, attempt)
+        reply = parse_reply(response.payload, function_name=self.function_name)
+        return self._outcome_of(attempt, reply)
+
+    def _attempt_batch(self, attempts: list[Attempt]) -> list[Outcome | BaseException]:
+        """One invocation for several synchronous attempts; the outcome (or the failure) of
+        each, in order. Each call gets an equal share of the inline limit, so the request and
+        the reply stay within it (a larger call or outcome goes through storage)."""
+        check_versions(self.runtime_session, self.function_name)
+        share = max(EVENT_OVERHEAD * 2, self.config.inline_limit // len(attempts))
+        events: list[dict[str, Any]] = []
+        results: list[Outcome | BaseException | None] = []
+        for attempt in attempts:
+            try:
+                events.append(self._call_event(attempt, share))
+                results.append(None)
+            except BaseException as exc:  # noqa: BLE001 - e.g. an unpicklable argument: this task only
+                results.append(exc)
+        sent = [a for a, r in zip(attempts, results) if r is None]
+        if not sent:
+            return results  # type: ignore[return-value]
+        payload = json.dumps(build_batch_event(events)).encode()
+        response = self._deliver(payload, sent)
+        if response.function_error:
+            for attempt in sent:
+                attempt.outcome_stored = None
+            error = environment_error(response.payload, sent[0])
+            return [error if r is None else r for r in results]  # type: ignore[misc]
+        replies = iter(parse_batch_reply(response.payload, function_name=self.function_name, count=len(sent)))
+        out: list[Outcome | BaseException] = []
+        for attempt, result in zip(attempts, results):
+            if result is not None:
+                out.append(result)
+                continue
+            try:
+                out.append(self._outcome_of(attempt, next(replies)))
+            except BaseException as exc:  # noqa: BLE001 - this task's answer is bad; the others stand
+                out.append(exc)
+        return out
+
+    def _deliver(self, payload: bytes, attempts: list[Attempt]) -> Any:
+        """Invoke with ``payload``, re-delivering it when the answer was lost."""
+        first = attempts[0]
+        for attempt in attempts:
+            attempt.invoked = True
         for delivery in range(1, REDELIVERIES + 2):
             try:
                 response = self.runtime_session.invoker.invoke(
                     self.function_name,
                     payload,
                     invocation_type=InvocationType.REQUEST_RESPONSE,
-                    client_context=self._client_context(attempt),
+                    client_context=self._client_context(first),
                 )
                 break
             except InvocationOutcomeUnknownError as exc:
                 # the request reached Lambda and the answer was lost: re-deliver the *same*
-                # attempt; its claim runs it at most once and hands back the first outcome
-                if delivery > REDELIVERIES or attempt.task.future.done():
+                # attempts; their claims run each at most once and hand back the first outcome
+                if delivery > REDELIVERIES or all(a.task.future.done() for a in attempts):
                     raise
-                log.info("re-delivering a call attempt whose answer was lost", task_id=attempt.task.id,
-                         attempt=attempt.number, delivery=delivery + 1, error=str(exc))
+                log.info("re-delivering call attempts whose answer was lost", task_ids=[a.task.id for a in attempts],
+                         delivery=delivery + 1, error=str(exc))
                 time.sleep(min(0.05 * 2**delivery, 1.0))
         if response.request_id:  # the dashboard links the task to its invocation
-            attempt.task.future.info["request_id"] = response.request_id
-        if response.function_error:
+            for attempt in attempts:
+                attempt.task.future.info["request_id"] = response.request_id
+        return response
+
+    def _outcome_of(self, attempt: Attempt, reply: Reply) -> Outcome:
+        if reply.refused is not None:
             attempt.outcome_stored = None
-            raise environment_error(response.payload, attempt)
-        reply = parse_reply(response.payload, function_name=self.function_name)
+            kind, message = reply.refused
+            raise RemoteEnvironmentError(
+                f"the Lambda function refused the call of task {attempt.task.id} in a batch before "
+                f"it ran ({kind}: {message})",
+                original_type=kind,
+            )
         if reply.outcome is not None:
             attempt.outcome_stored = False
             data = reply.outcome

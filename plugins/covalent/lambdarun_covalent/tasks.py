@@ -3,6 +3,7 @@ the one thread that fires their deadlines."""
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import threading
@@ -20,7 +21,7 @@ from lambdarun.types import InvocationType
 if TYPE_CHECKING:
     from lambdarun_covalent.backend import CovalentBackend
 
-__all__ = ["Attempt", "Task", "Deadlines", "deadlines", "in_flight", "lookup_task"]
+__all__ = ["Attempt", "MapQueue", "Task", "Deadlines", "deadlines", "in_flight", "lookup_task"]
 
 log = structlog.get_logger(__name__)
 
@@ -118,6 +119,7 @@ class Attempt:
     issued_at: int = attrs.field(factory=lambda: int(time.time()))
     invoked: bool = False  # the invoke request was accepted (Event) or sent (sync)
     finished: bool = False
+    batched: bool = False  # sent in a batch with other tasks' attempts (one invocation)
 
     @property
     def id(self) -> str:
@@ -171,3 +173,49 @@ class Task:
             "prefix": attempt.prefix if attempt else None,
             "storage_url": self.backend.storage_url if attempt else None,
         }
+
+
+class MapQueue:
+    """The synchronous tasks of one ``map`` waiting for a pool thread, taken in batches.
+
+    At most ``threads`` runners serve the queue (:meth:`put` says when to start one; a
+    runner calls :meth:`take` until it gets nothing, then it has ended): the pool holds a
+    work item per runner, not per task (a runner re-queues itself after each batch, so other
+    work on the pool gets its turn). A runner takes its fair share of what is queued
+    (the queue divided by the threads, at least one, at most ``limit``): few tasks go one per
+    invocation (all threads busy, low latency), a long queue goes ``limit`` per invocation.
+    """
+
+    def __init__(self, limit: int, threads: int) -> None:
+        self.limit = max(1, limit)
+        self.threads = max(1, threads)
+        self._tasks: collections.deque[Task] = collections.deque()
+        self._runners = 0
+        self._lock = threading.Lock()
+
+    def put(self, task: Task) -> bool:
+        """Queue ``task``; True when the caller must start a runner (one more is needed)."""
+        with self._lock:
+            self._tasks.append(task)
+            if self._runners < self.threads:
+                self._runners += 1
+                return True
+            return False
+
+    def take(self) -> list[Task]:
+        """The next batch of the calling runner; empty: the runner has ended."""
+        with self._lock:
+            if not self._tasks:
+                self._runners -= 1
+                return []
+            share = min(self.limit, max(1, -(-len(self._tasks) // self.threads)), len(self._tasks))
+            return [self._tasks.popleft() for _ in range(share)]
+
+    @property
+    def runners(self) -> int:
+        with self._lock:
+            return self._runners
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tasks)

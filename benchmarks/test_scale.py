@@ -1,0 +1,44 @@
+"""A streaming ``lambdarun.map`` at scale (issue 20), measured from the caller's side.
+
+    pytest benchmarks/test_scale.py --full-bench --benchmark-enable
+
+Each size runs :mod:`benchmarks.scale_run` in a fresh process (the caller's peak RSS is
+that process's alone) on the embedded local target, after a warm-up map: tasks/s, the
+caller's CPU per task and peak RSS go to ``extra_info``. Targets: 1,000 tiny tasks at
+>= 1,000 tasks/s on 2 cores; 100,000 with a caller peak RSS <= 250 MiB and a per-task time
+within 10 % of the 1,000-task run. Smoke mode (the test suite) runs 200 and 400 tasks once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+RSS_LIMIT_MIB = 250
+
+
+def run_scale(tasks: int, tmp_path: Path, *extra: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), *filter(None, [env.get("PYTHONPATH")])])
+    out = subprocess.run(
+        [sys.executable, str(HERE / "scale_run.py"), str(tasks), "--state-dir", str(tmp_path / "state"),
+         "--warm", str(min(tasks, 1000)), *extra],
+        capture_output=True, text=True, timeout=3600, env=env, check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("full,smoke", [(1_000, 200), (100_000, 400)], ids=["1k", "100k"])
+def test_streaming_map(benchmark, bench_size, tmp_path, full, smoke):
+    tasks = bench_size(full, smoke)
+    result = benchmark.pedantic(run_scale, args=(tasks, tmp_path), rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
+    assert result["tasks"] == tasks
+    assert result["caller_peak_rss_mib"] <= RSS_LIMIT_MIB, result
