@@ -16,6 +16,7 @@ from typing import Any
 
 from lambdarun.local.model import Registry
 from lambdarun.local.options import UNZIPPED_CODE_LIMIT, ZIP_UPLOAD_LIMIT, ServiceOptions
+from lambdarun.local.throttle import account_limits
 
 #: bytes of code (all functions and versions) an account may store: 75 GB
 TOTAL_CODE_SIZE_LIMIT = 80_530_636_800
@@ -24,16 +25,14 @@ TOTAL_CODE_SIZE_LIMIT = 80_530_636_800
 def account_settings(registry: Registry, options: ServiceOptions) -> dict[str, Any]:
     functions = registry.snapshot()
     with registry.lock:
-        reserved = sum(f.reserved or 0 for f in functions)
+        concurrency = account_limits(options.concurrency_limit, functions)
         code = sum(f.code_size + sum(v.code_size for v in f.versions.values()) for f in functions)
-    limit = options.concurrency_limit
     return {
         "AccountLimit": {
             "TotalCodeSize": TOTAL_CODE_SIZE_LIMIT,
             "CodeSizeUnzipped": UNZIPPED_CODE_LIMIT,
             "CodeSizeZipped": ZIP_UPLOAD_LIMIT,
-            "ConcurrentExecutions": limit,
-            "UnreservedConcurrentExecutions": max(0, limit - reserved),
+            **concurrency,
         },
         "AccountUsage": {"TotalCodeSize": code, "FunctionCount": len(functions)},
     }

@@ -39,6 +39,9 @@ __all__ = ["LocalConfig", "LocalTarget", "create_bucket", "embedded_stack", "sto
 
 log = structlog.get_logger(__name__)
 
+#: the most invocations one caller keeps in flight on the local target by default
+CALLER_CONCURRENCY = (os.cpu_count() or 2) * 4
+
 DEFAULT_BUCKET = "lambdarun-local"
 LOCAL_CODE_BUCKET = "__local__"
 #: the local Secrets Manager secret holding a signing key is named after the key's id
@@ -179,8 +182,12 @@ class LocalTarget(Boto3Target):
 
     @property
     def concurrency_limit(self) -> int:
-        """How many invocations the local stack runs at once (more synchronous ones get 429)."""
-        return self.stack.concurrency_limit
+        """How many invocations a caller keeps in flight on the local target: the stack's
+        account concurrency (``max_concurrency``; more synchronous ones get 429), capped at
+        4 x this machine's CPUs, since every function runs on this machine (a 1,000-way
+        window would only start 1,000 cold environments on two cores). Set ``max_workers``
+        to go wider, e.g. for calls that mostly wait."""
+        return min(self.stack.concurrency_limit, CALLER_CONCURRENCY)
 
     def _session(self) -> Any:
         # the stack's credentials: the only ones its endpoints accept (a new stack, after

@@ -49,7 +49,7 @@ def write_report(env: Environment, inv: Invocation, cold: bool, shipper: LogShip
     """Write ``inv``'s END and REPORT lines, fill its record, ship its log lines."""
     if not inv.started_at:  # never reached the handler (init failure, early exit)
         inv.log_start = inv.log_start or env.log_size()
-        env.write_log(f"START RequestId: {inv.request_id} Version: $LATEST\n")
+        env.write_log(f"START RequestId: {inv.request_id} Version: {env.function.version}\n")
         inv.started_at = time.perf_counter()
     duration = (time.perf_counter() - inv.started_at) * 1000
     parts = [

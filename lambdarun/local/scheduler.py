@@ -287,7 +287,7 @@ class Scheduler:
             elapsed = (time.perf_counter() - invoke_start) * 1000
             fresh.write_log(f"INIT_REPORT Init Duration: {elapsed:.2f} ms\tPhase: invoke\tStatus: timeout\n")
             inv.log_start = inv.log_start or fresh.log_size()
-            fresh.write_log(f"START RequestId: {inv.request_id} Version: $LATEST\n")
+            fresh.write_log(f"START RequestId: {inv.request_id} Version: {fn.version}\n")
             inv.started_at = invoke_start
             message = f"RequestId: {inv.request_id} Error: Task timed out after {fn.timeout:.2f} seconds"
             if inv.fail("Sandbox.Timedout", message):

@@ -188,8 +188,12 @@ def test_local_target_inside_a_function_uses_the_stack_running_it(local_stack: A
 
 
 def test_concurrency_limit_is_visible(session: Session, local_stack: Any) -> None:
-    # the default: an AWS account's concurrency (lambdarun.limits.ACCOUNT_CONCURRENCY)
-    assert session.target.concurrency_limit == 1000
+    # the stack admits an AWS account's concurrency (lambdarun.limits.ACCOUNT_CONCURRENCY);
+    # a caller keeps at most 4 x CPUs in flight, since every function runs on this machine
+    from lambdarun.local.plugin import CALLER_CONCURRENCY
+
+    assert session.target.stack.concurrency_limit == 1000
+    assert session.target.concurrency_limit == min(1000, CALLER_CONCURRENCY)
     assert LocalTarget(session.settings, stack=local_stack).concurrency_limit == 8  # conftest: 8
 
 

@@ -12,8 +12,10 @@ One call, end to end::
       -> workflow result = outcome envelope -> decode_outcome -> value, or the function's
          own exception type with the remote traceback
 
-The Temporal client lives on one event loop in a background thread per backend; it is
-dropped and garbage-collected in :meth:`TemporalBackend.close`.
+With the Serverless Worker controller (``[temporal] worker_controller``; see
+:mod:`lambdarun_temporal.serverless`), the Temporal server, not this process, invokes the
+worker function. The Temporal client lives on one event loop in a background thread per
+backend (:mod:`lambdarun_temporal.loop_thread`); it is dropped and garbage-collected in :meth:`TemporalBackend.close`.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import itertools
 import json
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -49,6 +51,7 @@ from lambdarun_temporal.lambda_worker._defaults import (
     DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
     DEFAULT_SHUTDOWN_HOOK_BUDGET,
 )
+from lambdarun_temporal.loop_thread import LoopThread
 from lambdarun_temporal.worker import WORKER_EVENT_KEY, WORKER_EVENT_VERSION
 
 if TYPE_CHECKING:
@@ -59,8 +62,6 @@ __all__ = ["TemporalBackend", "WorkerInvocationError"]
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
-
 #: every object this backend writes lives under this key prefix of its storage
 KEY_ROOT = "lambdarun-temporal"
 #: consecutive failed worker invocations after which pending calls fail
@@ -69,40 +70,6 @@ MAX_WORKER_FAILURES = 3
 
 class WorkerInvocationError(RemoteEnvironmentError):
     """The worker function failed repeatedly, so pending calls cannot run."""
-
-
-class _LoopThread:
-    """An asyncio loop in a daemon thread; ``run(coro)`` returns a concurrent future."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self._thread.start()
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        async def drain() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.wait(tasks, timeout=timeout)
-
-        if self.loop.is_running():
-            try:
-                self.run(drain()).result(timeout + 1)
-            except Exception:  # noqa: BLE001 - closing is best effort
-                log.debug("temporal backend loop drain failed", exc_info=True)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout)
-        if not self.loop.is_running():
-            self.loop.close()
 
 
 class TemporalBackend(Backend):
@@ -116,7 +83,7 @@ class TemporalBackend(Backend):
         self.run_id = uuid.uuid4().hex[:10]
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
-        self._loop: _LoopThread | None = None
+        self._loop: LoopThread | None = None
         self._client: Any = None
         self._ready: concurrent.futures.Future[Any] | None = None
         self._address: str | None = None
@@ -229,7 +196,7 @@ class TemporalBackend(Backend):
             if self._closed:
                 raise TaskCancelledError("the temporal backend is closed; create a new session")
             if self._loop is None:
-                self._loop = _LoopThread(f"lambdarun-temporal-{self.run_id}")
+                self._loop = LoopThread(f"lambdarun-temporal-{self.run_id}")
             failed = self._ready is not None and self._ready.done() and self._ready.exception()
             if self._ready is None or failed:  # connect (again, after a failed attempt)
                 self._ready = self._loop.run(self._connect())
