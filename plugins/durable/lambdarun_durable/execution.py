@@ -68,6 +68,8 @@ class DurableInvocationInput:
     clock: Callable[[], float] = time.time
     batch_records: int = 1000
     batch_age: float = 1.0
+    #: False: commit each operation's outcome before it returns (AWS's SDK); True: batch
+    batching: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -165,6 +167,7 @@ def _run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvo
         clock=inv.clock,
         max_batch_records=inv.batch_records,
         max_batch_age=inv.batch_age,
+        batching=inv.batching,
     )
     exec_op = state.execution_operation()
     if exec_op is not None and exec_op["Status"] not in ("STARTED",):

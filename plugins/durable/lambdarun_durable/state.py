@@ -4,8 +4,19 @@ Records and their folding are in :mod:`lambdarun_durable.records` (re-exported h
 
 Durability point
 ----------------
-An invocation buffers records and writes them with ONE ``append`` (one SQLite
-transaction / one DynamoDB TransactWriteItems) when any of these happens:
+As in AWS's SDK (``create_checkpoint(is_sync=True)`` is its default), every operation's
+outcome is committed before the operation returns to user code: a step's SUCCEED/FAIL/RETRY,
+a wait's or callback's START, a chained invoke's START, a child context's end. Only the
+START of an at-least-once step or of a child context is buffered (the SDK's
+``is_sync=False``); it is written in the same append as the outcome that follows it, so
+a 1,000-step execution makes 1,000 appends (one SQLite transaction / one DynamoDB
+TransactWriteItems each). Whether an append survives power loss is the store's rule (the
+SQLite store's ``synchronous`` setting: FULL fsyncs each commit; NORMAL survives a killed
+process but not power loss).
+
+``batching=True`` (``[durable] checkpoint_batching``, the test runner's
+``checkpoint_batching=True``) is the explicit opt-in to batching: records are buffered and
+written with ONE append when any of these happens:
 
 * an at-most-once step is about to run its body (its START must be durable first);
 * a callback is created, a chained invoke is started (other parties act on them);
@@ -14,10 +25,11 @@ transaction / one DynamoDB TransactWriteItems) when any of these happens:
   (2 MB, under DynamoDB's 4 MB transaction limit), or its oldest record is older than
   ``max_batch_age`` seconds (default 1.0; a timer thread enforces it while user code runs).
 
-So a step result returned to user code may not be durable yet; if the invocation
-dies before the next flush, those steps run again on the next invocation, which is the
-at-least-once contract. Nothing the invocation *reports* (PENDING/SUCCEEDED/FAILED)
-and no at-most-once step body ever runs ahead of its persisted checkpoint.
+So in batched mode a step result returned to user code may not be durable yet; if the
+invocation dies before the next flush, those steps run again on the next invocation, which
+is the at-least-once contract. In both modes nothing the invocation *reports*
+(PENDING/SUCCEEDED/FAILED) and no at-most-once step body ever runs ahead of its
+persisted checkpoint.
 """
 
 from __future__ import annotations
@@ -75,6 +87,7 @@ class ExecutionState:
         max_batch_records: int = 1000,
         max_batch_age: float = 1.0,
         max_batch_bytes: int = 2_000_000,
+        batching: bool = False,
     ) -> None:
         self.durable_execution_arn = durable_execution_arn
         self.store = store
@@ -85,6 +98,9 @@ class ExecutionState:
         self.max_batch_records = max_batch_records
         self.max_batch_age = max_batch_age
         self.max_batch_bytes = max_batch_bytes  # DynamoDB transactions carry at most 4 MB
+        #: False (default): commit each operation's outcome before it returns (AWS's SDK);
+        #: True: buffer records until a batch limit or a durability point (module docstring)
+        self.batching = batching
         self._buffer_bytes = 0
         self._buffer: list[Record] = []
         self._buffer_since: float | None = None
@@ -153,6 +169,7 @@ class ExecutionState:
                 self._buffer_since = time.monotonic()
             if (
                 sync
+                or (not self.batching and not _deferrable(op_type, action))
                 or len(self._buffer) >= self.max_batch_records
                 or self._buffer_bytes >= self.max_batch_bytes
                 or time.monotonic() - self._buffer_since >= self.max_batch_age
@@ -262,6 +279,11 @@ class ExecutionState:
             thread.join(timeout=5)
 
         return stopper
+
+
+def _deferrable(op_type: str, action: str) -> bool:
+    """Records AWS's SDK checkpoints with ``is_sync=False``: a step's or child context's START."""
+    return action == "START" and op_type in ("STEP", "CONTEXT")
 
 
 class ExecutionClosed(BaseException):  # noqa: N818

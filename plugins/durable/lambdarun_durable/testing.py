@@ -148,6 +148,7 @@ class DurableFunctionTestRunner:
         skip_time: bool = True,
         callback_grace: float | None = 0.5,
         batch_records: int = 1000,
+        checkpoint_batching: bool = False,
         function_name: str = "test-function",
     ) -> None:
         if not is_durable_handler(handler):
@@ -163,6 +164,7 @@ class DurableFunctionTestRunner:
         self.function_name = function_name
         self.functions: dict[str, Callable] = {function_name: handler}
         self.batch_records = batch_records
+        self.checkpoint_batching = checkpoint_batching
         self.callback_grace = callback_grace
         self._threads: dict[str, threading.Thread] = {}
         self._results: dict[str, dict[str, Any]] = {}
@@ -226,6 +228,7 @@ class DurableFunctionTestRunner:
             store=self.store,
             clock=self.clock,
             batch_records=self.batch_records,
+            batching=self.checkpoint_batching,
         )
         current = orchestrator.current if orchestrator is not None else None
         if inv.operations is None and current and current[0] == inv.durable_execution_arn:
