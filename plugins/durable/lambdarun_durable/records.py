@@ -213,6 +213,8 @@ def transition(
     elif action == "SUCCEED":
         op["Status"] = "SUCCEEDED"
         op["EndTimestamp"] = now
+        if op_type == "STEP":  # the try that succeeded counts, as AWS's service does
+            details["Attempt"] = int(details.get("Attempt", 0)) + 1
         if payload is not None:
             details["Result"] = payload
         if op_type == "CONTEXT" and options.get("ReplayChildren"):
@@ -223,8 +225,9 @@ def transition(
         op["EndTimestamp"] = now
         if error is not None:
             details["Error"] = error.to_dict()
-        if op_type == "STEP":
-            extra = {"RetryDetails": {"CurrentAttempt": details.get("Attempt", 0) + 1, "NextAttemptDelaySeconds": 0}}
+        if op_type == "STEP":  # the try that failed counts, as AWS's service does
+            details["Attempt"] = int(details.get("Attempt", 0)) + 1
+            extra = {"RetryDetails": {"CurrentAttempt": details["Attempt"], "NextAttemptDelaySeconds": 0}}
     elif action == "RETRY":
         delay = int(options.get("NextAttemptDelaySeconds", 0))
         attempt = int(details.get("Attempt", 0)) + 1

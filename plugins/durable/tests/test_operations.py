@@ -370,7 +370,7 @@ def test_wait_for_condition_polls_durably(runner_factory: Any) -> None:
     result = runner_factory(handler).run()
     assert result.result_value == {"polls": 3}
     assert len(result.invocations) == 3
-    assert result.get_step("poll").attempt == 2
+    assert result.get_step("poll").attempt == 3  # 3 checks: 2 retries + the final one (AWS counts it)
 
 
 # --- logger -------------------------------------------------------------------------------
