@@ -16,6 +16,9 @@ from typing import Any, NoReturn
 
 from lambdarun_durable.exceptions import DurableOperationError, SerDesError, wire_type_of
 
+#: an operation's serialized result (the SDK's alias)
+OperationPayload = str
+
 
 class OperationAction(Enum):
     START = "START"

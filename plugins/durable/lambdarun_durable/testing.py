@@ -691,7 +691,8 @@ class DurableFunctionTestRunner:
 
     # -- callbacks and history
     def send_callback_success(self, callback_id: str, result: str | bytes | None = None) -> None:
-        self.service.send_callback_success(callback_id, result)
+        """Complete a callback; an empty result is no result (``Callback.result()`` is None), as in AWS's runner."""
+        self.service.send_callback_success(callback_id, result or None)
 
     def send_callback_failure(self, callback_id: str, error: ErrorObject | dict | None = None) -> None:
         self.service.send_callback_failure(callback_id, error)
