@@ -10,15 +10,17 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from lambdarun_durable.config import (
+    # the SDK imports these from its config module; here they live in operation_config
+    # (config.py is the plugin's settings too, which the engine must not depend on)
+    from lambdarun_durable.operation_config import (
         CallbackConfig,
         ChildConfig,
         Duration,
         MapConfig,
         ParallelBranch,
         ParallelConfig,
+        StepConfig,
     )
-    from lambdarun_durable.operation_config import StepConfig
 
 T = TypeVar("T")
 U = TypeVar("U")
