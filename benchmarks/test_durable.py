@@ -164,6 +164,7 @@ def aws_runner_seconds(handler: str, payload: dict, expected: int, rounds: int) 
 REFERENCE_NAME = "aws-durable-execution-sdk-python-testing local runner"
 
 
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("full_steps", [1000, 5000])
 def test_sequential_steps(benchmark: Any, headline: Any, record_rss: None, tmp_path: Path, mode: str,
@@ -196,6 +197,7 @@ def normal_store(tmp_path: Path) -> Any:
     s.close()
 
 
+@pytest.mark.timeout(1800)  # full size: AWS's runner alone takes minutes for 10k steps on a loaded machine
 def test_sequential_steps_10k(benchmark: Any, headline: Any, record_rss: None, normal_store: SQLiteCheckpointStore,
                               bench_size: Any, full_bench: bool) -> None:
     """10,000 sequential steps, every step committed (no fsync): per-step cost must not grow
