@@ -25,7 +25,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lambdarun.errors import ExecutionNotFoundError
@@ -126,6 +126,29 @@ def fold(records: Iterable[Mapping[str, Any]]) -> dict[str, Op]:
         if op is not None:
             ops[op["Id"]] = op
     return ops
+
+
+def updated_operation_ids(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """AWS's ``UpdatedOperationIds``: operations the service changed (a wait elapsed, a callback
+    or chained invoke completed, a retry became due) since the last invocation began writing.
+
+    The last invocation is the one whose ``InvocationCompleted`` record is the latest; the
+    service records after that invocation's first record are its updates (what the service
+    changed before it, the invocation itself had loaded)."""
+    last = None
+    for rec in reversed(records):
+        if rec.get("E") == "InvocationCompleted":
+            last = rec.get("I")
+            break
+    if last is None:
+        return []
+    first = next(n for n, rec in enumerate(records) if rec.get("S") == "i" and rec.get("I") == last)
+    ids: list[str] = []
+    for rec in records[first:]:
+        op = rec.get("Op")
+        if rec.get("S") == "s" and op is not None and op["Type"] != "EXECUTION" and op["Id"] not in ids:
+            ids.append(op["Id"])
+    return ids
 
 
 def public_op(op: Mapping[str, Any]) -> dict[str, Any]:

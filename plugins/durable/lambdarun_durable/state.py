@@ -44,7 +44,15 @@ import structlog
 from lambdarun.errors import CheckpointConflictError
 
 from lambdarun_durable.exceptions import CheckpointError, OrphanedChildException
-from lambdarun_durable.lambda_service import TERMINAL_STATUSES, ErrorObject
+from lambdarun_durable.instrumentation import PluginExecutor, UserFunctionOutcome
+from lambdarun_durable.lambda_service import (
+    TERMINAL_STATUSES,
+    ErrorObject,
+    OperationAction,
+    OperationStatus,
+    OperationType,
+)
+from lambdarun_durable.plugin_views import Operation, OperationUpdate, operation_map
 from lambdarun_durable.records import (  # noqa: F401 - re-exported: their former home
     CHECKPOINT_SIZE_LIMIT_BYTES,
     Op,
@@ -88,6 +96,8 @@ class ExecutionState:
         max_batch_age: float = 1.0,
         max_batch_bytes: int = 2_000_000,
         batching: bool = False,
+        plugin_executor: PluginExecutor | None = None,
+        updated_operation_ids: Sequence[str] = (),
     ) -> None:
         self.durable_execution_arn = durable_execution_arn
         self.store = store
@@ -107,6 +117,11 @@ class ExecutionState:
         self._lock = threading.RLock()
         self.flushes = 0
         self._has_prior = any(op["Type"] != "EXECUTION" for op in operations.values())
+        #: this invocation's instrumentation plugins (AWS's ``durable_execution(plugins=...)``)
+        self.plugin_executor = plugin_executor if plugin_executor is not None else PluginExecutor(None)
+        self._plugins = self.plugin_executor.has_plugins
+        self._updated_operation_ids = frozenset(updated_operation_ids)
+        self._replayed_operation_hooks: set[str] = set()
 
     # -- reading
     def now_ms(self) -> int:
@@ -144,12 +159,29 @@ class ExecutionState:
         orphan_flag: threading.Event | None = None,
     ) -> Op:
         """Apply an update locally, buffer its record, flush when ``sync`` or the batch is full."""
+        if self._plugins and action == "START":
+            if orphan_flag is not None and orphan_flag.is_set():
+                raise OrphanedChildException("batch already completed", operation_id=op_id)
+            before = self.operations.get(op_id)
+            # before the START is checkpointed, as AWS's SDK (state.create_checkpoint)
+            self.plugin_executor.on_operation_action(
+                OperationUpdate(
+                    operation_id=op_id,
+                    operation_type=OperationType(op_type),
+                    action=OperationAction.START,
+                    parent_id=parent_id,
+                    name=name,
+                    sub_type=sub_type,
+                ),
+                previous_operation=Operation.from_wire(before) if before is not None else None,
+            )
         with self._lock:
             if orphan_flag is not None and orphan_flag.is_set():
                 raise OrphanedChildException("batch already completed", operation_id=op_id)
             now = self.now_ms()
+            previous = self.operations.get(op_id)
             op, extra = transition(
-                self.operations.get(op_id),
+                previous,
                 op_id=op_id,
                 op_type=op_type,
                 action=action,
@@ -175,7 +207,76 @@ class ExecutionState:
                 or time.monotonic() - self._buffer_since >= self.max_batch_age
             ):
                 self.flush()
-            return op
+        if self._plugins:
+            self._report_checkpointed(op, previous)
+        return op
+
+    # -- instrumentation plugins (the calls AWS's SDK makes from state.py/context.py/operation/)
+    def _report_checkpointed(self, op: Op, previous: Op | None) -> None:
+        """The checkpoint's outcome: the end hook of a terminal operation, the change hook.
+
+        AWS's SDK makes these calls when the checkpoint response arrives; here the update is
+        applied when it is checkpointed (committed by default, buffered with batching)."""
+        with self._lock:
+            operations = operation_map(self.operations)
+        previous_operations = dict(operations)
+        if previous is None:
+            previous_operations.pop(op["Id"], None)
+        else:
+            previous_operations[op["Id"]] = Operation.from_wire(previous)
+        self.plugin_executor.on_operation_update(
+            operations[op["Id"]], operations=operations, previous_operations=previous_operations
+        )
+
+    def emit_replay_or_update_hook(self, op: Op) -> None:
+        """An operation a replaying context reaches: an update if the service changed it while
+        the execution was suspended (``UpdatedOperationIds``), else replayed history (once)."""
+        if not self._plugins or op["Type"] == "EXECUTION":
+            return
+        view = Operation.from_wire(op)
+        if op["Id"] in self._updated_operation_ids:
+            self.plugin_executor.on_operation_update(view)
+            return
+        if view.status is OperationStatus.READY:
+            return
+        with self._lock:
+            if op["Id"] in self._replayed_operation_hooks:
+                return
+            self._replayed_operation_hooks.add(op["Id"])
+        self.plugin_executor.on_operation_replay(view)
+
+    def emit_child_context_end_hook(
+        self, ident: Any, status: OperationStatus, *, error: ErrorObject | None = None, is_replayed: bool = False
+    ) -> None:
+        """A child context that completed without a checkpoint (virtual, or replaying children)."""
+        if self._plugins:
+            self.plugin_executor.on_child_context_end(ident, status, error=error, is_replayed=is_replayed)
+
+    def wrap_user_function(
+        self, user_function: Callable[..., Any], ident: Any, is_replay_children: bool = False, attempt: int | None = None
+    ) -> Callable[..., Any]:
+        """``user_function`` between the user-function start and end hooks (AWS's SDK)."""
+        if not self._plugins:
+            return user_function
+        executor = self.plugin_executor
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start_info = executor.on_user_function_start(ident, is_replay_children, attempt)
+            outcome = UserFunctionOutcome.INCOMPLETE
+            error = None
+            try:
+                result = user_function(*args, **kwargs)
+            except Exception as exception:
+                outcome = UserFunctionOutcome.FAILED
+                error = ErrorObject.from_exception(exception)
+                raise
+            else:
+                outcome = UserFunctionOutcome.SUCCEEDED
+                return result
+            finally:
+                executor.on_user_function_end(start_info, error, outcome=outcome)
+
+        return wrapper
 
     def flush(self, extra_records: Sequence[Record] = (), state: Mapping[str, Any] | None = None) -> None:
         """Write the buffer (plus ``extra_records``) in one append; rebase over service writes."""

@@ -531,6 +531,7 @@ class DurableFunctionTestRunner:
             clock=self.clock,
             batch_records=self.batch_records,
             batching=self.checkpoint_batching,
+            updated_operation_ids=list(event.get("UpdatedOperationIds") or []),
         )
         current = orchestrator.current if orchestrator is not None else None
         if inv.operations is None and current and current[0] == inv.durable_execution_arn:

@@ -1,0 +1,194 @@
+"""``durable_execution(plugins=...)``: AWS's instrumentation plugin interface, called as AWS's SDK calls it.
+
+The same handler (steps, a step that fails once and is retried, a wait, a child context, a
+map) runs on AWS's SDK + in-process runner (``aws_durable_execution_sdk_python_testing``) and
+on lambdarun_durable + its runner, each with a recording plugin factory. Compared per
+invocation: the invocation start/end infos, and for every operation the ordered hooks it
+received (operation start/end, user function start/end) with their infos (type, subtype,
+name, parent, replayed flag, status, attempt, outcome). Branches of a map run on threads, so
+hooks of *different* operations interleave differently from run to run on both sides; the
+order of one operation's hooks, and of the invocation hooks around them, does not.
+``on_operation_change`` runs on its own thread and merges pending notifications (AWS's
+``_ChangeDispatcher``), so its batching is timing-dependent on both sides: compared is the
+last status each operation was reported with in each invocation.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+AWS = "aws_durable_execution_sdk_python"
+OURS = "lambdarun_durable"
+
+_FIELDS = (
+    "operation_type",
+    "sub_type",
+    "name",
+    "parent_id",
+    "is_replayed",
+    "status",
+    "attempt",
+    "outcome",
+    "is_replay_children",
+)
+_HOOKS = (
+    "on_invocation_start",
+    "on_invocation_end",
+    "on_operation_start",
+    "on_operation_end",
+    "on_operation_change",
+    "on_user_function_start",
+    "on_user_function_end",
+)
+
+
+def _value(v: Any) -> Any:
+    return getattr(v, "value", v)
+
+
+def recording_factory(pkg: str, calls: list[tuple[str, Any]], created: list[Any]) -> Any:
+    """A plugin factory (AWS's protocol) whose plugins append ``(hook, info)`` to ``calls``."""
+    plugin_mod = importlib.import_module(f"{pkg}.plugin")
+    lock = threading.Lock()
+
+    class Recorder(plugin_mod.DurableInstrumentationPlugin):
+        pass
+
+    def hook(name: str) -> Any:
+        def record(self: Any, info: Any) -> None:
+            with lock:
+                calls.append((name, info))
+
+        return record
+
+    for name in _HOOKS:
+        setattr(Recorder, name, hook(name))
+
+    class Factory:
+        def create_plugin(self, info: Any) -> Any:
+            created.append(info)
+            return Recorder()
+
+    return Factory()
+
+
+def build(pkg: str, plugins: list[Any]) -> Any:
+    sdk = importlib.import_module(pkg)
+    config = importlib.import_module(f"{pkg}.config")
+    retries = importlib.import_module(f"{pkg}.retries")
+    strategy = retries.create_retry_strategy(
+        retries.RetryStrategyConfig(
+            max_attempts=3, initial_delay=config.Duration.from_seconds(1), jitter_strategy=config.JitterStrategy.NONE
+        )
+    )
+    tries: list[int] = []
+
+    def flaky(step_ctx: Any) -> str:
+        tries.append(step_ctx.attempt)
+        if len(tries) < 2:
+            raise ConnectionError("first try fails")
+        return "ok"
+
+    def failing_child(child: Any) -> Any:
+        raise ValueError("child body fails")
+
+    @sdk.durable_execution(plugins=plugins)
+    def handler(event: Any, ctx: Any) -> Any:
+        a = ctx.step(lambda s: event["n"], name="one")
+        b = ctx.step(flaky, name="flaky", config=config.StepConfig(retry_strategy=strategy))
+        ctx.wait(config.Duration.from_seconds(1), name="pause")
+        c = ctx.run_in_child_context(lambda child: child.step(lambda s: 2, name="inner"), name="child")
+        try:
+            ctx.run_in_child_context(failing_child, name="bad-child")
+        except Exception as e:  # noqa: BLE001 - the child's error is the handler's to catch
+            d = type(e).__name__
+        m = ctx.map([1, 2], lambda mctx, x, i, items: mctx.step(lambda s: x * 10, name=f"item{i}"), name="m")
+        return [a, b, c, d, m.get_results()]
+
+    return handler
+
+
+def run(which: str) -> tuple[Any, list[tuple[str, Any]], list[Any]]:
+    if which == "aws":
+        from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner as Runner
+
+        pkg = AWS
+    else:
+        from lambdarun_durable.testing import DurableFunctionTestRunner as Runner
+
+        pkg = OURS
+    calls: list[tuple[str, Any]] = []
+    created: list[Any] = []
+    with Runner(build(pkg, [recording_factory(pkg, calls, created)])) as runner:
+        result = runner.run(input=json.dumps({"n": 1}), execution_timeout=120)
+    return result, calls, created
+
+
+def normalize(calls: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Per invocation: its start/end infos, each operation's ordered hooks, last change status."""
+    invocations: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for hook, info in calls:
+        if hook == "on_invocation_start":
+            current = {
+                "start": (
+                    info.is_first_invocation,
+                    info.execution_input,
+                    sorted(info.updated_operations),
+                    sorted((k, _value(v.status)) for k, v in info.operations.items() if _value(v.operation_type) != "EXECUTION"),
+                ),
+                "ops": defaultdict(list),
+                "changes": {},
+            }
+            invocations.append(current)
+            continue
+        assert current is not None, f"{hook} before on_invocation_start"
+        if hook == "on_invocation_end":
+            current["end"] = (
+                _value(info.status),
+                info.execution_result,
+                getattr(info.error, "type", None),
+                sorted((k, _value(v.status)) for k, v in info.operations.items() if _value(v.operation_type) != "EXECUTION"),
+            )
+            current["ops"] = dict(current["ops"])
+            current = None
+        elif hook == "on_operation_change":
+            for op_id, op in info.updated_operations.items():
+                current["changes"][op_id] = _value(op.status)
+        else:
+            fields = {f: _value(getattr(info, f)) for f in _FIELDS if hasattr(info, f)}
+            if info.error is not None:
+                fields["error_type"] = info.error.type
+            current["ops"][info.operation_id].append((hook, fields))
+    assert current is None, "an invocation never received on_invocation_end"
+    return invocations
+
+
+def test_plugin_hooks_match_aws_sdk_and_runner() -> None:
+    aws_result, aws_calls, aws_created = run("aws")
+    our_result, our_calls, our_created = run("ours")
+    assert (our_result.status.value, json.loads(our_result.result)) == (
+        aws_result.status.value,
+        json.loads(aws_result.result),
+    )
+    assert json.loads(our_result.result) == [1, "ok", 2, "ChildContextError", [10, 20]]
+    aws_seq, our_seq = normalize(aws_calls), normalize(our_calls)
+    # one plugin per invocation, created from the start info its first hook receives
+    assert len(aws_created) == len(aws_seq) == 3
+    assert len(our_created) == len(our_seq)
+    assert len(our_seq) == len(aws_seq)
+    for n, (theirs, ours) in enumerate(zip(aws_seq, our_seq, strict=True)):
+        assert ours["start"] == theirs["start"], f"invocation {n} start"
+        assert ours["end"] == theirs["end"], f"invocation {n} end"
+        assert sorted(ours["ops"]) == sorted(theirs["ops"]), f"invocation {n}: operations with hooks"
+        for op_id, hooks in theirs["ops"].items():
+            assert ours["ops"][op_id] == hooks, f"invocation {n}, operation {hooks[0][1].get('name')}"
+        assert ours["changes"] == theirs["changes"], f"invocation {n} changes"
