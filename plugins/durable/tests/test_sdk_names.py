@@ -38,7 +38,6 @@ ALLOWED_MODULES: dict[str, str] = {
     "operation.wait_for_condition": ENGINE,
     "suspend": ENGINE + " (suspension is lambdarun_durable.exceptions.SuspendExecution)",
     "threading": ENGINE,
-    "plugin_discovery": "configured-plugin discovery (entry points, env) is not implemented; plugins= is accepted",
 }
 
 #: names missing from a module that exists, and why
@@ -68,14 +67,6 @@ ALLOWED_NAMES: dict[str, tuple[set[str], str]] = {
         SERVICE_MODEL,
     ),
     "logger": ({"LogInfo"}, ENGINE + " (the logger's per-operation context)"),
-    "plugin": (
-        {"DurableInstrumentationPlugin", "DurableInstrumentationPluginFactory", "InvocationEndInfo", "InvocationInfo",
-         "InvocationStartInfo", "InvocationStatus", "OperationChangeInfo", "OperationEndInfo", "OperationInfo",
-         "OperationStartInfo", "OperationType", "PluginExecutor", "PluginHost", "PropagationInput",
-         "PropagationMetadata", "UserFunctionEndInfo", "UserFunctionOutcome", "UserFunctionStartInfo"},
-        "the SDK's instrumentation plugin interface is not implemented yet (plugins= is accepted and unused); "
-        "lambdarun_durable.plugin is lambdarun's pluggy plugin",
-    ),
     "serdes": (
         {"BytesCodec", "Codec", "ContainerCodec", "DateTimeCodec", "DecimalCodec", "EncodedValue", "PrimitiveCodec",
          "TYPE_CODEC", "TypeCodec", "UuidCodec"},
