@@ -192,3 +192,103 @@ def test_plugin_hooks_match_aws_sdk_and_runner() -> None:
         for op_id, hooks in theirs["ops"].items():
             assert ours["ops"][op_id] == hooks, f"invocation {n}, operation {hooks[0][1].get('name')}"
         assert ours["changes"] == theirs["changes"], f"invocation {n} changes"
+
+    # the comparison above is not vacuous: the hooks AWS's SDK makes are there
+    by_name = [{h[1].get("name"): [x[0] for x in hooks] for hooks in inv["ops"].values() for h in hooks[:1]} for inv in our_seq]
+    assert by_name[0]["one"] == [
+        "on_operation_start", "on_user_function_start", "on_user_function_end", "on_operation_end"
+    ]
+    assert by_name[0]["flaky"] == ["on_operation_start", "on_user_function_start", "on_user_function_end"]
+    flaky_retry = next(hooks for hooks in our_seq[1]["ops"].values() if hooks[0][1].get("name") == "flaky")
+    assert flaky_retry[0] == ("on_operation_start", flaky_retry[0][1]) and flaky_retry[0][1]["is_replayed"] is True
+    assert [h[1]["attempt"] for h in flaky_retry if h[0].startswith("on_user_function")] == [2, 2]
+    # the wait elapsed while the execution was suspended: an update, so its end hook opens invocation 3
+    assert by_name[2]["pause"] == ["on_operation_end"]
+    assert by_name[2]["bad-child"][-1] == "on_operation_end"
+    bad = next(hooks for hooks in our_seq[2]["ops"].values() if hooks[0][1].get("name") == "bad-child")
+    assert (bad[-1][1]["status"], bad[-1][1]["error_type"]) == ("FAILED", "ValueError")
+
+
+def _handler_counting(pkg: str, plugins: list[Any], ran: list[str]) -> Any:
+    sdk = importlib.import_module(pkg)
+
+    @sdk.durable_execution(plugins=plugins)
+    def handler(event: Any, ctx: Any) -> Any:
+        def body(step_ctx: Any) -> int:
+            ran.append("a")
+            return 1
+
+        a = ctx.step(body, name="a")
+        b = ctx.run_in_child_context(lambda child: child.step(lambda s: ran.append("b") or 2, name="b"), name="c")
+        event["mutated_by_handler"] = True
+        return [a, b, sorted(event)]
+
+    return handler
+
+
+@pytest.mark.parametrize("pkg", [AWS, OURS])
+def test_failing_and_hostile_plugins_change_nothing(pkg: str) -> None:
+    """A factory that raises, a plugin raising in every hook, a plugin that mutates what it is
+    given: the execution's result, its operations and how often each body ran are unchanged."""
+    from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner as AwsRunner
+
+    from lambdarun_durable.testing import DurableFunctionTestRunner as OurRunner
+
+    plugin_mod = importlib.import_module(f"{pkg}.plugin")
+    hooks_called: list[str] = []
+
+    class Raising(plugin_mod.DurableInstrumentationPlugin):
+        pass
+
+    def raising(name: str) -> Any:
+        def hook(self: Any, info: Any) -> None:
+            hooks_called.append(name)
+            if name == "on_invocation_start":
+                info.execution_input["injected"] = "by plugin"  # a copy: the handler never sees it
+            for ops in (getattr(info, "operations", None), getattr(info, "updated_operations", None)):
+                if ops:
+                    ops.clear()
+            raise RuntimeError(f"plugin fails in {name}")
+
+        return hook
+
+    for name in _HOOKS:
+        setattr(Raising, name, raising(name))
+
+    class RaisingFactory:
+        def create_plugin(self, info: Any) -> Any:
+            raise RuntimeError("factory fails")
+
+    class NoneFactory:
+        def create_plugin(self, info: Any) -> Any:
+            return None
+
+    class HostileFactory:
+        def create_plugin(self, info: Any) -> Any:
+            return Raising()
+
+    runner_cls = AwsRunner if pkg == AWS else OurRunner
+    outcomes = []
+    for plugins in ([], [RaisingFactory(), NoneFactory(), HostileFactory()]):
+        ran: list[str] = []
+        with runner_cls(_handler_counting(pkg, plugins, ran)) as runner:
+            result = runner.run(input=json.dumps({"k": 1}), execution_timeout=60)
+        ops = sorted((op.name, op.status.value) for op in result.operations)
+        outcomes.append((result.status.value, json.loads(result.result), ops, ran))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][1] == [1, 2, ["k", "mutated_by_handler"]]
+    assert outcomes[1][3] == ["a", "b"]
+    assert {"on_invocation_start", "on_operation_start", "on_user_function_start", "on_operation_end",
+            "on_invocation_end"} <= set(hooks_called)
+
+
+@pytest.mark.parametrize("pkg", [AWS, OURS])
+def test_plugins_that_cannot_load_fail_at_decoration(pkg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Configuration errors surface when the handler is defined, with AWS's exception and message."""
+    sdk = importlib.import_module(pkg)
+    exceptions = importlib.import_module(f"{pkg}.exceptions")
+    with pytest.raises(exceptions.PluginLoadError, match=r"plugins\[0\] must be a plugin factory"):
+        sdk.durable_execution(plugins=[object()])(lambda event, ctx: None)
+    monkeypatch.setenv("DURABLE_EXECUTION_PLUGINS", "no-such-plugin")
+    with pytest.raises(exceptions.PluginLoadError, match="No durable instrumentation plugin provider named 'no-such-plugin'"):
+        sdk.durable_execution(lambda event, ctx: None)
