@@ -41,7 +41,7 @@ from lambdarun_durable.lambda_service import (
     InvocationStatus,
 )
 from lambdarun_durable.plugin_discovery import load_configured_plugins
-from lambdarun_durable.plugin_views import Operation, RetryOutput, operation_map
+from lambdarun_durable.plugin_views import Operation, operation_map
 from lambdarun_durable.state import (
     ExecutionClosed,
     ExecutionState,
@@ -250,7 +250,9 @@ def _run_invocation(
         except BaseException as error:
             # every started plugin gets its End hook, as in AWS's SDK (a RETRY outcome)
             try:
-                plugin_executor.on_invocation_end(RetryOutput(ErrorObject.from_exception(error)))
+                plugin_executor.on_invocation_end(
+                    DurableExecutionInvocationOutput.create_retry(ErrorObject.from_exception(error))
+                )
             except BaseException:  # noqa: BLE001 - the original failure is raised
                 log.exception("durable.plugin.invocation_end_failed", arn=arn)
             raise

@@ -70,6 +70,10 @@ class InvocationStatus(Enum):
     FAILED = "FAILED"
     PENDING = "PENDING"
 
+    # as in AWS's SDK, used internally only: the invocation raised and is retried
+    # (what instrumentation plugins' on_invocation_end sees then)
+    RETRY = "RETRY"
+
 
 @dataclass(frozen=True)
 class ErrorObject:
@@ -165,6 +169,10 @@ class DurableExecutionInvocationOutput:
     @classmethod
     def create_succeeded(cls, result: str) -> DurableExecutionInvocationOutput:
         return cls(status=InvocationStatus.SUCCEEDED, result=result)
+
+    @classmethod
+    def create_retry(cls, error: ErrorObject) -> DurableExecutionInvocationOutput:
+        return cls(status=InvocationStatus.RETRY, error=error)
 
     @classmethod
     def create_pending(cls) -> DurableExecutionInvocationOutput:

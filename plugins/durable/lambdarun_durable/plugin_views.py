@@ -102,18 +102,3 @@ class OperationUpdate:
     parent_id: str | None = None
     name: str | None = None
     sub_type: str | None = None
-
-
-class RetryStatus:
-    """The status of an invocation that raised (AWS's ``InvocationStatus.RETRY``)."""
-
-    value = "RETRY"
-
-
-@dataclass(frozen=True)
-class RetryOutput:
-    """AWS's ``DurableExecutionInvocationOutput.create_retry(error)``."""
-
-    error: ErrorObject | None
-    status: RetryStatus = RetryStatus()
-    result: str | None = None

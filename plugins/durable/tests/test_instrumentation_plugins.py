@@ -172,6 +172,17 @@ def normalize(calls: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     return invocations
 
 
+def assert_same_hooks(aws_seq: list[dict[str, Any]], our_seq: list[dict[str, Any]]) -> None:
+    assert len(our_seq) == len(aws_seq)
+    for n, (theirs, ours) in enumerate(zip(aws_seq, our_seq, strict=True)):
+        assert ours["start"] == theirs["start"], f"invocation {n} start"
+        assert ours["end"] == theirs["end"], f"invocation {n} end"
+        assert sorted(ours["ops"]) == sorted(theirs["ops"]), f"invocation {n}: operations with hooks"
+        for op_id, hooks in theirs["ops"].items():
+            assert ours["ops"][op_id] == hooks, f"invocation {n}, operation {hooks[0][1].get('name')}"
+        assert ours["changes"] == theirs["changes"], f"invocation {n} changes"
+
+
 def test_plugin_hooks_match_aws_sdk_and_runner() -> None:
     aws_result, aws_calls, aws_created = run("aws")
     our_result, our_calls, our_created = run("ours")
@@ -184,14 +195,7 @@ def test_plugin_hooks_match_aws_sdk_and_runner() -> None:
     # one plugin per invocation, created from the start info its first hook receives
     assert len(aws_created) == len(aws_seq) == 3
     assert len(our_created) == len(our_seq)
-    assert len(our_seq) == len(aws_seq)
-    for n, (theirs, ours) in enumerate(zip(aws_seq, our_seq, strict=True)):
-        assert ours["start"] == theirs["start"], f"invocation {n} start"
-        assert ours["end"] == theirs["end"], f"invocation {n} end"
-        assert sorted(ours["ops"]) == sorted(theirs["ops"]), f"invocation {n}: operations with hooks"
-        for op_id, hooks in theirs["ops"].items():
-            assert ours["ops"][op_id] == hooks, f"invocation {n}, operation {hooks[0][1].get('name')}"
-        assert ours["changes"] == theirs["changes"], f"invocation {n} changes"
+    assert_same_hooks(aws_seq, our_seq)
 
     # the comparison above is not vacuous: the hooks AWS's SDK makes are there
     by_name = [{h[1].get("name"): [x[0] for x in hooks] for hooks in inv["ops"].values() for h in hooks[:1]} for inv in our_seq]
@@ -292,3 +296,35 @@ def test_plugins_that_cannot_load_fail_at_decoration(pkg: str, monkeypatch: pyte
     monkeypatch.setenv("DURABLE_EXECUTION_PLUGINS", "no-such-plugin")
     with pytest.raises(exceptions.PluginLoadError, match="No durable instrumentation plugin provider named 'no-such-plugin'"):
         sdk.durable_execution(lambda event, ctx: None)
+
+
+def test_an_invocation_that_raises_ends_with_retry_as_in_aws() -> None:
+    """An invocation that raises (a retryable InvocationError) still gives every started plugin
+    its on_invocation_end, with status RETRY and the error; the retried invocation follows."""
+    from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner as AwsRunner
+
+    from lambdarun_durable.testing import DurableFunctionTestRunner as OurRunner
+
+    seqs = []
+    for pkg, runner_cls in ((AWS, AwsRunner), (OURS, OurRunner)):
+        sdk = importlib.import_module(pkg)
+        exceptions = importlib.import_module(f"{pkg}.exceptions")
+        calls: list[tuple[str, Any]] = []
+        bodies: list[int] = []
+
+        @sdk.durable_execution(plugins=[recording_factory(pkg, calls, [])])
+        def handler(event: Any, ctx: Any) -> Any:
+            a = ctx.step(lambda s: 1, name="a")
+            bodies.append(a)
+            if len(bodies) == 1:
+                raise exceptions.InvocationError("transient")
+            return a
+
+        with runner_cls(handler) as runner:
+            result = runner.run(input=json.dumps({}), execution_timeout=60)
+        assert (result.status.value, result.result) == ("SUCCEEDED", "1")
+        seqs.append(normalize(calls))
+    assert [inv["end"][0] for inv in seqs[1]] == ["RETRY", "SUCCEEDED"]
+    # errors the SDK defines carry its wire names on both sides
+    assert seqs[1][0]["end"][2] == "aws_durable_execution_sdk_python.exceptions.InvocationError"
+    assert_same_hooks(*seqs)
