@@ -116,7 +116,7 @@ def build(pkg: str, plugins: list[Any]) -> Any:
     return handler
 
 
-def run(which: str) -> tuple[Any, list[tuple[str, Any]], list[Any]]:
+def run(which: str, **runner_kw: Any) -> tuple[Any, list[tuple[str, Any]], list[Any]]:
     if which == "aws":
         from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner as Runner
 
@@ -127,7 +127,7 @@ def run(which: str) -> tuple[Any, list[tuple[str, Any]], list[Any]]:
         pkg = OURS
     calls: list[tuple[str, Any]] = []
     created: list[Any] = []
-    with Runner(build(pkg, [recording_factory(pkg, calls, created)])) as runner:
+    with Runner(build(pkg, [recording_factory(pkg, calls, created)]), **runner_kw) as runner:
         result = runner.run(input=json.dumps({"n": 1}), execution_timeout=120)
     return result, calls, created
 
@@ -183,9 +183,10 @@ def assert_same_hooks(aws_seq: list[dict[str, Any]], our_seq: list[dict[str, Any
         assert ours["changes"] == theirs["changes"], f"invocation {n} changes"
 
 
-def test_plugin_hooks_match_aws_sdk_and_runner() -> None:
+@pytest.mark.parametrize("batching", [False, True], ids=["per-operation-commits", "checkpoint_batching"])
+def test_plugin_hooks_match_aws_sdk_and_runner(batching: bool) -> None:
     aws_result, aws_calls, aws_created = run("aws")
-    our_result, our_calls, our_created = run("ours")
+    our_result, our_calls, our_created = run("ours", checkpoint_batching=batching)
     assert (our_result.status.value, json.loads(our_result.result)) == (
         aws_result.status.value,
         json.loads(aws_result.result),
@@ -327,4 +328,53 @@ def test_an_invocation_that_raises_ends_with_retry_as_in_aws() -> None:
     assert [inv["end"][0] for inv in seqs[1]] == ["RETRY", "SUCCEEDED"]
     # errors the SDK defines carry its wire names on both sides
     assert seqs[1][0]["end"][2] == "aws_durable_execution_sdk_python.exceptions.InvocationError"
+    assert_same_hooks(*seqs)
+
+
+def build_concurrent(pkg: str, plugins: list[Any]) -> Any:
+    sdk = importlib.import_module(pkg)
+    config = importlib.import_module(f"{pkg}.config")
+    waits = importlib.import_module(f"{pkg}.waits")
+    strategy = waits.create_wait_strategy(
+        waits.WaitStrategyConfig(
+            should_continue_polling=lambda state: state < 2,
+            max_attempts=5,
+            initial_delay=config.Duration.from_seconds(1),
+            jitter_strategy=config.JitterStrategy.NONE,
+        )
+    )
+
+    @sdk.durable_execution(plugins=plugins)
+    def handler(event: Any, ctx: Any) -> Any:
+        p = ctx.parallel([lambda c: c.step(lambda s: "x", name="px"), lambda c: 5], name="par")
+        w = ctx.wait_for_condition(
+            lambda state, check_ctx: state + 1,
+            config=waits.WaitForConditionConfig(wait_strategy=strategy, initial_state=0),
+            name="cond",
+        )
+        v = ctx.run_in_child_context(
+            lambda c: c.step(lambda s: 3, name="vs"), name="virt", config=config.ChildConfig(is_virtual=True)
+        )
+        return [p.get_results(), w, v]
+
+    return handler
+
+
+def test_parallel_wait_for_condition_and_virtual_child_match_aws() -> None:
+    """Parallel branches, a polled condition (user function hooks per check, its attempts) and a
+    virtual child context (no checkpoint: AWS's child-context end hook) give the same hooks."""
+    from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner as AwsRunner
+
+    from lambdarun_durable.testing import DurableFunctionTestRunner as OurRunner
+
+    seqs = []
+    for pkg, runner_cls in ((AWS, AwsRunner), (OURS, OurRunner)):
+        calls: list[tuple[str, Any]] = []
+        with runner_cls(build_concurrent(pkg, [recording_factory(pkg, calls, [])])) as runner:
+            result = runner.run(input=json.dumps({}), execution_timeout=60)
+        assert (result.status.value, json.loads(result.result)) == ("SUCCEEDED", [["x", 5], 2, 3])
+        seqs.append(normalize(calls))
+    assert len(seqs[1]) == 2  # the condition is polled again after its 1 s delay
+    virt = [hooks for hooks in seqs[1][1]["ops"].values() if hooks[0][1].get("name") == "virt"]
+    assert [h[0] for h in virt[0]] == ["on_user_function_start", "on_user_function_end", "on_operation_end"]
     assert_same_hooks(*seqs)
