@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -378,3 +379,73 @@ def test_parallel_wait_for_condition_and_virtual_child_match_aws() -> None:
     virt = [hooks for hooks in seqs[1][1]["ops"].values() if hooks[0][1].get("name") == "virt"]
     assert [h[0] for h in virt[0]] == ["on_user_function_start", "on_user_function_end", "on_operation_end"]
     assert_same_hooks(*seqs)
+
+
+def build_callbacks(pkg: str, plugins: list[Any]) -> Any:
+    sdk = importlib.import_module(pkg)
+    config = importlib.import_module(f"{pkg}.config")
+
+    @sdk.durable_execution(plugins=plugins)
+    def handler(event: Any, ctx: Any) -> Any:
+        callback = ctx.create_callback(
+            name="approval", config=config.CallbackConfig(timeout=config.Duration.from_seconds(60))
+        )
+        a = callback.result()
+        b = ctx.wait_for_callback(
+            lambda callback_id, wait_ctx: None,
+            name="submit",
+            config=config.WaitForCallbackConfig(timeout=config.Duration.from_seconds(60)),
+        )
+        return [a, b]
+
+    return handler
+
+
+def _answer_next_callback(runner: Any, arn: str, answered: set[str], result: bytes) -> None:
+    """Wait (deadline 60 s) for a callback not answered yet, then answer it."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        callback_id = runner.wait_for_callback(execution_arn=arn)
+        if callback_id not in answered:
+            answered.add(callback_id)
+            runner.send_callback_success(callback_id=callback_id, result=result)
+            return
+        time.sleep(0.05)
+    raise AssertionError("no new callback within 60 s")
+
+
+def test_callbacks_match_aws() -> None:
+    """create_callback and wait_for_callback (its child context, the submitter's user function
+    hooks, the callback's end once it is answered) give the same hooks as on AWS's runner.
+
+    One documented difference: the invocation after a callback was answered lists the callback
+    in ``updated_operations``, as AWS documents for its service ("a callback that was
+    delivered", ``InvocationStartInfo.updated_operations``); AWS's in-process runner records
+    only elapsed waits, due retries and completed chained invokes there."""
+    from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner as AwsRunner
+
+    from lambdarun_durable.testing import DurableFunctionTestRunner as OurRunner
+
+    seqs = []
+    for pkg, runner_cls in ((AWS, AwsRunner), (OURS, OurRunner)):
+        calls: list[tuple[str, Any]] = []
+        answered: set[str] = set()
+        with runner_cls(build_callbacks(pkg, [recording_factory(pkg, calls, [])])) as runner:
+            arn = runner.run_async(input=None, timeout=60)
+            _answer_next_callback(runner, arn, answered, b'"yes"')
+            _answer_next_callback(runner, arn, answered, b'"done"')
+            result = runner.wait_for_result(execution_arn=arn)
+        assert (result.status.value, json.loads(result.result)) == ("SUCCEEDED", ['"yes"', '"done"'])
+        seqs.append(normalize(calls))
+    aws_seq, our_seq = seqs
+    assert len(our_seq) == 3
+    callback_ops = {
+        op_id for inv in our_seq for op_id, hooks in inv["ops"].items() if hooks[0][1]["operation_type"] == "CALLBACK"
+    }
+    assert len(callback_ops) == 2
+    for inv in our_seq[1:]:
+        first, inputs, updated, operations = inv["start"]
+        assert len(updated) == 1 and set(updated) <= callback_ops
+        inv["start"] = (first, inputs, [], operations)
+    assert [inv["start"][2] for inv in aws_seq] == [[], [], []]
+    assert_same_hooks(aws_seq, our_seq)
