@@ -41,7 +41,7 @@ from lambdarun_durable.lambda_service import (
     InvocationStatus,
 )
 from lambdarun_durable.plugin_discovery import load_configured_plugins
-from lambdarun_durable.plugin_views import Operation, operation_map
+from lambdarun_durable.plugin_views import Operation
 from lambdarun_durable.state import (
     ExecutionClosed,
     ExecutionState,
@@ -243,7 +243,7 @@ def _run_invocation(
                     execution_start_time=_execution_start_time(exec_op),
                     is_first_invocation=not state.has_prior_operations(),
                     execution_input=input_event,
-                    operations_provider=lambda: operation_map(state.operations),
+                    operations_provider=state.operation_views,
                     updated_operation_ids=inv.updated_operation_ids,
                 )
             output = _run_handler(func, state, input_event, ctx, finish)

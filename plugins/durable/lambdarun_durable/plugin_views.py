@@ -88,8 +88,27 @@ class Operation:
         )
 
 
-def operation_map(operations: Mapping[str, Mapping[str, Any]]) -> dict[str, Operation]:
-    return {op_id: Operation.from_wire(op) for op_id, op in list(operations.items())}
+class OperationViews:
+    """Views of one invocation's operations, each built once per version of the operation.
+
+    The engine replaces an operation's dict when it changes, so a view is reused while its
+    dict is the same object: a plugin's per-checkpoint snapshot of the whole map costs a
+    lookup per operation, not a conversion."""
+
+    def __init__(self) -> None:
+        self._views: dict[str, tuple[Mapping[str, Any], Operation]] = {}
+
+    def view(self, op: Mapping[str, Any]) -> Operation:
+        cached = self._views.get(op["Id"])
+        if cached is not None and cached[0] is op:
+            return cached[1]
+        view = Operation.from_wire(op)
+        self._views[op["Id"]] = (op, view)
+        return view
+
+    def operation_map(self, operations: Mapping[str, Mapping[str, Any]]) -> dict[str, Operation]:
+        return {op_id: self.view(op) for op_id, op in list(operations.items())}
+
 
 
 @dataclass(frozen=True)

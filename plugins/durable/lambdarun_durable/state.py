@@ -52,7 +52,7 @@ from lambdarun_durable.lambda_service import (
     OperationStatus,
     OperationType,
 )
-from lambdarun_durable.plugin_views import Operation, OperationUpdate, operation_map
+from lambdarun_durable.plugin_views import Operation, OperationUpdate, OperationViews
 from lambdarun_durable.records import (  # noqa: F401 - re-exported: their former home
     CHECKPOINT_SIZE_LIMIT_BYTES,
     Op,
@@ -122,6 +122,7 @@ class ExecutionState:
         self._plugins = self.plugin_executor.has_plugins
         self._updated_operation_ids = frozenset(updated_operation_ids)
         self._replayed_operation_hooks: set[str] = set()
+        self._views = OperationViews()
 
     # -- reading
     def now_ms(self) -> int:
@@ -212,13 +213,18 @@ class ExecutionState:
         return op
 
     # -- instrumentation plugins (the calls AWS's SDK makes from state.py/context.py/operation/)
+    def operation_views(self) -> dict[str, Operation]:
+        """The operations as AWS's ``Operation`` objects (for the plugins' snapshots)."""
+        with self._lock:
+            return self._views.operation_map(self.operations)
+
     def _report_checkpointed(self, op: Op, previous: Op | None) -> None:
         """The checkpoint's outcome: the end hook of a terminal operation, the change hook.
 
         AWS's SDK makes these calls when the checkpoint response arrives; here the update is
         applied when it is checkpointed (committed by default, buffered with batching)."""
         with self._lock:
-            operations = operation_map(self.operations)
+            operations = self._views.operation_map(self.operations)
         previous_operations = dict(operations)
         if previous is None:
             previous_operations.pop(op["Id"], None)
