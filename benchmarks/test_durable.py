@@ -364,3 +364,66 @@ def test_map_1000_items(benchmark: Any, headline: Any, record_rss: None, store: 
     headline.set(f"durable: map of {items} items (one step each), per-step-fsync (per-operation commits)",
                  None if median is None else items / median, "items/s", reference=items / ref_s,
                  reference_name=REFERENCE_NAME, items=items)
+
+
+# --- instrumentation plugins (durable_execution(plugins=...)) ---------------------------------
+
+
+def _plugin_steps_handler(pkg: str) -> Any:
+    """N sequential steps under a plugin that receives every hook and does nothing."""
+    import importlib
+
+    sdk = importlib.import_module(pkg)
+    plugin_mod = importlib.import_module(f"{pkg}.plugin")
+
+    class Noop(plugin_mod.DurableInstrumentationPlugin):
+        def on_operation_change(self, info: Any) -> None:
+            pass
+
+    class Factory:
+        def create_plugin(self, info: Any) -> Any:
+            return Noop()
+
+    @sdk.durable_execution(plugins=[Factory()])
+    def handler(event: dict, ctx: Any) -> int:
+        total = 0
+        for i in range(event["steps"]):
+            total += ctx.step(lambda _, i=i: i, name="s")
+        return total
+
+    return handler
+
+
+def _runner_seconds(runner_cls: Any, handler: Any, steps: int) -> float:
+    start = time.perf_counter()
+    with runner_cls(handler) as r:
+        res = r.run(input=json.dumps({"steps": steps}), execution_timeout=600)
+    elapsed = time.perf_counter() - start
+    assert json.loads(res.result) == sum(range(steps)), res
+    return elapsed
+
+
+@pytest.mark.timeout(1800)
+def test_steps_with_an_instrumentation_plugin(benchmark: Any, headline: Any, record_rss: None,
+                                              bench_size: Any, full_bench: bool) -> None:
+    """1,000 sequential steps with a no-op instrumentation plugin, through each test runner.
+
+    A registered plugin makes both engines snapshot the whole operation map for
+    ``on_operation_change`` at each checkpoint (AWS's SDK: per checkpoint response), so the cost
+    per step grows with the number of operations. Ours: per-step commits, SQLite
+    synchronous=FULL; AWS's: in memory."""
+    import aws_durable_execution_sdk_python_testing.runner as runner_mod
+
+    from lambdarun_durable.testing import DurableFunctionTestRunner
+
+    steps = bench_size(1000, 20)
+    rounds = 3 if full_bench else 1
+    ours = _plugin_steps_handler("lambdarun_durable")
+    benchmark.pedantic(lambda: _runner_seconds(DurableFunctionTestRunner, ours, steps), rounds=rounds, iterations=1)
+    theirs = _plugin_steps_handler("aws_durable_execution_sdk_python")
+    ref_s = statistics.median(_runner_seconds(runner_mod.DurableFunctionTestRunner, theirs, steps) for _ in range(rounds))
+    median = headline.median_s()
+    headline.set(f"durable: {steps} sequential steps with a no-op instrumentation plugin (both test runners)",
+                 None if median is None else steps / median, "steps/s", reference=steps / ref_s,
+                 reference_name=REFERENCE_NAME, steps=steps,
+                 note="whole execution through each runner; the plugin receives every hook")
