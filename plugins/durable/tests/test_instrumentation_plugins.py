@@ -449,3 +449,30 @@ def test_callbacks_match_aws() -> None:
         inv["start"] = (first, inputs, [], operations)
     assert [inv["start"][2] for inv in aws_seq] == [[], [], []]
     assert_same_hooks(aws_seq, our_seq)
+
+
+def test_chained_invoke_matches_aws() -> None:
+    """``context.invoke``: its START before the checkpoint, suspension, then (the invoke having
+    completed while suspended, so listed in ``updated_operations``) its end hook on replay."""
+    from aws_durable_execution_sdk_python_testing.runner import DurableFunctionTestRunner as AwsRunner
+
+    from lambdarun_durable.testing import DurableFunctionTestRunner as OurRunner
+
+    seqs = []
+    for pkg, runner_cls in ((AWS, AwsRunner), (OURS, OurRunner)):
+        sdk = importlib.import_module(pkg)
+        calls: list[tuple[str, Any]] = []
+
+        @sdk.durable_execution(plugins=[recording_factory(pkg, calls, [])])
+        def handler(event: Any, ctx: Any) -> Any:
+            return ctx.invoke("adder", {"x": 2}, name="call-adder")
+
+        with runner_cls(handler) as runner:
+            runner.register_function("adder", lambda event, lambda_ctx: event["x"] + 1)
+            result = runner.run(input=json.dumps({}), execution_timeout=60)
+        assert (result.status.value, json.loads(result.result)) == ("SUCCEEDED", 3)
+        seqs.append(normalize(calls))
+    assert len(seqs[1]) == 2
+    (invoke_id,) = seqs[1][1]["start"][2]
+    assert [h[0] for h in seqs[1][1]["ops"][invoke_id]] == ["on_operation_end"]
+    assert_same_hooks(*seqs)
