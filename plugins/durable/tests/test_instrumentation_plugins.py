@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from lambdarun.local.testing import local_stack_fixture
+
 pytestmark = pytest.mark.timeout(300)
 
 AWS = "aws_durable_execution_sdk_python"
@@ -476,3 +478,100 @@ def test_chained_invoke_matches_aws() -> None:
     (invoke_id,) = seqs[1][1]["start"][2]
     assert [h[0] for h in seqs[1][1]["ops"][invoke_id]] == ["on_operation_end"]
     assert_same_hooks(*seqs)
+
+
+# --- on the real local target: the plugin runs inside the Lambda workers ----------------------
+
+
+class FileRecordingFactory:
+    """Appends one JSON line per hook (hook, operation name, status, pid) to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def create_plugin(self, info: Any) -> Any:
+        import lambdarun_durable.plugin as plugin_mod
+
+        path = self.path
+
+        class FilePlugin(plugin_mod.DurableInstrumentationPlugin):
+            pass
+
+        def hook(name: str) -> Any:
+            def record(self: Any, info: Any) -> None:
+                import os
+
+                line = {"hook": name, "name": getattr(info, "name", None), "pid": os.getpid(),
+                        "status": _value(getattr(info, "status", None))}
+                with open(path, "a") as f:
+                    f.write(json.dumps(line) + "\n")
+
+            return record
+
+        for name in _HOOKS:
+            if name != "on_operation_change":
+                setattr(FilePlugin, name, hook(name))
+        return FilePlugin()
+
+
+local_stack = local_stack_fixture(scope="module")
+
+
+def _session_plugins() -> list[Any]:
+    import lambdarun_durable.plugin
+    from lambdarun.plugins import DEFAULT_PLUGINS
+
+    out: list[Any] = [lambdarun_durable.plugin]
+    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
+        from lambdarun.local import plugin as local_plugin
+
+        out.append(local_plugin)
+    return out
+
+
+def test_plugins_run_inside_the_local_lambda_workers(lambdarun_session: Any, local_stack: Any, tmp_path: Any) -> None:
+    """``lambdarun.run(handler, backend="durable")`` on the local target: the plugin the handler
+    was decorated with runs in the Lambda worker of each invocation and sees the wait elapse
+    as an update (the service's invocation event carries ``UpdatedOperationIds``)."""
+    import os
+
+    import lambdarun
+    from lambdarun_durable.config import Duration
+
+    hooks_file = tmp_path / "hooks.jsonl"
+
+    @importlib.import_module(OURS).durable_execution(plugins=[FileRecordingFactory(str(hooks_file))])
+    def workflow(event: dict, ctx: Any) -> int:
+        first = ctx.step(lambda s: event["n"] * 2, name="first")
+        ctx.wait(Duration.from_seconds(1), name="cool down")
+        return ctx.step(lambda s: first + 1, name="second")
+
+    session = lambdarun_session(
+        *_session_plugins(),
+        overrides={
+            "target": "local",
+            "local": {"state_dir": str(local_stack.state_dir)},
+            "progress": False,
+            "durable": {"function_name": "lambdarun-durable-plugin-tests", "store_url": f"sqlite:///{tmp_path}/durable.db"},
+        },
+    )
+    assert lambdarun.run(workflow, {"n": 5}, backend="durable", session=session) == 11
+    lines = [json.loads(line) for line in hooks_file.read_text().splitlines()]
+    assert os.getpid() not in {line["pid"] for line in lines}  # the hooks ran in the Lambda workers
+    seen = [(line["hook"], line["name"], line["status"]) for line in lines]
+    assert seen == [
+        ("on_invocation_start", None, None),
+        ("on_operation_start", "first", "STARTED"),
+        ("on_user_function_start", "first", "STARTED"),
+        ("on_user_function_end", "first", "STARTED"),
+        ("on_operation_end", "first", "SUCCEEDED"),
+        ("on_operation_start", "cool down", "STARTED"),
+        ("on_invocation_end", None, "PENDING"),
+        ("on_invocation_start", None, None),
+        ("on_operation_end", "cool down", "SUCCEEDED"),
+        ("on_operation_start", "second", "STARTED"),
+        ("on_user_function_start", "second", "STARTED"),
+        ("on_user_function_end", "second", "STARTED"),
+        ("on_operation_end", "second", "SUCCEEDED"),
+        ("on_invocation_end", None, "SUCCEEDED"),
+    ]
