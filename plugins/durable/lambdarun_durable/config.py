@@ -60,9 +60,14 @@ class DurableConfig:
     store_url: str | None = None
     #: directory of the default SQLite store
     state_dir: str = attrs.field(factory=default_state_dir)
-    #: records buffered before a checkpoint write is forced
+    #: False (default, as AWS's SDK): each operation's outcome (a step's result, ...) is
+    #: committed to the store before the operation returns. True: checkpoints are batched
+    #: (batch_records / batch_age, and before anything is reported or an at-most-once step
+    #: runs); steps finished since the last write run again if the invocation dies
+    checkpoint_batching: bool = False
+    #: with checkpoint_batching: records buffered before a checkpoint write is forced
     batch_records: int = attrs.field(default=1000, validator=positive)
-    #: seconds a buffered record may wait before a checkpoint write is forced
+    #: with checkpoint_batching: seconds a buffered record may wait before a write is forced
     batch_age: float = attrs.field(default=1.0, validator=positive)
     #: the Lambda function running durable handlers; default: the core function_name
     function_name: str | None = None

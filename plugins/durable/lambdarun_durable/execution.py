@@ -34,11 +34,14 @@ from lambdarun_durable.exceptions import (
     InvocationError,
     SuspendExecution,
 )
+from lambdarun_durable.instrumentation import DurableInstrumentationPluginFactory, PluginExecutor
 from lambdarun_durable.lambda_service import (
     DurableExecutionInvocationOutput,
     ErrorObject,
     InvocationStatus,
 )
+from lambdarun_durable.plugin_discovery import load_configured_plugins
+from lambdarun_durable.plugin_views import Operation
 from lambdarun_durable.state import (
     ExecutionClosed,
     ExecutionState,
@@ -68,7 +71,12 @@ class DurableInvocationInput:
     clock: Callable[[], float] = time.time
     batch_records: int = 1000
     batch_age: float = 1.0
+    #: False: commit each operation's outcome before it returns (AWS's SDK); True: batch
+    batching: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: operations the service changed while the execution was suspended (AWS's
+    #: ``UpdatedOperationIds``): instrumentation plugins see them as updates, not replays
+    updated_operation_ids: list[str] = field(default_factory=list)
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> DurableInvocationInput:
@@ -83,7 +91,12 @@ class DurableInvocationInput:
             ) from e
         initial = event.get("InitialExecutionState") or {}
         ops = None if initial.get("NextMarker") else list(initial.get("Operations") or [])
-        return cls(durable_execution_arn=arn, checkpoint_token=token, operations=ops)
+        return cls(
+            durable_execution_arn=arn,
+            checkpoint_token=token,
+            operations=ops,
+            updated_operation_ids=list(event.get("UpdatedOperationIds") or []),
+        )
 
 
 _STORES: dict[str, Any] = {}
@@ -138,13 +151,28 @@ def _gc_scope() -> Any:
                     gc.unfreeze()
 
 
-def run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvocationInput, lambda_context: Any) -> dict[str, Any]:
-    """Run one invocation of a durable handler; return the AWS-shaped response dict."""
+def run_invocation(
+    func: Callable[[Any, DurableContext], Any],
+    inv: DurableInvocationInput,
+    lambda_context: Any,
+    plugins: list[DurableInstrumentationPluginFactory] | None = None,
+) -> dict[str, Any]:
+    """Run one invocation of a durable handler; return the AWS-shaped response dict.
+
+    ``plugins``: instrumentation plugin factories (AWS's ``durable_execution(plugins=...)``),
+    already loaded by :func:`~lambdarun_durable.plugin_discovery.load_configured_plugins`;
+    a fresh :class:`~lambdarun_durable.instrumentation.PluginExecutor` serves this invocation.
+    """
     with _gc_scope():
-        return _run_invocation(func, inv, lambda_context)
+        return _run_invocation(func, inv, lambda_context, PluginExecutor(plugins))
 
 
-def _run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvocationInput, lambda_context: Any) -> dict[str, Any]:
+def _run_invocation(
+    func: Callable[[Any, DurableContext], Any],
+    inv: DurableInvocationInput,
+    lambda_context: Any,
+    plugin_executor: PluginExecutor,
+) -> dict[str, Any]:
     started = inv.clock()
     token = decode_token(inv.checkpoint_token)
     store = inv.store if inv.store is not None else _open_store(token["s"])
@@ -165,6 +193,9 @@ def _run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvo
         clock=inv.clock,
         max_batch_records=inv.batch_records,
         max_batch_age=inv.batch_age,
+        batching=inv.batching,
+        plugin_executor=plugin_executor,
+        updated_operation_ids=inv.updated_operation_ids,
     )
     exec_op = state.execution_operation()
     if exec_op is not None and exec_op["Status"] not in ("STARTED",):
@@ -203,6 +234,43 @@ def _run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvo
             st = build_state(arn, exec_op, status, end=now, result=result, error=error.to_dict() if error else None)
         state.flush(records, state=st)
 
+    with plugin_executor.run():
+        try:
+            if plugin_executor.has_plugins:
+                plugin_executor.on_invocation_start(
+                    execution_arn=arn,
+                    lambda_context=lambda_context,
+                    execution_start_time=_execution_start_time(exec_op),
+                    is_first_invocation=not state.has_prior_operations(),
+                    execution_input=input_event,
+                    operations_provider=state.operation_views,
+                    updated_operation_ids=inv.updated_operation_ids,
+                )
+            output = _run_handler(func, state, input_event, ctx, finish)
+        except BaseException as error:
+            # every started plugin gets its End hook, as in AWS's SDK (a RETRY outcome)
+            try:
+                plugin_executor.on_invocation_end(
+                    DurableExecutionInvocationOutput.create_retry(ErrorObject.from_exception(error))
+                )
+            except BaseException:  # noqa: BLE001 - the original failure is raised
+                log.exception("durable.plugin.invocation_end_failed", arn=arn)
+            raise
+        plugin_executor.on_invocation_end(DurableExecutionInvocationOutput.from_dict(output))
+        return output
+
+
+def _execution_start_time(exec_op: Mapping[str, Any] | None) -> Any:
+    return Operation.from_wire(exec_op).start_timestamp if exec_op is not None else None
+
+
+def _run_handler(
+    func: Callable[[Any, DurableContext], Any],
+    state: ExecutionState,
+    input_event: Any,
+    ctx: DurableContext,
+    finish: Callable[..., None],
+) -> dict[str, Any]:
     stop_flusher = state.start_flusher()
     try:
         try:
@@ -256,16 +324,22 @@ def durable_execution(
     func: Callable[[Any, DurableContext], Any] | None = None,
     *,
     boto3_client: Any = None,  # accepted for AWS SDK compatibility; unused
-    plugins: Any = None,  # accepted for AWS SDK compatibility; unused
+    plugins: list[DurableInstrumentationPluginFactory] | None = None,
 ) -> Any:
-    """Decorate ``handler(event, context: DurableContext)`` into a Lambda handler."""
+    """Decorate ``handler(event, context: DurableContext)`` into a Lambda handler.
+
+    ``plugins``: AWS's instrumentation plugin factories; each factory's ``create_plugin`` is
+    called once per invocation. Factories named by ``DURABLE_EXECUTION_PLUGINS`` (entry-point
+    group ``aws_durable_execution.plugins``) are loaded too, as in AWS's SDK.
+    """
     if func is None:
         return functools.partial(durable_execution, boto3_client=boto3_client, plugins=plugins)
+    configured_plugins = load_configured_plugins(plugins)
 
     @functools.wraps(func)
     def wrapper(event: Any, context: Any) -> MutableMapping[str, Any]:
         inv = event if isinstance(event, DurableInvocationInput) else DurableInvocationInput.from_event(event)
-        return run_invocation(func, inv, context)
+        return run_invocation(func, inv, context, configured_plugins)
 
     wrapper.__lambdarun_durable__ = func  # type: ignore[attr-defined]
     return wrapper

@@ -84,4 +84,5 @@ def handle_durable_event(event: dict[str, Any], context: Any, session: Session) 
         )
     inv.batch_records = config.batch_records
     inv.batch_age = config.batch_age
+    inv.batching = config.checkpoint_batching
     return handler(inv, context)

@@ -16,6 +16,9 @@ from typing import Any, NoReturn
 
 from lambdarun_durable.exceptions import DurableOperationError, SerDesError, wire_type_of
 
+#: an operation's serialized result (the SDK's alias)
+OperationPayload = str
+
 
 class OperationAction(Enum):
     START = "START"
@@ -66,6 +69,10 @@ class InvocationStatus(Enum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     PENDING = "PENDING"
+
+    # as in AWS's SDK, used internally only: the invocation raised and is retried
+    # (what instrumentation plugins' on_invocation_end sees then)
+    RETRY = "RETRY"
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,10 @@ class DurableExecutionInvocationOutput:
     @classmethod
     def create_succeeded(cls, result: str) -> DurableExecutionInvocationOutput:
         return cls(status=InvocationStatus.SUCCEEDED, result=result)
+
+    @classmethod
+    def create_retry(cls, error: ErrorObject) -> DurableExecutionInvocationOutput:
+        return cls(status=InvocationStatus.RETRY, error=error)
 
     @classmethod
     def create_pending(cls) -> DurableExecutionInvocationOutput:

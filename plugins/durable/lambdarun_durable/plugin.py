@@ -59,3 +59,28 @@ def lambdarun_add_commands(cli: Any) -> None:
     from lambdarun_durable.cli import durable
 
     cli.add_command(durable)
+
+
+# AWS's SDK names its instrumentation plugin interface ``plugin``; here that name is the lambdarun
+# pluggy plugin, so the interface lives in :mod:`lambdarun_durable.instrumentation` (a port of
+# AWS's ``plugin.py``) and its public names are importable from here as from AWS's module.
+from lambdarun_durable.instrumentation import (  # noqa: E402,F401 - AWS's plugin module names
+    DurableInstrumentationPlugin,
+    DurableInstrumentationPluginFactory,
+    InvocationEndInfo,
+    InvocationInfo,
+    InvocationStartInfo,
+    InvocationStatus,
+    OperationChangeInfo,
+    OperationEndInfo,
+    OperationInfo,
+    OperationStartInfo,
+    OperationType,
+    PluginExecutor,
+    PluginHost,
+    PropagationInput,
+    PropagationMetadata,
+    UserFunctionEndInfo,
+    UserFunctionOutcome,
+    UserFunctionStartInfo,
+)

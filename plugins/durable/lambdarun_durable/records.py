@@ -25,7 +25,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lambdarun.errors import ExecutionNotFoundError
@@ -128,6 +128,29 @@ def fold(records: Iterable[Mapping[str, Any]]) -> dict[str, Op]:
     return ops
 
 
+def updated_operation_ids(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """AWS's ``UpdatedOperationIds``: operations the service changed (a wait elapsed, a callback
+    or chained invoke completed, a retry became due) since the last invocation began writing.
+
+    The last invocation is the one whose ``InvocationCompleted`` record is the latest; the
+    service records after that invocation's first record are its updates (what the service
+    changed before it, the invocation itself had loaded)."""
+    last = None
+    for rec in reversed(records):
+        if rec.get("E") == "InvocationCompleted":
+            last = rec.get("I")
+            break
+    if last is None:
+        return []
+    first = next(n for n, rec in enumerate(records) if rec.get("S") == "i" and rec.get("I") == last)
+    ids: list[str] = []
+    for rec in records[first:]:
+        op = rec.get("Op")
+        if rec.get("S") == "s" and op is not None and op["Type"] != "EXECUTION" and op["Id"] not in ids:
+            ids.append(op["Id"])
+    return ids
+
+
 def public_op(op: Mapping[str, Any]) -> dict[str, Any]:
     """The operation without engine-private keys (those starting with ``_``)."""
     return {k: v for k, v in op.items() if not k.startswith("_")}
@@ -213,6 +236,8 @@ def transition(
     elif action == "SUCCEED":
         op["Status"] = "SUCCEEDED"
         op["EndTimestamp"] = now
+        if op_type == "STEP":  # the try that succeeded counts, as AWS's service does
+            details["Attempt"] = int(details.get("Attempt", 0)) + 1
         if payload is not None:
             details["Result"] = payload
         if op_type == "CONTEXT" and options.get("ReplayChildren"):
@@ -223,8 +248,9 @@ def transition(
         op["EndTimestamp"] = now
         if error is not None:
             details["Error"] = error.to_dict()
-        if op_type == "STEP":
-            extra = {"RetryDetails": {"CurrentAttempt": details.get("Attempt", 0) + 1, "NextAttemptDelaySeconds": 0}}
+        if op_type == "STEP":  # the try that failed counts, as AWS's service does
+            details["Attempt"] = int(details.get("Attempt", 0)) + 1
+            extra = {"RetryDetails": {"CurrentAttempt": details["Attempt"], "NextAttemptDelaySeconds": 0}}
     elif action == "RETRY":
         delay = int(options.get("NextAttemptDelaySeconds", 0))
         attempt = int(details.get("Attempt", 0)) + 1

@@ -31,6 +31,7 @@ from lambdarun_durable.records import (
     make_record,
     public_op,
     transition,
+    updated_operation_ids,
 )
 
 log = structlog.get_logger(__name__)
@@ -145,6 +146,7 @@ class DurableService:
             "DurableExecutionArn": arn,
             "CheckpointToken": encode_token(self.store.url, cp.version, str(uuid.uuid4())),
             "InitialExecutionState": {"Operations": ops if inline else [], "NextMarker": "" if inline else "store"},
+            "UpdatedOperationIds": updated_operation_ids(cp.records),
         }
         return event, cp
 
@@ -159,6 +161,7 @@ class DurableService:
             operations=list(fold(cp.records).values()),
             store=self.store,
             clock=self.clock,
+            updated_operation_ids=event["UpdatedOperationIds"],
             **kw,
         )
 

@@ -4,8 +4,19 @@ Records and their folding are in :mod:`lambdarun_durable.records` (re-exported h
 
 Durability point
 ----------------
-An invocation buffers records and writes them with ONE ``append`` (one SQLite
-transaction / one DynamoDB TransactWriteItems) when any of these happens:
+As in AWS's SDK (``create_checkpoint(is_sync=True)`` is its default), every operation's
+outcome is committed before the operation returns to user code: a step's SUCCEED/FAIL/RETRY,
+a wait's or callback's START, a chained invoke's START, a child context's end. Only the
+START of an at-least-once step or of a child context is buffered (the SDK's
+``is_sync=False``); it is written in the same append as the outcome that follows it, so
+a 1,000-step execution makes 1,000 appends (one SQLite transaction / one DynamoDB
+TransactWriteItems each). Whether an append survives power loss is the store's rule (the
+SQLite store's ``synchronous`` setting: FULL fsyncs each commit; NORMAL survives a killed
+process but not power loss).
+
+``batching=True`` (``[durable] checkpoint_batching``, the test runner's
+``checkpoint_batching=True``) is the explicit opt-in to batching: records are buffered and
+written with ONE append when any of these happens:
 
 * an at-most-once step is about to run its body (its START must be durable first);
 * a callback is created, a chained invoke is started (other parties act on them);
@@ -14,10 +25,11 @@ transaction / one DynamoDB TransactWriteItems) when any of these happens:
   (2 MB, under DynamoDB's 4 MB transaction limit), or its oldest record is older than
   ``max_batch_age`` seconds (default 1.0; a timer thread enforces it while user code runs).
 
-So a step result returned to user code may not be durable yet; if the invocation
-dies before the next flush, those steps run again on the next invocation, which is the
-at-least-once contract. Nothing the invocation *reports* (PENDING/SUCCEEDED/FAILED)
-and no at-most-once step body ever runs ahead of its persisted checkpoint.
+So in batched mode a step result returned to user code may not be durable yet; if the
+invocation dies before the next flush, those steps run again on the next invocation, which
+is the at-least-once contract. In both modes nothing the invocation *reports*
+(PENDING/SUCCEEDED/FAILED) and no at-most-once step body ever runs ahead of its
+persisted checkpoint.
 """
 
 from __future__ import annotations
@@ -32,7 +44,15 @@ import structlog
 from lambdarun.errors import CheckpointConflictError
 
 from lambdarun_durable.exceptions import CheckpointError, OrphanedChildException
-from lambdarun_durable.lambda_service import TERMINAL_STATUSES, ErrorObject
+from lambdarun_durable.instrumentation import PluginExecutor, UserFunctionOutcome
+from lambdarun_durable.lambda_service import (
+    TERMINAL_STATUSES,
+    ErrorObject,
+    OperationAction,
+    OperationStatus,
+    OperationType,
+)
+from lambdarun_durable.plugin_views import Operation, OperationUpdate, OperationViews
 from lambdarun_durable.records import (  # noqa: F401 - re-exported: their former home
     CHECKPOINT_SIZE_LIMIT_BYTES,
     Op,
@@ -75,6 +95,9 @@ class ExecutionState:
         max_batch_records: int = 1000,
         max_batch_age: float = 1.0,
         max_batch_bytes: int = 2_000_000,
+        batching: bool = False,
+        plugin_executor: PluginExecutor | None = None,
+        updated_operation_ids: Sequence[str] = (),
     ) -> None:
         self.durable_execution_arn = durable_execution_arn
         self.store = store
@@ -85,12 +108,21 @@ class ExecutionState:
         self.max_batch_records = max_batch_records
         self.max_batch_age = max_batch_age
         self.max_batch_bytes = max_batch_bytes  # DynamoDB transactions carry at most 4 MB
+        #: False (default): commit each operation's outcome before it returns (AWS's SDK);
+        #: True: buffer records until a batch limit or a durability point (module docstring)
+        self.batching = batching
         self._buffer_bytes = 0
         self._buffer: list[Record] = []
         self._buffer_since: float | None = None
         self._lock = threading.RLock()
         self.flushes = 0
         self._has_prior = any(op["Type"] != "EXECUTION" for op in operations.values())
+        #: this invocation's instrumentation plugins (AWS's ``durable_execution(plugins=...)``)
+        self.plugin_executor = plugin_executor if plugin_executor is not None else PluginExecutor(None)
+        self._plugins = self.plugin_executor.has_plugins
+        self._updated_operation_ids = frozenset(updated_operation_ids)
+        self._replayed_operation_hooks: set[str] = set()
+        self._views = OperationViews()
 
     # -- reading
     def now_ms(self) -> int:
@@ -128,12 +160,29 @@ class ExecutionState:
         orphan_flag: threading.Event | None = None,
     ) -> Op:
         """Apply an update locally, buffer its record, flush when ``sync`` or the batch is full."""
+        if self._plugins and action == "START":
+            if orphan_flag is not None and orphan_flag.is_set():
+                raise OrphanedChildException("batch already completed", operation_id=op_id)
+            before = self.operations.get(op_id)
+            # before the START is checkpointed, as AWS's SDK (state.create_checkpoint)
+            self.plugin_executor.on_operation_action(
+                OperationUpdate(
+                    operation_id=op_id,
+                    operation_type=OperationType(op_type),
+                    action=OperationAction.START,
+                    parent_id=parent_id,
+                    name=name,
+                    sub_type=sub_type,
+                ),
+                previous_operation=Operation.from_wire(before) if before is not None else None,
+            )
         with self._lock:
             if orphan_flag is not None and orphan_flag.is_set():
                 raise OrphanedChildException("batch already completed", operation_id=op_id)
             now = self.now_ms()
+            previous = self.operations.get(op_id)
             op, extra = transition(
-                self.operations.get(op_id),
+                previous,
                 op_id=op_id,
                 op_type=op_type,
                 action=action,
@@ -153,12 +202,87 @@ class ExecutionState:
                 self._buffer_since = time.monotonic()
             if (
                 sync
+                or (not self.batching and not _deferrable(op_type, action))
                 or len(self._buffer) >= self.max_batch_records
                 or self._buffer_bytes >= self.max_batch_bytes
                 or time.monotonic() - self._buffer_since >= self.max_batch_age
             ):
                 self.flush()
-            return op
+        if self._plugins:
+            self._report_checkpointed(op, previous)
+        return op
+
+    # -- instrumentation plugins (the calls AWS's SDK makes from state.py/context.py/operation/)
+    def operation_views(self) -> dict[str, Operation]:
+        """The operations as AWS's ``Operation`` objects (for the plugins' snapshots)."""
+        with self._lock:
+            return self._views.operation_map(self.operations)
+
+    def _report_checkpointed(self, op: Op, previous: Op | None) -> None:
+        """The checkpoint's outcome: the end hook of a terminal operation, the change hook.
+
+        AWS's SDK makes these calls when the checkpoint response arrives; here the update is
+        applied when it is checkpointed (committed by default, buffered with batching)."""
+        with self._lock:
+            operations = self._views.operation_map(self.operations)
+        previous_operations = dict(operations)
+        if previous is None:
+            previous_operations.pop(op["Id"], None)
+        else:
+            previous_operations[op["Id"]] = Operation.from_wire(previous)
+        self.plugin_executor.on_operation_update(
+            operations[op["Id"]], operations=operations, previous_operations=previous_operations
+        )
+
+    def emit_replay_or_update_hook(self, op: Op) -> None:
+        """An operation a replaying context reaches: an update if the service changed it while
+        the execution was suspended (``UpdatedOperationIds``), else replayed history (once)."""
+        if not self._plugins or op["Type"] == "EXECUTION":
+            return
+        view = Operation.from_wire(op)
+        if op["Id"] in self._updated_operation_ids:
+            self.plugin_executor.on_operation_update(view)
+            return
+        if view.status is OperationStatus.READY:
+            return
+        with self._lock:
+            if op["Id"] in self._replayed_operation_hooks:
+                return
+            self._replayed_operation_hooks.add(op["Id"])
+        self.plugin_executor.on_operation_replay(view)
+
+    def emit_child_context_end_hook(
+        self, ident: Any, status: OperationStatus, *, error: ErrorObject | None = None, is_replayed: bool = False
+    ) -> None:
+        """A child context that completed without a checkpoint (virtual, or replaying children)."""
+        if self._plugins:
+            self.plugin_executor.on_child_context_end(ident, status, error=error, is_replayed=is_replayed)
+
+    def wrap_user_function(
+        self, user_function: Callable[..., Any], ident: Any, is_replay_children: bool = False, attempt: int | None = None
+    ) -> Callable[..., Any]:
+        """``user_function`` between the user-function start and end hooks (AWS's SDK)."""
+        if not self._plugins:
+            return user_function
+        executor = self.plugin_executor
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start_info = executor.on_user_function_start(ident, is_replay_children, attempt)
+            outcome = UserFunctionOutcome.INCOMPLETE
+            error = None
+            try:
+                result = user_function(*args, **kwargs)
+            except Exception as exception:
+                outcome = UserFunctionOutcome.FAILED
+                error = ErrorObject.from_exception(exception)
+                raise
+            else:
+                outcome = UserFunctionOutcome.SUCCEEDED
+                return result
+            finally:
+                executor.on_user_function_end(start_info, error, outcome=outcome)
+
+        return wrapper
 
     def flush(self, extra_records: Sequence[Record] = (), state: Mapping[str, Any] | None = None) -> None:
         """Write the buffer (plus ``extra_records``) in one append; rebase over service writes."""
@@ -262,6 +386,11 @@ class ExecutionState:
             thread.join(timeout=5)
 
         return stopper
+
+
+def _deferrable(op_type: str, action: str) -> bool:
+    """Records AWS's SDK checkpoints with ``is_sync=False``: a step's or child context's START."""
+    return action == "START" and op_type in ("STEP", "CONTEXT")
 
 
 class ExecutionClosed(BaseException):  # noqa: N818

@@ -90,6 +90,10 @@ def ledger(event: dict, ctx: DurableContext) -> int:
         with open(event["log"], "a") as f:
             f.write(f"start {i} {sctx.attempt} {_os.getpid()}\n")
         _time.sleep(event["pause"])
+        gate = event.get("gate")
+        deadline = _time.monotonic() + 120
+        while gate and i == 0 and not _os.path.exists(gate) and _time.monotonic() < deadline:
+            _time.sleep(0.02)  # the first step stays running until the test has seen the refusal
         with open(event["log"], "a") as f:
             f.write(f"done {i} {sctx.attempt} {_os.getpid()}\n")
         return i
@@ -109,7 +113,10 @@ def effects(log: Path) -> list[list[str]]:
 def test_cli_resume_while_the_first_driver_is_alive(session: Any, local_stack: Any, store_url: str, tmp_path: Path) -> None:
     log = tmp_path / "effects.log"
     steps = 8
-    future = lambdarun.submit(ledger, {"log": str(log), "steps": steps, "pause": 0.4}, backend="durable", session=session)
+    gate = tmp_path / "gate"  # the first driver is still running until the test opens it
+    future = lambdarun.submit(
+        ledger, {"log": str(log), "steps": steps, "pause": 0.4, "gate": str(gate)}, backend="durable", session=session
+    )
     arn = future.task_id
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(e[0] == "start" for e in effects(log)):
@@ -122,6 +129,7 @@ def test_cli_resume_while_the_first_driver_is_alive(session: Any, local_stack: A
     assert "LeaseHeldError" in refused.stderr, refused.stderr
     assert f"/{os.getpid()}/" in refused.stderr and "since" in refused.stderr
     assert not future.done()
+    gate.touch()
 
     # one that waits gets the lease when the first driver is done and prints the result
     waited = cli(local_stack, "resume", arn, "--store-url", store_url, "--wait", "120")

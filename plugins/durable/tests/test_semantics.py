@@ -238,9 +238,8 @@ def test_execution_timeout(store: Any) -> None:
     assert service.describe(arn)["Status"] == "TIMED_OUT"
 
 
-def test_batching_flushes_once_per_invocation(store: Any) -> None:
-    flushes: list[int] = []
-
+@pytest.mark.parametrize("batching", [False, True], ids=["per-step", "batched"])
+def test_batching_flushes_once_per_invocation(store: Any, batching: bool) -> None:
     @durable_execution
     def handler(event: dict, ctx: DurableContext) -> int:
         total = 0
@@ -253,13 +252,17 @@ def test_batching_flushes_once_per_invocation(store: Any) -> None:
     event, cp = service.invocation_event(arn)
     inv = DurableInvocationInput.from_event(event)
     inv.store = store
+    inv.batching = batching
     v0 = cp.version
     assert handler(inv, None) == {"Status": "SUCCEEDED", "Result": str(sum(range(200)))}
-    # 200 steps = 400 records + execution end, written in one append
-    assert store.load(arn).version == v0 + 1
+    if batching:
+        # opt-in: 200 steps = 400 records + execution end, written in one append
+        assert store.load(arn).version == v0 + 1
+    else:
+        # default: each step's START + SUCCEED in one append before it returns, then the end
+        assert store.load(arn).version == v0 + 201
     ops = fold(store.load(arn).records)
     assert sum(1 for o in ops.values() if o["Type"] == "STEP") == 200
-    del flushes
 
 
 def test_invocation_retries_then_execution_fails(store: Any) -> None:

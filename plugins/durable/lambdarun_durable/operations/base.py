@@ -176,6 +176,8 @@ class ContextCore:
                     "non-virtual child context but current child context is virtual",
                     step_id=ident.operation_id,
                 )
+        if was and op is not None:
+            self.state.emit_replay_or_update_hook(op)
         terminal = is_terminal(op)
         is_step = op is not None and op["Type"] == "STEP"
         flip_after = was and op is not None and not terminal and not is_step

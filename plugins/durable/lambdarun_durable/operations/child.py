@@ -15,7 +15,7 @@ from lambdarun_durable.exceptions import (
     NonDeterministicExecutionError,
 )
 from lambdarun_durable.identifier import OperationIdentifier
-from lambdarun_durable.lambda_service import ErrorObject, OperationSubType, OperationType
+from lambdarun_durable.lambda_service import ErrorObject, OperationStatus, OperationSubType, OperationType
 from lambdarun_durable.operation_config import ChildConfig
 from lambdarun_durable.operations.base import ContextCore, op_details, raise_op_error
 from lambdarun_durable.serdes import deserialize, serialize
@@ -78,10 +78,11 @@ class ChildContextOperations(ContextCore):
                 return deserialize(config.serdes, result, oid, state.durable_execution_arn)
             if op["Status"] == "FAILED":
                 raise_op_error(op, "ContextDetails", ChildContextError)
+        existed = op is not None
         if op is None and not is_virtual:
             self._checkpoint(ident, "START", orphan_flag)
         try:
-            raw = func()
+            raw = state.wrap_user_function(func, ident, replay_children, None if existed else 1)()
             serialized = serialize(config.serdes, raw, oid, state.durable_execution_arn)
             value: T = (
                 None  # type: ignore[assignment]
@@ -89,6 +90,9 @@ class ChildContextOperations(ContextCore):
                 else deserialize(config.serdes, serialized, oid, state.durable_execution_arn)
             )
             if is_virtual or replay_children:
+                state.emit_child_context_end_hook(
+                    ident, OperationStatus.SUCCEEDED, is_replayed=existed or replay_children
+                )
                 return value
             payload = serialized
             large = serialized is not None and len(serialized.encode("utf-8")) > CHECKPOINT_SIZE_LIMIT_BYTES
@@ -104,5 +108,7 @@ class ChildContextOperations(ContextCore):
             err = ErrorObject.from_exception(e)
             if not is_virtual:
                 self._checkpoint(ident, "FAIL", orphan_flag, error=err)
+            else:
+                state.emit_child_context_end_hook(ident, OperationStatus.FAILED, error=err, is_replayed=existed)
             err.raise_as_operation_error(ChildContextError)
         raise ExecutionError("unreachable")  # pragma: no cover

@@ -69,7 +69,7 @@ class StepOperations(ContextCore):
         attempt = op_details(op, "StepDetails").get("Attempt", 0) + 1
         step_ctx = StepContext(logger=self.logger.with_extra(operationId=oid, operationName=ident.name, attempt=attempt), attempt=attempt)
         try:
-            raw = func(step_ctx)
+            raw = state.wrap_user_function(func, ident, False, attempt)(step_ctx)
             serialized = serialize(config.serdes, raw, oid, state.durable_execution_arn)
             check_size(serialized, f"Result of step {ident.name or oid!r}")
             value: T = (

@@ -78,7 +78,7 @@ class WaitOperations(ContextCore):
                 check_ctx = WaitForConditionCheckContext(
                     logger=self.logger.with_extra(operationId=oid, attempt=attempt), attempt=attempt
                 )
-                new_state = check(current, check_ctx)
+                new_state = self.state.wrap_user_function(check, ident, False, attempt)(current, check_ctx)
                 serialized = serialize(config.serdes, new_state, oid, arn)
                 check_size(serialized, f"State of wait_for_condition {ident.name or oid!r}")
                 round_tripped = deserialize(config.serdes, serialized, oid, arn)

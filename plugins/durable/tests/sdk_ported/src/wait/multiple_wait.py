@@ -1,0 +1,21 @@
+# Ported from aws/aws-durable-execution-sdk-python@f7cc397 (packages/aws-durable-execution-sdk-python-examples/src/wait/multiple_wait.py), Apache-2.0.
+# Only the imports were changed (see README.md in this folder).
+"""Example demonstrating multiple sequential wait operations."""
+
+from typing import Any
+
+from lambdarun_durable.context import DurableContext
+from lambdarun_durable.execution import durable_execution
+from lambdarun_durable.config import Duration
+
+
+@durable_execution
+def handler(_event: Any, context: DurableContext) -> dict[str, Any]:
+    """Handler demonstrating multiple sequential wait operations."""
+    context.wait(Duration.from_seconds(5), name="wait-1")
+    context.wait(Duration.from_seconds(5), name="wait-2")
+
+    return {
+        "completedWaits": 2,
+        "finalStep": "done",
+    }
