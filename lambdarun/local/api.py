@@ -29,6 +29,8 @@ from lambdarun.local.shapes import ApiError, Reply, function_name, json_body, ok
 log = structlog.get_logger(__name__)
 
 _API = "/2015-03-31/functions"
+#: the durable-execution API (served by an extension: lambdarun_lambda_service_extensions)
+_DURABLE = "/2025-12-01/"
 
 
 class LambdaApi:
@@ -41,6 +43,8 @@ class LambdaApi:
         self.control = control
         self.invoker = invoker
         self.extension = extension
+        #: plugins' API families (lambdarun_lambda_service_extensions), e.g. durable executions
+        self.extensions: list[Any] = []
         #: Host headers the API answers (requests without one are answered too); set with url
         self.allowed_hosts: frozenset[str] = frozenset()
         self.url = ""
@@ -87,6 +91,11 @@ class LambdaApi:
         tags = "/2017-03-31/tags/"
         if path.startswith(tags):
             return self.control.tags(method, unquote(path[len(tags):]), body, raw_query)
+        if path.startswith(_DURABLE):
+            for ext in self.extensions:
+                reply = ext.route(method, path, query, headers, body)
+                if reply is not None:
+                    return reply
         if path.startswith("/_lambdarun/"):
             return self.extension.route(method, path, query, body)
         raise unknown_operation(method, path)

@@ -275,9 +275,12 @@ _ARN_RE = re.compile(
 )
 
 
-def make_arn(function_name: str, execution_name: str, region: str = "us-east-1", account: str = "000000000000") -> str:
+def make_arn(function_name: str, execution_name: str, region: str = "us-east-1", account: str = "000000000000",
+             version: str = "$LATEST") -> str:
+    """AWS's durable-execution ARN: ``arn:aws:lambda:<region>:<account>:function:<name>:<version>
+    /durable-execution/<execution name>/<id>`` (``function_name`` is a plain name)."""
     return (
-        f"arn:aws:lambda:{region}:{account}:function:{function_name}:$LATEST/durable-execution/"
+        f"arn:aws:lambda:{region}:{account}:function:{function_name}:{version}/durable-execution/"
         f"{execution_name}/{uuid.uuid4()}"
     )
 
