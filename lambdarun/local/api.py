@@ -92,8 +92,10 @@ class LambdaApi:
         if path.startswith(tags):
             return self.control.tags(method, unquote(path[len(tags):]), body, raw_query)
         if path.startswith(_DURABLE):
+            # a list parameter (Statuses=A&Statuses=B) reaches the extension as "A,B"
+            multi = {k: ",".join(v) for k, v in parse_qs(raw_query).items()}
             for ext in self.extensions:
-                reply = ext.route(method, path, query, headers, body)
+                reply = ext.route(method, path, multi, headers, body)
                 if reply is not None:
                     return reply
         if path.startswith("/_lambdarun/"):

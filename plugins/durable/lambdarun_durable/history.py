@@ -88,6 +88,8 @@ def history_events(records: Any, *, include_execution_data: bool = True) -> list
                 "EndTimestamp": event_time(x.get("EndTimestamp")),
                 "RequestId": x.get("RequestId"),
             }
+            if x.get("Error") is not None:  # a crashed or failed invocation (the service retries it)
+                details["Error"] = _payload(x["Error"], True)
         ev[f"{etype}Details"] = details
         events.append(ev)
     return events

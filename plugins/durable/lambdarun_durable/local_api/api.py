@@ -407,8 +407,7 @@ class DurableApi:
         return ok(out)
 
     def stop(self, arn: str, _query: Mapping[str, str], body: bytes) -> Reply:
-        req = shapes.body_json(body)
-        error = shapes.error_object(req.get("Error"))
+        error = shapes.error_object(shapes.body_json(body)) if body else None  # the body is the ErrorObject
         self.load(arn)
         with self.exec_lock(arn):
             if self.store.load_state(arn).state.get("Status") in TERMINAL_STATUSES:

@@ -49,6 +49,8 @@ class Active:
     paused: bool = False
     next_at: float | None = None
     failures: int = 0
+    #: next_at is a crashed invocation's retry (not only a timer)
+    retry: bool = False
 
 
 class Runner:
@@ -157,8 +159,8 @@ class Runner:
                         continue
                     due = a.next_at is not None and a.next_at <= now
                     if a.dirty or due:
-                        launch.append((a, a.dirty))
-                        a.dirty, a.running, a.next_at = False, True, None
+                        launch.append((a, a.dirty or (due and a.retry)))
+                        a.dirty, a.running, a.next_at, a.retry = False, True, None, False
                 waits = [a.next_at for a in self._active.values() if a.next_at is not None and not a.running]
                 timeout = max(0.0, min(waits) - now) if waits else 1.0
                 if not launch:
@@ -180,7 +182,7 @@ class Runner:
             if ended:
                 self._active.pop(a.arn, None)
             elif retry_in is not None:
-                a.next_at = time.time() + retry_in
+                a.next_at, a.retry = time.time() + retry_in, True
             else:
                 due = self._next_due(a.arn)
                 a.next_at = due

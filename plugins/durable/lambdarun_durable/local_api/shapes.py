@@ -129,6 +129,9 @@ def error_object(raw: Any) -> dict[str, Any] | None:
     if not isinstance(raw, Mapping):
         raise invalid("Error must be a structure (ErrorMessage, ErrorType, ErrorData, StackTrace).")
     out = {k: raw[k] for k in ("ErrorMessage", "ErrorType", "ErrorData", "StackTrace") if raw.get(k) is not None}
+    for key in ("ErrorMessage", "ErrorType", "ErrorData"):
+        if key in out and not isinstance(out[key], str):
+            raise invalid(f"Error.{key} must be a string.")
     if "StackTrace" in out and not isinstance(out["StackTrace"], list):
         raise invalid("Error.StackTrace must be a list of strings.")
     return out
