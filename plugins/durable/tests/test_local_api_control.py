@@ -398,3 +398,39 @@ def test_malformed_requests_get_aws_400s_and_change_nothing(lam, local_stack):
     assert events(lam, arn) == before
     assert lam.get_durable_execution(DurableExecutionArn=arn)["Status"] == "RUNNING"
     lam.stop_durable_execution(DurableExecutionArn=arn)
+
+
+# --------------------------------------------------------------------------- timeouts, restarts
+
+def test_execution_timeout_ends_the_execution_timed_out(lam):
+    name = f"dur-{uuid.uuid4().hex[:8]}"
+    create_function(lam, name, LONG_WAIT, timeout=30, DurableConfig={"ExecutionTimeout": 2})
+    out = lam.invoke(FunctionName=name, Qualifier="$LATEST", Payload=b"{}")
+    assert out["FunctionError"] == "Unhandled"
+    desc = lam.get_durable_execution(DurableExecutionArn=out["DurableExecutionArn"])
+    assert desc["Status"] == "TIMED_OUT"
+    assert events(lam, out["DurableExecutionArn"])[-1]["EventType"] == "ExecutionTimedOut"
+
+
+def test_a_persisting_stack_resumes_its_executions_after_a_restart(tmp_path):
+    from lambdarun.local.stack import LocalStack
+
+    state = tmp_path / "persisting"
+    first = LocalStack(state, reuse=False, shared=True, persist=True, stop_at_exit=False).start()
+    try:
+        lam = first.client("lambda")
+        name = durable_function(lam, CALLBACK)
+        arn = start(lam, name, DurableExecutionName="survivor")
+        cid = callback_id(lam, arn)
+        wait_for(lambda: invocations(lam, arn) == 1, "the first invocation's end")
+    finally:
+        first.stop()
+    second = LocalStack(state, reuse=False, shared=True, persist=True, stop_at_exit=False).start()
+    try:
+        lam = second.client("lambda")
+        assert lam.get_durable_execution(DurableExecutionArn=arn)["Status"] == "RUNNING"
+        lam.send_durable_execution_callback_success(CallbackId=cid, Result=b"after restart")
+        done = status_is(lam, arn, "SUCCEEDED", "FAILED")
+        assert json.loads(done["Result"]) == {"approved": "after restart"}
+    finally:
+        second.stop()
