@@ -285,6 +285,14 @@ def make_arn(function_name: str, execution_name: str, region: str = "us-east-1",
     )
 
 
+def function_ref(ref: str) -> tuple[str, str | None]:
+    """(name, qualifier) of a function name, partial ARN or ARN (``fn``, ``fn:3``,
+    ``arn:aws:lambda:...:function:fn:$LATEST``), as a chained invoke's FunctionName may be."""
+    tail = ref.split(":function:", 1)[-1]
+    name, _, qualifier = tail.partition(":")
+    return name, qualifier or None
+
+
 def parse_arn(arn: str) -> dict[str, str]:
     m = _ARN_RE.match(arn)
     if not m:

@@ -22,7 +22,7 @@ import structlog
 from lambdarun.errors import ExecutionNotFoundError
 
 from lambdarun_durable.lambda_service import TERMINAL_STATUSES, ErrorObject
-from lambdarun_durable.records import fold
+from lambdarun_durable.records import fold, function_ref
 from lambdarun_durable.service import DurableService
 
 if TYPE_CHECKING:
@@ -268,9 +268,7 @@ class Runner:
             op = fold(self.api.store.load(arn).records)[op_id]
             info = op.get("_Invoke") or {}
             target = str(info.get("FunctionName") or "")
-            name = target.split(":function:", 1)[-1]
-            name, _, qualifier = name.partition(":")
-            qualifier = qualifier or None
+            name, qualifier = function_ref(target)
             payload = info.get("Payload") or "{}"
             config = self.api.host.function_config(name, qualifier)
             if config is None:
