@@ -14,7 +14,7 @@ import concurrent.futures
 import json
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import structlog
@@ -24,9 +24,6 @@ from lambdarun.errors import ExecutionNotFoundError
 from lambdarun_durable.lambda_service import TERMINAL_STATUSES, ErrorObject
 from lambdarun_durable.records import fold, function_ref
 from lambdarun_durable.service import DurableService
-
-if TYPE_CHECKING:
-    from lambdarun_durable.local_api.api import DurableApi
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +51,9 @@ class Active:
 
 
 class Runner:
-    def __init__(self, api: DurableApi) -> None:
+    def __init__(self, api: Any) -> None:
+        #: the :class:`~lambdarun_durable.local_api.api.DurableApi` it schedules for (its
+        #: store, host, execution locks, invocation events and tokens)
         self.api = api
         self.service: DurableService = api.service
         self._cond = threading.Condition()
