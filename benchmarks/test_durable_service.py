@@ -78,6 +78,7 @@ def sdk_function(local_stack: Any) -> tuple[Any, str]:
     return lam, name
 
 
+@pytest.mark.timeout(900)
 def test_sdk_steps_on_the_local_durable_api(benchmark: Any, headline: Any, sdk_function: tuple[Any, str],
                                             bench_size: Any, full_bench: bool) -> None:
     lam, name = sdk_function
@@ -89,7 +90,7 @@ def test_sdk_steps_on_the_local_durable_api(benchmark: Any, headline: Any, sdk_f
         assert json.loads(out["Payload"].read()) == sum(range(steps))
 
     once()  # warm the environment (a cold start is not what this measures)
-    benchmark.pedantic(once, rounds=5 if full_bench else 1, iterations=1)
+    benchmark.pedantic(once, rounds=3 if full_bench else 1, iterations=1)
     median = headline.median_s()
     ref_s = aws_runner_seconds(steps, rounds=3 if full_bench else 1)
     headline.set(f"durable API: {steps} SDK steps through Invoke (SQLite)",

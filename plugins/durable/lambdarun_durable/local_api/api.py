@@ -54,6 +54,9 @@ class Live:
         self.token = secrets.token_urlsafe(24)
         self.tokens = {self.token}
         self.version = version
+        #: the execution's operations as of ``version`` (this invocation's cached view: a
+        #: checkpoint reloads the records only when someone else wrote since)
+        self.ops: dict[str, Any] | None = None
 
     def rotate(self) -> str:
         self.token = secrets.token_urlsafe(24)
@@ -230,11 +233,21 @@ class DurableApi:
             if u.get("Action") not in shapes.ACTIONS:
                 raise invalid(f"Invalid operation Action {u.get('Action')!r}.")
         with self.exec_lock(arn):
-            self.load(arn)
+            try:
+                stored = self.store.load_state(arn)
+            except ExecutionNotFoundError:
+                raise not_found(arn) from None
             live = self._check_token(arn, req.get("CheckpointToken"), latest=True)
-            cp = self.store.load(arn)
-            ops = fold(cp.records)
-            exec_op = self.exec_op(cp)
+            base = stored.version
+            if live.ops is not None and base == live.version:
+                ops, changed = live.ops, set()
+            else:  # the service wrote since (a timer, a callback, a stop): reload
+                cp = self.store.load(arn)
+                ops, base = fold(cp.records), cp.version
+                changed = {rec["Op"]["Id"] for rec in cp.records
+                           if rec.get("S") == "s" and rec.get("V", 0) > live.version and rec.get("Op")}
+            live.ops = None  # rebuilt below once the write landed
+            exec_op = ops[arn.rsplit("/", 1)[-1]]
             if exec_op["Status"] in TERMINAL_STATUSES:
                 raise invalid(f"Durable execution {arn} is {exec_op['Status']}: it takes no checkpoints.")
             now = self.service.now_ms()
@@ -274,20 +287,17 @@ class DurableApi:
                 if op_type == "CHAINED_INVOKE" and action == "START" and current is None:
                     invokes.append(u["Id"])
             for r in records:
-                r["V"] = cp.version + 1
+                r["V"] = base + 1
             if records or state is not None:
                 try:
-                    version = self.store.append(arn, records, expected_version=cp.version, state=state)
+                    version = self.store.append(arn, records, expected_version=base, state=state)
                 except CheckpointConflictError:  # pragma: no cover - writes are serialised by exec_lock
                     raise ApiFailure(429, "TooManyRequestsException", "Checkpoint conflict; retry.") from None
             else:
-                version = cp.version
-            changed = {rec["Op"]["Id"] for rec in self.store.load(arn).records
-                       if rec.get("S") == "s" and rec.get("V", 0) > live.version and rec.get("Op")}
-            live.version = version
+                version = base
+            live.version, live.ops = version, ops
             token = live.rotate()
-        fresh = fold(self.store.load(arn).records)
-        out_ops = [shapes.operation(fresh[i], millis=False) for i in dict.fromkeys([*touched, *changed]) if i in fresh]
+            out_ops = [shapes.operation(ops[i], millis=False) for i in dict.fromkeys([*touched, *changed]) if i in ops]
         for op_id in invokes:
             self.runner.chained_invoke(arn, op_id)
         if state is not None:
@@ -313,8 +323,10 @@ class DurableApi:
         with self.exec_lock(arn):
             cp = self.store.load(arn)
             live = Live(str(uuid.uuid4()), cp.version)
+            folded = fold(cp.records)
+            live.ops = dict(folded)
             self.live[arn] = live
-        ops = list(fold(cp.records).values())
+        ops = list(folded.values())
         state = self.page_ops(ops, None, self.inline_operations, millis=True)
         state.setdefault("NextMarker", "")
         return {"DurableExecutionArn": arn, "CheckpointToken": live.token, "InitialExecutionState": state}, live

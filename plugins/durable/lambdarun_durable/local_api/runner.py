@@ -160,7 +160,8 @@ class Runner:
                     if a.dirty or due:
                         launch.append((a, a.dirty or (due and a.retry)))
                         a.dirty, a.running, a.next_at, a.retry = False, True, None, False
-                waits = [a.next_at for a in self._active.values() if a.next_at is not None and not a.running]
+                waits = [a.next_at for a in self._active.values()
+                         if a.next_at is not None and not a.running and not a.paused]  # a paused one never spins the loop
                 timeout = max(0.0, min(waits) - now) if waits else 1.0
                 if not launch:
                     self._cond.wait(min(timeout, 1.0))
