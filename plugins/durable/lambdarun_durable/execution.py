@@ -138,6 +138,15 @@ def _gc_scope() -> Any:
                     gc.unfreeze()
 
 
+def _store_token(token: str) -> dict[str, Any] | None:
+    """The store token lambdarun's own orchestrator issues, or None for any other token."""
+    try:
+        decoded = decode_token(token)
+    except Exception:  # noqa: BLE001 - not ours: the durable-execution API's
+        return None
+    return decoded if isinstance(decoded, dict) and "s" in decoded and "v" in decoded else None
+
+
 def run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvocationInput, lambda_context: Any) -> dict[str, Any]:
     """Run one invocation of a durable handler; return the AWS-shaped response dict."""
     with _gc_scope():
@@ -146,9 +155,17 @@ def run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvoc
 
 def _run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvocationInput, lambda_context: Any) -> dict[str, Any]:
     started = inv.clock()
-    token = decode_token(inv.checkpoint_token)
-    store = inv.store if inv.store is not None else _open_store(token["s"])
     arn = inv.durable_execution_arn
+    token = _store_token(inv.checkpoint_token) if inv.store is None else decode_token(inv.checkpoint_token)
+    if token is None:
+        # a token of Lambda's durable-execution API (the local service's or AWS's): checkpoint
+        # through CheckpointDurableExecution, page through GetDurableExecutionState
+        from lambdarun_durable.api_store import ApiCheckpointStore
+
+        store: Any = ApiCheckpointStore(inv.checkpoint_token)
+        token = {"v": 0}
+    else:
+        store = inv.store if inv.store is not None else _open_store(token["s"])
     if inv.operations is not None:
         operations = {op["Id"]: dict(op) for op in inv.operations}
         version = int(token["v"])
