@@ -9,16 +9,20 @@ Full run:
     python -m pytest benchmarks/test_durable_service.py --full-bench --benchmark-enable \
         --import-mode=importlib -p no:cacheprovider
 
-Not measured yet: lambdarun_durable's own handler on the local durable API (its Lambda-side
-handler does not checkpoint through CheckpointDurableExecution yet; see the plugin README).
+(c) lambdarun_durable's own handler on the same local durable API (a local-code function;
+it checkpoints through CheckpointDurableExecution with the engine's default batching: a
+step's record is sent at the next flush, not before the step returns, unless the step is
+at-most-once).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,3 +103,49 @@ def test_sdk_steps_on_the_local_durable_api(benchmark: Any, headline: Any, sdk_f
                  note="every step's checkpoint is a CheckpointDurableExecution HTTP request persisted "
                       "(SQLite, synchronous=FULL) before the step returns; the AWS runner keeps its "
                       "checkpoints in memory")
+
+
+LAMBDARUN_SOURCE = '''
+from lambdarun_durable import durable_execution
+
+
+@durable_execution
+def handler(event, ctx):
+    total = 0
+    for i in range(event["steps"]):
+        total += ctx.step(lambda _, i=i: i, name="s")
+    return total
+'''
+
+
+@pytest.mark.timeout(900)
+def test_lambdarun_durable_steps_on_the_local_durable_api(benchmark: Any, headline: Any, local_stack: Any,
+                                                          tmp_path: Path, bench_size: Any, full_bench: bool) -> None:
+    import lambdarun
+    import lambdarun_durable
+
+    lam = local_stack.client("lambda")
+    (tmp_path / "app.py").write_text(LAMBDARUN_SOURCE)
+    name = f"bench-lrd-{uuid.uuid4().hex[:6]}"
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::123456789012:role/x",
+                        Handler="app.handler", Timeout=900, MemorySize=1024,
+                        Code={"S3Bucket": "__local__", "S3Key": str(tmp_path)},
+                        Environment={"Variables": {"PYTHONPATH": os.pathsep.join(
+                            str(Path(m.__file__).parent.parent) for m in (lambdarun_durable, lambdarun))}},
+                        DurableConfig={"ExecutionTimeout": 3600})
+    steps = bench_size(1000, 20)
+
+    def once() -> None:
+        out = lam.invoke(FunctionName=name, Qualifier="$LATEST", Payload=json.dumps({"steps": steps}))
+        assert "FunctionError" not in out, out["Payload"].read()
+        assert json.loads(out["Payload"].read()) == sum(range(steps))
+
+    once()
+    benchmark.pedantic(once, rounds=3 if full_bench else 1, iterations=1)
+    median = headline.median_s()
+    ref_s = aws_runner_seconds(steps, rounds=3 if full_bench else 1)
+    headline.set(f"durable API: {steps} lambdarun_durable steps through Invoke (SQLite)",
+                 None if median is None else steps / median, "steps/s", reference=steps / ref_s,
+                 reference_name=REFERENCE_NAME, target=10 * steps / ref_s, target_op=">=", steps=steps,
+                 note="checkpoints batched by the engine's default (flushed at suspension/end, every 1 s "
+                      "or 1000 records), each batch one CheckpointDurableExecution request")
