@@ -72,7 +72,15 @@ def function(lam: Any, tmp_path_factory: Any) -> str:
 
 
 def events(lam: Any, arn: str) -> list[dict[str, Any]]:
-    return lam.get_durable_execution_history(DurableExecutionArn=arn, IncludeExecutionData=True)["Events"]
+    """The whole history (every page)."""
+    out, marker = [], None
+    while True:
+        kw = {"Marker": marker} if marker else {}
+        page = lam.get_durable_execution_history(DurableExecutionArn=arn, IncludeExecutionData=True, **kw)
+        out += page["Events"]
+        marker = page.get("NextMarker")
+        if not marker:
+            return out
 
 
 def test_the_lambdarun_handler_runs_to_its_end_on_the_api(lam, function):
@@ -106,3 +114,46 @@ def test_a_callback_of_the_lambdarun_handler_is_sent_through_boto3(lam, function
         time.sleep(0.1)
     assert desc["Status"] == "SUCCEEDED", desc
     assert json.loads(desc["Result"])["approval"] == "granted"
+
+
+MANY = '''
+from lambdarun_durable import DurableContext, durable_execution
+from lambdarun_durable.config import Duration
+
+
+@durable_execution
+def handler(event: dict, ctx: DurableContext):
+    def step(i):
+        def body(_):
+            with open(event["log"], "a") as f:
+                f.write(f"{i}\\n")
+            return i
+        return body
+
+    total = sum(ctx.step(step(i), name=f"s{i}") for i in range(event["n"]))
+    ctx.wait(Duration.from_seconds(1), name="pause")
+    return total
+'''
+
+
+def test_more_operations_than_an_event_holds_are_paged_through_the_api(lam, tmp_path_factory):
+    """Past 1,000 operations the event carries a NextMarker; the handler pages the rest
+    through GetDurableExecutionState. Had it missed any, the replay would run steps again."""
+    code = tmp_path_factory.mktemp("many")
+    (code / "app.py").write_text(textwrap.dedent(MANY))
+    name = f"lrd-{uuid.uuid4().hex[:8]}"
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::123456789012:role/x",
+                        Handler="app.handler", Timeout=120, MemorySize=512,
+                        Code={"S3Bucket": "__local__", "S3Key": str(code)},
+                        Environment={"Variables": {"PYTHONPATH": os.pathsep.join(
+                            str(Path(m.__file__).parent.parent) for m in (lambdarun_durable, lambdarun))}},
+                        DurableConfig={"ExecutionTimeout": 300})
+    log = code / "effects.log"
+    n = 1100
+    out = lam.invoke(FunctionName=name, Qualifier="$LATEST", Payload=json.dumps({"n": n, "log": str(log)}))
+    body = json.loads(out["Payload"].read())
+    assert "FunctionError" not in out, body
+    assert body == sum(range(n))
+    assert sorted(int(x) for x in log.read_text().split()) == list(range(n))  # each step ran once
+    evs = events(lam, out["DurableExecutionArn"])
+    assert sum(e["EventType"] == "InvocationCompleted" for e in evs) == 2  # the replay had them all
