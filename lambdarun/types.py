@@ -123,6 +123,9 @@ class FunctionSpec:
     reserved_concurrency: int | None = None
     #: execution role ARN (AWS); None lets the target choose (deploy creates one)
     role: str | None = None
+    #: the function's ``DurableConfig`` (``{"ExecutionTimeout": seconds, ...}``): a durable
+    #: function, whose every Invoke starts a durable execution; set only when it is created
+    durable_config: Mapping[str, Any] | None = None
 
 
 @runtime_checkable

@@ -188,6 +188,8 @@ def _run_invocation(func: Callable[[Any, DurableContext], Any], inv: DurableInvo
         return _closed_output(exec_op)
     payload = ((exec_op or {}).get("ExecutionDetails") or {}).get("InputPayload")
     input_event: Any = json.loads(payload) if payload else {}
+    if inv.extra.get("input_key") and isinstance(input_event, dict):
+        input_event = input_event.get(inv.extra["input_key"])  # the durable backend's wrapper
     ctx = DurableContext.from_lambda_context(state, lambda_context, replaying=state.has_prior_operations())
     request_id = getattr(lambda_context, "aws_request_id", None) or state.invocation_id
 
