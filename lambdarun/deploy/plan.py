@@ -82,6 +82,9 @@ class DeploySpec:
     rotate_key: bool = False
     #: more statements of the execution role's policy, contributed by plugins
     statements: tuple[PolicyStatement, ...] = attrs.field(default=(), converter=tuple)
+    #: more CreateFunction members contributed for the deployed backend (e.g. DurableConfig);
+    #: set when the function is created only
+    create_config: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
     def table(self) -> str | None:

@@ -159,6 +159,7 @@ def resolve_spec(
         signing_key=settings.signing_key,
         rotate_key=rotate_key,
         statements=tuple(resources.statements),
+        create_config=dict(resources.function_config.get(backend or "", {})),
     )
 
 
