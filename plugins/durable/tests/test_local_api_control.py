@@ -434,3 +434,63 @@ def test_a_persisting_stack_resumes_its_executions_after_a_restart(tmp_path):
         assert json.loads(done["Result"]) == {"approved": "after restart"}
     finally:
         second.stop()
+
+
+KILLED_STACK = '''
+import json, os, signal, sys, time
+sys.path[:0] = json.loads(sys.argv[2])
+import test_local_api_control as t
+from lambdarun.local.stack import LocalStack
+
+stack = LocalStack(sys.argv[1], reuse=False, shared=True, persist=True, stop_at_exit=False).start()
+lam = stack.client("lambda")
+name = t.durable_function(lam, t.CALLBACK)
+arn = t.start(lam, name, DurableExecutionName="killed")
+cid = t.callback_id(lam, arn)  # the CallbackStarted checkpoint was answered
+t.wait_for(lambda: t.invocations(lam, arn) == 1, "the first invocation's end")
+print("ANSWERED " + json.dumps([arn, cid]), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no stop, no close: whatever was answered must be on disk
+'''
+
+
+def test_answered_checkpoints_survive_the_service_process_being_killed(tmp_path):
+    """The service's store commits (WAL, synchronous=NORMAL) before a checkpoint is answered:
+    SIGKILL the process serving the API right after, and a new stack on the same state
+    folder has the execution, its callback and its invocation, and finishes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lambdarun.local.stack import LocalStack
+
+    state = tmp_path / "killed"
+    script = tmp_path / "killed_stack.py"
+    script.write_text(KILLED_STACK)
+    proc = subprocess.Popen([sys.executable, str(script), str(state), json.dumps([str(Path(__file__).parent), *sys.path])],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = ""
+        for out in proc.stdout:  # (the stack's logs come first)
+            if out.startswith("ANSWERED "):
+                line = out[len("ANSWERED "):]
+                break
+        proc.wait(timeout=120)
+    finally:
+        try:  # the killed stack's own children (moto, Lambda workers): its process group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == -signal.SIGKILL, line
+    arn, cid = json.loads(line)
+    second = LocalStack(state, reuse=False, shared=True, persist=True, stop_at_exit=False).start()
+    try:
+        lam = second.client("lambda")
+        assert lam.get_durable_execution(DurableExecutionArn=arn)["Status"] == "RUNNING"
+        assert invocations(lam, arn) == 1
+        lam.send_durable_execution_callback_success(CallbackId=cid, Result=b"after a kill")
+        done = status_is(lam, arn, "SUCCEEDED", "FAILED")
+        assert json.loads(done["Result"]) == {"approved": "after a kill"}
+    finally:
+        second.stop()

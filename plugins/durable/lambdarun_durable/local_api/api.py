@@ -64,6 +64,10 @@ class Live:
         return self.token
 
 
+#: the service store's ``PRAGMA synchronous`` (see :class:`DurableApi`)
+NORMAL = "NORMAL"
+
+
 class DurableApi:
     """The durable-execution extension of one local Lambda service
     (a :class:`lambdarun.types.LambdaServiceExtension`)."""
@@ -75,7 +79,10 @@ class DurableApi:
     def __init__(self, host: Any) -> None:
         self.host = host
         folder = private_dir(host.state_dir / "durable")
-        self.store = SQLiteCheckpointStore(str(folder / "executions.sqlite3"))
+        # WAL + synchronous=NORMAL: a checkpoint is committed (in the WAL, through the OS)
+        # before it is answered, so it survives the service's process being killed; only an
+        # OS crash or power loss may lose the last commits (SQLite syncs at WAL checkpoints)
+        self.store = SQLiteCheckpointStore(str(folder / "executions.sqlite3"), synchronous=NORMAL)
         self.service = DurableService(self.store, region=host.region, account=host.account)
         self._lock = threading.RLock()
         #: execution ARN -> its running invocation (tokens)
