@@ -82,6 +82,10 @@ def history_events(records: Any, *, include_execution_data: bool = True) -> list
             child = ((latest.get(op["Id"]) or {}).get("_Invoke") or {}).get("ChildArn") if op else None
             if child:
                 details["DurableExecutionArn"] = child
+        elif etype == "ExecutionPaused":
+            details = {"PauseRequestTimestamp": event_time(x.get("PauseRequestTimestamp"))}
+        elif etype == "ExecutionResumed":
+            details = {"ResumeRequestTimestamp": event_time(x.get("ResumeRequestTimestamp"))}
         elif etype == "InvocationCompleted":
             details = {
                 "StartTimestamp": event_time(x.get("StartTimestamp")),

@@ -362,6 +362,21 @@ class DurableService:
 
         self._mutate(arn, build)
 
+    def record_pause(self, arn: str, paused: bool) -> None:
+        """Persist a pause (or resume) of a running execution: the state's ``Paused`` flag and
+        an ``ExecutionPaused``/``ExecutionResumed`` history event (AWS's names)."""
+
+        def build(ops: dict[str, Any], state: Mapping[str, Any], now: int) -> tuple[list, Any]:
+            if bool(state.get("Paused")) == paused:
+                return [], None
+            if paused:
+                rec = {"E": "ExecutionPaused", "T": now, "X": {"PauseRequestTimestamp": now}, "S": "s"}
+            else:
+                rec = {"E": "ExecutionResumed", "T": now, "X": {"ResumeRequestTimestamp": now}, "S": "s"}
+            return [rec], {**state, "Paused": paused}
+
+        self._mutate(arn, build)
+
     def fail_execution(self, arn: str, error: ErrorObject) -> None:
         """Mark the execution FAILED from outside (its invocations kept failing)."""
 

@@ -284,6 +284,7 @@ def test_stop_pause_resume_delete_and_list(lam):
     named = lam.list_durable_executions_by_function(FunctionName=name, DurableExecutionName="second")
     assert [x["DurableExecutionArn"] for x in named["DurableExecutions"]] == [second]
 
+    wait_for(lambda: invocations(lam, second) == 1, "the invocation's end")  # else it is PAUSING
     lam.pause_durable_execution(DurableExecutionArn=second)
     assert lam.get_durable_execution(DurableExecutionArn=second)["Status"] == "PAUSED"
     lam.send_durable_execution_callback_success(CallbackId=cid, Result=b"yes")  # the SDK passes it through
@@ -492,5 +493,42 @@ def test_answered_checkpoints_survive_the_service_process_being_killed(tmp_path)
         lam.send_durable_execution_callback_success(CallbackId=cid, Result=b"after a kill")
         done = status_is(lam, arn, "SUCCEEDED", "FAILED")
         assert json.loads(done["Result"]) == {"approved": "after a kill"}
+    finally:
+        second.stop()
+
+
+def test_a_pause_outlives_a_restart_and_shows_in_the_history(tmp_path):
+    from lambdarun.local.stack import LocalStack
+
+    state = tmp_path / "paused"
+    first = LocalStack(state, reuse=False, shared=True, persist=True, stop_at_exit=False).start()
+    try:
+        lam = first.client("lambda")
+        name = durable_function(lam, CALLBACK)
+        arn = start(lam, name, DurableExecutionName="paused")
+        cid = callback_id(lam, arn)
+        wait_for(lambda: invocations(lam, arn) == 1, "the first invocation's end")
+        lam.pause_durable_execution(DurableExecutionArn=arn)
+        assert lam.get_durable_execution(DurableExecutionArn=arn)["Status"] == "PAUSED"
+        paused = [e for e in events(lam, arn) if e["EventType"] == "ExecutionPaused"]
+        assert len(paused) == 1 and paused[0]["ExecutionPausedDetails"]["PauseRequestTimestamp"]
+        lam.pause_durable_execution(DurableExecutionArn=arn)  # again: nothing new
+        assert sum(e["EventType"] == "ExecutionPaused" for e in events(lam, arn)) == 1
+    finally:
+        first.stop()
+    second = LocalStack(state, reuse=False, shared=True, persist=True, stop_at_exit=False).start()
+    try:
+        lam = second.client("lambda")
+        assert lam.get_durable_execution(DurableExecutionArn=arn)["Status"] == "PAUSED"
+        listed = lam.list_durable_executions_by_function(FunctionName=name, Statuses=["PAUSED"])
+        assert [x["DurableExecutionArn"] for x in listed["DurableExecutions"]] == [arn]
+        lam.send_durable_execution_callback_success(CallbackId=cid, Result=b"while paused")
+        assert lam.get_durable_execution(DurableExecutionArn=arn)["Status"] == "PAUSED"
+        lam.resume_durable_execution(DurableExecutionArn=arn)
+        done = status_is(lam, arn, "SUCCEEDED", "FAILED")
+        assert json.loads(done["Result"]) == {"approved": "while paused"}
+        assert invocations(lam, arn) == 2  # nothing ran while it was paused, one invocation after
+        types = [e["EventType"] for e in events(lam, arn)]
+        assert types.index("ExecutionPaused") < types.index("ExecutionResumed") < types.index("ExecutionSucceeded")
     finally:
         second.stop()

@@ -355,7 +355,7 @@ class DurableApi:
             "DurableExecutionArn": arn,
             "DurableExecutionName": st.get("DurableExecutionName"),
             "FunctionArn": f"arn:aws:lambda:{self.host.region}:{self.host.account}:function:{fn}:{qualifier}",
-            "Status": "PAUSED" if self.runner.is_paused(arn) and st.get("Status") == "RUNNING" else st.get("Status"),
+            "Status": self._status(arn, st),
             "StartTimestamp": shapes.seconds(st.get("StartTimestamp")),
             "Version": qualifier,
         }
@@ -375,6 +375,13 @@ class DurableApi:
         if st.get("Error") is not None:
             out["Error"] = st["Error"]
         return out
+
+    def _status(self, arn: str, st: Mapping[str, Any]) -> Any:
+        """A paused running execution is PAUSING while its invocation still runs (AWS lets it
+        reach its next checkpoint), then PAUSED."""
+        if st.get("Status") != "RUNNING" or not self.runner.is_paused(arn):
+            return st.get("Status")
+        return "PAUSING" if self.runner.is_running(arn) else "PAUSED"
 
     def get_execution(self, arn: str, query: Mapping[str, str], _body: bytes) -> Reply:
         return ok(self.describe(arn, shapes.bool_param(query, "IncludeExecutionData", True)))
@@ -397,7 +404,7 @@ class DurableApi:
             raise ApiFailure(404, "ResourceNotFoundException",
                              f"Function not found: arn:aws:lambda:{self.host.region}:{self.host.account}:function:{name}")
         statuses = set(query.get("Statuses", "").split(",")) - {""} if query.get("Statuses") else set()
-        if statuses - shapes.STATUSES - {"PAUSED"}:
+        if statuses - shapes.STATUSES - {"PAUSED", "PAUSING"}:
             raise invalid(f"Statuses must be among {sorted(shapes.STATUSES)}.")
         wanted_name = query.get("DurableExecutionName")
         after, before = shapes.time_param(query, "StartedAfter"), shapes.time_param(query, "StartedBefore")
@@ -440,6 +447,7 @@ class DurableApi:
         shapes.body_json(body)
         if self.load(arn).state.get("Status") in TERMINAL_STATUSES:
             raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} has already ended.")
+        self.service.record_pause(arn, True)  # persisted: a restarted service keeps it paused
         self.runner.pause(arn, True)
         return 202, b"{}", {}
 
@@ -448,6 +456,7 @@ class DurableApi:
         self.load(arn)
         if not self.runner.is_paused(arn):
             raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} is not paused.")
+        self.service.record_pause(arn, False)
         self.runner.pause(arn, False)
         return 202, b"{}", {}
 

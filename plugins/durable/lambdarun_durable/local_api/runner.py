@@ -68,6 +68,8 @@ class Runner:
         # executions a previous run of a persisting service left running go on
         for cp in self.api.store.list(status="RUNNING", limit=1_000_000):
             self.activate(cp.execution_id)
+            if cp.state.get("Paused"):  # paused before the restart: stays paused
+                self.pause(cp.execution_id, True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -114,6 +116,12 @@ class Runner:
                 if not paused:
                     a.dirty = True
             self._cond.notify_all()
+
+    def is_running(self, arn: str) -> bool:
+        """Whether an invocation of ``arn`` is running now."""
+        with self._cond:
+            a = self._active.get(arn)
+            return a is not None and a.running
 
     def is_paused(self, arn: str) -> bool:
         with self._cond:
