@@ -1,6 +1,6 @@
 """The same sequential-step handler, written with AWS's durable SDK, run (a) on the local
 Lambda service's durable-execution API through boto3 ``Invoke`` (every checkpoint a
-``CheckpointDurableExecution`` request persisted in SQLite, synchronous=FULL, before the
+``CheckpointDurableExecution`` request committed in SQLite, WAL, synchronous=NORMAL, before the
 service answers) and (b) on AWS's in-process test runner
 (``aws-durable-execution-sdk-python-testing``, checkpoints in memory).
 
@@ -101,7 +101,7 @@ def test_sdk_steps_on_the_local_durable_api(benchmark: Any, headline: Any, sdk_f
                  None if median is None else steps / median, "steps/s", reference=steps / ref_s,
                  reference_name=REFERENCE_NAME, target=10 * steps / ref_s, target_op=">=", steps=steps,
                  note="every step's checkpoint is a CheckpointDurableExecution HTTP request persisted "
-                      "(SQLite, synchronous=FULL) before the step returns; the AWS runner keeps its "
+                      "(SQLite WAL, synchronous=NORMAL) before the step returns; the AWS runner keeps its "
                       "checkpoints in memory")
 
 
