@@ -51,3 +51,16 @@ def test_another_default_backend_gets_no_durable_config(aws_session):
 
     session = aws_session(lambdarun_covalent.plugin, lambdarun_durable.plugin, backend="covalent")
     assert session_spec(session).create_config == {}
+
+
+def test_a_target_without_the_durable_api_falls_back_to_the_orchestrator(aws_session):
+    """moto's Lambda has no durable-execution API: ``durable.api = "auto"`` asks and keeps the
+    in-process orchestrator (its runtime function is the core one, not a durable one)."""
+    import lambdarun_durable.plugin
+
+    session = aws_session(lambdarun_durable.plugin)
+    backend = session.backend("durable")
+    assert backend.uses_api is False
+    assert backend.function_spec().durable_config is None
+    forced = aws_session(lambdarun_durable.plugin, durable={"api": "api"}).backend("durable")
+    assert forced.uses_api is True
