@@ -35,6 +35,8 @@ if TYPE_CHECKING:
         Decoded,
         Encoded,
         Invoker,
+        LambdaServiceExtension,
+        LambdaServiceHost,
         Poller,
         Storage,
         Target,
@@ -387,6 +389,26 @@ def lambdarun_local_companions(register: dict[str, Callable[..., Callable[[], No
 
     :param register: the mapping of companion names to start functions being filled.
     :return: nothing; results are ignored.
+# ---------------------------------------------------------------------------------------
+# the local Lambda service
+# ---------------------------------------------------------------------------------------
+
+
+@hookspec
+def lambdarun_lambda_service_extensions(host: LambdaServiceHost) -> Sequence[LambdaServiceExtension]:
+    """Add API families to the local Lambda service (``lambdarun.local``) when it starts.
+
+    Return :class:`lambdarun.types.LambdaServiceExtension` objects: the service hands
+    each request it does not serve itself (e.g. the durable-execution API under
+    ``/2025-12-01/``) to their ``route`` after its own SigV4/Host/browser checks, offers
+    them each ``Invoke`` first (``on_invoke``: a durable function's Invoke starts an
+    execution) and calls ``close`` when it stops. ``host`` is the service's small
+    :class:`lambdarun.types.LambdaServiceHost` (function configuration, a raw handler run,
+    a private state folder, region and account). Called once per service start; a plugin
+    without a service API returns nothing.
+
+    :param host: the starting service's :class:`lambdarun.types.LambdaServiceHost`.
+    :return: the plugin's extensions (results of all plugins are concatenated).
 
     .. versionadded:: 0.3
     """

@@ -28,6 +28,9 @@ __all__ = [
     "Checkpoint",
     "CheckpointStore",
     "Lease",
+    "LambdaServiceHost",
+    "LambdaServiceExtension",
+    "RawInvokeResult",
     "InvocationType",
 ]
 
@@ -120,6 +123,9 @@ class FunctionSpec:
     reserved_concurrency: int | None = None
     #: execution role ARN (AWS); None lets the target choose (deploy creates one)
     role: str | None = None
+    #: the function's ``DurableConfig`` (``{"ExecutionTimeout": seconds, ...}``): a durable
+    #: function, whose every Invoke starts a durable execution; set only when it is created
+    durable_config: Mapping[str, Any] | None = None
 
 
 @runtime_checkable
@@ -382,3 +388,67 @@ class CheckpointStore(Protocol):
     def close(self) -> None:
         """Release connections."""
 
+
+
+# ---------------------------------------------------------------------------------------
+# the local Lambda service's extensions (hook ``lambdarun_lambda_service_extensions``)
+# ---------------------------------------------------------------------------------------
+
+#: what a service extension answers: (HTTP status, body, headers); an AWS error carries
+#: the ``X-Amzn-ErrorType`` header and AWS's JSON error body
+ServiceReply = tuple[int, bytes, dict[str, str]]
+
+
+@attrs.frozen
+class RawInvokeResult:
+    """The outcome of :meth:`LambdaServiceHost.invoke_raw`: the handler's response bytes,
+    and ``function_error`` (``"Unhandled"``) when the invocation failed (an exception, a
+    timeout, a dead process: the payload is then Lambda's ``errorType``/``errorMessage``)."""
+
+    payload: bytes
+    function_error: str | None = None
+    executed_version: str = "$LATEST"
+
+
+class LambdaServiceHost(Protocol):
+    """What a local Lambda service offers its extensions (small on purpose)."""
+
+    #: region and account of the service's ARNs
+    region: str
+    account: str
+    #: a private (0700) folder of the service for the extension's own files; it outlives
+    #: a restart when ``persistent``
+    state_dir: Path
+    persistent: bool
+
+    def function_config(self, name: str, qualifier: str | None = None) -> dict[str, Any] | None:
+        """The function's ``GetFunctionConfiguration`` document (with ``DurableConfig``
+        when it has one), or None when there is no such function/qualifier."""
+        ...
+
+    def invoke_raw(self, name: str, qualifier: str | None, payload: bytes) -> RawInvokeResult:
+        """Run the function's handler once with ``payload`` and wait for it, bypassing
+        every extension's :meth:`LambdaServiceExtension.on_invoke` (so it never starts a
+        new durable execution). Waits for capacity instead of throttling. Raises
+        ``LookupError`` when the function is gone."""
+        ...
+
+
+class LambdaServiceExtension(Protocol):
+    """An API family a plugin adds to the local Lambda service. Every request reaching it
+    already passed the service's SigV4, Host and browser checks."""
+
+    def route(self, method: str, path: str, query: Mapping[str, str], headers: Any,
+              body: bytes) -> ServiceReply | None:
+        """Answer a request of this extension's paths, or None (not mine)."""
+        ...
+
+    def on_invoke(self, function: Mapping[str, Any], qualifier: str | None, headers: Any,
+                  body: bytes) -> ServiceReply | None:
+        """Answer an ``Invoke`` of ``function`` (its configuration document) instead of the
+        service, or None to let the service run it as usual."""
+        ...
+
+    def close(self) -> None:
+        """Stop the extension's threads (the service is stopping)."""
+        ...

@@ -258,6 +258,10 @@ def _check_actions(actions: tuple[str, ...], what: str, *, prefix: str = "") -> 
             )
 
 
+#: the CreateFunction members a plugin may set (``DeployResources.set_function_config``)
+FUNCTION_CONFIG_KEYS = ("DurableConfig",)
+
+
 @attrs.define
 class DeployResources:
     """What the registered plugins contribute; filled by ``lambdarun_deploy_resources``."""
@@ -274,6 +278,19 @@ class DeployResources:
         if any(r.name == role.name for r in self.roles):
             raise ContributionError(f"the role {role.name!r} is declared twice")
         self.roles.append(role)
+    #: per backend id: settings of the function created when that backend is the default one
+    #: (only ``DurableConfig``, which AWS takes only when a function is created)
+    function_config: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+
+    def set_function_config(self, backend: str, key: str, value: Any) -> None:
+        """Create the function with ``key = value`` when ``backend`` is the deployed (default)
+        backend; only ``DurableConfig`` for now."""
+        if key not in FUNCTION_CONFIG_KEYS:
+            raise ContributionError(f"function setting {key!r} cannot be contributed; only {FUNCTION_CONFIG_KEYS}")
+        current = self.function_config.setdefault(backend, {})
+        if current.get(key, value) != value:
+            raise ContributionError(f"function setting {key!r} of backend {backend!r} is contributed twice with different values")
+        current[key] = value
 
     def add_table(self, table: TableResource) -> None:
         """Declare a table; the same table declared twice must have the same key."""

@@ -57,7 +57,9 @@ class FunctionHandler(ResourceHandler):
         if current is None:
             if upload:
                 actions.append(upload)
-            actions.append(Action(Change.CREATE, "function", spec.function_name, f"{spec.runtime} {spec.architecture}", {**code_params, "config": config}))
+            extra = ", " + ", ".join(sorted(spec.create_config)) if spec.create_config else ""
+            actions.append(Action(Change.CREATE, "function", spec.function_name, f"{spec.runtime} {spec.architecture}{extra}",
+                                  {**code_params, "config": {**config, **spec.create_config}}))
             return actions
         tags = current.get("Tags") or {}
         if not self.managed(tags, spec):

@@ -84,6 +84,9 @@ class DeploySpec:
     statements: tuple[PolicyStatement, ...] = attrs.field(default=(), converter=tuple)
     #: other roles the plugins contributed (assumed by third parties, e.g. Temporal)
     roles: tuple[RoleResource, ...] = attrs.field(default=(), converter=tuple)
+    #: more CreateFunction members contributed for the deployed backend (e.g. DurableConfig);
+    #: set when the function is created only
+    create_config: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
     def table(self) -> str | None:

@@ -160,6 +160,7 @@ def resolve_spec(
         rotate_key=rotate_key,
         statements=tuple(resources.statements),
         roles=tuple(resources.roles),
+        create_config=dict(resources.function_config.get(backend or "", {})),
     )
 
 

@@ -25,7 +25,9 @@ __all__ = ["RUNTIME_DISTRIBUTIONS", "ISOLATED_FLAGS", "SYS_PATH_VAR", "build_run
 log = structlog.get_logger(__name__)
 
 #: distributions Lambda's Python runtime provides (the runtime interface client and its
-#: dependencies, and the AWS SDK for Python with its dependencies)
+#: dependencies, the AWS SDK for Python with its dependencies, and AWS's durable execution
+#: SDK, which the managed Python runtimes bundle: its ``lambda_service._is_bundled`` reads the
+#: ``+bundled`` label the runtime stamps on it)
 RUNTIME_DISTRIBUTIONS = (
     "awslambdaric",
     "simplejson",
@@ -37,6 +39,7 @@ RUNTIME_DISTRIBUTIONS = (
     "python-dateutil",
     "urllib3",
     "six",
+    "aws-durable-execution-sdk-python",
 )
 #: interpreter flags of a zip function's worker: isolated mode, no ``site``, unbuffered,
 #: no bytecode written into the code directory

@@ -34,6 +34,8 @@ from lambdarun.local.versions import Versions
 log = structlog.get_logger(__name__)
 
 _API = "/2015-03-31/functions"
+#: the durable-execution API (served by an extension: lambdarun_lambda_service_extensions)
+_DURABLE = "/2025-12-01/"
 
 
 class LambdaApi:
@@ -49,6 +51,8 @@ class LambdaApi:
         self.versions = Versions(control)
         self.policies = Policies(control)
         self.code = code_location.CodeLocations(control.registry)
+        #: plugins' API families (lambdarun_lambda_service_extensions), e.g. durable executions
+        self.extensions: list[Any] = []
         #: Host headers the API answers (requests without one are answered too); set with url
         self.allowed_hosts: frozenset[str] = frozenset()
         self.url = ""
@@ -109,6 +113,13 @@ class LambdaApi:
         tags = "/2017-03-31/tags/"
         if path.startswith(tags):
             return self.control.tags(method, unquote(path[len(tags):]), body, raw_query)
+        if path.startswith(_DURABLE):
+            # a list parameter (Statuses=A&Statuses=B) reaches the extension as "A,B"
+            multi = {k: ",".join(v) for k, v in parse_qs(raw_query).items()}
+            for ext in self.extensions:
+                reply = ext.route(method, path, multi, headers, body)
+                if reply is not None:
+                    return reply
         if path.startswith("/_lambdarun/"):
             return self.extension.route(method, path, query, body)
         raise unknown_operation(method, path)

@@ -83,6 +83,7 @@ class ControlPlane:
             description=req.get("Description", ""), code_dir=code_dir, local_code=local,
             code_sha256=sha, code_size=size, region=self.options.region,
             tags=dict(req.get("Tags") or {}), python=python,
+            durable_config=durable_config(req["DurableConfig"]) if "DurableConfig" in req else None,
         )
         with self._lock:
             conflict = name in self._functions
@@ -160,8 +161,17 @@ class ControlPlane:
         memory = int(req.get("MemorySize", fn.memory_size))
         check_limits(timeout, memory)
         python = interpreter_for(req["Runtime"], self.options.python) if "Runtime" in req else fn.python
+        durable = None
+        if "DurableConfig" in req:
+            if fn.durable_config is None:
+                raise ApiError(400, "InvalidParameterValueException",
+                               "DurableConfig can only be set when the function is created: "
+                               "create a new function with DurableConfig.")
+            durable = durable_config(req["DurableConfig"])
         with self._lock:
             fn.timeout, fn.memory_size, fn.python = timeout, memory, python
+            if durable is not None:
+                fn.durable_config = durable
             if "Environment" in req:
                 fn.environment = dict((req.get("Environment") or {}).get("Variables") or {})
             for key, attr in (("Handler", "handler"), ("Description", "description"),
@@ -372,7 +382,7 @@ class ControlPlane:
 
 RECORD_FIELDS = ("name", "handler", "runtime", "role", "timeout", "memory_size", "environment",
                   "description", "local_code", "code_sha256", "code_size", "tags", "reserved",
-                  "revision_id", "last_modified", "event_invoke_config", "version")
+                  "revision_id", "last_modified", "event_invoke_config", "version", "durable_config")
 
 
 def function_record(fn: Function) -> dict[str, Any]:
@@ -417,10 +427,36 @@ def function_from_record(doc: Mapping[str, Any], region: str) -> Function:
         revision_id=str(doc.get("revision_id") or uuid.uuid4()),
         last_modified=str(doc.get("last_modified") or now_iso()),
         event_invoke_config=eic, version=str(doc.get("version") or "$LATEST"),
+        durable_config=None if doc.get("durable_config") is None else durable_config(doc["durable_config"]),
     )
     if fn.version == "$LATEST":
         restore_versions(fn, doc, lambda saved: function_from_record(saved, region))
     return fn
+
+
+def durable_config(raw: Any) -> dict[str, Any]:
+    """A validated ``DurableConfig`` (RetentionPeriodInDays defaults to 14, as on AWS)."""
+    if not isinstance(raw, Mapping):
+        raise ApiError(400, "InvalidParameterValueException", "DurableConfig must be a structure.")
+    out: dict[str, Any] = {}
+    timeout = raw.get("ExecutionTimeout")
+    if timeout is None:
+        raise ApiError(400, "InvalidParameterValueException",
+                       "DurableConfig.ExecutionTimeout is required (1 to 31622400 seconds).")
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 31_622_400:
+        raise ApiError(400, "ValidationException",
+                       f"1 validation error detected: Value '{timeout}' at 'durableConfig.executionTimeout' "
+                       "failed to satisfy constraint: Member must have value between 1 and 31622400")
+    out["ExecutionTimeout"] = timeout
+    retention = raw.get("RetentionPeriodInDays", 14)
+    if isinstance(retention, bool) or not isinstance(retention, int) or not 1 <= retention <= 90:
+        raise ApiError(400, "ValidationException",
+                       f"1 validation error detected: Value '{retention}' at 'durableConfig.retentionPeriodInDays' "
+                       "failed to satisfy constraint: Member must have value between 1 and 90")
+    out["RetentionPeriodInDays"] = retention
+    if raw.get("KMSKeyArn"):
+        out["KMSKeyArn"] = str(raw["KMSKeyArn"])
+    return out
 
 
 def refuse_layers(req: Mapping[str, Any]) -> None:

@@ -26,9 +26,14 @@ class Invoker:
         self.scheduler = scheduler
         self.async_queue = async_queue
         self.records = records
+        #: the service's extensions (lambdarun_lambda_service_extensions): offered every
+        #: Invoke of a durable function first
+        self.extensions: list[Any] = []
 
     def invoke(self, name: str, qualifier: str | None, headers: Any, body: bytes) -> Reply:
         fn = self.registry.route(name, qualifier)  # an alias's weights pick the version
+        if fn.durable_config is not None:
+            return self._durable(fn.configuration(), qualifier, headers, body)
         invocation_type = headers.get("X-Amz-Invocation-Type") or "RequestResponse"
         limit = ASYNC_REQUEST_LIMIT if invocation_type == "Event" else SYNC_REQUEST_LIMIT
         if len(body) > limit:
@@ -81,3 +86,14 @@ class Invoker:
             tail = env.log_since(inv.log_start)[-LOG_TAIL_BYTES:]
             out["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
         return 200, inv.result, out
+
+    def _durable(self, config: dict[str, Any], qualifier: str | None, headers: Any, body: bytes) -> Reply:
+        """A durable function's Invoke starts an execution: the extension that serves them
+        answers it (the lambdarun-durable plugin's durable-execution API)."""
+        for ext in self.extensions:
+            reply = ext.on_invoke(config, qualifier, headers, body)
+            if reply is not None:
+                return reply
+        raise ApiError(500, "ServiceException",
+                       f"Function {config['FunctionName']} is durable (DurableConfig) but no installed "
+                       "plugin serves durable executions: install lambdarun-durable.")

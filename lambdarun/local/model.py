@@ -63,6 +63,8 @@ class Function:
     async_queue: collections.deque = attrs.field(factory=collections.deque)
     async_workers: int = 0
     event_invoke_config: dict[str, Any] | None = None
+    #: ``DurableConfig`` (ExecutionTimeout, RetentionPeriodInDays): set at creation only
+    durable_config: dict[str, Any] | None = None
     #: invocations carrying a stop marker, from acceptance to completion (see stop())
     inflight: set[Invocation] = attrs.field(factory=set)
     #: async events waiting for their retry timer
@@ -84,7 +86,7 @@ class Function:
         return f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{self.name}"
 
     def configuration(self) -> dict[str, Any]:
-        return {
+        out = {
             "FunctionName": self.name,
             "FunctionArn": self.arn if self.version == "$LATEST" else f"{self.arn}:{self.version}",
             "Runtime": self.runtime,
@@ -107,6 +109,9 @@ class Function:
             "EphemeralStorage": {"Size": 512},
             "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{self.name}"},
         }
+        if self.durable_config is not None:
+            out["DurableConfig"] = dict(self.durable_config)
+        return out
 
 
 class Invocation:

@@ -347,6 +347,7 @@ class LocalTarget(Boto3Target):
                     Role=f"arn:aws:iam::123456789012:role/{spec.name}",
                     Code={"S3Bucket": LOCAL_CODE_BUCKET, "S3Key": code_dir},
                     **wanted,
+                    **({"DurableConfig": dict(spec.durable_config)} if spec.durable_config else {}),
                 )
             except lam.exceptions.ResourceConflictException:
                 current = lam.get_function(FunctionName=spec.name)  # created concurrently

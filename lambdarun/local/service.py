@@ -54,6 +54,7 @@ from lambdarun.local.options import (
 from lambdarun.local.persist import ServiceState
 from lambdarun.local.records import InvocationRecord, RecordBook
 from lambdarun.local.scheduler import Scheduler
+from lambdarun.local.service_extensions import ServiceHost, load_extensions
 from lambdarun.local.shapes import ApiError, Reply
 from lambdarun.private_files import private_dir
 
@@ -101,6 +102,10 @@ class LambdaService:
         #: checks every API request's signature against ``options.credentials``
         self.verifier = auth.SigV4Verifier(options.credentials)
         self.api = LambdaApi(self.verifier, self.control, self.invoker, self.extension)
+        #: the host plugins' extensions get (lambdarun_lambda_service_extensions)
+        self.host = ServiceHost(self.registry, self.scheduler, self.records_book, options.state_dir,
+                                persistent=state is not None)
+        self.extensions: list[Any] = []
         self._server: LoopbackServer | None = None
         private_dir(options.state_dir)
         private_dir(options.state_dir / "functions")
@@ -112,6 +117,8 @@ class LambdaService:
     def start(self) -> LambdaService:
         if self._state is not None:
             self.control.restore()
+        self.extensions = load_extensions(self.host)
+        self.api.extensions = self.invoker.extensions = self.extensions
         self._server = LoopbackServer(ApiHandler, self.api, port=self.options.port, name="lambda-api")
         self.api.bind(self._server.url, self._server.port)
         self.scheduler.api_url = self._server.url
@@ -150,6 +157,11 @@ class LambdaService:
         self.registry.stopping.set()
         if self._server is not None:
             self._server.close()
+        for ext in self.extensions:
+            try:
+                ext.close()
+            except Exception:  # noqa: BLE001 - stopping goes on
+                log.exception("local lambda service extension failed to close", extension=repr(ext))
         dropped = self.async_queue.stop()
         if self.scheduler.shipper is not None:
             self.scheduler.shipper.stop()

@@ -33,6 +33,8 @@ ALLOWED_ACTIONS = {
     "dynamodb:ConditionCheckItem",
     "dynamodb:TransactWriteItems",
     "dynamodb:TransactGetItems",
+    "lambda:CheckpointDurableExecution",
+    "lambda:GetDurableExecutionState",
 }
 
 
@@ -49,6 +51,7 @@ def check_least_privilege(
     table: str | None,
     secret: str | None = None,
     self_destination: bool = True,
+    durable_api: bool = False,
 ) -> None:
     account, region = "123456789012", "us-east-1"
     log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{fn}"
@@ -60,6 +63,9 @@ def check_least_privilege(
     }
     if self_destination:  # the covalent backend's async on-failure destination is the function itself
         allowed_resources[f"arn:aws:lambda:{region}:{account}:function:{fn}"] = {"lambda:InvokeFunction"}
+    if durable_api:  # the durable plugin: its own executions' checkpoints, on itself only
+        allowed_resources[f"arn:aws:lambda:{region}:{account}:function:{fn}:*"] = {
+            "lambda:CheckpointDurableExecution", "lambda:GetDurableExecutionState"}
     if table:
         table_arn = f"arn:aws:dynamodb:{region}:{account}:table/{table}"
         dynamo = {a for a in ALLOWED_ACTIONS if a.startswith("dynamodb:")}
@@ -124,7 +130,8 @@ def test_deployed_role_policy_is_least_privilege(aws_session, boto, unique_name,
     doc = boto("iam").get_role_policy(RoleName=f"{fn}-role", PolicyName=POLICY_NAME)["PolicyDocument"]
     if isinstance(doc, str):
         doc = json.loads(doc)
-    check_least_privilege(doc, fn=fn, bucket=bucket, prefix="lambdarun", table=table, secret=f"lambdarun/{fn}/signing-key")
+    check_least_privilege(doc, fn=fn, bucket=bucket, prefix="lambdarun", table=table, secret=f"lambdarun/{fn}/signing-key",
+                          durable_api=True)
     assert boto("iam").list_attached_role_policies(RoleName=f"{fn}-role")["AttachedPolicies"] == []
     destroy(session)
 

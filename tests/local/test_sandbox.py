@@ -42,14 +42,14 @@ def invoke(lam: Any, name: str, event: Any) -> tuple[dict[str, Any], Any]:
 def test_zip_function_cannot_import_the_services_packages(lam: Any, make_function: Any, extension: Any) -> None:
     name = make_function(IMPORTS)
     modules = ["attrs", "lambdarun", "structlog", "boto3", "botocore", "awslambdaric", "dateutil",
-               "jmespath", "s3transfer", "urllib3", "six", "json", "sqlite3"]
+               "jmespath", "s3transfer", "urllib3", "six", "json", "sqlite3", "aws_durable_execution_sdk_python"]
     resp, out = invoke(lam, name, {"modules": modules})
     assert "FunctionError" not in resp, out
     imports = out["imports"]
     for missing in ("attrs", "lambdarun", "structlog"):
         assert imports[missing].startswith("ImportError"), (missing, imports[missing])
     for present in ("boto3", "botocore", "awslambdaric", "dateutil", "jmespath", "s3transfer",
-                    "urllib3", "six", "json", "sqlite3"):
+                    "urllib3", "six", "json", "sqlite3", "aws_durable_execution_sdk_python"):
         assert not imports[present].startswith("ImportError"), (present, imports[present])
     assert out["flags"] == {"isolated": 1, "no_site": 1}
     # the task root first, then the runtime's packages, then only the standard library

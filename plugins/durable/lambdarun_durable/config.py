@@ -79,6 +79,10 @@ class DurableConfig:
     memory: int = attrs.field(default=1024, validator=positive)
     #: execution timeout (seconds); none by default
     execution_timeout: int | None = attrs.field(default=None, validator=positive)
+    #: where executions run: "auto" (on the target's durable-execution API when its Lambda
+    #: service has one: the local service and AWS do; else the in-process orchestrator),
+    #: "api" (always the API) or "orchestrator" (always the in-process orchestrator)
+    api: str = attrs.field(default="auto", validator=attrs.validators.in_(("auto", "api", "orchestrator")))
     #: retries of an invocation that failed (crash, timeout) before the execution fails
     max_invocation_retries: int = attrs.field(default=3, validator=positive)
     #: deprecated and ignored: an execution waiting for a callback now polls its store on

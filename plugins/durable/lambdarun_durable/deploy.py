@@ -5,6 +5,13 @@ durable's schema): when ``[durable] store_url`` is ``dynamodb://TABLE`` (or ``[d
 table`` names one), deploy creates TABLE with the key the DynamoDB store uses (``pk``
 string hash key, ``sk`` string range key), on demand, and grants the function's role the
 item actions the store needs on it.
+
+It also grants the role ``lambda:CheckpointDurableExecution`` and
+``lambda:GetDurableExecutionState`` on the function itself (what AWS's managed
+``AWSLambdaBasicDurableExecutionRolePolicy`` grants, scoped to the function as AWS's
+durable-functions security guide advises), and, when ``durable`` is the deployed (default)
+backend, creates the function with ``DurableConfig`` (``ExecutionTimeout``: ``[durable]
+execution_timeout``, else one year), so the durable backend runs on AWS's durable API.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ if TYPE_CHECKING:
     from lambdarun.config import Settings
     from lambdarun.deploy.contributions import DeployResources
 
-__all__ = ["checkpoint_table_name", "checkpoint_table", "lambdarun_deploy_resources", "TABLE_SID"]
+__all__ = ["checkpoint_table_name", "checkpoint_table", "lambdarun_deploy_resources", "TABLE_SID", "API_SID"]
 
 #: the Sid of the role's statement on the checkpoint table
 TABLE_SID = "LambdarunDurableTable"
+#: the Sid of the role's statement on the durable-execution API
+API_SID = "LambdarunDurableExecution"
 
 
 def checkpoint_table_name(settings: Settings) -> str | None:
@@ -52,6 +61,18 @@ def checkpoint_table(name: str) -> Any:
 
 @hookimpl
 def lambdarun_deploy_resources(settings: Settings, register: DeployResources) -> None:
+    from lambdarun.deploy.contributions import PolicyStatement
+
+    from lambdarun_durable.backend import MAX_EXECUTION_TIMEOUT
+
     name = checkpoint_table_name(settings)
     if name:
         register.add_table(checkpoint_table(name))
+    register.add_statement(PolicyStatement(
+        sid=API_SID,
+        actions=("lambda:CheckpointDurableExecution", "lambda:GetDurableExecutionState"),
+        resources=("arn:{partition}:lambda:{region}:{account}:function:{function}:*",),
+    ))
+    durable = settings.sections.get("durable")
+    timeout = getattr(durable, "execution_timeout", None) if durable is not None else None
+    register.set_function_config("durable", "DurableConfig", {"ExecutionTimeout": int(timeout or MAX_EXECUTION_TIMEOUT)})

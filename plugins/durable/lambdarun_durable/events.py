@@ -11,6 +11,9 @@ from typing import Any
 
 #: event field holding the handler's signed call envelope (base64)
 HANDLER_KEY = "LambdarunDurableHandler"
+#: on Lambda's durable-execution API the handler travels in the execution's input instead:
+#: ``{HANDLER_KEY: envelope, INPUT_KEY: the handler's event}`` (the durable backend's Invoke payload)
+INPUT_KEY = "LambdarunDurableInput"
 
 
 def is_durable_event(event: Any) -> bool:

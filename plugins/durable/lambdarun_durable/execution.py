@@ -151,6 +151,15 @@ def _gc_scope() -> Any:
                     gc.unfreeze()
 
 
+def _store_token(token: str) -> dict[str, Any] | None:
+    """The store token lambdarun's own orchestrator issues, or None for any other token."""
+    try:
+        decoded = decode_token(token)
+    except Exception:  # noqa: BLE001 - not ours: the durable-execution API's
+        return None
+    return decoded if isinstance(decoded, dict) and "s" in decoded and "v" in decoded else None
+
+
 def run_invocation(
     func: Callable[[Any, DurableContext], Any],
     inv: DurableInvocationInput,
@@ -174,9 +183,17 @@ def _run_invocation(
     plugin_executor: PluginExecutor,
 ) -> dict[str, Any]:
     started = inv.clock()
-    token = decode_token(inv.checkpoint_token)
-    store = inv.store if inv.store is not None else _open_store(token["s"])
     arn = inv.durable_execution_arn
+    token = _store_token(inv.checkpoint_token) if inv.store is None else decode_token(inv.checkpoint_token)
+    if token is None:
+        # a token of Lambda's durable-execution API (the local service's or AWS's): checkpoint
+        # through CheckpointDurableExecution, page through GetDurableExecutionState
+        from lambdarun_durable.api_store import ApiCheckpointStore
+
+        store: Any = ApiCheckpointStore(inv.checkpoint_token)
+        token = {"v": 0}
+    else:
+        store = inv.store if inv.store is not None else _open_store(token["s"])
     if inv.operations is not None:
         operations = {op["Id"]: dict(op) for op in inv.operations}
         version = int(token["v"])
@@ -202,6 +219,8 @@ def _run_invocation(
         return _closed_output(exec_op)
     payload = ((exec_op or {}).get("ExecutionDetails") or {}).get("InputPayload")
     input_event: Any = json.loads(payload) if payload else {}
+    if inv.extra.get("input_key") and isinstance(input_event, dict):
+        input_event = input_event.get(inv.extra["input_key"])  # the durable backend's wrapper
     ctx = DurableContext.from_lambda_context(state, lambda_context, replaying=state.has_prior_operations())
     request_id = getattr(lambda_context, "aws_request_id", None) or state.invocation_id
 

@@ -82,12 +82,18 @@ def history_events(records: Any, *, include_execution_data: bool = True) -> list
             child = ((latest.get(op["Id"]) or {}).get("_Invoke") or {}).get("ChildArn") if op else None
             if child:
                 details["DurableExecutionArn"] = child
+        elif etype == "ExecutionPaused":
+            details = {"PauseRequestTimestamp": event_time(x.get("PauseRequestTimestamp"))}
+        elif etype == "ExecutionResumed":
+            details = {"ResumeRequestTimestamp": event_time(x.get("ResumeRequestTimestamp"))}
         elif etype == "InvocationCompleted":
             details = {
                 "StartTimestamp": event_time(x.get("StartTimestamp")),
                 "EndTimestamp": event_time(x.get("EndTimestamp")),
                 "RequestId": x.get("RequestId"),
             }
+            if x.get("Error") is not None:  # a crashed or failed invocation (the service retries it)
+                details["Error"] = _payload(x["Error"], True)
         ev[f"{etype}Details"] = details
         events.append(ev)
     return events

@@ -9,6 +9,7 @@ function deployed for plain AWS events, from the ``durable.handler`` setting.
 from __future__ import annotations
 
 import base64
+import json
 import importlib
 import threading
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from lambdarun.calls import decode_call
 from lambdarun.errors import ConfigError, EventError, UntrustedLocationError
 
 from lambdarun_durable.config import DurableConfig
-from lambdarun_durable.events import HANDLER_KEY
+from lambdarun_durable.events import HANDLER_KEY, INPUT_KEY
 from lambdarun_durable.execution import DurableInvocationInput, durable_execution, is_durable_handler
 from lambdarun_durable.records import decode_token
 
@@ -47,6 +48,8 @@ def handle_durable_event(event: dict[str, Any], context: Any, session: Session) 
     """Run one invocation of the durable handler named by the event (Lambda side)."""
     config: DurableConfig = session.settings.section("durable")
     inv = DurableInvocationInput.from_event(event)
+    if _api_token(inv.checkpoint_token):
+        return _handle_api_event(event, inv, context, session, config)
     # the token names the checkpoint store; an event never chooses where state is written:
     # only the store this function is configured with (LAMBDARUN_DURABLE__STORE_URL)
     token = decode_token(inv.checkpoint_token)
@@ -57,7 +60,47 @@ def handle_durable_event(event: dict[str, Any], context: Any, session: Session) 
             f"this function uses {configured!r} (durable.store_url); nothing was read or written"
         )
     inv.store = session.checkpoint_store(configured)
-    envelope = event.get(HANDLER_KEY)
+    handler = _handler(event.get(HANDLER_KEY), session, config)
+    inv.batch_records = config.batch_records
+    inv.batch_age = config.batch_age
+    inv.batching = config.checkpoint_batching
+    return handler(inv, context)
+
+
+def _api_token(token: str) -> bool:
+    """Whether ``token`` is a token of Lambda's durable-execution API (the local service's
+    or AWS's), not one of lambdarun's own orchestrator (which names its store)."""
+    try:
+        decoded = decode_token(token)
+    except Exception:  # noqa: BLE001 - not ours
+        return True
+    return not (isinstance(decoded, dict) and "s" in decoded)
+
+
+def _handle_api_event(event: dict[str, Any], inv: DurableInvocationInput, context: Any, session: Session,
+                      config: DurableConfig) -> dict[str, Any]:
+    """An invocation by Lambda's durable-execution API: the service owns the execution, the
+    handler checkpoints through CheckpointDurableExecution; the signed handler envelope is in
+    the execution's input (the EXECUTION operation, always the first one)."""
+    ops = (event.get("InitialExecutionState") or {}).get("Operations") or []
+    exec_op = next((op for op in ops if isinstance(op, dict) and op.get("Type") == "EXECUTION"), None)
+    payload = ((exec_op or {}).get("ExecutionDetails") or {}).get("InputPayload")
+    try:
+        body = json.loads(payload) if payload else None
+    except ValueError:
+        body = None
+    envelope = body.get(HANDLER_KEY) if isinstance(body, dict) else None
+    handler = _handler(envelope, session, config)
+    if envelope:
+        inv.extra["input_key"] = INPUT_KEY  # the handler's own event is inside
+    inv.batch_records = config.batch_records
+    inv.batch_age = config.batch_age
+    inv.batching = config.checkpoint_batching
+    return handler(inv, context)
+
+
+def _handler(envelope: Any, session: Session, config: DurableConfig) -> Callable:
+    """The handler of an invocation: the verified envelope's, else ``durable.handler``."""
     if envelope:
         if not isinstance(envelope, str):
             raise EventError(f"event field {HANDLER_KEY!r} must be a base64 string, not {type(envelope).__name__}")
@@ -75,14 +118,10 @@ def handle_durable_event(event: dict[str, Any], context: Any, session: Session) 
                 if len(_HANDLERS) > 64:
                     _HANDLERS.clear()
                 _HANDLERS[data] = handler
-    elif config.handler:
-        handler = _import_handler(config.handler)
-    else:
-        raise ConfigError(
-            "durable invocation event without a handler: send it through the durable backend, "
-            "or set durable.handler = 'module:function' for this function"
-        )
-    inv.batch_records = config.batch_records
-    inv.batch_age = config.batch_age
-    inv.batching = config.checkpoint_batching
-    return handler(inv, context)
+        return handler
+    if config.handler:
+        return _import_handler(config.handler)
+    raise ConfigError(
+        "durable invocation event without a handler: send it through the durable backend, "
+        "or set durable.handler = 'module:function' for this function"
+    )

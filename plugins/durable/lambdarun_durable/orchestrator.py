@@ -25,7 +25,7 @@ from lambdarun_durable.service import (
     InvocationsConflictError,
     execution_result,
 )
-from lambdarun_durable.records import fold
+from lambdarun_durable.records import fold, function_ref
 
 __all__ = ["InvokeFn", "Orchestrator", "result_value"]
 
@@ -208,7 +208,10 @@ class Orchestrator:
             if inv.get("ChildArn"):
                 continue
             fn = inv.get("FunctionName")
-            child = self.service.start_execution(fn, inv.get("Payload"), parent={"Arn": arn, "OperationId": op["Id"]})
+            # the child's ARN names the target's function and version (AWS's format), never its whole ARN
+            target, version = function_ref(fn)
+            child = self.service.start_execution(target, inv.get("Payload"), parent={"Arn": arn, "OperationId": op["Id"]},
+                                                 version=version or "$LATEST")
             self.service.link_child(arn, op["Id"], child)
             try:
                 response = self.run(fn, child)

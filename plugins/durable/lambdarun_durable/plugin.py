@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 from lambdarun.hookspecs import hookimpl
 from lambdarun_durable.dashboard import lambdarun_dashboard_pages  # noqa: F401 - its dashboard page
 from lambdarun_durable.deploy import lambdarun_deploy_resources  # noqa: F401 - its checkpoint table
+from lambdarun_durable.local_api import lambdarun_lambda_service_extensions  # noqa: F401 - the local service's durable API
 from lambdarun_durable.events import HANDLER_KEY, is_durable_event  # noqa: F401 - their former home
 
 if TYPE_CHECKING:

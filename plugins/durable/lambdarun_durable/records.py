@@ -301,11 +301,22 @@ _ARN_RE = re.compile(
 )
 
 
-def make_arn(function_name: str, execution_name: str, region: str = "us-east-1", account: str = "000000000000") -> str:
+def make_arn(function_name: str, execution_name: str, region: str = "us-east-1", account: str = "000000000000",
+             version: str = "$LATEST") -> str:
+    """AWS's durable-execution ARN: ``arn:aws:lambda:<region>:<account>:function:<name>:<version>
+    /durable-execution/<execution name>/<id>`` (``function_name`` is a plain name)."""
     return (
-        f"arn:aws:lambda:{region}:{account}:function:{function_name}:$LATEST/durable-execution/"
+        f"arn:aws:lambda:{region}:{account}:function:{function_name}:{version}/durable-execution/"
         f"{execution_name}/{uuid.uuid4()}"
     )
+
+
+def function_ref(ref: str) -> tuple[str, str | None]:
+    """(name, qualifier) of a function name, partial ARN or ARN (``fn``, ``fn:3``,
+    ``arn:aws:lambda:...:function:fn:$LATEST``), as a chained invoke's FunctionName may be."""
+    tail = ref.split(":function:", 1)[-1]
+    name, _, qualifier = tail.partition(":")
+    return name, qualifier or None
 
 
 def parse_arn(arn: str) -> dict[str, str]:

@@ -94,16 +94,18 @@ class DurableService:
         parent: Mapping[str, Any] | None = None,
         execution_timeout: int | None = None,
         private: Mapping[str, Any] | None = None,
+        version: str = "$LATEST",
     ) -> str:
         """Create an execution (status RUNNING, ExecutionStarted event); return its ARN.
 
         ``execution_timeout`` (seconds) is enforced: past it the execution is TIMED_OUT.
         """
         name = execution_name or str(uuid.uuid4())
-        arn = make_arn(function_name, name, self.region, self.account)
+        arn = make_arn(function_name, name, self.region, self.account, version)
         now = self.now_ms()
         op, extra = transition(
-            None, op_id=str(uuid.uuid4()), op_type="EXECUTION", action="START", now=now, name=name,
+            # the EXECUTION operation's id is the ARN's last segment: AWS's SDK finds it so
+            None, op_id=arn.rsplit("/", 1)[-1], op_type="EXECUTION", action="START", now=now, name=name,
             payload=input_payload,
         )
         if parent:
@@ -333,6 +335,48 @@ class DurableService:
             new, _ = transition(exec_op, op_id=exec_op["Id"], op_type="EXECUTION", action="STOPPED", now=now, error=err)
             rec = make_record(new, {"Error": err.to_dict()}, now, "s", None)
             return [rec], build_state(arn, exec_op, "STOPPED", end=now, error=err.to_dict())
+
+        self._mutate(arn, build)
+
+    def succeed_execution(self, arn: str, result: str | None) -> None:
+        """Mark the execution SUCCEEDED with ``result`` (its invocation answered SUCCEEDED);
+        an execution already ended (e.g. by its own checkpoint) is left as it is."""
+
+        def build(ops: dict[str, Any], _state: Mapping[str, Any], now: int) -> tuple[list, Any]:
+            exec_op = next(o for o in ops.values() if o["Type"] == "EXECUTION")
+            if exec_op["Status"] in TERMINAL_STATUSES:
+                return [], None
+            new, _ = transition(exec_op, op_id=exec_op["Id"], op_type="EXECUTION", action="SUCCEED", now=now,
+                                payload=result)
+            rec = make_record(new, {"Result": result}, now, "s", None)
+            return [rec], build_state(arn, exec_op, "SUCCEEDED", end=now, result=result)
+
+        self._mutate(arn, build)
+
+    def record_invocation(self, arn: str, *, start_ms: int, end_ms: int, request_id: str,
+                          error: Mapping[str, Any] | None = None) -> None:
+        """Append an ``InvocationCompleted`` history event (with the error of a failed one)."""
+
+        def build(_ops: dict[str, Any], _state: Mapping[str, Any], now: int) -> tuple[list, Any]:
+            x: dict[str, Any] = {"StartTimestamp": start_ms, "EndTimestamp": end_ms, "RequestId": request_id}
+            if error is not None:
+                x["Error"] = dict(error)
+            return [{"E": "InvocationCompleted", "T": now, "X": x, "S": "s"}], None
+
+        self._mutate(arn, build)
+
+    def record_pause(self, arn: str, paused: bool) -> None:
+        """Persist a pause (or resume) of a running execution: the state's ``Paused`` flag and
+        an ``ExecutionPaused``/``ExecutionResumed`` history event (AWS's names)."""
+
+        def build(ops: dict[str, Any], state: Mapping[str, Any], now: int) -> tuple[list, Any]:
+            if bool(state.get("Paused")) == paused:
+                return [], None
+            if paused:
+                rec = {"E": "ExecutionPaused", "T": now, "X": {"PauseRequestTimestamp": now}, "S": "s"}
+            else:
+                rec = {"E": "ExecutionResumed", "T": now, "X": {"ResumeRequestTimestamp": now}, "S": "s"}
+            return [rec], {**state, "Paused": paused}
 
         self._mutate(arn, build)
 

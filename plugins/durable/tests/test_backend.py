@@ -47,7 +47,9 @@ def make_session(lambdarun_session: Callable[..., Any], local_stack: Any, tmp_pa
                 "target": "local",
                 "local": {"state_dir": str(local_stack.state_dir)},
                 "progress": False,
-                "durable": {"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db", **durable},
+                # the in-process orchestrator (its store, leases, CLI): test_backend_api.py covers the API path
+                "durable": {"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db",
+                            "api": "orchestrator", **durable},
             },
         )
 
@@ -182,7 +184,8 @@ def test_waiting_for_a_callback_polls_on_the_sessions_poller(
             "target": "local",
             "local": {"state_dir": str(local_stack.state_dir)},
             "progress": False,
-            "durable": {"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db"},
+            "durable": {"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db",
+                        "api": "orchestrator"},  # the orchestrator's callback wait
         },
     )
     future = lambdarun.submit(approval_workflow, {}, backend="durable", session=session)

@@ -55,7 +55,8 @@ def session(lambdarun_session: Callable[..., Any], local_stack: Any, store_url: 
             "target": "local",
             "local": {"state_dir": str(local_stack.state_dir)},
             "progress": False,
-            "durable": {"function_name": FUNCTION, "store_url": store_url},
+            # the CLI drives executions as the in-process orchestrator (leases)
+            "durable": {"function_name": FUNCTION, "store_url": store_url, "api": "orchestrator"},
         },
     )
 
@@ -71,6 +72,7 @@ def cli(local_stack: Any, *args: str, timeout: float = 150) -> subprocess.Comple
         "LAMBDARUN_LOCAL__STATE_DIR": str(local_stack.state_dir),
         "LAMBDARUN_PROGRESS": "false",
         "LAMBDARUN_DURABLE__FUNCTION_NAME": FUNCTION,
+        "LAMBDARUN_DURABLE__API": "orchestrator",
     }
     return subprocess.run(
         [sys.executable, "-m", "lambdarun.cli", "durable", *args],

@@ -1,0 +1,521 @@
+"""The durable-execution API of the local Lambda service (AWS's ``/2025-12-01/`` routes and
+a durable function's ``Invoke``), on the plugin's one engine
+(:class:`~lambdarun_durable.service.DurableService` over a SQLite checkpoint store in the
+service's state folder).
+
+Routes (botocore's Lambda model): ``CheckpointDurableExecution``,
+``GetDurableExecutionState``, ``GetDurableExecution``, ``GetDurableExecutionHistory``,
+``ListDurableExecutionsByFunction``, ``StopDurableExecution``, ``Pause``/``Resume``/
+``DeleteDurableExecution`` and ``SendDurableExecutionCallbackSuccess``/``Failure``/
+``Heartbeat``. The re-invocations (after waits, retries, callbacks, chained invokes,
+crashes) are :mod:`.runner`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+import structlog
+
+from lambdarun.errors import CheckpointConflictError, ExecutionNotFoundError
+from lambdarun.private_files import private_dir
+
+from lambdarun_durable.history import history_events
+from lambdarun_durable.lambda_service import TERMINAL_STATUSES, ErrorObject
+from lambdarun_durable.local_api import shapes
+from lambdarun_durable.local_api.runner import Runner
+from lambdarun_durable.local_api.shapes import ApiFailure, Reply, invalid, not_found, ok
+from lambdarun_durable.records import build_state, fold, make_record, parse_arn, transition
+from lambdarun_durable.service import DurableService, DurableServiceError
+from lambdarun_durable.stores.sqlite import SQLiteCheckpointStore
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "/2025-12-01/"
+_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+#: how long a RequestResponse Invoke waits for its execution (Lambda's 15 minutes)
+SYNC_WAIT = 900.0
+
+
+class Live:
+    """The invocation currently running an execution: its checkpoint token (rotated on
+    every checkpoint) and the store version it has seen."""
+
+    def __init__(self, invocation_id: str, version: int) -> None:
+        self.invocation_id = invocation_id
+        self.token = secrets.token_urlsafe(24)
+        self.tokens = {self.token}
+        self.version = version
+        #: the execution's operations as of ``version`` (this invocation's cached view: a
+        #: checkpoint reloads the records only when someone else wrote since)
+        self.ops: dict[str, Any] | None = None
+
+    def rotate(self) -> str:
+        self.token = secrets.token_urlsafe(24)
+        self.tokens.add(self.token)
+        return self.token
+
+
+#: the service store's ``PRAGMA synchronous`` (see :class:`DurableApi`)
+NORMAL = "NORMAL"
+
+
+class DurableApi:
+    """The durable-execution extension of one local Lambda service
+    (a :class:`lambdarun.types.LambdaServiceExtension`)."""
+
+    #: operations sent inline in an invocation event; the rest are paged through
+    #: GetDurableExecutionState (Lambda limits payloads)
+    inline_operations = 1000
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        folder = private_dir(host.state_dir / "durable")
+        # WAL + synchronous=NORMAL: a checkpoint is committed (in the WAL, through the OS)
+        # before it is answered, so it survives the service's process being killed; only an
+        # OS crash or power loss may lose the last commits (SQLite syncs at WAL checkpoints)
+        self.store = SQLiteCheckpointStore(str(folder / "executions.sqlite3"), synchronous=NORMAL)
+        self.service = DurableService(self.store, region=host.region, account=host.account)
+        self._lock = threading.RLock()
+        #: execution ARN -> its running invocation (tokens)
+        self.live: dict[str, Live] = {}
+        #: per-execution locks serialising checkpoints with the service's own writes
+        self._exec_locks: dict[str, threading.Lock] = {}
+        self.runner = Runner(self)
+        self.runner.start()
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.store.close()
+
+    # ------------------------------------------------------------------ helpers
+    def exec_lock(self, arn: str) -> threading.Lock:
+        with self._lock:
+            return self._exec_locks.setdefault(arn, threading.Lock())
+
+    def load(self, arn: str) -> Any:
+        try:
+            return self.store.load(arn)
+        except ExecutionNotFoundError:
+            raise not_found(arn) from None
+
+    def exec_op(self, cp: Any) -> dict[str, Any]:
+        return next(o for o in fold(cp.records).values() if o["Type"] == "EXECUTION")
+
+    # ------------------------------------------------------------------ Invoke
+    def on_invoke(self, function: Mapping[str, Any], qualifier: str | None, headers: Any, body: bytes) -> Reply | None:
+        durable = function.get("DurableConfig")
+        if durable is None:
+            return None
+        try:
+            return self._start(function, durable, qualifier, headers, body)
+        except ApiFailure as e:
+            return e.reply()
+
+    def _start(self, function: Mapping[str, Any], durable: Mapping[str, Any], qualifier: str | None,
+               headers: Any, body: bytes) -> Reply:
+        if not qualifier:
+            raise invalid("You cannot invoke a durable function using an unqualified ARN.")
+        invocation_type = headers.get("X-Amz-Invocation-Type") or "RequestResponse"
+        if invocation_type not in ("RequestResponse", "Event"):
+            raise invalid(f"Invocation type {invocation_type} is not supported for durable functions.")
+        payload = (body or b"{}").decode("utf-8")
+        try:
+            json.loads(payload)
+        except ValueError as e:
+            raise ApiFailure(400, "InvalidRequestContentException", f"Could not parse request body into json: {e}") from e
+        name = headers.get("X-Amz-Durable-Execution-Name")
+        if name is not None and not _NAME_RE.fullmatch(name):
+            raise invalid("DurableExecutionName must be 1-64 letters, digits, hyphens or underscores.")
+        arn = self.start(function["FunctionName"], qualifier, payload, name=name,
+                         timeout=int(durable["ExecutionTimeout"]),
+                         retention=int(durable.get("RetentionPeriodInDays", 14)))
+        out = {"X-Amz-Durable-Execution-Arn": arn, "X-Amz-Executed-Version": qualifier,
+               "x-amzn-RequestId": str(uuid.uuid4())}
+        if invocation_type == "Event":
+            return 202, b"", out
+        deadline = time.monotonic() + min(SYNC_WAIT, float(durable["ExecutionTimeout"]) + 5)
+        status = self.runner.wait_terminal(arn, deadline)
+        desc = self.store.load_state(arn).state
+        if status == "SUCCEEDED":
+            result = self.service.describe(arn).get("Result")
+            return 200, (result if result is not None else "null").encode(), out
+        if status is None:
+            out["X-Amz-Function-Error"] = "Unhandled"
+            return 200, json.dumps({
+                "errorType": "Sandbox.Timedout",
+                "errorMessage": f"The durable execution {arn} is still running after the 15 minutes a "
+                                "synchronous Invoke waits; follow it with GetDurableExecution.",
+            }).encode(), out
+        error = desc.get("Error") or {}
+        out["X-Amz-Function-Error"] = "Unhandled"
+        return 200, json.dumps({
+            "errorType": error.get("ErrorType") or f"Execution{status.title().replace('_', '')}",
+            "errorMessage": error.get("ErrorMessage") or f"The durable execution ended {status}.",
+        }).encode(), out
+
+    def start(self, function_name: str, qualifier: str, payload: str, *, name: str | None,
+              timeout: int, retention: int, parent: Mapping[str, Any] | None = None) -> str:
+        """Start an execution (or return the one ``name`` already started with this payload)."""
+        with self._lock:
+            if name is not None:
+                for cp in self.store.list(limit=1_000_000):
+                    st = cp.state
+                    if st.get("DurableExecutionName") == name and st.get("FunctionName") == function_name:
+                        mine = self.exec_op(self.store.load(cp.execution_id))
+                        if (mine.get("ExecutionDetails") or {}).get("InputPayload") == payload:
+                            return cp.execution_id
+                        raise ApiFailure(409, "DurableExecutionAlreadyStartedException",
+                                         f"Durable execution with name {name} already exists with a "
+                                         "different input.")
+            arn = self.service.start_execution(
+                function_name, payload, execution_name=name or str(uuid.uuid4()), execution_timeout=timeout,
+                parent=parent, private={"Qualifier": qualifier, "Retention": retention}, version=qualifier)
+        self.runner.activate(arn)
+        return arn
+
+    # ------------------------------------------------------------------ routes
+    def route(self, method: str, path: str, query: Mapping[str, str], headers: Any, body: bytes) -> Reply | None:
+        if not path.startswith(PREFIX):
+            return None
+        parts = [unquote(p) for p in path[len(PREFIX):].split("/")]
+        try:
+            return self._route(method, parts, query, body)
+        except ApiFailure as e:
+            return e.reply()
+        except DurableServiceError as e:
+            return ApiFailure(409, "ResourceConflictException", str(e)).reply()
+
+    def _route(self, method: str, parts: list[str], query: Mapping[str, str], body: bytes) -> Reply | None:
+        head = parts[0]
+        if head == "durable-executions" and len(parts) in (2, 3):
+            arn = parts[1]
+            sub = parts[2] if len(parts) == 3 else ""
+            handler = {
+                ("POST", "checkpoint"): self.checkpoint,
+                ("GET", "state"): self.get_state,
+                ("GET", ""): self.get_execution,
+                ("GET", "history"): self.get_history,
+                ("POST", "stop"): self.stop,
+                ("POST", "pause"): self.pause,
+                ("POST", "resume"): self.resume,
+                ("DELETE", ""): self.delete,
+            }.get((method, sub))
+            if handler is not None:
+                return handler(arn, query, body)
+        if head == "durable-execution-callbacks" and len(parts) == 3 and method == "POST":
+            action = {"succeed": "SUCCEED", "fail": "FAIL", "heartbeat": "HEARTBEAT"}.get(parts[2])
+            if action is not None:
+                return self.callback(parts[1], action, body)
+        if head == "functions" and len(parts) == 3 and parts[2] == "durable-executions" and method == "GET":
+            return self.list_by_function(parts[1], query)
+        return None
+
+    # ------------------------------------------------------------------ data plane
+    def _check_token(self, arn: str, token: Any, *, latest: bool) -> Live:
+        live = self.live.get(arn)
+        if not isinstance(token, str) or live is None or \
+                (token != live.token if latest else token not in live.tokens):
+            raise invalid("Invalid checkpoint token")
+        return live
+
+    def checkpoint(self, arn: str, _query: Mapping[str, str], body: bytes) -> Reply:
+        req = shapes.body_json(body)
+        updates = req.get("Updates") or []
+        if not isinstance(updates, list):
+            raise invalid("Updates must be a list of OperationUpdate.")
+        for u in updates:
+            if not isinstance(u, dict) or not isinstance(u.get("Id"), str) or not u.get("Id"):
+                raise invalid("Each update needs an Id.")
+            if u.get("Type") not in shapes.OPERATION_TYPES:
+                raise invalid(f"Invalid operation Type {u.get('Type')!r}.")
+            if u.get("Action") not in shapes.ACTIONS:
+                raise invalid(f"Invalid operation Action {u.get('Action')!r}.")
+        with self.exec_lock(arn):
+            try:
+                stored = self.store.load_state(arn)
+            except ExecutionNotFoundError:
+                raise not_found(arn) from None
+            live = self._check_token(arn, req.get("CheckpointToken"), latest=True)
+            base = stored.version
+            if live.ops is not None and base == live.version:
+                ops, changed = live.ops, set()
+            else:  # the service wrote since (a timer, a callback, a stop): reload
+                cp = self.store.load(arn)
+                ops, base = fold(cp.records), cp.version
+                changed = {rec["Op"]["Id"] for rec in cp.records
+                           if rec.get("S") == "s" and rec.get("V", 0) > live.version and rec.get("Op")}
+            live.ops = None  # rebuilt below once the write landed
+            exec_op = ops[arn.rsplit("/", 1)[-1]]
+            if exec_op["Status"] in TERMINAL_STATUSES:
+                raise invalid(f"Durable execution {arn} is {exec_op['Status']}: it takes no checkpoints.")
+            now = self.service.now_ms()
+            records, touched, state, invokes = [], [], None, []
+            for u in updates:
+                op_type, action = u["Type"], u["Action"]
+                error = shapes.error_object(u.get("Error"))
+                err = ErrorObject.from_dict(error) if error else None
+                options: dict[str, Any] = {}
+                for key in ("ContextOptions", "StepOptions", "WaitOptions", "CallbackOptions", "ChainedInvokeOptions"):
+                    if isinstance(u.get(key), dict):
+                        options.update(u[key])
+                if op_type == "EXECUTION":
+                    if action not in ("SUCCEED", "FAIL"):
+                        raise invalid(f"An EXECUTION update must SUCCEED or FAIL, not {action}.")
+                    new, _ = transition(exec_op, op_id=exec_op["Id"], op_type="EXECUTION", action=action,
+                                        now=now, payload=u.get("Payload"), error=err)
+                    extra = {"Result": u.get("Payload")} if action == "SUCCEED" else {"Error": error}
+                    records.append(make_record(new, extra, now, "i", live.invocation_id))
+                    state = build_state(arn, exec_op, "SUCCEEDED" if action == "SUCCEED" else "FAILED", end=now,
+                                        result=u.get("Payload") if action == "SUCCEED" else None,
+                                        error=error if action == "FAIL" else None)
+                    ops[exec_op["Id"]] = exec_op = new
+                    touched.append(new["Id"])
+                    continue
+                current = ops.get(u["Id"])
+                if current is not None and current["Type"] != op_type:
+                    raise invalid(f"Operation {u['Id']} is a {current['Type']}, not a {op_type}.")
+                if current is None and action != "START" and op_type not in ("STEP", "CONTEXT"):
+                    raise invalid(f"Operation {u['Id']} does not exist: START it first.")
+                new, extra = transition(current, op_id=u["Id"], op_type=op_type, action=action, now=now,
+                                        parent_id=u.get("ParentId"), name=u.get("Name"), sub_type=u.get("SubType"),
+                                        payload=u.get("Payload"), error=err, options=options, arn=arn)
+                ops[u["Id"]] = new
+                records.append(make_record(new, extra, now, "i", live.invocation_id))
+                touched.append(u["Id"])
+                if op_type == "CHAINED_INVOKE" and action == "START" and current is None:
+                    invokes.append(u["Id"])
+            for r in records:
+                r["V"] = base + 1
+            if records or state is not None:
+                try:
+                    version = self.store.append(arn, records, expected_version=base, state=state)
+                except CheckpointConflictError:  # pragma: no cover - writes are serialised by exec_lock
+                    raise ApiFailure(429, "TooManyRequestsException", "Checkpoint conflict; retry.") from None
+            else:
+                version = base
+            live.version, live.ops = version, ops
+            token = live.rotate()
+            out_ops = [shapes.operation(ops[i], millis=False) for i in dict.fromkeys([*touched, *changed]) if i in ops]
+        for op_id in invokes:
+            self.runner.chained_invoke(arn, op_id)
+        if state is not None:
+            self.runner.wake(arn)
+        return ok({"CheckpointToken": token, "NewExecutionState": {"Operations": out_ops}})
+
+    def get_state(self, arn: str, query: Mapping[str, str], _body: bytes) -> Reply:
+        self.load(arn)
+        self._check_token(arn, query.get("CheckpointToken"), latest=False)
+        ops = list(fold(self.store.load(arn).records).values())
+        return ok(self.page_ops(ops, query.get("Marker"), shapes.int_param(query, "MaxItems", 1000), millis=False))
+
+    def page_ops(self, ops: list[dict[str, Any]], marker: str | None, size: int, *, millis: bool) -> dict[str, Any]:
+        start = _marker(marker)
+        page = ops[start:start + size]
+        out: dict[str, Any] = {"Operations": [shapes.operation(o, millis=millis) for o in page]}
+        if start + size < len(ops):
+            out["NextMarker"] = str(start + size)
+        return out
+
+    def invocation_event(self, arn: str) -> tuple[dict[str, Any], Live]:
+        """The event of a new invocation of ``arn`` (and the token it may checkpoint with)."""
+        with self.exec_lock(arn):
+            cp = self.store.load(arn)
+            live = Live(str(uuid.uuid4()), cp.version)
+            folded = fold(cp.records)
+            live.ops = dict(folded)
+            self.live[arn] = live
+        ops = list(folded.values())
+        state = self.page_ops(ops, None, self.inline_operations, millis=True)
+        state.setdefault("NextMarker", "")
+        return {"DurableExecutionArn": arn, "CheckpointToken": live.token, "InitialExecutionState": state}, live
+
+    def end_invocation(self, arn: str, live: Live) -> None:
+        """Revoke the tokens of a finished invocation (its late checkpoints are refused)."""
+        with self.exec_lock(arn):
+            if self.live.get(arn) is live:
+                del self.live[arn]
+
+    # ------------------------------------------------------------------ control plane
+    def describe(self, arn: str, include_data: bool = True) -> dict[str, Any]:
+        cp = self.load(arn)
+        st = cp.state
+        exec_op = self.exec_op(cp)
+        qualifier = exec_op.get("_Qualifier") or "$LATEST"
+        fn = st.get("FunctionName") or parse_arn(arn)["FunctionName"]
+        out: dict[str, Any] = {
+            "DurableExecutionArn": arn,
+            "DurableExecutionName": st.get("DurableExecutionName"),
+            "FunctionArn": f"arn:aws:lambda:{self.host.region}:{self.host.account}:function:{fn}:{qualifier}",
+            "Status": self._status(arn, st),
+            "StartTimestamp": shapes.seconds(st.get("StartTimestamp")),
+            "Version": qualifier,
+        }
+        if st.get("EndTimestamp") is not None:
+            out["EndTimestamp"] = shapes.seconds(st["EndTimestamp"])
+        if exec_op.get("_TimeoutAt"):
+            out["ExpectedExecutionTimeoutTimestamp"] = shapes.seconds(exec_op["_TimeoutAt"])
+        out["ExecutionDataIncluded"] = include_data
+        if include_data:
+            payload = (exec_op.get("ExecutionDetails") or {}).get("InputPayload")
+            if payload is not None:
+                out["InputPayload"] = payload
+            if st.get("Status") == "SUCCEEDED":
+                result = self.service.describe(arn).get("Result")
+                if result is not None:
+                    out["Result"] = result
+        if st.get("Error") is not None:
+            out["Error"] = st["Error"]
+        return out
+
+    def _status(self, arn: str, st: Mapping[str, Any]) -> Any:
+        """A paused running execution is PAUSING while its invocation still runs (AWS lets it
+        reach its next checkpoint), then PAUSED."""
+        if st.get("Status") != "RUNNING" or not self.runner.is_paused(arn):
+            return st.get("Status")
+        return "PAUSING" if self.runner.is_running(arn) else "PAUSED"
+
+    def get_execution(self, arn: str, query: Mapping[str, str], _body: bytes) -> Reply:
+        return ok(self.describe(arn, shapes.bool_param(query, "IncludeExecutionData", True)))
+
+    def get_history(self, arn: str, query: Mapping[str, str], _body: bytes) -> Reply:
+        cp = self.load(arn)
+        events = history_events(cp.records, include_execution_data=shapes.bool_param(query, "IncludeExecutionData"))
+        if shapes.bool_param(query, "ReverseOrder"):
+            events.reverse()
+        start = _marker(query.get("Marker"))
+        size = shapes.int_param(query, "MaxItems", 100)
+        out: dict[str, Any] = {"Events": events[start:start + size]}
+        if start + size < len(events):
+            out["NextMarker"] = str(start + size)
+        return ok(out)
+
+    def list_by_function(self, function: str, query: Mapping[str, str]) -> Reply:
+        name = function.split(":function:", 1)[-1].split(":", 1)[0]
+        if self.host.function_config(name) is None:
+            raise ApiFailure(404, "ResourceNotFoundException",
+                             f"Function not found: arn:aws:lambda:{self.host.region}:{self.host.account}:function:{name}")
+        statuses = set(query.get("Statuses", "").split(",")) - {""} if query.get("Statuses") else set()
+        if statuses - shapes.STATUSES - {"PAUSED", "PAUSING"}:
+            raise invalid(f"Statuses must be among {sorted(shapes.STATUSES)}.")
+        wanted_name = query.get("DurableExecutionName")
+        after, before = shapes.time_param(query, "StartedAfter"), shapes.time_param(query, "StartedBefore")
+        items = []
+        for cp in self.store.list(limit=1_000_000):
+            st = cp.state
+            if st.get("FunctionName") != name:
+                continue
+            desc = {k: v for k, v in self.describe(cp.execution_id, False).items()
+                    if k in ("DurableExecutionArn", "DurableExecutionName", "FunctionArn", "Status",
+                             "StartTimestamp", "EndTimestamp")}
+            if statuses and desc["Status"] not in statuses:
+                continue
+            if wanted_name and desc["DurableExecutionName"] != wanted_name:
+                continue
+            started = desc["StartTimestamp"] or 0
+            if (after is not None and started < after) or (before is not None and started > before):
+                continue
+            items.append(desc)
+        items.sort(key=lambda d: d["StartTimestamp"] or 0, reverse=shapes.bool_param(query, "ReverseOrder"))
+        start = _marker(query.get("Marker"))
+        size = shapes.int_param(query, "MaxItems", 50)
+        out: dict[str, Any] = {"DurableExecutions": items[start:start + size]}
+        if start + size < len(items):
+            out["NextMarker"] = str(start + size)
+        return ok(out)
+
+    def stop(self, arn: str, _query: Mapping[str, str], body: bytes) -> Reply:
+        error = shapes.error_object(shapes.body_json(body)) if body else None  # the body is the ErrorObject
+        self.load(arn)
+        with self.exec_lock(arn):
+            if self.store.load_state(arn).state.get("Status") in TERMINAL_STATUSES:
+                raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} has already ended.")
+            self.service.stop_execution(arn, error or None)
+            self.live.pop(arn, None)  # the running invocation's next checkpoint is refused
+        self.runner.wake(arn)
+        return ok({"StopTimestamp": self.service.clock()})
+
+    def pause(self, arn: str, _query: Mapping[str, str], body: bytes) -> Reply:
+        shapes.body_json(body)
+        if self.load(arn).state.get("Status") in TERMINAL_STATUSES:
+            raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} has already ended.")
+        self.service.record_pause(arn, True)  # persisted: a restarted service keeps it paused
+        self.runner.pause(arn, True)
+        return 202, b"{}", {}
+
+    def resume(self, arn: str, _query: Mapping[str, str], body: bytes) -> Reply:
+        shapes.body_json(body)
+        self.load(arn)
+        if not self.runner.is_paused(arn):
+            raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} is not paused.")
+        self.service.record_pause(arn, False)
+        self.runner.pause(arn, False)
+        return 202, b"{}", {}
+
+    def delete(self, arn: str, _query: Mapping[str, str], _body: bytes) -> Reply:
+        st = self.load(arn).state
+        if st.get("Status") not in TERMINAL_STATUSES:
+            raise ApiFailure(409, "ResourceConflictException",
+                             f"Durable execution {arn} is {st.get('Status')}: stop it before deleting it.")
+        self.store.delete(arn)
+        self.runner.forget(arn)
+        return ok({"DeletionRequestTimestamp": self.service.clock()}, status=202)
+
+    def callback(self, callback_id: str, action: str, body: bytes) -> Reply:
+        from lambdarun_durable.records import decode_callback_id
+
+        try:
+            arn, op_id = decode_callback_id(callback_id)
+        except ExecutionNotFoundError:
+            raise ApiFailure(404, "ResourceNotFoundException", f"Callback not found: {callback_id}") from None
+        if action == "SUCCEED":
+            payload = body.decode("utf-8", "replace") if body else None
+            kwargs: dict[str, Any] = {"payload": payload}
+        elif action == "FAIL":
+            error = shapes.error_object(shapes.body_json(body))
+            kwargs = {"error": ErrorObject.from_dict(error or {"ErrorMessage": "Callback failed"})}
+        else:
+            kwargs = {}
+        with self.exec_lock(arn):
+            try:
+                cp = self.store.load(arn)
+            except ExecutionNotFoundError:
+                raise ApiFailure(404, "ResourceNotFoundException", f"Callback not found: {callback_id}") from None
+            op = fold(cp.records).get(op_id)
+            if op is None or op["Type"] != "CALLBACK":
+                raise ApiFailure(404, "ResourceNotFoundException", f"Callback not found: {callback_id}")
+            if op["Status"] == "TIMED_OUT":
+                raise ApiFailure(400, "CallbackTimeoutException", f"Callback {callback_id} has timed out.")
+            if op["Status"] != "STARTED":
+                raise invalid(f"Callback {callback_id} is already {op['Status']}: a callback completes once.")
+            if action == "HEARTBEAT":
+                self.service.send_callback_heartbeat(callback_id)
+            elif action == "SUCCEED":
+                self.service.send_callback_success(callback_id, kwargs["payload"])
+            else:
+                self.service.send_callback_failure(callback_id, kwargs["error"])
+        if action == "HEARTBEAT":
+            self.runner.retime(arn)  # a new heartbeat deadline, never an invocation
+        else:
+            self.runner.wake(arn)
+        return ok({})
+
+
+def _marker(raw: str | None) -> int:
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(f"Invalid Marker {raw!r}: pass the NextMarker of the previous page.") from None
+    if value < 0:
+        raise invalid(f"Invalid Marker {raw!r}: pass the NextMarker of the previous page.")
+    return value
