@@ -389,6 +389,11 @@ def lambdarun_local_companions(register: dict[str, Callable[..., Callable[[], No
 
     :param register: the mapping of companion names to start functions being filled.
     :return: nothing; results are ignored.
+
+    .. versionadded:: 0.3
+    """
+
+
 # ---------------------------------------------------------------------------------------
 # the local Lambda service
 # ---------------------------------------------------------------------------------------

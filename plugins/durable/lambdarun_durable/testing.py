@@ -12,6 +12,10 @@ time. Callback deadlines are different: the runner first gives the test
 ``callback_grace`` real seconds to answer (``send_callback_*``); with
 ``callback_grace=None`` it never skips to a callback deadline by itself and time only
 moves through :meth:`advance_time`.
+
+This module is over ~500 lines because it holds the public API of AWS's testing package
+(runners, the result model, the cloud runner) under one import path, as that package's
+``runner`` module does, so a test ports by changing its imports only.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ Routes (botocore's Lambda model): ``CheckpointDurableExecution``,
 ``DeleteDurableExecution`` and ``SendDurableExecutionCallbackSuccess``/``Failure``/
 ``Heartbeat``. The re-invocations (after waits, retries, callbacks, chained invokes,
 crashes) are :mod:`.runner`'s.
+
+This module is over ~500 lines because one class answers AWS's twelve durable-execution
+operations plus the durable ``Invoke``; their shapes and the scheduler live in
+:mod:`.shapes` and :mod:`.runner`.
 """
 
 from __future__ import annotations
