@@ -101,14 +101,15 @@ def decode_token(token: str) -> dict[str, Any]:
 
 
 def encode_callback_id(arn: str, operation_id: str) -> str:
+    """A callback id naming the execution and operation: hex, so it fits botocore's
+    ``CallbackId`` pattern (``[A-Za-z0-9+/]+={0,2}``) and a URI path segment unescaped."""
     raw = json.dumps({"a": arn, "o": operation_id}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return raw.encode().hex()
 
 
 def decode_callback_id(callback_id: str) -> tuple[str, str]:
-    padded = callback_id + "=" * (-len(callback_id) % 4)
     try:
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        data = json.loads(bytes.fromhex(callback_id))
         return data["a"], data["o"]
     except Exception as e:  # noqa: BLE001
         raise ExecutionNotFoundError(

@@ -17,6 +17,7 @@ operations plus the durable ``Invoke``; their shapes and the scheduler live in
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -49,13 +50,34 @@ _NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 SYNC_WAIT = 900.0
 
 
+def _updated_since_last_invocation(records: list[dict[str, Any]]) -> list[str]:
+    """AWS's ``UpdatedOperationIds``: the operations the service changed (a wait elapsed, a
+    callback or chained invoke completed, a retry became due) since the last invocation
+    ended (its ``InvocationCompleted`` record)."""
+    last = next((n for n in range(len(records) - 1, -1, -1) if records[n].get("E") == "InvocationCompleted"), None)
+    if last is None:
+        return []
+    ids: list[str] = []
+    for rec in records[last + 1:]:
+        op = rec.get("Op")
+        if rec.get("S") == "s" and op is not None and op.get("Type") != "EXECUTION" and op["Id"] not in ids:
+            ids.append(op["Id"])
+    return ids
+
+
+def _new_token() -> str:
+    """A fresh checkpoint token: 32 random bytes in standard base64, the alphabet botocore's
+    model allows for ``CheckpointToken`` (``[A-Za-z0-9+/]+={0,2}``)."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 class Live:
     """The invocation currently running an execution: its checkpoint token (rotated on
     every checkpoint) and the store version it has seen."""
 
     def __init__(self, invocation_id: str, version: int) -> None:
         self.invocation_id = invocation_id
-        self.token = secrets.token_urlsafe(24)
+        self.token = _new_token()
         self.tokens = {self.token}
         self.version = version
         #: the execution's operations as of ``version`` (this invocation's cached view: a
@@ -63,7 +85,7 @@ class Live:
         self.ops: dict[str, Any] | None = None
 
     def rotate(self) -> str:
-        self.token = secrets.token_urlsafe(24)
+        self.token = _new_token()
         self.tokens.add(self.token)
         return self.token
 
@@ -335,12 +357,16 @@ class DurableApi:
             cp = self.store.load(arn)
             live = Live(str(uuid.uuid4()), cp.version)
             folded = fold(cp.records)
+            updated = _updated_since_last_invocation(cp.records)
             live.ops = dict(folded)
             self.live[arn] = live
         ops = list(folded.values())
         state = self.page_ops(ops, None, self.inline_operations, millis=True)
         state.setdefault("NextMarker", "")
-        return {"DurableExecutionArn": arn, "CheckpointToken": live.token, "InitialExecutionState": state}, live
+        # UpdatedOperationIds: what the service changed while the execution was suspended (AWS's
+        # SDK reads it; its instrumentation plugins see those operations as updates)
+        return {"DurableExecutionArn": arn, "CheckpointToken": live.token, "InitialExecutionState": state,
+                "UpdatedOperationIds": updated}, live
 
     def end_invocation(self, arn: str, live: Live) -> None:
         """Revoke the tokens of a finished invocation (its late checkpoints are refused)."""
