@@ -149,6 +149,7 @@ class LatencyLambda:
     def stats(self) -> dict[str, Any]:
         """Counters since the start (or the last :meth:`reset`): ``invocations`` (answered
         synchronously), ``events`` (accepted), ``throttled`` (429s), ``refused`` (403/4xx),
+        ``function_errors`` (the responder raised: answered as Lambda's ``Unhandled``),
         ``in_flight`` / ``max_in_flight``, ``connections`` (opened) / ``max_connections``
         (open at once), ``first_s`` / ``last_s`` (seconds since the reset of the first
         request and of the last answer), ``per_second`` (answers completed in each second)."""
@@ -201,7 +202,7 @@ class _Stats:
 
     def reset(self) -> None:
         self.t0 = time.monotonic()
-        self.invocations = self.events = self.throttled = self.refused = 0
+        self.invocations = self.events = self.throttled = self.refused = self.function_errors = 0
         self.max_in_flight = self.in_flight
         self.connections = 0
         self.max_connections = self.open_connections
@@ -213,7 +214,8 @@ class _Stats:
         seconds = range(max(self.per_second) + 1) if self.per_second else range(0)
         return {
             "invocations": self.invocations, "events": self.events, "throttled": self.throttled,
-            "refused": self.refused, "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
+            "refused": self.refused, "function_errors": self.function_errors,
+            "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
             "connections": self.connections, "max_connections": self.max_connections,
             "first_s": None if self.first is None else round(self.first - self.t0, 4),
             "last_s": None if self.last is None else round(self.last - self.t0, 4),
@@ -370,11 +372,18 @@ class _Endpoint:
             return
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        headers = {"X-Amz-Executed-Version": "$LATEST"}
         try:
             if self.fixed is not None:
                 answer = self.fixed
             elif self.responder is not None:
-                answer = self.responder(body)
+                try:
+                    answer = self.responder(body)
+                except Exception as exc:  # noqa: BLE001 - Lambda's answer to a handler that raised
+                    stats.function_errors += 1
+                    headers["X-Amz-Function-Error"] = "Unhandled"
+                    answer = json.dumps({"errorMessage": str(exc)[:1000], "errorType": type(exc).__name__,
+                                         "stackTrace": []}).encode()
             else:
                 answer = body
             await asyncio.sleep(self.config.duration)
@@ -385,7 +394,7 @@ class _Endpoint:
         stats.invocations += 1
         second = int(done - stats.t0)
         stats.per_second[second] = stats.per_second.get(second, 0) + 1
-        self._write(writer, 200, answer, headers={"X-Amz-Executed-Version": "$LATEST"})
+        self._write(writer, 200, answer, headers=headers)
 
 
 def _error(kind: str, message: str) -> bytes:

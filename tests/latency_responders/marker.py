@@ -11,3 +11,7 @@ def respond(body: bytes) -> bytes:
     with open(path, "a") as f:
         f.write("ran\n")
     return json.dumps({"responded": os.path.basename(path)}).encode()
+
+
+def fail(body: bytes) -> bytes:
+    raise ValueError("the responder refused this payload")

@@ -218,3 +218,13 @@ def test_the_process_exits_when_closed() -> None:
     ep.close()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_responder_that_raises_is_lambdas_unhandled_function_error() -> None:
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    with LatencyLambda(duration=0.0, responder="latency_responders.marker:fail", env=env) as ep:
+        answer = client(ep).invoke(FunctionName="f", Payload=b"{}")
+        assert answer["StatusCode"] == 200 and answer["FunctionError"] == "Unhandled"
+        body = json.loads(answer["Payload"].read())
+        assert body["errorType"] == "ValueError" and "refused this payload" in body["errorMessage"]
+        assert ep.stats()["function_errors"] == 1
