@@ -120,7 +120,8 @@ def _record(headline: Any, label: str, tasks: int, duration: float, m: dict[str,
         note=(f"{note} Endpoint: {stats['invocations']:,} answered, {stats['throttled']} throttled, "
               f"peak {stats['max_in_flight']} in flight, {stats['connections']:,} TCP connections opened "
               f"(peak {stats['max_connections']} open); answers per second {per_second}; caller CPU "
-              f"{1000 * m['caller_cpu_s'] / tasks:.2f} ms per task; load {m['load_before']} -> {m['load_after']}."),
+              f"{1000 * m['caller_cpu_s'] / tasks:.2f} ms per task, endpoint CPU {stats['cpu_s']:.1f} s in "
+              f"{m['wall_s']:.1f} s; load {m['load_before']} -> {m['load_after']}."),
         endpoint_stats=stats, caller_cpu_s=round(m["caller_cpu_s"], 3), wall_s=round(m["wall_s"], 3),
         load_before=m["load_before"], load_after=m["load_after"],
     )

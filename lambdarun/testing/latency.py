@@ -152,7 +152,8 @@ class LatencyLambda:
         ``function_errors`` (the responder raised: answered as Lambda's ``Unhandled``),
         ``in_flight`` / ``max_in_flight``, ``connections`` (opened) / ``max_connections``
         (open at once), ``first_s`` / ``last_s`` (seconds since the reset of the first
-        request and of the last answer), ``per_second`` (answers completed in each second)."""
+        request and of the last answer), ``per_second`` (answers completed in each second),
+        ``cpu_s`` (the endpoint process's own CPU time: whether it, not the caller, was the limit)."""
         return self._command("stats")
 
     def reset(self) -> dict[str, Any]:
@@ -202,6 +203,7 @@ class _Stats:
 
     def reset(self) -> None:
         self.t0 = time.monotonic()
+        self.cpu0 = time.process_time()
         self.invocations = self.events = self.throttled = self.refused = self.function_errors = 0
         self.max_in_flight = self.in_flight
         self.connections = 0
@@ -220,6 +222,7 @@ class _Stats:
             "first_s": None if self.first is None else round(self.first - self.t0, 4),
             "last_s": None if self.last is None else round(self.last - self.t0, 4),
             "per_second": [self.per_second.get(s, 0) for s in seconds],
+            "cpu_s": round(time.process_time() - self.cpu0, 3),
         }
 
 
