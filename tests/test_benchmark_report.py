@@ -57,3 +57,15 @@ def test_load_statement_is_computed(report) -> None:
     assert "1 of 1 rows ran with a 1-minute load average above the 2 cores" in text and "`test_core.py`" in text
     assert "conservative" not in text
     assert "conservative" not in report.load_summary(report.rows_from({"benchmarks": [bench("t.py", "a", 1)]}), {})
+
+
+def test_temporal_reference_configured_like_ours_is_its_own_row(report) -> None:
+    def t(name, done):
+        return {"name": name, "fullname": f"benchmarks/test_temporal.py::{name}", "stats": {"median": 1.0},
+                "extra_info": {"queued": 200, "lambda_timeout_s": 10.0, "completed_per_round": done}}
+
+    rows = report.rows_from({"benchmarks": [t("test_drain_queued_workflows[ours]", [200, 199]),
+                                            t("test_drain_queued_workflows[reference]", [30, 31]),
+                                            t("test_drain_queued_workflows[reference-like-ours]", [150, 160])]})
+    assert [(r["value"], r["reference"]) for r in rows] == [(199, 30), (199, 150)]
+    assert "configured like ours" in rows[1]["scenario"]
