@@ -5,9 +5,13 @@
   ``BackendConformance``; imports pytest, so it is not imported here),
 * :mod:`lambdarun.testing.tasks`: the functions those suites run remotely,
 * :mod:`lambdarun.testing.wire`: forged, unsigned and replayed envelopes to attack a surface,
-* :class:`FaultProxy`: a loopback TCP proxy adding latency and dropping connections.
+* :class:`FaultProxy`: a loopback TCP proxy adding latency and dropping connections,
+* :class:`LatencyLambda`: a Lambda-API endpoint in its own process that answers ``Invoke``
+  after a configured duration, with Lambda's concurrency limit and 429, running no code
+  (:mod:`lambdarun.testing.latency`; for measuring callers, ``benchmarks/test_latency_endpoint.py``).
 """
 
+from lambdarun.testing.latency import LatencyLambda
 from lambdarun.testing.proxy import DropRule, FaultProxy
 
-__all__ = ["FaultProxy", "DropRule"]
+__all__ = ["FaultProxy", "DropRule", "LatencyLambda"]
