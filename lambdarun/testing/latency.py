@@ -98,7 +98,8 @@ class LatencyLambda:
         self._lock = threading.Lock()
         child_env = {**os.environ, **(env or {})}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "lambdarun.testing.latency"],
+            # not ``-m lambdarun.testing.latency``: the package imports this module first
+            [sys.executable, "-c", "from lambdarun.testing.latency import main; main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env, text=True, bufsize=1,
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
