@@ -173,6 +173,7 @@ SHORT_TASK_S = 1.0
 sleepy_abs = lambda x, seconds: (__import__("time").sleep(seconds), abs(x))[1]  # noqa: E731
 
 
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("task_s", [0.0, SHORT_TASK_S], ids=["tiny", "1s"])
 def test_warm_round_trip(benchmark: Any, headline: Any, record_rss: None, session: Session,
                          reference_env: dict[str, str], full_bench: bool, task_s: float, tree_memory: Any) -> None:
@@ -253,6 +254,7 @@ print(json.dumps({"first_call_s": time.perf_counter() - t0}), flush=True)
 """
 
 
+@pytest.mark.timeout(1800)
 def test_first_call_of_a_process(benchmark: Any, headline: Any, record_rss: None, local_stack: Any,
                                  reference_env: dict[str, str], full_bench: bool,
                                  tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 SNIPPET = """
 import json, time
 t0 = time.perf_counter()
@@ -36,6 +38,7 @@ print(json.dumps({{"first_call_s": time.perf_counter() - t0}}), flush=True)
 FUNCTIONS = {"temporal": "abs", "durable": "lambda event, context: abs(event)"}
 
 
+@pytest.mark.timeout(1800)
 def test_first_call_of_a_process(benchmark: Any, headline: Any, record_rss: None, full_bench: bool,
                                  tmp_path: Path) -> None:
     rounds = 5 if full_bench else 1

@@ -130,6 +130,7 @@ def _record(headline: Any, label: str, tasks: int, duration: float, m: dict[str,
     headline.also(f"{label}: best whole second against the latency endpoint", float(steady), "invocations/s")
 
 
+@pytest.mark.timeout(1800)
 def test_covalent_map_against_latency_endpoint(benchmark: Any, headline: Any, record_rss: None, session: Session,
                                                endpoint: LatencyLambda, bench_size: Any, duration: float) -> None:
     tasks = bench_size(10_000, 40)
@@ -147,6 +148,7 @@ def test_covalent_map_against_latency_endpoint(benchmark: Any, headline: Any, re
             "folder (storage_url file://), where on AWS they are S3 requests.")
 
 
+@pytest.mark.timeout(1800)
 def test_boto3_threads_against_latency_endpoint(benchmark: Any, headline: Any, record_rss: None,
                                                 endpoint: LatencyLambda, bench_size: Any, duration: float) -> None:
     import boto3

@@ -64,6 +64,7 @@ def run_lithops(version: int, tasks: int, calls: int) -> dict:
     return json.loads([x for x in out.stdout.splitlines() if x.startswith("{")][-1])
 
 
+@pytest.mark.timeout(7200)
 def test_map_and_single_call_beside_lithops(benchmark: Any, headline: Any, record_rss: None, session: Session,
                                             bench_size: Any, tree_memory: Any) -> None:
     if importlib.util.find_spec("lithops") is None:
