@@ -23,6 +23,11 @@ Every request must be SigV4-signed with the endpoint's own credentials
 with Lambda's 403 before its body is read. ``Event`` invocations are accepted (202) and
 counted, not run. Statistics come over the control pipe (:meth:`LatencyLambda.stats`), not
 over HTTP.
+
+Not modelled: Lambda's scaling rate (1,000 new environments per 10 s per function: every
+slot here is warm from the start), cold starts, the Invoke request-rate quota, network
+latency between caller and Region (put a :class:`~lambdarun.testing.FaultProxy` in front for
+that), payload size limits other than the 6 MB request body.
 """
 
 from __future__ import annotations
