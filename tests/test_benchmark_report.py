@@ -69,3 +69,27 @@ def test_temporal_reference_configured_like_ours_is_its_own_row(report) -> None:
                                             t("test_drain_queued_workflows[reference-like-ours]", [150, 160])]})
     assert [(r["value"], r["reference"]) for r in rows] == [(199, 30), (199, 150)]
     assert "configured like ours" in rows[1]["scenario"]
+
+
+def test_tree_memory_counts_child_processes() -> None:
+    """benchmarks/conftest.py's TreeMemory: the peak PSS of this process and its children,
+    sampled from outside; a child holding 64 MiB shows up in it."""
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("bench_conftest", ROOT / "benchmarks" / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    hold = "import sys; b = bytearray(64 << 20); b[::4096] = b'x' * len(b[::4096]); print('ready', flush=True); sys.stdin.read()"
+    with conftest.TreeMemory() as baseline:
+        pass
+    child = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        with conftest.TreeMemory() as m:
+            assert child.stdout.readline().strip() == "ready"
+        # the last sample is taken on exit, while the child still holds its memory
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+    assert m.processes >= 2
+    assert m.peak_mib >= baseline.peak_mib + 60
