@@ -323,13 +323,16 @@ def load_summary(rows: list[dict], run: dict, cores: int | None = None) -> str:
         return "No load average was recorded per row."
     if not busy:
         return (f"The 1-minute load average stayed at or below the {cores} cores before and after every row "
-                "(column `load`).")
+                "that recorded it (column `load`)."
+                + (f" {len(rows) - len(recorded)} rows have no load recorded." if len(rows) > len(recorded) else ""))
     modules = sorted({r["module"] for r in busy if r.get("module")})
     return (f"**{len(busy)} of {len(recorded)} rows ran with a 1-minute load average above the {cores} cores** "
             f"(other work shared the machine; modules {', '.join(f'`{m}`' for m in modules)}): their absolute "
             "figures are lower than a quiet machine gives, by an amount not measured here; rerun them with "
             "`python benchmarks/report.py --only MODULE` on a quiet machine. Ratios are like for like only "
-            "where a row's note says its two sides were interleaved.")
+            "where a row's note says its two sides were interleaved."
+            + (f" {len(rows) - len(recorded)} rows have no load recorded (measured before loads were recorded)."
+               if len(rows) > len(recorded) else ""))
 
 
 def write_markdown(rows: list[dict], out: Path, when: str, run: dict) -> None:
