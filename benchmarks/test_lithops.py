@@ -110,10 +110,11 @@ def test_map_and_single_call_beside_lithops(benchmark: Any, headline: Any, recor
                                                                         if k != "reference_peak_rss_mib"})
         headline.also(
             f"single call, warm, beside Lithops localhost v{version}", statistics.median(ours["call_s"]) * 1000,
-            "ms", reference=statistics.median(ref["call_s"]) * 1000,
+            "ms", reference=statistics.median(ref["call_s"]) * 1000 if ref["call_s"] else None,
             reference_name=f"Lithops {ref['lithops']} localhost, {ref['handler']}",
             note=(f"{calls} calls one after the other, median; ours {[round(x * 1000, 1) for x in ours['call_s']]} ms, "
-                  f"Lithops v{version} {[round(x * 1000) for x in ref['call_s']]} ms"),
+                  f"Lithops v{version} {[round(x * 1000) for x in ref['call_s']]} ms, "
+                  f"{ref.get('calls_lost', 0)} of its calls lost (no answer within {ref.get('call_timeout_s')} s)"),
         )
     benchmark.extra_info["lithops"] = theirs
     benchmark.extra_info["memory_by_phase_mib"] = memory
