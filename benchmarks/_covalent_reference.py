@@ -21,7 +21,9 @@ dispatcher's ``wrapper_fn`` around a ``TransportableObject``. Each round uses a 
 ``dispatch_id`` (the plugin derives its S3 keys from it, so reusing one would return the
 previous round's result without running).
 
-Prints one JSON line: ``{"samples_s": [...], "polls_per_task": [...], "peak_rss_mib": ...,
+With ``--serve`` it runs one task per ``task [SECONDS]`` line on stdin and answers each with
+``{"elapsed_s": ..., "polls": ...}`` (the benchmark interleaves these with its own calls).
+Otherwise it prints one JSON line: ``{"samples_s": [...], "polls_per_task": [...], "peak_rss_mib": ...,
 "poll_freq": ...}`` (``polls_per_task`` counts ``get_status`` calls, i.e. head_object polls:
 1 means the first poll found the result and no ``poll_freq`` sleep was paid).
 """
@@ -51,37 +53,73 @@ def _count_polls(executor: object) -> list[int]:
     return counter
 
 
-async def _main(args: argparse.Namespace) -> dict:
-    from covalent_awslambda_plugin import AWSLambdaExecutor
+def sleepy_abs(x: int, seconds: float) -> int:
+    """A task that takes ``seconds`` (pickled by value: it is defined in ``__main__``)."""
+    time.sleep(seconds)
+    return abs(x)
 
-    options = {"function_name": args.function, "s3_bucket_name": args.bucket, "region": args.region}
-    if args.poll_freq is not None:
-        options["poll_freq"] = args.poll_freq
-    executor = AWSLambdaExecutor(**options)
-    results_dir = tempfile.mkdtemp(prefix="covalent-results-")
-    executor.cache_dir = tempfile.mkdtemp(prefix="covalent-cache-")
-    executor._init_runtime(loop=asyncio.get_running_loop())
-    polls = _count_polls(executor)
-    samples: list[float] = []
-    polls_per_task: list[int] = []
-    for i in range(args.warmup + args.rounds):
-        dispatch_id = str(uuid.uuid4())
-        polls[0] = 0
+
+class Driver:
+    """One executor, driven as Covalent's dispatcher drives it, one task per :meth:`task`."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from covalent_awslambda_plugin import AWSLambdaExecutor
+
+        options = {"function_name": args.function, "s3_bucket_name": args.bucket, "region": args.region}
+        if args.poll_freq is not None:
+            options["poll_freq"] = args.poll_freq
+        self.executor = AWSLambdaExecutor(**options)
+        self.results_dir = tempfile.mkdtemp(prefix="covalent-results-")
+        self.executor.cache_dir = tempfile.mkdtemp(prefix="covalent-cache-")
+        self.executor._init_runtime(loop=asyncio.get_running_loop())
+        self.polls = _count_polls(self.executor)
+        self.node = 0
+
+    async def task(self, seconds: float = 0.0) -> dict:
+        self.node += 1
+        i = self.node
+        self.polls[0] = 0
+        function, args = (abs, [-i]) if not seconds else (sleepy_abs, [-i, seconds])
         start = time.perf_counter()
-        output, _stdout, _stderr, status = await executor._execute(
-            function=abs, args=[-i - 1], kwargs={}, dispatch_id=dispatch_id,
-            results_dir=results_dir, node_id=i,
+        output, _stdout, _stderr, status = await self.executor._execute(
+            function=function, args=args, kwargs={}, dispatch_id=str(uuid.uuid4()),
+            results_dir=self.results_dir, node_id=i,
         )
         elapsed = time.perf_counter() - start
-        if output != i + 1:
-            raise SystemExit(f"reference executor returned {output!r} (status {status}) for abs({-i - 1})")
+        if output != i:
+            raise SystemExit(f"reference executor returned {output!r} (status {status}) for task {i}")
+        return {"elapsed_s": elapsed, "polls": self.polls[0]}
+
+
+async def _main(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    driver = Driver(args)
+    if args.serve:
+        # one task per command line ("task SECONDS"), one JSON line back: lets the benchmark
+        # interleave the reference's tasks with lambdarun's (ABAB...)
+        loop = asyncio.get_running_loop()
+        print(json.dumps({"ready": True, "poll_freq": driver.executor.poll_freq}), flush=True)
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            command, *rest = line.split()
+            if command != "task":
+                raise SystemExit(f"unknown command {command!r}")
+            print(json.dumps(await driver.task(float(rest[0]) if rest else 0.0)), flush=True)
+        return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    samples: list[float] = []
+    polls_per_task: list[int] = []
+    first = None
+    for i in range(args.warmup + args.rounds):
+        one = await driver.task(args.task_seconds)
+        if i == 0:
+            first = time.perf_counter() - started
         if i >= args.warmup:
-            samples.append(elapsed)
-            polls_per_task.append(polls[0])
+            samples.append(one["elapsed_s"])
+            polls_per_task.append(one["polls"])
     return {
         "samples_s": samples,
-        "poll_freq": executor.poll_freq,
+        "poll_freq": driver.executor.poll_freq,
         "polls_per_task": polls_per_task,
+        "first_task_since_start_s": first,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -94,6 +132,8 @@ def main() -> int:
     parser.add_argument("--poll-freq", type=float, default=None, help="default: the plugin's (5 s)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--task-seconds", type=float, default=0.0, help="0: abs(-n); else sleep this long first")
+    parser.add_argument("--serve", action="store_true", help="run one task per 'task [SECONDS]' line on stdin")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(_main(args))), flush=True)
     return 0

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import importlib.util
+import json
+import os
 import resource
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+HERE = Path(__file__).resolve().parent
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -80,18 +86,79 @@ def peak_rss_mib(children: bool = False) -> float:
     return usage.ru_maxrss * scale / (1024 * 1024)
 
 
+class TreeMemory:
+    """Peak memory of this process's whole tree (sum of PSS over this process and all its
+    descendants), sampled every ``interval`` s by ``_tree_memory.py`` in a process of its
+    own. ``with TreeMemory() as m: ...`` then ``m.peak_mib``; None where psutil is missing."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.peak_mib: float | None = None
+        self.processes: int | None = None
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> TreeMemory:
+        if importlib.util.find_spec("psutil") is None:
+            return self
+        self._proc = subprocess.Popen(
+            [sys.executable, str(HERE / "_tree_memory.py"), str(os.getpid()), str(self.interval)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        self._proc.stdout.readline()  # "ready": the first sample is being taken
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is None:
+            return
+        out, _ = self._proc.communicate(timeout=120)
+        result = json.loads(out.strip().splitlines()[-1])
+        self.peak_mib, self.processes = result["peak_mib"], result["peak_processes"]
+
+
+@pytest.fixture
+def tree_memory():
+    """``tree_memory()``: a :class:`TreeMemory` sampler to wrap one phase (e.g. a reference's
+    run) in, so both sides of a row are measured the same way."""
+    return TreeMemory
+
+
 @pytest.fixture
 def record_rss(benchmark):
-    """Store the peak RSS of this (the calling) process during the scenario in the benchmark's
-    ``extra_info["peak_rss_mib"]``. On Linux the peak is reset when the scenario starts, so
-    it is this scenario's own peak; elsewhere it is the process's lifetime peak. It covers
-    the caller and whatever runs in-process (the local Lambda service, moto's server
-    threads); the Lambda environments are separate processes. A reference run in a child
-    process reports its own peak as ``extra_info["reference_peak_rss_mib"]``."""
+    """Store the peak memory of the scenario in the benchmark's ``extra_info``:
+    ``peak_rss_mib`` is the peak sum of PSS over this process's whole tree (the caller, the
+    local Lambda service and moto's threads inside it, every Lambda environment, any child
+    process: :class:`TreeMemory`), the one definition used for lambdarun and the references.
+    A benchmark that runs a reference in its own phase measures it with ``tree_memory()`` and
+    stores ``reference_peak_rss_mib``. ``caller_peak_rss_mib`` is this process's own peak RSS
+    (Linux VmHWM, reset when the scenario starts)."""
     per_scenario = reset_peak_rss()
+    with TreeMemory() as tree:
+        yield
+    benchmark.extra_info.setdefault("peak_rss_mib", tree.peak_mib)
+    benchmark.extra_info["peak_rss_scope"] = "process tree PSS, sampled every 0.1 s"
+    benchmark.extra_info["tree_processes_at_peak"] = tree.processes
+    benchmark.extra_info["caller_peak_rss_mib"] = round(peak_rss_mib(), 1)
+    benchmark.extra_info.setdefault("caller_rss_scope", "scenario" if per_scenario else "process lifetime")
+
+
+@pytest.fixture(autouse=True)
+def record_load(request: pytest.FixtureRequest):
+    """Every benchmark records the load average (1/5/15 min) before and after it ran."""
+    if "benchmark" not in request.fixturenames:
+        yield
+        return
+    benchmark = request.getfixturevalue("benchmark")
+    before = _load()
     yield
-    benchmark.extra_info["peak_rss_mib"] = round(peak_rss_mib(), 1)
-    benchmark.extra_info.setdefault("peak_rss_scope", "scenario" if per_scenario else "process lifetime")
+    benchmark.extra_info.setdefault("load_before", before)
+    benchmark.extra_info.setdefault("load_after", _load())
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 class Headline:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lambdarun.calls import decode_call, encode_call
+from lambdarun.errors import EnvelopeSignatureError
 from lambdarun.plugins import make_plugin_manager
 from lambdarun.session import Session
 
@@ -84,9 +85,14 @@ def test_envelope_encode(benchmark, headline, record_rss, session, size, bench_s
 def test_envelope_decode(benchmark, headline, record_rss, session, size, bench_size):
     payload = os.urandom(bench_size(SIZES[size], min(SIZES[size], 4096)))
     data = encode_call(session, len, (payload,))
+    # the row measures verification: the session has a key and a tampered envelope is refused
+    tampered = data[:-1] + bytes([data[-1] ^ 1])
+    with pytest.raises(EnvelopeSignatureError):
+        decode_call(session, tampered)
     call = benchmark(decode_call, session, data)
     assert call.args[0] == payload
-    headline.set(f"core: envelope decode + verify, {size} argument", payload_bytes=len(payload))
+    headline.set(f"core: envelope decode + verify (HMAC-SHA256, {len(session.signing_key)}-byte key), {size} argument",
+                 payload_bytes=len(payload))
 
 
 #: issue 14: what the at-most-once claim may add to a warm tiny call on the local target
