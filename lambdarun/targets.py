@@ -119,6 +119,15 @@ class Boto3Target:
             core = botocore.session.Session(profile=self._profile)
             if self._credentials_file:
                 core.set_config_variable("credentials_file", self._credentials_file)
+                # a configured credentials file wins over AWS_* variables in the environment
+                # (botocore's own chain would take those first)
+                from botocore.credentials import SharedCredentialProvider
+
+                creds = SharedCredentialProvider(
+                    creds_filename=self._credentials_file, profile_name=self._profile or "default"
+                ).load()
+                if creds is not None:
+                    core.set_credentials(creds.access_key, creds.secret_key, creds.token)
             self._boto_session = boto3.session.Session(
                 botocore_session=core, region_name=self.region, **self._credentials
             )
