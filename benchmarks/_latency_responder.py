@@ -19,7 +19,14 @@ import time
 from lambdarun.calls import OUTCOME, bound_meta
 from lambdarun.envelope import Envelope, pack, unpack
 from lambdarun.plugins import make_plugin_manager
-from lambdarun.protocol import build_reply, is_call_event, parse_call_event
+from lambdarun.protocol import (
+    build_batch_reply,
+    build_reply,
+    is_batch_event,
+    is_call_event,
+    parse_batch_event,
+    parse_call_event,
+)
 from lambdarun.session import Session
 from lambdarun_covalent.versions import answer_probe
 
@@ -35,6 +42,12 @@ def respond(body: bytes) -> bytes:
     probe = answer_probe(event)
     if probe is not None:
         return json.dumps(probe).encode()
+    if is_batch_event(event):  # the covalent map's batches: one reply per call, in order
+        return json.dumps(build_batch_reply([_reply(e) for e in parse_batch_event(event)])).encode()
+    return json.dumps(_reply(event)).encode()
+
+
+def _reply(event: dict) -> dict:
     if not is_call_event(event):
         raise ValueError("not a lambdarun call event")
     call = unpack(parse_call_event(event).inline_call(), KEY, max_age=300)  # verified, nothing unpickled
@@ -42,4 +55,4 @@ def respond(body: bytes) -> bytes:
     outcome = Envelope(kind=OUTCOME, parts=(ENCODED,), meta={
         "ok": True, "stdout": "", "stderr": "", "duration": time.perf_counter() - started,
         **bound_meta(call.meta)})
-    return json.dumps(build_reply(outcome=pack(outcome, KEY))).encode()
+    return build_reply(outcome=pack(outcome, KEY))
