@@ -372,6 +372,7 @@ def test_malformed_requests_get_aws_400s_and_change_nothing(lam, local_stack):
     name = durable_function(lam, CALLBACK)
     arn = start(lam, name)
     cid = callback_id(lam, arn)
+    wait_for(lambda: invocations(lam, arn) == 1, "the first invocation's end")  # then nothing moves by itself
     quoted = quote(arn, safe="")
     before = events(lam, arn)
     cases = [
