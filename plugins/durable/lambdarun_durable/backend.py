@@ -66,6 +66,38 @@ def _error_type(payload: bytes) -> str | None:
     return body.get("errorType") if isinstance(body, dict) else None
 
 
+def api_function_name(settings: Any) -> str:
+    """The durable function the backend starts executions in on the durable-execution API:
+    ``durable.function_name``, else ``<function_name>-durable`` (a durable function answers
+    only durable Invokes: never the core runtime function)."""
+    config: DurableConfig = settings.section("durable")
+    return config.function_name or f"{settings.function_name}-durable"
+
+
+def target_has_durable_api(lam: Any, function_name: str) -> bool:
+    """Ask a Lambda service (a boto3 ``lambda`` client): ``ListDurableExecutionsByFunction``
+    answers (or says the function does not exist yet) only where the durable API is served."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        lam.list_durable_executions_by_function(FunctionName=function_name, MaxItems=1)
+    except ClientError as exc:
+        return exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+    except BotoCoreError:
+        return False
+    return True
+
+
+def uses_durable_api(session: Session) -> bool:
+    """The ``durable.api`` switch resolved for ``session``'s target: True where executions
+    live on the target's durable-execution API, False where the in-process orchestrator
+    keeps them in the checkpoint store (``durable.store_url``)."""
+    mode = session.settings.section("durable").api
+    if mode != "auto":
+        return mode == "api"
+    return target_has_durable_api(session.target.client("lambda"), api_function_name(session.settings))
+
+
 class DurableExecutionFailed(RemoteExecutionError):
     """The durable execution ended FAILED, STOPPED or TIMED_OUT; ``error`` is its ErrorObject."""
 
@@ -99,27 +131,11 @@ class DurableBackend(Backend):
     def uses_api(self) -> bool:
         """Whether executions run on the target's durable-execution API (else in-process)."""
         if self._api is None:
-            mode = self.config.api
-            self._api = mode == "api" or (mode == "auto" and self._target_has_api())
+            self._api = uses_durable_api(self.session)
         return self._api
 
-    def _target_has_api(self) -> bool:
-        """Ask the target's Lambda service: ``ListDurableExecutionsByFunction`` answers (or
-        says the function does not exist yet) only where the durable API is served."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        lam = self.session.target.client("lambda")
-        try:
-            lam.list_durable_executions_by_function(FunctionName=self._api_function_name(), MaxItems=1)
-        except ClientError as exc:
-            return exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
-        except BotoCoreError:
-            return False
-        return True
-
     def _api_function_name(self) -> str:
-        # a durable function answers only durable Invokes: never the core runtime function
-        return self.config.function_name or f"{self.session.settings.function_name}-durable"
+        return api_function_name(self.session.settings)
 
     # -- the function everything runs in
     def function_spec(self) -> FunctionSpec:

@@ -135,7 +135,7 @@ def test_callback_completed_through_api_and_cli(make_session: Callable[..., Any]
                 callback_id = ev["CallbackStartedDetails"]["CallbackId"]
         time.sleep(0.05)
     assert callback_id
-    env = {"LAMBDARUN_DURABLE__STORE_URL": f"sqlite:///{tmp_path}/durable.db"}
+    env = {"LAMBDARUN_DURABLE__STORE_URL": f"sqlite:///{tmp_path}/durable.db", "LAMBDARUN_DURABLE__API": "orchestrator"}
     cli = CliRunner()
     r = cli.invoke(durable_cli, ["send-callback-success", callback_id, "alice"], env=env)
     assert r.exit_code == 0, r.output
