@@ -81,8 +81,8 @@ def test_plugins_add_their_pages_through_the_hook(lambdarun_plugin_manager: Any,
     registry = DashboardRegistry()
     pm.hook.lambdarun_dashboard_pages(register=registry)
     assert [p.id for p in registry.pages()] == ["functions", "invocations", "runs", "durable", "temporal"]
-    (callback,) = [r for r in registry.get("durable").routes if r.write]  # the one write action
-    assert callback.rule == "/callback"
+    # the only write actions: the durable page's (each POST-only, behind the token)
+    assert [r.rule for r in registry.get("durable").routes if r.write] == ["/callback", "/stop", "/pause", "/resume"]
     assert not any(r.write for p in registry.pages() if p.id != "durable" for r in p.routes)
 
 

@@ -1,5 +1,10 @@
 """The durable page of the lambdarun dashboard: executions, their history as a timeline, and
-the one write action: completing a pending callback (needs the dashboard token).
+its write actions (each a POST that needs the dashboard token): completing a pending
+callback, stopping, pausing and resuming an execution.
+
+It reads and acts through :func:`lambdarun_durable.control.open_control`, as ``lambdarun
+durable`` does: the target's durable-execution API (the local service, AWS) through its boto3
+``lambda`` client, or the orchestrator's store where ``durable.api = "orchestrator"``.
 
 Registered through the ``lambdarun_dashboard_pages`` hook (see :mod:`lambdarun.dashboard`).
 """
@@ -9,6 +14,8 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TimelineOperation", "Timeline", "build_timeline", "durable_page"]
 
-STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "STOPPED", "TIMED_OUT")
 _EVENT = re.compile(r"^(Step|Wait|Callback|Context|ChainedInvoke)(Started|Succeeded|Failed|TimedOut|Stopped|Cancelled)$")
 _TERMINAL_EXECUTION = ("ExecutionSucceeded", "ExecutionFailed", "ExecutionStopped", "ExecutionTimedOut")
 
@@ -240,12 +246,29 @@ def _tree_order(ops: list[TimelineOperation]) -> list[TimelineOperation]:
 # ---------------------------------------------------------------------------------------
 
 
-def _service(ctx: ViewContext) -> Any:
-    from lambdarun_durable.service import DurableService
+_CONTROLS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_CONTROLS_LOCK = threading.Lock()
+
+
+def _control(ctx: ViewContext) -> Any:
+    """The session's :func:`~lambdarun_durable.control.open_control` (made once per session:
+    ``durable.api = "auto"`` asks the target once, not on every refresh)."""
+    from lambdarun_durable.control import open_control
 
     session = ctx.session
-    url = session.settings.section("durable").resolved_store_url()
-    return DurableService(session.checkpoint_store(url), region=session.settings.region), url
+    with _CONTROLS_LOCK:
+        control = _CONTROLS.get(session)
+        if control is None:
+            control = _CONTROLS[session] = open_control(session)
+    return control
+
+
+def _function_of(execution: dict[str, Any]) -> str:
+    """The function's name: ``FunctionName`` (the store), else from ``FunctionArn`` (the API)."""
+    if execution.get("FunctionName"):
+        return str(execution["FunctionName"])
+    arn = str(execution.get("FunctionArn") or "")
+    return arn.split(":function:", 1)[-1].split(":", 1)[0] if ":function:" in arn else arn
 
 
 def _available(ctx: ViewContext) -> str | None:
@@ -256,62 +279,125 @@ def _available(ctx: ViewContext) -> str | None:
     return None
 
 
+def _refused(exc: Exception) -> Any:
+    from werkzeug.exceptions import BadRequest, NotFound
+
+    from lambdarun.errors import ExecutionNotFoundError
+
+    if isinstance(exc, ExecutionNotFoundError):
+        return NotFound(str(exc))
+    return BadRequest(f"{type(exc).__name__}: {exc}")
+
+
 def executions_list(ctx: ViewContext, request: Request) -> str:
-    service, url = _service(ctx)
+    from lambdarun.errors import ConfigError, LambdarunError
+
+    from lambdarun_durable.control import LIST_STATUSES, ListFilter, statuses_of
+
+    control = _control(ctx)
     status = request.args.get("status") or None
+    function = (request.args.get("function") or "").strip() or control.function_name
     try:
         limit = max(1, min(5000, int(request.args.get("limit") or 100)))
     except ValueError:
         limit = 100
-    executions = service.list_executions(status=status, limit=limit)
+    problem = None
+    executions: list[dict[str, Any]] = []
+    try:
+        statuses = statuses_of([status]) if status else ()
+        executions = control.list_executions(function if control.kind == "api" else None,
+                                             ListFilter(statuses=statuses, reverse=True),
+                                             max_items=limit)["DurableExecutions"]
+    except ConfigError as exc:
+        raise _refused(exc) from None
+    except LambdarunError as exc:  # e.g. the function does not exist yet: say so on the page
+        problem = f"{type(exc).__name__}: {exc}"
+    for e in executions:
+        e.setdefault("FunctionName", _function_of(e))
+    where = f"function {function}" if control.kind == "api" else f"store {control.store_url}"
     return ctx.render(
-        "list.html", executions=executions, status=status, statuses=STATUSES, limit=limit, store_url=url
+        "list.html", executions=executions, status=status, statuses=LIST_STATUSES, limit=limit, where=where,
+        function=function if control.kind == "api" else None, problem=problem,
     )
 
 
 def execution_detail(ctx: ViewContext, request: Request) -> str:
-    from werkzeug.exceptions import NotFound
-
-    from lambdarun.errors import ExecutionNotFoundError
+    from lambdarun.errors import LambdarunError
 
     arn = request.args.get("arn") or ""
-    service, _url = _service(ctx)
+    control = _control(ctx)
     try:
-        summary = service.describe(arn)
-        events = service.get_history(arn)["Events"]
-    except ExecutionNotFoundError:
-        raise NotFound(f"no durable execution {arn!r} in this store") from None
+        summary = control.describe(arn)
+        events = control.history(arn)["Events"]
+    except LambdarunError as exc:
+        raise _refused(exc) from None
+    summary.setdefault("FunctionName", _function_of(summary))
     timeline = build_timeline(events)
+    status = summary.get("Status")
+    actions = []
+    if status in ("RUNNING", "PAUSING", "PAUSED"):
+        actions.append(("stop_execution", "Stop"))
+    if control.kind == "api" and status == "RUNNING":
+        actions.append(("pause_execution", "Pause"))
+    if control.kind == "api" and status in ("PAUSING", "PAUSED"):
+        actions.append(("resume_execution", "Resume"))
     return ctx.render(
-        "detail.html", arn=arn, summary=summary, timeline=timeline, events=events,
+        "detail.html", arn=arn, summary=summary, timeline=timeline, events=events, actions=actions,
         flash=request.args.get("flash"),
     )
 
 
-def complete_callback(ctx: ViewContext, request: Request) -> Any:
-    """POST (token required): ``send_callback_success(callback_id, result)``, then back."""
+def _act(ctx: ViewContext, request: Request, action: Any, flash: str) -> Any:
+    """Run ``action(control, arn)`` for the form's ``arn``; back to its page with ``flash``."""
     from werkzeug.exceptions import BadRequest
     from werkzeug.utils import redirect
 
     from lambdarun.errors import LambdarunError
 
-    callback_id = request.form.get("callback_id") or ""
     arn = request.form.get("arn") or ""
+    if not arn:
+        raise BadRequest("arn is required")
+    try:
+        action(_control(ctx), arn)
+    except LambdarunError as exc:
+        raise _refused(exc) from None
+    return redirect(ctx.url("execution_detail", arn=arn, flash=flash), code=303)
+
+
+def complete_callback(ctx: ViewContext, request: Request) -> Any:
+    """POST (token required): SendDurableExecutionCallbackSuccess, then back."""
+    from werkzeug.exceptions import BadRequest
+
+    callback_id = request.form.get("callback_id") or ""
     result = request.form.get("result", "")
     if not callback_id:
         raise BadRequest("callback_id is required")
-    service, _url = _service(ctx)
-    try:
-        service.send_callback_success(callback_id, result)
-    except LambdarunError as exc:
-        raise BadRequest(f"{type(exc).__name__}: {exc}") from None
-    return redirect(ctx.url("execution_detail", arn=arn, flash="callback completed"), code=303)
+    return _act(ctx, request, lambda c, _arn: c.send_callback_success(callback_id, result), "callback completed")
+
+
+def stop_execution(ctx: ViewContext, request: Request) -> Any:
+    """POST (token required): StopDurableExecution."""
+    error = {"ErrorMessage": "Stopped from the dashboard", "ErrorType": "ExecutionStopped"}
+    return _act(ctx, request, lambda c, arn: c.stop(arn, error), "execution stopped")
+
+
+def pause_execution(ctx: ViewContext, request: Request) -> Any:
+    """POST (token required): PauseDurableExecution."""
+    return _act(ctx, request, lambda c, arn: c.pause(arn, reason="paused from the dashboard"), "execution paused")
+
+
+def resume_execution(ctx: ViewContext, request: Request) -> Any:
+    """POST (token required): ResumeDurableExecution."""
+    return _act(ctx, request, lambda c, arn: c.resume(arn, reason="resumed from the dashboard"), "execution resumed")
 
 
 LIST_HTML = """{% extends "base.html" %}
 {% block content %}
-<h1>Durable executions <span class="muted" style="font-size:12px">store {{ store_url }}</span></h1>
+<h1>Durable executions <span class="muted" style="font-size:12px">{{ where }}</span></h1>
 <form class="filters" method="get" action="{{ url('executions_list') }}">
+  {% if function is not none %}<label>function
+    <input type="text" name="function" id="filter-function" value="{{ function }}" aria-label="durable function">
+  </label>{% endif %}
   <label>status
     <select name="status" id="filter-status">
       <option value="">all</option>
@@ -321,6 +407,7 @@ LIST_HTML = """{% extends "base.html" %}
 </form>
 <section data-live id="live">
 {% block live %}
+{% if problem %}<p class="muted" id="list-problem">{{ problem }}</p>{% endif %}
 <table id="executions">
 <thead><tr><th>started</th><th>name</th><th>function</th><th>status</th><th>ended</th></tr></thead>
 <tbody>
@@ -338,7 +425,7 @@ LIST_HTML = """{% extends "base.html" %}
 </tbody>
 </table>
 {% if executions|length >= limit %}
-<div class="pager"><a id="more" href="{{ url('executions_list', status=status, limit=limit + 100) }}">show more</a></div>
+<div class="pager"><a id="more" href="{{ url('executions_list', status=status, function=function, limit=limit + 100) }}">show more</a></div>
 {% endif %}
 {% endblock %}
 </section>
@@ -360,6 +447,17 @@ DETAIL_HTML = """{% extends "base.html" %}
   <dt>ended</dt><dd>{{ summary.get("EndTimestamp")|time }}</dd>
   <dt>invocations</dt><dd>{{ timeline.invocations|length }}</dd>
 </dl>
+{% for endpoint, label in actions %}
+<form class="execution-action" method="post" action="{{ url(endpoint) }}" data-action="{{ label|lower }}" style="display:inline-block">
+  <input type="hidden" name="arn" value="{{ arn }}">
+  {% if form_token %}
+  <input type="hidden" name="token" value="{{ form_token }}">
+  {% else %}
+  <input type="password" name="token" placeholder="dashboard token" aria-label="dashboard token" autocomplete="off">
+  {% endif %}
+  <button type="submit">{{ label }}</button>
+</form>
+{% endfor %}
 {% if timeline.pending_callbacks %}
 <h2>Waiting for callbacks</h2>
 {% for op in timeline.pending_callbacks %}
@@ -450,6 +548,9 @@ def durable_page() -> Any:
             Route("/", executions_list),
             Route("/execution", execution_detail),
             Route("/callback", complete_callback, write=True),
+            Route("/stop", stop_execution, write=True),
+            Route("/pause", pause_execution, write=True),
+            Route("/resume", resume_execution, write=True),
         ),
         templates={"list.html": LIST_HTML, "detail.html": DETAIL_HTML},
         available=_available,
