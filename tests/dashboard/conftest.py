@@ -68,8 +68,9 @@ def make_session(lambdarun_session: Callable[..., Any], local_stack: Any, state:
                 "local": {"state_dir": str(local_stack.state_dir)},
                 "dashboard": {"journal_path": str(state / "journal.db"), "refresh": 0.5},
                 "covalent": {"function_name": COVALENT_FUNCTION},
-                "durable": {"store_url": f"sqlite:///{state}/durable.db", "function_name": DURABLE_FUNCTION,
-                            "api": "orchestrator"},  # the dashboard reads the orchestrator's store
+                # durable.api = auto: executions on the local service's durable-execution API, which
+                # the dashboard reads and acts through (the store stays unused)
+                "durable": {"store_url": f"sqlite:///{state}/durable.db", "function_name": DURABLE_FUNCTION},
                 **overrides,
             },
         )

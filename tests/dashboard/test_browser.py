@@ -245,7 +245,7 @@ def test_callback_refused_without_token(
                  headers={"Origin": "http://rebound.test:%d" % dashboard.port})[0] == 403
     assert _get(dashboard, "/durable/callback")[0] == 405  # never by GET
     assert not future.done()
-    assert session.backend("durable").service.describe(arn)["Status"] == "RUNNING"
+    assert session.target.client("lambda").get_durable_execution(DurableExecutionArn=arn)["Status"] == "RUNNING"
 
     # with the token it goes through (and ends the execution this test started)
     status, _ = _post(dashboard, "/durable/callback", {**form_body, "result": "trent", "token": dashboard.token})

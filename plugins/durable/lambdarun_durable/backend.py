@@ -160,7 +160,18 @@ class DurableBackend(Backend):
         )
 
     def register_durable_function(self, function_name: str, handler: Callable) -> None:
-        """Let ``context.invoke(function_name, ...)`` run ``handler`` on the runtime function."""
+        """Let ``context.invoke(function_name, ...)`` run ``handler`` on the runtime function.
+
+        The in-process orchestrator's path only: on a durable-execution API the service runs a
+        chained invoke in the function it names, so that function must be deployed (as on AWS,
+        whose cloud test runner registers nothing either); this raises ConfigError there."""
+        if self.uses_api:
+            raise ConfigError(
+                f"register_durable_function({function_name!r}) works only with durable.api = 'orchestrator': "
+                "on the target's durable-execution API the service invokes the function a chained invoke names. "
+                f"Create {function_name!r} on the target (with DurableConfig for a durable handler), or set "
+                "durable.api = 'orchestrator'"
+            )
         self._functions[function_name] = as_durable_handler(handler)
 
     # -- Backend API
