@@ -98,7 +98,7 @@ class ApiControl:
     # -- errors
     def _call(self, what: str, subject: str, fn: Any, /, **params: Any) -> dict[str, Any]:
         subject = subject if len(subject) <= 200 else subject[:200] + "..."
-        from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
         try:
             return _plain(fn(**params))
@@ -106,6 +106,11 @@ class ApiControl:
             raise self._error(what, subject, exc) from None
         except ParamValidationError as exc:
             raise DurableApiError(f"{what} {subject}: the request is malformed ({exc})", code="ValidationError") from None
+        except NoCredentialsError as exc:
+            raise DurableApiError(
+                f"{what} {subject}: no credentials for the Lambda service at {self.where} ({exc}): configure "
+                "the aws target's credentials (aws.profile, aws.credentials_file or AWS_* variables)",
+                code="NoCredentialsError") from None
         except BotoCoreError as exc:
             raise DurableApiError(
                 f"{what} {subject}: the Lambda service at {self.where} did not answer ({exc}). Check that the "

@@ -270,3 +270,23 @@ def test_orchestrator_setting_reads_the_store_instead(cli, local_stack, tmp_path
     refused(runner.invoke(durable_cli, ["pause", arn], env=env), "needs a durable-execution API")
     assert ok(runner.invoke(durable_cli, ["list"], env=env)) == {"DurableExecutions": []}
     assert ok(cli("describe", arn))["Status"] == "RUNNING"
+
+
+def test_the_aws_target_reaches_the_same_api(local_stack, lam, waiting, tmp_path):
+    """target = "aws" (boto3 with an endpoint and a credentials file, as for AWS itself)
+    pointed at the local service: the same commands, the same answers."""
+    arn, _cid = waiting
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[default]\naws_access_key_id = {local_stack.credentials.access_key_id}\n"
+                     f"aws_secret_access_key = {local_stack.credentials.secret_access_key}\n")
+    creds.chmod(0o600)
+    env = {"LAMBDARUN_TARGET": "aws", "LAMBDARUN_REGION": "us-east-1",
+           "LAMBDARUN_AWS__LAMBDA_ENDPOINT_URL": local_stack.lambda_url,
+           "LAMBDARUN_AWS__CREDENTIALS_FILE": str(creds), "LAMBDARUN_DURABLE__API": "api"}
+    runner = CliRunner()
+    assert ok(runner.invoke(durable_cli, ["describe", arn], env=env))["Status"] == "RUNNING"
+    assert ok(runner.invoke(durable_cli, ["stop", arn], env=env))["StopTimestamp"]
+    assert status(lam, arn) == "STOPPED"
+    # nothing listens there: a clear error, not a traceback
+    down = {**env, "LAMBDARUN_AWS__LAMBDA_ENDPOINT_URL": "http://127.0.0.1:9"}
+    refused(runner.invoke(durable_cli, ["describe", arn], env=down), "did not answer", "http://127.0.0.1:9")
