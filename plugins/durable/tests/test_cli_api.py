@@ -142,6 +142,8 @@ def test_describe_and_history(cli, lam, waiting):
     assert [e["EventId"] for e in first["Events"]] == [e["EventId"] for e in events[:2]] and first["NextToken"]
     rest = ok(cli("history", arn, "--starting-token", first["NextToken"]))
     assert [e["EventId"] for e in rest["Events"]] == [e["EventId"] for e in events[2:]]
+    # a token that is no page's: the service's own refusal
+    refused(cli("history", arn, "--starting-token", "garbage"), "InvalidParameterValueException", "Marker")
 
 
 def test_read_commands_on_an_unknown_or_malformed_arn(cli):
@@ -180,6 +182,7 @@ def test_list_filters_and_pages(cli, lam, function):
     assert len(page["DurableExecutions"]) == 1 and page["NextToken"]
     rest = ok(cli("list", "--starting-token", page["NextToken"]))["DurableExecutions"]
     assert [e["DurableExecutionArn"] for e in page["DurableExecutions"] + rest] == arns
+    refused(cli("list", "--starting-token", "garbage"), "InvalidParameterValueException", "Marker")
 
 
 def test_list_refuses_unknown_functions_and_malformed_filters(cli):
