@@ -253,6 +253,42 @@ def test_callback_refused_without_token(
     assert future.result(timeout=30)["approved_by"] == "trent"
 
 
+def test_pause_resume_and_stop_from_page(
+    make_session: Callable[..., Any], dashboard: DashboardServer, page: Any, screenshot: Callable[[str], Any],
+    tmp_path: Any,
+) -> None:
+    """The execution's Pause, Resume and Stop buttons act through the durable-execution API."""
+    session = make_session()
+    future, arn = _start_durable(session, tmp_path)
+    lam = session.target.client("lambda")
+
+    def api_status() -> str:
+        return lam.get_durable_execution(DurableExecutionArn=arn)["Status"]
+
+    page.goto(dashboard.url_with_token)
+    page.goto(dashboard.url + "durable/execution?arn=" + urllib.parse.quote(arn, safe=""))
+    assert page.locator("form[data-action='resume']").count() == 0
+    page.locator("form[data-action='pause'] button").click()
+    page.wait_for_selector("#flash")
+    assert "execution paused" in page.inner_text("#flash")
+    assert api_status() in ("PAUSING", "PAUSED")
+    page.locator("#execution-status", has_text="PAUSED").wait_for(timeout=15_000)
+    screenshot("durable-execution-paused")
+    page.locator("form[data-action='resume'] button").click()
+    page.wait_for_selector("#flash")
+    assert "execution resumed" in page.inner_text("#flash") and api_status() == "RUNNING"
+    page.locator("form[data-action='stop'] button").click()
+    page.wait_for_selector("#flash")
+    assert "execution stopped" in page.inner_text("#flash")
+    assert api_status() == "STOPPED"
+    page.locator("#execution-status", has_text="STOPPED").wait_for(timeout=15_000)
+    assert page.locator("form[data-action]").count() == 0
+    from lambdarun_durable.backend import DurableExecutionFailed
+
+    with pytest.raises(DurableExecutionFailed, match="ended STOPPED"):
+        future.result(timeout=30)
+
+
 def _get(dashboard: DashboardServer, path: str, host: str | None = None) -> tuple[int, str]:
     """GET with a given Host header ("" sends none at all)."""
     conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)

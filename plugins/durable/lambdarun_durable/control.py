@@ -26,7 +26,8 @@ from lambdarun.errors import ConfigError, ExecutionNotFoundError, LambdarunError
 if TYPE_CHECKING:
     from lambdarun.session import Session
 
-__all__ = ["DurableApiError", "ListFilter", "ApiControl", "StoreControl", "open_control"]
+__all__ = ["DurableApiError", "DurableExecutionNotFoundError", "ListFilter", "LIST_STATUSES", "ApiControl",
+           "StoreControl", "open_control", "statuses_of"]
 
 #: ListDurableExecutionsByFunction's Statuses (botocore's ExecutionStatus, less DELETING)
 LIST_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "STOPPED", "PAUSING", "PAUSED")
