@@ -1,7 +1,8 @@
-"""Where a durable step's time goes: CPU per step on each side of the local durable API.
+"""The rows of ``test_durable_service.py``, and where a durable step's time goes: CPU per
+step on each side of the local durable API.
 
-Not a benchmark module (pytest does not collect it); a measuring tool for the rows of
-``test_durable_service.py``. It runs the same N-step handler
+Not a benchmark module (pytest does not collect it): the benchmark imports its row runners,
+and run as a script it prints CPU per step and profiles. It runs the same N-step handler
 
 * ``floor``: AWS's SDK (unmodified) in this process against a null durable service (a
   ``DurableServiceClient`` that answers each checkpoint with a new token and the operations
@@ -12,13 +13,16 @@ Not a benchmark module (pytest does not collect it); a measuring tool for the ro
 * ``lrd``: lambdarun_durable's handler, the same way (per-step commits; ``lrd-batched``:
   ``checkpoint_batching``);
 * ``runner``: AWS's in-process test runner (``aws-durable-execution-sdk-python-testing``);
+* ``floor-nowait`` (diagnostic only, a *modified* SDK): ``floor`` with the SDK's 1 ms wait
+  for sibling checkpoints (``_BLOCKED_CALLER_WAIT_SECONDS``) set to 0, which shows where
+  the floor's wall time goes;
 
 and prints, per step: wall time, the CPU of the service's side (this process: the local
 service runs embedded in it), the CPU of the function's worker process (from
 ``/proc/<pid>/stat``), and the number of checkpoint requests the service answered.
 
-    python benchmarks/durable_cpu.py --steps 1000 --rounds 3 floor sdk lrd runner
-    python benchmarks/durable_cpu.py --profile service sdk   # cProfile of the service side
+    python benchmarks/_durable_rows.py --steps 1000 --rounds 3 floor sdk lrd runner
+    python benchmarks/_durable_rows.py --profile service sdk   # cProfile of the service side
 """
 
 from __future__ import annotations
@@ -37,9 +41,30 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-SDK_SOURCE = '''
+#: the handlers' main thread under cProfile when the event names a file (``--profile function``)
+PROFILED = '''
+import cProfile, functools
+
+def profiled(handler):
+    @functools.wraps(handler)
+    def run(event, context):
+        ops = (event.get("InitialExecutionState") or {}).get("Operations") or [{}]
+        payload = (ops[0].get("ExecutionDetails") or {}).get("InputPayload") or "{}"
+        path = __import__("json").loads(payload).get("profile_to")
+        if not path:
+            return handler(event, context)
+        prof = cProfile.Profile()
+        try:
+            return prof.runcall(handler, event, context)
+        finally:
+            prof.dump_stats(path)
+    return run
+'''
+
+SDK_SOURCE = PROFILED + '''
 from aws_durable_execution_sdk_python import durable_execution
 
+@profiled
 @durable_execution
 def handler(event, context):
     total = 0
@@ -48,10 +73,11 @@ def handler(event, context):
     return total
 '''
 
-LRD_SOURCE = '''
+LRD_SOURCE = PROFILED + '''
 from lambdarun_durable import durable_execution
 
 
+@profiled
 @durable_execution
 def handler(event, ctx):
     total = 0
@@ -62,11 +88,12 @@ def handler(event, ctx):
 
 #: the same handler with checkpoint batching, the explicit opt-in (an invocation input with
 #: ``batching=True``, as lambdarun's own Lambda handler sets from ``[durable] checkpoint_batching``)
-LRD_BATCHED_SOURCE = LRD_SOURCE.replace("def handler(", "def batched(") + '''
+LRD_BATCHED_SOURCE = LRD_SOURCE.replace("@profiled\n", "").replace("def handler(", "def batched(") + '''
 
 from lambdarun_durable.execution import DurableInvocationInput
 
 
+@profiled
 def handler(event, context):
     inv = DurableInvocationInput.from_event(event)
     inv.batching = True
@@ -124,8 +151,21 @@ class NullService:
         return StateOutput.from_dict({"Operations": []})
 
 
-def floor(steps: int) -> dict[str, Any]:
-    """The unmodified SDK against :class:`NullService`, in this process."""
+def floor(steps: int, *, no_wait: bool = False) -> dict[str, Any]:
+    """The unmodified SDK against :class:`NullService`, in this process (``no_wait``: with
+    its 1 ms wait for sibling checkpoints set to 0, a diagnostic; restored afterwards)."""
+    import aws_durable_execution_sdk_python.state as sdk_state
+
+    saved = sdk_state._BLOCKED_CALLER_WAIT_SECONDS
+    if no_wait:
+        sdk_state._BLOCKED_CALLER_WAIT_SECONDS = 0.0
+    try:
+        return _floor(steps)
+    finally:
+        sdk_state._BLOCKED_CALLER_WAIT_SECONDS = saved
+
+
+def _floor(steps: int) -> dict[str, Any]:
     from aws_durable_execution_sdk_python.execution import (
         DurableExecutionInvocationInput,
         DurableExecutionInvocationInputWithClient,
@@ -176,16 +216,17 @@ def _descendants() -> list[int]:
 class OnService:
     """A local stack in this process with the functions of the rows that need one."""
 
-    def __init__(self) -> None:
+    def __init__(self, stack: Any = None) -> None:
         from lambdarun.local.stack import LocalStack
 
         self.tmp = tempfile.TemporaryDirectory()
-        self.stack = LocalStack(Path(self.tmp.name), idle_timeout=600).start()
+        self.owned = stack is None
+        self.stack = stack if stack is not None else LocalStack(Path(self.tmp.name), idle_timeout=600).start()
         self.lam = self.stack.client("lambda")
         self.functions: dict[str, str] = {}
         self.api = next(e for e in self.stack.service.extensions if type(e).__name__ == "DurableApi")
         self.checkpoints = 0
-        original = self.api.checkpoint
+        original = self._original_checkpoint = self.api.checkpoint
 
         def counting(*a: Any, **kw: Any) -> Any:
             self.checkpoints += 1
@@ -194,7 +235,9 @@ class OnService:
         self.api.checkpoint = counting
 
     def close(self) -> None:
-        self.stack.stop()
+        if self.owned:
+            self.stack.stop()
+        self.api.checkpoint = self._original_checkpoint
         self.tmp.cleanup()
 
     def function(self, kind: str) -> str:
@@ -221,24 +264,40 @@ class OnService:
         self._invoke(name, 2)  # warm: a cold start is not what this measures
         return name
 
-    def _invoke(self, name: str, steps: int) -> None:
-        out = self.lam.invoke(FunctionName=name, Qualifier="$LATEST", Payload=json.dumps({"steps": steps}))
+    def _invoke(self, name: str, steps: int, profile_to: str | None = None) -> None:
+        payload = {"steps": steps, **({"profile_to": profile_to} if profile_to else {})}
+        out = self.lam.invoke(FunctionName=name, Qualifier="$LATEST", Payload=json.dumps(payload))
         body = out["Payload"].read()
         assert "FunctionError" not in out, body
         assert json.loads(body) == sum(range(steps)), body
 
-    def run(self, kind: str, steps: int, profile: cProfile.Profile | None = None) -> dict[str, Any]:
+    def run(self, kind: str, steps: int, profile: cProfile.Profile | None = None,
+            profile_to: str | None = None) -> dict[str, Any]:
         name = self.function(kind)
+        if profile is not None:
+            # the service answers each request on a thread of its HTTP server: profile there
+            from lambdarun.local.api import ApiHandler
+
+            dispatch = ApiHandler._dispatch
+
+            def profiled(handler: Any, method: str) -> None:
+                profile.enable()
+                try:
+                    dispatch(handler, method)
+                finally:
+                    profile.disable()
+
+            ApiHandler._dispatch = profiled  # type: ignore[method-assign]
+            try:
+                return self.run(kind, steps)
+            finally:
+                ApiHandler._dispatch = dispatch  # type: ignore[method-assign]
         pids = _descendants()
         before = {p: _proc_cpu(p) for p in pids}
         self.checkpoints = 0
-        if profile is not None:
-            profile.enable()
         wall, cpu = time.perf_counter(), time.process_time()
-        self._invoke(name, steps)
+        self._invoke(name, steps, profile_to)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        if profile is not None:
-            profile.disable()
         fn_cpu = 0.0
         for p in _descendants():
             try:
@@ -250,13 +309,14 @@ class OnService:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("rows", nargs="+", choices=["floor", "sdk", "lrd", "lrd-batched", "runner"])
+    ap.add_argument("rows", nargs="+", choices=["floor", "floor-nowait", "sdk", "lrd", "lrd-batched", "runner"])
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--profile", choices=["service", "floor"], help="print a cProfile of that side")
+    ap.add_argument("--profile", choices=["service", "function", "floor"], help="print a cProfile of that side")
     args = ap.parse_args(argv)
     on_service = None
     prof = cProfile.Profile() if args.profile else None
+    function_stats: pstats.Stats | None = None
     try:
         print(f"steps={args.steps} rounds={args.rounds} load={os.getloadavg()[0]:.2f}")
         print(f"{'row':<12} {'steps/s':>9} {'wall/step':>10} {'svc CPU/step':>13} {'fn CPU/step':>12} "
@@ -264,18 +324,22 @@ def main(argv: list[str] | None = None) -> int:
         for row in args.rows:
             samples = []
             for _ in range(args.rounds):
-                if row == "floor":
+                if row in ("floor", "floor-nowait"):
                     if prof is not None and args.profile == "floor":
                         prof.enable()
-                    samples.append(floor(args.steps))
+                    samples.append(floor(args.steps, no_wait=row == "floor-nowait"))
                     if prof is not None and args.profile == "floor":
                         prof.disable()
                 elif row == "runner":
                     samples.append(runner(args.steps))
                 else:
                     on_service = on_service or OnService()
-                    samples.append(on_service.run(row, args.steps,
-                                                  prof if args.profile == "service" else None))
+                    fn_prof = os.path.join(on_service.tmp.name, "function.prof") \
+                        if args.profile == "function" else None
+                    samples.append(on_service.run(row, args.steps, prof if args.profile == "service" else None,
+                                                  profile_to=fn_prof))
+                    if fn_prof:
+                        function_stats = pstats.Stats(fn_prof)
             med = {k: statistics.median(s[k] for s in samples) for k in ("wall", "service_cpu", "function_cpu")}
             n = args.steps
             cps = samples[-1]["checkpoints"]
@@ -288,8 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         if on_service is not None:
             on_service.close()
     if prof is not None:
-        pstats.Stats(prof, stream=sys.stdout).sort_stats("cumulative").print_stats(45)
-        pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(30)
+        stats = function_stats if function_stats is not None else pstats.Stats(prof)
+        stats.stream = sys.stdout  # type: ignore[attr-defined]
+        stats.sort_stats("cumulative").print_stats(45)
+        stats.sort_stats("tottime").print_stats(30)
     return 0
 
 
