@@ -312,13 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("rows", nargs="+", choices=["floor", "floor-nowait", "sdk", "lrd", "lrd-batched", "runner"])
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--service-synchronous", choices=["NORMAL", "FULL"], default=None,
+                    help="the local service store's SQLite synchronous (default: the service's, NORMAL); "
+                         "FULL fsyncs every checkpoint (survives power loss)")
     ap.add_argument("--profile", choices=["service", "function", "floor"], help="print a cProfile of that side")
     args = ap.parse_args(argv)
+    if args.service_synchronous:
+        import lambdarun_durable.local_api.api as durable_api
+
+        durable_api.NORMAL = args.service_synchronous  # read when the service starts below
     on_service = None
     prof = cProfile.Profile() if args.profile else None
     function_stats: pstats.Stats | None = None
     try:
-        print(f"steps={args.steps} rounds={args.rounds} load={os.getloadavg()[0]:.2f}")
+        print(f"steps={args.steps} rounds={args.rounds} load={os.getloadavg()[0]:.2f} "
+              f"service synchronous={args.service_synchronous or 'NORMAL (default)'}")
         print(f"{'row':<12} {'steps/s':>9} {'wall/step':>10} {'svc CPU/step':>13} {'fn CPU/step':>12} "
               f"{'CPU/step':>9} {'checkpoints':>11}")
         for row in args.rows:
