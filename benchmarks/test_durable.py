@@ -21,8 +21,11 @@ Every row names its durability rule, because that decides the figure:
 
 The store is a SQLite file on the test's tmp dir (ext4 here). Targets: >= 2000 steps/s,
 10k steps no slower per step than 1k, <= 10 ms fixed cost per invocation, per-step
-committed >= 10x AWS's runner (issue 20). The same handlers (imports changed only) run on
-AWS's runner in the same test, for the ratio.
+committed >= 10x AWS's runner (issue 20: the per-step rows carry that target, the batched
+ones the 2,000 steps/s). The same handlers (imports changed only) run on AWS's runner in the
+same test, for the ratio. These rows run the engine in-process on a SQLite file; the same
+handler through the local Lambda service's durable API (an HTTP request per step) is
+``test_durable_service.py``'s.
 """
 
 from __future__ import annotations
@@ -182,10 +185,14 @@ def test_sequential_steps(benchmark: Any, headline: Any, record_rss: None, tmp_p
         store.close()
     ref_rounds = (3 if full_steps <= 1000 else 1) if full_bench else 1
     ref_s = _aws_seconds_cached("sequential", {"steps": steps}, sum(range(steps)), rounds=ref_rounds)
+    # per-step commits: issue 20's target, 10x the reference; batched: the absolute target
+    target = STEPS_PER_S_TARGET if batching else 10 * steps / ref_s
     headline.set(f"durable: {steps} sequential steps, {mode} ({'batched' if batching else 'per-step'} commits)",
                  rate, "steps/s", reference=steps / ref_s, reference_name=REFERENCE_NAME,
-                 target=STEPS_PER_S_TARGET, target_op=">=", steps=steps, commits_per_execution=commits,
-                 note=f"ours: {rule}. The reference keeps its checkpoints in memory (none survive its process).")
+                 target=target, target_op=">=", steps=steps, commits_per_execution=commits,
+                 note=f"ours: {rule}. In-process (the engine on a SQLite file, no Lambda API between). Target: "
+                      f"{'>= 2,000 steps/s' if batching else '10x the reference (issue 20)'}. The reference keeps "
+                      "its checkpoints in memory (none survive its process).")
 
 
 @pytest.fixture
@@ -220,7 +227,7 @@ def test_sequential_steps_10k(benchmark: Any, headline: Any, record_rss: None, n
     ref_rate = steps / aws_runner_seconds("sequential", {"steps": steps}, sum(range(steps)), rounds=1)
     ref_small_rate = small / aws_runner_seconds("sequential", {"steps": small}, sum(range(small)), rounds=3)
     headline.set(f"durable: {steps} sequential steps, per-step-no-fsync (per-step commits)", rate, "steps/s",
-                 target=STEPS_PER_S_TARGET, target_op=">=", reference=ref_rate, reference_name=REFERENCE_NAME, steps=steps,
+                 target=10 * ref_rate, target_op=">=", reference=ref_rate, reference_name=REFERENCE_NAME, steps=steps,
                  persisted_records=persisted, small_steps_per_s=round(small_rate),
                  reference_small_steps_per_s=round(ref_small_rate))
     if rate is not None:
@@ -411,7 +418,8 @@ def test_steps_with_an_instrumentation_plugin(benchmark: Any, headline: Any, rec
     A registered plugin makes both engines snapshot the whole operation map for
     ``on_operation_change`` at each checkpoint (AWS's SDK: per checkpoint response), so the cost
     per step grows with the number of operations. Ours: per-step commits, SQLite
-    synchronous=FULL; AWS's: in memory."""
+    synchronous=NORMAL (the test runner's store: survives a killed process, not power loss);
+    AWS's: in memory."""
     import aws_durable_execution_sdk_python_testing.runner as runner_mod
 
     from lambdarun_durable.testing import DurableFunctionTestRunner
@@ -423,7 +431,8 @@ def test_steps_with_an_instrumentation_plugin(benchmark: Any, headline: Any, rec
     theirs = _plugin_steps_handler("aws_durable_execution_sdk_python")
     ref_s = statistics.median(_runner_seconds(runner_mod.DurableFunctionTestRunner, theirs, steps) for _ in range(rounds))
     median = headline.median_s()
-    headline.set(f"durable: {steps} sequential steps with a no-op instrumentation plugin (both test runners)",
+    headline.set(f"durable: {steps} sequential steps with a no-op instrumentation plugin (both test runners; "
+                 "ours per-step commits, no fsync)",
                  None if median is None else steps / median, "steps/s", reference=steps / ref_s,
                  reference_name=REFERENCE_NAME, steps=steps,
                  note="whole execution through each runner; the plugin receives every hook")

@@ -33,14 +33,20 @@ _CLIENT_LOCK = threading.Lock()
 
 
 def lambda_client() -> Any:
-    """The process's boto3 Lambda client (created once, like AWS's SDK)."""
+    """The process's boto3 Lambda client (created once, like AWS's SDK).
+
+    Without botocore's client-side parameter validation: a checkpoint is built here from
+    the engine's own records, and the service validates every request against the same
+    model (AWS's does, and so does the local service). Measured: 0.26 instead of 0.34 ms of
+    client CPU per CheckpointDurableExecution call (one per step by default)."""
     global _CLIENT
     with _CLIENT_LOCK:
         if _CLIENT is None:
             import boto3
             from botocore.config import Config
 
-            _CLIENT = boto3.client("lambda", config=Config(connect_timeout=5, read_timeout=50))
+            _CLIENT = boto3.client("lambda", config=Config(connect_timeout=5, read_timeout=50,
+                                                           parameter_validation=False))
         return _CLIENT
 
 

@@ -224,3 +224,22 @@ def test_orchestrator_refuses_a_store_without_leases(tmp_path: Any) -> None:
         Orchestrator(service, lambda *a: invoked.append(a) or {"Status": "SUCCEEDED"}).run("fn", arn)
     assert invoked == []  # nothing ran without a lease
     inner.close()
+
+
+def test_appends_keep_their_order_across_state_only_writes_and_replace(any_store: Any) -> None:
+    """Each append's batch lands after the previous ones (SQLite: the batch count comes back
+    from the version bump), whether or not an append carried records or a state."""
+    any_store.create("e2", {"status": "RUNNING"}, records=[{"n": 0}])
+    v = any_store.append("e2", [], expected_version=1, state={"status": "RUNNING", "k": 1})  # state only
+    v = any_store.append("e2", [{"n": 1}], expected_version=v)
+    v = any_store.append("e2", [], expected_version=v)  # neither: still a new version
+    v = any_store.append("e2", [{"n": 2}, {"n": 3}], expected_version=v, state={"status": "RUNNING", "k": 2})
+    loaded = any_store.load("e2")
+    assert [r["n"] for r in loaded.records] == [0, 1, 2, 3]
+    assert (loaded.version, loaded.state["k"]) == (v, 2) and v == 5
+    v = any_store.replace("e2", {"status": "RUNNING"}, expected_version=v, records=[{"n": 9}])
+    v = any_store.append("e2", [{"n": 10}], expected_version=v)
+    assert [r["n"] for r in any_store.load("e2").records] == [9, 10] and v == 7
+    with pytest.raises(CheckpointConflictError):
+        any_store.append("e2", [{"n": 11}], expected_version=5)
+    assert [r["n"] for r in any_store.load("e2").records] == [9, 10]

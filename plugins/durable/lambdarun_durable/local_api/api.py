@@ -265,69 +265,45 @@ class DurableApi:
                 raise invalid(f"Invalid operation Type {u.get('Type')!r}.")
             if u.get("Action") not in shapes.ACTIONS:
                 raise invalid(f"Invalid operation Action {u.get('Action')!r}.")
+        token = req.get("CheckpointToken")
         with self.exec_lock(arn):
-            try:
-                stored = self.store.load_state(arn)
-            except ExecutionNotFoundError:
-                raise not_found(arn) from None
-            live = self._check_token(arn, req.get("CheckpointToken"), latest=True)
-            base = stored.version
-            if live.ops is not None and base == live.version:
-                ops, changed = live.ops, set()
-            else:  # the service wrote since (a timer, a callback, a stop): reload
-                cp = self.store.load(arn)
-                ops, base = fold(cp.records), cp.version
-                changed = {rec["Op"]["Id"] for rec in cp.records
-                           if rec.get("S") == "s" and rec.get("V", 0) > live.version and rec.get("Op")}
-            live.ops = None  # rebuilt below once the write landed
-            exec_op = ops[arn.rsplit("/", 1)[-1]]
-            if exec_op["Status"] in TERMINAL_STATUSES:
-                raise invalid(f"Durable execution {arn} is {exec_op['Status']}: it takes no checkpoints.")
-            now = self.service.now_ms()
-            records, touched, state, invokes = [], [], None, []
-            for u in updates:
-                op_type, action = u["Type"], u["Action"]
-                error = shapes.error_object(u.get("Error"))
-                err = ErrorObject.from_dict(error) if error else None
-                options: dict[str, Any] = {}
-                for key in ("ContextOptions", "StepOptions", "WaitOptions", "CallbackOptions", "ChainedInvokeOptions"):
-                    if isinstance(u.get(key), dict):
-                        options.update(u[key])
-                if op_type == "EXECUTION":
-                    if action not in ("SUCCEED", "FAIL"):
-                        raise invalid(f"An EXECUTION update must SUCCEED or FAIL, not {action}.")
-                    new, _ = transition(exec_op, op_id=exec_op["Id"], op_type="EXECUTION", action=action,
-                                        now=now, payload=u.get("Payload"), error=err)
-                    extra = {"Result": u.get("Payload")} if action == "SUCCEED" else {"Error": error}
-                    records.append(make_record(new, extra, now, "i", live.invocation_id))
-                    state = build_state(arn, exec_op, "SUCCEEDED" if action == "SUCCEED" else "FAILED", end=now,
-                                        result=u.get("Payload") if action == "SUCCEED" else None,
-                                        error=error if action == "FAIL" else None)
-                    ops[exec_op["Id"]] = exec_op = new
-                    touched.append(new["Id"])
-                    continue
-                current = ops.get(u["Id"])
-                if current is not None and current["Type"] != op_type:
-                    raise invalid(f"Operation {u['Id']} is a {current['Type']}, not a {op_type}.")
-                if current is None and action != "START" and op_type not in ("STEP", "CONTEXT"):
-                    raise invalid(f"Operation {u['Id']} does not exist: START it first.")
-                new, extra = transition(current, op_id=u["Id"], op_type=op_type, action=action, now=now,
-                                        parent_id=u.get("ParentId"), name=u.get("Name"), sub_type=u.get("SubType"),
-                                        payload=u.get("Payload"), error=err, options=options, arn=arn)
-                ops[u["Id"]] = new
-                records.append(make_record(new, extra, now, "i", live.invocation_id))
-                touched.append(u["Id"])
-                if op_type == "CHAINED_INVOKE" and action == "START" and current is None:
-                    invokes.append(u["Id"])
-            for r in records:
-                r["V"] = base + 1
-            if records or state is not None:
+            live = self.live.get(arn)
+            done = None
+            if updates and live is not None and live.ops is not None and isinstance(token, str) \
+                    and token == live.token:
+                # fast path: this invocation's cached operations, appended expecting the version
+                # it saw; if the service wrote since (a timer, a callback, a stop) the append's
+                # version check refuses it. The fast path never decides a refusal: on any error
+                # (nothing was written) the checkpoint is decided below on the stored state. An
+                # empty checkpoint always goes there: it asks what the service changed.
+                ops, base = live.ops, live.version
+                live.ops = None  # rebuilt once the write landed
                 try:
-                    version = self.store.append(arn, records, expected_version=base, state=state)
+                    done = self._apply(arn, live, updates, ops, base)
+                except Exception:  # noqa: BLE001 - retried on the stored state, which raises what applies
+                    done = None
+            if done is None:
+                try:
+                    stored = self.store.load_state(arn)
+                except ExecutionNotFoundError:
+                    raise not_found(arn) from None
+                live = self._check_token(arn, token, latest=True)
+                base = stored.version
+                if live.ops is not None and base == live.version:
+                    ops, changed = live.ops, set()
+                else:  # the service wrote since (a timer, a callback, a stop): reload
+                    cp = self.store.load(arn)
+                    ops, base = fold(cp.records), cp.version
+                    changed = {rec["Op"]["Id"] for rec in cp.records
+                               if rec.get("S") == "s" and rec.get("V", 0) > live.version and rec.get("Op")}
+                live.ops = None  # rebuilt once the write landed
+                try:
+                    done = self._apply(arn, live, updates, ops, base, changed)
                 except CheckpointConflictError:  # pragma: no cover - writes are serialised by exec_lock
                     raise ApiFailure(429, "TooManyRequestsException", "Checkpoint conflict; retry.") from None
-            else:
-                version = base
+                except ExecutionNotFoundError:
+                    raise not_found(arn) from None
+            version, ops, touched, changed, state, invokes = done
             live.version, live.ops = version, ops
             token = live.rotate()
             out_ops = [shapes.operation(ops[i], millis=False) for i in dict.fromkeys([*touched, *changed]) if i in ops]
@@ -336,6 +312,60 @@ class DurableApi:
         if state is not None:
             self.runner.wake(arn)
         return ok({"CheckpointToken": token, "NewExecutionState": {"Operations": out_ops}})
+
+    def _apply(self, arn: str, live: Live, updates: list[dict[str, Any]], ops: dict[str, Any], base: int,
+               changed: set[str] | None = None) -> tuple:
+        """Validate ``updates`` against ``ops`` (the execution's operations at store version
+        ``base``; updated in place), then commit their records in one append expecting
+        ``base``: committed before the checkpoint is answered. Raises ApiFailure (nothing
+        written), CheckpointConflictError (someone wrote since ``base``) or
+        ExecutionNotFoundError."""
+        exec_op = ops[arn.rsplit("/", 1)[-1]]
+        if exec_op["Status"] in TERMINAL_STATUSES:
+            raise invalid(f"Durable execution {arn} is {exec_op['Status']}: it takes no checkpoints.")
+        now = self.service.now_ms()
+        records, touched, state, invokes = [], [], None, []
+        for u in updates:
+            op_type, action = u["Type"], u["Action"]
+            error = shapes.error_object(u.get("Error"))
+            err = ErrorObject.from_dict(error) if error else None
+            options: dict[str, Any] = {}
+            for key in ("ContextOptions", "StepOptions", "WaitOptions", "CallbackOptions", "ChainedInvokeOptions"):
+                if isinstance(u.get(key), dict):
+                    options.update(u[key])
+            if op_type == "EXECUTION":
+                if action not in ("SUCCEED", "FAIL"):
+                    raise invalid(f"An EXECUTION update must SUCCEED or FAIL, not {action}.")
+                new, _ = transition(exec_op, op_id=exec_op["Id"], op_type="EXECUTION", action=action,
+                                    now=now, payload=u.get("Payload"), error=err)
+                extra = {"Result": u.get("Payload")} if action == "SUCCEED" else {"Error": error}
+                records.append(make_record(new, extra, now, "i", live.invocation_id))
+                state = build_state(arn, exec_op, "SUCCEEDED" if action == "SUCCEED" else "FAILED", end=now,
+                                    result=u.get("Payload") if action == "SUCCEED" else None,
+                                    error=error if action == "FAIL" else None)
+                ops[exec_op["Id"]] = exec_op = new
+                touched.append(new["Id"])
+                continue
+            current = ops.get(u["Id"])
+            if current is not None and current["Type"] != op_type:
+                raise invalid(f"Operation {u['Id']} is a {current['Type']}, not a {op_type}.")
+            if current is None and action != "START" and op_type not in ("STEP", "CONTEXT"):
+                raise invalid(f"Operation {u['Id']} does not exist: START it first.")
+            new, extra = transition(current, op_id=u["Id"], op_type=op_type, action=action, now=now,
+                                    parent_id=u.get("ParentId"), name=u.get("Name"), sub_type=u.get("SubType"),
+                                    payload=u.get("Payload"), error=err, options=options, arn=arn)
+            ops[u["Id"]] = new
+            records.append(make_record(new, extra, now, "i", live.invocation_id))
+            touched.append(u["Id"])
+            if op_type == "CHAINED_INVOKE" and action == "START" and current is None:
+                invokes.append(u["Id"])
+        for r in records:
+            r["V"] = base + 1
+        if records or state is not None:
+            version = self.store.append(arn, records, expected_version=base, state=state)
+        else:
+            version = base
+        return version, ops, touched, changed or set(), state, invokes
 
     def get_state(self, arn: str, query: Mapping[str, str], _body: bytes) -> Reply:
         self.load(arn)

@@ -128,16 +128,43 @@ class SQLiteCheckpointStore:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if not replace_records:
+                # the common case in three statements: the version check and bump in one UPDATE
+                # (RETURNING the batch count), the batch's row, COMMIT
+                n = 1 if records else 0
+                if state is not None:
+                    rows = conn.execute(
+                        "UPDATE executions SET version=version+1, nrecords=nrecords+?, state=?, status=? "
+                        "WHERE id=? AND version=? RETURNING nrecords",
+                        (n, dumps(dict(state)), state.get("status"), execution_id, expected_version),
+                    ).fetchall()
+                else:
+                    rows = conn.execute(
+                        "UPDATE executions SET version=version+1, nrecords=nrecords+? "
+                        "WHERE id=? AND version=? RETURNING nrecords",
+                        (n, execution_id, expected_version),
+                    ).fetchall()
+                if not rows:
+                    row = conn.execute("SELECT version FROM executions WHERE id=?", (execution_id,)).fetchone()
+                    if row is None:
+                        raise not_found_error(execution_id, self.url)
+                    raise conflict_error(execution_id, expected_version, row[0])
+                if records:  # one row per batch: one insert, one JSON array
+                    conn.execute(
+                        "INSERT INTO records(execution_id, seq, data) VALUES (?,?,?)",
+                        (execution_id, rows[0][0] - 1, dumps([dict(r) for r in records])),
+                    )
+                conn.execute("COMMIT")
+                return expected_version + 1
             row = conn.execute("SELECT version, nrecords FROM executions WHERE id=?", (execution_id,)).fetchone()
             if row is None:
                 raise not_found_error(execution_id, self.url)
             version, nrecords = row
             if version != expected_version:
                 raise conflict_error(execution_id, expected_version, version)
-            if replace_records:
-                conn.execute("DELETE FROM records WHERE execution_id=?", (execution_id,))
-                nrecords = 0
-            if records:  # one row per batch: one insert, one JSON array
+            conn.execute("DELETE FROM records WHERE execution_id=?", (execution_id,))
+            nrecords = 0
+            if records:
                 conn.execute(
                     "INSERT INTO records(execution_id, seq, data) VALUES (?,?,?)",
                     (execution_id, nrecords, dumps([dict(r) for r in records])),
