@@ -80,7 +80,9 @@ def main() -> None:
         wall = time.perf_counter() - started
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         tree1 = tree_cpu()
-        # processes that ended during the map are not counted: a warm run ends none
+        # processes that ended during the map are not counted: a warm run ends none. With
+        # --in-process the service runs in this process: its CPU is the caller's, the tree's
+        # is the environments' alone
         tree = sum(cpu - tree0.get(pid, 0.0) for pid, cpu in tree1.items())
         assert total == args.tasks * (args.tasks + 1) // 2, total
         cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
