@@ -1,7 +1,8 @@
 """What a process that only talks to a local stack imports: a Lambda environment's runtime
 (its session loads the ``local`` target plugin) and a caller whose stack runs in its own
 process import neither the service's modules nor moto's server; they pay for them in every
-cold start otherwise (issue 20: ~120 ms of CPU per environment)."""
+cold start otherwise (issue 20: `import lambdarun.local.plugin` 210 -> 46 ms of CPU; a
+cold environment ~70 ms less in all, as it imports botocore later for its own client)."""
 
 from __future__ import annotations
 
