@@ -47,6 +47,18 @@ def tree_cpu() -> dict[int, float]:
     return out
 
 
+def invocations(session) -> int:
+    """Invocations the local service has run in the environments it keeps (its extension
+    API's ``GET /_lambdarun/functions``): the difference over the timed map is how many
+    invocations its tasks took (the map batches up to ``chunksize`` tasks per invocation)."""
+    import urllib.request
+
+    stack = session.target.stack
+    with urllib.request.urlopen(stack.signed_request(stack.lambda_url + "/_lambdarun/functions"), timeout=30) as r:
+        doc = json.loads(r.read())
+    return sum(e["invocations"] for fn in doc["functions"] for e in fn["environments"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("tasks", type=int)
@@ -70,6 +82,7 @@ def main() -> None:
         assert sum(lambdarun.map(tiny, range(args.warm), chunksize=args.chunksize, session=session)) == sum(
             range(1, args.warm + 1))
         load1 = os.getloadavg()[0]
+        invoked0 = invocations(session)
         tree0 = tree_cpu()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
@@ -80,6 +93,7 @@ def main() -> None:
         wall = time.perf_counter() - started
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         tree1 = tree_cpu()
+        invoked = invocations(session) - invoked0
         # processes that ended during the map are not counted: a warm run ends none. With
         # --in-process the service runs in this process: its CPU is the caller's, the tree's
         # is the environments' alone
@@ -95,6 +109,7 @@ def main() -> None:
             "ms_per_task": round(1000 * wall / args.tasks, 4),
             "caller_cpu_ms_per_task": round(1000 * cpu / args.tasks, 4),
             "service_cpu_ms_per_task": round(1000 * tree / args.tasks, 4),
+            "invocations": invoked,
             # environments (supervisor + runtime) started during the timed map: cold starts
             "processes_started": len(tree1.keys() - tree0.keys()),
             "processes_ended": len(tree0.keys() - tree1.keys()),

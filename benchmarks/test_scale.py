@@ -43,4 +43,6 @@ def test_streaming_map(benchmark, bench_size, tmp_path, full, smoke):
     assert result["tasks"] == tasks
     # the service's process and the environments ran the tasks: their CPU was measured
     assert result["service_cpu_ms_per_task"] > 0, result
+    # the service counted the map's invocations: batched, so fewer than the tasks, at least one
+    assert 1 <= result["invocations"] <= tasks, result
     assert result["caller_peak_rss_mib"] <= RSS_LIMIT_MIB, result
