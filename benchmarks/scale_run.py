@@ -1,5 +1,8 @@
 """One streaming ``lambdarun.map`` of N tiny tasks in a fresh process on the embedded local
-target, measured from the caller's side: tasks/s, the caller's peak RSS and CPU per task.
+target, measured from the caller's side: tasks/s, the caller's peak RSS and CPU per task, and
+the CPU per task of the process tree under the caller (the local Lambda service's process and
+every Lambda environment): the load-independent figures, as the wall time on a shared machine
+depends on what else runs (``load1`` is the 1-minute load average before the timed map).
 
     python benchmarks/scale_run.py 1000 [--chunksize N] [--state-dir DIR] [--in-process]
 
@@ -29,6 +32,33 @@ def vm_hwm_mib() -> float:
     return float("nan")
 
 
+def tree_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of each process under this one (the local service's process,
+    every environment's supervisor and runtime), by pid."""
+    import psutil
+
+    out = {}
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # exited meanwhile
+            continue
+        out[proc.pid] = times.user + times.system
+    return out
+
+
+def invocations(session) -> int:
+    """Invocations the local service has run in the environments it keeps (its extension
+    API's ``GET /_lambdarun/functions``): the difference over the timed map is how many
+    invocations its tasks took (the map batches up to ``chunksize`` tasks per invocation)."""
+    import urllib.request
+
+    stack = session.target.stack
+    with urllib.request.urlopen(stack.signed_request(stack.lambda_url + "/_lambdarun/functions"), timeout=30) as r:
+        doc = json.loads(r.read())
+    return sum(e["invocations"] for fn in doc["functions"] for e in fn["environments"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("tasks", type=int)
@@ -51,6 +81,9 @@ def main() -> None:
         first_call = time.perf_counter() - first
         assert sum(lambdarun.map(tiny, range(args.warm), chunksize=args.chunksize, session=session)) == sum(
             range(1, args.warm + 1))
+        load1 = os.getloadavg()[0]
+        invoked0 = invocations(session)
+        tree0 = tree_cpu()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         total = 0
@@ -59,6 +92,12 @@ def main() -> None:
             total += value
         wall = time.perf_counter() - started
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        tree1 = tree_cpu()
+        invoked = invocations(session) - invoked0
+        # processes that ended during the map are not counted: a warm run ends none. With
+        # --in-process the service runs in this process: its CPU is the caller's, the tree's
+        # is the environments' alone
+        tree = sum(cpu - tree0.get(pid, 0.0) for pid, cpu in tree1.items())
         assert total == args.tasks * (args.tasks + 1) // 2, total
         cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
         print(json.dumps({
@@ -69,6 +108,12 @@ def main() -> None:
             "tasks_per_s": round(args.tasks / wall, 1),
             "ms_per_task": round(1000 * wall / args.tasks, 4),
             "caller_cpu_ms_per_task": round(1000 * cpu / args.tasks, 4),
+            "service_cpu_ms_per_task": round(1000 * tree / args.tasks, 4),
+            "invocations": invoked,
+            # environments (supervisor + runtime) started during the timed map: cold starts
+            "processes_started": len(tree1.keys() - tree0.keys()),
+            "processes_ended": len(tree0.keys() - tree1.keys()),
+            "load1": round(load1, 2),
             "caller_peak_rss_mib": round(vm_hwm_mib(), 1),
             "first_call_s": round(first_call, 3),
             "pid": os.getpid(),

@@ -41,4 +41,8 @@ def test_streaming_map(benchmark, bench_size, tmp_path, full, smoke):
     result = benchmark.pedantic(run_scale, args=(tasks, tmp_path), rounds=1, iterations=1)
     benchmark.extra_info.update(result)
     assert result["tasks"] == tasks
+    # the service's process and the environments ran the tasks: their CPU was measured
+    assert result["service_cpu_ms_per_task"] > 0, result
+    # the service counted the map's invocations: batched, so fewer than the tasks, at least one
+    assert 1 <= result["invocations"] <= tasks, result
     assert result["caller_peak_rss_mib"] <= RSS_LIMIT_MIB, result

@@ -24,7 +24,7 @@ from lambdarun.local import auth
 from lambdarun.local._http import LoopbackServer
 from lambdarun.local._sandbox import ISOLATED_FLAGS, SYS_PATH_VAR
 from lambdarun.local.model import Function, Invocation
-from lambdarun.local.options import KILL_GRACE, LOCAL_ENDPOINTS_VAR, ServiceOptions
+from lambdarun.local.options import INIT_PHASE_LIMIT, KILL_GRACE, LOCAL_ENDPOINTS_VAR, ServiceOptions
 from lambdarun.local.runtime_api import RuntimeHandler
 from lambdarun.private_files import private_dir
 
@@ -81,6 +81,9 @@ class Environment:
         self.in_use = False
         self.runtime = LoopbackServer(RuntimeHandler, self, name=f"runtime-{fn.name}")
         self.proc: subprocess.Popen[bytes] | None = None
+        #: set once spawn() has recorded the process (or failed): the Runtime API can be
+        #: asked before that, when the spawning thread gets the GIL back late (under load)
+        self._spawned = threading.Event()
         self._runtime_pid: int | None = None
         #: pidfd of the supervisor, to wake its memory watchdog (None: no memory limit)
         self._pidfd: int | None = None
@@ -102,16 +105,19 @@ class Environment:
             argv = [fn.python, "-I", "-u", "-B", _BOOTSTRAP, fn.handler]
         else:  # a zip: only its content and what Lambda's runtime provides
             argv = [opts.python, *ISOLATED_FLAGS, _BOOTSTRAP, fn.handler]
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=str(fn.code_dir),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-            close_fds=True,
-            start_new_session=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=str(fn.code_dir),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self.log_file,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                start_new_session=True,
+            )
+        finally:
+            self._spawned.set()
         if opts.memory_limit and hasattr(os, "pidfd_open"):
             try:
                 self._pidfd = os.pidfd_open(self.proc.pid)
@@ -280,6 +286,10 @@ class Environment:
     def is_runtime_connection(self, conn: Any) -> bool:
         """True when ``conn`` (accepted on this environment's Runtime API) comes from this
         environment's runtime process."""
+        # its runtime may ask before spawn() has recorded the process: wait for that (a
+        # bounded wait: Lambda's Init phase limit); a connection from elsewhere is refused
+        # after it as before
+        self._spawned.wait(INIT_PHASE_LIMIT)
         pid = self.runtime_pid()
         if pid is None:
             return False

@@ -10,8 +10,8 @@ A shared stack keeps its functions, queued Event invocations and moto's data in
 stack follows a restarted one (:meth:`LocalStack.refresh`) or reports
 :class:`LocalStackUnavailableError`.
 
-What describes a stack from outside (endpoints, ``stack.json``, finding a live one) is
-:mod:`.stack_info`'s, moto's server :mod:`.moto_server`'s; both are re-exported here.
+What describes a stack from outside (endpoints, ``stack.json``, a live one) is :mod:`.stack_info`'s,
+moto's server :mod:`.moto_server`'s (imported by :meth:`LocalStack.start` only); re-exported here.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -33,31 +33,18 @@ from lambdarun.errors import TargetError
 from lambdarun.limits import ACCOUNT_CONCURRENCY, SCALING_RATE
 from lambdarun.local import auth
 from lambdarun.local.auth import CREDENTIALS_FILE, StackCredentials
-from lambdarun.local.moto_server import NoDelayQuietHandler, start_moto
-from lambdarun.local.persist import (
-    MotoJournal,
-    ServiceState,
-    StateInUseError,
-    secure_dir,
-    sweep,
-)
-from lambdarun.local.service import LOCAL_ENDPOINTS_VAR, LambdaService, ServiceOptions
+from lambdarun.local.options import LOCAL_ENDPOINTS_VAR, ServiceOptions
 from lambdarun.local.signing_key import SIGNING_KEY_FILE, kept_signing_key, new_signing_key
 from lambdarun.local.stack_info import (
-    MOTO_SERVICES,
-    SHARED_DIR,
-    STATE_FILE,
-    Endpoints,
-    LocalStackUnavailableError,
-    StackInfo,
-    default_state_dir,
-    health,
-    pid_running,
-    read_stack_info,
-    shared_credentials,
+    MOTO_SERVICES, SHARED_DIR, STATE_FILE, Endpoints, LocalStackUnavailableError, StackInfo,
+    default_state_dir, health, pid_running, read_stack_info, shared_credentials,
 )
 from lambdarun.private_files import private_dir, write_private
 from lambdarun.session import at_exit_after_sessions
+
+if TYPE_CHECKING:
+    from lambdarun.local.persist import MotoJournal, ServiceState
+    from lambdarun.local.service import LambdaService
 
 __all__ = [
     "Endpoints",
@@ -72,6 +59,13 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+
+def __getattr__(name: str) -> Any:  # the servers' modules: imported by start() (see there)
+    if name == "NoDelayQuietHandler":
+        from lambdarun.local.moto_server import NoDelayQuietHandler
+        return NoDelayQuietHandler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class LocalStack:
@@ -190,6 +184,10 @@ class LocalStack:
                     self.region = info.region
                     log.debug("attached to running local stack", pid=info.pid, lambda_=info.endpoints.lambda_)
                     return self
+            # the servers' modules: a Lambda runtime or a caller only talking to a stack never imports them
+            from lambdarun.local.moto_server import start_moto
+            from lambdarun.local.persist import MotoJournal, ServiceState, StateInUseError, secure_dir, sweep
+            from lambdarun.local.service import LambdaService
             secure_dir(self.state_dir)
             sweep(self.state_dir)  # run directories of embedded stacks that were killed
             if self.shared:

@@ -94,3 +94,37 @@ def test_the_check_holds_while_other_connections_open_and_close(listener):
             c.close()
             a.close()
         spare.close()
+
+
+def test_a_runtime_that_connects_before_the_service_recorded_its_process_is_served(tmp_path, monkeypatch):
+    """Under load the thread that spawns an environment can get the GIL back after the
+    runtime has already started and asked for its first invocation: the Runtime API then
+    waits for the spawn to be recorded instead of refusing its own runtime (which killed the
+    environment: ``Runtime.ExitError``, exit status 1, in a 100-way fan-out)."""
+    import json
+    import time
+
+    from lambdarun.local import environment
+    from lambdarun.local.stack import LocalStack
+    from lambdarun.local.testing import create_function
+
+    real_popen = subprocess.Popen
+
+    class LatePopen(real_popen):  # the spawning thread comes back 1.5 s after the runtime started
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            time.sleep(1.5)
+
+    monkeypatch.setattr(environment.subprocess, "Popen", LatePopen)
+    with LocalStack(state_dir=tmp_path / "state") as stack:
+        lam = stack.client("lambda", retries={"total_max_attempts": 1}, read_timeout=60)
+        create_function(lam, "late", """
+            import os
+            def handler(event, context):
+                return os.getpid()
+        """, timeout=30)
+        r = lam.invoke(FunctionName="late", Payload=b"{}")
+        assert "FunctionError" not in r, r["Payload"].read()
+        pid = json.loads(r["Payload"].read())
+        again = lam.invoke(FunctionName="late", Payload=b"{}")  # the same, warm environment
+        assert json.loads(again["Payload"].read()) == pid != os.getpid()
