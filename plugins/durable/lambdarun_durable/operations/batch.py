@@ -63,16 +63,11 @@ class BatchOperations(ChildContextOperations):
         ]
         return self._batch(
             executables,
+            cfg,
             name=map_name,
             sub_type=OperationSubType.MAP.value,
             iteration_sub_type=OperationSubType.MAP_ITERATION.value,
             name_prefix="map-item-",
-            max_concurrency=cfg.max_concurrency,
-            completion_config=cfg.completion_config,
-            serdes=cfg.serdes,
-            item_serdes=cfg.item_serdes,
-            nesting=cfg.nesting_type,
-            summary=cfg.summary_generator,
             result_type="MapResult",
         )
 
@@ -92,35 +87,28 @@ class BatchOperations(ChildContextOperations):
         ]
         return self._batch(
             executables,
+            cfg,
             name=name,
             sub_type=OperationSubType.PARALLEL.value,
             iteration_sub_type=OperationSubType.PARALLEL_BRANCH.value,
             name_prefix="parallel-branch-",
-            max_concurrency=cfg.max_concurrency,
-            completion_config=cfg.completion_config,
-            serdes=cfg.serdes,
-            item_serdes=cfg.item_serdes,
-            nesting=cfg.nesting_type,
-            summary=cfg.summary_generator,
             result_type="ParallelResult",
         )
 
     def _batch(
         self,
         executables: list[Executable],
+        cfg: MapConfig | ParallelConfig,
         *,
         name: str | None,
         sub_type: str,
         iteration_sub_type: str,
         name_prefix: str,
-        max_concurrency: int | None,
-        completion_config: Any,
-        serdes: SerDes | None,
-        item_serdes: SerDes | None,
-        nesting: NestingType,
-        summary: Callable[[Any], str] | None,
         result_type: str,
     ) -> BatchResult:
+        """Run ``executables`` as one batch under ``cfg`` (the fields map and parallel share)."""
+        serdes = cfg.serdes
+        summary = cfg.summary_generator
         with self._operation(sub_type, name, OperationType.CONTEXT) as ident:
             batch_ctx = self.create_child_context(ident.operation_id)
             runner = BatchRunner(
@@ -129,10 +117,10 @@ class BatchOperations(ChildContextOperations):
                 executables=executables,
                 iteration_sub_type=iteration_sub_type,
                 name_prefix=name_prefix,
-                max_concurrency=max_concurrency,
-                policy=CompletionPolicy.from_config(len(executables), completion_config),
-                item_serdes=item_serdes or serdes,
-                nesting=nesting,
+                max_concurrency=cfg.max_concurrency,
+                policy=CompletionPolicy.from_config(len(executables), cfg.completion_config),
+                item_serdes=cfg.item_serdes or serdes,
+                nesting=cfg.nesting_type,
             )
 
             def summary_generator(result: BatchResult) -> str:
