@@ -216,6 +216,32 @@ def make_local_session(
     return lambdarun_session(*session_plugins(*plugins), overrides=overrides)
 
 
+def session_fixtures(stack: str, plugins: Sequence[Any], section: str, **defaults: Any) -> tuple[Any, Any]:
+    """The pytest fixtures ``make_session`` and ``session`` of a plugin's tests, in a conftest::
+
+        make_session, session = session_fixtures("local_stack", [my_plugin], "covalent", function_name="f")
+
+    ``make_session(core=None, **options)`` is a fresh :func:`make_local_session` on the
+    stack fixture named ``stack``, with ``plugins`` and the ``[section]`` settings
+    ``defaults`` updated by ``options``; ``session`` is ``make_session()``.
+    """
+
+    @pytest.fixture(name="make_session")
+    def _make_session(lambdarun_session: Callable[..., Any], request: pytest.FixtureRequest) -> Callable[..., Any]:
+        on = request.getfixturevalue(stack)
+
+        def factory(*, core: Mapping[str, Any] | None = None, **options: Any) -> Any:
+            return make_local_session(lambdarun_session, on, plugins, core=core, **{section: {**defaults, **options}})
+
+        return factory
+
+    @pytest.fixture(name="session")
+    def _session(make_session: Callable[..., Any]) -> Any:
+        return make_session()
+
+    return _make_session, _session
+
+
 # -- the local service's extension API -----------------------------------------------------
 
 
