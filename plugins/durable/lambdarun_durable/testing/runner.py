@@ -257,6 +257,12 @@ class DurableFunctionTestRunner:
         due = self.service.next_due_of(ops)
         return due is not None and due.at <= self.clock()
 
+    def _execution_timeout(self, execution_timeout: int | None, timeout: int | None) -> int | None:
+        """``execution_timeout``, else AWS's deprecated ``timeout``, else the runner's default."""
+        if execution_timeout is not None:
+            return execution_timeout
+        return timeout if timeout is not None else self.execution_timeout
+
     def run_async(
         self,
         input: Any = None,  # noqa: A002
@@ -274,8 +280,7 @@ class DurableFunctionTestRunner:
         AWS's deprecated name of ``execution_timeout``. ``account_id``/``tenant_id`` are
         accepted for AWS's signature.
         """
-        if execution_timeout is None:
-            execution_timeout = timeout if timeout is not None else self.execution_timeout
+        execution_timeout = self._execution_timeout(execution_timeout, timeout)
         fn = function_name or self.function_name
         if fn not in self.functions:
             self.functions[fn] = self.functions[self.function_name]
@@ -316,8 +321,7 @@ class DurableFunctionTestRunner:
         The real-time wait is ``wait_timeout`` seconds, by default the execution timeout
         (as AWS's runner waits), or 60 s when the execution has none.
         """
-        if execution_timeout is None:
-            execution_timeout = timeout if timeout is not None else self.execution_timeout
+        execution_timeout = self._execution_timeout(execution_timeout, timeout)
         arn = self.run_async(
             input, execution_timeout=execution_timeout, function_name=function_name, execution_name=execution_name,
             account_id=account_id, tenant_id=tenant_id,
