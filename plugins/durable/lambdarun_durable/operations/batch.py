@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 from lambdarun.errors import CheckpointError as StoreCheckpointError
 
@@ -35,6 +35,21 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 _BATCH_THREADS = 16
+
+
+class _BatchKind(NamedTuple):
+    """What tells a map from a parallel in its checkpoints and its summary."""
+
+    sub_type: str
+    iteration_sub_type: str
+    name_prefix: str
+    result_type: str
+
+
+_MAP = _BatchKind(OperationSubType.MAP.value, OperationSubType.MAP_ITERATION.value, "map-item-", "MapResult")
+_PARALLEL = _BatchKind(
+    OperationSubType.PARALLEL.value, OperationSubType.PARALLEL_BRANCH.value, "parallel-branch-", "ParallelResult"
+)
 
 
 class BatchOperations(ChildContextOperations):
@@ -61,15 +76,7 @@ class BatchOperations(ChildContextOperations):
             Executable(index=i, func=bind(i, item), name=cfg.item_namer(item, i) if cfg.item_namer else None)
             for i, item in enumerate(items)
         ]
-        return self._batch(
-            executables,
-            cfg,
-            name=map_name,
-            sub_type=OperationSubType.MAP.value,
-            iteration_sub_type=OperationSubType.MAP_ITERATION.value,
-            name_prefix="map-item-",
-            result_type="MapResult",
-        )
+        return self._batch(executables, cfg, _MAP, name=map_name)
 
     def parallel(
         self,
@@ -85,28 +92,18 @@ class BatchOperations(ChildContextOperations):
             Executable(index=i, func=f, name=f.name if isinstance(f, ParallelBranch) else None)
             for i, f in enumerate(functions)
         ]
-        return self._batch(
-            executables,
-            cfg,
-            name=name,
-            sub_type=OperationSubType.PARALLEL.value,
-            iteration_sub_type=OperationSubType.PARALLEL_BRANCH.value,
-            name_prefix="parallel-branch-",
-            result_type="ParallelResult",
-        )
+        return self._batch(executables, cfg, _PARALLEL, name=name)
 
     def _batch(
         self,
         executables: list[Executable],
         cfg: MapConfig | ParallelConfig,
+        kind: _BatchKind,
         *,
         name: str | None,
-        sub_type: str,
-        iteration_sub_type: str,
-        name_prefix: str,
-        result_type: str,
     ) -> BatchResult:
-        """Run ``executables`` as one batch under ``cfg`` (the fields map and parallel share)."""
+        """Run ``executables`` as one batch of ``kind`` under ``cfg`` (the fields map and parallel share)."""
+        sub_type, iteration_sub_type, name_prefix, result_type = kind
         serdes = cfg.serdes
         summary = cfg.summary_generator
         with self._operation(sub_type, name, OperationType.CONTEXT) as ident:
