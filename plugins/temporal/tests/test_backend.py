@@ -15,8 +15,7 @@ import pytest
 
 import lambdarun
 import lambdarun_temporal.plugin
-from lambdarun.local.testing import local_stack_fixture
-from lambdarun.plugins import DEFAULT_PLUGINS
+from lambdarun.local.testing import local_stack_fixture, session_plugins
 from lambdarun_temporal.backend import TemporalBackend
 
 # the Lambda side cannot import this module (pytest imports it by path): ship it by value
@@ -46,12 +45,7 @@ def fail(code):
 
 
 def plugins() -> list[Any]:
-    out: list[Any] = [lambdarun_temporal.plugin]
-    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
-        from lambdarun.local import plugin as local_plugin
-
-        out.append(local_plugin)
-    return out
+    return session_plugins(lambdarun_temporal.plugin)
 
 
 def activity_started_at(address: str, workflow_id: str) -> float | None:
