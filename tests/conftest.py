@@ -14,6 +14,7 @@ from lambdarun import hookimpl
 from lambdarun.backends import Backend
 from lambdarun.calls import decode_outcome, encode_call, execute_call
 from lambdarun.futures import LambdaFuture
+from lambdarun.local.testing import moto_server_fixture
 
 
 #: a signing key for sessions that run no target (unit tests): at least 32 bytes
@@ -101,16 +102,8 @@ def _make_distribution(
     return dist_info
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    """moto's real server on 127.0.0.1 (a free port), stopped at the end of the session."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+#: moto's real server on 127.0.0.1 (a free port), stopped at the end of the session
+moto_endpoint = moto_server_fixture(scope="session")
 
 
 @pytest.fixture

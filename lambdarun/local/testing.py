@@ -56,8 +56,10 @@ __all__ = [
     "lambdarun_local_env",
     "make_zip",
     "create_function",
+    "moto_server_fixture",
     "session_plugins",
     "make_local_session",
+    "session_fixtures",
     "functions_view",
     "busy_pids",
     "invocation_records",
@@ -92,6 +94,26 @@ def local_stack_fixture(scope: str = "session", **options: Any) -> Any:
             stack.stop()
 
     return _local_stack
+
+
+def moto_server_fixture(scope: str = "session") -> Any:
+    """Return a pytest fixture yielding the URL of moto's ``ThreadedMotoServer`` alone (every
+    service moto serves: S3, DynamoDB, IAM, STS, ...; no local Lambda service), on 127.0.0.1
+    at a free port, stopped when the fixture's scope ends."""
+
+    @pytest.fixture(scope=scope)  # type: ignore[misc]
+    def _moto_server() -> Iterator[str]:
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+    return _moto_server
 
 
 #: session-scoped :class:`LocalStack` with default options
@@ -214,6 +236,32 @@ def make_local_session(
         **sections,
     }
     return lambdarun_session(*session_plugins(*plugins), overrides=overrides)
+
+
+def session_fixtures(stack: str, plugins: Sequence[Any], section: str, **defaults: Any) -> tuple[Any, Any]:
+    """The pytest fixtures ``make_session`` and ``session`` of a plugin's tests, in a conftest::
+
+        make_session, session = session_fixtures("local_stack", [my_plugin], "covalent", function_name="f")
+
+    ``make_session(core=None, **options)`` is a fresh :func:`make_local_session` on the
+    stack fixture named ``stack``, with ``plugins`` and the ``[section]`` settings
+    ``defaults`` updated by ``options``; ``session`` is ``make_session()``.
+    """
+
+    @pytest.fixture(name="make_session")
+    def _make_session(lambdarun_session: Callable[..., Any], request: pytest.FixtureRequest) -> Callable[..., Any]:
+        on = request.getfixturevalue(stack)
+
+        def factory(*, core: Mapping[str, Any] | None = None, **options: Any) -> Any:
+            return make_local_session(lambdarun_session, on, plugins, core=core, **{section: {**defaults, **options}})
+
+        return factory
+
+    @pytest.fixture(name="session")
+    def _session(make_session: Callable[..., Any]) -> Any:
+        return make_session()
+
+    return _make_session, _session
 
 
 # -- the local service's extension API -----------------------------------------------------

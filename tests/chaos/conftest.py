@@ -21,7 +21,7 @@ from lambdarun.local.testing import (
     InvocationLog,
     busy_pids,
     local_stack_fixture,
-    make_local_session,
+    session_fixtures,
     session_plugins,
 )
 from lambdarun.testing import FaultProxy
@@ -39,20 +39,8 @@ def plugins() -> list[Any]:
     return session_plugins(lambdarun_covalent.plugin)
 
 
-@pytest.fixture
-def make_session(lambdarun_session: Callable[..., Any], chaos_stack: Any) -> Callable[..., Any]:
-    """``make_session(core=None, **covalent)``: a fresh Session on the chaos stack."""
-
-    def factory(*, core: dict[str, Any] | None = None, **covalent: Any) -> Any:
-        return make_local_session(lambdarun_session, chaos_stack, [lambdarun_covalent.plugin], core=core,
-                                  covalent={"function_name": FUNCTION, **covalent})
-
-    return factory
-
-
-@pytest.fixture
-def session(make_session: Callable[..., Any]) -> Any:
-    return make_session()
+#: ``make_session(core=None, **covalent)``: a fresh Session on the chaos stack
+make_session, session = session_fixtures("chaos_stack", [lambdarun_covalent.plugin], "covalent", function_name=FUNCTION)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import itertools
 import logging
 import os
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import lambdarun.deploy.plugin as deploy_plugin
 import lambdarun.plugins
 from lambdarun import hookimpl
 from lambdarun.deploy.package import PackageSpec, build_package
-from lambdarun.local.testing import local_stack_fixture
+from lambdarun.local.testing import local_stack_fixture, moto_server_fixture
 
 local_stack = local_stack_fixture(scope="session", max_concurrency=4)
 
@@ -50,19 +50,9 @@ def aws_credentials(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"profile": "lambdarun-tests", "credentials_file": str(path)}
 
 
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    """moto's ThreadedMotoServer on 127.0.0.1 (a free port): IAM, S3, DynamoDB, STS, Lambda."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+#: moto's ThreadedMotoServer on 127.0.0.1 (a free port): IAM, S3, DynamoDB, STS, Lambda
+moto_url = moto_server_fixture(scope="session")
+logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
 
 
 @pytest.fixture(scope="session")

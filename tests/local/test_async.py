@@ -11,15 +11,9 @@ from typing import Any
 
 import pytest
 
+from lambdarun.testing import wait_for
+
 pytestmark = pytest.mark.timeout(60)
-
-
-def wait_for(predicate: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def lines(path: Path) -> list[str]:

@@ -17,14 +17,7 @@ from typing import Any
 
 import pytest
 
-
-
-def wait_for(predicate: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+from lambdarun.testing import wait_for
 
 
 def lines(path: Path) -> list[str]:

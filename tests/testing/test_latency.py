@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from lambdarun.testing import wait_for
 from lambdarun.testing.latency import MAX_BODY, LatencyConfig, LatencyLambda
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,14 +28,6 @@ NO_RETRY = Config(retries={"mode": "standard", "total_max_attempts": 1}, read_ti
 def client(endpoint: LatencyLambda, **credentials: str):
     return boto3.client("lambda", endpoint_url=endpoint.url, region_name="us-east-1", config=NO_RETRY,
                         **(credentials or endpoint.boto3_credentials()))
-
-
-def wait_for(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached within the deadline")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import lambdarun_covalent.plugin
-from lambdarun.local.testing import local_stack_fixture, make_local_session, session_plugins
+from lambdarun.local.testing import local_stack_fixture, session_fixtures, session_plugins
 from lambdarun_covalent.backend import KEY_ROOT
 
 # Covalent (optional) writes its config, cache and data directories when imported: keep them
@@ -44,20 +44,8 @@ def plugins() -> list[Any]:
     return session_plugins(lambdarun_covalent.plugin)
 
 
-@pytest.fixture
-def make_session(lambdarun_session: Callable[..., Any], local_stack: Any) -> Callable[..., Any]:
-    """``make_session(core=None, **covalent_options)``: a fresh Session on the local stack."""
-
-    def factory(*, core: dict[str, Any] | None = None, **covalent: Any) -> Any:
-        return make_local_session(lambdarun_session, local_stack, [lambdarun_covalent.plugin], core=core,
-                                  covalent={"function_name": FUNCTION, **covalent})
-
-    return factory
-
-
-@pytest.fixture
-def session(make_session: Callable[..., Any]) -> Any:
-    return make_session()
+#: ``make_session(core=None, **covalent_options)``: a fresh Session on the local stack
+make_session, session = session_fixtures("local_stack", [lambdarun_covalent.plugin], "covalent", function_name=FUNCTION)
 
 
 @pytest.fixture

@@ -8,21 +8,14 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+
+from lambdarun.local.testing import moto_server_fixture
 
 from lambdarun_durable.stores import DynamoDBCheckpointStore, S3CheckpointStore, SQLiteCheckpointStore
 from lambdarun_durable.testing import DurableFunctionTestRunner
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+moto_endpoint = moto_server_fixture(scope="session")
 
 
 def _client(service: str, endpoint: str) -> Any:

@@ -14,8 +14,7 @@ from click.testing import CliRunner
 import lambdarun
 import lambdarun_durable.plugin
 from lambdarun.hookspecs import hookimpl
-from lambdarun.local.testing import local_stack_fixture
-from lambdarun.plugins import DEFAULT_PLUGINS
+from lambdarun.local.testing import local_stack_fixture, make_local_session
 from lambdarun.types import ConditionHandle
 from lambdarun_durable import DurableContext, StepContext, durable_execution, durable_step
 from lambdarun_durable.backend import DurableExecutionFailed
@@ -29,28 +28,14 @@ local_stack = local_stack_fixture(scope="module")
 FUNCTION = "lambdarun-durable-tests"
 
 
-def plugins() -> list[Any]:
-    out: list[Any] = [lambdarun_durable.plugin]
-    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
-        from lambdarun.local import plugin as local_plugin
-
-        out.append(local_plugin)
-    return out
-
-
 @pytest.fixture
 def make_session(lambdarun_session: Callable[..., Any], local_stack: Any, tmp_path: Any) -> Callable[..., Any]:
     def factory(**durable: Any) -> Any:
-        return lambdarun_session(
-            *plugins(),
-            overrides={
-                "target": "local",
-                "local": {"state_dir": str(local_stack.state_dir)},
-                "progress": False,
-                # the in-process orchestrator (its store, leases, CLI): test_backend_api.py covers the API path
-                "durable": {"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db",
-                            "api": "orchestrator", **durable},
-            },
+        # the in-process orchestrator (its store, leases, CLI): test_backend_api.py covers the API path
+        return make_local_session(
+            lambdarun_session, local_stack, [lambdarun_durable.plugin],
+            durable={"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db",
+                     "api": "orchestrator", **durable},
         )
 
     return factory
@@ -177,16 +162,10 @@ def test_waiting_for_a_callback_polls_on_the_sessions_poller(
     lambdarun_session: Callable[..., Any], local_stack: Any, tmp_path: Any
 ) -> None:
     recorder = RecordingPollerPlugin()
-    session = lambdarun_session(
-        *plugins(),
-        recorder,
-        overrides={
-            "target": "local",
-            "local": {"state_dir": str(local_stack.state_dir)},
-            "progress": False,
-            "durable": {"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db",
-                        "api": "orchestrator"},  # the orchestrator's callback wait
-        },
+    session = make_local_session(
+        lambdarun_session, local_stack, [lambdarun_durable.plugin, recorder],
+        durable={"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db",
+                 "api": "orchestrator"},  # the orchestrator's callback wait
     )
     future = lambdarun.submit(approval_workflow, {}, backend="durable", session=session)
     backend = session.backend("durable")

@@ -21,8 +21,7 @@ import pytest
 
 import lambdarun
 import lambdarun_durable.plugin
-from lambdarun.plugins import DEFAULT_PLUGINS
-from lambdarun.local.testing import local_stack_fixture
+from lambdarun.local.testing import local_stack_fixture, make_local_session
 
 from lambdarun_durable import DurableContext, durable_execution
 from lambdarun_durable.backend import DurableExecutionFailed
@@ -35,26 +34,12 @@ FUNCTION = "lambdarun-durable-api-tests"
 REPO = Path(__file__).resolve().parents[3]
 
 
-def plugins() -> list[Any]:
-    out: list[Any] = [lambdarun_durable.plugin]
-    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
-        from lambdarun.local import plugin as local_plugin
-
-        out.append(local_plugin)
-    return out
-
-
 @pytest.fixture
 def session(lambdarun_session: Callable[..., Any], local_stack: Any, tmp_path: Any) -> Any:
-    return lambdarun_session(
-        *plugins(),
-        overrides={
-            "target": "local",
-            "local": {"state_dir": str(local_stack.state_dir)},
-            "progress": False,
-            # "auto": the local service has the durable API, so the backend uses it
-            "durable": {"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db"},
-        },
+    # "auto": the local service has the durable API, so the backend uses it
+    return make_local_session(
+        lambdarun_session, local_stack, [lambdarun_durable.plugin],
+        durable={"function_name": FUNCTION, "store_url": f"sqlite:///{tmp_path}/durable.db"},
     )
 
 

@@ -19,8 +19,7 @@ import pytest
 
 import lambdarun
 import lambdarun_durable.plugin
-from lambdarun.local.testing import local_stack_fixture
-from lambdarun.plugins import DEFAULT_PLUGINS
+from lambdarun.local.testing import local_stack_fixture, make_local_session
 from lambdarun_durable import DurableContext, StepContext, durable_execution
 from lambdarun_durable.backend import DurableExecutionFailed
 from lambdarun_durable.config import StepConfig, StepSemantics
@@ -33,15 +32,6 @@ FUNCTION = "lambdarun-durable-chaos"
 REPO = Path(__file__).resolve().parents[3]
 
 
-def plugins() -> list[Any]:
-    out: list[Any] = [lambdarun_durable.plugin]
-    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
-        from lambdarun.local import plugin as local_plugin
-
-        out.append(local_plugin)
-    return out
-
-
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/durable.db"
@@ -49,15 +39,10 @@ def store_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def session(lambdarun_session: Callable[..., Any], local_stack: Any, store_url: str) -> Any:
-    return lambdarun_session(
-        *plugins(),
-        overrides={
-            "target": "local",
-            "local": {"state_dir": str(local_stack.state_dir)},
-            "progress": False,
-            # the CLI drives executions as the in-process orchestrator (leases)
-            "durable": {"function_name": FUNCTION, "store_url": store_url, "api": "orchestrator"},
-        },
+    # the CLI drives executions as the in-process orchestrator (leases)
+    return make_local_session(
+        lambdarun_session, local_stack, [lambdarun_durable.plugin],
+        durable={"function_name": FUNCTION, "store_url": store_url, "api": "orchestrator"},
     )
 
 

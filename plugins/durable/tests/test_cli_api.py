@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from lambdarun.local.testing import create_function, local_stack_fixture
 from lambdarun_durable.cli import durable as durable_cli
+from lambdarun.testing import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,16 +67,6 @@ def start(lam: Any, function: str, order: str, **kw: Any) -> str:
     out = lam.invoke(FunctionName=function, Qualifier="$LATEST", InvocationType="Event",
                      Payload=json.dumps({"order": order}).encode(), **kw)
     return out["DurableExecutionArn"]
-
-
-def wait_for(predicate: Any, what: str, deadline: float = 60.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def history(lam: Any, arn: str) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 import lambdarun_durable.plugin
 from lambdarun.dashboard import DashboardServer, serve
 from lambdarun.local.testing import create_function, local_stack_fixture
+from lambdarun.testing import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,16 +61,6 @@ def dashboard(lambdarun_session: Any, local_stack: Any, function: str, tmp_path:
         yield server
     finally:
         server.stop()
-
-
-def wait_for(predicate: Any, what: str, deadline: float = 60.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def history(lam: Any, arn: str) -> list[dict[str, Any]]:

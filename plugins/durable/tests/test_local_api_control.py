@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from lambdarun.local.testing import create_function, local_stack_fixture
+from lambdarun.testing import wait_for
 
 local_stack = local_stack_fixture(scope="module", idle_timeout=60)
 
@@ -120,16 +121,6 @@ def start(lam: Any, name: str, payload: Any = None, **kw: Any) -> str:
 
 def events(lam: Any, arn: str) -> list[dict[str, Any]]:
     return lam.get_durable_execution_history(DurableExecutionArn=arn, IncludeExecutionData=True)["Events"]
-
-
-def wait_for(predicate: Any, what: str, deadline: float = 60.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def status_is(lam: Any, arn: str, *statuses: str) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from lambdarun.local.testing import create_function, local_stack_fixture
+from lambdarun.testing import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,16 +52,6 @@ def function(lam: Any) -> str:
     name = f"pausing-{uuid.uuid4().hex[:8]}"
     create_function(lam, name, GATED, timeout=120, DurableConfig={"ExecutionTimeout": 600})
     return name
-
-
-def wait_for(predicate: Any, what: str, deadline: float = 60.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def events(lam: Any, arn: str) -> list[dict[str, Any]]:

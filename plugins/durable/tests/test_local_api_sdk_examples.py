@@ -6,7 +6,6 @@ retries, callbacks and chained invokes; no process of the test drives them."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from lambdarun.local.testing import local_stack_fixture, make_zip
+from lambdarun.testing import wait_for
 
 local_stack = local_stack_fixture(scope="module", idle_timeout=60)
 
@@ -44,16 +44,6 @@ def run(lam: Any, name: str, payload: Any = None) -> tuple[dict[str, Any], Any]:
 
 def history(lam: Any, arn: str) -> list[dict[str, Any]]:
     return lam.get_durable_execution_history(DurableExecutionArn=arn, IncludeExecutionData=True)["Events"]
-
-
-def wait_for(predicate: Any, what: str, deadline: float = 60.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def callback_id(lam: Any, arn: str) -> str:

@@ -15,8 +15,8 @@ import pytest
 
 import lambdarun
 import lambdarun_temporal.plugin
-from lambdarun.local.testing import local_stack_fixture
-from lambdarun.plugins import DEFAULT_PLUGINS
+from lambdarun.local.testing import local_stack_fixture, session_plugins
+from lambdarun.testing import wait_for
 from lambdarun_temporal.backend import TemporalBackend
 
 # the Lambda side cannot import this module (pytest imports it by path): ship it by value
@@ -46,12 +46,7 @@ def fail(code):
 
 
 def plugins() -> list[Any]:
-    out: list[Any] = [lambdarun_temporal.plugin]
-    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
-        from lambdarun.local import plugin as local_plugin
-
-        out.append(local_plugin)
-    return out
+    return session_plugins(lambdarun_temporal.plugin)
 
 
 def activity_started_at(address: str, workflow_id: str) -> float | None:
@@ -73,13 +68,6 @@ def activity_started_at(address: str, workflow_id: str) -> float | None:
         return None
 
     return with_client(address, started)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -275,7 +263,8 @@ def test_cancel_cancels_the_workflow(make_session):
     session = make_session()
     backend = session.backend("temporal")
     future = lambdarun.submit(busy, 20, backend="temporal", session=session)
-    wait_until(lambda: activity_started_at(backend.address, future.task_id), 60, "a worker to pick the call up")
+    wait_for(lambda: activity_started_at(backend.address, future.task_id), "a worker to pick the call up",
+             timeout=60, interval=0.1)
     assert future.cancel()
     assert future.cancelled()
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from lambdarun.local import LocalStack
-from lambdarun.local.testing import local_stack_fixture
+from lambdarun.local.testing import local_stack_fixture, session_plugins
 from lambdarun_temporal.devserver import DevServer, serverless_workers_environment
 from lambdarun_temporal.serverless_testing import ServerlessSetup, run_workflows
 
@@ -108,14 +108,9 @@ def test_backend_on_the_local_target_uses_the_servers_controller(lambdarun_sessi
 
     import lambdarun
     import lambdarun_temporal.plugin
-    from lambdarun.plugins import DEFAULT_PLUGINS
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    plugins: list[Any] = [lambdarun_temporal.plugin]
-    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
-        from lambdarun.local import plugin as local_plugin
-
-        plugins.append(local_plugin)
+    plugins = session_plugins(lambdarun_temporal.plugin)
     suffix = uuid.uuid4().hex[:8]
     session = lambdarun_session(*plugins, overrides={
         "target": "local", "local": {"state_dir": str(local_stack.state_dir)}, "progress": False,
@@ -181,14 +176,9 @@ def _session(lambdarun_session: Any, local_stack: LocalStack, **temporal: Any) -
     import cloudpickle
 
     import lambdarun_temporal.plugin
-    from lambdarun.plugins import DEFAULT_PLUGINS
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    plugins: list[Any] = [lambdarun_temporal.plugin]
-    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
-        from lambdarun.local import plugin as local_plugin
-
-        plugins.append(local_plugin)
+    plugins = session_plugins(lambdarun_temporal.plugin)
     return lambdarun_session(*plugins, overrides={
         "target": "local", "local": {"state_dir": str(local_stack.state_dir)}, "progress": False,
         "temporal": temporal})

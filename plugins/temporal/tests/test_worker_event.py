@@ -19,8 +19,7 @@ import cloudpickle
 import pytest
 
 import lambdarun_temporal.plugin
-from lambdarun.local.testing import local_stack_fixture
-from lambdarun.plugins import DEFAULT_PLUGINS
+from lambdarun.local.testing import local_stack_fixture, session_plugins
 from lambdarun_temporal.errors import LambdaWorkerConfigError, WorkerEventError
 from lambdarun_temporal.testing import FakeLambdaContext
 from lambdarun_temporal.worker import WORKER_EVENT_KEY, WORKER_EVENT_VERSION, handle_worker_event
@@ -33,12 +32,7 @@ FUNCTION = "lambdarun-temporal-event-tests"
 
 
 def plugins() -> list[Any]:
-    out: list[Any] = [lambdarun_temporal.plugin]
-    if "lambdarun.local.plugin" not in DEFAULT_PLUGINS:
-        from lambdarun.local import plugin as local_plugin
-
-        out.append(local_plugin)
-    return out
+    return session_plugins(lambdarun_temporal.plugin)
 
 
 def event(**extra: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 from lambdarun.errors import CheckpointError as StoreCheckpointError
 
@@ -35,6 +35,21 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 _BATCH_THREADS = 16
+
+
+class _BatchKind(NamedTuple):
+    """What tells a map from a parallel in its checkpoints and its summary."""
+
+    sub_type: str
+    iteration_sub_type: str
+    name_prefix: str
+    result_type: str
+
+
+_MAP = _BatchKind(OperationSubType.MAP.value, OperationSubType.MAP_ITERATION.value, "map-item-", "MapResult")
+_PARALLEL = _BatchKind(
+    OperationSubType.PARALLEL.value, OperationSubType.PARALLEL_BRANCH.value, "parallel-branch-", "ParallelResult"
+)
 
 
 class BatchOperations(ChildContextOperations):
@@ -61,20 +76,7 @@ class BatchOperations(ChildContextOperations):
             Executable(index=i, func=bind(i, item), name=cfg.item_namer(item, i) if cfg.item_namer else None)
             for i, item in enumerate(items)
         ]
-        return self._batch(
-            executables,
-            name=map_name,
-            sub_type=OperationSubType.MAP.value,
-            iteration_sub_type=OperationSubType.MAP_ITERATION.value,
-            name_prefix="map-item-",
-            max_concurrency=cfg.max_concurrency,
-            completion_config=cfg.completion_config,
-            serdes=cfg.serdes,
-            item_serdes=cfg.item_serdes,
-            nesting=cfg.nesting_type,
-            summary=cfg.summary_generator,
-            result_type="MapResult",
-        )
+        return self._batch(executables, cfg, _MAP, name=map_name)
 
     def parallel(
         self,
@@ -90,37 +92,20 @@ class BatchOperations(ChildContextOperations):
             Executable(index=i, func=f, name=f.name if isinstance(f, ParallelBranch) else None)
             for i, f in enumerate(functions)
         ]
-        return self._batch(
-            executables,
-            name=name,
-            sub_type=OperationSubType.PARALLEL.value,
-            iteration_sub_type=OperationSubType.PARALLEL_BRANCH.value,
-            name_prefix="parallel-branch-",
-            max_concurrency=cfg.max_concurrency,
-            completion_config=cfg.completion_config,
-            serdes=cfg.serdes,
-            item_serdes=cfg.item_serdes,
-            nesting=cfg.nesting_type,
-            summary=cfg.summary_generator,
-            result_type="ParallelResult",
-        )
+        return self._batch(executables, cfg, _PARALLEL, name=name)
 
     def _batch(
         self,
         executables: list[Executable],
+        cfg: MapConfig | ParallelConfig,
+        kind: _BatchKind,
         *,
         name: str | None,
-        sub_type: str,
-        iteration_sub_type: str,
-        name_prefix: str,
-        max_concurrency: int | None,
-        completion_config: Any,
-        serdes: SerDes | None,
-        item_serdes: SerDes | None,
-        nesting: NestingType,
-        summary: Callable[[Any], str] | None,
-        result_type: str,
     ) -> BatchResult:
+        """Run ``executables`` as one batch of ``kind`` under ``cfg`` (the fields map and parallel share)."""
+        sub_type, iteration_sub_type, name_prefix, result_type = kind
+        serdes = cfg.serdes
+        summary = cfg.summary_generator
         with self._operation(sub_type, name, OperationType.CONTEXT) as ident:
             batch_ctx = self.create_child_context(ident.operation_id)
             runner = BatchRunner(
@@ -129,10 +114,10 @@ class BatchOperations(ChildContextOperations):
                 executables=executables,
                 iteration_sub_type=iteration_sub_type,
                 name_prefix=name_prefix,
-                max_concurrency=max_concurrency,
-                policy=CompletionPolicy.from_config(len(executables), completion_config),
-                item_serdes=item_serdes or serdes,
-                nesting=nesting,
+                max_concurrency=cfg.max_concurrency,
+                policy=CompletionPolicy.from_config(len(executables), cfg.completion_config),
+                item_serdes=cfg.item_serdes or serdes,
+                nesting=cfg.nesting_type,
             )
 
             def summary_generator(result: BatchResult) -> str:
