@@ -105,6 +105,11 @@ class LambdaInvoker:
             f"invoking {function_name!r} on target {self.target.name!r} failed: ClientError: {exc}"
         )
 
+    def before_sign(self, callback: Any) -> Any:
+        """``callback(headers)`` before each Invoke is signed; returns the undo
+        (:meth:`lambdarun.lambda_http.LambdaHttp.before_sign`)."""
+        return self._http.before_sign(callback)
+
     def invoke_async(self, function_name: str, payload: bytes, **kwargs: Any) -> InvokeHandle:
         future = self._pool.submit(self.invoke, function_name, payload, **kwargs)
         return InvokeHandle(

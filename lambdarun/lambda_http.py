@@ -31,7 +31,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -107,14 +107,29 @@ class LambdaHttp:
         self._quota = RetryQuota()
         options = urllib3.connection.HTTPConnection.default_socket_options + [
             (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-        self._pools = urllib3.PoolManager(
-            num_pools=8, maxsize=MAX_IDLE_CONNECTIONS, block=False, retries=False,
-            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-            socket_options=options, ca_certs=get_cert_path(True),
+        self._pool_options: dict[str, Any] = dict(
+            maxsize=MAX_IDLE_CONNECTIONS, block=False, retries=False,
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout), socket_options=options,
         )
+        self._ca_certs = get_cert_path(True)
+        self._pools: dict[str, Any] = {}  # endpoint -> urllib3 connection pool (one per endpoint)
         self._lock = threading.Lock()
         self._default_endpoint: str | None = None
         self._signer_cache: tuple[Any, Any] | None = None  # (frozen credentials, SigV4Auth)
+        self._before_sign: tuple[Callable[[dict[str, str]], None], ...] = ()
+
+    def before_sign(self, callback: Callable[[dict[str, str]], None]) -> Callable[[], None]:
+        """Call ``callback(headers)`` on every request's headers before it is signed (as
+        botocore's ``before-sign`` event: e.g. the ``Host`` a transparent proxy forwards to);
+        returns the undo."""
+        with self._lock:
+            self._before_sign = (*self._before_sign, callback)
+
+        def undo() -> None:
+            with self._lock:
+                self._before_sign = tuple(c for c in self._before_sign if c is not callback)
+
+        return undo
 
     # -- what to send, where ------------------------------------------------------------------
 
@@ -193,11 +208,16 @@ class LambdaHttp:
 
         for _moved in range(3):
             base = self._endpoint()
-            request = AWSRequest(method="POST", url=base + path, data=payload, headers=dict(headers))
+            request_headers = dict(headers)
+            for callback in self._before_sign:
+                callback(request_headers)
+            request = AWSRequest(method="POST", url=base + path, data=payload, headers=request_headers)
             self._signer().add_auth(request)
             try:
-                raw = self._pools.urlopen("POST", base + path, body=payload, headers=dict(request.headers.items()),
-                                          preload_content=False, redirect=False, assert_same_host=False)
+                parts = urlsplit(base)  # an endpoint URL may carry a path prefix, as botocore allows
+                raw = self._pool(f"{parts.scheme}://{parts.netloc}").urlopen(
+                    "POST", parts.path + path, body=payload, headers=dict(request.headers.items()),
+                    preload_content=False, redirect=False)
             except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
                 if self._connection_failed(exc, sent=False):
                     continue  # the endpoint moved (a restarted local stack): send it there now
@@ -212,6 +232,19 @@ class LambdaHttp:
             finally:
                 raw.release_conn()
         raise _NotSent("the endpoint kept moving")
+
+    def _pool(self, base: str) -> Any:
+        pool = self._pools.get(base)
+        if pool is None:
+            import urllib3
+
+            with self._lock:
+                pool = self._pools.get(base)
+                if pool is None:
+                    extra = {"ca_certs": self._ca_certs} if base.startswith("https:") else {}
+                    pool = urllib3.connection_from_url(base, **self._pool_options, **extra)
+                    self._pools[base] = pool
+        return pool
 
     def _connection_failed(self, exc: BaseException, *, sent: bool) -> bool:
         """Ask the target (the local one follows a restarted stack); True: send again now."""
@@ -241,7 +274,10 @@ class LambdaHttp:
         return LambdaHttpResponse(raw.status, raw.headers, data)
 
     def close(self) -> None:
-        self._pools.clear()
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
 def _service_error(response: LambdaHttpResponse) -> LambdaServiceError:

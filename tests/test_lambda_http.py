@@ -192,3 +192,16 @@ def test_new_credentials_are_signed_with_at_once(invoker, endpoint, monkeypatch)
     invoker.invoke("f", b"{}")
     keys = [headers["authorization"].split("Credential=")[1].split("/")[0] for _, headers, _ in endpoint.requests]
     assert keys == ["AKIDTESTLEAN", "AKIDROTATED"]
+
+
+def test_before_sign_sets_headers_that_are_signed_and_its_undo_stops_it(invoker, endpoint):
+    def name_the_service(headers):
+        headers["Host"] = "service.example:443"
+
+    undo = invoker.before_sign(name_the_service)
+    invoker.invoke("f", b"{}")
+    undo()
+    invoker.invoke("f", b"{}")
+    (_, first, _), (_, second, _) = endpoint.requests
+    assert first["host"] == "service.example:443" and "host" in first["authorization"].split("SignedHeaders=")[1]
+    assert second["host"] == f"127.0.0.1:{endpoint.server_address[1]}"
