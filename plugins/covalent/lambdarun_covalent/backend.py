@@ -47,7 +47,7 @@ from lambdarun.types import FunctionSpec, InvocationType, StorageHandle
 
 from lambdarun_covalent.config import DEFAULT_BUCKET, MAX_TIMEOUT, CovalentConfig
 from lambdarun_covalent.engine import Engine, engines, engines_lock, target_concurrency
-from lambdarun_covalent.tasks import Attempt, MapQueue, Task, deadlines, in_flight, lookup_task
+from lambdarun_covalent.tasks import Attempt, MapQueue, Task, deadlines, in_flight, lookup_task, ramp
 from lambdarun_covalent.async_attempts import JANITOR_GRACE, AsyncAttempts
 from lambdarun_covalent.sync_attempts import SyncAttempts
 
@@ -197,10 +197,10 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         for item in iterable:
             task = self._new_task(func, (item,), {})
             if queue is None or task.mode is not InvocationType.REQUEST_RESPONSE:
-                started = _ramp(started, concurrency, ramp_from)
+                started = ramp(started, concurrency, ramp_from)
                 pool.submit(self._run, task)
             elif queue.put(task):
-                started = _ramp(started, concurrency, ramp_from)
+                started = ramp(started, concurrency, ramp_from)
                 pool.submit(self._run_queued, queue, pool)
             yield task.future
 
@@ -496,23 +496,6 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
             release_claim(self.runtime_session, attempt.task.id, attempt.number, issued_at=attempt.issued_at)
         except Exception as exc:
             log.debug("could not release the claim of an attempt", prefix=attempt.prefix, error=str(exc))
-
-
-#: seconds between the first ``concurrency`` invocations a ``map`` starts (a ramp of 1,000/s)
-RAMP_GAP = 0.001
-
-
-def _ramp(started: int, concurrency: int, since: float, *, clock: Callable[[], float] = time.monotonic,
-          sleep: Callable[[float], None] = time.sleep) -> int:
-    """Spread the first window's invocations over ``concurrency * RAMP_GAP`` seconds: started
-    all at once, 1,000 equal tasks answer all at once, and 1,000 threads waking together for
-    the GIL (CPython polls each waiter every 5 ms) stall the caller for seconds; spread, the
-    answers stay spread. Returns the new count."""
-    if started < concurrency:
-        delay = since + started * RAMP_GAP - clock()
-        if delay > 0:
-            sleep(delay)
-    return started + 1
 
 
 def _runtime_session(session: Session, cfg: CovalentConfig) -> Session:

@@ -21,7 +21,7 @@ from lambdarun.types import InvocationType
 if TYPE_CHECKING:
     from lambdarun_covalent.backend import CovalentBackend
 
-__all__ = ["Attempt", "MapQueue", "Task", "Deadlines", "deadlines", "in_flight", "lookup_task"]
+__all__ = ["Attempt", "MapQueue", "RAMP_GAP", "Task", "Deadlines", "deadlines", "in_flight", "lookup_task", "ramp"]
 
 log = structlog.get_logger(__name__)
 
@@ -228,3 +228,20 @@ class MapQueue:
     def __len__(self) -> int:
         with self._lock:
             return len(self._tasks)
+
+
+#: seconds between the first ``concurrency`` invocations a ``map`` starts (a ramp of 1,000/s)
+RAMP_GAP = 0.001
+
+
+def ramp(started: int, concurrency: int, since: float, *, clock: Callable[[], float] = time.monotonic,
+         sleep: Callable[[float], None] = time.sleep) -> int:
+    """Spread the first window's invocations over ``concurrency * RAMP_GAP`` seconds: started
+    all at once, 1,000 equal tasks answer all at once, and 1,000 threads waking together for
+    the GIL (CPython polls each waiter every 5 ms) stall the caller for seconds; spread, the
+    answers stay spread. Returns the new count."""
+    if started < concurrency:
+        delay = since + started * RAMP_GAP - clock()
+        if delay > 0:
+            sleep(delay)
+    return started + 1

@@ -139,7 +139,7 @@ def test_a_maps_first_window_is_ramped_and_the_rest_is_not():
     """The first ``concurrency`` invocations of a map start RAMP_GAP apart (answers of equal
     tasks then arrive spread, not as one wave of threads waking for the GIL); later ones
     start as soon as a thread is free."""
-    from lambdarun_covalent import backend as module
+    from lambdarun_covalent import tasks as module
 
     clock = [100.0]
     sleeps: list[float] = []
@@ -149,6 +149,6 @@ def test_a_maps_first_window_is_ramped_and_the_rest_is_not():
 
     started = 0
     for _ in range(6):
-        started = module._ramp(started, 4, 100.0, clock=lambda: clock[0], sleep=sleep)
+        started = module.ramp(started, 4, 100.0, clock=lambda: clock[0], sleep=sleep)
     assert started == 6
     assert sleeps == [module.RAMP_GAP] * 3  # the 2nd, 3rd and 4th wait their slot; the 1st, 5th and 6th do not
