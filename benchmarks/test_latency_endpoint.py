@@ -14,7 +14,10 @@ release the claim.
   ``backend="covalent"`` and ``max_workers`` = the endpoint's concurrency (what the target
   would allow on AWS): invocations/s over the whole map and the endpoint's peak in flight.
   Targets: >= 1,000 invocations/s with >= 900 in flight.
-* ``test_boto3_threads_against_latency_endpoint``: the floor underneath, the same number of
+* ``test_invoker_threads_against_latency_endpoint``: lambdarun's own invoker (the aws
+  target's, :mod:`lambdarun.lambda_http`) from a thread pool of the same size: the floor under
+  the covalent map.
+* ``test_boto3_threads_against_latency_endpoint``: the floor under boto3, the same number of
   plain ``boto3`` ``invoke`` calls from a thread pool of the same size with a connection
   pool as large (no lambdarun): where the caller stops when lambdarun adds nothing.
 
@@ -146,6 +149,26 @@ def test_covalent_map_against_latency_endpoint(benchmark: Any, headline: Any, re
             "lambdarun.map(abs, ..., backend='covalent') with max_workers = the endpoint's concurrency, target "
             "'aws' pointed at the endpoint; every outcome signed and verified; claims released in a local "
             "folder (storage_url file://), where on AWS they are S3 requests.")
+
+
+@pytest.mark.timeout(1800)
+def test_invoker_threads_against_latency_endpoint(benchmark: Any, headline: Any, record_rss: None, session: Session,
+                                                  endpoint: LatencyLambda, bench_size: Any, duration: float) -> None:
+    tasks = bench_size(10_000, 40)
+    invoker = session.invoker  # the aws target's invoker (lambdarun.lambda_http), as the covalent map uses it
+    payload = b'{"lambdarun_covalent_versions": 1}'  # the probe: answered without signing anything
+
+    def one(_: int) -> int:
+        return invoker.invoke(FUNCTION, payload).status_code
+
+    def work() -> None:
+        with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
+            assert set(pool.map(one, range(tasks))) == {200}
+
+    m = benchmark.pedantic(lambda: _measure(endpoint, work), rounds=1, iterations=1)
+    _record(headline, "lambdarun invoker (no backend)", tasks, duration, m,
+            f"session.invoker.invoke (lambdarun.lambda_http: botocore's SigV4 signer, urllib3's keep-alive pool) "
+            f"from a {CONCURRENCY}-thread pool: the floor under the covalent map, beside plain boto3's.")
 
 
 @pytest.mark.timeout(1800)

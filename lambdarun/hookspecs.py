@@ -190,8 +190,10 @@ def lambdarun_make_target(name: str, settings: Settings) -> Target | None:
 def lambdarun_make_invoker(target: Target, session: Session) -> Invoker | None:
     """Create the object that invokes Lambda functions on ``target``.
 
-    The default (trylast) calls boto3's ``lambda.invoke`` on ``target.client("lambda")``,
-    which works for AWS and for the local Lambda service alike.
+    The default (trylast) sends Lambda's ``Invoke`` through :mod:`lambdarun.lambda_http`
+    (botocore's SigV4 signer with ``target.credentials()``, urllib3's keep-alive pool,
+    botocore's standard retry rules), to ``target.endpoint_url("lambda")`` or the region's
+    endpoint: AWS and the local Lambda service alike.
 
     :param target: the session's target.
     :param session: the :class:`lambdarun.session.Session`.

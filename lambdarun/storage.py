@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,16 +45,30 @@ class FileStorage:
     @staticmethod
     def _complete_temp_file(path: Path, data: bytes) -> Path:
         """``data`` in a new temporary file next to ``path`` (complete before it is moved or
-        linked into place); the caller removes it if it stays."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        linked into place); the caller removes it if it stays. The folder is created only
+        when it is missing (a hot path: one ``open`` where it exists)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        while True:
+            tmp = path.parent / f".tmp-{os.urandom(8).hex()}"
+            try:
+                fd = os.open(tmp, flags, 0o600)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            except FileExistsError:
+                continue
+            break
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
-        return Path(tmp)
+        return tmp
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)

@@ -157,6 +157,12 @@ class Boto3Target:
     def endpoint_url(self, service: str) -> str | None:
         return self._endpoints.get(service)
 
+    def credentials(self) -> Any:
+        """The botocore credentials this target's clients sign with (refreshable ones
+        refresh through ``get_frozen_credentials()``), or None when none are configured.
+        The invoker signs its requests with them (:mod:`lambdarun.lambda_http`)."""
+        return self._session().get_credentials()
+
     @property
     def concurrency_limit(self) -> int | None:
         return None  # AWS: the account's concurrency limit, not known without asking

@@ -254,6 +254,20 @@ class LocalTarget(Boto3Target):
         client.meta.events.register_first("needs-retry", on_failure,
                                           unique_id="lambdarun-local-follow")
 
+    def lambda_connection_failed(self, error: BaseException, *, sent: bool) -> bool:
+        """The invoker's connection failed (:mod:`lambdarun.lambda_http`): :meth:`_follow`'s
+        rule. True: resend now (the stack moved, nothing was sent); False: its retry rules
+        decide; raises LocalStackUnavailableError (no stack, or the Invoke may have run)."""
+        stack = self._stack
+        if stack is None or (state := stack.refresh()) == "same":
+            return False
+        if sent:
+            raise stack.unavailable("Invoke (lambda)", maybe_ran=True) from error
+        if state == "gone":
+            raise stack.unavailable("Invoke (lambda)") from error
+        self._endpoints = dict(stack.endpoints.as_dict())
+        return True
+
     def endpoint_url(self, service: str) -> str | None:
         return self.stack.endpoints.url(service)
 

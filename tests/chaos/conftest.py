@@ -79,7 +79,11 @@ def proxied(make_session: Callable[..., Any], lambdarun_session: Callable[..., A
         def address_the_service(request: Any, **_: Any) -> None:
             request.headers["Host"] = service_host
 
+        def address_the_service_invoke(headers: dict[str, str]) -> None:
+            headers["Host"] = service_host
+
         session.target.client("lambda").meta.events.register("before-sign.lambda", address_the_service)
+        session.invoker.before_sign(address_the_service_invoke)  # the Invoke hot path (lambdarun.lambda_http)
         yield session, proxy
 
 

@@ -47,7 +47,7 @@ from lambdarun.types import FunctionSpec, InvocationType, StorageHandle
 
 from lambdarun_covalent.config import DEFAULT_BUCKET, MAX_TIMEOUT, CovalentConfig
 from lambdarun_covalent.engine import Engine, engines, engines_lock, target_concurrency
-from lambdarun_covalent.tasks import Attempt, MapQueue, Task, deadlines, in_flight, lookup_task
+from lambdarun_covalent.tasks import Attempt, MapQueue, Task, deadlines, in_flight, lookup_task, ramp
 from lambdarun_covalent.async_attempts import JANITOR_GRACE, AsyncAttempts
 from lambdarun_covalent.sync_attempts import SyncAttempts
 
@@ -193,11 +193,14 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         pool = self.engine.pool(max_workers or self.config.max_workers or None)
         limit = self.map_chunksize(chunksize)
         queue = MapQueue(limit, concurrency) if limit > 1 else None
+        started, ramp_from = 0, time.monotonic()
         for item in iterable:
             task = self._new_task(func, (item,), {})
             if queue is None or task.mode is not InvocationType.REQUEST_RESPONSE:
+                started = ramp(started, concurrency, ramp_from)
                 pool.submit(self._run, task)
             elif queue.put(task):
+                started = ramp(started, concurrency, ramp_from)
                 pool.submit(self._run_queued, queue, pool)
             yield task.future
 

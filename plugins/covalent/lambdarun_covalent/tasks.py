@@ -21,7 +21,7 @@ from lambdarun.types import InvocationType
 if TYPE_CHECKING:
     from lambdarun_covalent.backend import CovalentBackend
 
-__all__ = ["Attempt", "MapQueue", "Task", "Deadlines", "deadlines", "in_flight", "lookup_task"]
+__all__ = ["Attempt", "MapQueue", "RAMP_GAP", "Task", "Deadlines", "deadlines", "in_flight", "lookup_task", "ramp"]
 
 log = structlog.get_logger(__name__)
 
@@ -49,20 +49,27 @@ class Deadlines:
         with self._cond:
             token = next(self._counter)
             self._callbacks[token] = callback
+            # the thread sleeps until the earliest deadline: wake it only when this one is
+            # earlier (tasks of one map share a timeout, so theirs come later: no wake-up each)
+            earlier = not self._heap or when < self._heap[0][0]
             heapq.heappush(self._heap, (when, token))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="lambdarun-covalent-deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if earlier:
+                self._cond.notify()
             return token
 
     def remove(self, token: int | None) -> None:
         if token is None:
             return
-        with self._cond:
-            if self._callbacks.pop(token, None) is not None and len(self._heap) > 2 * len(self._callbacks) + 1024:
-                self._heap = [entry for entry in self._heap if entry[1] in self._callbacks]
-                heapq.heapify(self._heap)
+        # dict.pop is atomic: no lock per removal (every finished task removes one; 1,000
+        # threads contended for it), only to compact the heap now and then
+        if self._callbacks.pop(token, None) is not None and len(self._heap) > 2 * len(self._callbacks) + 1024:
+            with self._cond:
+                if len(self._heap) > 2 * len(self._callbacks) + 1024:
+                    self._heap = [entry for entry in self._heap if entry[1] in self._callbacks]
+                    heapq.heapify(self._heap)
 
     def __len__(self) -> int:
         with self._cond:
@@ -81,7 +88,9 @@ class Deadlines:
                     now = time.monotonic()
                     if when <= now:
                         heapq.heappop(self._heap)
-                        callback = self._callbacks.pop(token)
+                        callback = self._callbacks.pop(token, None)  # None: removed meanwhile
+                        if callback is None:
+                            continue
                         break
                     self._cond.wait(when - now)
             try:
@@ -219,3 +228,20 @@ class MapQueue:
     def __len__(self) -> int:
         with self._lock:
             return len(self._tasks)
+
+
+#: seconds between the first ``concurrency`` invocations a ``map`` starts (a ramp of 1,000/s)
+RAMP_GAP = 0.001
+
+
+def ramp(started: int, concurrency: int, since: float, *, clock: Callable[[], float] = time.monotonic,
+         sleep: Callable[[float], None] = time.sleep) -> int:
+    """Spread the first window's invocations over ``concurrency * RAMP_GAP`` seconds: started
+    all at once, 1,000 equal tasks answer all at once, and 1,000 threads waking together for
+    the GIL (CPython polls each waiter every 5 ms) stall the caller for seconds; spread, the
+    answers stay spread. Returns the new count."""
+    if started < concurrency:
+        delay = since + started * RAMP_GAP - clock()
+        if delay > 0:
+            sleep(delay)
+    return started + 1

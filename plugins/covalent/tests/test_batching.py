@@ -133,3 +133,22 @@ def test_a_submit_is_not_held_back_by_a_running_map(make_session):
     assert sum(f.done() for f in futures) < len(futures) // 2
     for future in futures:
         future.result(timeout=120)
+
+
+def test_a_maps_first_window_is_ramped_and_the_rest_is_not():
+    """The first ``concurrency`` invocations of a map start RAMP_GAP apart (answers of equal
+    tasks then arrive spread, not as one wave of threads waking for the GIL); later ones
+    start as soon as a thread is free."""
+    from lambdarun_covalent import tasks as module
+
+    clock = [100.0]
+    sleeps: list[float] = []
+    def sleep(seconds):
+        sleeps.append(round(seconds, 6))
+        clock[0] += seconds
+
+    started = 0
+    for _ in range(6):
+        started = module.ramp(started, 4, 100.0, clock=lambda: clock[0], sleep=sleep)
+    assert started == 6
+    assert sleeps == [module.RAMP_GAP] * 3  # the 2nd, 3rd and 4th wait their slot; the 1st, 5th and 6th do not
