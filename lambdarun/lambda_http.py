@@ -9,7 +9,7 @@ well-kept parts, and nothing else per call:
   with the target's botocore credentials (``get_frozen_credentials()`` per request, so
   refreshable credentials refresh as botocore refreshes them);
 * it goes over urllib3's connection pool (what botocore uses underneath): keep-alive,
-  ``TCP_NODELAY``, botocore's CA bundle for HTTPS, as many idle connections kept as were
+  ``TCP_NODELAY``, botocore's CA bundle and the environment's proxies as botocore resolves them, as many idle connections kept as were
   in flight (up to :data:`MAX_IDLE_CONNECTIONS`), never retried by urllib3 itself;
 * errors are Lambda's (``x-amzn-ErrorType`` header, else the JSON body's ``__type`` /
   ``code``) and retried by botocore's *standard* mode rules: throttles (HTTP 429
@@ -99,7 +99,6 @@ class LambdaHttp:
 
     def __init__(self, target: Target, *, max_attempts: int, read_timeout: float, connect_timeout: float = 10) -> None:
         import urllib3
-        from botocore.httpsession import get_cert_path
         from botocore.retries.quota import RetryQuota
 
         self.target = target
@@ -111,8 +110,8 @@ class LambdaHttp:
             maxsize=MAX_IDLE_CONNECTIONS, block=False, retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout), socket_options=options,
         )
-        self._ca_certs = get_cert_path(True)
-        self._pools: dict[str, Any] = {}  # endpoint -> urllib3 connection pool (one per endpoint)
+        self._ca_certs: str | None = None  # resolved with the first HTTPS pool
+        self._pools: dict[str, tuple[Any, bool]] = {}  # endpoint -> (urllib3 pool, absolute-form URLs)
         self._lock = threading.Lock()
         self._default_endpoint: str | None = None
         self._signer_cache: tuple[Any, Any] | None = None  # (frozen credentials, SigV4Auth)
@@ -215,9 +214,11 @@ class LambdaHttp:
             self._signer().add_auth(request)
             try:
                 parts = urlsplit(base)  # an endpoint URL may carry a path prefix, as botocore allows
-                raw = self._pool(f"{parts.scheme}://{parts.netloc}").urlopen(
-                    "POST", parts.path + path, body=payload, headers=dict(request.headers.items()),
-                    preload_content=False, redirect=False)
+                pool, absolute = self._pool(f"{parts.scheme}://{parts.netloc}")
+                raw = pool.urlopen(
+                    "POST", base + path if absolute else parts.path + path, body=payload,
+                    headers=dict(request.headers.items()), preload_content=False, redirect=False,
+                    assert_same_host=not absolute)
             except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
                 if self._connection_failed(exc, sent=False):
                     continue  # the endpoint moved (a restarted local stack): send it there now
@@ -233,18 +234,38 @@ class LambdaHttp:
                 raw.release_conn()
         raise _NotSent("the endpoint kept moving")
 
-    def _pool(self, base: str) -> Any:
+    def _pool(self, base: str) -> tuple[Any, bool]:
+        """The pool for ``base``, and whether requests on it name the absolute URL (plain
+        HTTP through a proxy)."""
         pool = self._pools.get(base)
         if pool is None:
-            import urllib3
-
             with self._lock:
                 pool = self._pools.get(base)
                 if pool is None:
-                    extra = {"ca_certs": self._ca_certs} if base.startswith("https:") else {}
-                    pool = urllib3.connection_from_url(base, **self._pool_options, **extra)
+                    pool = self._new_pool(base)
                     self._pools[base] = pool
         return pool
+
+    def _new_pool(self, base: str) -> tuple[Any, bool]:
+        """A pool to ``base`` as botocore would connect: its CA bundle (``[aws]`` config /
+        ``AWS_CA_BUNDLE``, else certifi's), and the ``HTTP(S)_PROXY`` the environment names for
+        that host unless ``NO_PROXY`` exempts it (a proxied HTTPS endpoint is tunnelled with
+        CONNECT: the proxy sees no request)."""
+        import urllib3
+        from botocore.httpsession import get_cert_path
+        from botocore.utils import get_environ_proxies
+
+        extra: dict[str, Any] = {}
+        if base.startswith("https:"):
+            if self._ca_certs is None:
+                bundle = getattr(self.target, "ca_bundle", None)
+                self._ca_certs = get_cert_path((bundle() if bundle is not None else None) or True)
+            extra["ca_certs"] = self._ca_certs
+        proxy = get_environ_proxies(base).get(urlsplit(base).scheme)
+        if proxy:
+            manager = urllib3.ProxyManager(proxy, num_pools=1, **self._pool_options, **extra)
+            return manager.connection_from_url(base), base.startswith("http:")
+        return urllib3.connection_from_url(base, **self._pool_options, **extra), False
 
     def _connection_failed(self, exc: BaseException, *, sent: bool) -> bool:
         """Ask the target (the local one follows a restarted stack); True: send again now."""
@@ -276,7 +297,7 @@ class LambdaHttp:
     def close(self) -> None:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
+        for pool, _absolute in pools:
             pool.close()
 
 

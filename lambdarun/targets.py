@@ -106,6 +106,7 @@ class Boto3Target:
         self._max_attempts = aws.max_attempts
         self._lock = threading.Lock()
         self._boto_session: Any = None
+        self._botocore_session: Any = None
         self._clients: dict[str, Any] = {}
         self._secret_keys: dict[str, bytes] = {}
 
@@ -131,6 +132,7 @@ class Boto3Target:
             self._boto_session = boto3.session.Session(
                 botocore_session=core, region_name=self.region, **self._credentials
             )
+            self._botocore_session = core
         return self._boto_session
 
     def client(self, service: str) -> Any:
@@ -156,6 +158,12 @@ class Boto3Target:
 
     def endpoint_url(self, service: str) -> str | None:
         return self._endpoints.get(service)
+
+    def ca_bundle(self) -> str | None:
+        """The CA bundle botocore verifies HTTPS with for this target (``ca_bundle`` in the
+        profile's config, ``AWS_CA_BUNDLE``), or None for botocore's default (certifi)."""
+        self._session()
+        return self._botocore_session.get_config_variable("ca_bundle")
 
     def credentials(self) -> Any:
         """The botocore credentials this target's clients sign with (refreshable ones

@@ -205,3 +205,35 @@ def test_before_sign_sets_headers_that_are_signed_and_its_undo_stops_it(invoker,
     (_, first, _), (_, second, _) = endpoint.requests
     assert first["host"] == "service.example:443" and "host" in first["authorization"].split("SignedHeaders=")[1]
     assert second["host"] == f"127.0.0.1:{endpoint.server_address[1]}"
+
+
+def test_the_environments_proxy_is_used_as_botocore_would(lambdarun_session, endpoint, monkeypatch):
+    """HTTP_PROXY names the proxy for a plain-HTTP endpoint: the request goes to the proxy in
+    absolute form (here the test's endpoint plays the proxy, for a host that doesn't resolve)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTESTLEAN")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{endpoint.server_address[1]}")
+    session = lambdarun_session(overrides={
+        "target": "aws", "region": "eu-west-1",
+        "aws": {"lambda_endpoint_url": "http://lambda.proxied.invalid:8080", "max_attempts": 1},
+    })
+    assert session.invoker.invoke("f", b"{}").payload == b'{"ok": true}'
+    ((line, headers, _body),) = endpoint.requests
+    assert line == "POST http://lambda.proxied.invalid:8080/2015-03-31/functions/f/invocations HTTP/1.1"
+    assert headers["host"] == "lambda.proxied.invalid:8080"
+
+
+def test_no_proxy_exempts_the_endpoint(lambdarun_session, endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTESTLEAN")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    session = lambdarun_session(overrides={
+        "target": "aws", "region": "eu-west-1",
+        "aws": {"lambda_endpoint_url": f"http://127.0.0.1:{endpoint.server_address[1]}", "max_attempts": 1},
+    })
+    assert session.invoker.invoke("f", b"{}").status_code == 200
+    ((line, _headers, _body),) = endpoint.requests
+    assert line == "POST /2015-03-31/functions/f/invocations HTTP/1.1"
