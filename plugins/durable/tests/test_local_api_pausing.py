@@ -36,10 +36,10 @@ pytestmark = pytest.mark.timeout(180)
 local_stack = local_stack_fixture(scope="module", idle_timeout=60)
 
 IMPORTS = {
-    "aws": "from aws_durable_execution_sdk_python import durable_execution\n"
-           "from aws_durable_execution_sdk_python.config import CallbackConfig, Duration\n",
-    "lambdarun": "from lambdarun_durable import durable_execution\n"
-                 "from lambdarun_durable.config import CallbackConfig, Duration\n",
+    sdk: f"from {module} import durable_execution\n"
+         f"from {module}.config import CallbackConfig, Duration, StepConfig, StepSemantics\n"
+         f"from {module}.retries import RetryStrategyConfig, create_retry_strategy\n"
+    for sdk, module in (("aws", "aws_durable_execution_sdk_python"), ("lambdarun", "lambdarun_durable"))
 }
 
 STEPS = '''
@@ -58,6 +58,26 @@ def handler(event, context):
             return name.upper()
         return body
     return [context.step(step(n), name=n) for n in ("s1", "s2", "s3", "s4")]
+'''
+
+AT_MOST_ONCE = '''
+import os, time
+
+@durable_execution
+def handler(event, context):
+    def mark(name):
+        def body(_):
+            with open(event["log"], "a") as f:
+                f.write(name + "\\n")
+            return name
+        return body
+    context.step(mark("s1"), name="s1")
+    deadline = time.time() + 120
+    while not os.path.exists(event["gate"]) and time.time() < deadline:  # no step: no checkpoint
+        time.sleep(0.02)
+    once = StepConfig(step_semantics=StepSemantics.AT_MOST_ONCE_PER_RETRY, retry_strategy=create_retry_strategy(
+        RetryStrategyConfig(max_attempts=3, initial_delay=Duration.from_seconds(1))))
+    return context.step(mark("once"), name="once", config=once)
 '''
 
 WAITING = '''
@@ -101,6 +121,11 @@ def make_function(lam: Any, source: str, sdk: str = "aws", execution_timeout: in
 @pytest.fixture(scope="module", params=["aws", "lambdarun"])
 def steps_function(request: Any, lam: Any, tmp_path_factory: Any) -> str:
     return make_function(lam, STEPS, request.param, folder=tmp_path_factory.mktemp("steps"))
+
+
+@pytest.fixture(scope="module", params=["aws", "lambdarun"])
+def at_most_once_function(request: Any, lam: Any, tmp_path_factory: Any) -> str:
+    return make_function(lam, AT_MOST_ONCE, request.param, folder=tmp_path_factory.mktemp("once"))
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +262,25 @@ def test_a_pausing_execution_can_be_stopped(lam, steps_function, tmp_path):
     assert status(lam, arn) == "STOPPED" and ran(log) == ["s1", "s2"]
     with pytest.raises(lam.exceptions.ResourceConflictException):
         lam.resume_durable_execution(DurableExecutionArn=arn)
+
+
+def test_an_at_most_once_step_whose_start_is_the_interrupting_checkpoint_runs_once(
+        lam, at_most_once_function, tmp_path):
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    arn = start(lam, at_most_once_function, {"log": str(log), "gate": str(gate)})
+    wait_for(lambda: named(lam, arn, "StepSucceeded", "s1"), "s1's result")
+    lam.pause_durable_execution(DurableExecutionArn=arn)
+    assert status(lam, arn) == "PAUSING"
+    gate.touch()  # the next checkpoint is the at-most-once step's START: committed, then the invocation stops
+    wait_for(lambda: status(lam, arn) == "PAUSED", "PAUSED")
+    wait_for(lambda: invocations(lam, arn) == 1, "the interrupted invocation's end")
+    assert named(lam, arn, "StepStarted", "once")
+    assert ran(log) == ["s1"]  # its body did not run in the interrupted invocation
+    lam.resume_durable_execution(DurableExecutionArn=arn)
+    wait_for(lambda: status(lam, arn) == "SUCCEEDED", "SUCCEEDED")
+    # the interrupted attempt is not re-run blindly: the step's retry runs the body, once
+    assert ran(log) == ["s1", "once"]
+    assert lam.get_durable_execution(DurableExecutionArn=arn)["Result"] == '"once"'
 
 
 # ---------------------------------------------------------------------------- while PAUSED
