@@ -7,7 +7,9 @@ It looks like a store to :class:`~lambdarun_durable.state.ExecutionState`: ``app
 turns the buffered records (operation snapshots) back into the ``OperationUpdate``s that
 produce them and sends them with the current checkpoint token (rotated by every answer).
 The client is ``boto3.client("lambda")``: ``AWS_ENDPOINT_URL_LAMBDA`` and the function's
-credentials point it at the service, as AWS's SDK does.
+credentials point it at the service, as AWS's SDK does. A checkpoint answered without a
+token (the service interrupts a pausing execution) ends the invocation with PENDING
+(:class:`~lambdarun_durable.exceptions.SuspendExecution`), as AWS's SDK does.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 from lambdarun.errors import CheckpointError
 from lambdarun.types import Checkpoint
+
+from lambdarun_durable.exceptions import SuspendExecution
 
 _DETAILS = {"STEP": "StepDetails", "CONTEXT": "ContextDetails", "WAIT": "WaitDetails",
             "CALLBACK": "CallbackDetails", "CHAINED_INVOKE": "ChainedInvokeDetails",
@@ -109,6 +113,8 @@ class ApiCheckpointStore:
     def __init__(self, token: str, client: Any = None) -> None:
         self.token = token
         self.client = client or lambda_client()
+        #: the service answered a checkpoint without a token: nothing more is sent
+        self.revoked = False
         self._lock = threading.Lock()
 
     def load(self, execution_id: str) -> Checkpoint:
@@ -132,6 +138,10 @@ class ApiCheckpointStore:
         updates = [u for u in (update_of(r) for r in records) if u is not None and not (
             u["Type"] == "EXECUTION" and (u["Action"] == "FAIL" or len(u.get("Payload") or "") <= RESPONSE_LIMIT))]
         with self._lock:
+            if self.revoked:
+                if updates:  # as AWS's SDK: nothing more is sent; the invocation ends PENDING
+                    raise SuspendExecution("Checkpoint token revoked by the service; ending invocation with PENDING.")
+                return expected_version + 1
             try:
                 out = self.client.checkpoint_durable_execution(
                     DurableExecutionArn=execution_id, CheckpointToken=self.token, Updates=updates)
@@ -139,5 +149,12 @@ class ApiCheckpointStore:
                 raise CheckpointError(
                     f"CheckpointDurableExecution refused this invocation's checkpoint ({e}); the service "
                     "re-invokes the execution from its stored state.") from e
-            self.token = out.get("CheckpointToken") or self.token
+            if out.get("CheckpointToken"):
+                self.token = out["CheckpointToken"]
+            elif not any(u["Type"] == "EXECUTION" for u in updates):
+                # the service withdrew this invocation's token (AWS: the execution is pausing):
+                # these updates are durable; the invocation stops and ends with PENDING, as
+                # AWS's SDK does when a checkpoint answer omits the token
+                self.revoked = True
+                raise SuspendExecution("Checkpoint token revoked by the service; ending invocation with PENDING.")
         return expected_version + 1

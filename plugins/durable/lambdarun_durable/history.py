@@ -84,8 +84,14 @@ def history_events(records: Any, *, include_execution_data: bool = True) -> list
                 details["DurableExecutionArn"] = child
         elif etype == "ExecutionPaused":
             details = {"PauseRequestTimestamp": event_time(x.get("PauseRequestTimestamp"))}
+            if x.get("ExecutionTimeoutPaused") is not None:
+                details["ExecutionTimeoutPaused"] = bool(x["ExecutionTimeoutPaused"])
+            if x.get("Reason") is not None:  # botocore's EventPauseReason (sensitive: execution data)
+                details["Reason"] = _payload(x["Reason"], include_execution_data)
         elif etype == "ExecutionResumed":
             details = {"ResumeRequestTimestamp": event_time(x.get("ResumeRequestTimestamp"))}
+            if x.get("Reason") is not None:
+                details["Reason"] = _payload(x["Reason"], include_execution_data)
         elif etype == "InvocationCompleted":
             details = {
                 "StartTimestamp": event_time(x.get("StartTimestamp")),

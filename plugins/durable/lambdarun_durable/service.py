@@ -52,6 +52,14 @@ class InvocationsConflictError(DurableServiceError):
 
 #: private EXECUTION-operation keys kept out of invocation events (they can be large)
 _NOT_SENT = frozenset({"_Handlers"})
+#: a paused execution timeout still fires 366 days after the start (AWS's
+#: PauseDurableExecution ``ExecutionTimeoutPaused``)
+MAX_PAUSED_TIMEOUT_MS = 366 * 86_400_000
+
+
+def timeout_paused(state: Mapping[str, Any]) -> bool:
+    """Whether the execution is paused with its timeout's clock stopped."""
+    return bool(state.get("Paused")) and bool(state.get("TimeoutPaused", True))
 
 
 @attrs.frozen
@@ -228,10 +236,12 @@ class DurableService:
     def apply_due(self, arn: str) -> int:
         """Fire timers that are due: waits complete, retries become READY, callbacks time out."""
 
-        def build(ops: dict[str, Any], _state: Mapping[str, Any], now: int) -> tuple[list, Any]:
+        def build(ops: dict[str, Any], state: Mapping[str, Any], now: int) -> tuple[list, Any]:
             recs = []
+            timeout_stopped = timeout_paused(state)
             for op in ops.values():
-                if op["Type"] == "EXECUTION" and op["Status"] == "STARTED" and op.get("_TimeoutAt") and op["_TimeoutAt"] <= now:
+                if op["Type"] == "EXECUTION" and op["Status"] == "STARTED" and op.get("_TimeoutAt") \
+                        and op["_TimeoutAt"] <= now and not timeout_stopped:
                     err = ErrorObject(message="Execution timed out", type="ExecutionTimedOut", data=None, stack_trace=None)
                     new, _ = transition(op, op_id=op["Id"], op_type="EXECUTION", action="TIMED_OUT", now=now, error=err)
                     rec = make_record(new, {"Error": err.to_dict()}, now, "s", None)
@@ -262,11 +272,14 @@ class DurableService:
         return self._mutate(arn, build)
 
     @staticmethod
-    def next_due_of(ops: Mapping[str, Mapping[str, Any]]) -> Due | None:
+    def next_due_of(ops: Mapping[str, Mapping[str, Any]], state: Mapping[str, Any] | None = None) -> Due | None:
+        """The next timer of ``ops`` (``state``: the execution's state; a pause with
+        ``ExecutionTimeoutPaused`` stops the execution timeout's clock)."""
         times: list[tuple[float, bool]] = []
+        timeout_stopped = state is not None and timeout_paused(state)
         for op in ops.values():
             t, s = op["Type"], op["Status"]
-            if t == "EXECUTION" and s == "STARTED" and op.get("_TimeoutAt"):
+            if t == "EXECUTION" and s == "STARTED" and op.get("_TimeoutAt") and not timeout_stopped:
                 times.append((op["_TimeoutAt"] / 1000, True))
             elif t == "WAIT" and s == "STARTED":
                 times.append(((op.get("WaitDetails") or {}).get("ScheduledEndTimestamp", 0) / 1000, False))
@@ -365,20 +378,37 @@ class DurableService:
 
         self._mutate(arn, build)
 
-    def record_pause(self, arn: str, paused: bool) -> None:
+    def record_pause(self, arn: str, paused: bool, *, reason: str | None = None,
+                     timeout_paused: bool = True) -> bool:
         """Persist a pause (or resume) of a running execution: the state's ``Paused`` flag and
-        an ``ExecutionPaused``/``ExecutionResumed`` history event (AWS's names)."""
+        an ``ExecutionPaused``/``ExecutionResumed`` history event (AWS's names, with the
+        ``Reason`` and ``ExecutionTimeoutPaused`` details). With ``timeout_paused`` (AWS's
+        ``ExecutionTimeoutPaused``, default true) the execution timeout does not fire while
+        paused and the resume extends it by the time spent paused, never past 366 days after
+        the start. Returns whether anything changed (False: already in that state)."""
 
         def build(ops: dict[str, Any], state: Mapping[str, Any], now: int) -> tuple[list, Any]:
             if bool(state.get("Paused")) == paused:
                 return [], None
+            x: dict[str, Any] = {}
+            if reason is not None:
+                x["Reason"] = reason
             if paused:
-                rec = {"E": "ExecutionPaused", "T": now, "X": {"PauseRequestTimestamp": now}, "S": "s"}
-            else:
-                rec = {"E": "ExecutionResumed", "T": now, "X": {"ResumeRequestTimestamp": now}, "S": "s"}
-            return [rec], {**state, "Paused": paused}
+                x.update(PauseRequestTimestamp=now, ExecutionTimeoutPaused=timeout_paused)
+                rec = {"E": "ExecutionPaused", "T": now, "X": x, "S": "s"}
+                return [rec], {**state, "Paused": True, "PausedAt": now, "TimeoutPaused": timeout_paused}
+            x["ResumeRequestTimestamp"] = now
+            records: list[dict[str, Any]] = [{"E": "ExecutionResumed", "T": now, "X": x, "S": "s"}]
+            exec_op = next((o for o in ops.values() if o["Type"] == "EXECUTION"), None)
+            if state.get("TimeoutPaused", True) and exec_op is not None and exec_op.get("_TimeoutAt"):
+                cap = (exec_op.get("StartTimestamp") or now) + MAX_PAUSED_TIMEOUT_MS
+                moved = min(cap, exec_op["_TimeoutAt"] + max(0, now - int(state.get("PausedAt") or now)))
+                if moved != exec_op["_TimeoutAt"]:  # a silent record (no event): the new deadline
+                    records.append({"E": None, "T": now, "Op": {**exec_op, "_TimeoutAt": moved}, "S": "s"})
+            rest = {k: v for k, v in state.items() if k not in ("PausedAt", "TimeoutPaused")}
+            return records, {**rest, "Paused": False}
 
-        self._mutate(arn, build)
+        return self._mutate(arn, build) > 0
 
     def fail_execution(self, arn: str, error: ErrorObject) -> None:
         """Mark the execution FAILED from outside (its invocations kept failing)."""

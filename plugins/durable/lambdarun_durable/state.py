@@ -43,7 +43,7 @@ import structlog
 
 from lambdarun.errors import CheckpointConflictError
 
-from lambdarun_durable.exceptions import CheckpointError, OrphanedChildException
+from lambdarun_durable.exceptions import CheckpointError, OrphanedChildException, SuspendExecution
 from lambdarun_durable.instrumentation import PluginExecutor, UserFunctionOutcome
 from lambdarun_durable.lambda_service import (
     TERMINAL_STATUSES,
@@ -298,6 +298,13 @@ class ExecutionState:
                         self.durable_execution_arn, records, expected_version=self.version, state=state
                     )
                     break
+                except SuspendExecution:
+                    # the service withdrew the token (a pause): what it accepted is durable, the
+                    # rest is abandoned (AWS's SDK); the invocation ends with PENDING
+                    self._buffer = []
+                    self._buffer_since = None
+                    self._buffer_bytes = 0
+                    raise
                 except CheckpointConflictError:
                     if self._rebase():  # our write had landed (a request retried after a lost response)
                         log.info("durable.checkpoint.landed", arn=self.durable_execution_arn, version=self.version)

@@ -48,6 +48,8 @@ PREFIX = "/2025-12-01/"
 _NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 #: how long a RequestResponse Invoke waits for its execution (Lambda's 15 minutes)
 SYNC_WAIT = 900.0
+#: how long a Pause/ResumeDurableExecution ClientToken is remembered (AWS: 15 minutes)
+CLIENT_TOKEN_WINDOW = 900.0
 
 
 def _updated_since_last_invocation(records: list[dict[str, Any]]) -> list[str]:
@@ -115,6 +117,8 @@ class DurableApi:
         self.live: dict[str, Live] = {}
         #: per-execution locks serialising checkpoints with the service's own writes
         self._exec_locks: dict[str, threading.Lock] = {}
+        #: (operation, ClientToken) -> (ARN, other parameters, when) of recent pauses/resumes
+        self._client_tokens: dict[tuple[str, str], tuple[str, dict[str, Any], float]] = {}
         self.runner = Runner(self)
         self.runner.start()
 
@@ -198,6 +202,8 @@ class DurableApi:
                     if st.get("DurableExecutionName") == name and st.get("FunctionName") == function_name:
                         mine = self.exec_op(self.store.load(cp.execution_id))
                         if (mine.get("ExecutionDetails") or {}).get("InputPayload") == payload:
+                            # the existing execution, untouched (a paused one stays paused and
+                            # is not invoked on its resume for this)
                             return cp.execution_id
                         raise ApiFailure(409, "DurableExecutionAlreadyStartedException",
                                          f"Durable execution with name {name} already exists with a "
@@ -305,12 +311,24 @@ class DurableApi:
                     raise not_found(arn) from None
             version, ops, touched, changed, state, invokes = done
             live.version, live.ops = version, ops
-            token = live.rotate()
             out_ops = [shapes.operation(ops[i], millis=False) for i in dict.fromkeys([*touched, *changed]) if i in ops]
+            # PAUSING: this checkpoint is committed, then the invocation is interrupted. As AWS
+            # does it, the answer omits the CheckpointToken: AWS's SDK then stops checkpointing
+            # and ends the invocation with PENDING (its accepted updates stay durable), and so
+            # does lambdarun_durable's handler; the token is revoked here, so nothing later lands
+            revoke = state is None and self.runner.is_paused(arn)
+            if revoke:
+                del self.live[arn]
+                self.runner.interrupt(arn)
+                log.info("durable.local.paused_at_checkpoint", arn=arn, invocation=live.invocation_id)
+            else:
+                token = live.rotate()
         for op_id in invokes:
             self.runner.chained_invoke(arn, op_id)
         if state is not None:
             self.runner.wake(arn)
+        if revoke:
+            return ok({"NewExecutionState": {"Operations": out_ops}})
         return ok({"CheckpointToken": token, "NewExecutionState": {"Operations": out_ops}})
 
     def _apply(self, arn: str, live: Live, updates: list[dict[str, Any]], ops: dict[str, Any], base: int,
@@ -503,21 +521,58 @@ class DurableApi:
         self.runner.wake(arn)
         return ok({"StopTimestamp": self.service.clock()})
 
+    def _replayed(self, operation: str, arn: str, req: Mapping[str, Any]) -> bool:
+        """AWS's ClientToken: a request repeated with the same token and parameters within 15
+        minutes has no second effect and succeeds; the same token with other parameters is
+        refused (nothing changes)."""
+        token = req.get("ClientToken")
+        if token is None:
+            return False
+        now = time.monotonic()
+        key = (operation, token)
+        params = {k: v for k, v in req.items() if k != "ClientToken"}
+        with self._lock:
+            for k in [k for k, (_, _, at) in self._client_tokens.items() if now - at > CLIENT_TOKEN_WINDOW]:
+                del self._client_tokens[k]
+            seen = self._client_tokens.get(key)
+            if seen is None:
+                return False
+        if seen[0] != arn or seen[1] != params:
+            raise invalid(f"ClientToken {token} was used with different parameters in the last 15 minutes: "
+                          "use a new ClientToken, or resend the earlier request unchanged.")
+        return True
+
+    def _remember(self, operation: str, arn: str, req: Mapping[str, Any]) -> None:
+        if req.get("ClientToken") is not None:
+            with self._lock:
+                self._client_tokens[(operation, req["ClientToken"])] = (
+                    arn, {k: v for k, v in req.items() if k != "ClientToken"}, time.monotonic())
+
     def pause(self, arn: str, _query: Mapping[str, str], body: bytes) -> Reply:
-        shapes.body_json(body)
-        if self.load(arn).state.get("Status") in TERMINAL_STATUSES:
-            raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} has already ended.")
-        self.service.record_pause(arn, True)  # persisted: a restarted service keeps it paused
-        self.runner.pause(arn, True)
+        req = shapes.pause_request(body, pause=True)
+        if self._replayed("pause", arn, req):
+            return 202, b"{}", {}
+        with self.exec_lock(arn):
+            if self.load(arn).state.get("Status") in TERMINAL_STATUSES:
+                raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} has already ended.")
+            # persisted (a restarted service keeps it paused); pausing a paused one changes nothing
+            self.service.record_pause(arn, True, reason=req["Reason"], timeout_paused=req["ExecutionTimeoutPaused"])
+            self.runner.pause(arn, True)
+        self._remember("pause", arn, req)
         return 202, b"{}", {}
 
     def resume(self, arn: str, _query: Mapping[str, str], body: bytes) -> Reply:
-        shapes.body_json(body)
-        self.load(arn)
-        if not self.runner.is_paused(arn):
-            raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} is not paused.")
-        self.service.record_pause(arn, False)
-        self.runner.pause(arn, False)
+        req = shapes.pause_request(body, pause=False)
+        if self._replayed("resume", arn, req):
+            return 202, b"{}", {}
+        with self.exec_lock(arn):
+            self.load(arn)
+            if not self.runner.is_paused(arn):
+                raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} is not paused.")
+            self.service.record_pause(arn, False, reason=req["Reason"])
+            self.runner.pause(arn, False)
+        self._remember("resume", arn, req)
+        self.runner.retime(arn)  # the execution timeout moved by the time spent paused
         return 202, b"{}", {}
 
     def delete(self, arn: str, _query: Mapping[str, str], _body: bytes) -> Reply:

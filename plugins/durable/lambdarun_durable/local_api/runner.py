@@ -48,6 +48,11 @@ class Active:
     failures: int = 0
     #: next_at is a crashed invocation's retry (not only a timer)
     retry: bool = False
+    #: a timer pass of a paused execution is running (it completes operations, invokes nothing)
+    firing: bool = False
+    #: the pause revoked the running invocation's token at its checkpoint (PAUSED, though its
+    #: process is still returning)
+    interrupted: bool = False
 
 
 class Runner:
@@ -109,19 +114,31 @@ class Runner:
             self._cond.notify_all()
 
     def pause(self, arn: str, paused: bool) -> None:
+        """Pause or resume ``arn``'s invocations. A resume invokes the function only when the
+        pause interrupted an invocation or an operation completed while paused (both leave
+        the execution ``dirty``); otherwise it goes on waiting for its pending operations.
+        A resume while PAUSING cancels the pause: the running invocation continues."""
         with self._cond:
             a = self._active.get(arn)
             if a is not None:
                 a.paused = paused
-                if not paused:
-                    a.dirty = True
+            self._cond.notify_all()
+
+    def interrupt(self, arn: str) -> None:
+        """The pause revoked the running invocation at its checkpoint: PAUSED from now, and
+        the resume invokes the function again from that checkpoint."""
+        with self._cond:
+            a = self._active.get(arn)
+            if a is not None:
+                a.interrupted = a.dirty = True
             self._cond.notify_all()
 
     def is_running(self, arn: str) -> bool:
-        """Whether an invocation of ``arn`` is running now."""
+        """Whether an invocation of ``arn`` is running now (one the pause interrupted at its
+        checkpoint no longer counts)."""
         with self._cond:
             a = self._active.get(arn)
-            return a is not None and a.running
+            return a is not None and a.running and not a.interrupted
 
     def is_paused(self, arn: str) -> bool:
         with self._cond:
@@ -148,7 +165,8 @@ class Runner:
     # ------------------------------------------------------------------ the loop
     def _next_due(self, arn: str) -> float | None:
         try:
-            due = DurableService.next_due_of(fold(self.api.store.load(arn).records))
+            cp = self.api.store.load(arn)
+            due = DurableService.next_due_of(fold(cp.records), cp.state)
         except ExecutionNotFoundError:
             return None
         return None if due is None else due.at
@@ -160,21 +178,33 @@ class Runner:
                 self._next_sweep = now + RETENTION_SWEEP
                 self._pool.submit(self._sweep_retention)
             launch: list[tuple[Active, bool]] = []
+            fire: list[Active] = []
             with self._cond:
                 for a in list(self._active.values()):
-                    if a.running or a.paused:
+                    if a.running or a.firing:
                         continue
                     due = a.next_at is not None and a.next_at <= now
+                    if a.paused:
+                        # AWS: while paused, pending waits and callbacks still complete (and an
+                        # unpaused execution timeout still fires); nothing is invoked
+                        if due:
+                            fire.append(a)
+                            a.dirty = a.dirty or a.retry  # a crashed invocation's retry is owed
+                            a.firing, a.next_at, a.retry = True, None, False
+                        continue
                     if a.dirty or due:
                         launch.append((a, a.dirty or (due and a.retry)))
                         a.dirty, a.running, a.next_at, a.retry = False, True, None, False
+                        a.interrupted = False
                 waits = [a.next_at for a in self._active.values()
-                         if a.next_at is not None and not a.running and not a.paused]  # a paused one never spins the loop
+                         if a.next_at is not None and not a.running and not a.firing]
                 timeout = max(0.0, min(waits) - now) if waits else 1.0
-                if not launch:
+                if not launch and not fire:
                     self._cond.wait(min(timeout, 1.0))
             for a, changed in launch:
                 self._pool.submit(self._run, a, changed)
+            for a in fire:
+                self._pool.submit(self._fire_paused, a)
 
     def _ended(self, arn: str) -> bool:
         try:
@@ -193,6 +223,30 @@ class Runner:
                 a.next_at, a.retry = time.time() + retry_in, True
             else:
                 due = self._next_due(a.arn)
+                a.next_at = due
+            self._cond.notify_all()
+        with self.service.changed:
+            self.service.changed.notify_all()
+
+    def _fire_paused(self, a: Active) -> None:
+        """A paused execution's timers: operations complete (the resume then invokes)."""
+        try:
+            with self.api.exec_lock(a.arn):
+                fired = self.service.apply_due(a.arn)
+            ended = self._ended(a.arn)
+            due = None if ended else self._next_due(a.arn)
+        except ExecutionNotFoundError:
+            self.forget(a.arn)
+            return
+        except Exception:  # noqa: BLE001 - the scheduler must go on
+            log.exception("durable.local.paused_timers_failed", arn=a.arn)
+            fired, ended, due = 0, False, time.time() + RETRY_BASE
+        with self._cond:
+            a.firing = False
+            if ended:
+                self._active.pop(a.arn, None)
+            else:
+                a.dirty = a.dirty or fired > 0
                 a.next_at = due
             self._cond.notify_all()
         with self.service.changed:

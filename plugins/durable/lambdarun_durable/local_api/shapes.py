@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -134,4 +135,26 @@ def error_object(raw: Any) -> dict[str, Any] | None:
             raise invalid(f"Error.{key} must be a string.")
     if "StackTrace" in out and not isinstance(out["StackTrace"], list):
         raise invalid("Error.StackTrace must be a list of strings.")
+    return out
+
+
+_CLIENT_TOKEN = re.compile(r"[\x21-\x7E]{1,64}")
+
+
+def pause_request(body: bytes, *, pause: bool) -> dict[str, Any]:
+    """A Pause/ResumeDurableExecution body checked against botocore's model: ``ClientToken``
+    (1-64 printable ASCII), ``Reason`` (string, at most 1024), and for a pause
+    ``ExecutionTimeoutPaused`` (boolean, default true). Unknown members are ignored."""
+    req = body_json(body)
+    token, reason = req.get("ClientToken"), req.get("Reason")
+    if token is not None and not (isinstance(token, str) and _CLIENT_TOKEN.fullmatch(token)):
+        raise invalid("ClientToken must be 1 to 64 printable ASCII characters.")
+    if reason is not None and not (isinstance(reason, str) and len(reason) <= 1024):
+        raise invalid("Reason must be a string of at most 1024 characters.")
+    out: dict[str, Any] = {"ClientToken": token, "Reason": reason}
+    if pause:
+        timeout_paused = req.get("ExecutionTimeoutPaused", True)
+        if not isinstance(timeout_paused, bool):
+            raise invalid("ExecutionTimeoutPaused must be a boolean.")
+        out["ExecutionTimeoutPaused"] = timeout_paused
     return out
