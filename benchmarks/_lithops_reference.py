@@ -8,9 +8,15 @@ Lithops picks the localhost handler from ``localhost.version`` in its config (1:
 storage backend is ``localhost`` too (files under Lithops' temp folder). Runs, in one
 ``FunctionExecutor``: one warm-up call, ``map(tiny, range(-N, 0))`` (``tiny`` = ``abs``) with ``get_result``, then K
 single calls (``call_async`` + ``get_result``) one after the other. Prints one JSON line:
-``{"map_s": ..., "call_s": [...], "calls_lost": n, "first_call_s": ..., "peak_rss_mib": ...}``
-(a single call not answered within ``--call-timeout`` is counted in ``calls_lost``, not waited
-for: under heavy load the v2 handler once never started a call's job here).
+``{"map_s": ..., "call_s": [...], "calls_lost": n, "calls_not_attempted": m, "first_call_s": ..., ...}``.
+
+Every wait has a deadline of its own (``within``): a single call not answered within
+``--call-timeout`` is counted in ``calls_lost`` and the remaining calls in
+``calls_not_attempted`` (the v2 handler sometimes never starts a job queued right after the
+previous one finished: seen here with two calls' jobs queued, nothing running and every thread
+waiting, so nothing more would run in that executor), with every
+thread's stack on stderr; a warm-up or map past its deadline fails the run (exit 3). The process
+ends with ``os._exit``: a given-up wait is still blocked inside Lithops.
 """
 
 from __future__ import annotations

@@ -4,11 +4,16 @@
 Lithops 3.8 (``benchmarks/requirements-reference.txt``) runs each task in local worker
 processes (``localhost`` compute and storage backends; handler ``LocalhostHandlerV2`` by
 default, ``LocalhostHandlerV1`` with ``localhost.version = 1``), in a child process of its own
-(``_lithops_reference.py``). Ours: ``lambdarun.map`` / ``lambdarun.run`` with
-``backend="covalent"`` on the embedded local target (a local Lambda service running AWS's
-``awslambdaric`` in each environment, moto's S3), warm. The work: ``abs`` of 1,000 integers,
-then single calls one after the other. The phases are interleaved (ours, v1, v2) and each is
-measured the same way: wall time, and peak memory of the whole process tree.
+(``_lithops_reference.py``) with its own ``TMPDIR`` and ``HOME`` (Lithops keeps its jobs,
+storage, runner and logs under ``$TMPDIR/lithops-$USER``, shared by every Lithops run of the
+user otherwise), removed afterwards with any process still running out of it. Ours:
+``lambdarun.map`` / ``lambdarun.run`` with ``backend="covalent"`` on the embedded local target
+(a local Lambda service running AWS's ``awslambdaric`` in each environment, moto's S3), warm.
+The work: ``abs`` of 1,000 integers (v1) or 200 (v2, which starts a Python process per task,
+~5 tasks/s on 2 cores; ours runs the same 200 beside it, and the row label says so), then 20
+single calls one after the other. Phases are interleaved (ours, v1, ours, v2) for 2 rounds and
+each is measured the same way: wall time, and peak memory of the whole process tree; each
+round's load is in the note.
 
 Not like for like in one respect, stated in every row: Lithops' localhost backend runs
 functions as plain local processes, ours goes through a Lambda API service and Lambda
