@@ -15,7 +15,8 @@ Every wait has a deadline of its own (``within``): a single call not answered wi
 ``calls_not_attempted`` (the v2 handler sometimes never starts a job queued right after the
 previous one finished: seen here with two calls' jobs queued, nothing running and every thread
 waiting, so nothing more would run in that executor), with every
-thread's stack on stderr; a warm-up or map past its deadline fails the run (exit 3). The process
+thread's stack on stderr; a warm-up past ``--first-call-timeout`` or a map past ``--map-timeout`` fails
+the run (exit 3). The process
 ends with ``os._exit``: a given-up wait is still blocked inside Lithops.
 """
 
@@ -67,6 +68,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--call-timeout", type=float, default=60.0,
                         help="seconds a single call may take before it is counted as lost")
+    parser.add_argument("--first-call-timeout", type=float, default=120.0,
+                        help="seconds the warm-up call (runtime set-up included) may take before the run fails")
     parser.add_argument("--map-timeout", type=float, default=600.0,
                         help="seconds the map may take before the run fails")
     args = parser.parse_args()
@@ -78,10 +81,10 @@ def main() -> int:
               "localhost": {"version": args.version, "runtime": sys.executable}}
     executor = lithops.FunctionExecutor(config=config)
     handler = type(executor.compute_handler).__name__  # LocalhostHandlerV1 / LocalhostHandlerV2
-    done, value = within(args.call_timeout, lambda: executor.get_result(fs=executor.call_async(tiny, -1)))
+    done, value = within(args.first_call_timeout, lambda: executor.get_result(fs=executor.call_async(tiny, -1)))
     if not done:
         faulthandler.dump_traceback(all_threads=True)
-        print(f"lithops v{args.version}: the warm-up call had no answer within {args.call_timeout} s",
+        print(f"lithops v{args.version}: the warm-up call had no answer within {args.first_call_timeout} s",
               file=sys.stderr, flush=True)
         os._exit(3)
     assert value == 1, value
