@@ -66,16 +66,19 @@ def session(local_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def _kill_left_behind(folder: str) -> None:
-    """Kill the processes still running Lithops' runner out of ``folder`` (its task processes
-    start sessions of their own, so killing the child's process group misses them)."""
+    """Kill the processes still running Lithops' runner out of ``folder``, or with ``folder`` as
+    their ``TMPDIR`` (Lithops' cleaner, ``python -m lithops.scripts.cleaner``): its task processes
+    and its cleaner start sessions of their own, so killing the child's process group misses them."""
+    marker = f"TMPDIR={folder}\0".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if folder.encode() in cmdline:
+        if folder.encode() in cmdline or marker in environ:
             try:
                 os.kill(int(entry.name), signal.SIGKILL)
             except ProcessLookupError:
