@@ -59,6 +59,42 @@ def invocations(session) -> int:
     return sum(e["invocations"] for fn in doc["functions"] for e in fn["environments"])
 
 
+def timed_map(session, tasks: int, chunksize: int | None) -> dict:
+    """One streaming map of ``tasks`` tiny tasks, timed, with the CPU it cost on each side."""
+    import lambdarun
+
+    load1 = os.getloadavg()[0]
+    invoked0 = invocations(session)
+    tree0 = tree_cpu()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    total = 0
+    for value in lambdarun.map(tiny, (i for i in range(tasks)), chunksize=chunksize, session=session):
+        total += value
+    wall = time.perf_counter() - started
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    tree1 = tree_cpu()
+    invoked = invocations(session) - invoked0
+    # processes that ended during the map are not counted: a warm run ends none. With
+    # --in-process the service runs in this process: its CPU is the caller's, the tree's
+    # is the environments' alone
+    tree = sum(cpu - tree0.get(pid, 0.0) for pid, cpu in tree1.items())
+    assert total == tasks * (tasks + 1) // 2, total
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return {
+        "seconds": round(wall, 3),
+        "tasks_per_s": round(tasks / wall, 1),
+        "ms_per_task": round(1000 * wall / tasks, 4),
+        "caller_cpu_ms_per_task": round(1000 * cpu / tasks, 4),
+        "service_cpu_ms_per_task": round(1000 * tree / tasks, 4),
+        "invocations": invoked,
+        # environments (supervisor + runtime) started during the timed map: cold starts
+        "processes_started": len(tree1.keys() - tree0.keys()),
+        "processes_ended": len(tree0.keys() - tree1.keys()),
+        "load1": round(load1, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("tasks", type=int)
@@ -67,6 +103,8 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="[local] out_of_process = false: the stack's servers in threads of this process")
     parser.add_argument("--warm", type=int, default=200, help="tasks run first (stack start, cold environments)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="timed maps, one after the other; the figures are the median round's, all rounds listed")
     args = parser.parse_args()
 
     import lambdarun
@@ -81,39 +119,14 @@ def main() -> None:
         first_call = time.perf_counter() - first
         assert sum(lambdarun.map(tiny, range(args.warm), chunksize=args.chunksize, session=session)) == sum(
             range(1, args.warm + 1))
-        load1 = os.getloadavg()[0]
-        invoked0 = invocations(session)
-        tree0 = tree_cpu()
-        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-        started = time.perf_counter()
-        total = 0
-        for value in lambdarun.map(tiny, (i for i in range(args.tasks)), chunksize=args.chunksize,
-                                   session=session):
-            total += value
-        wall = time.perf_counter() - started
-        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-        tree1 = tree_cpu()
-        invoked = invocations(session) - invoked0
-        # processes that ended during the map are not counted: a warm run ends none. With
-        # --in-process the service runs in this process: its CPU is the caller's, the tree's
-        # is the environments' alone
-        tree = sum(cpu - tree0.get(pid, 0.0) for pid, cpu in tree1.items())
-        assert total == args.tasks * (args.tasks + 1) // 2, total
-        cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+        rounds = [timed_map(session, args.tasks, args.chunksize) for _ in range(args.rounds)]
+        result = sorted(rounds, key=lambda r: r["seconds"])[len(rounds) // 2]
         print(json.dumps({
             "tasks": args.tasks,
             "chunksize": args.chunksize,
             "out_of_process": not args.in_process,
-            "seconds": round(wall, 3),
-            "tasks_per_s": round(args.tasks / wall, 1),
-            "ms_per_task": round(1000 * wall / args.tasks, 4),
-            "caller_cpu_ms_per_task": round(1000 * cpu / args.tasks, 4),
-            "service_cpu_ms_per_task": round(1000 * tree / args.tasks, 4),
-            "invocations": invoked,
-            # environments (supervisor + runtime) started during the timed map: cold starts
-            "processes_started": len(tree1.keys() - tree0.keys()),
-            "processes_ended": len(tree0.keys() - tree1.keys()),
-            "load1": round(load1, 2),
+            **result,
+            "rounds_tasks_per_s": [r["tasks_per_s"] for r in rounds],
             "caller_peak_rss_mib": round(vm_hwm_mib(), 1),
             "first_call_s": round(first_call, 3),
             "pid": os.getpid(),
