@@ -56,13 +56,13 @@ def handler(event, context):
 """
 
 
+@pytest.mark.parametrize("stack", [True], ids=["limit-on"], indirect=True)  # measures the limit: on only
 def test_memory_limit_overshoot_and_idle_cpu(benchmark: Any, headline: Any, stack: LocalStack,
                                             full_bench: bool) -> None:
     """A 128 MB function, warm and idle, copies 1 GB in one go: the REPORT's Max Memory Used (the measured
     peak at the kill) minus 128 MB is how far past the limit it got. Then the CPU the
     supervisor (its memory watchdog) burns per second while the environment is idle."""
-    if not stack.memory_limit:
-        pytest.skip("measures the memory limit")
+    assert stack.memory_limit
     lam = stack.client("lambda", retries={"total_max_attempts": 1}, read_timeout=60)
     create_function(lam, "bench-mem-oom", ALLOCATE, memory_size=128, timeout=30)
     overshoots: list[int] = []
