@@ -10,9 +10,9 @@ Routes (botocore's Lambda model): ``CheckpointDurableExecution``,
 ``Heartbeat``. The re-invocations (after waits, retries, callbacks, chained invokes,
 crashes) are :mod:`.runner`'s.
 
-This module is over ~500 lines because one class answers AWS's twelve durable-execution
-operations plus the durable ``Invoke``; their shapes and the scheduler live in
-:mod:`.shapes` and :mod:`.runner`.
+This module holds the data plane (the durable ``Invoke``, checkpoints, state, invocation
+events); the control-plane operations are :mod:`.control_plane`'s, the shapes
+:mod:`.shapes`' and the scheduler :mod:`.runner`'s.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ import structlog
 from lambdarun.errors import CheckpointConflictError, ExecutionNotFoundError
 from lambdarun.private_files import private_dir
 
-from lambdarun_durable.history import history_events
 from lambdarun_durable.lambda_service import TERMINAL_STATUSES, ErrorObject
 from lambdarun_durable.local_api import shapes
+from lambdarun_durable.local_api.control_plane import ControlPlane
 from lambdarun_durable.local_api.runner import Runner
 from lambdarun_durable.local_api.shapes import ApiFailure, Reply, invalid, not_found, ok
-from lambdarun_durable.records import build_state, fold, make_record, parse_arn, transition
+from lambdarun_durable.records import build_state, fold, make_record, transition
 from lambdarun_durable.service import DurableService, DurableServiceError
 from lambdarun_durable.stores.sqlite import SQLiteCheckpointStore
 
@@ -48,8 +48,6 @@ PREFIX = "/2025-12-01/"
 _NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 #: how long a RequestResponse Invoke waits for its execution (Lambda's 15 minutes)
 SYNC_WAIT = 900.0
-#: how long a Pause/ResumeDurableExecution ClientToken is remembered (AWS: 15 minutes)
-CLIENT_TOKEN_WINDOW = 900.0
 
 
 def _updated_since_last_invocation(records: list[dict[str, Any]]) -> list[str]:
@@ -96,7 +94,7 @@ class Live:
 NORMAL = "NORMAL"
 
 
-class DurableApi:
+class DurableApi(ControlPlane):
     """The durable-execution extension of one local Lambda service
     (a :class:`lambdarun.types.LambdaServiceExtension`)."""
 
@@ -392,11 +390,10 @@ class DurableApi:
         return ok(self.page_ops(ops, query.get("Marker"), shapes.int_param(query, "MaxItems", 1000), millis=False))
 
     def page_ops(self, ops: list[dict[str, Any]], marker: str | None, size: int, *, millis: bool) -> dict[str, Any]:
-        start = _marker(marker)
-        page = ops[start:start + size]
+        page, next_marker = shapes.page(ops, marker, size)
         out: dict[str, Any] = {"Operations": [shapes.operation(o, millis=millis) for o in page]}
-        if start + size < len(ops):
-            out["NextMarker"] = str(start + size)
+        if next_marker is not None:
+            out["NextMarker"] = next_marker
         return out
 
     def invocation_event(self, arn: str) -> tuple[dict[str, Any], Live]:
@@ -421,216 +418,3 @@ class DurableApi:
         with self.exec_lock(arn):
             if self.live.get(arn) is live:
                 del self.live[arn]
-
-    # ------------------------------------------------------------------ control plane
-    def describe(self, arn: str, include_data: bool = True) -> dict[str, Any]:
-        cp = self.load(arn)
-        st = cp.state
-        exec_op = self.exec_op(cp)
-        qualifier = exec_op.get("_Qualifier") or "$LATEST"
-        fn = st.get("FunctionName") or parse_arn(arn)["FunctionName"]
-        out: dict[str, Any] = {
-            "DurableExecutionArn": arn,
-            "DurableExecutionName": st.get("DurableExecutionName"),
-            "FunctionArn": f"arn:aws:lambda:{self.host.region}:{self.host.account}:function:{fn}:{qualifier}",
-            "Status": self._status(arn, st),
-            "StartTimestamp": shapes.seconds(st.get("StartTimestamp")),
-            "Version": qualifier,
-        }
-        if st.get("EndTimestamp") is not None:
-            out["EndTimestamp"] = shapes.seconds(st["EndTimestamp"])
-        if exec_op.get("_TimeoutAt"):
-            out["ExpectedExecutionTimeoutTimestamp"] = shapes.seconds(exec_op["_TimeoutAt"])
-        out["ExecutionDataIncluded"] = include_data
-        if include_data:
-            payload = (exec_op.get("ExecutionDetails") or {}).get("InputPayload")
-            if payload is not None:
-                out["InputPayload"] = payload
-            if st.get("Status") == "SUCCEEDED":
-                result = self.service.describe(arn).get("Result")
-                if result is not None:
-                    out["Result"] = result
-        if st.get("Error") is not None:
-            out["Error"] = st["Error"]
-        return out
-
-    def _status(self, arn: str, st: Mapping[str, Any]) -> Any:
-        """A paused running execution is PAUSING while its invocation still runs (AWS lets it
-        reach its next checkpoint), then PAUSED."""
-        if st.get("Status") != "RUNNING" or not self.runner.is_paused(arn):
-            return st.get("Status")
-        return "PAUSING" if self.runner.is_running(arn) else "PAUSED"
-
-    def get_execution(self, arn: str, query: Mapping[str, str], _body: bytes) -> Reply:
-        return ok(self.describe(arn, shapes.bool_param(query, "IncludeExecutionData", True)))
-
-    def get_history(self, arn: str, query: Mapping[str, str], _body: bytes) -> Reply:
-        cp = self.load(arn)
-        events = history_events(cp.records, include_execution_data=shapes.bool_param(query, "IncludeExecutionData"))
-        if shapes.bool_param(query, "ReverseOrder"):
-            events.reverse()
-        start = _marker(query.get("Marker"))
-        size = shapes.int_param(query, "MaxItems", 100)
-        out: dict[str, Any] = {"Events": events[start:start + size]}
-        if start + size < len(events):
-            out["NextMarker"] = str(start + size)
-        return ok(out)
-
-    def list_by_function(self, function: str, query: Mapping[str, str]) -> Reply:
-        name = function.split(":function:", 1)[-1].split(":", 1)[0]
-        if self.host.function_config(name) is None:
-            raise ApiFailure(404, "ResourceNotFoundException",
-                             f"Function not found: arn:aws:lambda:{self.host.region}:{self.host.account}:function:{name}")
-        statuses = set(query.get("Statuses", "").split(",")) - {""} if query.get("Statuses") else set()
-        if statuses - shapes.STATUSES - {"PAUSED", "PAUSING"}:
-            raise invalid(f"Statuses must be among {sorted(shapes.STATUSES)}.")
-        wanted_name = query.get("DurableExecutionName")
-        after, before = shapes.time_param(query, "StartedAfter"), shapes.time_param(query, "StartedBefore")
-        items = []
-        for cp in self.store.list(limit=1_000_000):
-            st = cp.state
-            if st.get("FunctionName") != name:
-                continue
-            desc = {k: v for k, v in self.describe(cp.execution_id, False).items()
-                    if k in ("DurableExecutionArn", "DurableExecutionName", "FunctionArn", "Status",
-                             "StartTimestamp", "EndTimestamp")}
-            if statuses and desc["Status"] not in statuses:
-                continue
-            if wanted_name and desc["DurableExecutionName"] != wanted_name:
-                continue
-            started = desc["StartTimestamp"] or 0
-            if (after is not None and started < after) or (before is not None and started > before):
-                continue
-            items.append(desc)
-        items.sort(key=lambda d: d["StartTimestamp"] or 0, reverse=shapes.bool_param(query, "ReverseOrder"))
-        start = _marker(query.get("Marker"))
-        size = shapes.int_param(query, "MaxItems", 50)
-        out: dict[str, Any] = {"DurableExecutions": items[start:start + size]}
-        if start + size < len(items):
-            out["NextMarker"] = str(start + size)
-        return ok(out)
-
-    def stop(self, arn: str, _query: Mapping[str, str], body: bytes) -> Reply:
-        error = shapes.error_object(shapes.body_json(body)) if body else None  # the body is the ErrorObject
-        self.load(arn)
-        with self.exec_lock(arn):
-            if self.store.load_state(arn).state.get("Status") in TERMINAL_STATUSES:
-                raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} has already ended.")
-            self.service.stop_execution(arn, error or None)
-            self.live.pop(arn, None)  # the running invocation's next checkpoint is refused
-        self.runner.wake(arn)
-        return ok({"StopTimestamp": self.service.clock()})
-
-    def _replayed(self, operation: str, arn: str, req: Mapping[str, Any]) -> bool:
-        """AWS's ClientToken: a request repeated with the same token and parameters within 15
-        minutes has no second effect and succeeds; the same token with other parameters is
-        refused (nothing changes)."""
-        token = req.get("ClientToken")
-        if token is None:
-            return False
-        now = time.monotonic()
-        key = (operation, token)
-        params = {k: v for k, v in req.items() if k != "ClientToken"}
-        with self._lock:
-            for k in [k for k, (_, _, at) in self._client_tokens.items() if now - at > CLIENT_TOKEN_WINDOW]:
-                del self._client_tokens[k]
-            seen = self._client_tokens.get(key)
-            if seen is None:
-                return False
-        if seen[0] != arn or seen[1] != params:
-            raise invalid(f"ClientToken {token} was used with different parameters in the last 15 minutes: "
-                          "use a new ClientToken, or resend the earlier request unchanged.")
-        return True
-
-    def _remember(self, operation: str, arn: str, req: Mapping[str, Any]) -> None:
-        if req.get("ClientToken") is not None:
-            with self._lock:
-                self._client_tokens[(operation, req["ClientToken"])] = (
-                    arn, {k: v for k, v in req.items() if k != "ClientToken"}, time.monotonic())
-
-    def pause(self, arn: str, _query: Mapping[str, str], body: bytes) -> Reply:
-        req = shapes.pause_request(body, pause=True)
-        if self._replayed("pause", arn, req):
-            return 202, b"{}", {}
-        with self.exec_lock(arn):
-            if self.load(arn).state.get("Status") in TERMINAL_STATUSES:
-                raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} has already ended.")
-            # persisted (a restarted service keeps it paused); pausing a paused one changes nothing
-            self.service.record_pause(arn, True, reason=req["Reason"], timeout_paused=req["ExecutionTimeoutPaused"])
-            self.runner.pause(arn, True)
-        self._remember("pause", arn, req)
-        return 202, b"{}", {}
-
-    def resume(self, arn: str, _query: Mapping[str, str], body: bytes) -> Reply:
-        req = shapes.pause_request(body, pause=False)
-        if self._replayed("resume", arn, req):
-            return 202, b"{}", {}
-        with self.exec_lock(arn):
-            self.load(arn)
-            if not self.runner.is_paused(arn):
-                raise ApiFailure(409, "ResourceConflictException", f"Durable execution {arn} is not paused.")
-            self.service.record_pause(arn, False, reason=req["Reason"])
-            self.runner.pause(arn, False)
-        self._remember("resume", arn, req)
-        self.runner.retime(arn)  # the execution timeout moved by the time spent paused
-        return 202, b"{}", {}
-
-    def delete(self, arn: str, _query: Mapping[str, str], _body: bytes) -> Reply:
-        st = self.load(arn).state
-        if st.get("Status") not in TERMINAL_STATUSES:
-            raise ApiFailure(409, "ResourceConflictException",
-                             f"Durable execution {arn} is {st.get('Status')}: stop it before deleting it.")
-        self.store.delete(arn)
-        self.runner.forget(arn)
-        return ok({"DeletionRequestTimestamp": self.service.clock()}, status=202)
-
-    def callback(self, callback_id: str, action: str, body: bytes) -> Reply:
-        from lambdarun_durable.records import decode_callback_id
-
-        try:
-            arn, op_id = decode_callback_id(callback_id)
-        except ExecutionNotFoundError:
-            raise ApiFailure(404, "ResourceNotFoundException", f"Callback not found: {callback_id}") from None
-        if action == "SUCCEED":
-            payload = body.decode("utf-8", "replace") if body else None
-            kwargs: dict[str, Any] = {"payload": payload}
-        elif action == "FAIL":
-            error = shapes.error_object(shapes.body_json(body))
-            kwargs = {"error": ErrorObject.from_dict(error or {"ErrorMessage": "Callback failed"})}
-        else:
-            kwargs = {}
-        with self.exec_lock(arn):
-            try:
-                cp = self.store.load(arn)
-            except ExecutionNotFoundError:
-                raise ApiFailure(404, "ResourceNotFoundException", f"Callback not found: {callback_id}") from None
-            op = fold(cp.records).get(op_id)
-            if op is None or op["Type"] != "CALLBACK":
-                raise ApiFailure(404, "ResourceNotFoundException", f"Callback not found: {callback_id}")
-            if op["Status"] == "TIMED_OUT":
-                raise ApiFailure(400, "CallbackTimeoutException", f"Callback {callback_id} has timed out.")
-            if op["Status"] != "STARTED":
-                raise invalid(f"Callback {callback_id} is already {op['Status']}: a callback completes once.")
-            if action == "HEARTBEAT":
-                self.service.send_callback_heartbeat(callback_id)
-            elif action == "SUCCEED":
-                self.service.send_callback_success(callback_id, kwargs["payload"])
-            else:
-                self.service.send_callback_failure(callback_id, kwargs["error"])
-        if action == "HEARTBEAT":
-            self.runner.retime(arn)  # a new heartbeat deadline, never an invocation
-        else:
-            self.runner.wake(arn)
-        return ok({})
-
-
-def _marker(raw: str | None) -> int:
-    if not raw:
-        return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(f"Invalid Marker {raw!r}: pass the NextMarker of the previous page.") from None
-    if value < 0:
-        raise invalid(f"Invalid Marker {raw!r}: pass the NextMarker of the previous page.")
-    return value

@@ -158,3 +158,18 @@ def pause_request(body: bytes, *, pause: bool) -> dict[str, Any]:
             raise invalid("ExecutionTimeoutPaused must be a boolean.")
         out["ExecutionTimeoutPaused"] = timeout_paused
     return out
+
+
+def page(items: list[Any], marker: str | None, size: int) -> tuple[list[Any], str | None]:
+    """One page of ``items`` from ``marker`` (a previous page's ``NextMarker``: an offset),
+    and the next page's marker (None on the last page)."""
+    start = 0
+    if marker:
+        try:
+            start = int(marker)
+        except ValueError:
+            start = -1
+        if start < 0:
+            raise invalid(f"Invalid Marker {marker!r}: pass the NextMarker of the previous page.")
+    end = start + size
+    return items[start:end], (str(end) if end < len(items) else None)
