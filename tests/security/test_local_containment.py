@@ -114,14 +114,29 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def _check_tree(root: Path) -> None:
+def _check_tree(root: Path) -> int:
+    """Assert every folder under ``root`` is 0700 and every file 0600; return how many were checked.
+
+    An environment removes its own files (its ``.mem`` peak file) when it stops, which can
+    happen while this walks: an entry gone between the listing and its ``lstat`` is skipped,
+    since a file that no longer exists cannot leak.
+    """
+    checked = 0
     for path in [root, *root.rglob("*")]:
-        if path.is_symlink() or "runtime" in path.relative_to(root).parts[:1]:
+        if "runtime" in path.relative_to(root).parts[:1]:
             continue  # the runtime dir holds symlinks to the interpreter's packages
-        if path.is_dir():
-            assert _mode(path) == 0o700, path
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            assert stat.S_IMODE(st.st_mode) == 0o700, path
         elif "functions" not in path.relative_to(root).parts[:1]:
-            assert _mode(path) == 0o600, path
+            assert stat.S_IMODE(st.st_mode) == 0o600, path
+        checked += 1
+    return checked
 
 
 def test_state_files_and_folders_are_private(local_stack: LocalStack, tmp_path: Path) -> None:
@@ -135,6 +150,9 @@ def test_state_files_and_folders_are_private(local_stack: LocalStack, tmp_path: 
         while not failures.exists() and time.monotonic() < end:
             time.sleep(0.05)
         assert failures.exists()
+        # while the environment is warm, its memory-peak file exists and is private too
+        logs = local_stack.run_dir / "logs" / "private-logs"
+        assert [_mode(p) for p in logs.glob("*.mem")] and all(_mode(p) == 0o600 for p in logs.glob("*.mem"))
     finally:
         lam.delete_function(FunctionName="private-logs")
     state = local_stack.state_dir
@@ -142,7 +160,7 @@ def test_state_files_and_folders_are_private(local_stack: LocalStack, tmp_path: 
     assert _mode(state / "stack.json") == 0o600
     assert _mode(local_stack.run_dir / "credentials.json") == 0o600
     assert list((local_stack.run_dir / "logs").rglob("*.log"))
-    _check_tree(local_stack.run_dir)
+    assert _check_tree(local_stack.run_dir) >= 5
     # a zip's extracted code: folders 0700, files 0600
     create_function(lam, "private-code", {"app.py": "def handler(e, c):\n    return 1\n", "pkg/mod.py": "x = 1\n"})
     try:
