@@ -116,6 +116,89 @@ def test_claim_record_lifecycle(session, tmp_path):
     assert store.storage.list(CLAIMS_PREFIX + "/") == []
 
 
+class _CountingStorage:
+    """A FileStorage that counts delete requests and can be made to fail them."""
+
+    def __init__(self, inner):
+        self.inner, self.url = inner, inner.url
+        self.delete_calls: list[list[str]] = []
+        self.fail_deletes = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def delete(self, keys):
+        keys = list(keys)
+        self.delete_calls.append(keys)
+        if self.fail_deletes:
+            raise StorageError("injected delete failure")
+        self.inner.delete(keys)
+
+
+def test_release_many_tombstones_each_and_deletes_outcomes_in_one_request(session, tmp_path):
+    storage = _CountingStorage(session.storage((tmp_path / "c").as_uri()))
+    store = ClaimStore(storage, ttl=60)
+    ids = [f"t{i}" for i in range(5)]
+    for task in ids:
+        assert store.claim(task, 1, request_id="r") is None
+        store.complete(task, 1, b"OUTCOME-" + task.encode(), request_id="r")
+    store.release_many([(task, 1, None) for task in ids])
+    assert len(storage.delete_calls) == 1 and len(storage.delete_calls[0]) == 5
+    for task in ids:
+        record, body = store.read(task, 1)
+        assert record.state == "released" and body is None
+        assert store.claim(task, 1) is not None  # still never run again
+
+
+def test_releaser_releases_off_the_calling_thread_in_batches(session, tmp_path):
+    from lambdarun.claims import Releaser
+
+    storage = _CountingStorage(session.storage((tmp_path / "c").as_uri()))
+    store = ClaimStore(storage, ttl=60)
+    releaser = Releaser(store)
+    ids = [f"t{i}" for i in range(300)]
+    for task in ids:
+        assert store.claim(task, 1) is None
+        store.complete(task, 1, b"OUTCOME", request_id="r")
+    caller = threading.get_ident()
+    seen_threads = set()
+    original = store.release_many
+
+    def spy(batch):
+        seen_threads.add(threading.get_ident())
+        return original(batch)
+
+    store.release_many = spy
+    for task in ids:
+        releaser.put(task, 1)
+    assert releaser.flush(timeout=60)
+    assert releaser.pending() == 0
+    assert caller not in seen_threads
+    assert sum(len(c) for c in storage.delete_calls) == 300
+    assert len(storage.delete_calls) < 300  # batched: what queued meanwhile goes together
+    assert all(store.read(task, 1)[0].state == "released" for task in ids)
+
+
+def test_releaser_survives_a_failed_batch_and_keeps_the_tombstones(session, tmp_path):
+    from lambdarun.claims import Releaser
+
+    storage = _CountingStorage(session.storage((tmp_path / "c").as_uri()))
+    store = ClaimStore(storage, ttl=60)
+    releaser = Releaser(store)
+    assert store.claim("a", 1) is None
+    store.complete("a", 1, b"OUTCOME", request_id="r")
+    storage.fail_deletes = True
+    releaser.put("a", 1)
+    assert releaser.flush(timeout=60)  # handled (logged), not stuck
+    assert store.claim("a", 1) is not None  # the tombstone was written: never runs again
+    storage.fail_deletes = False
+    assert store.claim("b", 1) is None
+    store.complete("b", 1, b"OUTCOME", request_id="r")
+    releaser.put("b", 1)  # the thread goes on after a failed batch
+    assert releaser.flush(timeout=60)
+    assert store.read("b", 1)[0].state == "released"
+
+
 def test_dated_claims_are_swept_by_the_hour(session, tmp_path):
     store = ClaimStore(session.storage((tmp_path / "c").as_uri()), ttl=60)
     old, new = time.time() - 3 * 3600, time.time()

@@ -243,3 +243,24 @@ def test_local_claims_are_private_to_the_user(session, tmp_path):
     assert (root.stat().st_mode & 0o777) == 0o700
     records = [p for p in root.rglob(f"{task}-1*")]
     assert records and all((p.stat().st_mode & 0o777) == 0o600 for p in records)
+
+
+def test_covalent_releases_each_claim_after_its_result(session):
+    """The caller releases a finished attempt's claim (a tombstone, the outcome copy deleted)
+    from the claim releaser's thread, in batches: every task ends released."""
+    results = []
+    tasks = []
+    for value in (-1, -2, -3, -4, -5):
+        fut = lambdarun.submit(abs, value, backend="covalent", session=session)
+        tasks.append(fut.task_id)
+        results.append(fut)
+    assert [f.result(timeout=120) for f in results] == [1, 2, 3, 4, 5]
+    root = Path(session.target.claims_url().removeprefix("file://"))
+
+    def released() -> bool:
+        for task in tasks:
+            if not list(root.rglob(f"{task}-1.released")) or list(root.rglob(f"{task}-1.outcome")):
+                return False
+        return True
+
+    wait_for(released, what="every task's claim released (tombstone written, outcome deleted)", timeout=60)
