@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 
     from lambdarun_covalent.tasks import Attempt
 
-__all__ = ["Engine", "POLL_RETRY_FIRST", "POLL_RETRY_MAX", "Watch", "engines", "engines_lock", "target_concurrency"]
+__all__ = [
+    "Engine", "POLL_RETRY_FIRST", "POLL_RETRY_MAX", "Watch", "engines", "engines_lock", "live_engines",
+    "target_concurrency",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -117,6 +120,7 @@ class Engine:
         self._wake: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._watcher: threading.Thread | None = None
         self._closing = False
+        _every_engine.add(self)
 
     @property
     def closing(self) -> bool:
@@ -275,6 +279,14 @@ class Engine:
 
 engines: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()
 engines_lock = threading.Lock()
+#: every engine still referenced (a running watcher thread keeps its engine alive), also
+#: those no longer in ``engines`` (closed, or their target gone)
+_every_engine: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def live_engines() -> list[Engine]:
+    """Every engine of this process still alive (for tests: what is still watched)."""
+    return list(_every_engine)
 
 
 def target_concurrency(target: Target) -> int | None:

@@ -20,6 +20,7 @@ import lambdarun
 import lambdarun_covalent.plugin
 from lambdarun.errors import TaskTimeoutError
 from lambdarun.local.testing import local_stack_fixture, make_local_session
+from lambdarun.testing.waiting import wait_for
 from lambdarun_covalent.engine import POLL_RETRY_FIRST, POLL_RETRY_MAX, engines
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -37,21 +38,15 @@ def nap(seconds):
     return seconds
 
 
-def until(condition, seconds):
-    """Poll ``condition`` until it holds or ``seconds`` pass; its last value."""
-    deadline = time.monotonic() + seconds
-    while not (held := condition()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return held
+def wait_ended(engine):
+    """The engine watches nothing and its watcher thread has ended."""
+    wait_for(lambda: engine.watching() == 0 and not engine.watcher_running,
+             "the engine to stop watching and its watcher thread to end", timeout=60)
 
 
-def engine_ended(engine):
-    return engine.watching() == 0 and not engine.watcher_running
-
-
-def wait_invoked(future, seconds=60):
+def wait_invoked(future):
     task = future.info["task"]
-    assert until(lambda: task.attempt is not None and task.attempt.invoked, seconds)
+    wait_for(lambda: task.attempt is not None and task.attempt.invoked, "the attempt to be invoked")
 
 
 def test_a_task_timing_out_as_its_session_closes_is_not_watched_forever(make_session):
@@ -75,7 +70,7 @@ def test_a_task_timing_out_as_its_session_closes_is_not_watched_forever(make_ses
     with pytest.raises(TaskTimeoutError):
         future.result(timeout=60)
     assert closed.wait(60)
-    assert until(lambda: engine_ended(engine), 60), (engine.watching(), engine.watcher_running)
+    wait_ended(engine)
     # the closed backend made no engine of its own to stop the attempt on
     assert backend.engine is engine
     assert engines.get(target) in (None, engine)
@@ -100,7 +95,7 @@ def test_stack_stopped_under_an_async_attempt_times_it_out_backs_off_and_ends(ow
         # the session closes with the target unreachable: the clean-up of the stopped
         # attempt's late outcome is given up, the watcher ends
         session.close()
-        assert until(lambda: engine_ended(engine), 60), (engine.watching(), engine.watcher_running)
+        wait_ended(engine)
     # ~8 s of an unreachable target: a traceback once per distinct error (the stack going
     # down may first reset a connection, then refuse them), then one line per backoff step
     # (0.5, 1, 2, 4 s), not a traceback every 0.5 s
@@ -135,7 +130,7 @@ def test_clean_up_after_close_ends_quietly_when_the_stack_stops(own_stack, lambd
     assert engine.watching() == 1  # the cancelled attempt, for its late outcome
     with capture_logs() as logs:
         own_stack.stop()
-        assert until(lambda: engine_ended(engine), 60), (engine.watching(), engine.watcher_running)
+        wait_ended(engine)
     failures = [e for e in logs if e["event"] in (POLL_FAILED, POLL_STILL_FAILS)]
     assert failures == [], failures
     gave_up = [e for e in logs if e["event"].startswith("stopped watching")]
@@ -162,4 +157,4 @@ def test_a_running_attempt_is_watched_no_longer_than_the_functions_timeout(own_s
     with pytest.raises(TaskTimeoutError):
         future.result(timeout=40)
     session.close()
-    assert until(lambda: engine_ended(engine), 60), (engine.watching(), engine.watcher_running)
+    wait_ended(engine)
