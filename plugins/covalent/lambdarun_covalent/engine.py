@@ -108,6 +108,11 @@ class Engine:
 
     Sessions derived with call options (``lambdarun.run(..., options=...)``) get their own
     backend instance but share the target, hence the engine: no thread pool per call.
+
+    Nothing is watched forever: a running attempt until its ``deadline``, a stopped one until
+    its ``janitor_until``; failed polling rounds back off (``POLL_RETRY_FIRST`` doubling to
+    ``POLL_RETRY_MAX``); once closed, a failed round ends the clean-up watches, and the
+    watcher thread ends when nothing is left.
     """
 
     def __init__(self, workers: int, poller: Any) -> None:
@@ -124,7 +129,8 @@ class Engine:
 
     @property
     def closing(self) -> bool:
-        """Closed or closing: a backend needing an engine makes a new one."""
+        """Closed or closing: an open backend needing an engine makes a new one (a closed
+        backend keeps this one for what it still stops or cleans up)."""
         return self._closing
 
     def pool(self, size: int | None = None) -> concurrent.futures.ThreadPoolExecutor:
@@ -234,6 +240,8 @@ class Engine:
                 if pause > 0:
                     concurrent.futures.wait([wake], timeout=pause if timeout is None else min(pause, timeout))
                     continue
+            if failing.active:  # a short round: one that returns says the storage answers again
+                timeout = POLL_RETRY_FIRST if timeout is None else min(timeout, POLL_RETRY_FIRST)
             wake_handle = InvokeHandle(function_name="", invocation_type=InvocationType.EVENT, future=wake)
             try:
                 done, _ = self.poller.wait([*handles, wake_handle], timeout=timeout, return_when="FIRST_COMPLETED")
@@ -255,10 +263,13 @@ class Engine:
 
     def _hand_over(self, work: Callable[[Attempt], None], attempt: Attempt) -> None:
         """Run ``work(attempt)`` on the pool (clean-ups queued before a shutdown still run)."""
-        try:
-            self.pool().submit(work, attempt)
-        except RuntimeError:  # interpreter shutting down: no new threads
-            log.debug("could not hand over an asynchronous attempt", prefix=attempt.prefix)
+        for _ in range(2):  # a pool shut down just after we got it: the next one is new
+            try:
+                self.pool().submit(work, attempt)
+                return
+            except RuntimeError:  # shut down, or the interpreter is exiting (no new threads)
+                continue
+        log.debug("could not hand over an asynchronous attempt", prefix=attempt.prefix)
 
     def close(self) -> None:
         """Stop the threads once the attempts still watched (clean-up of cancelled ones) end."""

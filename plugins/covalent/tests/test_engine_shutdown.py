@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import uuid
 
 import cloudpickle
 import pytest
@@ -21,7 +22,8 @@ import lambdarun_covalent.plugin
 from lambdarun.errors import TaskTimeoutError
 from lambdarun.local.testing import local_stack_fixture, make_local_session
 from lambdarun.testing.waiting import wait_for
-from lambdarun_covalent.engine import POLL_RETRY_FIRST, POLL_RETRY_MAX, engines
+from lambdarun.types import StorageHandle
+from lambdarun_covalent.engine import POLL_RETRY_FIRST, POLL_RETRY_MAX, Engine, engines
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -31,6 +33,7 @@ own_stack = local_stack_fixture(scope="function", async_retry_delay=0.1)
 FUNCTION = "lambdarun-covalent-shutdown-tests"
 POLL_FAILED = "polling for asynchronous outcomes failed; retrying"
 POLL_STILL_FAILS = "polling for asynchronous outcomes still fails; retrying"
+POLL_RECOVERED = "polling for asynchronous outcomes works again"
 
 
 def nap(seconds):
@@ -158,3 +161,48 @@ def test_a_running_attempt_is_watched_no_longer_than_the_functions_timeout(own_s
         future.result(timeout=40)
     session.close()
     wait_ended(engine)
+
+
+class SwitchedStorage:
+    """The session's real storage, whose LIST fails while ``down`` (an outage of S3)."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.down = False
+
+    def list(self, prefix):
+        if self.down:
+            raise ConnectionError("S3 is down (a test outage)")
+        return self.storage.list(prefix)
+
+
+def test_polling_backs_off_while_storage_fails_and_starts_over_once_it_answers(session):
+    storage = SwitchedStorage(session.storage())
+    engine = Engine(2, session.poller)
+    prefix = f"lambdarun-covalent/engine-test-{uuid.uuid4().hex}/"
+    handle = StorageHandle(storage, prefix, prefix + "outcome")  # never written
+    with capture_logs() as logs:
+        def failures():
+            return [e for e in logs if e["event"] in (POLL_FAILED, POLL_STILL_FAILS)]
+
+        storage.down = True
+        engine.watch(handle, attempt=None)
+        try:
+            wait_for(lambda: len(failures()) >= 4, "four failed polling rounds")
+            storage.down = False
+            wait_for(lambda: any(e["event"] == POLL_RECOVERED for e in logs), "a polling round that works")
+            before = len(failures())
+            storage.down = True
+            wait_for(lambda: len(failures()) > before, "a failed round after the recovery")
+        finally:
+            storage.down = False
+            engine.unwatch(handle)
+            engine.close()
+        wait_ended(engine)
+    first, again = failures()[:4], failures()[before]
+    # the first outage: one traceback, then one line per doubling wait
+    assert [e["retry_in"] for e in first] == [POLL_RETRY_FIRST * 2**n for n in range(4)], first
+    assert [bool(e.get("exc_info")) for e in first] == [True, False, False, False], first
+    assert first[1]["error"] == "ConnectionError: S3 is down (a test outage)"
+    # after a round that worked, the next outage starts over: first wait, traceback again
+    assert again["retry_in"] == POLL_RETRY_FIRST and again.get("exc_info"), again
