@@ -18,6 +18,7 @@ import pytest
 
 import lambdarun
 from lambdarun.errors import EnvelopeExpiredError, EnvelopeSignatureError, OutcomeMismatchError
+from lambdarun.testing.waiting import wait_for as wait_for_condition
 from lambdarun.testing.wire import FOREIGN_KEY, forge, marker_pickle
 
 pytest.importorskip("lambdarun_covalent")
@@ -33,6 +34,18 @@ def wait_for(path, seconds):
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.02)
     return "real result"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_watch_left(local_stack):
+    """After these tests, before the stack may stop: the stopped attempts' late outcomes are
+    watched for a few seconds more (JANITOR_GRACE); wait for that to end, so no watcher is
+    left polling a stopped stack (it would give up with a warning at the end of the run)."""
+    from lambdarun_covalent.engine import live_engines
+
+    yield
+    wait_for_condition(lambda: not any(engine.watching() for engine in live_engines()),
+                       "the covalent engines to stop watching", timeout=60)
 
 
 @pytest.fixture

@@ -96,7 +96,8 @@ class AsyncAttempts:
             if attempt.task.future.done():  # cancelled or timed out meanwhile: only clean up
                 self.engine.watch(handle, attempt, janitor_until=self._janitor_deadline(attempt))
                 return
-            self.engine.watch(handle, attempt)
+            # the task's own deadline ends it first; this bounds the watch if it cannot
+            self.engine.watch(handle, attempt, deadline=self._janitor_deadline(attempt))
 
     def complete_async(self, attempt: Attempt) -> None:
         """Pool thread: the outcome object of an asynchronous attempt appeared."""
@@ -129,6 +130,16 @@ class AsyncAttempts:
                 task.future.finish(exception=exc)
             return
         self._finish(attempt, outcome)
+
+    def outcome_overdue(self, attempt: Attempt) -> None:
+        """Pool thread: no outcome by the function's own timeout plus :data:`JANITOR_GRACE`
+        (its storage unreachable all that time, say). The task ends as a timed-out one
+        (:class:`~lambdarun.errors.TaskTimeoutError`), if its deadline has not ended it yet."""
+        if attempt.task.future.done():
+            return
+        log.warning("no outcome of an asynchronous attempt by the function's timeout",
+                    task_id=attempt.task.id, attempt=attempt.number)
+        self._time_out(attempt.task)
 
     def _janitor_deadline(self, attempt: Attempt) -> float:
         return attempt.started + MAX_TIMEOUT + JANITOR_GRACE

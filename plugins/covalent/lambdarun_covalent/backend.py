@@ -148,7 +148,9 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None or self._engine.closing:
+        # a closed backend keeps its engine: what it still stops or cleans up stays on the
+        # engine that watches it, and no threads are started for a closed session
+        if self._engine is None or (self._engine.closing and not self._closed):
             target = self.runtime_session.target
             with engines_lock:
                 engine = engines.get(target)

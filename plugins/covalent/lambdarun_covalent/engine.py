@@ -7,8 +7,10 @@ import concurrent.futures
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import structlog
 
 from lambdarun.types import InvocationType, InvokeHandle, StorageHandle
@@ -18,9 +20,82 @@ if TYPE_CHECKING:
 
     from lambdarun_covalent.tasks import Attempt
 
-__all__ = ["Engine", "engines", "engines_lock", "target_concurrency"]
+__all__ = [
+    "Engine", "POLL_RETRY_FIRST", "POLL_RETRY_MAX", "Watch", "engines", "engines_lock", "live_engines",
+    "target_concurrency",
+]
 
 log = structlog.get_logger(__name__)
+
+#: after a failed polling round the watcher waits this long, doubling at each further
+#: failure up to POLL_RETRY_MAX; a round that works starts again from the first wait
+POLL_RETRY_FIRST = 0.5
+POLL_RETRY_MAX = 30.0
+
+
+@attrs.define
+class Watch:
+    """An asynchronous attempt the engine watches for."""
+
+    attempt: Attempt
+    #: monotonic time when it stops being watched (None: until its outcome appears)
+    until: float | None
+    #: cancelled or timed out: only its late objects are deleted
+    janitor: bool = False
+
+
+class _PollFailures:
+    """Backoff and logs of the watcher's failed polling rounds: the traceback once per
+    distinct error (its type and causes), one line per retry after that."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.delay = 0.0
+        self.retry_at = 0.0
+        self.last = ""
+        self._seen: set[tuple[str, ...]] = set()
+
+    @property
+    def active(self) -> bool:
+        """The last polling round failed."""
+        return self.count > 0
+
+    def failed(self, exc: BaseException, *, quiet: bool = False) -> None:
+        """Called in the ``except`` block of a failed round (``quiet``: not logged)."""
+        self.count += 1
+        self.delay = POLL_RETRY_FIRST if self.count == 1 else min(self.delay * 2, POLL_RETRY_MAX)
+        self.retry_at = time.monotonic() + self.delay
+        text = str(exc).strip().splitlines()
+        self.last = f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+        if quiet:
+            return
+        kind = _error_kind(exc)
+        if kind not in self._seen:
+            self._seen.add(kind)
+            log.warning("polling for asynchronous outcomes failed; retrying", retry_in=self.delay,
+                        failures=self.count, error=self.last, kind=" <- ".join(kind), exc_info=True)
+        else:
+            log.warning("polling for asynchronous outcomes still fails; retrying", retry_in=self.delay,
+                        failures=self.count, error=self.last)
+
+    def succeeded(self) -> None:
+        if self.count:
+            log.info("polling for asynchronous outcomes works again", failures=self.count)
+        self.count, self.delay = 0, 0.0
+        self._seen.clear()
+
+
+def _error_kind(exc: BaseException) -> tuple[str, ...]:
+    """The types along an exception's chain of causes (its details, such as URLs, differ
+    from round to round)."""
+    kinds: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(kinds) < 8:
+        seen.add(id(current))
+        kinds.append(f"{type(current).__module__}.{type(current).__qualname__}")
+        current = current.__cause__ or current.__context__
+    return tuple(kinds)
 
 
 # --------------------------------------------------------------------------------------
@@ -33,6 +108,11 @@ class Engine:
 
     Sessions derived with call options (``lambdarun.run(..., options=...)``) get their own
     backend instance but share the target, hence the engine: no thread pool per call.
+
+    Nothing is watched forever: a running attempt until its ``deadline``, a stopped one until
+    its ``janitor_until``; failed polling rounds back off (``POLL_RETRY_FIRST`` doubling to
+    ``POLL_RETRY_MAX``); once closed, a failed round ends the clean-up watches, and the
+    watcher thread ends when nothing is left.
     """
 
     def __init__(self, workers: int, poller: Any) -> None:
@@ -40,16 +120,17 @@ class Engine:
         self.poller = poller
         self._pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
-        # asynchronous attempts being watched: handle -> (attempt, janitor_deadline or None)
-        self._watched: dict[StorageHandle, tuple[Attempt, float | None]] = {}
+        # asynchronous attempts being watched, by the handle of their outcome object
+        self._watched: dict[StorageHandle, Watch] = {}
         self._wake: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._watcher: threading.Thread | None = None
         self._closing = False
-        self._closed = False
+        _every_engine.add(self)
 
     @property
     def closing(self) -> bool:
-        """Closed or closing: a backend needing an engine makes a new one."""
+        """Closed or closing: an open backend needing an engine makes a new one (a closed
+        backend keeps this one for what it still stops or cleans up)."""
         return self._closing
 
     def pool(self, size: int | None = None) -> concurrent.futures.ThreadPoolExecutor:
@@ -65,9 +146,24 @@ class Engine:
 
     # -- asynchronous attempts ------------------------------------------------------------
 
-    def watch(self, handle: StorageHandle, attempt: Attempt, janitor_until: float | None = None) -> None:
+    def watch(
+        self,
+        handle: StorageHandle,
+        attempt: Attempt,
+        janitor_until: float | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> None:
+        """Watch for ``handle``'s outcome object: the attempt completes when it appears.
+
+        ``janitor_until``: the attempt was cancelled or timed out; its late objects are
+        deleted if its outcome appears before then, and it is forgotten at that time.
+        ``deadline``: a running attempt whose outcome has not appeared by then is handed to
+        its backend's ``outcome_overdue`` (the task fails with its timeout error).
+        """
+        until = janitor_until if janitor_until is not None else deadline
         with self._lock:
-            self._watched[handle] = (attempt, janitor_until)
+            self._watched[handle] = Watch(attempt, until, janitor=janitor_until is not None)
             if self._watcher is None or not self._watcher.is_alive():
                 self._watcher = threading.Thread(target=self._watch_loop, name="lambdarun-covalent-watch", daemon=True)
                 self._watcher.start()
@@ -77,6 +173,12 @@ class Engine:
         """How many asynchronous attempts (running, or cancelled and awaiting clean-up) are watched."""
         with self._lock:
             return len(self._watched)
+
+    @property
+    def watcher_running(self) -> bool:
+        """Whether the watcher thread is alive (it ends once nothing is watched)."""
+        watcher = self._watcher
+        return watcher is not None and watcher.is_alive()
 
     def unwatch(self, handle: StorageHandle) -> None:
         with self._lock:
@@ -88,39 +190,67 @@ class Engine:
             self._wake.set_result(None)
 
     def _watch_loop(self) -> None:
+        failing = _PollFailures()
         while True:
-            with self._lock:
-                if self._closed:
-                    return
-                shutdown = self._closing and not self._watched
-            if shutdown:
-                self._shutdown()
-                return
             with self._lock:
                 if self._wake.done():
                     self._wake = concurrent.futures.Future()
                 wake = self._wake
                 now = time.monotonic()
-                expired = [h for h, (_, until) in self._watched.items() if until is not None and until <= now]
-                for h in expired:
+                expired = [(h, w) for h, w in self._watched.items() if w.until is not None and w.until <= now]
+                for h, _ in expired:
                     del self._watched[h]
+                if self._closing and failing.active:
+                    # the sessions are closed and the target does not answer: the late objects
+                    # of stopped attempts are left to the bucket's lifecycle rule
+                    abandoned = [h for h, w in self._watched.items() if w.janitor]
+                    for h in abandoned:
+                        del self._watched[h]
+                else:
+                    abandoned = []
                 handles = list(self._watched)
-                next_expiry = min((u for _, u in self._watched.values() if u is not None), default=None)
+                next_expiry = min((w.until for w in self._watched.values() if w.until is not None), default=None)
+                stop = not handles and self._closing
+                if stop and self._watcher is threading.current_thread():
+                    self._watcher = None
+            for _, entry in expired:
+                if not entry.janitor:
+                    self._hand_over(entry.attempt.task.backend.outcome_overdue, entry.attempt)
+            if abandoned:
+                log.warning(
+                    "stopped watching for the late outcomes of stopped asynchronous attempts: the "
+                    "session is closed and its target does not answer; an S3 lifecycle rule on the "
+                    "storage removes what they leave",
+                    attempts=len(abandoned),
+                    error=failing.last,
+                )
+            if stop:
+                self._shutdown()
+                return
             if not handles:
                 concurrent.futures.wait([wake], timeout=60)
                 with self._lock:
-                    if not self._watched and self._watcher is threading.current_thread():
+                    if not self._watched and not self._closing and self._watcher is threading.current_thread():
                         self._watcher = None
                         return
                 continue
             timeout = None if next_expiry is None else max(0.0, next_expiry - time.monotonic())
+            if failing.active:  # back off after a failed poll; close() and expiries wake us
+                pause = failing.retry_at - time.monotonic()
+                if pause > 0:
+                    concurrent.futures.wait([wake], timeout=pause if timeout is None else min(pause, timeout))
+                    continue
+            if failing.active:  # a short round: one that returns says the storage answers again
+                timeout = POLL_RETRY_FIRST if timeout is None else min(timeout, POLL_RETRY_FIRST)
             wake_handle = InvokeHandle(function_name="", invocation_type=InvocationType.EVENT, future=wake)
             try:
                 done, _ = self.poller.wait([*handles, wake_handle], timeout=timeout, return_when="FIRST_COMPLETED")
-            except Exception:
-                log.warning("polling for asynchronous outcomes failed; retrying", exc_info=True)
-                time.sleep(0.5)
+            except Exception as exc:
+                with self._lock:  # only clean-ups left of closed sessions: given up just below
+                    quiet = self._closing and all(w.janitor for w in self._watched.values())
+                failing.failed(exc, quiet=quiet)
                 continue
+            failing.succeeded()
             for handle in done:
                 if not isinstance(handle, StorageHandle):
                     continue
@@ -128,12 +258,18 @@ class Engine:
                     entry = self._watched.pop(handle, None)
                 if entry is None:
                     continue
-                attempt, janitor_until = entry
-                backend = attempt.task.backend
-                if janitor_until is not None:
-                    self.pool().submit(backend.cleanup, attempt)
-                else:
-                    self.pool().submit(backend.complete_async, attempt)
+                backend = entry.attempt.task.backend
+                self._hand_over(backend.cleanup if entry.janitor else backend.complete_async, entry.attempt)
+
+    def _hand_over(self, work: Callable[[Attempt], None], attempt: Attempt) -> None:
+        """Run ``work(attempt)`` on the pool (clean-ups queued before a shutdown still run)."""
+        for _ in range(2):  # a pool shut down just after we got it: the next one is new
+            try:
+                self.pool().submit(work, attempt)
+                return
+            except RuntimeError:  # shut down, or the interpreter is exiting (no new threads)
+                continue
+        log.debug("could not hand over an asynchronous attempt", prefix=attempt.prefix)
 
     def close(self) -> None:
         """Stop the threads once the attempts still watched (clean-up of cancelled ones) end."""
@@ -146,8 +282,6 @@ class Engine:
 
     def _shutdown(self) -> None:
         with self._lock:
-            self._closed = True
-            self._wake_up_locked()
             pools = list(self._pools.values())
             self._pools.clear()
         for pool in pools:
@@ -156,6 +290,14 @@ class Engine:
 
 engines: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()
 engines_lock = threading.Lock()
+#: every engine still referenced (a running watcher thread keeps its engine alive), also
+#: those no longer in ``engines`` (closed, or their target gone)
+_every_engine: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def live_engines() -> list[Engine]:
+    """Every engine of this process still alive (for tests: what is still watched)."""
+    return list(_every_engine)
 
 
 def target_concurrency(target: Target) -> int | None:

@@ -7,14 +7,16 @@ import atexit
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import lambdarun_covalent.plugin
 from lambdarun.local.testing import local_stack_fixture, session_fixtures, session_plugins
+from lambdarun.testing.waiting import wait_for
 from lambdarun_covalent.backend import KEY_ROOT
+from lambdarun_covalent.engine import live_engines
 
 # Covalent (optional) writes its config, cache and data directories when imported: keep them
 # out of the developer's home for this test run
@@ -34,7 +36,21 @@ if "COVALENT_CONFIG_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _covalent_home, True)
 
 #: the real local target; quick async retries so failed Event invocations settle fast
-local_stack = local_stack_fixture(scope="session", async_retry_delay=0.1)
+covalent_stack = local_stack_fixture(scope="session", async_retry_delay=0.1)
+
+
+@pytest.fixture(scope="session")
+def local_stack(covalent_stack: Any) -> Iterator[Any]:
+    """The stack of these tests. Before it stops, nothing may still be watched for an
+    asynchronous outcome: a watch left then polls a stopped stack (the clean-up of a
+    cancelled attempt lasts :data:`~lambdarun_covalent.async_attempts.JANITOR_GRACE` when
+    the stack stops its invocation)."""
+    yield covalent_stack
+    wait_for(
+        lambda: not any(engine.watching() for engine in live_engines()),
+        "the covalent engines to stop watching asynchronous attempts before the stack stops",
+        timeout=60,
+    )
 
 #: a function name of our own, so other suites' function settings never interfere
 FUNCTION = "lambdarun-covalent-tests"
