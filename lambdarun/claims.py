@@ -45,7 +45,6 @@ file operations instead of S3 round trips), else the scratch storage (``storage_
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import re
@@ -82,8 +81,6 @@ __all__ = [
     "claim_store",
     "claims_environment",
     "release",
-    "releaser",
-    "Releaser",
     "sweep_local",
 ]
 
@@ -331,77 +328,6 @@ def release(session: Session, task_id: str, attempt: int, *, issued_at: float | 
     store = claim_store(session)
     if store is not None:
         store.release(task_id, attempt, issued_at=issued_at)
-
-
-class Releaser:
-    """Releases claims off the caller's hot path: :meth:`put` queues an attempt and returns;
-    one daemon thread releases what is queued in batches (:meth:`ClaimStore.release_many`:
-    the outcomes' deletes in one request), so the thread that got the outcome goes straight
-    back to invoking, and a map of N tasks costs N tombstones and N/1,000 deletes instead of
-    N of each. :meth:`flush` waits until everything queued so far is released (a backend
-    calls it when it closes); a failed batch is logged and dropped: its outcomes expire with
-    their claims (:meth:`ClaimStore.sweep`), and their tombstones are what matters."""
-
-    #: attempts released per batch at most (S3's DeleteObjects takes 1,000 keys)
-    BATCH = 1000
-
-    def __init__(self, store: ClaimStore) -> None:
-        self.store = store
-        self._queue: collections.deque[tuple[str, int, float | None]] = collections.deque()
-        self._cond = threading.Condition()
-        self._queued = 0  # attempts ever queued
-        self._done = 0  # attempts ever handled (released or dropped)
-        self._thread: threading.Thread | None = None
-
-    def put(self, task_id: str, attempt: int, *, issued_at: float | None = None) -> None:
-        with self._cond:
-            self._queue.append((task_id, attempt, issued_at))
-            self._queued += 1
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="lambdarun-claims-release", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
-
-    def pending(self) -> int:
-        with self._cond:
-            return self._queued - self._done
-
-    def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait until what was queued before this call is released; False on time-out."""
-        with self._cond:
-            target = self._queued
-            return self._cond.wait_for(lambda: self._done >= target, timeout)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                if not self._cond.wait_for(lambda: self._queue, timeout=60):
-                    if self._thread is threading.current_thread():
-                        self._thread = None  # idle: a later put starts a new one
-                    return
-                batch = [self._queue.popleft() for _ in range(min(self.BATCH, len(self._queue)))]
-            try:
-                self.store.release_many(batch)
-            except Exception as exc:  # noqa: BLE001 - the thread must go on; see the class docstring
-                log.debug("could not release claims", count=len(batch), store=self.store.url, error=str(exc))
-            with self._cond:
-                self._done += len(batch)
-                self._cond.notify_all()
-
-
-_releasers: weakref.WeakKeyDictionary[Any, Releaser | None] = weakref.WeakKeyDictionary()
-
-
-def releaser(session: Session) -> Releaser | None:
-    """The session's :class:`Releaser` (one per session), or None when it has no claim store."""
-    with _stores_lock:
-        if session in _releasers:
-            return _releasers[session]
-    store = claim_store(session)
-    with _stores_lock:
-        if session not in _releasers:
-            _releasers[session] = Releaser(store) if store is not None else None
-        return _releasers[session]
 
 
 def sweep_local(session: Session) -> int:

@@ -151,7 +151,7 @@ def test_release_many_tombstones_each_and_deletes_outcomes_in_one_request(sessio
 
 
 def test_releaser_releases_off_the_calling_thread_in_batches(session, tmp_path):
-    from lambdarun.claims import Releaser
+    from lambdarun.claim_release import Releaser
 
     storage = _CountingStorage(session.storage((tmp_path / "c").as_uri()))
     store = ClaimStore(storage, ttl=60)
@@ -180,7 +180,7 @@ def test_releaser_releases_off_the_calling_thread_in_batches(session, tmp_path):
 
 
 def test_releaser_survives_a_failed_batch_and_keeps_the_tombstones(session, tmp_path):
-    from lambdarun.claims import Releaser
+    from lambdarun.claim_release import Releaser
 
     storage = _CountingStorage(session.storage((tmp_path / "c").as_uri()))
     store = ClaimStore(storage, ttl=60)

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from lambdarun.backends import Backend
+from lambdarun.claim_release import flush_releases, release_later
 from lambdarun.claims import claims_environment
-from lambdarun.claims import releaser as claim_releaser
 from lambdarun.claims import sweep_local as sweep_claims
 from lambdarun.errors import (
     DuplicateDeliveryError,
@@ -236,7 +236,7 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
             except Exception:
                 log.warning("could not delete leftover objects", prefix=self.run_prefix, exc_info=True)
         if self._storage is not None and not self.config.keep_objects:
-            self._flush_releases()
+            flush_releases(self.runtime_session)  # queued claim releases, before the target goes
             sweep_claims(self.runtime_session)
         if self._engine is not None and getattr(self.runtime_session, "owns_target", True):
             self._engine.close()  # the target goes away with this session
@@ -490,29 +490,13 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         if release:
             self._release_quietly(attempt)
 
-    def _flush_releases(self) -> None:
-        """Closing: the claims queued for release are released before the target may go."""
-        try:
-            queue = claim_releaser(self.runtime_session)
-            if queue is not None and not queue.flush(timeout=30):
-                log.warning("claims still queued for release after 30 s; they expire with their TTL",
-                            pending=queue.pending())
-        except Exception:
-            log.debug("could not flush the claim releases", exc_info=True)
-
     def _release_quietly(self, attempt: Attempt) -> None:
         """The attempt is over for the caller: drop the outcome kept with its claim (a
         tombstone stays until the claim expires, so a late duplicate still cannot run it).
-        Queued on the session's :class:`~lambdarun.claims.Releaser`: released in batches by
-        its thread, not by the pool thread that got the outcome."""
-        if not attempt.invoked or self.config.keep_objects:
-            return
-        try:
-            queue = claim_releaser(self.runtime_session)  # batched, off this (invoking) thread
-            if queue is not None:
-                queue.put(attempt.task.id, attempt.number, issued_at=attempt.issued_at)
-        except Exception as exc:
-            log.debug("could not release the claim of an attempt", prefix=attempt.prefix, error=str(exc))
+        Queued on the session's :class:`~lambdarun.claim_release.Releaser`: released in
+        batches by its thread, not by the pool thread that got the outcome."""
+        if attempt.invoked and not self.config.keep_objects:
+            release_later(self.runtime_session, attempt.task.id, attempt.number, issued_at=attempt.issued_at)
 
 
 def _runtime_session(session: Session, cfg: CovalentConfig) -> Session:
