@@ -34,7 +34,8 @@ rewritten), one JSON line::
 Completion writes ``<claim>.outcome`` (the same header with ``"state": "completed"`` and the
 outcome's sha256 ``digest``, then the outcome envelope). The caller *releases* the attempt
 once it has the outcome: ``<claim>.released`` (a tombstone) is written and the outcome
-deleted, so a late duplicate still cannot run it. :meth:`ClaimStore.sweep` deletes the
+deleted, so a late duplicate still cannot run it (in batches, off the caller's hot path:
+:mod:`lambdarun.claim_release`). :meth:`ClaimStore.sweep` deletes the
 hour buckets past the TTL, a listing per bucket, no reads.
 
 Where the records live: ``claims_url`` (config key / ``LAMBDARUN_CLAIMS_URL``), else the
@@ -80,7 +81,6 @@ __all__ = [
     "claims_url",
     "claim_store",
     "claims_environment",
-    "release",
     "sweep_local",
 ]
 
@@ -321,13 +321,6 @@ def claims_environment(session: Session) -> dict[str, str]:
     """What a function needs in its environment to find the caller's claim store."""
     url = claims_url(session)
     return {CLAIMS_URL_VAR: url} if url else {}
-
-
-def release(session: Session, task_id: str, attempt: int, *, issued_at: float | None = None) -> None:
-    """Caller side: the attempt's outcome was delivered; drop the copy kept with its claim."""
-    store = claim_store(session)
-    if store is not None:
-        store.release(task_id, attempt, issued_at=issued_at)
 
 
 def sweep_local(session: Session) -> int:
