@@ -240,7 +240,7 @@ class Engine:
                 if pause > 0:
                     concurrent.futures.wait([wake], timeout=pause if timeout is None else min(pause, timeout))
                     continue
-            if failing.active:  # a short round: one that returns says the storage answers again
+                # then a short round: one that returns says the storage answers again
                 timeout = POLL_RETRY_FIRST if timeout is None else min(timeout, POLL_RETRY_FIRST)
             wake_handle = InvokeHandle(function_name="", invocation_type=InvocationType.EVENT, future=wake)
             try:
