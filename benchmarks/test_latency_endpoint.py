@@ -26,9 +26,13 @@ is left is the caller.
 * ``test_covalent_map_one_task_per_invocation``: the same with ``chunksize=1`` (one invocation
   per task, as a caller of slow tasks runs it): the issue's target, >= 1,000 invocations/s
   sustained with >= 900 in flight, at concurrency 1,000 and with the limit raised to 2,000.
-* ``test_invoker_threads_against_latency_endpoint``: lambdarun's own invoker (the aws
-  target's, :mod:`lambdarun.lambda_http`) from a thread pool of the endpoint's size: the
-  floor under the covalent map; at both limits.
+* ``test_invoker_async_against_latency_endpoint``: lambdarun's own invoker (the aws
+  target's, :mod:`lambdarun.lambda_http` on :mod:`lambdarun.http_loop`) with no backend:
+  ``invoke_async`` keeps the endpoint's concurrency in flight from its one event-loop
+  thread, each answer's callback sending the next: the floor under the covalent map; at
+  both limits.
+* ``test_invoker_threads_against_latency_endpoint``: the same invoker's blocking ``invoke``
+  from a thread pool of the endpoint's size (what a caller with its own threads pays).
 * ``test_boto3_threads_against_latency_endpoint``: the floor under boto3, plain ``boto3``
   ``invoke`` calls from a thread pool of the same size with a connection pool as large (no
   lambdarun): where the caller stops when lambdarun adds nothing.
@@ -222,6 +226,47 @@ def test_covalent_map_one_task_per_invocation(benchmark: Any, headline: Any, rec
 
 
 @pytest.mark.timeout(1800)
+def test_invoker_async_against_latency_endpoint(benchmark: Any, headline: Any, record_rss: None, bench: Bench,
+                                                bench_size: Any, duration: float) -> None:
+    import threading
+
+    tasks = bench_size(10 * bench.concurrency, 40)
+    invoker = bench.session.invoker
+
+    def work() -> None:
+        lock, finished = threading.Lock(), threading.Event()
+        state = {"left": tasks, "done": 0, "bad": 0}
+
+        def send() -> None:
+            with lock:
+                if state["left"] == 0:
+                    return
+                state["left"] -= 1
+            invoker.invoke_async(FUNCTION, PROBE).future.add_done_callback(answered)
+
+        def answered(future: concurrent.futures.Future) -> None:
+            ok = future.exception() is None and future.result().status_code == 200
+            with lock:
+                state["done"] += 1
+                state["bad"] += not ok
+                if state["done"] == tasks:
+                    finished.set()
+            send()
+
+        for _ in range(bench.concurrency):
+            send()
+        assert finished.wait(600)
+        assert state["bad"] == 0
+
+    m = benchmark.pedantic(lambda: _measure(bench.endpoint, work), rounds=1, iterations=1)
+    _record(headline, "lambdarun invoker, invoke_async (no backend)", bench, tasks, duration, m,
+            f"session.invoker.invoke_async (lambdarun.lambda_http: botocore's SigV4 signer; lambdarun.http_loop: "
+            f"h11 on one asyncio loop thread, keep-alive connections) keeping {bench.concurrency} in flight, each "
+            "answer's callback sending the next: the floor under the covalent map, beside plain boto3's.",
+            target=False)
+
+
+@pytest.mark.timeout(1800)
 def test_invoker_threads_against_latency_endpoint(benchmark: Any, headline: Any, record_rss: None, bench: Bench,
                                                   bench_size: Any, duration: float) -> None:
     tasks = bench_size(10 * bench.concurrency, 40)
@@ -235,10 +280,9 @@ def test_invoker_threads_against_latency_endpoint(benchmark: Any, headline: Any,
             assert set(pool.map(one, range(tasks))) == {200}
 
     m = benchmark.pedantic(lambda: _measure(bench.endpoint, work), rounds=1, iterations=1)
-    _record(headline, "lambdarun invoker (no backend)", bench, tasks, duration, m,
-            f"session.invoker.invoke (lambdarun.lambda_http: botocore's SigV4 signer, urllib3's keep-alive pool) "
-            f"from a {bench.concurrency}-thread pool: the floor under the covalent map, beside plain boto3's.",
-            target=False)
+    _record(headline, "lambdarun invoker, invoke from threads (no backend)", bench, tasks, duration, m,
+            f"session.invoker.invoke from a {bench.concurrency}-thread pool: each thread waits for its answer from "
+            "the invoker's event-loop thread (what a caller that brings its own threads pays).", target=False)
 
 
 @pytest.mark.timeout(1800)

@@ -191,8 +191,8 @@ def lambdarun_make_invoker(target: Target, session: Session) -> Invoker | None:
     """Create the object that invokes Lambda functions on ``target``.
 
     The default (trylast) sends Lambda's ``Invoke`` through :mod:`lambdarun.lambda_http`
-    (botocore's SigV4 signer with ``target.credentials()``, urllib3's keep-alive pool,
-    botocore's standard retry rules), to ``target.endpoint_url("lambda")`` or the region's
+    (botocore's SigV4 signer with ``target.credentials()``, keep-alive connections on one
+    event-loop thread (:mod:`lambdarun.http_loop`), botocore's standard retry rules), to ``target.endpoint_url("lambda")`` or the region's
     endpoint: AWS and the local Lambda service alike.
 
     :param target: the session's target.

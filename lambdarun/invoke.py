@@ -1,12 +1,15 @@
 """The default invoker plugin: Lambda's ``Invoke`` on the session's target, through
-:mod:`lambdarun.lambda_http` (the same request boto3 sends, at a fraction of its CPU)."""
+:mod:`lambdarun.lambda_http` (the same request boto3 sends, at a fraction of its CPU).
+
+``invoke`` waits for the answer; ``invoke_async`` returns at once with a future that the
+invoker's event-loop thread completes (no thread per invocation in flight). The caller
+bounds how many it keeps in flight (covalent's ``map`` keeps the target's concurrency)."""
 
 from __future__ import annotations
 
 import base64
 import concurrent.futures
 import json
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +22,7 @@ from lambdarun.errors import (
     ThrottledError,
 )
 from lambdarun.hookspecs import hookimpl
-from lambdarun.lambda_http import LambdaHttp, LambdaServiceError
+from lambdarun.lambda_http import LambdaHttp, LambdaHttpResponse, LambdaServiceError
 from lambdarun.limits import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT  # re-exported
 from lambdarun.targets import LAMBDA_READ_TIMEOUT
 from lambdarun.types import InvocationType, InvokeHandle, InvokeResponse
@@ -36,16 +39,12 @@ log = structlog.get_logger(__name__)
 
 class LambdaInvoker:
     """Invokes the target's Lambda API through :class:`lambdarun.lambda_http.LambdaHttp`
-    (botocore's SigV4 signer and credentials, urllib3's keep-alive pool, botocore's standard
-    retry rules for what cannot have run); ``invoke_async`` runs sync invokes in a pool."""
+    (botocore's SigV4 signer and credentials, keep-alive connections on one event-loop
+    thread, botocore's standard retry rules for what cannot have run)."""
 
-    def __init__(self, target: Target, *, max_workers: int | None = None, max_attempts: int = 5) -> None:
+    def __init__(self, target: Target, *, max_attempts: int = 5) -> None:
         self.target = target
         self._http = LambdaHttp(target, max_attempts=max_attempts, read_timeout=LAMBDA_READ_TIMEOUT)
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_workers or min(64, (os.cpu_count() or 2) * 8),
-            thread_name_prefix="lambdarun-invoke",
-        )
 
     def invoke(
         self,
@@ -56,7 +55,40 @@ class LambdaInvoker:
         log_tail: bool = False,
         client_context: Mapping[str, Any] | None = None,
     ) -> InvokeResponse:
+        headers = self._headers(payload, InvocationType(invocation_type), log_tail, client_context)
+        try:
+            response = self._http.invoke(function_name, payload, headers)
+        except LambdaServiceError as exc:
+            raise self._typed(function_name, exc) from exc
+        return self._response(response)
+
+    def invoke_async(
+        self,
+        function_name: str,
+        payload: bytes,
+        *,
+        invocation_type: InvocationType = InvocationType.REQUEST_RESPONSE,
+        log_tail: bool = False,
+        client_context: Mapping[str, Any] | None = None,
+    ) -> InvokeHandle:
+        """Send the Invoke now; the handle's ``future`` resolves to the
+        :class:`~lambdarun.types.InvokeResponse` (or fails with the error ``invoke`` raises).
+        Its done callbacks run on the invoker's event-loop thread: they must not block."""
         invocation_type = InvocationType(invocation_type)
+        try:
+            headers = self._headers(payload, invocation_type, log_tail, client_context)
+        except PayloadTooLargeError as exc:
+            future: concurrent.futures.Future[InvokeResponse] = concurrent.futures.Future()
+            future.set_exception(exc)
+        else:
+            future = self._http.submit(
+                function_name, payload, headers, finish=self._response,
+                failed=lambda exc: self._typed(function_name, exc) if isinstance(exc, LambdaServiceError) else exc)
+        return InvokeHandle(function_name=function_name, invocation_type=invocation_type, future=future)
+
+    @staticmethod
+    def _headers(payload: bytes, invocation_type: InvocationType, log_tail: bool,
+                 client_context: Mapping[str, Any] | None) -> dict[str, str]:
         limit = ASYNC_PAYLOAD_LIMIT if invocation_type is InvocationType.EVENT else SYNC_PAYLOAD_LIMIT
         if len(payload) > limit:
             raise PayloadTooLargeError(
@@ -68,10 +100,10 @@ class LambdaInvoker:
             headers["X-Amz-Log-Type"] = "Tail"
         if client_context:
             headers["X-Amz-Client-Context"] = base64.b64encode(json.dumps(client_context).encode()).decode()
-        try:
-            response = self._http.invoke(function_name, payload, headers)
-        except LambdaServiceError as exc:
-            raise self._typed(function_name, exc) from exc
+        return headers
+
+    @staticmethod
+    def _response(response: LambdaHttpResponse) -> InvokeResponse:
         get = response.headers.get
         tail = get("X-Amz-Log-Result")
         try:
@@ -110,21 +142,10 @@ class LambdaInvoker:
         (:meth:`lambdarun.lambda_http.LambdaHttp.before_sign`)."""
         return self._http.before_sign(callback)
 
-    def invoke_async(self, function_name: str, payload: bytes, **kwargs: Any) -> InvokeHandle:
-        future = self._pool.submit(self.invoke, function_name, payload, **kwargs)
-        return InvokeHandle(
-            function_name=function_name,
-            invocation_type=InvocationType(kwargs.get("invocation_type", InvocationType.REQUEST_RESPONSE)),
-            future=future,
-        )
-
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
         self._http.close()
 
 
 @hookimpl(trylast=True)
 def lambdarun_make_invoker(target: Target, session: Session) -> LambdaInvoker:
-    # never more threads than the target runs at once: extra ones only collect 429s
-    workers = session.settings.max_workers or getattr(target, "concurrency_limit", None)
-    return LambdaInvoker(target, max_workers=workers, max_attempts=session.settings.section("aws").max_attempts)
+    return LambdaInvoker(target, max_attempts=session.settings.section("aws").max_attempts)

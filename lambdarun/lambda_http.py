@@ -1,4 +1,4 @@
-"""Lambda's ``Invoke`` over one keep-alive connection pool: the hot path of every invocation.
+"""Lambda's ``Invoke`` from one event-loop thread: the hot path of every invocation.
 
 boto3's ``lambda.invoke`` costs ~0.45 ms of CPU per call in one thread and ~1.3 ms per call
 from a 1,000-thread pool (its event system, parameter validation, model-driven parsing,
@@ -7,10 +7,13 @@ well-kept parts, and nothing else per call:
 
 * the request is signed by botocore's own SigV4 signer (:class:`botocore.auth.SigV4Auth`)
   with the target's botocore credentials (``get_frozen_credentials()`` per request, so
-  refreshable credentials refresh as botocore refreshes them);
-* it goes over urllib3's connection pool (what botocore uses underneath): keep-alive,
-  ``TCP_NODELAY``, botocore's CA bundle and the environment's proxies as botocore resolves them, as many idle connections kept as were
-  in flight (up to :data:`MAX_IDLE_CONNECTIONS`), never retried by urllib3 itself;
+  refreshable credentials refresh as botocore refreshes them), in the calling thread;
+* it goes over :mod:`lambdarun.http_loop`: h11 on one asyncio loop thread, keep-alive
+  connections with ``TCP_NODELAY``, botocore's CA bundle and the environment's proxies as
+  botocore resolves them (``CONNECT`` tunnels for HTTPS), as many idle connections kept as
+  were in flight (up to :data:`MAX_IDLE_CONNECTIONS`). :meth:`LambdaHttp.invoke` waits for
+  the answer; :meth:`LambdaHttp.submit` returns a future at once, so a thousand invocations
+  in flight need no thread each;
 * errors are Lambda's (``x-amzn-ErrorType`` header, else the JSON body's ``__type`` /
   ``code``) and retried by botocore's *standard* mode rules: throttles (HTTP 429
   ``TooManyRequestsException``) and connections that could not be opened are re-sent after
@@ -26,18 +29,19 @@ error envelope); a longer or malformed answer is :class:`~lambdarun.errors.Invoc
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import random
-import socket
 import threading
-import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
 
 from lambdarun.errors import InvocationError, InvocationOutcomeUnknownError
+from lambdarun.http_loop import AnswerLost, AnswerTooLarge, ConnectFailed, Connections, LoopThread, Route
 from lambdarun.limits import SYNC_RESPONSE_LIMIT
 
 if TYPE_CHECKING:
@@ -46,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["LambdaHttp", "LambdaHttpResponse", "LambdaServiceError", "MAX_IDLE_CONNECTIONS"]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 #: idle keep-alive connections kept per endpoint (as many as were in flight, up to this)
 MAX_IDLE_CONNECTIONS = 1024
@@ -82,8 +88,13 @@ class LambdaHttpResponse:
         self.status, self.headers, self.payload = status, headers, payload
 
 
-class _NotSent(Exception):
-    """The connection could not be opened: nothing was sent (botocore's EndpointConnectionError)."""
+class _Request:
+    """One Invoke ready to send: where, and its signed headers."""
+
+    __slots__ = ("route", "target", "headers")
+
+    def __init__(self, route: Route, target: str, headers: dict[str, str]) -> None:
+        self.route, self.target, self.headers = route, target, headers
 
 
 class LambdaHttp:
@@ -98,21 +109,17 @@ class LambdaHttp:
     """
 
     def __init__(self, target: Target, *, max_attempts: int, read_timeout: float, connect_timeout: float = 10) -> None:
-        import urllib3
         from botocore.retries.quota import RetryQuota
 
         self.target = target
         self.max_attempts = max_attempts
         self._quota = RetryQuota()
-        options = urllib3.connection.HTTPConnection.default_socket_options + [
-            (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-        self._pool_options: dict[str, Any] = dict(
-            maxsize=MAX_IDLE_CONNECTIONS, block=False, retries=False,
-            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout), socket_options=options,
-        )
-        self._ca_certs: str | None = None  # resolved with the first HTTPS pool
-        self._pools: dict[str, tuple[Any, bool]] = {}  # endpoint -> (urllib3 pool, absolute-form URLs)
+        self._thread = LoopThread(f"lambdarun-invoke-{target.name}")
+        self._connections = Connections(
+            connect_timeout=connect_timeout, read_timeout=read_timeout, max_idle=MAX_IDLE_CONNECTIONS,
+            response_limit=MAX_RESPONSE_BYTES, ca_certs=self._ca_certs)
         self._lock = threading.Lock()
+        self._routes: dict[str, tuple[Route, str]] = {}  # endpoint -> (route, path prefix)
         self._default_endpoint: str | None = None
         self._signer_cache: tuple[Any, Any] | None = None  # (frozen credentials, SigV4Auth)
         self._before_sign: tuple[Callable[[dict[str, str]], None], ...] = ()
@@ -129,6 +136,11 @@ class LambdaHttp:
                 self._before_sign = tuple(c for c in self._before_sign if c is not callback)
 
         return undo
+
+    @property
+    def connections_opened(self) -> int:
+        """TCP connections opened so far (keep-alive means few)."""
+        return self._connections.opened
 
     # -- what to send, where ------------------------------------------------------------------
 
@@ -161,144 +173,168 @@ class LambdaHttp:
         self._signer_cache = (frozen, signer)
         return signer
 
+    def _ca_certs(self) -> str | None:
+        """The CA bundle botocore verifies HTTPS with: ``[aws]`` config / ``AWS_CA_BUNDLE``,
+        else certifi's."""
+        from botocore.httpsession import get_cert_path
+
+        bundle = getattr(self.target, "ca_bundle", None)
+        path = get_cert_path((bundle() if bundle is not None else None) or True)
+        return path if isinstance(path, str) else None
+
+    def _route(self, base: str) -> tuple[Route, str]:
+        """The route to ``base`` (its proxy, as botocore picks it: ``HTTP(S)_PROXY`` unless
+        ``NO_PROXY`` exempts the host) and the endpoint's path prefix."""
+        known = self._routes.get(base)
+        if known is not None:
+            return known
+        from botocore.httpsession import ProxyConfiguration
+        from botocore.utils import get_environ_proxies
+
+        parts = urlsplit(base)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise InvocationError(f"the Lambda endpoint {base!r} of target {self.target.name!r} is not an "
+                                  "http(s) URL; fix [aws] lambda_endpoint_url / endpoint_url")
+        port = parts.port or (443 if scheme == "https" else 80)
+        proxy, proxy_headers = None, ()
+        proxy_url = get_environ_proxies(base).get(scheme)
+        if proxy_url:
+            if "://" not in proxy_url:
+                proxy_url = "http://" + proxy_url
+            proxy_parts = urlsplit(proxy_url)
+            proxy = (proxy_parts.hostname or "", proxy_parts.port or (443 if proxy_parts.scheme == "https" else 80))
+            proxy_headers = tuple(ProxyConfiguration().proxy_headers_for(proxy_url).items())
+        route = (Route(scheme, parts.hostname, port, proxy, proxy_headers), parts.path.rstrip("/"))
+        with self._lock:
+            self._routes[base] = route
+        return route
+
+    def _prepare(self, path: str, payload: bytes, headers: Mapping[str, str]) -> _Request:
+        """Sign the request for the current endpoint (botocore's SigV4, after the
+        ``before_sign`` callbacks)."""
+        from botocore.awsrequest import AWSRequest
+
+        base = self._endpoint()
+        route, prefix = self._route(base)
+        request_headers = dict(headers)
+        for callback in self._before_sign:
+            callback(request_headers)
+        request = AWSRequest(method="POST", url=base + path, data=payload, headers=request_headers)
+        self._signer().add_auth(request)
+        target = base + path if route.absolute_form else prefix + path
+        return _Request(route, target, dict(request.headers.items()))
+
     # -- one Invoke -------------------------------------------------------------------------
 
     def invoke(self, function_name: str, payload: bytes, headers: Mapping[str, str]) -> LambdaHttpResponse:
-        """POST ``payload`` to the function's ``invocations``; retries as the module says.
-        Raises :class:`LambdaServiceError` (Lambda's answer),
+        """POST ``payload`` to the function's ``invocations`` and wait for the answer; retries
+        as the module says. Raises :class:`LambdaServiceError` (Lambda's answer),
         :class:`~lambdarun.errors.InvocationOutcomeUnknownError` (sent, answer lost or
         unusable) or :class:`~lambdarun.errors.InvocationError` (never sent)."""
+        if self._thread.in_loop_thread():
+            raise RuntimeError("LambdaHttp.invoke would block the invoker's own event loop: a done "
+                               "callback of an invoke future must hand blocking work to another thread")
+        future = self.submit(function_name, payload, headers)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise InvocationOutcomeUnknownError(
+                f"the invoker of target {self.target.name!r} was closed while an Invoke was in flight; "
+                "the function may have run") from None
+
+    def submit(self, function_name: str, payload: bytes, headers: Mapping[str, str],
+               finish: Callable[[LambdaHttpResponse], T] | None = None,
+               failed: Callable[[Exception], BaseException] | None = None) -> concurrent.futures.Future[Any]:
+        """Send the Invoke from the loop thread; its future resolves to ``finish(response)``
+        (else the response) or fails with ``failed(error)`` (else the error). ``finish`` and
+        ``failed`` and the future's done callbacks run on the loop thread: they must not
+        block (hand blocking work to another thread)."""
         from botocore.utils import percent_encode
 
         path = f"/2015-03-31/functions/{percent_encode(function_name)}/invocations"
-        attempt = 1
+        try:
+            request = self._prepare(path, payload, headers)
+        except Exception as exc:  # noqa: BLE001 - e.g. no credentials: the future carries it
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            future.set_exception(failed(exc) if failed is not None else exc)
+            return future
+        return self._thread.run(self._invoke(path, payload, headers, request, finish, failed))
+
+    async def _invoke(self, path: str, payload: bytes, headers: Mapping[str, str], request: _Request,
+                      finish: Callable[[LambdaHttpResponse], T] | None,
+                      failed: Callable[[Exception], BaseException] | None) -> Any:
+        try:
+            response = await self._attempts(path, payload, headers, request)
+        except Exception as exc:
+            mapped = failed(exc) if failed is not None else exc
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        return finish(response) if finish is not None else response
+
+    async def _attempts(self, path: str, payload: bytes, headers: Mapping[str, str],
+                        request: _Request) -> LambdaHttpResponse:
+        attempt, moved = 1, 0
         while True:
             try:
-                response = self._send(path, payload, headers)
-            except _NotSent as exc:
-                if self._may_retry(attempt, _TIMEOUT_RETRY_COST):
-                    self._sleep(attempt, _OTHER_SCALE)
+                response = await self._send(request, payload)
+            except ConnectFailed as exc:
+                if moved < 3 and await self._in_thread(self._connection_failed, exc, sent=False):
+                    moved += 1  # the endpoint moved (a restarted local stack): send it there now
+                elif self._may_retry(attempt, _TIMEOUT_RETRY_COST):
+                    await asyncio.sleep(self._backoff(attempt, _OTHER_SCALE))
                     attempt += 1
-                    continue
-                raise InvocationError(
-                    f"could not connect to the Lambda endpoint of target {self.target.name!r} "
-                    f"after {attempt} attempts: {exc}") from exc.__cause__
+                else:
+                    raise InvocationError(
+                        f"could not connect to the Lambda endpoint of target {self.target.name!r} "
+                        f"after {attempt} attempts: {exc}") from exc
+                request = await self._in_thread(self._prepare, path, payload, headers)
+                continue
             if response.status < 300:
                 self._quota.release(_RETRY_COST if attempt > 1 else 1)
                 return response
             error = _service_error(response)
-            if error.status == 429 or error.code in _THROTTLING_CODES:
-                if self._may_retry(attempt, _RETRY_COST):
-                    self._sleep(attempt, _THROTTLING_SCALE)
-                    attempt += 1
-                    continue
+            if (error.status == 429 or error.code in _THROTTLING_CODES) and self._may_retry(attempt, _RETRY_COST):
+                await asyncio.sleep(self._backoff(attempt, _THROTTLING_SCALE))
+                attempt += 1
+                request = await self._in_thread(self._prepare, path, payload, headers)
+                continue
             raise error
+
+    async def _send(self, request: _Request, payload: bytes) -> LambdaHttpResponse:
+        try:
+            answer = await self._connections.send(request.route, "POST", request.target, request.headers, payload)
+        except AnswerTooLarge as exc:
+            raise InvocationOutcomeUnknownError(
+                f"the Lambda endpoint of {self.target.name!r} answered with more than Lambda's "
+                f"{SYNC_RESPONSE_LIMIT}-byte response limit ({exc}); the function may have run") from None
+        except AnswerLost as exc:
+            await self._in_thread(self._connection_failed, exc, sent=True)
+            raise InvocationOutcomeUnknownError(
+                f"the connection to {self.target.name!r} was lost after the Invoke was sent "
+                f"({exc}); the function may have run") from None
+        return LambdaHttpResponse(answer.status, answer.headers, answer.body)
+
+    async def _in_thread(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Blocking work (signing with refreshed credentials, the target's restart check) off the loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: function(*args, **kwargs))
 
     def _may_retry(self, attempt: int, cost: int) -> bool:
         return attempt <= self.max_attempts and self._quota.acquire(cost)
 
     @staticmethod
-    def _sleep(attempt: int, scale: float) -> None:
-        time.sleep(random.random() * min(scale * 2 ** (attempt - 1), _MAX_BACKOFF))
-
-    def _send(self, path: str, payload: bytes, headers: Mapping[str, str]) -> LambdaHttpResponse:
-        import urllib3
-        from botocore.awsrequest import AWSRequest
-
-        for _moved in range(3):
-            base = self._endpoint()
-            request_headers = dict(headers)
-            for callback in self._before_sign:
-                callback(request_headers)
-            request = AWSRequest(method="POST", url=base + path, data=payload, headers=request_headers)
-            self._signer().add_auth(request)
-            try:
-                parts = urlsplit(base)  # an endpoint URL may carry a path prefix, as botocore allows
-                pool, absolute = self._pool(f"{parts.scheme}://{parts.netloc}")
-                raw = pool.urlopen(
-                    "POST", base + path if absolute else parts.path + path, body=payload,
-                    headers=dict(request.headers.items()), preload_content=False, redirect=False,
-                    assert_same_host=not absolute)
-            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
-                if self._connection_failed(exc, sent=False):
-                    continue  # the endpoint moved (a restarted local stack): send it there now
-                raise _NotSent(str(exc)) from exc
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                self._connection_failed(exc, sent=True)
-                raise InvocationOutcomeUnknownError(
-                    f"the connection to {self.target.name!r} was lost after the Invoke was sent "
-                    f"({type(exc).__name__}: {exc}); the function may have run") from exc
-            try:
-                return self._read(raw)
-            finally:
-                raw.release_conn()
-        raise _NotSent("the endpoint kept moving")
-
-    def _pool(self, base: str) -> tuple[Any, bool]:
-        """The pool for ``base``, and whether requests on it name the absolute URL (plain
-        HTTP through a proxy)."""
-        pool = self._pools.get(base)
-        if pool is None:
-            with self._lock:
-                pool = self._pools.get(base)
-                if pool is None:
-                    pool = self._new_pool(base)
-                    self._pools[base] = pool
-        return pool
-
-    def _new_pool(self, base: str) -> tuple[Any, bool]:
-        """A pool to ``base`` as botocore would connect: its CA bundle (``[aws]`` config /
-        ``AWS_CA_BUNDLE``, else certifi's), and the ``HTTP(S)_PROXY`` the environment names for
-        that host unless ``NO_PROXY`` exempts it (a proxied HTTPS endpoint is tunnelled with
-        CONNECT: the proxy sees no request)."""
-        import urllib3
-        from botocore.httpsession import get_cert_path
-        from botocore.utils import get_environ_proxies
-
-        extra: dict[str, Any] = {}
-        if base.startswith("https:"):
-            if self._ca_certs is None:
-                bundle = getattr(self.target, "ca_bundle", None)
-                self._ca_certs = get_cert_path((bundle() if bundle is not None else None) or True)
-            extra["ca_certs"] = self._ca_certs
-        proxy = get_environ_proxies(base).get(urlsplit(base).scheme)
-        if proxy:
-            manager = urllib3.ProxyManager(proxy, num_pools=1, **self._pool_options, **extra)
-            return manager.connection_from_url(base), base.startswith("http:")
-        return urllib3.connection_from_url(base, **self._pool_options, **extra), False
+    def _backoff(attempt: int, scale: float) -> float:
+        return random.random() * min(scale * 2 ** (attempt - 1), _MAX_BACKOFF)
 
     def _connection_failed(self, exc: BaseException, *, sent: bool) -> bool:
         """Ask the target (the local one follows a restarted stack); True: send again now."""
         hook = getattr(self.target, "lambda_connection_failed", None)
         return bool(hook(exc, sent=sent)) if hook is not None else False
 
-    def _read(self, raw: Any) -> LambdaHttpResponse:
-        import urllib3
-
-        try:
-            length = raw.headers.get("Content-Length")
-            if length is not None and (not length.isdigit() or int(length) > MAX_RESPONSE_BYTES):
-                raise InvocationOutcomeUnknownError(
-                    f"the Lambda endpoint of {self.target.name!r} answered with a Content-Length of "
-                    f"{length[:40]!r}, not a size up to Lambda's {SYNC_RESPONSE_LIMIT}-byte response limit; "
-                    "the function may have run")
-            data = raw.read(MAX_RESPONSE_BYTES + 1)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise InvocationOutcomeUnknownError(
-                f"the answer of {self.target.name!r} to an Invoke was cut off ({type(exc).__name__}: "
-                f"{exc}); the function may have run") from exc
-        if len(data) > MAX_RESPONSE_BYTES:
-            raw.close()  # never reuse a connection mid-answer
-            raise InvocationOutcomeUnknownError(
-                f"the Lambda endpoint of {self.target.name!r} answered with more than Lambda's "
-                f"{SYNC_RESPONSE_LIMIT}-byte response limit; the function may have run")
-        return LambdaHttpResponse(raw.status, raw.headers, data)
-
     def close(self) -> None:
-        with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
-        for pool, _absolute in pools:
-            pool.close()
+        """Close the kept connections and stop the loop thread (Invokes in flight are cancelled)."""
+        self._thread.close(self._connections.close())
 
 
 def _service_error(response: LambdaHttpResponse) -> LambdaServiceError:

@@ -1,14 +1,22 @@
 """The invoker's Invoke client (lambdarun.lambda_http) against an endpoint that answers with
 whatever bytes a test plans: forged, malformed, oversized answers end in the same typed
-errors as boto3's path did, nothing is re-sent that may have run, throttles are retried."""
+errors as boto3's path did, nothing is re-sent that may have run, throttles are retried.
+
+Its event-loop transport (lambdarun.http_loop): invocations in flight hold no thread,
+HTTPS is verified against botocore's CA bundle (also through a CONNECT tunnel), kept
+connections never carry one answer into the next request, and closing the invoker ends its
+thread and whatever was still in flight."""
 
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import socket
 import socketserver
+import ssl
 import threading
+import time
 
 import pytest
 
@@ -20,6 +28,7 @@ from lambdarun.errors import (
     ThrottledError,
 )
 from lambdarun.lambda_http import MAX_RESPONSE_BYTES
+from lambdarun.testing.latency import LatencyLambda
 
 
 def _answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None, *, length: bool = True) -> bytes:
@@ -65,14 +74,21 @@ class _Handler(socketserver.StreamRequestHandler):
                 return  # a close-delimited answer
 
 
-@pytest.fixture
-def endpoint():
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
+def _server(handler=_Handler, tls: ssl.SSLContext | None = None):
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     server.lock = threading.Lock()
     server.requests, server.plan = [], []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    return server, thread
+
+
+@pytest.fixture
+def endpoint():
+    server, thread = _server()
     try:
         yield server
     finally:
@@ -237,3 +253,303 @@ def test_no_proxy_exempts_the_endpoint(lambdarun_session, endpoint, monkeypatch)
     assert session.invoker.invoke("f", b"{}").status_code == 200
     ((line, _headers, _body),) = endpoint.requests
     assert line == "POST /2015-03-31/functions/f/invocations HTTP/1.1"
+
+
+# -- the event-loop transport ----------------------------------------------------------------
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTESTLOOP")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy", "AWS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def _session(lambdarun_session, url: str, **aws):
+    return lambdarun_session(overrides={
+        "target": "aws", "region": "eu-west-1", "aws": {"lambda_endpoint_url": url, "max_attempts": 1, **aws}})
+
+
+def _loop_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("lambdarun-invoke")]
+
+
+def test_a_thousand_invocations_in_flight_hold_no_thread_each(lambdarun_session, aws_env):
+    with LatencyLambda(duration=1.0, concurrency=1000, function_name="f") as latency:
+        creds = latency.boto3_credentials()
+        aws_env.setenv("AWS_ACCESS_KEY_ID", creds["aws_access_key_id"])
+        aws_env.setenv("AWS_SECRET_ACCESS_KEY", creds["aws_secret_access_key"])
+        invoker = _session(lambdarun_session, latency.url).invoker
+        before = threading.active_count()
+        handles = [invoker.invoke_async("f", b'{"n": %d}' % i) for i in range(1000)]
+        in_flight_threads = threading.active_count() - before
+        answers = [h.future.result(60) for h in handles]
+        stats = latency.stats()
+    assert [a.payload for a in answers] == [b'{"n": %d}' % i for i in range(1000)]  # echoed, in order
+    assert stats["max_in_flight"] >= 900 and stats["throttled"] == 0
+    # one loop thread (and asyncio's small executor for signing retries), not one per call
+    assert in_flight_threads <= 8, in_flight_threads
+
+
+def test_invoke_from_a_done_callback_refuses_instead_of_deadlocking(lambdarun_session, aws_env, endpoint):
+    invoker = _session(lambdarun_session, f"http://127.0.0.1:{endpoint.server_address[1]}").invoker
+    seen: list[BaseException] = []
+    done = threading.Event()
+
+    def callback(_future):
+        try:
+            invoker.invoke("f", b"{}")
+        except RuntimeError as exc:
+            seen.append(exc)
+        done.set()
+
+    invoker.invoke_async("f", b"{}").future.add_done_callback(callback)
+    assert done.wait(10)
+    assert "would block the invoker's own event loop" in str(seen[0])
+    assert invoker.invoke("f", b"{}").status_code == 200  # the loop is still serving
+
+
+def test_chunked_and_close_delimited_answers_are_read_and_closed_connections_not_reused(
+        lambdarun_session, aws_env, endpoint):
+    endpoint.plan = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n4\r\n: 1}\r\n0\r\n\r\n",
+        _answer(200, b'{"closing": 1}', {"Connection": "close"}),
+        _answer(200, b'{"no length": 1}', length=False),  # ends when the server closes
+        OK,
+    ]
+    invoker = _session(lambdarun_session, f"http://127.0.0.1:{endpoint.server_address[1]}").invoker
+    assert invoker.invoke("f", b"{}").payload == b'{"a": 1}'
+    assert invoker.invoke("f", b"{}").payload == b'{"closing": 1}'
+    assert invoker.invoke("f", b"{}").payload == b'{"no length": 1}'
+    assert invoker.invoke("f", b"{}").payload == b'{"ok": true}'
+    # the server ends a connection after a body without Content-Length (the chunked and the
+    # close-delimited ones) and after "Connection: close": none of them is reused
+    assert invoker._http.connections_opened == 4
+    assert [len(endpoint.requests)] == [4]
+
+
+class _ChattyHandler(_Handler):
+    """Answers, then (while the connection is idle) sends a forged second answer."""
+
+    def handle(self) -> None:
+        self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b""):
+            pass
+        self.rfile.read(2)
+        with self.server.lock:
+            self.server.requests.append("chatty")
+        self.wfile.write(_answer(200, b'{"first": 1}'))
+        self.wfile.flush()
+        time.sleep(0.2)
+        self.wfile.write(_answer(200, b'{"forged": "for the next request"}'))
+        self.wfile.flush()
+        time.sleep(5)
+
+
+def test_bytes_on_an_idle_connection_are_never_read_as_the_next_answer(lambdarun_session, aws_env):
+    server, thread = _server(_ChattyHandler)
+    try:
+        invoker = _session(lambdarun_session, f"http://127.0.0.1:{server.server_address[1]}").invoker
+        assert invoker.invoke("f", b"{}").payload == b'{"first": 1}'
+        deadline = time.monotonic() + 10
+        while invoker._http.connections_opened == 1 and time.monotonic() < deadline:
+            # the forged bytes arrive while idle; the next request must get its own answer
+            time.sleep(0.3)
+            assert invoker.invoke("f", b"{}").payload == b'{"first": 1}'
+        assert invoker._http.connections_opened >= 2
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_a_read_timeout_is_outcome_unknown(aws_env):
+    from lambdarun.config import Settings  # noqa: F401 - the target needs nothing else
+    from lambdarun.lambda_http import LambdaHttp
+
+    class Silent(_Handler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            time.sleep(3)
+
+    server, thread = _server(Silent)
+
+    class Target:
+        name, region = "t", "eu-west-1"
+
+        def endpoint_url(self, service):
+            return f"http://127.0.0.1:{server.server_address[1]}"
+
+        def credentials(self):
+            from botocore.credentials import Credentials
+            return Credentials("AKIDTESTLOOP", "testing")
+
+    http = LambdaHttp(Target(), max_attempts=1, read_timeout=0.5)
+    try:
+        with pytest.raises(InvocationOutcomeUnknownError, match="no answer within 0.5 s.*may have run"):
+            http.invoke("f", b"{}", {"X-Amz-Invocation-Type": "RequestResponse"})
+    finally:
+        http.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_closing_the_session_ends_the_loop_thread_and_what_was_in_flight(lambdarun_session, aws_env):
+    class Slow(_Handler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            time.sleep(30)
+
+    server, thread = _server(Slow)
+    try:
+        before = set(_loop_threads())
+        session = _session(lambdarun_session, f"http://127.0.0.1:{server.server_address[1]}")
+        handle = session.invoker.invoke_async("f", b"{}")
+        waiter: list[BaseException] = []
+
+        def blocked():
+            try:
+                session.invoker.invoke("f", b"{}")
+            except BaseException as exc:  # noqa: BLE001
+                waiter.append(exc)
+
+        caller = threading.Thread(target=blocked)
+        caller.start()
+        time.sleep(0.3)
+        assert len(set(_loop_threads()) - before) == 1
+        session.close()
+        caller.join(10)
+        assert handle.future.cancelled()
+        assert isinstance(waiter[0], InvocationOutcomeUnknownError) and "may have run" in str(waiter[0])
+        assert set(_loop_threads()) - before == set()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+# -- HTTPS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    """A CA and a certificate it signed for 127.0.0.1 / localhost (files: ca.pem, cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lambdarun test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return folder
+
+
+@pytest.fixture
+def tls_endpoint(certificates):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificates / "cert.pem", certificates / "key.pem")
+    server, thread = _server(tls=context)
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def test_https_is_verified_against_the_ca_bundle_botocore_uses(lambdarun_session, aws_env, tls_endpoint, certificates):
+    url = f"https://localhost:{tls_endpoint.server_address[1]}"
+    aws_env.setenv("AWS_CA_BUNDLE", str(certificates / "ca.pem"))
+    assert _session(lambdarun_session, url).invoker.invoke("f", b"{}").payload == b'{"ok": true}'
+    ((line, headers, _),) = tls_endpoint.requests
+    assert line.startswith("POST /2015-03-31/functions/f/invocations") and headers["host"] == url[8:]
+
+
+def test_an_https_endpoint_with_an_untrusted_certificate_gets_nothing(lambdarun_session, aws_env, tls_endpoint):
+    url = f"https://localhost:{tls_endpoint.server_address[1]}"  # certifi's bundle: our test CA is not in it
+    with pytest.raises(InvocationError, match="could not connect.*CERTIFICATE_VERIFY_FAILED") as info:
+        _session(lambdarun_session, url).invoker.invoke("f", b'{"secret": 1}')
+    assert not isinstance(info.value, InvocationOutcomeUnknownError)
+    assert tls_endpoint.requests == []  # not a byte of the request was sent
+
+
+class _ConnectProxy(socketserver.BaseRequestHandler):
+    """A CONNECT-only proxy that records each tunnel's request and pipes the bytes."""
+
+    def handle(self) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.request.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        lines = head.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+        with self.server.lock:
+            self.server.requests.append(lines)
+        method, authority, _ = lines[0].split(" ")
+        if method != "CONNECT":
+            self.request.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            return
+        host, port = authority.rsplit(":", 1)
+        upstream = socket.create_connection(("127.0.0.1", int(port)))
+        self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(a, b):
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        other = threading.Thread(target=pipe, args=(upstream, self.request), daemon=True)
+        other.start()
+        pipe(self.request, upstream)
+        other.join(5)
+        upstream.close()
+
+
+def test_https_through_a_proxy_is_a_verified_connect_tunnel(lambdarun_session, aws_env, tls_endpoint, certificates):
+    proxy, thread = _server(_ConnectProxy)
+    try:
+        aws_env.setenv("AWS_CA_BUNDLE", str(certificates / "ca.pem"))
+        aws_env.setenv("HTTPS_PROXY", f"http://user:p%40ss@127.0.0.1:{proxy.server_address[1]}")
+        url = f"https://localhost:{tls_endpoint.server_address[1]}"
+        invoker = _session(lambdarun_session, url).invoker
+        assert invoker.invoke("f", b'{"a": 1}').payload == b'{"ok": true}'
+        assert invoker.invoke("f", b'{"a": 2}').payload == b'{"ok": true}'
+        (tunnel,) = proxy.requests  # one tunnel, kept alive; the proxy saw no request inside it
+        assert tunnel[0] == f"CONNECT localhost:{tls_endpoint.server_address[1]} HTTP/1.1"
+        assert "Proxy-Authorization: Basic dXNlcjpwQHNz" in tunnel  # user:p@ss, as botocore sends it
+        assert [body for _, _, body in tls_endpoint.requests] == [b'{"a": 1}', b'{"a": 2}']
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(10)
