@@ -45,9 +45,9 @@ log = structlog.get_logger(__name__)
 POLL_RETRY_FIRST = 0.5
 POLL_RETRY_MAX = 30.0
 
-#: the engine's work threads: the CPU work of every flow in flight (a few per core; more only
+#: the engine's work threads: the CPU work of every flow in flight (two per core: more only
 #: contend for the GIL), and the rare blocking storage calls of spilled calls and outcomes
-WORK_THREADS = max(4, min(16, (os.cpu_count() or 2) * 4))
+WORK_THREADS = max(4, min(16, (os.cpu_count() or 2) * 2))
 
 #: a task's attempts: yields the futures it waits for, is sent their results (or has their
 #: exceptions thrown in), returns when the task's attempts are over
@@ -100,13 +100,20 @@ class Slots:
         self.engine._begin_flow(self, factory)
 
     def release(self) -> None:
-        """A flow has ended: its slot goes to the first waiting one, else it is free."""
+        """A flow has ended: its slot goes to the first waiting one (begun on a work
+        thread), else it is free."""
+        factory = self.pass_on()
+        if factory is not None:
+            self.engine._begin_flow(self, factory)
+
+    def pass_on(self) -> Callable[[], Flow | None] | None:
+        """A flow has ended on a work thread: the first waiting factory, which now holds its
+        slot (the caller begins it), else None and the slot is free."""
         with self._lock:
             if not self._waiting:
                 self._held -= 1
-                return
-            factory = self._waiting.popleft()
-        self.engine._begin_flow(self, factory)
+                return None
+            return self._waiting.popleft()
 
     @property
     def held(self) -> int:
@@ -256,40 +263,45 @@ class Engine:
             log.debug("could not resume a task's attempts at exit")
 
     def _begin_flow(self, slots: Slots, factory: Callable[[], Flow | None]) -> None:
-        self._run_work(self._first_step, slots, factory)
+        self._run_work(self._drive, slots, factory, None, None, None)
 
-    def _first_step(self, slots: Slots, factory: Callable[[], Flow | None]) -> None:
-        try:
-            flow = factory()
-        except BaseException:  # noqa: BLE001 - a factory must not take its slot with it
-            log.error("a task's attempts could not begin", exc_info=True)
-            slots.release()
-            return
-        if flow is None:
-            slots.release()
-            return
-        self._step(slots, flow, None, None)
+    def _drive(self, slots: Slots, factory: Callable[[], Flow | None] | None, flow: Flow | None, value: Any,
+               error: BaseException | None) -> None:
+        """On a work thread: run ``flow`` (or the one ``factory`` makes) until it waits for a
+        future that is not done yet; when it ends, its slot passes to the next waiting flow,
+        begun here (a loop, not a recursion: a long queue of cancelled tasks ends at once)."""
+        while True:
+            if flow is None and factory is not None:
+                try:
+                    flow = factory()
+                except BaseException:  # noqa: BLE001 - a factory must not take its slot with it
+                    log.error("a task's attempts could not begin", exc_info=True)
+            if flow is not None and self._advance(slots, flow, value, error):
+                return  # parked: resumed by the future it waits for
+            factory, flow, value, error = slots.pass_on(), None, None, None
+            if factory is None:
+                return
 
-    def _step(self, slots: Slots, flow: Flow, value: Any, error: BaseException | None) -> None:
-        """Run ``flow`` until it waits for a future that is not done yet, or ends."""
+    def _advance(self, slots: Slots, flow: Flow, value: Any, error: BaseException | None) -> bool:
+        """Run ``flow`` until it waits for a future that is not done (True: parked) or ends."""
         try:
             while True:
                 waited = flow.throw(error) if error is not None else flow.send(value)
                 if not waited.done():
                     waited.add_done_callback(functools.partial(self._resume, slots, flow))
-                    return
+                    return True
                 value, error = _settled(waited)
         except StopIteration:
-            pass
+            return False
         except BaseException:  # noqa: BLE001 - a flow handles its own failures; never lose the slot
             log.error("a task's attempts ended with an unexpected error", exc_info=True)
-        slots.release()
+            return False
 
     def _resume(self, slots: Slots, flow: Flow, waited: concurrent.futures.Future[Any]) -> None:
         # the done callback of what the flow waited for: runs on whichever thread completed it
         # (the invoker's, the deadline thread), so the flow goes on on a work thread
         value, error = _settled(waited)
-        self._run_work(self._step, slots, flow, value, error)
+        self._run_work(self._drive, slots, None, flow, value, error)
 
     # -- the pool of asynchronous completions ----------------------------------------------
 
