@@ -220,3 +220,23 @@ def test_an_answer_lost_on_the_way_back_re_delivers_the_same_attempt(slow_endpoi
     assert {(d["task_id"], d["attempt"]) for d in deliveries} == {(future.task_id, 1)}  # one attempt
     assert future.info["task"].attempt.number == 1
     assert leftovers(session) == []
+
+
+def test_closing_the_session_cancels_waiting_tasks_and_none_of_them_is_invoked(slow_endpoint, open_session,
+                                                                               call_log):
+    """2 slots, 6 tasks: 2 in flight, 4 waiting. ``close()`` cancels all 6; the waiting ones
+    are never invoked (their slots pass through them without a start) and the slots end free."""
+    session = open_session(on=slow_endpoint, max_workers=2)
+    backend = session.backend("covalent")
+    futures = [backend.submit(abs, (-1,), {}) for _ in range(6)]
+    wait_for(lambda: slow_endpoint.stats()["in_flight"] == 2, "2 tasks to be in flight", timeout=60)
+    slots = backend.engine.slots(2)
+    assert slots.held == 2 and slots.waiting == 4
+    session.close()
+    assert all(f.cancelled() for f in futures)
+    with pytest.raises(lambdarun.LambdarunError, match="closed"):
+        backend.submit(abs, (-1,), {})
+    wait_for(lambda: slots.held == 0 and slots.waiting == 0, "the slots to be free", timeout=60)
+    invoked = {json.loads(line)["task_id"] for line in call_log.read_text().splitlines()}
+    waiting = [f for f in futures if "deadline_started" not in f.info]
+    assert len(waiting) == 4 and not invoked & {f.task_id for f in waiting}
