@@ -99,13 +99,6 @@ class Slots:
             self._held += 1
         self.engine._begin_flow(self, factory)
 
-    def release(self) -> None:
-        """A flow has ended: its slot goes to the first waiting one (begun on a work
-        thread), else it is free."""
-        factory = self.pass_on()
-        if factory is not None:
-            self.engine._begin_flow(self, factory)
-
     def pass_on(self) -> Callable[[], Flow | None] | None:
         """A flow has ended on a work thread: the first waiting factory, which now holds its
         slot (the caller begins it), else None and the slot is free."""
@@ -242,25 +235,30 @@ class Engine:
 
     # -- flows: a task's attempts on the work threads -------------------------------------
 
-    def _run_work(self, fn: Callable[..., None], *args: Any) -> None:
-        """``fn(*args)`` on a work thread (on a thread of its own once the engine is shut
-        down: what was in flight still ends, cleans up and frees its slot)."""
+    @property
+    def flows(self) -> int:
+        """Flows begun and not ended (tasks holding a slot)."""
         with self._lock:
-            if self._work is None and not self._closing:
+            return sum(slots.held for slots in self._slots.values())
+
+    @property
+    def work_running(self) -> bool:
+        """Whether the work threads are up (a closed engine ends them once its flows end)."""
+        return self._work is not None
+
+    def _run_work(self, fn: Callable[..., None], *args: Any) -> None:
+        """``fn(*args)`` on a work thread. A closed engine keeps them until its flows in flight
+        have ended (cleaned up, freed their slots)."""
+        with self._lock:
+            if self._work is None:
                 self._work = concurrent.futures.ThreadPoolExecutor(
                     max_workers=WORK_THREADS, thread_name_prefix="lambdarun-covalent-work"
                 )
             work = self._work
-        if work is not None:
-            try:
-                work.submit(fn, *args)
-                return
-            except RuntimeError:  # shut down just now, or the interpreter is exiting
-                pass
         try:
-            threading.Thread(target=fn, args=args, name="lambdarun-covalent-late", daemon=True).start()
+            work.submit(fn, *args)
         except RuntimeError:  # the interpreter is exiting: no new threads
-            log.debug("could not resume a task's attempts at exit")
+            log.debug("could not run a task's attempts at exit")
 
     def _begin_flow(self, slots: Slots, factory: Callable[[], Flow | None]) -> None:
         self._run_work(self._drive, slots, factory, None, None, None)
@@ -280,7 +278,18 @@ class Engine:
                 return  # parked: resumed by the future it waits for
             factory, flow, value, error = slots.pass_on(), None, None, None
             if factory is None:
+                if self._closing:
+                    self._retire_work()
                 return
+
+    def _retire_work(self) -> None:
+        """Closed: the work threads end once no flow holds a slot (queued work still runs)."""
+        with self._lock:
+            work = self._work
+            if work is None or not self._closing or any(slots.held for slots in self._slots.values()):
+                return
+            self._work = None
+        work.shutdown(wait=False)
 
     def _advance(self, slots: Slots, flow: Flow, value: Any, error: BaseException | None) -> bool:
         """Run ``flow`` until it waits for a future that is not done (True: parked) or ends."""
@@ -456,11 +465,9 @@ class Engine:
         with self._lock:
             pools = list(self._pools.values())
             self._pools.clear()
-            if self._work is not None:
-                pools.append(self._work)
-                self._work = None
         for pool in pools:
             pool.shutdown(wait=False)  # work already queued (clean-ups) still runs
+        self._retire_work()  # now, or when the last flow in flight ends
 
 
 engines: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()

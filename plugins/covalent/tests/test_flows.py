@@ -239,11 +239,14 @@ def test_closing_the_session_cancels_waiting_tasks_and_none_of_them_is_invoked(s
     wait_for(lambda: slow_endpoint.stats()["in_flight"] == 2, "2 tasks to be in flight", timeout=60)
     slots = backend.engine.slots(2)
     assert slots.held == 2 and slots.waiting == 4
+    engine = backend.engine
     session.close()
     assert all(f.cancelled() for f in futures)
     with pytest.raises(lambdarun.LambdarunError, match="closed"):
         backend.submit(abs, (-1,), {})
     wait_for(lambda: slots.held == 0 and slots.waiting == 0, "the slots to be free", timeout=60)
+    # the closed engine keeps its work threads until its flows have ended, then they end
+    wait_for(lambda: not engine.work_running, "the closed engine's work threads to end", timeout=60)
     invoked = {json.loads(line)["task_id"] for line in call_log.read_text().splitlines()}
     waiting = [f for f in futures if "deadline_started" not in f.info]
     assert len(waiting) == 4 and not invoked & {f.task_id for f in waiting}
