@@ -245,6 +245,7 @@ def test_closing_the_session_cancels_waiting_tasks_and_none_of_them_is_invoked(s
     with pytest.raises(lambdarun.LambdarunError, match="closed"):
         backend.submit(abs, (-1,), {})
     wait_for(lambda: slots.held == 0 and slots.waiting == 0, "the slots to be free", timeout=60)
+    assert engine.flows == 0
     # the closed engine keeps its work threads until its flows have ended, then they end
     wait_for(lambda: not engine.work_running, "the closed engine's work threads to end", timeout=60)
     invoked = {json.loads(line)["task_id"] for line in call_log.read_text().splitlines()}
