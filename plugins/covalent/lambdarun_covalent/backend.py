@@ -246,7 +246,9 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
 
     # -- one task -----------------------------------------------------------------------------
 
-    def _submit(self, func: Callable[..., Any], args: tuple, kwargs: dict[str, Any], slots: Slots | None) -> LambdaFuture:
+    def _submit(
+        self, func: Callable[..., Any], args: tuple, kwargs: dict[str, Any], slots: Slots | None
+    ) -> LambdaFuture:
         task = self._new_task(func, args, kwargs)
         (slots or self.engine.slots(self.config.max_workers or None)).start(functools.partial(self._run, task))
         return task.future
