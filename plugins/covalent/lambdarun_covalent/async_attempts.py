@@ -14,6 +14,7 @@ from lambdarun.errors import EnvelopeError, InvocationError, RemoteEnvironmentEr
 from lambdarun.types import InvocationType, StorageHandle
 
 from lambdarun_covalent.config import MAX_TIMEOUT
+from lambdarun_covalent.engine import run_blocking
 from lambdarun_covalent.versions import check_versions
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from lambdarun.types import Storage
 
     from lambdarun_covalent.config import CovalentConfig
-    from lambdarun_covalent.engine import Engine
+    from lambdarun_covalent.engine import Engine, Flow
     from lambdarun_covalent.tasks import Attempt
 
 log = structlog.get_logger(__name__)
@@ -77,18 +78,14 @@ class AsyncAttempts:
                 error=f"{type(exc).__name__}: {exc}",
             )
 
-    def _start_async(self, attempt: Attempt) -> None:
+    def _start_async(self, attempt: Attempt) -> Flow:
+        """Flow: the Event invoke of an asynchronous attempt, then its outcome is watched for."""
         check_versions(self.runtime_session, self.function_name)  # once per function and process
         self._ensure_failure_destination()
         payload = self._event(attempt)
         handle = StorageHandle(self.storage, self.run_prefix, attempt.outcome_key)
         attempt.outcome_stored = None
-        response = self.runtime_session.invoker.invoke(
-            self.function_name,
-            payload,
-            invocation_type=InvocationType.EVENT,
-            client_context=self._client_context(attempt),
-        )
+        response = yield from self._invoke(payload, InvocationType.EVENT, attempt)
         if response.status_code not in (200, 202):
             raise InvocationError(f"asynchronous invoke returned status {response.status_code}")
         attempt.invoked = True
@@ -124,7 +121,7 @@ class AsyncAttempts:
             self._cleanup_quietly(attempt)
             retry = self._new_attempt(task, attempt.number + 1)
             try:
-                self._start_async(retry)
+                run_blocking(self._start_async(retry))  # on a thread of the completions' pool
             except Exception as exc:
                 self._cleanup_quietly(retry)
                 task.future.finish(exception=exc)

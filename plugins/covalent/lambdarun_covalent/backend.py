@@ -18,7 +18,7 @@ so a re-run can never read an earlier run's result.
 
 from __future__ import annotations
 
-import concurrent.futures
+import functools
 import os
 import threading
 import time
@@ -46,7 +46,7 @@ from lambdarun.futures import LambdaFuture
 from lambdarun.types import FunctionSpec, InvocationType, StorageHandle
 
 from lambdarun_covalent.config import DEFAULT_BUCKET, MAX_TIMEOUT, CovalentConfig
-from lambdarun_covalent.engine import Engine, engines, engines_lock, target_concurrency
+from lambdarun_covalent.engine import Engine, Flow, Slots, engines, engines_lock, target_concurrency
 from lambdarun_covalent.tasks import Attempt, MapQueue, Task, deadlines, in_flight, lookup_task, ramp
 from lambdarun_covalent.async_attempts import JANITOR_GRACE, AsyncAttempts
 from lambdarun_covalent.sync_attempts import SyncAttempts
@@ -183,16 +183,17 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         max_workers: int | None = None,
         chunksize: int | None = None,
     ) -> Iterator[LambdaFuture]:
-        """Futures in input order; invocations go through a pool sized to the target's
-        concurrency (or ``max_workers``), so 1000 tasks never mean 1000 threads.
+        """Futures in input order; at most the target's concurrency (or ``max_workers``)
+        tasks run at once (:class:`~lambdarun_covalent.engine.Slots`): 1000 tasks never mean
+        1000 threads, and no thread waits for an Invoke in flight.
 
-        Synchronous tasks are batched: a pool thread that comes free takes its fair share
-        of the tasks queued (at most ``chunksize``, default ``[covalent] chunksize``) and
-        sends them in one invocation (:func:`lambdarun.protocol.build_batch_event`). A lone
-        task (or ``chunksize=1``) goes alone, as ``submit`` sends it.
+        Synchronous tasks are batched: a runner that gets a slot takes its fair share of the
+        tasks queued (at most ``chunksize``, default ``[covalent] chunksize``) and sends them
+        in one invocation (:func:`lambdarun.protocol.build_batch_event`). A lone task (or
+        ``chunksize=1``) goes alone, as ``submit`` sends it.
         """
         concurrency = self.map_concurrency(max_workers)
-        pool = self.engine.pool(max_workers or self.config.max_workers or None)
+        slots = self.engine.slots(max_workers or self.config.max_workers or None)
         limit = self.map_chunksize(chunksize)
         queue = MapQueue(limit, concurrency) if limit > 1 else None
         started, ramp_from = 0, time.monotonic()
@@ -200,10 +201,10 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
             task = self._new_task(func, (item,), {})
             if queue is None or task.mode is not InvocationType.REQUEST_RESPONSE:
                 started = ramp(started, concurrency, ramp_from)
-                pool.submit(self._run, task)
+                slots.start(functools.partial(self._run, task))
             elif queue.put(task):
                 started = ramp(started, concurrency, ramp_from)
-                pool.submit(self._run_queued, queue, pool)
+                slots.start(functools.partial(self._run_queued, queue, slots))
             yield task.future
 
     def map_concurrency(self, max_workers: int | None = None) -> int:
@@ -246,14 +247,10 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
     # -- one task -----------------------------------------------------------------------------
 
     def _submit(
-        self,
-        func: Callable[..., Any],
-        args: tuple,
-        kwargs: dict[str, Any],
-        pool: concurrent.futures.ThreadPoolExecutor | None,
+        self, func: Callable[..., Any], args: tuple, kwargs: dict[str, Any], slots: Slots | None
     ) -> LambdaFuture:
         task = self._new_task(func, args, kwargs)
-        (pool or self.engine.pool(self.config.max_workers or None)).submit(self._run, task)
+        (slots or self.engine.slots(self.config.max_workers or None)).start(functools.partial(self._run, task))
         return task.future
 
     def _new_task(self, func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Task:
@@ -277,51 +274,56 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         future.info["task"] = task  # keeps the task alive as long as its future
         return task
 
-    def _run_queued(self, queue: MapQueue, pool: concurrent.futures.ThreadPoolExecutor) -> None:
-        """A runner of a batching ``map``: its fair share of the queued tasks, then back to
-        the end of the pool's queue (other maps and submits get their turn) until the map's
-        queue is empty."""
-        while tasks := queue.take():
-            try:
-                if len(tasks) == 1:
-                    self._run(tasks[0])
-                else:
-                    self._run_batch(tasks)
-            except BaseException as exc:  # noqa: BLE001 - the runner goes on; these tasks fail
-                for task in tasks:
-                    task.future.finish(exception=exc if isinstance(exc, Exception) else LambdarunError(repr(exc)))
-            try:
-                pool.submit(self._run_queued, queue, pool)
-                return
-            except RuntimeError:  # the pool is shutting down: finish the queue on this thread
-                continue
+    # The methods below that return a Flow are generators run by the engine on a slot
+    # (:mod:`lambdarun_covalent.engine`): they yield each future they wait for.
 
-    def _run_batch(self, tasks: list[Task]) -> None:
+    def _run_queued(self, queue: MapQueue, slots: Slots) -> Flow:
+        """A runner of a batching ``map``: its fair share of the queued tasks, then back to
+        the end of the slots' queue (other maps and submits get their turn); it ends when
+        the map's queue is empty."""
+        tasks = queue.take()
+        if not tasks:
+            return
+        try:
+            if len(tasks) == 1:
+                yield from self._run(tasks[0])
+            else:
+                yield from self._run_batch(tasks)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the runner goes on; these tasks fail
+            for task in tasks:
+                task.future.finish(exception=exc if isinstance(exc, Exception) else LambdarunError(repr(exc)))
+        slots.start(functools.partial(self._run_queued, queue, slots))
+
+    def _run_batch(self, tasks: list[Task]) -> Flow:
         """Several synchronous tasks in one invocation; each keeps its own attempt, claim,
         deadline, outcome and retries (a task whose part failed goes on alone)."""
         live = [task for task in tasks if self._begin(task)]
         if len(live) <= 1:
             for task in live:
-                self._attempts(task, 1)
+                yield from self._attempts(task, 1)
             return
         attempts = [self._new_attempt(task, 1) for task in live]
         for attempt in attempts:
             attempt.batched = True
         try:
-            results = self._attempt_batch(attempts)
+            results = yield from self._attempt_batch(attempts)
+        except GeneratorExit:
+            raise
         except BaseException as exc:  # noqa: BLE001 - the whole invocation failed: each task decides
             results = [exc] * len(attempts)
         for attempt, result in zip(attempts, results):
             if isinstance(result, BaseException):
                 if self._retry_or_fail(attempt, result):
-                    self._attempts(attempt.task, attempt.number + 1)
+                    yield from self._attempts(attempt.task, attempt.number + 1)
             else:
                 self._finish(attempt, result)
 
-    def _run(self, task: Task) -> None:
-        """Pool thread: run the task's attempts (synchronous) or start it (asynchronous)."""
+    def _run(self, task: Task) -> Flow:
+        """On a slot: run the task's attempts (synchronous) or start it (asynchronous)."""
         if self._begin(task):
-            self._attempts(task, 1)
+            yield from self._attempts(task, 1)
 
     def _begin(self, task: Task) -> bool:
         """Prepare the task and start its deadline; False when it ended meanwhile."""
@@ -345,7 +347,7 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
             return False
         return True
 
-    def _attempts(self, task: Task, number: int) -> None:
+    def _attempts(self, task: Task, number: int) -> Flow:
         """Attempts ``number``, ``number + 1``, ... of a started task until one decides it."""
         future = task.future
         while True:
@@ -354,9 +356,11 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
             attempt = self._new_attempt(task, number)
             try:
                 if task.mode is InvocationType.EVENT:
-                    self._start_async(attempt)
+                    yield from self._start_async(attempt)
                     return
-                outcome = self._attempt_sync(attempt)
+                outcome = yield from self._attempt_sync(attempt)
+            except GeneratorExit:
+                raise
             except BaseException as exc:  # noqa: BLE001 - every failure reaches the future
                 if self._retry_or_fail(attempt, exc):
                     number += 1
@@ -455,7 +459,7 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
                 self.engine.watch(handle, attempt, janitor_until=until)
             if stopped:
                 self._cleanup_quietly(attempt)  # the call object, now (no outcome will come)
-        # synchronous attempts clean up in their pool thread once the invoke returns
+        # synchronous attempts clean up in their flow once the invoke returns
 
     def _stop_remote(self, attempt: Attempt) -> bool:
         """Ask the target to stop the attempt's invocation (the local target kills the
@@ -494,7 +498,7 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         """The attempt is over for the caller: drop the outcome kept with its claim (a
         tombstone stays until the claim expires, so a late duplicate still cannot run it).
         Queued on the session's :class:`~lambdarun.claim_release.Releaser`: released in
-        batches by its thread, not by the pool thread that got the outcome."""
+        batches by its thread, not by the work thread that got the outcome."""
         if attempt.invoked and not self.config.keep_objects:
             release_later(self.runtime_session, attempt.task.id, attempt.number, issued_at=attempt.issued_at)
 

@@ -1,13 +1,26 @@
 """The engine of the ``covalent`` backend: the threads shared by every backend on one target
-(the invocation pool and the watcher of asynchronous outcomes)."""
+(the slots that bound the tasks in flight, the few work threads that run their attempts, and
+the watcher of asynchronous outcomes).
+
+A task's attempts are a *flow*: a generator that yields each future it waits for (an
+Invoke in flight, a re-delivery's backoff) and is resumed with its result, or has its
+exception thrown in, when that future completes. No thread waits meanwhile: the engine's work
+threads run a flow's CPU work (encode, sign, parse, verify, decode) between two waits, and
+block only on rare paths (storage for spilled calls and outcomes, the version probe once per
+function). :class:`Slots` keep at most ``size`` flows begun at once, as a thread pool of that
+size did.
+"""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import functools
+import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -21,8 +34,8 @@ if TYPE_CHECKING:
     from lambdarun_covalent.tasks import Attempt
 
 __all__ = [
-    "Engine", "POLL_RETRY_FIRST", "POLL_RETRY_MAX", "Watch", "engines", "engines_lock", "live_engines",
-    "target_concurrency",
+    "Engine", "Flow", "POLL_RETRY_FIRST", "POLL_RETRY_MAX", "Slots", "WORK_THREADS", "Watch", "engines",
+    "engines_lock", "live_engines", "run_blocking", "target_concurrency",
 ]
 
 log = structlog.get_logger(__name__)
@@ -31,6 +44,81 @@ log = structlog.get_logger(__name__)
 #: failure up to POLL_RETRY_MAX; a round that works starts again from the first wait
 POLL_RETRY_FIRST = 0.5
 POLL_RETRY_MAX = 30.0
+
+#: the engine's work threads: the CPU work of every flow in flight (two per core: more only
+#: contend for the GIL), and the rare blocking storage calls of spilled calls and outcomes
+WORK_THREADS = max(4, min(16, (os.cpu_count() or 2) * 2))
+
+#: a task's attempts: yields the futures it waits for, is sent their results (or has their
+#: exceptions thrown in), returns when the task's attempts are over
+Flow = Generator["concurrent.futures.Future[Any]", Any, Any]
+
+
+def _settled(future: concurrent.futures.Future[Any]) -> tuple[Any, BaseException | None]:
+    """The result of a done ``future`` as ``(value, error)`` (waits for it when not done)."""
+    try:
+        return future.result(), None
+    except BaseException as exc:  # noqa: BLE001 - handed to the flow that waits for it
+        return None, exc
+
+
+def run_blocking(flow: Flow) -> Any:
+    """Run ``flow`` in the calling thread, waiting for each future it yields; its return value
+    (for the rare paths that already hold a thread of their own)."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            waited = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value, error = _settled(waited)
+
+
+class Slots:
+    """At most ``size`` flows begun at once; the others wait in order and have not started
+    (a task that waits for a slot is PENDING: its deadline has not started), as with a thread
+    pool of ``size`` threads, but no thread is held while a flow waits for its Invoke.
+
+    :meth:`start` takes a factory, called on a work thread once a slot is free; the slot is
+    held until the flow it returns has ended (or at once when it returns None).
+    """
+
+    def __init__(self, engine: Engine, size: int) -> None:
+        self.engine = engine
+        self.size = max(1, size)
+        self._held = 0
+        self._waiting: collections.deque[Callable[[], Flow | None]] = collections.deque()
+        self._lock = threading.Lock()
+
+    def start(self, factory: Callable[[], Flow | None]) -> None:
+        with self._lock:
+            if self._held >= self.size:
+                self._waiting.append(factory)
+                return
+            self._held += 1
+        self.engine._begin_flow(self, factory)
+
+    def pass_on(self) -> Callable[[], Flow | None] | None:
+        """A flow has ended on a work thread: the first waiting factory, which now holds its
+        slot (the caller begins it), else None and the slot is free."""
+        with self._lock:
+            if not self._waiting:
+                self._held -= 1
+                return None
+            return self._waiting.popleft()
+
+    @property
+    def held(self) -> int:
+        """Flows begun and not ended."""
+        with self._lock:
+            return self._held
+
+    @property
+    def waiting(self) -> int:
+        """Flows waiting for a slot."""
+        with self._lock:
+            return len(self._waiting)
 
 
 @attrs.define
@@ -104,10 +192,10 @@ def _error_kind(exc: BaseException) -> tuple[str, ...]:
 
 
 class Engine:
-    """Thread pool and asynchronous-completion watcher shared by the backends of a target.
+    """Slots, work threads and asynchronous-completion watcher shared by the backends of a target.
 
     Sessions derived with call options (``lambdarun.run(..., options=...)``) get their own
-    backend instance but share the target, hence the engine: no thread pool per call.
+    backend instance but share the target, hence the engine: no threads per call.
 
     Nothing is watched forever: a running attempt until its ``deadline``, a stopped one until
     its ``janitor_until``; failed polling rounds back off (``POLL_RETRY_FIRST`` doubling to
@@ -119,6 +207,8 @@ class Engine:
         self.workers = workers
         self.poller = poller
         self._pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+        self._slots: dict[int, Slots] = {}
+        self._work: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         # asynchronous attempts being watched, by the handle of their outcome object
         self._watched: dict[StorageHandle, Watch] = {}
@@ -132,6 +222,97 @@ class Engine:
         """Closed or closing: an open backend needing an engine makes a new one (a closed
         backend keeps this one for what it still stops or cleans up)."""
         return self._closing
+
+    def slots(self, size: int | None = None) -> Slots:
+        """The slots of ``size`` (default: the engine's ``workers``), shared by every backend
+        on this target that asks for that size, as its thread pool was."""
+        size = size or self.workers
+        with self._lock:
+            slots = self._slots.get(size)
+            if slots is None:
+                slots = self._slots[size] = Slots(self, size)
+            return slots
+
+    # -- flows: a task's attempts on the work threads -------------------------------------
+
+    @property
+    def flows(self) -> int:
+        """Flows begun and not ended (tasks holding a slot)."""
+        with self._lock:
+            return sum(slots.held for slots in self._slots.values())
+
+    @property
+    def work_running(self) -> bool:
+        """Whether the work threads are up (a closed engine ends them once its flows end)."""
+        return self._work is not None
+
+    def _run_work(self, fn: Callable[..., None], *args: Any) -> None:
+        """``fn(*args)`` on a work thread. A closed engine keeps them until its flows in flight
+        have ended (cleaned up, freed their slots)."""
+        with self._lock:
+            if self._work is None:
+                self._work = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=WORK_THREADS, thread_name_prefix="lambdarun-covalent-work"
+                )
+            work = self._work
+        try:
+            work.submit(fn, *args)
+        except RuntimeError:  # the interpreter is exiting: no new threads
+            log.debug("could not run a task's attempts at exit")
+
+    def _begin_flow(self, slots: Slots, factory: Callable[[], Flow | None]) -> None:
+        self._run_work(self._drive, slots, factory, None, None, None)
+
+    def _drive(self, slots: Slots, factory: Callable[[], Flow | None] | None, flow: Flow | None, value: Any,
+               error: BaseException | None) -> None:
+        """On a work thread: run ``flow`` (or the one ``factory`` makes) until it waits for a
+        future that is not done yet; when it ends, its slot passes to the next waiting flow,
+        begun here (a loop, not a recursion: a long queue of cancelled tasks ends at once)."""
+        while True:
+            if flow is None and factory is not None:
+                try:
+                    flow = factory()
+                except BaseException:  # noqa: BLE001 - a factory must not take its slot with it
+                    log.error("a task's attempts could not begin", exc_info=True)
+            if flow is not None and self._advance(slots, flow, value, error):
+                return  # parked: resumed by the future it waits for
+            factory, flow, value, error = slots.pass_on(), None, None, None
+            if factory is None:
+                if self._closing:
+                    self._retire_work()
+                return
+
+    def _retire_work(self) -> None:
+        """Closed: the work threads end once no flow holds a slot (queued work still runs)."""
+        with self._lock:
+            work = self._work
+            if work is None or not self._closing or any(slots.held for slots in self._slots.values()):
+                return
+            self._work = None
+        work.shutdown(wait=False)
+
+    def _advance(self, slots: Slots, flow: Flow, value: Any, error: BaseException | None) -> bool:
+        """Run ``flow`` until it waits for a future that is not done (True: parked) or ends."""
+        try:
+            while True:
+                waited = flow.throw(error) if error is not None else flow.send(value)
+                if not waited.done():
+                    waited.add_done_callback(functools.partial(self._resume, slots, flow))
+                    return True
+                value, error = _settled(waited)
+        except StopIteration:
+            return False
+        except BaseException:  # noqa: BLE001 - a flow handles its own failures; never lose the slot
+            log.error("a task's attempts ended with an unexpected error", exc_info=True)
+            return False
+
+    def _resume(self, slots: Slots, flow: Flow, waited: concurrent.futures.Future[Any]) -> None:
+        # the done callback of what the flow waited for: runs on whichever thread completed it
+        # (the invoker's, the deadline thread), so the flow goes on on a work thread
+        value, error = _settled(waited)
+        self._run_work(self._drive, slots, None, flow, value, error)
+
+    # -- the pool of asynchronous completions ----------------------------------------------
 
     def pool(self, size: int | None = None) -> concurrent.futures.ThreadPoolExecutor:
         size = size or self.workers
@@ -286,6 +467,7 @@ class Engine:
             self._pools.clear()
         for pool in pools:
             pool.shutdown(wait=False)  # work already queued (clean-ups) still runs
+        self._retire_work()  # now, or when the last flow in flight ends
 
 
 engines: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()

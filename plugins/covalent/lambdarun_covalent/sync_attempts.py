@@ -2,19 +2,31 @@
 call inline or by reference, :mod:`lambdarun.protocol`) and its reply (the outcome inline or
 stored), re-delivered when the answer was lost.
 
+The attempts are flows (:mod:`lambdarun_covalent.engine`): ``_attempt_sync``,
+``_attempt_batch`` and ``_deliver`` are generators that ``yield`` the Invoke's future
+(``invoker.invoke_async``) and the backoff of a re-delivery (:func:`~lambdarun_covalent.tasks.after`)
+and are resumed with the response, or have the invoke's typed error thrown in: no thread
+waits for an Invoke in flight.
+
 A part of :class:`~lambdarun_covalent.backend.CovalentBackend` (a mixin it inherits).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from lambdarun.calls import decode_outcome, encode_call
-from lambdarun.errors import EnvelopeError, InvocationOutcomeUnknownError, RemoteEnvironmentError, StorageError
+from lambdarun.errors import (
+    EnvelopeError,
+    InvocationOutcomeUnknownError,
+    LambdarunError,
+    RemoteEnvironmentError,
+    StorageError,
+)
 from lambdarun.limits import ASYNC_PAYLOAD_LIMIT
 from lambdarun.protocol import (
     EVENT_OVERHEAD,
@@ -30,6 +42,7 @@ from lambdarun.types import InvocationType
 
 from lambdarun_covalent.remote_errors import environment_error
 from lambdarun_covalent.runtime import TASK_FIELD
+from lambdarun_covalent.tasks import after
 from lambdarun_covalent.versions import check_versions
 
 if TYPE_CHECKING:
@@ -38,7 +51,7 @@ if TYPE_CHECKING:
     from lambdarun.types import Storage
 
     from lambdarun_covalent.config import CovalentConfig
-    from lambdarun_covalent.engine import Engine
+    from lambdarun_covalent.engine import Engine, Flow
     from lambdarun_covalent.tasks import Attempt
 
 log = structlog.get_logger(__name__)
@@ -102,20 +115,22 @@ class SyncAttempts:
         # lets a target that can stop one invocation find ours (see _stop_remote)
         return {"custom": {"lambdarun_attempt": attempt.id}}
 
-    def _attempt_sync(self, attempt: Attempt) -> Outcome:
+    def _attempt_sync(self, attempt: Attempt) -> Flow:
+        """Flow: the outcome of one synchronous attempt."""
         check_versions(self.runtime_session, self.function_name)  # once per function and process
         payload = self._event(attempt)
-        response = self._deliver(payload, [attempt])
+        response = yield from self._deliver(payload, [attempt])
         if response.function_error:
             attempt.outcome_stored = None
             raise environment_error(response.payload, attempt)
         reply = parse_reply(response.payload, function_name=self.function_name)
         return self._outcome_of(attempt, reply)
 
-    def _attempt_batch(self, attempts: list[Attempt]) -> list[Outcome | BaseException]:
-        """One invocation for several synchronous attempts; the outcome (or the failure) of
-        each, in order. Each call gets an equal share of the inline limit, so the request and
-        the reply stay within it (a larger call or outcome goes through storage)."""
+    def _attempt_batch(self, attempts: list[Attempt]) -> Flow:
+        """Flow: one invocation for several synchronous attempts; the outcome (or the failure)
+        of each, in order (``list[Outcome | BaseException]``). Each call gets an equal share of
+        the inline limit, so the request and the reply stay within it (a larger call or
+        outcome goes through storage)."""
         check_versions(self.runtime_session, self.function_name)
         share = max(EVENT_OVERHEAD * 2, self.config.inline_limit // len(attempts))
         events: list[dict[str, Any]] = []
@@ -130,7 +145,7 @@ class SyncAttempts:
         if not sent:
             return results  # type: ignore[return-value]
         payload = json.dumps(build_batch_event(events)).encode()
-        response = self._deliver(payload, sent)
+        response = yield from self._deliver(payload, sent)
         if response.function_error:
             for attempt in sent:
                 attempt.outcome_stored = None
@@ -148,19 +163,15 @@ class SyncAttempts:
                 out.append(exc)
         return out
 
-    def _deliver(self, payload: bytes, attempts: list[Attempt]) -> Any:
-        """Invoke with ``payload``, re-delivering it when the answer was lost."""
+    def _deliver(self, payload: bytes, attempts: list[Attempt]) -> Flow:
+        """Flow: invoke with ``payload`` (the response), re-delivering it when the answer was
+        lost; the backoff between deliveries is waited for on the deadline thread."""
         first = attempts[0]
         for attempt in attempts:
             attempt.invoked = True
         for delivery in range(1, REDELIVERIES + 2):
             try:
-                response = self.runtime_session.invoker.invoke(
-                    self.function_name,
-                    payload,
-                    invocation_type=InvocationType.REQUEST_RESPONSE,
-                    client_context=self._client_context(first),
-                )
+                response = yield from self._invoke(payload, InvocationType.REQUEST_RESPONSE, first)
                 break
             except InvocationOutcomeUnknownError as exc:
                 # the request reached Lambda and the answer was lost: re-deliver the *same*
@@ -169,11 +180,29 @@ class SyncAttempts:
                     raise
                 log.info("re-delivering call attempts whose answer was lost", task_ids=[a.task.id for a in attempts],
                          delivery=delivery + 1, error=str(exc))
-                time.sleep(min(0.05 * 2**delivery, 1.0))
+                yield after(min(0.05 * 2**delivery, 1.0))
         if response.request_id:  # the dashboard links the task to its invocation
             for attempt in attempts:
                 attempt.task.future.info["request_id"] = response.request_id
         return response
+
+    def _invoke(self, payload: bytes, invocation_type: InvocationType, attempt: Attempt) -> Flow:
+        """Flow: one Invoke in flight (``invoker.invoke_async``): its response, or the typed
+        error ``invoker.invoke`` raises. An invoke the invoker dropped unsent (it was closed)
+        fails with a :class:`~lambdarun.errors.LambdarunError`."""
+        handle = self.runtime_session.invoker.invoke_async(
+            self.function_name,
+            payload,
+            invocation_type=invocation_type,
+            client_context=self._client_context(attempt),
+        )
+        try:
+            return (yield handle.future)
+        except concurrent.futures.CancelledError:
+            raise LambdarunError(
+                f"the invoke of task {attempt.task.id} was dropped unsent: the session's invoker was "
+                "closed; use an open lambdarun Session"
+            ) from None
 
     def _outcome_of(self, attempt: Attempt, reply: Reply) -> Outcome:
         if reply.refused is not None:

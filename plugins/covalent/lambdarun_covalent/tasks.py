@@ -4,6 +4,7 @@ the one thread that fires their deadlines."""
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import heapq
 import itertools
 import threading
@@ -21,7 +22,9 @@ from lambdarun.types import InvocationType
 if TYPE_CHECKING:
     from lambdarun_covalent.backend import CovalentBackend
 
-__all__ = ["Attempt", "MapQueue", "RAMP_GAP", "Task", "Deadlines", "deadlines", "in_flight", "lookup_task", "ramp"]
+__all__ = [
+    "Attempt", "MapQueue", "RAMP_GAP", "Task", "Deadlines", "after", "deadlines", "in_flight", "lookup_task", "ramp",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +103,14 @@ class Deadlines:
 
 
 deadlines = Deadlines()
+
+
+def after(seconds: float) -> concurrent.futures.Future[None]:
+    """A future that completes ``seconds`` from now (from the deadline thread): what a flow
+    yields to wait without holding a thread (:mod:`lambdarun_covalent.engine`)."""
+    future: concurrent.futures.Future[None] = concurrent.futures.Future()
+    deadlines.add(time.monotonic() + seconds, lambda: future.set_result(None))
+    return future
 
 #: in-flight tasks of this process by task id (for Covalent's cancel(job_handle) and get_status)
 in_flight: weakref.WeakValueDictionary[str, Task] = weakref.WeakValueDictionary()
@@ -185,12 +196,12 @@ class Task:
 
 
 class MapQueue:
-    """The synchronous tasks of one ``map`` waiting for a pool thread, taken in batches.
+    """The synchronous tasks of one ``map`` waiting for a slot, taken in batches.
 
     At most ``threads`` runners serve the queue (:meth:`put` says when to start one; a
-    runner calls :meth:`take` until it gets nothing, then it has ended): the pool holds a
-    work item per runner, not per task (a runner re-queues itself after each batch, so other
-    work on the pool gets its turn). A runner takes its fair share of what is queued
+    runner calls :meth:`take` until it gets nothing, then it has ended): the slots hold a
+    flow per runner, not per task (a runner re-queues itself after each batch, so other
+    work on the same slots gets its turn). A runner takes its fair share of what is queued
     (the queue divided by the threads, at least one, at most ``limit``): few tasks go one per
     invocation (all threads busy, low latency), a long queue goes ``limit`` per invocation.
     """
