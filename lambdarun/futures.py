@@ -49,9 +49,10 @@ class LambdaFuture(concurrent.futures.Future):
             return self.cancelled()
         if not super().cancel():
             return self.cancelled()
-        if self._canceller is not None:
+        canceller, self._canceller = self._canceller, None
+        if canceller is not None:
             try:
-                self._canceller()
+                canceller()
             except Exception:  # cancelling is best effort; the future is cancelled regardless
                 import structlog
 
@@ -78,4 +79,5 @@ class LambdaFuture(concurrent.futures.Future):
                 self.set_result(result)
         except concurrent.futures.InvalidStateError:
             return False
+        self._canceller = None  # a done future cancels nothing: drop what it held (often its task)
         return True

@@ -154,19 +154,48 @@ class Attempt:
         return self.prefix + "outcome"
 
 
+def _dropped_future() -> LambdaFuture:
+    future = LambdaFuture("dropped")
+    future.cancel()
+    return future
+
+
+#: what ``Task.future`` gives once the task has ended and nobody holds its future any more
+_DROPPED = _dropped_future()
+
+
 @attrs.define(eq=False)
 class Task:
+    """A task: its call, its future and its current attempt.
+
+    The task holds its future strongly only while it runs; once it has ended
+    (:meth:`release`, the future's done callback) only the future holds the task
+    (``future.info["task"]``). So an ended task and its future form no reference cycle and
+    are freed as soon as the caller drops the future, instead of waiting, some twenty objects
+    each, for the garbage collector's full collections (at 1,000 tasks/s those came every
+    2 s and paused every thread for 0.15-0.2 s).
+    """
+
     id: str
     backend: CovalentBackend
     func: Callable[..., Any]
     args: tuple
     kwargs: dict[str, Any]
-    future: LambdaFuture
+    _future: LambdaFuture | None = attrs.field(alias="future")
     timeout: float
     mode: InvocationType
     attempt: Attempt | None = None
     deadline_token: int | None = None
     lock: threading.Lock = attrs.field(factory=threading.Lock)
+    _future_ref: weakref.ref[LambdaFuture] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._future_ref = weakref.ref(self._future)  # type: ignore[arg-type]
+
+    @property
+    def future(self) -> LambdaFuture:
+        """The task's future (a cancelled stand-in once the task ended and its future is gone)."""
+        return self._future or self._future_ref() or _DROPPED
 
     @property
     def status(self) -> str:
@@ -179,9 +208,11 @@ class Task:
         return "RUNNING" if fut.running() else "PENDING"
 
     def release(self) -> None:
-        """The task ended: drop its deadline and its arguments (which may be large)."""
+        """The task ended: drop its deadline, its arguments (which may be large) and its strong
+        hold on its future."""
         deadlines.remove(self.deadline_token)
         self.args, self.kwargs = (), {}
+        self._future = None
 
     def handle(self) -> dict[str, Any]:
         """A JSON-serializable handle (what Covalent stores with ``set_job_handle``)."""
