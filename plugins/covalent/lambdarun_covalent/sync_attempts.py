@@ -188,7 +188,7 @@ class SyncAttempts:
 
     def _invoke(self, payload: bytes, invocation_type: InvocationType, attempt: Attempt) -> Flow:
         """Flow: one Invoke in flight (``invoker.invoke_async``): its response, or the typed
-        error ``invoker.invoke`` raises. An invoke the invoker dropped unsent (it was closed)
+        error ``invoker.invoke`` raises. An invoke the invoker dropped because it was closed
         fails with a :class:`~lambdarun.errors.LambdarunError`."""
         handle = self.runtime_session.invoker.invoke_async(
             self.function_name,
@@ -200,8 +200,8 @@ class SyncAttempts:
             return (yield handle.future)
         except concurrent.futures.CancelledError:
             raise LambdarunError(
-                f"the invoke of task {attempt.task.id} was dropped unsent: the session's invoker was "
-                "closed; use an open lambdarun Session"
+                f"the invoke of task {attempt.task.id} was dropped: the session's invoker was closed "
+                "(if it had been sent, the function may have run); use an open lambdarun Session"
             ) from None
 
     def _outcome_of(self, attempt: Attempt, reply: Reply) -> Outcome:
