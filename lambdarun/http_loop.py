@@ -183,6 +183,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.tunnel = False  # the request in flight is a CONNECT
         self._waiter: asyncio.Future[HttpAnswer] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._status = 0
         self._headers = Headers()
         self._parts: list[bytes] = []
@@ -255,12 +256,19 @@ class _Connection(asyncio.Protocol):
                 return
 
     def _done(self) -> None:
+        self._stop_timer()
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(HttpAnswer(self._status, self._headers, b"".join(self._parts)))
         self._parts = []
 
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _fail(self, exc: Exception) -> None:
+        self._stop_timer()
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -270,21 +278,20 @@ class _Connection(asyncio.Protocol):
 
     # -- one request ------------------------------------------------------------------------------
 
-    async def exchange(self, data: bytes, timeout: float) -> HttpAnswer:
-        """Write ``data`` (a whole request h11 built) and wait for the answer."""
+    def exchange(self, data: bytes, timeout: float) -> asyncio.Future[HttpAnswer]:
+        """Write ``data`` (a whole request h11 built); the future of its answer (an
+        :class:`AnswerLost` after ``timeout`` seconds without one). A plain function, not a
+        coroutine: one coroutine per request in flight is enough (:meth:`Connections.send`)."""
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         self._status, self._size, self._parts = 0, 0, []
         assert self.transport is not None
         self.transport.write(data)
-        timer = loop.call_later(timeout, self._fail, AnswerLost(f"no answer within {timeout:g} s"))
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            self._fail(AnswerLost("cancelled"))
-            raise
-        finally:
-            timer.cancel()
+        self._timer = loop.call_later(timeout, self._timed_out, timeout)
+        return waiter
+
+    def _timed_out(self, timeout: float) -> None:
+        self._fail(AnswerLost(f"no answer within {timeout:g} s"))
 
     def request(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
         h = self.h
@@ -338,7 +345,11 @@ class Connections:
         except h11.LocalProtocolError as exc:
             connection.transport.abort()  # type: ignore[union-attr]
             raise ConnectFailed(f"the request cannot be sent as HTTP/1.1: {exc}") from None
-        answer = await connection.exchange(data, self.read_timeout)
+        try:
+            answer = await connection.exchange(data, self.read_timeout)
+        except asyncio.CancelledError:
+            connection._fail(AnswerLost("cancelled"))  # never reuse a connection mid-answer
+            raise
         self._keep(route, connection)
         return answer
 
@@ -392,6 +403,9 @@ class Connections:
         try:
             data = connection.request("CONNECT", authority, [("Host", authority), *route.proxy_headers], b"")
             answer = await connection.exchange(data, self.connect_timeout)
+        except asyncio.CancelledError:
+            connection._fail(AnswerLost("cancelled"))
+            raise
         except AnswerLost as exc:
             raise ConnectFailed(f"the proxy did not open a tunnel to {authority} ({exc})") from exc
         if not 200 <= answer.status < 300:

@@ -264,57 +264,56 @@ class LambdaHttp:
     async def _invoke(self, path: str, payload: bytes, headers: Mapping[str, str], request: _Request,
                       finish: Callable[[LambdaHttpResponse], T] | None,
                       failed: Callable[[Exception], BaseException] | None) -> Any:
+        """The Invoke with its retries (one coroutine per Invoke: a thousand in flight are a
+        thousand of these, so nothing else is awaited as a coroutine on the common path)."""
+        attempt, moved = 1, 0
         try:
-            response = await self._attempts(path, payload, headers, request)
+            while True:
+                try:
+                    answer = await self._connections.send(request.route, "POST", request.target, request.headers,
+                                                          payload)
+                except ConnectFailed as exc:
+                    if moved < 3 and await self._in_thread(self._connection_failed, exc, sent=False):
+                        moved += 1  # the endpoint moved (a restarted local stack): send it there now
+                    elif self._may_retry(attempt, _TIMEOUT_RETRY_COST):
+                        await asyncio.sleep(self._backoff(attempt, _OTHER_SCALE))
+                        attempt += 1
+                    else:
+                        raise InvocationError(
+                            f"could not connect to the Lambda endpoint of target {self.target.name!r} "
+                            f"after {attempt} attempts: {exc}") from exc
+                    request = await self._in_thread(self._prepare, path, payload, headers)
+                    continue
+                except AnswerLost as exc:
+                    raise await self._lost(exc) from None
+                response = LambdaHttpResponse(answer.status, answer.headers, answer.body)
+                if response.status < 300:
+                    self._quota.release(_RETRY_COST if attempt > 1 else 1)
+                    return finish(response) if finish is not None else response
+                error = _service_error(response)
+                if (error.status == 429 or error.code in _THROTTLING_CODES) and self._may_retry(attempt, _RETRY_COST):
+                    await asyncio.sleep(self._backoff(attempt, _THROTTLING_SCALE))
+                    attempt += 1
+                    request = await self._in_thread(self._prepare, path, payload, headers)
+                    continue
+                raise error
         except Exception as exc:
             mapped = failed(exc) if failed is not None else exc
             if mapped is exc:
                 raise
             raise mapped from exc
-        return finish(response) if finish is not None else response
 
-    async def _attempts(self, path: str, payload: bytes, headers: Mapping[str, str],
-                        request: _Request) -> LambdaHttpResponse:
-        attempt, moved = 1, 0
-        while True:
-            try:
-                response = await self._send(request, payload)
-            except ConnectFailed as exc:
-                if moved < 3 and await self._in_thread(self._connection_failed, exc, sent=False):
-                    moved += 1  # the endpoint moved (a restarted local stack): send it there now
-                elif self._may_retry(attempt, _TIMEOUT_RETRY_COST):
-                    await asyncio.sleep(self._backoff(attempt, _OTHER_SCALE))
-                    attempt += 1
-                else:
-                    raise InvocationError(
-                        f"could not connect to the Lambda endpoint of target {self.target.name!r} "
-                        f"after {attempt} attempts: {exc}") from exc
-                request = await self._in_thread(self._prepare, path, payload, headers)
-                continue
-            if response.status < 300:
-                self._quota.release(_RETRY_COST if attempt > 1 else 1)
-                return response
-            error = _service_error(response)
-            if (error.status == 429 or error.code in _THROTTLING_CODES) and self._may_retry(attempt, _RETRY_COST):
-                await asyncio.sleep(self._backoff(attempt, _THROTTLING_SCALE))
-                attempt += 1
-                request = await self._in_thread(self._prepare, path, payload, headers)
-                continue
-            raise error
-
-    async def _send(self, request: _Request, payload: bytes) -> LambdaHttpResponse:
-        try:
-            answer = await self._connections.send(request.route, "POST", request.target, request.headers, payload)
-        except AnswerTooLarge as exc:
-            raise InvocationOutcomeUnknownError(
+    async def _lost(self, exc: AnswerLost) -> InvocationOutcomeUnknownError:
+        """The request went out and no usable answer came back (the target may react first:
+        the local one raises when its stack is gone)."""
+        if isinstance(exc, AnswerTooLarge):
+            return InvocationOutcomeUnknownError(
                 f"the Lambda endpoint of {self.target.name!r} answered with more than Lambda's "
-                f"{SYNC_RESPONSE_LIMIT}-byte response limit ({exc}); the function may have run") from None
-        except AnswerLost as exc:
-            await self._in_thread(self._connection_failed, exc, sent=True)
-            raise InvocationOutcomeUnknownError(
-                f"the connection to {self.target.name!r} was lost after the Invoke was sent "
-                f"({exc}); the function may have run") from None
-        return LambdaHttpResponse(answer.status, answer.headers, answer.body)
+                f"{SYNC_RESPONSE_LIMIT}-byte response limit ({exc}); the function may have run")
+        await self._in_thread(self._connection_failed, exc, sent=True)
+        return InvocationOutcomeUnknownError(
+            f"the connection to {self.target.name!r} was lost after the Invoke was sent "
+            f"({exc}); the function may have run")
 
     async def _in_thread(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Blocking work (signing with refreshed credentials, the target's restart check) off the loop."""
