@@ -243,3 +243,40 @@ def test_appends_keep_their_order_across_state_only_writes_and_replace(any_store
     with pytest.raises(CheckpointConflictError):
         any_store.append("e2", [{"n": 11}], expected_version=5)
     assert [r["n"] for r in any_store.load("e2").records] == [9, 10]
+
+
+def test_closing_the_sqlite_store_under_a_busy_thread_is_safe(tmp_path: Any) -> None:
+    """The local durable service closes its store while its worker threads may still be in a
+    query (its retention sweep lists every execution): closing a connection under a running
+    query crashed the interpreter (a segfault in CI). close() now closes only its own thread's
+    connection and those of ended threads; a busy thread finishes its query and goes on."""
+    from lambdarun_durable.stores.sqlite import SQLiteCheckpointStore
+
+    store = SQLiteCheckpointStore(str(tmp_path / "busy.db"))
+    for n in range(300):
+        store.create(f"e{n}", {"status": "RUNNING", "n": n})
+    stop, errors, rounds = threading.Event(), [], [0]
+
+    def lister() -> None:
+        try:
+            while not stop.is_set():
+                assert len(store.list(limit=1_000_000)) == 300
+                rounds[0] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=lister) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 3
+    closes = 0
+    while time.monotonic() < deadline:
+        store.close()
+        closes += 1
+        time.sleep(0.001)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and rounds[0] > 10 and closes > 100
+    assert len(store.list()) == 100  # the closing thread opens a new connection when used again
+    store.close()

@@ -38,7 +38,7 @@ class SQLiteCheckpointStore:
         self.url = url or f"sqlite:///{path}"
         self._synchronous = synchronous
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._all_lock = threading.Lock()
         # 0600 in a 0700 folder: checkpoints hold step results and inputs
         if path != ":memory:" and not path.startswith("file:"):
@@ -68,7 +68,7 @@ class SQLiteCheckpointStore:
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
             with self._all_lock:
-                self._all.append(conn)
+                self._all.append((threading.current_thread(), conn))
         return conn
 
     def create(self, execution_id: str, state: Mapping[str, Any], records: Sequence[Mapping[str, Any]] = ()) -> Checkpoint:
@@ -290,9 +290,14 @@ class SQLiteCheckpointStore:
         return self._lease_row(self._conn(), execution_id)
 
     def close(self) -> None:
-        """Close every thread's connection (map branches write from worker threads)."""
+        """Close the connections of this thread and of threads that have ended (map branches
+        write from worker threads). A live thread's connection is never closed from here: it
+        may be in the middle of a query (closing it under one crashed the interpreter), so it
+        is dropped instead and closes when that thread lets go of it."""
         with self._all_lock:
             conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
+        mine = getattr(self._local, "conn", None)
+        for thread, conn in conns:
+            if conn is mine or not thread.is_alive():
+                conn.close()
         self._local = threading.local()
