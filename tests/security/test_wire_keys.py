@@ -47,7 +47,17 @@ def test_fresh_install_signs_everything_and_keeps_the_key_out_of_the_environment
         received.append(response.payload)
         return response
 
+    real_invoke_async = invoker.invoke_async
+
+    def recording_invoke_async(function_name, payload, **kwargs):
+        # the covalent backend's calls go out through invoke_async (its version probe through invoke)
+        sent.append(payload)
+        handle = real_invoke_async(function_name, payload, **kwargs)
+        handle.future.add_done_callback(lambda f: received.append(f.result().payload))
+        return handle
+
     monkeypatch.setattr(invoker, "invoke", recording_invoke)
+    monkeypatch.setattr(invoker, "invoke_async", recording_invoke_async)
     assert lambdarun.run(pow, 2, 10, backend="covalent", session=session) == 1024
 
     key = local_stack.signing_key
