@@ -45,7 +45,7 @@ from lambdarun.errors import (
 from lambdarun.futures import LambdaFuture
 from lambdarun.types import FunctionSpec, InvocationType, StorageHandle
 
-from lambdarun_covalent.config import DEFAULT_BUCKET, MAX_TIMEOUT, CovalentConfig
+from lambdarun_covalent.config import DEFAULT_BUCKET, MAX_TIMEOUT, CovalentConfig, runtime_session_for
 from lambdarun_covalent.engine import Engine, Flow, Slots, engines, engines_lock, target_concurrency
 from lambdarun_covalent.tasks import Attempt, MapQueue, Task, deadlines, in_flight, lookup_task, ramp
 from lambdarun_covalent.async_attempts import JANITOR_GRACE, AsyncAttempts
@@ -80,7 +80,7 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
     def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.config: CovalentConfig = session.settings.section("covalent")
-        self.runtime_session = _runtime_session(session, self.config)
+        self.runtime_session = runtime_session_for(session, self.config)
         self._storage: Storage | None = None
         self._storage_url: str | None = None
         self._lock = threading.Lock()
@@ -502,21 +502,3 @@ class CovalentBackend(SyncAttempts, AsyncAttempts, Backend):
         if attempt.invoked and not self.config.keep_objects:
             release_later(self.runtime_session, attempt.task.id, attempt.number, issued_at=attempt.issued_at)
 
-
-def _runtime_session(session: Session, cfg: CovalentConfig) -> Session:
-    """The session to run on: ``session`` with the section's target/AWS keys applied."""
-    overrides: dict[str, Any] = {}
-    if cfg.target and cfg.target != session.settings.target:
-        overrides["target"] = cfg.target
-    if cfg.region and cfg.region != session.settings.region:
-        overrides["region"] = cfg.region
-    aws: dict[str, Any] = {}
-    if cfg.profile:
-        aws["profile"] = cfg.profile
-    if cfg.credentials_file:
-        aws["credentials_file"] = cfg.credentials_file
-    if cfg.endpoint_url:
-        aws["endpoint_url"] = cfg.endpoint_url
-    if aws:
-        overrides["aws"] = aws
-    return session.derive(overrides) if overrides else session

@@ -9,12 +9,15 @@ call options (``options={"covalent": {"timeout": 30}}``).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from lambdarun.config import non_negative, positive
 from lambdarun.limits import MAX_FUNCTION_TIMEOUT, SYNC_PAYLOAD_LIMIT
+
+if TYPE_CHECKING:
+    from lambdarun.session import Session
 
 __all__ = [
     "CovalentConfig",
@@ -23,6 +26,7 @@ __all__ = [
     "DEFAULT_INLINE_LIMIT",
     "MAX_TIMEOUT",
     "DEFAULT_BUCKET",
+    "runtime_session_for",
 ]
 
 DEFAULT_INLINE_LIMIT = 256 * 1024
@@ -154,3 +158,22 @@ ORIGINAL_DEFAULTS: dict[str, Any] = {
         "timeout",
     )
 }
+
+
+def runtime_session_for(session: Session, cfg: CovalentConfig) -> Session:
+    """The session to run on: ``session`` with the section's target/AWS keys applied."""
+    overrides: dict[str, Any] = {}
+    if cfg.target and cfg.target != session.settings.target:
+        overrides["target"] = cfg.target
+    if cfg.region and cfg.region != session.settings.region:
+        overrides["region"] = cfg.region
+    aws: dict[str, Any] = {}
+    if cfg.profile:
+        aws["profile"] = cfg.profile
+    if cfg.credentials_file:
+        aws["credentials_file"] = cfg.credentials_file
+    if cfg.endpoint_url:
+        aws["endpoint_url"] = cfg.endpoint_url
+    if aws:
+        overrides["aws"] = aws
+    return session.derive(overrides) if overrides else session
