@@ -72,15 +72,23 @@ def check_invocation_ended_cleanly(out: dict[str, Any]) -> None:
         assert "LambdarunError" in out["error_mro"] or out["error_type"] == "RPCError", out
 
 
+#: how long fresh invocations keep draining: a workflow task that the cut-off worker held on
+#: its sticky queue reaches other workers only after Temporal's sticky schedule-to-start
+#: timeout (temporalio's default: 10 s), and a drain invocation that finds nothing to do ends
+#: after its 1 s idle period, so a fixed few invocations could all end before that task moved
+DRAIN_SECONDS = 60.0
+
+
 def drain(start_handler: Any, env: dict[str, str], address: str, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Fresh invocations until every workflow completed (at most 3)."""
+    """Fresh invocations until every workflow completed (for at most DRAIN_SECONDS)."""
     outcomes = activity_outcomes(address, ids)
-    for i in range(3):
-        if all(o["status"] == "COMPLETED" for o in outcomes.values()):
-            break
+    deadline = time.monotonic() + DRAIN_SECONDS
+    i = 0
+    while not all(o["status"] == "COMPLETED" for o in outcomes.values()) and time.monotonic() < deadline:
         out = start_handler("chaos", TIMEOUT, {**env, "SCENARIO_INVOCATION": f"drain-{i}"}).result()
         check_invocation_ended_cleanly(out)
         outcomes = activity_outcomes(address, ids)
+        i += 1
     return outcomes
 
 
