@@ -47,7 +47,7 @@ def test_function_errors_are_retried_twice_then_logged(lam: Any, make_function: 
     resp = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
     request_id = resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
     failures = local_stack.run_dir / "logs" / name / "async-failures.jsonl"
-    wait_for(failures.exists)
+    wait_for(lambda: lines(failures))  # the record is written just after the file is created
     assert lines(attempts) == [request_id] * 3  # first attempt + 2 retries, same request id
     record = json.loads(lines(failures)[0])  # the shape of Lambda's on-failure destination record
     assert record["requestContext"]["requestId"] == request_id
@@ -130,7 +130,7 @@ def test_event_invoke_config_limits_retries(lam: Any, make_function: Any, tmp_pa
     assert lam.get_function_event_invoke_config(FunctionName=name)["MaximumRetryAttempts"] == 0
     lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
     failures = local_stack.run_dir / "logs" / name / "async-failures.jsonl"
-    wait_for(failures.exists)
+    wait_for(lambda: lines(failures))  # the record is written just after the file is created
     assert len(lines(attempts)) == 1
     lam.delete_function_event_invoke_config(FunctionName=name)
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
